@@ -1,0 +1,266 @@
+//! The one error type of the core.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Everything that can go wrong in rowseal's core.
+///
+/// The enum is `#[non_exhaustive]`: match the variants you handle and keep a
+/// wildcard arm. No variant ever carries plaintext or key bytes, so an `Error` is
+/// safe to log, print and send to an error tracker. Its `Debug` output holds the
+/// same information as its `Display` output.
+///
+/// A failed decryption is always [`Error::Decrypt`], whatever the cause (wrong
+/// key, wrong tenant, ciphertext moved to another column, flipped bit, key
+/// commitment mismatch): distinguishing them would help an attacker, never a user.
+#[non_exhaustive]
+#[derive(Debug, Clone)]
+pub enum Error {
+    /// Authentication failed: the ciphertext, the row header or the key does not
+    /// match. Deliberately says nothing more.
+    Decrypt,
+    /// Bytes that should be a rowseal structure are not: too short, too long, or a
+    /// length field that points past the end.
+    Malformed {
+        /// Which structure ("field envelope", "row header", "wrapped key").
+        what: &'static str,
+        /// What is wrong with it, in words that never quote the bytes.
+        reason: &'static str,
+    },
+    /// A structure written by a format version or algorithm this build does not
+    /// read.
+    UnsupportedFormat {
+        /// Which structure.
+        what: &'static str,
+        /// The version (or algorithm) byte found.
+        version: u8,
+    },
+    /// Key configuration is missing or invalid (for example a local root key that
+    /// is absent, not base64 or not 32 bytes). Raised when a provider is built, so
+    /// a bad configuration fails at start-up, not at the first write.
+    KeyConfig {
+        /// What is wrong. Never contains key bytes.
+        reason: String,
+    },
+    /// A key the data refers to is not known: a tenant or index key version that
+    /// is not in the key store, or a root key the provider does not hold.
+    KeyNotFound {
+        /// Which key, by name and version (never by value).
+        key: String,
+    },
+    /// A key has been destroyed (crypto-shredded); the data it protected is gone.
+    KeyDestroyed {
+        /// Which key, by name and version.
+        key: String,
+    },
+    /// The root key provider (KMS, local keyring) failed. See [`ProviderError`].
+    Provider(ProviderError),
+    /// The key store (the `rowseal_keys` table or an in-memory store) failed.
+    Store {
+        /// What the store said.
+        message: String,
+        /// The underlying error, if any.
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+    /// An argument is outside what the format can represent (for example a
+    /// context string longer than 4 GiB, or a wrapped key longer than 64 KiB).
+    InvalidInput {
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl Error {
+    /// Shorthand for an [`Error::Store`] built from any error.
+    pub fn store<E>(message: impl Into<String>, source: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Error::Store {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    pub(crate) fn malformed(what: &'static str, reason: &'static str) -> Self {
+        Error::Malformed { what, reason }
+    }
+
+    /// The provider error inside, if this is an [`Error::Provider`].
+    pub fn provider_error(&self) -> Option<&ProviderError> {
+        match self {
+            Error::Provider(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Decrypt => f.write_str("decryption failed"),
+            Error::Malformed { what, reason } => write!(f, "malformed {what}: {reason}"),
+            Error::UnsupportedFormat { what, version } => {
+                write!(f, "unsupported {what} format or algorithm {version}")
+            }
+            Error::KeyConfig { reason } => write!(f, "invalid key configuration: {reason}"),
+            Error::KeyNotFound { key } => write!(f, "key not found: {key}"),
+            Error::KeyDestroyed { key } => write!(f, "key destroyed: {key}"),
+            Error::Provider(e) => write!(f, "key provider: {e}"),
+            Error::Store { message, .. } => write!(f, "key store: {message}"),
+            Error::InvalidInput { reason } => write!(f, "invalid input: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Provider(e) => Some(e),
+            Error::Store {
+                source: Some(s), ..
+            } => Some(s.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+impl From<ProviderError> for Error {
+    fn from(e: ProviderError) -> Self {
+        Error::Provider(e)
+    }
+}
+
+/// What kind of failure a key provider reported.
+///
+/// Providers map their own errors onto these kinds, so that callers can react the
+/// same way to AWS KMS and to the local keyring.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderErrorKind {
+    /// The caller is not allowed to use the key. Never retried.
+    AccessDenied,
+    /// The key is disabled or pending deletion. Never retried.
+    KeyDisabled,
+    /// The key does not exist (or the caller may not know that it does).
+    KeyNotFound,
+    /// The provider refused the ciphertext: it was not made by this key, was
+    /// changed, or was made under another encryption context. Never retried.
+    InvalidCiphertext,
+    /// The provider asked us to slow down, and did so again after every retry.
+    Throttled,
+    /// The provider could not be reached or answered with a server error, after
+    /// retries.
+    Unavailable,
+    /// The provider did not answer within the configured timeout.
+    Timeout,
+    /// The provider is misconfigured (region, endpoint, credentials missing).
+    Config,
+    /// Anything else.
+    Other,
+}
+
+impl ProviderErrorKind {
+    /// Whether a later attempt could succeed (throttling, outages, timeouts).
+    /// Permission and ciphertext errors are final.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ProviderErrorKind::Throttled
+                | ProviderErrorKind::Unavailable
+                | ProviderErrorKind::Timeout
+        )
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ProviderErrorKind::AccessDenied => "access denied",
+            ProviderErrorKind::KeyDisabled => "key disabled or pending deletion",
+            ProviderErrorKind::KeyNotFound => "key not found",
+            ProviderErrorKind::InvalidCiphertext => "invalid ciphertext or encryption context",
+            ProviderErrorKind::Throttled => "throttled",
+            ProviderErrorKind::Unavailable => "unavailable",
+            ProviderErrorKind::Timeout => "timed out",
+            ProviderErrorKind::Config => "misconfigured",
+            ProviderErrorKind::Other => "failed",
+        }
+    }
+}
+
+/// An error from a [`KeyProvider`](crate::KeyProvider).
+///
+/// Carries a [`ProviderErrorKind`], the root key it concerns (an id, ARN or alias,
+/// never key bytes), a message and optionally the provider's own error as source.
+#[derive(Debug, Clone)]
+pub struct ProviderError {
+    kind: ProviderErrorKind,
+    key_id: Option<String>,
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ProviderError {
+    /// A new error of `kind`. The message must not contain secrets.
+    pub fn new(kind: ProviderErrorKind, message: impl Into<String>) -> Self {
+        ProviderError {
+            kind,
+            key_id: None,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Names the root key the error concerns.
+    pub fn with_key_id(mut self, key_id: impl Into<String>) -> Self {
+        self.key_id = Some(key_id.into());
+        self
+    }
+
+    /// Attaches the provider's own error.
+    pub fn with_source<E>(mut self, source: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ProviderErrorKind {
+        self.kind
+    }
+
+    /// The root key concerned, if known.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key_id.as_deref()
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind.as_str())?;
+        if let Some(k) = &self.key_id {
+            write!(f, " (key {k})")?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ProviderError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The result type of the core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

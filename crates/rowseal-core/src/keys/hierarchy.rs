@@ -1,0 +1,352 @@
+//! [`KeyHierarchy`]: the one object an application holds to get keys.
+
+use std::fmt;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::cache::{CacheConfig, KeyCache};
+use crate::crypto::hmac_sha256::HmacKey;
+use crate::error::{Error, Result};
+use crate::format::header::{KeyMode, RowHeader};
+use crate::format::wrapped::WrappedKey;
+use crate::keys::row::{RecordSpec, RowKey, RowKeyFactory};
+use crate::keys::scoped::{IndexKey, TenantKey};
+use crate::provider::{EncryptionContext, KeyProvider};
+use crate::secret::SecretKey;
+use crate::store::{KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore};
+
+/// Root key provider, key store and key caches, together.
+///
+/// - Tenant keys: one per tenant and version, created on the first write for a
+///   tenant, wrapped by the provider and kept in the [`KeyStore`]. Unwrapped
+///   keys are cached, so in `derived` mode a workload over T tenants costs O(T)
+///   provider calls per cache lifetime, whatever the number of rows.
+/// - Index keys: the same, per tenant or global, for blind indexes.
+/// - Per-row data keys (`kms` mode): one provider data key per new row; an
+///   opened row's unwrapped key is cached by its wrapped form.
+///
+/// Every cache is single-flight: a burst of requests for one cold key makes one
+/// provider call.
+///
+/// ```
+/// # async fn demo() -> rowseal_core::Result<()> {
+/// use std::sync::Arc;
+/// use rowseal_core::{KeyHierarchy, LocalKeyProvider, MemoryKeyStore, RecordSpec};
+///
+/// let provider = LocalKeyProvider::from_keyring_str(&LocalKeyProvider::generate_keyring())?;
+/// let keys = KeyHierarchy::new(Arc::new(provider), Arc::new(MemoryKeyStore::new()));
+/// const USER: RecordSpec = RecordSpec::new("user", "users");
+///
+/// let row = keys.new_row_key(&USER, "tenant-1", None).await?;
+/// let header = row.header_bytes();
+/// let email = row.seal("email", b"ada@example.com")?;
+///
+/// let row = keys.open_row_key(&USER, "tenant-1", None, &header).await?;
+/// assert_eq!(row.open("email", &email)?, b"ada@example.com");
+/// // The same ciphertext read as another tenant's fails.
+/// assert!(keys.open_row_key(&USER, "tenant-2", None, &header).await.is_err());
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
+/// ```
+pub struct KeyHierarchy {
+    provider: Arc<dyn KeyProvider>,
+    store: Arc<dyn KeyStore>,
+    current: KeyCache<(KeyPurpose, KeyScope), u32>,
+    tenant_keys: KeyCache<(String, u32), TenantKey>,
+    index_keys: KeyCache<(KeyScope, u32), IndexKey>,
+    data_keys: KeyCache<[u8; 32], SecretKey>,
+}
+
+impl KeyHierarchy {
+    /// A hierarchy with the default cache configuration.
+    pub fn new(provider: Arc<dyn KeyProvider>, store: Arc<dyn KeyStore>) -> Self {
+        Self::with_cache_config(provider, store, CacheConfig::default())
+    }
+
+    /// A hierarchy with the given cache bounds and lifetime.
+    pub fn with_cache_config(
+        provider: Arc<dyn KeyProvider>,
+        store: Arc<dyn KeyStore>,
+        cache: CacheConfig,
+    ) -> Self {
+        KeyHierarchy {
+            provider,
+            store,
+            current: KeyCache::new(cache),
+            tenant_keys: KeyCache::new(cache),
+            index_keys: KeyCache::new(cache),
+            data_keys: KeyCache::new(cache),
+        }
+    }
+
+    /// The root key provider.
+    pub fn provider(&self) -> &Arc<dyn KeyProvider> {
+        &self.provider
+    }
+
+    /// The key store.
+    pub fn store(&self) -> &Arc<dyn KeyStore> {
+        &self.store
+    }
+
+    /// Forgets every cached key (they are zeroized once no row key uses them).
+    pub fn forget_cached_keys(&self) {
+        self.current.clear();
+        self.tenant_keys.clear();
+        self.index_keys.clear();
+        self.data_keys.clear();
+    }
+
+    /// The tenant key new rows of `tenant` are written under; created (version 1)
+    /// if the tenant has none.
+    pub async fn current_tenant_key(&self, tenant: &str) -> Result<Arc<TenantKey>> {
+        let scope = KeyScope::Tenant(tenant.to_owned());
+        let version = self.current_version(KeyPurpose::Tenant, &scope).await?;
+        self.tenant_key(tenant, version).await
+    }
+
+    /// One version of a tenant's key.
+    pub async fn tenant_key(&self, tenant: &str, version: u32) -> Result<Arc<TenantKey>> {
+        self.tenant_keys
+            .get_or_fetch(&(tenant.to_owned(), version), || async {
+                let scope = KeyScope::Tenant(tenant.to_owned());
+                let key = self.unwrap_stored(KeyPurpose::Tenant, &scope, version).await?;
+                Ok(TenantKey::new(tenant, version, &key))
+            })
+            .await
+    }
+
+    /// Creates the next version of a tenant's key and makes it current for new
+    /// rows in this process. Returns the new version. Rows already written keep
+    /// their version until re-encrypted (`rowseal rotate`).
+    pub async fn rotate_tenant_key(&self, tenant: &str) -> Result<u32> {
+        let scope = KeyScope::Tenant(tenant.to_owned());
+        self.rotate(KeyPurpose::Tenant, &scope).await
+    }
+
+    /// The index key new index values of `scope` are computed under; created if
+    /// none exists.
+    pub async fn current_index_key(&self, scope: &KeyScope) -> Result<Arc<IndexKey>> {
+        let version = self.current_version(KeyPurpose::Index, scope).await?;
+        self.index_key(scope, version).await
+    }
+
+    /// One version of an index key.
+    pub async fn index_key(&self, scope: &KeyScope, version: u32) -> Result<Arc<IndexKey>> {
+        self.index_keys
+            .get_or_fetch(&(scope.clone(), version), || async {
+                let key = self.unwrap_stored(KeyPurpose::Index, scope, version).await?;
+                Ok(IndexKey::new(scope.clone(), version, &key))
+            })
+            .await
+    }
+
+    /// Creates the next version of an index key. Returns the new version.
+    pub async fn rotate_index_key(&self, scope: &KeyScope) -> Result<u32> {
+        self.rotate(KeyPurpose::Index, scope).await
+    }
+
+    /// A row key for a new row of `spec` in `tenant`. In `derived` mode this
+    /// costs no provider call once the tenant key is cached; in `kms` mode it is
+    /// one GenerateDataKey.
+    pub async fn new_row_key(
+        &self,
+        spec: &RecordSpec,
+        tenant: &str,
+        primary_key: Option<&[u8]>,
+    ) -> Result<RowKey> {
+        match spec.key_mode() {
+            KeyMode::Derived => self
+                .current_tenant_key(tenant)
+                .await?
+                .record_keys(spec)?
+                .new_row(primary_key),
+            KeyMode::Kms => {
+                let ctx = EncryptionContext::row_data_key(spec.record_type(), tenant);
+                let data_key = self.provider.generate_data_key(&ctx).await?;
+                let mac = HmacKey::new(data_key.plaintext.expose_secret());
+                let row = RowKeyFactory::new(&mac, spec, tenant)?.new_row(
+                    0,
+                    Some(data_key.wrapped.clone()),
+                    primary_key,
+                )?;
+                self.data_keys
+                    .insert(wrapped_digest(&data_key.wrapped), data_key.plaintext);
+                Ok(row)
+            }
+        }
+    }
+
+    /// The row key of an existing row of `spec` in `tenant`, from its stored
+    /// header. The key commitment is checked before any field can be opened: a
+    /// header of another tenant, record type or key, or a changed one, is
+    /// [`Error::Decrypt`].
+    pub async fn open_row_key(
+        &self,
+        spec: &RecordSpec,
+        tenant: &str,
+        primary_key: Option<&[u8]>,
+        header: &[u8],
+    ) -> Result<RowKey> {
+        let header = RowHeader::from_bytes(header)?;
+        if header.mode() != spec.key_mode() {
+            return Err(Error::Decrypt);
+        }
+        match (header.tenant_key_version(), header.wrapped_data_key()) {
+            (Some(version), _) => self
+                .tenant_key(tenant, version)
+                .await?
+                .record_keys(spec)?
+                .open_parsed(primary_key, header),
+            (None, Some(wrapped)) => {
+                let ctx = EncryptionContext::row_data_key(spec.record_type(), tenant);
+                let key = self
+                    .data_keys
+                    .get_or_fetch(&wrapped_digest(wrapped), || {
+                        self.provider.decrypt_data_key(wrapped, &ctx)
+                    })
+                    .await?;
+                let mac = HmacKey::new(key.expose_secret());
+                RowKeyFactory::new(&mac, spec, tenant)?.open_row(header, primary_key)
+            }
+            (None, None) => Err(Error::Decrypt),
+        }
+    }
+
+    async fn current_version(&self, purpose: KeyPurpose, scope: &KeyScope) -> Result<u32> {
+        let v = self
+            .current
+            .get_or_fetch(&(purpose, scope.clone()), || async {
+                match self.store.latest(purpose, scope).await? {
+                    Some(rec) if rec.state == KeyState::Active => Ok(rec.version),
+                    Some(rec) => Err(Error::KeyDestroyed {
+                        key: describe(purpose, scope, rec.version),
+                    }),
+                    None => self.create(purpose, scope, 1).await,
+                }
+            })
+            .await?;
+        Ok(*v)
+    }
+
+    async fn rotate(&self, purpose: KeyPurpose, scope: &KeyScope) -> Result<u32> {
+        let next = match self.store.latest(purpose, scope).await? {
+            Some(rec) => rec.version.checked_add(1).ok_or(Error::InvalidInput {
+                reason: "key version overflow",
+            })?,
+            None => 1,
+        };
+        let v = self.create(purpose, scope, next).await?;
+        self.current.remove(&(purpose, scope.clone()));
+        Ok(v)
+    }
+
+    /// Generates and stores version `version`. If another process stored that
+    /// version first, uses theirs (one key per version, always).
+    async fn create(&self, purpose: KeyPurpose, scope: &KeyScope, version: u32) -> Result<u32> {
+        let ctx = context(purpose, scope);
+        let data_key = self.provider.generate_data_key(&ctx).await?;
+        let record = KeyRecord {
+            purpose,
+            scope: scope.clone(),
+            version,
+            wrapped: Some(data_key.wrapped),
+            state: KeyState::Active,
+        };
+        if self.store.insert(&record).await? {
+            tracing::info!(
+                purpose = purpose.as_str(),
+                scope = %scope,
+                version,
+                root_key = self.provider.current_key_id(),
+                "created key"
+            );
+            // Seed the cache: the first rows need no Decrypt call.
+            match (purpose, scope) {
+                (KeyPurpose::Tenant, KeyScope::Tenant(t)) => {
+                    self.tenant_keys.insert(
+                        (t.clone(), version),
+                        TenantKey::new(t, version, &data_key.plaintext),
+                    );
+                }
+                (KeyPurpose::Index, _) => {
+                    self.index_keys.insert(
+                        (scope.clone(), version),
+                        IndexKey::new(scope.clone(), version, &data_key.plaintext),
+                    );
+                }
+                _ => {}
+            }
+            return Ok(version);
+        }
+        // Lost the race: someone else's key for this version stands.
+        match self.store.latest(purpose, scope).await? {
+            Some(rec) if rec.state == KeyState::Active => Ok(rec.version),
+            Some(rec) => Err(Error::KeyDestroyed {
+                key: describe(purpose, scope, rec.version),
+            }),
+            None => Err(Error::Store {
+                message: "key insert reported a conflict, but no key is stored".into(),
+                source: None,
+            }),
+        }
+    }
+
+    async fn unwrap_stored(
+        &self,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+        version: u32,
+    ) -> Result<SecretKey> {
+        let rec = self
+            .store
+            .get(purpose, scope, version)
+            .await?
+            .ok_or_else(|| Error::KeyNotFound {
+                key: describe(purpose, scope, version),
+            })?;
+        let wrapped = match (&rec.state, &rec.wrapped) {
+            (KeyState::Active, Some(w)) => w,
+            _ => {
+                return Err(Error::KeyDestroyed {
+                    key: describe(purpose, scope, version),
+                })
+            }
+        };
+        tracing::debug!(
+            purpose = purpose.as_str(),
+            scope = %scope,
+            version,
+            root_key = wrapped.key_id(),
+            "unwrapping key"
+        );
+        self.provider
+            .decrypt_data_key(wrapped, &context(purpose, scope))
+            .await
+    }
+}
+
+fn context(purpose: KeyPurpose, scope: &KeyScope) -> EncryptionContext {
+    match purpose {
+        KeyPurpose::Tenant => EncryptionContext::tenant_key(scope.tenant().unwrap_or("")),
+        KeyPurpose::Index => EncryptionContext::index_key(scope.tenant()),
+    }
+}
+
+fn describe(purpose: KeyPurpose, scope: &KeyScope, version: u32) -> String {
+    format!("{} key, {scope}, v{version}", purpose.as_str())
+}
+
+fn wrapped_digest(w: &WrappedKey) -> [u8; 32] {
+    Sha256::digest(w.to_bytes()).into()
+}
+
+impl fmt::Debug for KeyHierarchy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyHierarchy")
+            .field("provider", &self.provider)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}

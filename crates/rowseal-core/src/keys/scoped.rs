@@ -1,0 +1,190 @@
+//! Unwrapped tenant and index keys, and what they derive.
+
+use std::fmt;
+
+use crate::crypto::hmac_sha256::HmacKey;
+use crate::error::{Error, Result};
+use crate::format::canonical::push_lp;
+use crate::format::header::{KeyMode, RowHeader};
+use crate::keys::row::{RecordSpec, RowKey, RowKeyFactory};
+use crate::secret::SecretKey;
+use crate::store::KeyScope;
+
+const BLIND_INDEX_LABEL: &[u8] = b"rowseal/v1/blind-index";
+
+/// One version of a tenant's key, unwrapped. Derives the row keys of every
+/// `derived`-mode row of that tenant, with no provider call.
+///
+/// Holds only HMAC states computed from the key (the raw key is dropped at once);
+/// they are zeroized on drop. `Debug` shows the tenant and version.
+pub struct TenantKey {
+    tenant: String,
+    version: u32,
+    mac: HmacKey,
+}
+
+impl TenantKey {
+    pub(crate) fn new(tenant: &str, version: u32, key: &SecretKey) -> Self {
+        TenantKey {
+            tenant: tenant.to_owned(),
+            version,
+            mac: HmacKey::new(key.expose_secret()),
+        }
+    }
+
+    /// The tenant.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The key version.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Row keys for `spec` under this tenant key, for sealing or opening many
+    /// rows of one record type without repeating the per-record-type setup.
+    pub fn record_keys(&self, spec: &RecordSpec) -> Result<RecordKeys> {
+        if spec.key_mode() != KeyMode::Derived {
+            return Err(Error::InvalidInput {
+                reason: "tenant keys derive row keys only in derived key mode",
+            });
+        }
+        Ok(RecordKeys {
+            factory: RowKeyFactory::new(&self.mac, spec, &self.tenant)?,
+            version: self.version,
+        })
+    }
+}
+
+impl fmt::Debug for TenantKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantKey")
+            .field("tenant", &self.tenant)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Row keys for one record type under one tenant key version (see
+/// [`TenantKey::record_keys`]). Making or opening a row key costs two HMAC
+/// computations and an AES key schedule.
+pub struct RecordKeys {
+    factory: RowKeyFactory,
+    version: u32,
+}
+
+impl RecordKeys {
+    /// A fresh row key (random salt) for a new row.
+    pub fn new_row(&self, primary_key: Option<&[u8]>) -> Result<RowKey> {
+        self.factory.new_row(self.version, None, primary_key)
+    }
+
+    /// The row key of an existing row from its encoded header, after checking
+    /// the key commitment. The header must name this tenant key version.
+    pub fn open_row(&self, primary_key: Option<&[u8]>, header: &[u8]) -> Result<RowKey> {
+        let header = RowHeader::from_bytes(header)?;
+        self.open_parsed(primary_key, header)
+    }
+
+    pub(crate) fn open_parsed(&self, primary_key: Option<&[u8]>, header: RowHeader) -> Result<RowKey> {
+        if header.tenant_key_version() != Some(self.version) {
+            return Err(Error::InvalidInput {
+                reason: "row header names another tenant key version",
+            });
+        }
+        self.factory.open_row(header, primary_key)
+    }
+
+    /// The tenant key version these row keys derive from.
+    pub fn tenant_key_version(&self) -> u32 {
+        self.version
+    }
+}
+
+impl fmt::Debug for RecordKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordKeys")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One version of a blind-index key (per tenant or global), unwrapped.
+pub struct IndexKey {
+    scope: KeyScope,
+    version: u32,
+    mac: HmacKey,
+}
+
+impl IndexKey {
+    pub(crate) fn new(scope: KeyScope, version: u32, key: &SecretKey) -> Self {
+        IndexKey {
+            scope,
+            version,
+            mac: HmacKey::new(key.expose_secret()),
+        }
+    }
+
+    /// Whose key it is.
+    pub fn scope(&self) -> &KeyScope {
+        &self.scope
+    }
+
+    /// The key version.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The key of one blind index, derived from this key and the table, column
+    /// (or compound index) and index name, so that equal values in two indexes
+    /// give unrelated index values.
+    pub fn blind_index_key(&self, table: &str, column: &str, index: &str) -> Result<BlindIndexKey> {
+        let mut prefix = BLIND_INDEX_LABEL.to_vec();
+        push_lp(&mut prefix, table.as_bytes())?;
+        push_lp(&mut prefix, column.as_bytes())?;
+        push_lp(&mut prefix, index.as_bytes())?;
+        prefix.extend_from_slice(&self.version.to_be_bytes());
+        Ok(BlindIndexKey {
+            mac: self.mac.with_prefix(&prefix),
+            version: self.version,
+        })
+    }
+}
+
+impl fmt::Debug for IndexKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IndexKey")
+            .field("scope", &self.scope)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The HMAC-SHA256 key of one blind index. Cheap to clone; zeroized on drop.
+#[derive(Clone)]
+pub struct BlindIndexKey {
+    mac: HmacKey,
+    version: u32,
+}
+
+impl BlindIndexKey {
+    /// HMAC-SHA256 of an (already normalized) value: two SHA-256 compressions for
+    /// values up to 55 bytes.
+    pub fn compute(&self, value: &[u8]) -> [u8; 32] {
+        self.mac.mac(&[value])
+    }
+
+    /// The index-key version.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+impl fmt::Debug for BlindIndexKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlindIndexKey")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,40 @@
+//! rowseal's cryptographic core: the envelope format, the key hierarchy, the
+//! [`KeyProvider`] trait with its local implementation, and the key cache. No
+//! database code lives here; the sqlx layer builds on it.
+//!
+//! Most applications use the `rowseal` facade crate rather than this one.
+//!
+//! # The hierarchy
+//! ```text
+//! root key (KMS or local keyring)
+//!   └─ wraps ─> tenant key (per tenant and version, stored wrapped)
+//!                 └─ derives ─> row key (per row, from a random salt)
+//!                                 └─ encrypts each field (AES-256-GCM-SIV)
+//!   └─ wraps ─> index key (per tenant or global) ─> blind index keys (HMAC-SHA256)
+//! ```
+//! See [`KeyHierarchy`] for an end-to-end example, and `docs/format.md` for the
+//! bytes.
+
+mod cache;
+mod crypto;
+mod error;
+mod format;
+mod keys;
+mod local;
+mod provider;
+mod secret;
+mod store;
+
+pub use cache::CacheConfig;
+pub use error::{Error, ProviderError, ProviderErrorKind, Result};
+pub use format::header::{KeyMode, RowHeader};
+pub use format::wrapped::WrappedKey;
+pub use keys::hierarchy::KeyHierarchy;
+pub use keys::row::{RecordSpec, RowKey};
+pub use keys::scoped::{BlindIndexKey, IndexKey, RecordKeys, TenantKey};
+pub use local::{LocalKeyProvider, LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV};
+pub use provider::{
+    CountingKeyProvider, DataKey, EncryptionContext, KeyProvider, ProviderCallCounts,
+};
+pub use secret::{SecretKey, KEY_LEN};
+pub use store::{KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore, MemoryKeyStore};

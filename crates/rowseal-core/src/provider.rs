@@ -1,0 +1,241 @@
+//! The door to root keys: the [`KeyProvider`] trait and what crosses it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::format::canonical::push_lp;
+use crate::format::wrapped::WrappedKey;
+use crate::secret::SecretKey;
+
+/// The non-secret key/value pairs bound to every wrapped key: the KMS
+/// encryption context.
+///
+/// A wrapped key only unwraps under the context it was made with. The context is
+/// written to the KMS audit log (CloudTrail) in clear, so it must never hold
+/// secret values: rowseal puts only the purpose, the tenant id and the record
+/// type in it. Keep tenant ids non-secret (an id, not a name or an email).
+///
+/// ```
+/// use rowseal_core::EncryptionContext;
+/// let ctx = EncryptionContext::tenant_key("tenant-42");
+/// assert_eq!(ctx.get("rowseal:purpose"), Some("tenant-key"));
+/// assert_eq!(ctx.get("rowseal:tenant"), Some("tenant-42"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct EncryptionContext {
+    pairs: BTreeMap<String, String>,
+}
+
+/// Key of the purpose entry.
+const PURPOSE: &str = "rowseal:purpose";
+const TENANT: &str = "rowseal:tenant";
+const RECORD_TYPE: &str = "rowseal:record-type";
+const SCOPE: &str = "rowseal:scope";
+
+impl EncryptionContext {
+    /// The context of a tenant key.
+    pub fn tenant_key(tenant: &str) -> Self {
+        Self::default()
+            .with(PURPOSE, "tenant-key")
+            .with(TENANT, tenant)
+    }
+
+    /// The context of a blind-index key: per tenant, or global (`tenant = None`).
+    pub fn index_key(tenant: Option<&str>) -> Self {
+        let ctx = Self::default().with(PURPOSE, "index-key");
+        match tenant {
+            Some(t) => ctx.with(SCOPE, "tenant").with(TENANT, t),
+            None => ctx.with(SCOPE, "global"),
+        }
+    }
+
+    /// The context of a per-row data key (`kms` key mode).
+    pub fn row_data_key(record_type: &str, tenant: &str) -> Self {
+        Self::default()
+            .with(PURPOSE, "row-data-key")
+            .with(RECORD_TYPE, record_type)
+            .with(TENANT, tenant)
+    }
+
+    /// Adds or replaces an entry.
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.pairs.insert(key.into(), value.into());
+        self
+    }
+
+    /// The value of an entry.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs.get(key).map(String::as_str)
+    }
+
+    /// The entries, sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// A canonical byte encoding (sorted, length-prefixed), for providers that
+    /// bind the context themselves, like the local provider.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (k, v) in &self.pairs {
+            // Lengths beyond 4 GiB cannot occur in a context built from ids.
+            let _ = push_lp(&mut out, k.as_bytes());
+            let _ = push_lp(&mut out, v.as_bytes());
+        }
+        out
+    }
+}
+
+/// A fresh data key: its plaintext, for immediate use, and its wrapped form, for
+/// storage.
+#[derive(Debug)]
+pub struct DataKey {
+    /// The key itself (zeroized on drop, never printed).
+    pub plaintext: SecretKey,
+    /// The key wrapped under the provider's current root key.
+    pub wrapped: WrappedKey,
+}
+
+/// A source of root keys: AWS KMS, the local keyring, or your own.
+///
+/// Object-safe, so the provider can be chosen at run time
+/// (`Arc<dyn KeyProvider>`). Implementations must:
+/// - bind `context` to every wrapped key, so that unwrapping under another
+///   context fails with [`ProviderErrorKind::InvalidCiphertext`](crate::ProviderErrorKind);
+/// - unwrap only with the root key named by [`WrappedKey::key_id`], never with
+///   whatever key a ciphertext claims;
+/// - never log or return key bytes in errors;
+/// - report permission errors at once and retry only transient ones.
+#[async_trait]
+pub trait KeyProvider: Send + Sync + fmt::Debug {
+    /// A short name for logs and status output (`"local"`, `"aws-kms"`).
+    fn name(&self) -> &'static str;
+
+    /// The root key new data keys are wrapped under, as configured.
+    fn current_key_id(&self) -> &str;
+
+    /// Generates a 256-bit data key, wrapped under the current root key.
+    async fn generate_data_key(&self, context: &EncryptionContext) -> Result<DataKey>;
+
+    /// Unwraps a data key made under `context`.
+    async fn decrypt_data_key(
+        &self,
+        wrapped: &WrappedKey,
+        context: &EncryptionContext,
+    ) -> Result<SecretKey>;
+
+    /// Rewraps a data key under the root key `destination_key_id`, without the
+    /// plaintext key reaching the caller (KMS ReEncrypt).
+    async fn reencrypt_data_key(
+        &self,
+        wrapped: &WrappedKey,
+        context: &EncryptionContext,
+        destination_key_id: &str,
+    ) -> Result<WrappedKey>;
+}
+
+/// Calls made through a [`CountingKeyProvider`], by operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProviderCallCounts {
+    /// `generate_data_key` calls.
+    pub generate: u64,
+    /// `decrypt_data_key` calls.
+    pub decrypt: u64,
+    /// `reencrypt_data_key` calls.
+    pub reencrypt: u64,
+}
+
+impl ProviderCallCounts {
+    /// All calls.
+    pub fn total(&self) -> u64 {
+        self.generate + self.decrypt + self.reencrypt
+    }
+}
+
+/// Wraps a provider and counts its calls (successful or not), so that an
+/// application or a test can see what its workload costs in KMS requests.
+///
+/// ```
+/// # async fn demo() -> rowseal_core::Result<()> {
+/// use std::sync::Arc;
+/// use rowseal_core::{CountingKeyProvider, EncryptionContext, KeyProvider, LocalKeyProvider};
+/// let local = LocalKeyProvider::from_keyring_str(&LocalKeyProvider::generate_keyring())?;
+/// let counting = CountingKeyProvider::new(Arc::new(local));
+/// counting.generate_data_key(&EncryptionContext::tenant_key("t1")).await?;
+/// assert_eq!(counting.counts().generate, 1);
+/// # Ok(()) }
+/// # tokio_test_block_on(demo()).unwrap();
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct CountingKeyProvider {
+    inner: Arc<dyn KeyProvider>,
+    generate: AtomicU64,
+    decrypt: AtomicU64,
+    reencrypt: AtomicU64,
+}
+
+impl CountingKeyProvider {
+    /// Counts the calls made to `inner`.
+    pub fn new(inner: Arc<dyn KeyProvider>) -> Self {
+        CountingKeyProvider {
+            inner,
+            generate: AtomicU64::new(0),
+            decrypt: AtomicU64::new(0),
+            reencrypt: AtomicU64::new(0),
+        }
+    }
+
+    /// The calls so far.
+    pub fn counts(&self) -> ProviderCallCounts {
+        ProviderCallCounts {
+            generate: self.generate.load(Ordering::Relaxed),
+            decrypt: self.decrypt.load(Ordering::Relaxed),
+            reencrypt: self.reencrypt.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[async_trait]
+impl KeyProvider for CountingKeyProvider {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn current_key_id(&self) -> &str {
+        self.inner.current_key_id()
+    }
+
+    async fn generate_data_key(&self, context: &EncryptionContext) -> Result<DataKey> {
+        self.generate.fetch_add(1, Ordering::Relaxed);
+        self.inner.generate_data_key(context).await
+    }
+
+    async fn decrypt_data_key(
+        &self,
+        wrapped: &WrappedKey,
+        context: &EncryptionContext,
+    ) -> Result<SecretKey> {
+        self.decrypt.fetch_add(1, Ordering::Relaxed);
+        self.inner.decrypt_data_key(wrapped, context).await
+    }
+
+    async fn reencrypt_data_key(
+        &self,
+        wrapped: &WrappedKey,
+        context: &EncryptionContext,
+        destination_key_id: &str,
+    ) -> Result<WrappedKey> {
+        self.reencrypt.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .reencrypt_data_key(wrapped, context, destination_key_id)
+            .await
+    }
+}

@@ -1,0 +1,176 @@
+//! Where wrapped tenant and index keys live: the [`KeyStore`] trait.
+//!
+//! The sqlx layer stores them in the `rowseal_keys` table; [`MemoryKeyStore`]
+//! keeps them in memory for tests and demonstrations.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::format::wrapped::WrappedKey;
+
+/// What a stored key is for.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyPurpose {
+    /// Derives row keys (`derived` mode).
+    Tenant,
+    /// Keys blind indexes.
+    Index,
+}
+
+impl KeyPurpose {
+    /// The name stored in `rowseal_keys.purpose`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyPurpose::Tenant => "tenant",
+            KeyPurpose::Index => "index",
+        }
+    }
+}
+
+/// Whose key it is: one tenant's, or global (for lookups across tenants).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyScope {
+    /// One tenant.
+    Tenant(String),
+    /// All tenants (global blind indexes only).
+    Global,
+}
+
+impl KeyScope {
+    /// The tenant, if tenant-scoped.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            KeyScope::Tenant(t) => Some(t),
+            KeyScope::Global => None,
+        }
+    }
+}
+
+impl fmt::Display for KeyScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyScope::Tenant(t) => write!(f, "tenant {t}"),
+            KeyScope::Global => f.write_str("global"),
+        }
+    }
+}
+
+/// The life-cycle state of a stored key.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyState {
+    /// Usable. The highest active version is the one new rows are written under.
+    Active,
+    /// Crypto-shredded: the wrapped key is gone and what it protected cannot be
+    /// read.
+    Destroyed,
+}
+
+/// One version of one tenant or index key, wrapped under a root key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// What the key is for.
+    pub purpose: KeyPurpose,
+    /// Whose key it is.
+    pub scope: KeyScope,
+    /// Version, from 1, increasing by one at each rotation.
+    pub version: u32,
+    /// The wrapped key (`None` once destroyed).
+    pub wrapped: Option<WrappedKey>,
+    /// Life-cycle state.
+    pub state: KeyState,
+}
+
+/// Storage for wrapped tenant and index keys.
+///
+/// Implementations must make `insert` atomic: of two processes inserting the same
+/// (purpose, scope, version), exactly one succeeds and the other gets `false`,
+/// which is how concurrent first writes for a new tenant agree on one key.
+#[async_trait]
+pub trait KeyStore: Send + Sync + fmt::Debug {
+    /// The highest version for `scope`, whatever its state.
+    async fn latest(&self, purpose: KeyPurpose, scope: &KeyScope) -> Result<Option<KeyRecord>>;
+
+    /// One version.
+    async fn get(
+        &self,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+        version: u32,
+    ) -> Result<Option<KeyRecord>>;
+
+    /// Inserts a new version; `Ok(false)` if that version already exists.
+    async fn insert(&self, record: &KeyRecord) -> Result<bool>;
+}
+
+/// An in-memory [`KeyStore`], for tests and demonstrations. Everything is lost
+/// when it is dropped.
+#[derive(Debug, Default)]
+pub struct MemoryKeyStore {
+    records: Mutex<BTreeMap<(KeyPurpose, KeyScope, u32), KeyRecord>>,
+}
+
+impl MemoryKeyStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every record, for inspection.
+    pub fn records(&self) -> Vec<KeyRecord> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Marks a version destroyed and forgets its wrapped key.
+    pub fn destroy(&self, purpose: KeyPurpose, scope: &KeyScope, version: u32) -> bool {
+        match self.lock().get_mut(&(purpose, scope.clone(), version)) {
+            Some(r) => {
+                r.wrapped = None;
+                r.state = KeyState::Destroyed;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(KeyPurpose, KeyScope, u32), KeyRecord>> {
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryKeyStore {
+    async fn latest(&self, purpose: KeyPurpose, scope: &KeyScope) -> Result<Option<KeyRecord>> {
+        Ok(self
+            .lock()
+            .range((purpose, scope.clone(), 0)..=(purpose, scope.clone(), u32::MAX))
+            .next_back()
+            .map(|(_, r)| r.clone()))
+    }
+
+    async fn get(
+        &self,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+        version: u32,
+    ) -> Result<Option<KeyRecord>> {
+        Ok(self.lock().get(&(purpose, scope.clone(), version)).cloned())
+    }
+
+    async fn insert(&self, record: &KeyRecord) -> Result<bool> {
+        let mut records = self.lock();
+        let key = (record.purpose, record.scope.clone(), record.version);
+        if records.contains_key(&key) {
+            return Ok(false);
+        }
+        records.insert(key, record.clone());
+        Ok(true)
+    }
+}

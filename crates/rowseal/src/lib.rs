@@ -1,0 +1,29 @@
+//! rowseal: field-level encryption for Rust applications that use sqlx.
+//!
+//! This facade is the crate applications depend on. It re-exports the core (the
+//! envelope format, the key hierarchy, the local key provider); the AWS KMS
+//! provider, the derive macro and the sqlx layer join it behind features as
+//! they land.
+//!
+//! ```
+//! # async fn demo() -> rowseal::Result<()> {
+//! use std::sync::Arc;
+//! use rowseal::{KeyHierarchy, LocalKeyProvider, MemoryKeyStore, RecordSpec};
+//!
+//! let provider = LocalKeyProvider::from_keyring_str(&LocalKeyProvider::generate_keyring())?;
+//! let keys = KeyHierarchy::new(Arc::new(provider), Arc::new(MemoryKeyStore::new()));
+//! const NOTE: RecordSpec = RecordSpec::new("note", "notes");
+//! let row = keys.new_row_key(&NOTE, "acme", None).await?;
+//! let sealed = row.seal("body", b"secret")?;
+//! assert_eq!(row.open("body", &sealed)?, b"secret");
+//! # Ok(()) }
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
+//! ```
+
+pub use rowseal_core::{
+    BlindIndexKey, CacheConfig, CountingKeyProvider, DataKey, EncryptionContext, Error, IndexKey,
+    KeyHierarchy, KeyMode, KeyPurpose, KeyProvider, KeyRecord, KeyScope, KeyState, KeyStore,
+    LocalKeyProvider, MemoryKeyStore, ProviderCallCounts, ProviderError, ProviderErrorKind,
+    RecordKeys, RecordSpec, Result, RowHeader, RowKey, SecretKey, TenantKey, WrappedKey, KEY_LEN,
+    LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV,
+};
