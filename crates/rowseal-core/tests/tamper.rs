@@ -1,0 +1,290 @@
+//! Hostile input: every single-byte change, truncation or extension of a field
+//! envelope or a row header is rejected with a typed error and never panics;
+//! values moved to another tenant, column, table or (opted-in) row fail to
+//! decrypt; a header whose commitment does not match its key is rejected.
+
+mod common;
+
+use common::fixture;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use rowseal_core::{Error, KeyMode, RecordSpec};
+
+const DERIVED: RecordSpec = RecordSpec::new("patient", "patients").with_primary_key_bound(true);
+const KMS: RecordSpec = RecordSpec::new("patient", "patients")
+    .with_key_mode(KeyMode::Kms)
+    .with_primary_key_bound(true);
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Flip { at: usize, xor: u8 },
+    Truncate { to: usize },
+    Extend { with: Vec<u8> },
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), 1..=255u8).prop_map(|(at, xor)| Mutation::Flip { at, xor }),
+        any::<usize>().prop_map(|to| Mutation::Truncate { to }),
+        proptest::collection::vec(any::<u8>(), 1..16).prop_map(|with| Mutation::Extend { with }),
+    ]
+}
+
+fn apply(bytes: &[u8], m: &Mutation) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    match m {
+        Mutation::Flip { at, xor } => {
+            let i = at % out.len();
+            out[i] ^= xor;
+        }
+        Mutation::Truncate { to } => out.truncate(to % out.len()),
+        Mutation::Extend { with } => out.extend_from_slice(with),
+    }
+    assert_ne!(out, bytes);
+    out
+}
+
+fn is_typed_rejection(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Decrypt
+            | Error::Malformed { .. }
+            | Error::UnsupportedFormat { .. }
+            | Error::KeyNotFound { .. }
+            | Error::Provider(_)
+    )
+}
+
+fn runner(cases: u32) -> TestRunner {
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    })
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn any_change_to_a_field_envelope_is_rejected() {
+    let rt = rt();
+    let f = fixture();
+    for spec in [&DERIVED, &KMS] {
+        runner(512)
+            .run(
+                &(proptest::collection::vec(any::<u8>(), 0..200), mutation()),
+                |(value, m)| {
+                    rt.block_on(async {
+                        let row = f.keys.new_row_key(spec, "t1", Some(b"7")).await.unwrap();
+                        let sealed = row.seal("ssn", &value).unwrap();
+                        let bad = apply(&sealed, &m);
+                        let err = row.open("ssn", &bad).unwrap_err();
+                        prop_assert!(is_typed_rejection(&err), "{err:?}");
+                        prop_assert_eq!(row.open("ssn", &sealed).unwrap(), value);
+                        Ok(())
+                    })
+                },
+            )
+            .unwrap();
+    }
+}
+
+#[test]
+fn any_change_to_a_row_header_is_rejected() {
+    let rt = rt();
+    let f = fixture();
+    for spec in [&DERIVED, &KMS] {
+        runner(512)
+            .run(&mutation(), |m| {
+                rt.block_on(async {
+                    let row = f.keys.new_row_key(spec, "t1", Some(b"7")).await.unwrap();
+                    let header = row.header_bytes();
+                    let bad = apply(&header, &m);
+                    let err = f
+                        .keys
+                        .open_row_key(spec, "t1", Some(b"7"), &bad)
+                        .await
+                        .unwrap_err();
+                    prop_assert!(is_typed_rejection(&err), "{err:?}");
+                    Ok(())
+                })
+            })
+            .unwrap();
+    }
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let rt = rt();
+    let f = fixture();
+    let row = rt
+        .block_on(f.keys.new_row_key(&DERIVED, "t1", Some(b"7")))
+        .unwrap();
+    runner(2048)
+        .run(&proptest::collection::vec(any::<u8>(), 0..300), |bytes| {
+            rt.block_on(async {
+                for spec in [&DERIVED, &KMS] {
+                    if let Err(e) = f.keys.open_row_key(spec, "t1", Some(b"7"), &bytes).await {
+                        prop_assert!(is_typed_rejection(&e), "{e:?}");
+                    }
+                }
+                prop_assert!(row.open("ssn", &bytes).is_err());
+                let _ = rowseal_core::WrappedKey::from_bytes(&bytes);
+                Ok(())
+            })
+        })
+        .unwrap();
+}
+
+#[test]
+fn moved_values_fail_to_decrypt() {
+    let rt = rt();
+    let f = fixture();
+    let names = "[a-z]{1,12}";
+    runner(128)
+        .run(
+            &(
+                proptest::collection::vec(any::<u8>(), 0..100),
+                names,
+                names,
+                names,
+                names,
+                any::<u64>(),
+                any::<u64>(),
+            ),
+            |(value, tenant, other_tenant, column, other_column, pk, other_pk)| {
+                prop_assume!(tenant != other_tenant && column != other_column && pk != other_pk);
+                rt.block_on(async {
+                    let (pk, other_pk) = (pk.to_be_bytes(), other_pk.to_be_bytes());
+                    for spec in [&DERIVED, &KMS] {
+                        let row = f.keys.new_row_key(spec, &tenant, Some(&pk)).await.unwrap();
+                        let header = row.header_bytes();
+                        let sealed = row.seal(&column, &value).unwrap();
+
+                        // Another tenant (that has keys of its own): rejected at
+                        // the header, by the key commitment.
+                        f.keys
+                            .new_row_key(spec, &other_tenant, Some(&pk))
+                            .await
+                            .unwrap();
+                        let err = f
+                            .keys
+                            .open_row_key(spec, &other_tenant, Some(&pk), &header)
+                            .await
+                            .unwrap_err();
+                        prop_assert!(
+                            matches!(err, Error::Decrypt | Error::Provider(_)),
+                            "{err:?}"
+                        );
+                        // Another column of the same row.
+                        prop_assert!(matches!(
+                            row.open(&other_column, &sealed),
+                            Err(Error::Decrypt)
+                        ));
+                        // Another row (other primary key, same header copied along).
+                        let moved = f
+                            .keys
+                            .open_row_key(spec, &tenant, Some(&other_pk), &header)
+                            .await
+                            .unwrap();
+                        prop_assert!(matches!(moved.open(&column, &sealed), Err(Error::Decrypt)));
+                        // Another row with its own header.
+                        let neighbour = f.keys.new_row_key(spec, &tenant, Some(&pk)).await.unwrap();
+                        prop_assert!(matches!(
+                            neighbour.open(&column, &sealed),
+                            Err(Error::Decrypt)
+                        ));
+                        // Another table of the same record type.
+                        let other_table = RecordSpec::owned("patient".into(), "archive".into())
+                            .with_key_mode(spec.key_mode())
+                            .with_primary_key_bound(true);
+                        if let Ok(r) = f
+                            .keys
+                            .open_row_key(&other_table, &tenant, Some(&pk), &header)
+                            .await
+                        {
+                            prop_assert!(matches!(r.open(&column, &sealed), Err(Error::Decrypt)));
+                        }
+                        // Another record type.
+                        let other_type = RecordSpec::owned("invoice".into(), "patients".into())
+                            .with_key_mode(spec.key_mode())
+                            .with_primary_key_bound(true);
+                        let err = f
+                            .keys
+                            .open_row_key(&other_type, &tenant, Some(&pk), &header)
+                            .await
+                            .unwrap_err();
+                        prop_assert!(
+                            matches!(err, Error::Decrypt | Error::Provider(_)),
+                            "{err:?}"
+                        );
+                        // And where it belongs, it opens.
+                        let home = f
+                            .keys
+                            .open_row_key(spec, &tenant, Some(&pk), &header)
+                            .await
+                            .unwrap();
+                        prop_assert_eq!(home.open(&column, &sealed).unwrap(), value.clone());
+                    }
+                    Ok(())
+                })
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_commitment_that_does_not_match_the_key_is_rejected() {
+    let rt = rt();
+    let f = fixture();
+    runner(256)
+        .run(&any::<[u8; 32]>(), |commitment| {
+            rt.block_on(async {
+                let row = f.keys.new_row_key(&DERIVED, "t1", Some(b"7")).await.unwrap();
+                let mut header = row.header_bytes();
+                let n = header.len();
+                prop_assume!(header[n - 32..] != commitment);
+                header[n - 32..].copy_from_slice(&commitment);
+                let err = f
+                    .keys
+                    .open_row_key(&DERIVED, "t1", Some(b"7"), &header)
+                    .await
+                    .unwrap_err();
+                prop_assert!(matches!(err, Error::Decrypt), "{err:?}");
+                Ok(())
+            })
+        })
+        .unwrap();
+    // Two tenants on the same key version: one's header under the other's key.
+    rt.block_on(async {
+        let a = f.keys.new_row_key(&DERIVED, "a", Some(b"7")).await.unwrap();
+        f.keys.new_row_key(&DERIVED, "b", Some(b"7")).await.unwrap();
+        let err = f
+            .keys
+            .open_row_key(&DERIVED, "b", Some(b"7"), &a.header_bytes())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Decrypt));
+    });
+}
+
+#[test]
+fn errors_are_the_same_for_wrong_key_and_tampering() {
+    let rt = rt();
+    let f = fixture();
+    rt.block_on(async {
+        let row = f.keys.new_row_key(&DERIVED, "t1", Some(b"7")).await.unwrap();
+        let sealed = row.seal("c", b"v").unwrap();
+        let mut tampered = sealed.clone();
+        tampered[20] ^= 1;
+        let wrong_key = f.keys.new_row_key(&DERIVED, "t1", Some(b"7")).await.unwrap();
+        let a = row.open("c", &tampered).unwrap_err();
+        let b = wrong_key.open("c", &sealed).unwrap_err();
+        assert_eq!(a.to_string(), b.to_string());
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    });
+}
