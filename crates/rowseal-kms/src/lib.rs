@@ -1,0 +1,70 @@
+//! AWS KMS root keys for rowseal: an [`AwsKmsProvider`] that implements
+//! [`rowseal_core::KeyProvider`] on `aws-sdk-kms`.
+//!
+//! - **Keys** are named by key id, key ARN or alias (`alias/prod-orders-db`).
+//!   The name is resolved to the key ARN once, when the provider is built
+//!   (`DescribeKey`), and that ARN is recorded in every
+//!   [`WrappedKey`](rowseal_core::WrappedKey). Unwrapping always pins `KeyId` to
+//!   the recorded ARN, so data written before an alias was re-pointed still
+//!   decrypts, and a ciphertext can never choose its own key.
+//! - **Operations**: `GenerateDataKey` (`AES_256`), `Decrypt` and `ReEncrypt`,
+//!   each with rowseal's encryption context (purpose, tenant, record type).
+//!   The context is logged by KMS (CloudTrail) and by this crate **in clear**:
+//!   it never holds secrets.
+//! - **Errors** map onto [`ProviderErrorKind`](rowseal_core::ProviderErrorKind):
+//!   access denied, disabled or pending-deletion key, key not found and invalid
+//!   ciphertext (a wrong encryption context looks like that) are final and
+//!   never retried; throttling, server errors and timeouts are retried with
+//!   exponential backoff and jitter, within [`RetryPolicy`] and the operation
+//!   timeout. The AWS error code and request id travel with the error as an
+//!   [`AwsKmsError`] source.
+//! - **Multi-Region keys**: `Decrypt` can fall back to replica keys in other
+//!   regions, in the configured order.
+//! - **Counting and audit**: every KMS request is counted per operation
+//!   ([`AwsKmsProvider::call_counts`]) and every call emits a `tracing` event on
+//!   the target [`AUDIT_TARGET`] with the operation, key ARN, region, encryption
+//!   context and AWS request id. Key material never appears in events, `Debug`,
+//!   `Display` or errors.
+//!
+//! ```no_run
+//! # async fn demo() -> rowseal_core::Result<()> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use rowseal_core::{KeyHierarchy, MemoryKeyStore};
+//! use rowseal_kms::AwsKmsProvider;
+//!
+//! // Standard AWS configuration (environment, profile, IMDS, ...), one key by alias.
+//! let kms = AwsKmsProvider::builder("alias/prod-orders-db")
+//!     .operation_timeout(Duration::from_secs(10))
+//!     .replica_region("us-west-2")
+//!     .build()
+//!     .await?;
+//! println!("new keys are wrapped under {}", rowseal_core::KeyProvider::current_key_id(&kms));
+//! let keys = KeyHierarchy::new(Arc::new(kms), Arc::new(MemoryKeyStore::new()));
+//! # let _ = keys; Ok(()) }
+//! ```
+//!
+//! See `docs/kms.md` for IAM permissions, retries and multi-Region setups.
+
+mod arn;
+mod builder;
+mod counts;
+mod error;
+mod provider;
+mod retry;
+
+pub use builder::AwsKmsProviderBuilder;
+pub use counts::{KmsCallCounts, KmsOperation, OperationCounts};
+pub use error::AwsKmsError;
+pub use provider::AwsKmsProvider;
+pub use retry::RetryPolicy;
+
+/// The `tracing` target of the audit events, one per KMS call (level `INFO` on
+/// success, `WARN` on failure). Filter on it to route or silence them, e.g.
+/// `RUST_LOG=rowseal_kms::audit=info`.
+pub const AUDIT_TARGET: &str = "rowseal_kms::audit";
+
+/// Re-exported so that applications can build a client or a config without
+/// depending on the SDK crates themselves.
+pub use aws_config;
+pub use aws_sdk_kms;
