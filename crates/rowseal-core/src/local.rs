@@ -102,7 +102,10 @@ impl LocalKeyProvider {
             // The decoder's own error would quote the offending byte: say less.
             let bytes = Zeroizing::new(B64.decode(b64).map_err(|_| bad("key is not base64"))?);
             let key = SecretKey::try_from_slice(&bytes).ok_or_else(|| {
-                bad(&format!("key must be {KEY_LEN} bytes, found {}", bytes.len()))
+                bad(&format!(
+                    "key must be {KEY_LEN} bytes, found {}",
+                    bytes.len()
+                ))
             })?;
             if keys.insert(version, key).is_some() {
                 return Err(bad(&format!("version v{version} listed twice")));
@@ -160,7 +163,12 @@ impl LocalKeyProvider {
             })
     }
 
-    fn wrap(&self, key_id: &str, key: &SecretKey, context: &EncryptionContext) -> Result<WrappedKey> {
+    fn wrap(
+        &self,
+        key_id: &str,
+        key: &SecretKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey> {
         let root = Aead::new(self.root(key_id)?.expose_secret());
         let aad = wrap_aad(key_id, context);
         let mut blob = Vec::with_capacity(1 + 12 + KEY_LEN + 16);

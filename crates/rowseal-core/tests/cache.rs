@@ -1,6 +1,8 @@
 //! The key cache, counted: single flight for cold keys, expiry, KMS cost per
 //! tenant rather than per row.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::Arc;
@@ -62,7 +64,9 @@ async fn sixty_four_concurrent_first_writes_create_one_tenant_key() {
     for _ in 0..64 {
         let keys = f.keys.clone();
         tasks.push(tokio::spawn(async move {
-            keys.new_row_key(&SPEC, "fresh", None).await.map(|r| r.header_bytes())
+            keys.new_row_key(&SPEC, "fresh", None)
+                .await
+                .map(|r| r.header_bytes())
         }));
     }
     for t in tasks {
@@ -85,12 +89,25 @@ async fn an_expired_entry_is_fetched_again() {
     let row = f.keys.new_row_key(&SPEC, "acme", None).await.unwrap();
     let header = row.header_bytes();
     f.keys.forget_cached_keys();
-    f.keys.open_row_key(&SPEC, "acme", None, &header).await.unwrap();
-    f.keys.open_row_key(&SPEC, "acme", None, &header).await.unwrap();
+    f.keys
+        .open_row_key(&SPEC, "acme", None, &header)
+        .await
+        .unwrap();
+    f.keys
+        .open_row_key(&SPEC, "acme", None, &header)
+        .await
+        .unwrap();
     assert_eq!(f.counting.counts().decrypt, 1, "second read is cached");
     tokio::time::sleep(Duration::from_millis(150)).await;
-    f.keys.open_row_key(&SPEC, "acme", None, &header).await.unwrap();
-    assert_eq!(f.counting.counts().decrypt, 2, "expired entry fetched again");
+    f.keys
+        .open_row_key(&SPEC, "acme", None, &header)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.counting.counts().decrypt,
+        2,
+        "expired entry fetched again"
+    );
 }
 
 #[tokio::test]
@@ -100,10 +117,18 @@ async fn derived_mode_costs_provider_calls_per_tenant_not_per_row() {
     for i in 0..10_000u32 {
         let tenant = format!("tenant-{}", i % 10);
         let row = f.keys.new_row_key(&SPEC, &tenant, None).await.unwrap();
-        rows.push((tenant, row.header_bytes(), row.seal("email", &i.to_be_bytes()).unwrap()));
+        rows.push((
+            tenant,
+            row.header_bytes(),
+            row.seal("email", &i.to_be_bytes()).unwrap(),
+        ));
     }
     for (i, (tenant, header, sealed)) in rows.iter().enumerate() {
-        let row = f.keys.open_row_key(&SPEC, tenant, None, header).await.unwrap();
+        let row = f
+            .keys
+            .open_row_key(&SPEC, tenant, None, header)
+            .await
+            .unwrap();
         assert_eq!(row.open("email", sealed).unwrap(), (i as u32).to_be_bytes());
     }
     // One GenerateDataKey per tenant; reads hit the key seeded at creation.
@@ -123,8 +148,16 @@ async fn kms_mode_costs_one_data_key_per_row() {
     assert_eq!(f.counting.counts().generate, 100);
     f.keys.forget_cached_keys();
     for (header, sealed) in &rows {
-        let row = f.keys.open_row_key(&PER_ROW, "acme", None, header).await.unwrap();
+        let row = f
+            .keys
+            .open_row_key(&PER_ROW, "acme", None, header)
+            .await
+            .unwrap();
         assert_eq!(row.open("email", sealed).unwrap(), b"x");
     }
-    assert_eq!(f.counting.counts().decrypt, 100, "one Decrypt per uncached row");
+    assert_eq!(
+        f.counting.counts().decrypt,
+        100,
+        "one Decrypt per uncached row"
+    );
 }

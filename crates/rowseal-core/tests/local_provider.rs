@@ -1,6 +1,8 @@
 //! The local key provider: configuration errors at start-up, wrapping bound to
 //! the context, root-key rotation, and nothing secret in any output.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::Arc;
@@ -116,7 +118,14 @@ async fn root_key_rotation_by_rewrap() {
 #[tokio::test]
 async fn debug_output_holds_no_key_or_plaintext() {
     let text = LocalKeyProvider::generate_keyring();
-    let b64 = text.lines().nth(1).unwrap().split_once(':').unwrap().1.to_owned();
+    let b64 = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_once(':')
+        .unwrap()
+        .1
+        .to_owned();
     let provider = LocalKeyProvider::from_keyring_str(&text).unwrap();
     let ctx = EncryptionContext::tenant_key("a");
     let dk = provider.generate_data_key(&ctx).await.unwrap();

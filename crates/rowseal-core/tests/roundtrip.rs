@@ -1,6 +1,8 @@
 //! Round trips through the key hierarchy, in both key modes, for every value
 //! shape the core accepts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::fixture;
@@ -46,9 +48,16 @@ async fn every_shape_round_trips_in_both_modes() {
 async fn two_seals_of_one_value_differ() {
     let f = fixture();
     let row = f.keys.new_row_key(&DERIVED, "t1", None).await.unwrap();
-    assert_ne!(row.seal("c", b"same").unwrap(), row.seal("c", b"same").unwrap());
+    assert_ne!(
+        row.seal("c", b"same").unwrap(),
+        row.seal("c", b"same").unwrap()
+    );
     let other = f.keys.new_row_key(&DERIVED, "t1", None).await.unwrap();
-    assert_ne!(row.header_bytes(), other.header_bytes(), "fresh salt per row");
+    assert_ne!(
+        row.header_bytes(),
+        other.header_bytes(),
+        "fresh salt per row"
+    );
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 //! values moved to another tenant, column, table or (opted-in) row fail to
 //! decrypt; a header whose commitment does not match its key is rejected.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::fixture;
@@ -244,7 +246,11 @@ fn a_commitment_that_does_not_match_the_key_is_rejected() {
     runner(256)
         .run(&any::<[u8; 32]>(), |commitment| {
             rt.block_on(async {
-                let row = f.keys.new_row_key(&DERIVED, "t1", Some(b"7")).await.unwrap();
+                let row = f
+                    .keys
+                    .new_row_key(&DERIVED, "t1", Some(b"7"))
+                    .await
+                    .unwrap();
                 let mut header = row.header_bytes();
                 let n = header.len();
                 prop_assume!(header[n - 32..] != commitment);
@@ -277,11 +283,19 @@ fn errors_are_the_same_for_wrong_key_and_tampering() {
     let rt = rt();
     let f = fixture();
     rt.block_on(async {
-        let row = f.keys.new_row_key(&DERIVED, "t1", Some(b"7")).await.unwrap();
+        let row = f
+            .keys
+            .new_row_key(&DERIVED, "t1", Some(b"7"))
+            .await
+            .unwrap();
         let sealed = row.seal("c", b"v").unwrap();
         let mut tampered = sealed.clone();
         tampered[20] ^= 1;
-        let wrong_key = f.keys.new_row_key(&DERIVED, "t1", Some(b"7")).await.unwrap();
+        let wrong_key = f
+            .keys
+            .new_row_key(&DERIVED, "t1", Some(b"7"))
+            .await
+            .unwrap();
         let a = row.open("c", &tampered).unwrap_err();
         let b = wrong_key.open("c", &sealed).unwrap_err();
         assert_eq!(a.to_string(), b.to_string());

@@ -22,7 +22,7 @@
 
 pub use rowseal_core::{
     BlindIndexKey, CacheConfig, CountingKeyProvider, DataKey, EncryptionContext, Error, IndexKey,
-    KeyHierarchy, KeyMode, KeyPurpose, KeyProvider, KeyRecord, KeyScope, KeyState, KeyStore,
+    KeyHierarchy, KeyMode, KeyProvider, KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore,
     LocalKeyProvider, MemoryKeyStore, ProviderCallCounts, ProviderError, ProviderErrorKind,
     RecordKeys, RecordSpec, Result, RowHeader, RowKey, SecretKey, TenantKey, WrappedKey, KEY_LEN,
     LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV,

@@ -24,7 +24,12 @@ impl Aead {
     }
 
     /// Appends `nonce || ciphertext || tag` to `out`.
-    pub(crate) fn seal_append(&self, out: &mut Vec<u8>, aad: &[u8], plaintext: &[u8]) -> Result<()> {
+    pub(crate) fn seal_append(
+        &self,
+        out: &mut Vec<u8>,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<()> {
         let mut nonce = [0u8; NONCE_LEN];
         rng::fill(&mut nonce);
         out.extend_from_slice(&nonce);

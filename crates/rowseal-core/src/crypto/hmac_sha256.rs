@@ -30,7 +30,10 @@ pub(crate) struct HmacKey {
 }
 
 fn compress(state: &mut [u32; 8], block: &[u8; BLOCK]) {
-    compress256(state, core::slice::from_ref(GenericArray::from_slice(block)));
+    compress256(
+        state,
+        core::slice::from_ref(GenericArray::from_slice(block)),
+    );
 }
 
 impl HmacKey {
@@ -104,6 +107,19 @@ impl HmacKey {
     }
 }
 
+const COMMIT_LABEL: &[u8; 17] = b"rowseal/v1/commit";
+
+/// SHA-256(`rowseal/v1/commit` || key): one compression.
+pub(crate) fn key_commitment(key: &[u8; 32]) -> [u8; 32] {
+    let mut block = [0u8; BLOCK];
+    block[..17].copy_from_slice(COMMIT_LABEL);
+    block[17..49].copy_from_slice(key);
+    let mut state = H0;
+    let out = finish(&mut state, &mut block, 49, 49);
+    block.zeroize();
+    out
+}
+
 /// SHA-256 padding and final compression(s); `fill` bytes of `block` are pending.
 fn finish(state: &mut [u32; 8], block: &mut [u8; BLOCK], fill: usize, total: u64) -> [u8; 32] {
     block[fill] = 0x80;
@@ -131,6 +147,16 @@ mod tests {
         let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap();
         m.update(msg);
         m.finalize().into_bytes().into()
+    }
+
+    #[test]
+    fn key_commitment_is_labelled_sha256() {
+        use sha2::Digest;
+        let key = [9u8; 32];
+        let mut h = sha2::Sha256::new();
+        h.update(b"rowseal/v1/commit");
+        h.update(key);
+        assert_eq!(key_commitment(&key), <[u8; 32]>::from(h.finalize()));
     }
 
     #[test]

@@ -125,7 +125,11 @@ impl RowHeader {
         Ok(h)
     }
 
-    pub(crate) fn bound_part(mode: KeyMode, key_version: u32, salt: &[u8; SALT_LEN]) -> [u8; BOUND_LEN] {
+    pub(crate) fn bound_part(
+        mode: KeyMode,
+        key_version: u32,
+        salt: &[u8; SALT_LEN],
+    ) -> [u8; BOUND_LEN] {
         let mut b = [0u8; BOUND_LEN];
         b[0] = HEADER_V1;
         b[1] = mode.to_byte();
@@ -184,7 +188,10 @@ impl RowHeader {
             KeyMode::Derived => None,
             KeyMode::Kms => {
                 if key_version != 0 {
-                    return Err(Error::malformed(WHAT, "key version set in per-row key mode"));
+                    return Err(Error::malformed(
+                        WHAT,
+                        "key version set in per-row key mode",
+                    ));
                 }
                 Some(WrappedKey::decode_at(bytes, &mut pos)?)
             }

@@ -111,7 +111,9 @@ impl KeyHierarchy {
         self.tenant_keys
             .get_or_fetch(&(tenant.to_owned(), version), || async {
                 let scope = KeyScope::Tenant(tenant.to_owned());
-                let key = self.unwrap_stored(KeyPurpose::Tenant, &scope, version).await?;
+                let key = self
+                    .unwrap_stored(KeyPurpose::Tenant, &scope, version)
+                    .await?;
                 Ok(TenantKey::new(tenant, version, &key))
             })
             .await
@@ -136,7 +138,9 @@ impl KeyHierarchy {
     pub async fn index_key(&self, scope: &KeyScope, version: u32) -> Result<Arc<IndexKey>> {
         self.index_keys
             .get_or_fetch(&(scope.clone(), version), || async {
-                let key = self.unwrap_stored(KeyPurpose::Index, scope, version).await?;
+                let key = self
+                    .unwrap_stored(KeyPurpose::Index, scope, version)
+                    .await?;
                 Ok(IndexKey::new(scope.clone(), version, &key))
             })
             .await

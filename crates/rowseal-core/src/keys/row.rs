@@ -7,7 +7,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 use crate::crypto::aead::Aead;
-use crate::crypto::hmac_sha256::HmacKey;
+use crate::crypto::hmac_sha256::{key_commitment, HmacKey};
 use crate::crypto::rng;
 use crate::error::{Error, Result};
 use crate::format::canonical::push_lp;
@@ -17,7 +17,6 @@ use crate::format::wrapped::WrappedKey;
 
 const ROW_KEY_LABEL: &[u8] = b"rowseal/v1/row-key";
 const ENC_KEY_TAG: u8 = 0x01;
-const COMMITMENT_TAG: u8 = 0x02;
 
 /// What rowseal needs to know about a record type (a model): its name, its
 /// table, its key mode, and whether its primary key is bound into the
@@ -101,9 +100,8 @@ impl RecordSpec {
     /// The part of every field's associated data shared by all rows of this
     /// record type and tenant: format version, record type, tenant, table.
     fn aad_head(&self, tenant: &str) -> Result<Arc<[u8]>> {
-        let mut head = Vec::with_capacity(
-            1 + 12 + self.record_type.len() + tenant.len() + self.table.len(),
-        );
+        let mut head =
+            Vec::with_capacity(1 + 12 + self.record_type.len() + tenant.len() + self.table.len());
         head.push(FIELD_V1);
         push_lp(&mut head, self.record_type.as_bytes())?;
         push_lp(&mut head, tenant.as_bytes())?;
@@ -111,9 +109,9 @@ impl RecordSpec {
         Ok(head.into())
     }
 
-    fn aad_tail(&self, primary_key: Option<&[u8]>) -> Result<Vec<u8>> {
+    fn aad_tail(&self, primary_key: Option<&[u8]>) -> Result<Cow<'static, [u8]>> {
         if !self.bind_primary_key {
-            return Ok(vec![0]);
+            return Ok(Cow::Borrowed(&[0]));
         }
         let pk = primary_key.ok_or(Error::InvalidInput {
             reason: "this record type binds its primary key, and none was given",
@@ -121,7 +119,7 @@ impl RecordSpec {
         let mut tail = Vec::with_capacity(5 + pk.len());
         tail.push(1);
         push_lp(&mut tail, pk)?;
-        Ok(tail)
+        Ok(Cow::Owned(tail))
     }
 
     fn row_key_prefix(&self, tenant: &str) -> Result<Vec<u8>> {
@@ -184,9 +182,13 @@ impl RowKeyFactory {
         self.finish(header, enc, primary_key)
     }
 
+    /// The row's encryption key, HMAC(K', 0x01 || bound header part), and its
+    /// commitment, SHA-256("rowseal/v1/commit" || key): a collision-resistant
+    /// hash of the very key the fields are sealed under, so no header can
+    /// commit to two keys.
     fn derive(&self, bound: &[u8; BOUND_LEN]) -> (zeroize::Zeroizing<[u8; 32]>, [u8; 32]) {
         let enc = zeroize::Zeroizing::new(self.mac.mac(&[&[ENC_KEY_TAG], bound]));
-        let commitment = self.mac.mac(&[&[COMMITMENT_TAG], bound]);
+        let commitment = key_commitment(&enc);
         (enc, commitment)
     }
 
@@ -219,7 +221,7 @@ pub struct RowKey {
     aead: Aead,
     header: RowHeader,
     aad_head: Arc<[u8]>,
-    aad_tail: Vec<u8>,
+    aad_tail: Cow<'static, [u8]>,
 }
 
 impl RowKey {

@@ -87,7 +87,11 @@ impl RecordKeys {
         self.open_parsed(primary_key, header)
     }
 
-    pub(crate) fn open_parsed(&self, primary_key: Option<&[u8]>, header: RowHeader) -> Result<RowKey> {
+    pub(crate) fn open_parsed(
+        &self,
+        primary_key: Option<&[u8]>,
+        header: RowHeader,
+    ) -> Result<RowKey> {
         if header.tenant_key_version() != Some(self.version) {
             return Err(Error::InvalidInput {
                 reason: "row header names another tenant key version",

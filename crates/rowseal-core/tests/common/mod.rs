@@ -1,6 +1,6 @@
 //! Shared by the integration tests.
 
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
