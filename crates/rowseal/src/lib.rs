@@ -27,3 +27,9 @@ pub use rowseal_core::{
     RecordKeys, RecordSpec, Result, RowHeader, RowKey, SecretKey, TenantKey, WrappedKey, KEY_LEN,
     LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV,
 };
+
+/// The AWS KMS key provider (feature `kms`).
+#[cfg(feature = "kms")]
+pub mod kms {
+    pub use rowseal_kms::*;
+}
