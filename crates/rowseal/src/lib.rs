@@ -20,6 +20,10 @@
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
 //! ```
 
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use rowseal_core::{
     BlindIndexKey, CacheConfig, CountingKeyProvider, DataKey, EncryptionContext, Error, IndexKey,
     KeyHierarchy, KeyMode, KeyProvider, KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore,
