@@ -121,17 +121,50 @@ impl LocalKeyProvider {
         })
     }
 
-    /// Text of a new keyring with one fresh key, `v1`. Store it like a password.
-    pub fn generate_keyring() -> String {
+    /// Text of a new keyring with one fresh key, `v1`. Store it like a password;
+    /// the returned string is wiped when dropped.
+    pub fn generate_keyring() -> Zeroizing<String> {
         Self::keyring_entry(1, &SecretKey::generate())
     }
 
+    /// Writes a new keyring with one fresh key to `path`, readable by its owner
+    /// only (mode 0600 on Unix). Refuses to overwrite an existing file, so a
+    /// key in use is never lost by accident.
+    ///
+    /// ```
+    /// use rowseal_core::LocalKeyProvider;
+    /// let path = std::env::temp_dir().join(format!("rowseal-doc-{}.keys", std::process::id()));
+    /// LocalKeyProvider::create_keyring_file(&path).unwrap();
+    /// assert!(LocalKeyProvider::create_keyring_file(&path).is_err()); // never overwrites
+    /// let provider = LocalKeyProvider::from_file(&path).unwrap();
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
+    pub fn create_keyring_file(path: impl AsRef<Path>) -> Result<()> {
+        use std::io::Write;
+        let path = path.as_ref();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let text = Self::generate_keyring();
+        options
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+            .map_err(|e| Error::KeyConfig {
+                reason: format!("cannot create key file {}: {}", path.display(), e.kind()),
+            })
+    }
+
     /// A keyring entry line for `key`, to append to a keyring as a new version.
-    pub fn keyring_entry(version: u32, key: &SecretKey) -> String {
-        format!(
+    pub fn keyring_entry(version: u32, key: &SecretKey) -> Zeroizing<String> {
+        let b64 = Zeroizing::new(B64.encode(key.expose_secret()));
+        Zeroizing::new(format!(
             "# rowseal local root key, created by rowseal; keep secret\nv{version}:{}\n",
-            B64.encode(key.expose_secret())
-        )
+            b64.as_str()
+        ))
     }
 
     /// The versions in the keyring.

@@ -84,7 +84,7 @@ async fn a_wrapped_key_only_unwraps_under_its_context_and_root_key() {
 async fn root_key_rotation_by_rewrap() {
     let v1 = LocalKeyProvider::generate_keyring();
     let v2 = LocalKeyProvider::keyring_entry(2, &SecretKey::generate()).replace('#', "\n#");
-    let both = format!("{v1}\n{v2}");
+    let both = format!("{}\n{}", v1.as_str(), v2.as_str());
     let old = LocalKeyProvider::from_keyring_str(&v1).unwrap();
     let new = LocalKeyProvider::from_keyring_str(&both).unwrap();
     assert_eq!(new.current_key_id(), "local:v2");
