@@ -15,6 +15,7 @@
 //! See [`KeyHierarchy`] for an end-to-end example, and `docs/format.md` for the
 //! bytes.
 
+mod blind;
 mod cache;
 mod crypto;
 mod error;
@@ -25,6 +26,7 @@ mod provider;
 mod secret;
 mod store;
 
+pub use blind::{plan_bits, BitsPlan, BlindIndexValue, IndexBits, Normalization, Normalizer};
 pub use cache::CacheConfig;
 pub use error::{Error, ProviderError, ProviderErrorKind, Result};
 pub use format::header::{KeyMode, RowHeader};

@@ -154,3 +154,24 @@ async fn blind_index_keys_differ_per_scope_index_and_version() {
     assert_eq!(a2.version(), 2);
     assert_ne!(email(&a2), email(&a));
 }
+
+#[tokio::test]
+async fn compound_index_parts_are_length_prefixed() {
+    use rowseal_core::KeyScope;
+    let f = fixture();
+    let k = f
+        .keys
+        .current_index_key(&KeyScope::Global)
+        .await
+        .unwrap()
+        .blind_index_key("people", "first+last", "name_idx")
+        .unwrap();
+    assert_ne!(
+        k.compute_compound(&[b"ab", b"c"]).unwrap(),
+        k.compute_compound(&[b"a", b"bc"]).unwrap()
+    );
+    assert_eq!(
+        k.compute_compound(&[b"ab", b"c"]).unwrap(),
+        k.compute_compound(&[b"ab", b"c"]).unwrap()
+    );
+}

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::blind::{BlindIndexValue, IndexBits, Normalization};
 use crate::crypto::hmac_sha256::HmacKey;
 use crate::error::{Error, Result};
 use crate::format::canonical::push_lp;
@@ -177,6 +178,56 @@ impl BlindIndexKey {
     /// values up to 55 bytes.
     pub fn compute(&self, value: &[u8]) -> [u8; 32] {
         self.mac.mac(&[value])
+    }
+
+    /// HMAC-SHA256 of a compound value: each (already normalized) part is
+    /// length-prefixed, so ("ab", "c") and ("a", "bc") index differently.
+    pub fn compute_compound(&self, parts: &[&[u8]]) -> Result<[u8; 32]> {
+        let lens = parts
+            .iter()
+            .map(|p| {
+                u32::try_from(p.len())
+                    .map(u32::to_be_bytes)
+                    .map_err(|_| Error::InvalidInput {
+                        reason: "index part longer than 4 GiB",
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut slices: Vec<&[u8]> = Vec::with_capacity(parts.len() * 2);
+        for (len, part) in lens.iter().zip(parts) {
+            slices.push(len);
+            slices.push(part);
+        }
+        Ok(self.mac.mac(&slices))
+    }
+
+    /// The stored index value of `value`: normalized, HMAC-ed, truncated.
+    ///
+    /// ```
+    /// # async fn demo() -> rowseal_core::Result<()> {
+    /// # use std::sync::Arc;
+    /// # use rowseal_core::*;
+    /// # let p = LocalKeyProvider::from_keyring_str(&LocalKeyProvider::generate_keyring())?;
+    /// # let keys = KeyHierarchy::new(Arc::new(p), Arc::new(MemoryKeyStore::new()));
+    /// let index_key = keys.current_index_key(&KeyScope::Tenant("acme".into())).await?;
+    /// let email = index_key.blind_index_key("users", "email", "email_idx")?;
+    /// let norm = Normalization::parse("trim,lowercase")?;
+    /// let bits = IndexBits::new(32)?;
+    /// assert_eq!(
+    ///     email.index_value(&norm, " Ada@Example.com", bits),
+    ///     email.index_value(&norm, "ada@example.com", bits),
+    /// );
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub fn index_value(
+        &self,
+        normalization: &Normalization,
+        value: &str,
+        bits: IndexBits,
+    ) -> BlindIndexValue {
+        let normalized = zeroize::Zeroizing::new(normalization.apply(value));
+        bits.truncate(&self.compute(normalized.as_bytes()))
     }
 
     /// The index-key version.
