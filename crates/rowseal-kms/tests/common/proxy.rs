@@ -63,6 +63,10 @@ struct State {
     /// (operation, fault applied or None if forwarded), in arrival order.
     log: Mutex<Vec<(String, Option<String>)>>,
     request_ids: AtomicU64,
+    /// (server text, text shown to the client): rewritten in both directions.
+    renames: Mutex<Vec<(String, String)>>,
+    /// (shown region, server region) for the SigV4 credential scope.
+    region: Mutex<Option<(String, String)>>,
 }
 
 /// A running proxy; stops when dropped (its task is aborted).
@@ -101,6 +105,8 @@ impl FaultProxy {
             plan: Mutex::new(Plan::default()),
             log: Mutex::new(Vec::new()),
             request_ids: AtomicU64::new(0),
+            renames: Mutex::new(Vec::new()),
+            region: Mutex::new(None),
         });
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -141,6 +147,31 @@ impl FaultProxy {
             body: Some(needle.to_owned()),
             fault,
         });
+    }
+
+    /// Shows the server's key `real_id` to the client as `shown_id` (request
+    /// bodies are rewritten from `shown_id` to `real_id`, response bodies the
+    /// other way).
+    pub fn rename_key(&self, real_id: &str, shown_id: &str) {
+        self.state
+            .renames
+            .lock()
+            .unwrap()
+            .push((real_id.to_owned(), shown_id.to_owned()));
+    }
+
+    /// Serves region `shown` from the server's region `real`: the request's
+    /// SigV4 credential scope is rewritten to `real` (the test server picks
+    /// its regional backend from it and does not check signatures), and key
+    /// ARNs are rewritten between the two regions in both directions. With
+    /// [`rename_key`](Self::rename_key), this stands in for a multi-Region
+    /// replica in `shown`.
+    ///
+    /// Only requests signed for `shown` are rewritten; a request signed for
+    /// `shown` that names a key ARN of `real` is refused with
+    /// `NotFoundException`, as a region refuses another region's key.
+    pub fn serve_region_from(&self, shown: &str, real: &str) {
+        *self.state.region.lock().unwrap() = Some((shown.to_owned(), real.to_owned()));
     }
 
     /// Forwards everything again.
@@ -185,8 +216,17 @@ async fn serve(state: Arc<State>, mut conn: TcpStream) -> std::io::Result<()> {
         .map(|t| t.rsplit('.').next().unwrap_or(t).to_owned())
         .unwrap_or_default();
     let body_text = String::from_utf8_lossy(&body).into_owned();
+    // Region emulation: does this request target the shown region?
+    let region = state.region.lock().unwrap().clone().filter(|(shown, _)| {
+        header(&head_text, "authorization").is_some_and(|a| a.contains(&format!("/{shown}/kms/")))
+    });
+    let wrong_region = region
+        .as_ref()
+        .is_some_and(|(_, real)| body_text.contains(&format!("arn:aws:kms:{real}:")));
 
-    let fault = {
+    let fault = if wrong_region {
+        Some(Fault::code("NotFoundException"))
+    } else {
         let mut plan = state.plan.lock().unwrap();
         let standing = plan
             .rules
@@ -240,6 +280,21 @@ async fn serve(state: Arc<State>, mut conn: TcpStream) -> std::io::Result<()> {
             conn.shutdown().await
         }
         None => {
+            let mut renames = state.renames.lock().unwrap().clone();
+            if let Some((shown, real)) = &region {
+                renames.push((
+                    format!("arn:aws:kms:{real}:"),
+                    format!("arn:aws:kms:{shown}:"),
+                ));
+            }
+            let mut body = body;
+            if !renames.is_empty() {
+                let mut text = String::from_utf8_lossy(&body).into_owned();
+                for (real, shown) in &renames {
+                    text = text.replace(shown.as_str(), real);
+                }
+                body = text.into_bytes();
+            }
             let mut up = TcpStream::connect(state.upstream).await?;
             // One request per connection: ask the server to close, then relay
             // everything it sends.
@@ -247,20 +302,54 @@ async fn serve(state: Arc<State>, mut conn: TcpStream) -> std::io::Result<()> {
             let request_line = lines.next().unwrap_or_default();
             let mut out = format!("{request_line}\r\nConnection: close\r\n");
             for line in lines.filter(|l| !l.is_empty()) {
-                if !line.to_ascii_lowercase().starts_with("connection:") {
-                    out.push_str(line);
-                    out.push_str("\r\n");
+                let lower = line.to_ascii_lowercase();
+                if lower.starts_with("connection:") || lower.starts_with("content-length:") {
+                    continue;
                 }
+                match &region {
+                    Some((shown, real)) if lower.starts_with("authorization:") => out.push_str(
+                        &line.replace(&format!("/{shown}/kms/"), &format!("/{real}/kms/")),
+                    ),
+                    _ => out.push_str(line),
+                }
+                out.push_str("\r\n");
             }
-            out.push_str("\r\n");
+            out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
             up.write_all(out.as_bytes()).await?;
             up.write_all(&body).await?;
             let mut resp = Vec::new();
             up.read_to_end(&mut resp).await?;
+            if !renames.is_empty() {
+                resp = rename_in_response(resp, &renames);
+            }
             conn.write_all(&resp).await?;
             conn.shutdown().await
         }
     }
+}
+
+/// Rewrites real key ids to shown ones in a response with a Content-Length.
+fn rename_in_response(resp: Vec<u8>, renames: &[(String, String)]) -> Vec<u8> {
+    let Some(end) = resp.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return resp;
+    };
+    let head = String::from_utf8_lossy(&resp[..end]).into_owned();
+    let mut body = String::from_utf8_lossy(&resp[end + 4..]).into_owned();
+    for (real, shown) in renames {
+        body = body.replace(real.as_str(), shown);
+    }
+    let mut out = String::new();
+    for line in head.split("\r\n") {
+        if line.to_ascii_lowercase().starts_with("content-length:") {
+            out.push_str(&format!("Content-Length: {}", body.len()));
+        } else {
+            out.push_str(line);
+        }
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    out.into_bytes()
 }
 
 /// Reads one request: the head (without the blank line) and the body.
