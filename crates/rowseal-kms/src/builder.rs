@@ -181,6 +181,11 @@ impl AwsKmsProviderBuilder {
                         loader.load().await
                     }
                 };
+                if sdk.credentials_provider().is_none() {
+                    return Err(Error::KeyConfig {
+                        reason: "the AWS configuration has no credentials provider".into(),
+                    });
+                }
                 let mut b = aws_sdk_kms::config::Builder::from(&sdk);
                 if sdk.http_client().is_none() {
                     b.set_http_client(Some(https_client()));

@@ -198,8 +198,11 @@ where
                 ProviderErrorKind::Timeout
             } else if d.is_user() {
                 ProviderErrorKind::Config
-            } else {
+            } else if d.is_io() {
                 ProviderErrorKind::Unavailable
+            } else {
+                // Credential and signing failures also surface here.
+                identity_failure(err).unwrap_or(ProviderErrorKind::Unavailable)
             };
             let message = d
                 .as_connector_error()
@@ -236,6 +239,31 @@ where
         http_status,
         request_id,
     }
+}
+
+/// The kind of a failure to obtain credentials or sign the request, found in
+/// the error's source chain.
+fn identity_failure(err: &(dyn std::error::Error + 'static)) -> Option<ProviderErrorKind> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return Some(match c {
+                CredentialsError::ProviderTimedOut(_) => ProviderErrorKind::Timeout,
+                CredentialsError::ProviderError(_) => ProviderErrorKind::Unavailable,
+                CredentialsError::CredentialsNotLoaded(_)
+                | CredentialsError::InvalidConfiguration(_) => ProviderErrorKind::Config,
+                _ => ProviderErrorKind::Other,
+            });
+        }
+        // The SDK's "no identity resolver for sigv4" error type is private;
+        // its message is the only handle on it.
+        if e.to_string().contains("failed to select an auth scheme") {
+            return Some(ProviderErrorKind::Config);
+        }
+        next = e.source();
+    }
+    None
 }
 
 #[cfg(test)]

@@ -104,4 +104,17 @@ async fn standard_chain_and_endpoint_variables() {
         ),
         "{err}"
     );
+
+    // No credentials anywhere in the chain: a configuration error, after one
+    // attempt (the chain's "not loaded" error is never retried).
+    std::env::remove_var("AWS_ACCESS_KEY_ID");
+    std::env::remove_var("AWS_SECRET_ACCESS_KEY");
+    let err = AwsKmsProvider::builder(&arn)
+        .endpoint_url(&endpoint)
+        .build()
+        .await
+        .unwrap_err();
+    let pe = provider_error(&err);
+    assert_eq!(pe.kind(), ProviderErrorKind::Config, "{err}");
+    assert_eq!(common::aws_detail(pe).attempts(), 1, "{err}");
 }

@@ -480,6 +480,36 @@ async fn build_rejects_missing_and_disabled_keys() {
         matches!(err, rowseal_core::Error::KeyConfig { .. }),
         "{err}"
     );
+
+    // No credentials: a configuration error, reported at build, not retried.
+    let no_credentials = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_kms::config::Region::new(REGION))
+        .build();
+    let err = AwsKmsProvider::builder(&arn)
+        .sdk_config(no_credentials.clone())
+        .endpoint_url(&endpoint)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, rowseal_core::Error::KeyConfig { .. }),
+        "{err}"
+    );
+
+    // A client without credentials: the signing failure is a configuration
+    // error, sent (and failed) once, not retried.
+    let conf = aws_sdk_kms::config::Builder::from(&no_credentials)
+        .endpoint_url(&endpoint)
+        .build();
+    let err = AwsKmsProvider::builder(&arn)
+        .client(aws_sdk_kms::Client::from_conf(conf))
+        .build()
+        .await
+        .unwrap_err();
+    let pe = provider_error(&err);
+    assert_eq!(pe.kind(), ProviderErrorKind::Config, "{err}");
+    assert_eq!(common::aws_detail(pe).attempts(), 1);
 }
 
 #[tokio::test]
