@@ -37,3 +37,15 @@ pub use rowseal_core::{
 pub mod kms {
     pub use rowseal_kms::*;
 }
+
+/// The sqlx layer (feature `sqlx`, on with any database feature): encrypted
+/// models on PostgreSQL, MySQL/MariaDB and SQLite.
+#[cfg(feature = "sqlx")]
+pub use rowseal_sqlx::{
+    schema, Encrypted, EncryptedField, Encryptor, Error as SqlxError, PlainField,
+    PrimaryKeyField, SqlxKeyStore, TenantField,
+};
+
+#[doc(hidden)]
+#[cfg(feature = "sqlx")]
+pub use rowseal_sqlx as __sqlx;

@@ -1,0 +1,410 @@
+//! How a field value becomes bytes before it is sealed, and back.
+//!
+//! Every encrypted value is encoded as
+//! ```text
+//! 0  1  encoding version (0x01)
+//! 1  1  type tag (below)
+//! 2  .. payload
+//! ```
+//! and this whole encoding is what the field envelope encrypts, so the type tag
+//! is authenticated: a value decrypted as another type is a typed error, not a
+//! reinterpretation. Integers are big-endian two's complement at their own
+//! width, floats their IEEE-754 bits, text UTF-8, dates and timestamps fixed
+//! integers (below). `NULL` is never encoded: an absent `Option` is stored as
+//! SQL NULL.
+//!
+//! | tag | type | payload |
+//! |---|---|---|
+//! | 1 | `String` | UTF-8 |
+//! | 2 | `Vec<u8>` | bytes |
+//! | 3 | `bool` | 0 or 1 |
+//! | 4..8 | `i8` `i16` `i32` `i64` `i128` | big-endian |
+//! | 9..13 | `u8` `u16` `u32` `u64` `u128` | big-endian |
+//! | 14, 15 | `f32`, `f64` | IEEE-754 bits, big-endian |
+//! | 16 | `uuid::Uuid` | 16 bytes |
+//! | 17 | `chrono::NaiveDate` | i32 days from 0001-01-01 (CE day 1) |
+//! | 18 | `chrono::NaiveTime` | u32 seconds from midnight, u32 nanoseconds |
+//! | 19 | `chrono::NaiveDateTime` | i64 Unix seconds, u32 nanoseconds |
+//! | 20 | `chrono::DateTime<Utc>` | i64 Unix seconds, u32 nanoseconds |
+//! | 21 | `time::Date` | i32 Julian day |
+//! | 22 | `time::Time` | u8 hour, u8 minute, u8 second, u32 nanosecond |
+//! | 23 | `time::PrimitiveDateTime` | i32 Julian day, then as tag 22 |
+//! | 24 | `time::OffsetDateTime` | i128 Unix nanoseconds, i32 offset seconds |
+//! | 25 | `serde_json::Value` | JSON text |
+//! | 26 | any serde type with `#[rowseal(encrypt, json)]` | JSON text |
+
+/// The encoding version byte.
+pub const ENCODING_V1: u8 = 1;
+
+/// Why bytes did not decode as the expected type (never quotes the bytes).
+pub type DecodeError = &'static str;
+
+/// A type whose values can be encrypted (a field type without `Option`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an encrypted field",
+    note = "encrypted fields may be String, Vec<u8>, bool, integers, floats, uuid::Uuid, chrono or time dates and timestamps, serde_json::Value, or an Option of these; any serde type with #[rowseal(encrypt, json)]"
+)]
+pub trait EncryptedValue: Sized {
+    /// The type tag.
+    const TAG: u8;
+    /// The type name recorded in the schema registry.
+    const TYPE_NAME: &'static str;
+    /// Appends the payload (without version and tag).
+    fn encode_payload(&self, out: &mut Vec<u8>);
+    /// Reads the payload back.
+    fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError>;
+}
+
+/// A type that can be an encrypted field: an [`EncryptedValue`] or an `Option`
+/// of one (`None` is stored as SQL NULL, not encrypted).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an encrypted field",
+    note = "encrypted fields may be String, Vec<u8>, bool, integers, floats, uuid::Uuid, chrono or time dates and timestamps, serde_json::Value, or an Option of these; any serde type with #[rowseal(encrypt, json)]"
+)]
+pub trait EncryptedField: Sized {
+    /// The type name recorded in the schema registry.
+    const TYPE_NAME: &'static str;
+    /// Whether the column may be NULL.
+    const NULLABLE: bool;
+    /// Encodes the value into `out` (cleared first); `false` for NULL.
+    fn encode_field(&self, out: &mut Vec<u8>) -> bool;
+    /// Decodes a decrypted value; `None` is SQL NULL.
+    fn decode_field(bytes: Option<&[u8]>) -> Result<Self, DecodeError>;
+}
+
+fn header(out: &mut Vec<u8>, tag: u8) {
+    out.clear();
+    out.push(ENCODING_V1);
+    out.push(tag);
+}
+
+fn payload(bytes: &[u8], tag: u8) -> Result<&[u8], DecodeError> {
+    match bytes {
+        [ENCODING_V1, t, rest @ ..] if *t == tag => Ok(rest),
+        [ENCODING_V1, _, ..] => Err("the stored value has another type"),
+        [_, _, ..] => Err("unknown value encoding version"),
+        _ => Err("value encoding too short"),
+    }
+}
+
+impl<T: EncryptedValue> EncryptedField for T {
+    const TYPE_NAME: &'static str = T::TYPE_NAME;
+    const NULLABLE: bool = false;
+    fn encode_field(&self, out: &mut Vec<u8>) -> bool {
+        header(out, T::TAG);
+        self.encode_payload(out);
+        true
+    }
+    fn decode_field(bytes: Option<&[u8]>) -> Result<Self, DecodeError> {
+        let bytes = bytes.ok_or("NULL in a column whose field is not an Option")?;
+        T::decode_payload(payload(bytes, T::TAG)?)
+    }
+}
+
+impl<T: EncryptedValue> EncryptedField for Option<T> {
+    const TYPE_NAME: &'static str = T::TYPE_NAME;
+    const NULLABLE: bool = true;
+    fn encode_field(&self, out: &mut Vec<u8>) -> bool {
+        match self {
+            Some(v) => v.encode_field(out),
+            None => false,
+        }
+    }
+    fn decode_field(bytes: Option<&[u8]>) -> Result<Self, DecodeError> {
+        match bytes {
+            None => Ok(None),
+            Some(b) => T::decode_field(Some(b)).map(Some),
+        }
+    }
+}
+
+fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N], DecodeError> {
+    bytes.try_into().map_err(|_| "value has the wrong length")
+}
+
+impl EncryptedValue for String {
+    const TAG: u8 = 1;
+    const TYPE_NAME: &'static str = "string";
+    fn encode_payload(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+    fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+        String::from_utf8(bytes.to_vec()).map_err(|_| "text is not UTF-8")
+    }
+}
+
+impl EncryptedValue for Vec<u8> {
+    const TAG: u8 = 2;
+    const TYPE_NAME: &'static str = "bytes";
+    fn encode_payload(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+    fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(bytes.to_vec())
+    }
+}
+
+impl EncryptedValue for bool {
+    const TAG: u8 = 3;
+    const TYPE_NAME: &'static str = "bool";
+    fn encode_payload(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(*self));
+    }
+    fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+        match bytes {
+            [0] => Ok(false),
+            [1] => Ok(true),
+            _ => Err("not a boolean"),
+        }
+    }
+}
+
+macro_rules! numeric {
+    ($($t:ty => $tag:literal, $name:literal;)*) => {$(
+        impl EncryptedValue for $t {
+            const TAG: u8 = $tag;
+            const TYPE_NAME: &'static str = $name;
+            fn encode_payload(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_be_bytes());
+            }
+            fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+                Ok(<$t>::from_be_bytes(fixed(bytes)?))
+            }
+        }
+    )*};
+}
+
+numeric! {
+    i8 => 4, "i8"; i16 => 5, "i16"; i32 => 6, "i32"; i64 => 7, "i64"; i128 => 8, "i128";
+    u8 => 9, "u8"; u16 => 10, "u16"; u32 => 11, "u32"; u64 => 12, "u64"; u128 => 13, "u128";
+    f32 => 14, "f32"; f64 => 15, "f64";
+}
+
+#[cfg(feature = "uuid")]
+impl EncryptedValue for uuid::Uuid {
+    const TAG: u8 = 16;
+    const TYPE_NAME: &'static str = "uuid";
+    fn encode_payload(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+    fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(uuid::Uuid::from_bytes(fixed(bytes)?))
+    }
+}
+
+fn split_i64_u32(bytes: &[u8]) -> Result<(i64, u32), DecodeError> {
+    let b: [u8; 12] = fixed(bytes)?;
+    let (s, n) = b.split_at(8);
+    Ok((i64::from_be_bytes(fixed(s)?), u32::from_be_bytes(fixed(n)?)))
+}
+
+#[cfg(feature = "chrono")]
+mod chrono_impls {
+    use super::*;
+    use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+
+    impl EncryptedValue for NaiveDate {
+        const TAG: u8 = 17;
+        const TYPE_NAME: &'static str = "chrono::NaiveDate";
+        fn encode_payload(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.num_days_from_ce().to_be_bytes());
+        }
+        fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+            NaiveDate::from_num_days_from_ce_opt(i32::from_be_bytes(fixed(bytes)?))
+                .ok_or("date out of range")
+        }
+    }
+
+    impl EncryptedValue for NaiveTime {
+        const TAG: u8 = 18;
+        const TYPE_NAME: &'static str = "chrono::NaiveTime";
+        fn encode_payload(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.num_seconds_from_midnight().to_be_bytes());
+            out.extend_from_slice(&self.nanosecond().to_be_bytes());
+        }
+        fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+            let b: [u8; 8] = fixed(bytes)?;
+            let (s, n) = b.split_at(4);
+            NaiveTime::from_num_seconds_from_midnight_opt(
+                u32::from_be_bytes(fixed(s)?),
+                u32::from_be_bytes(fixed(n)?),
+            )
+            .ok_or("time out of range")
+        }
+    }
+
+    impl EncryptedValue for NaiveDateTime {
+        const TAG: u8 = 19;
+        const TYPE_NAME: &'static str = "chrono::NaiveDateTime";
+        fn encode_payload(&self, out: &mut Vec<u8>) {
+            let utc = self.and_utc();
+            out.extend_from_slice(&utc.timestamp().to_be_bytes());
+            out.extend_from_slice(&utc.timestamp_subsec_nanos().to_be_bytes());
+        }
+        fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+            let (s, n) = split_i64_u32(bytes)?;
+            DateTime::from_timestamp(s, n)
+                .map(|d| d.naive_utc())
+                .ok_or("timestamp out of range")
+        }
+    }
+
+    impl EncryptedValue for DateTime<Utc> {
+        const TAG: u8 = 20;
+        const TYPE_NAME: &'static str = "chrono::DateTime<Utc>";
+        fn encode_payload(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.timestamp().to_be_bytes());
+            out.extend_from_slice(&self.timestamp_subsec_nanos().to_be_bytes());
+        }
+        fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+            let (s, n) = split_i64_u32(bytes)?;
+            DateTime::from_timestamp(s, n).ok_or("timestamp out of range")
+        }
+    }
+}
+
+#[cfg(feature = "time")]
+mod time_impls {
+    use super::*;
+    use time::{Date, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+
+    fn encode_time(t: &Time, out: &mut Vec<u8>) {
+        out.extend_from_slice(&[t.hour(), t.minute(), t.second()]);
+        out.extend_from_slice(&t.nanosecond().to_be_bytes());
+    }
+
+    fn decode_time(b: &[u8]) -> Result<Time, DecodeError> {
+        let b: [u8; 7] = fixed(b)?;
+        let (hms, n) = b.split_at(3);
+        Time::from_hms_nano(hms[0], hms[1], hms[2], u32::from_be_bytes(fixed(n)?))
+            .map_err(|_| "time out of range")
+    }
+
+    impl EncryptedValue for Date {
+        const TAG: u8 = 21;
+        const TYPE_NAME: &'static str = "time::Date";
+        fn encode_payload(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.to_julian_day().to_be_bytes());
+        }
+        fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+            Date::from_julian_day(i32::from_be_bytes(fixed(bytes)?))
+                .map_err(|_| "date out of range")
+        }
+    }
+
+    impl EncryptedValue for Time {
+        const TAG: u8 = 22;
+        const TYPE_NAME: &'static str = "time::Time";
+        fn encode_payload(&self, out: &mut Vec<u8>) {
+            encode_time(self, out);
+        }
+        fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+            decode_time(bytes)
+        }
+    }
+
+    impl EncryptedValue for PrimitiveDateTime {
+        const TAG: u8 = 23;
+        const TYPE_NAME: &'static str = "time::PrimitiveDateTime";
+        fn encode_payload(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.date().to_julian_day().to_be_bytes());
+            encode_time(&self.time(), out);
+        }
+        fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+            if bytes.len() != 11 {
+                return Err("value has the wrong length");
+            }
+            let (d, t) = bytes.split_at(4);
+            let date = Date::from_julian_day(i32::from_be_bytes(fixed(d)?))
+                .map_err(|_| "date out of range")?;
+            Ok(PrimitiveDateTime::new(date, decode_time(t)?))
+        }
+    }
+
+    impl EncryptedValue for OffsetDateTime {
+        const TAG: u8 = 24;
+        const TYPE_NAME: &'static str = "time::OffsetDateTime";
+        fn encode_payload(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.unix_timestamp_nanos().to_be_bytes());
+            out.extend_from_slice(&self.offset().whole_seconds().to_be_bytes());
+        }
+        fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+            let b: [u8; 20] = fixed(bytes)?;
+            let (n, o) = b.split_at(16);
+            let offset = UtcOffset::from_whole_seconds(i32::from_be_bytes(fixed(o)?))
+                .map_err(|_| "offset out of range")?;
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from_be_bytes(fixed(n)?))
+                .map(|t| t.to_offset(offset))
+                .map_err(|_| "timestamp out of range")
+        }
+    }
+}
+
+#[cfg(feature = "json")]
+impl EncryptedValue for serde_json::Value {
+    const TAG: u8 = 25;
+    const TYPE_NAME: &'static str = "serde_json::Value";
+    fn encode_payload(&self, out: &mut Vec<u8>) {
+        // Writing JSON into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, self);
+    }
+    fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+        serde_json::from_slice(bytes).map_err(|_| "not valid JSON")
+    }
+}
+
+/// The tag of `#[rowseal(encrypt, json)]` fields.
+pub const JSON_TAG: u8 = 26;
+
+/// Encodes any serde value as JSON (tag 26) into `out` (cleared first).
+#[cfg(feature = "json")]
+pub fn encode_json<T: serde::Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    header(out, JSON_TAG);
+    serde_json::to_writer(&mut *out, value)
+}
+
+/// Decodes a tag-26 JSON value.
+#[cfg(feature = "json")]
+pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    serde_json::from_slice(payload(bytes, JSON_TAG)?)
+        .map_err(|_| "JSON does not match the field type")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt<T: EncryptedField + PartialEq + std::fmt::Debug>(v: T) {
+        let mut buf = Vec::new();
+        let some = v.encode_field(&mut buf);
+        let back = T::decode_field(some.then_some(&buf[..])).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn round_trips() {
+        rt(String::new());
+        rt("héllo ✓".to_owned());
+        rt(vec![0u8, 1, 255]);
+        rt(true);
+        rt(-5i8);
+        rt(i128::MIN);
+        rt(u64::MAX);
+        rt(1.5f32);
+        rt(f64::NEG_INFINITY);
+        rt(Some(3i32));
+        rt(None::<String>);
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let mut buf = Vec::new();
+        5i64.encode_field(&mut buf);
+        assert!(<i32 as EncryptedField>::decode_field(Some(&buf)).is_err());
+        assert!(<String as EncryptedField>::decode_field(None).is_err());
+        assert!(<String as EncryptedField>::decode_field(Some(&[])).is_err());
+    }
+}

@@ -1,0 +1,148 @@
+//! The error type of the sqlx layer.
+
+use std::fmt;
+
+/// Everything that can go wrong in the sqlx layer.
+///
+/// No variant ever carries plaintext or key bytes. A failed decryption names
+/// the table, the column and the row's primary key (stored in the clear), and
+/// nothing about the value.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum Error {
+    /// A field of a row could not be decrypted or decoded: the ciphertext, the
+    /// row header or the key does not match (tampering, a ciphertext moved from
+    /// another row, column or tenant, a destroyed key), or the decrypted bytes
+    /// are not a value of the field's type.
+    Decrypt {
+        /// The table.
+        table: String,
+        /// The column (`rowseal_header` when the row's key header itself failed).
+        column: String,
+        /// The row's primary key, as text.
+        primary_key: String,
+        /// What failed: a core error (for an authentication failure always the
+        /// opaque [`rowseal_core::Error::Decrypt`]).
+        source: rowseal_core::Error,
+    },
+    /// The decrypted value is not a value of the field's type.
+    Decode {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The row's primary key, as text.
+        primary_key: String,
+        /// Why (never quotes the value).
+        reason: &'static str,
+    },
+    /// The crypto core failed (key provider, key store, invalid input).
+    Core(rowseal_core::Error),
+    /// The database failed.
+    Sqlx(sqlx::Error),
+    /// A row read from the database does not fit the model: a column is
+    /// missing from the query, or has an unexpected type.
+    Schema {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An update or delete found no row with this primary key in this tenant,
+    /// or (for a field update) the row's key header changed under us.
+    NotFound {
+        /// The table.
+        table: String,
+        /// The primary key, as text.
+        primary_key: String,
+    },
+    /// A value could not be serialized (`#[rowseal(encrypt, json)]`).
+    Serialize {
+        /// The column.
+        column: String,
+        /// What serde said (about the type, not the value).
+        reason: String,
+    },
+    /// An argument is invalid (for example an unknown field name).
+    InvalidInput {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A decryption worker thread failed.
+    Worker,
+}
+
+impl Error {
+    /// Whether this is a failure to decrypt or decode a stored value.
+    pub fn is_decrypt(&self) -> bool {
+        matches!(self, Error::Decrypt { .. } | Error::Decode { .. })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Decrypt {
+                table,
+                column,
+                primary_key,
+                source,
+            } => write!(
+                f,
+                "cannot decrypt {table}.{column} of the row with primary key {primary_key}: {source}"
+            ),
+            Error::Decode {
+                table,
+                column,
+                primary_key,
+                reason,
+            } => write!(
+                f,
+                "cannot decode {table}.{column} of the row with primary key {primary_key}: {reason}"
+            ),
+            Error::Core(e) => write!(f, "{e}"),
+            Error::Sqlx(e) => write!(f, "database: {e}"),
+            Error::Schema {
+                table,
+                column,
+                reason,
+            } => write!(f, "{table}.{column}: {reason}"),
+            Error::NotFound { table, primary_key } => {
+                write!(f, "no row of {table} with primary key {primary_key} in this tenant")
+            }
+            Error::Serialize { column, reason } => {
+                write!(f, "cannot serialize the value of {column}: {reason}")
+            }
+            Error::InvalidInput { reason } => write!(f, "invalid input: {reason}"),
+            Error::Worker => f.write_str("a decryption worker failed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Decrypt { source, .. } => Some(source),
+            Error::Core(e) => Some(e),
+            Error::Sqlx(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<rowseal_core::Error> for Error {
+    fn from(e: rowseal_core::Error) -> Self {
+        Error::Core(e)
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Sqlx(e)
+    }
+}
+
+/// The result type of the sqlx layer.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,193 @@
+//! [`SqlxKeyStore`]: the core's [`KeyStore`] over the `rowseal_keys` table.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use rowseal_core::{KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore, WrappedKey};
+
+use crate::backend::{Backend, DbRow};
+use crate::value::{SqlType, Value};
+
+/// Wrapped tenant and index keys in the `rowseal_keys` table (created by
+/// [`crate::schema::install`] or the migration files), through its own pool.
+///
+/// Inserts are atomic (`ON CONFLICT DO NOTHING` / `INSERT IGNORE` on the
+/// primary key), so two processes creating a tenant's first key agree on one.
+pub struct SqlxKeyStore<DB: sqlx::Database> {
+    pool: sqlx::Pool<DB>,
+}
+
+impl<DB: Backend> SqlxKeyStore<DB> {
+    /// A key store over `pool`.
+    pub fn new(pool: sqlx::Pool<DB>) -> Self {
+        SqlxKeyStore { pool }
+    }
+
+    fn store_err(e: impl std::error::Error + Send + Sync + 'static) -> rowseal_core::Error {
+        rowseal_core::Error::store("rowseal_keys", e)
+    }
+
+    fn scope_values(purpose: KeyPurpose, scope: &KeyScope) -> Vec<Value> {
+        let (kind, tenant) = match scope {
+            KeyScope::Tenant(t) => ("tenant", t.as_str()),
+            KeyScope::Global => ("global", ""),
+        };
+        vec![
+            Value::Text(purpose.as_str().to_owned()),
+            Value::Text(kind.to_owned()),
+            Value::Text(tenant.to_owned()),
+        ]
+    }
+
+    fn where_scope(sql: &mut String) {
+        sql.push_str(" WHERE purpose = ");
+        DB::push_placeholder(sql, 1);
+        sql.push_str(" AND scope_kind = ");
+        DB::push_placeholder(sql, 2);
+        sql.push_str(" AND tenant = ");
+        DB::push_placeholder(sql, 3);
+    }
+
+    fn record(
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+        row: &DB::Row,
+    ) -> rowseal_core::Result<KeyRecord> {
+        let bad = |what: &'static str| rowseal_core::Error::Store {
+            message: format!("rowseal_keys: {what}"),
+            source: None,
+        };
+        let version = match row.read_value(0, SqlType::I64).map_err(Self::store_err)? {
+            Value::I64(v) => u32::try_from(v).map_err(|_| bad("version out of range"))?,
+            _ => return Err(bad("version is NULL")),
+        };
+        let wrapped = match row.read_value(1, SqlType::Bytes).map_err(Self::store_err)? {
+            Value::Bytes(b) => Some(WrappedKey::from_bytes(&b)?),
+            _ => None,
+        };
+        let state = match row.read_str(2).map_err(Self::store_err)? {
+            "active" => KeyState::Active,
+            "destroyed" => KeyState::Destroyed,
+            _ => return Err(bad("unknown key state")),
+        };
+        Ok(KeyRecord {
+            purpose,
+            scope: scope.clone(),
+            version,
+            wrapped,
+            state,
+        })
+    }
+
+    async fn select(
+        &self,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+        version: Option<u32>,
+    ) -> rowseal_core::Result<Option<KeyRecord>> {
+        let mut sql = String::from("SELECT version, wrapped, state FROM rowseal_keys");
+        Self::where_scope(&mut sql);
+        let mut values = Self::scope_values(purpose, scope);
+        match version {
+            Some(v) => {
+                sql.push_str(" AND version = ");
+                DB::push_placeholder(&mut sql, 4);
+                values.push(Value::I64(i64::from(v)));
+            }
+            None => sql.push_str(" ORDER BY version DESC LIMIT 1"),
+        }
+        let mut conn = self.pool.acquire().await.map_err(Self::store_err)?;
+        let row = DB::fetch_optional_on(&mut conn, &sql, values)
+            .await
+            .map_err(Self::store_err)?;
+        row.map(|r| Self::record(purpose, scope, &r)).transpose()
+    }
+
+    /// Marks a key version destroyed and erases its wrapped key
+    /// (crypto-shredding). Returns whether the version existed.
+    pub async fn destroy(
+        &self,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+        version: u32,
+    ) -> rowseal_core::Result<bool> {
+        let mut sql = String::from("UPDATE rowseal_keys SET wrapped = NULL, state = 'destroyed'");
+        Self::where_scope(&mut sql);
+        sql.push_str(" AND version = ");
+        DB::push_placeholder(&mut sql, 4);
+        let mut values = Self::scope_values(purpose, scope);
+        values.push(Value::I64(i64::from(version)));
+        let mut conn = self.pool.acquire().await.map_err(Self::store_err)?;
+        let n = DB::execute_on(&mut conn, &sql, values)
+            .await
+            .map_err(Self::store_err)?;
+        Ok(n > 0)
+    }
+}
+
+#[async_trait]
+impl<DB: Backend> KeyStore for SqlxKeyStore<DB> {
+    async fn latest(
+        &self,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+    ) -> rowseal_core::Result<Option<KeyRecord>> {
+        self.select(purpose, scope, None).await
+    }
+
+    async fn get(
+        &self,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+        version: u32,
+    ) -> rowseal_core::Result<Option<KeyRecord>> {
+        self.select(purpose, scope, Some(version)).await
+    }
+
+    async fn insert(&self, record: &KeyRecord) -> rowseal_core::Result<bool> {
+        let (prefix, suffix) = DB::INSERT_IGNORE;
+        let mut sql = format!(
+            "{prefix} INTO rowseal_keys (purpose, scope_kind, tenant, version, wrapped, root_key_id, state) VALUES ("
+        );
+        for i in 1..=7 {
+            if i > 1 {
+                sql.push_str(", ");
+            }
+            DB::push_placeholder(&mut sql, i);
+        }
+        sql.push(')');
+        sql.push_str(suffix);
+        let mut values = Self::scope_values(record.purpose, &record.scope);
+        values.push(Value::I64(i64::from(record.version)));
+        match &record.wrapped {
+            Some(w) => {
+                values.push(Value::Bytes(w.to_bytes()));
+                values.push(Value::Text(w.key_id().to_owned()));
+            }
+            None => {
+                values.push(Value::Null(SqlType::Bytes));
+                values.push(Value::Null(SqlType::Text));
+            }
+        }
+        values.push(Value::Text(
+            match record.state {
+                KeyState::Destroyed => "destroyed",
+                _ => "active",
+            }
+            .to_owned(),
+        ));
+        let mut conn = self.pool.acquire().await.map_err(Self::store_err)?;
+        let n = DB::execute_on(&mut conn, &sql, values)
+            .await
+            .map_err(Self::store_err)?;
+        Ok(n == 1)
+    }
+}
+
+impl<DB: sqlx::Database> fmt::Debug for SqlxKeyStore<DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlxKeyStore")
+            .field("database", &DB::NAME)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,72 @@
+//! rowseal's sqlx layer: models whose fields are encrypted per row, read and
+//! written through sqlx on PostgreSQL, MySQL/MariaDB and SQLite.
+//!
+//! Most applications use it through the `rowseal` facade. The pieces:
+//! - [`Encrypted`], implemented by `#[derive(Encrypted)]` (feature `derive`);
+//! - [`Encryptor`]: insert, insert many (one round trip per batch), fetch by
+//!   primary key within a tenant, update a row or chosen fields, delete, and
+//!   decrypt the rows of your own queries (`fetch_all`, `fetch_optional`, a
+//!   bounded-memory stream), on all cores for large batches;
+//! - [`SqlxKeyStore`]: the key store over the `rowseal_keys` table;
+//! - [`schema`]: rowseal's own tables, the DDL of a model's table, and the
+//!   schema registry.
+//!
+//! # A model
+//! ```ignore
+//! #[derive(Encrypted)]
+//! #[rowseal(table = "patients", record_type = "patient", tenant = tenant_id,
+//!           primary_key = id, key_mode = "derived", bind_primary_key)]
+//! struct Patient {
+//!     id: uuid::Uuid,
+//!     tenant_id: String,
+//!     #[rowseal(encrypt)]
+//!     name: String,
+//!     #[rowseal(encrypt, column = "dob")]
+//!     birth_date: Option<chrono::NaiveDate>,
+//!     visits: i64,
+//! }
+//! ```
+//! Container attributes: `table` (required), `record_type` (default: the
+//! struct name in snake case), `tenant` and `primary_key` (required: field
+//! names), `key_mode` (`"derived"`, the default, or `"kms"`),
+//! `bind_primary_key` (bind each row's primary key into its ciphertexts; the
+//! key must then be chosen by the application, not a database serial), and
+//! `crate = "path"` to name this crate's path if it is renamed. Field
+//! attributes: `encrypt`, `column = "name"`, and `json` (with `encrypt`: any
+//! `Serialize + DeserializeOwned` type, JSON-encoded). Blind indexes
+//! (`blind_index(...)`) are reserved for a later release.
+//!
+//! Each encrypted field is its own bytes column holding the field envelope;
+//! NULL (`None`) stays NULL and is not encrypted. Each row also has
+//! `rowseal_header` (its key header) and `rowseal_key_version`. The value
+//! encoding before encryption is described in [`encoding`].
+//!
+//! # Features
+//! `postgres`, `mysql`, `sqlite` (the sqlx drivers), `uuid`, `chrono`, `time`,
+//! `json` (field types), `derive` (default).
+
+mod backend;
+pub mod encoding;
+mod error;
+mod keystore;
+mod model;
+mod ops;
+pub mod schema;
+mod value;
+
+pub use backend::{Backend, DbRow};
+pub use encoding::{EncryptedField, EncryptedValue};
+pub use error::{Error, Result};
+pub use keystore::SqlxKeyStore;
+pub use model::{
+    Encrypted, FieldDef, Model, RowReader, RowWriter, HEADER_COLUMN, KEY_VERSION_COLUMN,
+};
+pub use ops::{Encryptor, DEFAULT_PARALLEL_THRESHOLD, DEFAULT_STREAM_CHUNK};
+pub use value::{PlainField, PrimaryKeyField, SqlType, TenantField, Value};
+
+#[doc(hidden)]
+pub use rowseal_core::{KeyMode, RecordSpec};
+
+/// `#[derive(Encrypted)]` (feature `derive`).
+#[cfg(feature = "derive")]
+pub use rowseal_derive::Encrypted;

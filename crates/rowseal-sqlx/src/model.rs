@@ -1,0 +1,380 @@
+//! The [`Encrypted`] trait that `#[derive(Encrypted)]` implements, the
+//! [`Model`] description it returns, and the row writer and reader the
+//! generated code drives.
+
+use rowseal_core::{RecordSpec, RowKey};
+use zeroize::Zeroize;
+
+use crate::encoding::EncryptedField;
+use crate::error::{Error, Result};
+use crate::value::{PlainField, PrimaryKeyField, SqlType, Value};
+
+/// The column holding each row's key header.
+pub const HEADER_COLUMN: &str = "rowseal_header";
+/// The column holding the tenant-key version of each row (0 in `kms` mode),
+/// indexed with the tenant so that rotation can find the rows still to
+/// re-encrypt.
+pub const KEY_VERSION_COLUMN: &str = "rowseal_key_version";
+
+/// One field of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldDef {
+    /// The Rust field name.
+    pub name: &'static str,
+    /// The column.
+    pub column: &'static str,
+    /// The column type (`Bytes` for an encrypted field).
+    pub sql_type: SqlType,
+    /// Whether the column may be NULL.
+    pub nullable: bool,
+    /// For an encrypted field, the encoded type's name (see
+    /// [`crate::encoding`]); `None` for a plain field.
+    pub encrypted: Option<&'static str>,
+}
+
+impl FieldDef {
+    /// A plain (unencrypted) field.
+    pub const fn plain(
+        name: &'static str,
+        column: &'static str,
+        sql_type: SqlType,
+        nullable: bool,
+    ) -> Self {
+        FieldDef {
+            name,
+            column,
+            sql_type,
+            nullable,
+            encrypted: None,
+        }
+    }
+
+    /// An encrypted field.
+    pub const fn encrypted(
+        name: &'static str,
+        column: &'static str,
+        type_name: &'static str,
+        nullable: bool,
+    ) -> Self {
+        FieldDef {
+            name,
+            column,
+            sql_type: SqlType::Bytes,
+            nullable,
+            encrypted: Some(type_name),
+        }
+    }
+
+    /// Whether the field is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.encrypted.is_some()
+    }
+}
+
+/// What rowseal knows about a model: its [`RecordSpec`], its fields and which
+/// of them are the tenant and the primary key. Built by `#[derive(Encrypted)]`.
+///
+/// Blind indexes (a later release) will be described here too; the type is
+/// `#[non_exhaustive]` so that adding them breaks nothing.
+#[non_exhaustive]
+#[derive(Debug)]
+pub struct Model {
+    /// Record type, table, key mode, primary-key binding.
+    pub spec: RecordSpec,
+    /// Index of the tenant field in `fields`.
+    pub tenant: usize,
+    /// Index of the primary-key field in `fields`.
+    pub primary_key: usize,
+    /// Every field, in declaration order.
+    pub fields: &'static [FieldDef],
+}
+
+impl Model {
+    #[doc(hidden)]
+    pub const fn __new(
+        spec: RecordSpec,
+        tenant: usize,
+        primary_key: usize,
+        fields: &'static [FieldDef],
+    ) -> Self {
+        Model {
+            spec,
+            tenant,
+            primary_key,
+            fields,
+        }
+    }
+
+    /// The table.
+    pub fn table(&self) -> &str {
+        self.spec.table()
+    }
+
+    /// The tenant field.
+    pub fn tenant_field(&self) -> &FieldDef {
+        &self.fields[self.tenant]
+    }
+
+    /// The primary-key field.
+    pub fn primary_key_field(&self) -> &FieldDef {
+        &self.fields[self.primary_key]
+    }
+
+    /// The field with this Rust name.
+    pub fn field(&self, name: &str) -> Option<&FieldDef> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+/// A model whose fields rowseal encrypts. Implement it with
+/// `#[derive(Encrypted)]`; the methods are for the sqlx layer.
+pub trait Encrypted: Sized + Send + Sync + 'static {
+    /// The type of the primary-key field.
+    type PrimaryKey: PrimaryKeyField;
+
+    /// The model description.
+    fn model() -> &'static Model;
+
+    /// The tenant of this row.
+    fn tenant(&self) -> &str;
+
+    /// The primary key of this row, as a value.
+    fn primary_key_value(&self) -> Value;
+
+    /// Writes the row's columns, in field order, encrypting the encrypted ones.
+    fn write_row(&self, w: &mut RowWriter<'_>) -> Result<()>;
+
+    /// Reads a row back, in field order, decrypting the encrypted columns.
+    fn read_row(r: &mut RowReader<'_>) -> Result<Self>;
+}
+
+/// Collects a row's column values for an insert or update, sealing encrypted
+/// fields with the row key. Used by generated code.
+pub struct RowWriter<'a> {
+    key: Option<&'a RowKey>,
+    only: Option<&'a [&'a str]>,
+    out: &'a mut Vec<Value>,
+    scratch: Vec<u8>,
+}
+
+impl<'a> RowWriter<'a> {
+    /// A writer that seals with `key` and appends to `out`. With `only`, the
+    /// columns not in it are skipped.
+    pub(crate) fn new(
+        key: Option<&'a RowKey>,
+        only: Option<&'a [&'a str]>,
+        out: &'a mut Vec<Value>,
+    ) -> Self {
+        RowWriter {
+            key,
+            only,
+            out,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn wants(&self, column: &str) -> bool {
+        self.only.map_or(true, |o| o.contains(&column))
+    }
+
+    /// A plain field.
+    pub fn plain<T: PlainField>(&mut self, column: &str, value: &T) {
+        if self.wants(column) {
+            self.out.push(value.to_value());
+        }
+    }
+
+    fn seal(&mut self, column: &str, present: bool) -> Result<()> {
+        if !present {
+            self.out.push(Value::Null(SqlType::Bytes));
+            return Ok(());
+        }
+        let key = self.key.ok_or_else(|| Error::InvalidInput {
+            reason: "an encrypted field was written without a row key".into(),
+        })?;
+        let sealed = key.seal(column, &self.scratch);
+        self.scratch.zeroize();
+        self.out.push(Value::Bytes(sealed?));
+        Ok(())
+    }
+
+    /// An encrypted field.
+    pub fn encrypted<T: EncryptedField>(&mut self, column: &str, value: &T) -> Result<()> {
+        if !self.wants(column) {
+            return Ok(());
+        }
+        let present = value.encode_field(&mut self.scratch);
+        self.seal(column, present)
+    }
+
+    /// An encrypted field in JSON encoding (`#[rowseal(encrypt, json)]`).
+    #[cfg(feature = "json")]
+    pub fn encrypted_json<T: serde::Serialize>(&mut self, column: &str, value: &T) -> Result<()> {
+        self.encrypted_json_opt(column, Some(value))
+    }
+
+    /// An optional encrypted field in JSON encoding; `None` is NULL.
+    #[cfg(feature = "json")]
+    pub fn encrypted_json_opt<T: serde::Serialize>(
+        &mut self,
+        column: &str,
+        value: Option<&T>,
+    ) -> Result<()> {
+        if !self.wants(column) {
+            return Ok(());
+        }
+        let present = match value {
+            Some(v) => {
+                crate::encoding::encode_json(v, &mut self.scratch).map_err(|e| {
+                    self.scratch.zeroize();
+                    Error::Serialize {
+                        column: column.to_owned(),
+                        reason: e.classify_reason(),
+                    }
+                })?;
+                true
+            }
+            None => false,
+        };
+        self.seal(column, present)
+    }
+}
+
+#[cfg(feature = "json")]
+trait ClassifyReason {
+    fn classify_reason(&self) -> String;
+}
+
+#[cfg(feature = "json")]
+impl ClassifyReason for serde_json::Error {
+    /// Serialization errors come from the type's `Serialize` impl (for example
+    /// a map with non-string keys); report their category only.
+    fn classify_reason(&self) -> String {
+        format!("{:?} error while serializing to JSON", self.classify())
+    }
+}
+
+impl Drop for RowWriter<'_> {
+    fn drop(&mut self) {
+        self.scratch.zeroize();
+    }
+}
+
+/// Reads a row's column values, in field order, opening encrypted ones with
+/// the row key. Used by generated code.
+pub struct RowReader<'a> {
+    key: Option<&'a RowKey>,
+    values: std::vec::IntoIter<Value>,
+    table: &'a str,
+    primary_key: &'a Value,
+}
+
+impl<'a> RowReader<'a> {
+    pub(crate) fn new(
+        key: Option<&'a RowKey>,
+        values: Vec<Value>,
+        table: &'a str,
+        primary_key: &'a Value,
+    ) -> Self {
+        RowReader {
+            key,
+            values: values.into_iter(),
+            table,
+            primary_key,
+        }
+    }
+
+    fn next(&mut self, column: &str) -> Result<Value> {
+        self.values.next().ok_or_else(|| Error::Schema {
+            table: self.table.to_owned(),
+            column: column.to_owned(),
+            reason: "fewer values than fields".into(),
+        })
+    }
+
+    fn decode_err(&self, column: &str, reason: &'static str) -> Error {
+        Error::Decode {
+            table: self.table.to_owned(),
+            column: column.to_owned(),
+            primary_key: self.primary_key.key_display(),
+            reason,
+        }
+    }
+
+    /// A plain field.
+    pub fn plain<T: PlainField>(&mut self, column: &str) -> Result<T> {
+        let v = self.next(column)?;
+        let found = v.sql_type();
+        T::from_value(v).ok_or_else(|| Error::Schema {
+            table: self.table.to_owned(),
+            column: column.to_owned(),
+            reason: format!(
+                "expected {}{}, found {}",
+                T::SQL_TYPE.as_str(),
+                if T::NULLABLE { " or NULL" } else { "" },
+                found.as_str()
+            ),
+        })
+    }
+
+    /// Opens an encrypted column: `Ok(None)` for NULL. The plaintext buffer is
+    /// zeroized by the caller.
+    fn open(&mut self, column: &str) -> Result<Option<Vec<u8>>> {
+        match self.next(column)? {
+            Value::Null(_) => Ok(None),
+            Value::Bytes(b) => {
+                let key = self.key.ok_or_else(|| Error::InvalidInput {
+                    reason: "an encrypted field was read without a row key".into(),
+                })?;
+                key.open(column, &b).map(Some).map_err(|e| Error::Decrypt {
+                    table: self.table.to_owned(),
+                    column: column.to_owned(),
+                    primary_key: self.primary_key.key_display(),
+                    source: e,
+                })
+            }
+            other => Err(Error::Schema {
+                table: self.table.to_owned(),
+                column: column.to_owned(),
+                reason: format!(
+                    "an encrypted column must be bytes, found {}",
+                    other.sql_type().as_str()
+                ),
+            }),
+        }
+    }
+
+    /// An encrypted field.
+    pub fn encrypted<T: EncryptedField>(&mut self, column: &str) -> Result<T> {
+        let mut plain = self.open(column)?;
+        let r = T::decode_field(plain.as_deref()).map_err(|e| self.decode_err(column, e));
+        plain.zeroize();
+        r
+    }
+
+    /// An encrypted field in JSON encoding.
+    #[cfg(feature = "json")]
+    pub fn encrypted_json<T: serde::de::DeserializeOwned>(&mut self, column: &str) -> Result<T> {
+        match self.encrypted_json_opt(column)? {
+            Some(v) => Ok(v),
+            None => Err(self.decode_err(column, "NULL in a column whose field is not an Option")),
+        }
+    }
+
+    /// An optional encrypted field in JSON encoding.
+    #[cfg(feature = "json")]
+    pub fn encrypted_json_opt<T: serde::de::DeserializeOwned>(
+        &mut self,
+        column: &str,
+    ) -> Result<Option<T>> {
+        let mut plain = self.open(column)?;
+        let r = match plain.as_deref() {
+            None => Ok(None),
+            Some(b) => crate::encoding::decode_json(b)
+                .map(Some)
+                .map_err(|e| self.decode_err(column, e)),
+        };
+        plain.zeroize();
+        r
+    }
+}

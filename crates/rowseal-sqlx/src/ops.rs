@@ -1,0 +1,756 @@
+//! [`Encryptor`]: insert, fetch, update, delete and decrypt encrypted models
+//! through any sqlx executor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_core::stream::BoxStream;
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use rowseal_core::{KeyHierarchy, KeyMode, RecordKeys, RowHeader, RowKey};
+
+use crate::backend::{Backend, DbRow};
+use crate::error::{Error, Result};
+use crate::model::{Encrypted, Model, RowReader, RowWriter, HEADER_COLUMN, KEY_VERSION_COLUMN};
+use crate::value::{PrimaryKeyField, SqlType, Value};
+
+/// Rows at or above which sealing and opening are spread over threads.
+pub const DEFAULT_PARALLEL_THRESHOLD: usize = 512;
+/// Rows decrypted at a time by [`Encryptor::fetch_stream`].
+pub const DEFAULT_STREAM_CHUNK: usize = 1024;
+
+/// Reads and writes encrypted models through sqlx.
+///
+/// Holds the [`KeyHierarchy`]; cheap to clone and share. Every operation takes
+/// anything that is an sqlx executor for a supported database: `&Pool`,
+/// `&mut PgConnection` (and the MySQL and SQLite ones), or `&mut *transaction`.
+/// Operations of several statements ([`insert_many`](Self::insert_many),
+/// [`update_fields`](Self::update_fields)) take an [`sqlx::Acquire`] instead:
+/// `&Pool`, `&mut connection` or `&mut transaction`.
+///
+/// On SQLite, create a tenant's key before writing to it inside a long
+/// transaction (for example with `keys().current_tenant_key(tenant)`): the key
+/// store writes through its own connection, and SQLite has one writer.
+#[derive(Clone, Debug)]
+pub struct Encryptor {
+    keys: Arc<KeyHierarchy>,
+    parallel_threshold: usize,
+    threads: usize,
+    stream_chunk: usize,
+}
+
+/// Column positions of a model in a result row.
+struct ColumnMap {
+    fields: Vec<usize>,
+    header: usize,
+}
+
+impl ColumnMap {
+    fn resolve<R: DbRow>(model: &Model, row: &R) -> Result<Self> {
+        let find = |name: &str| {
+            row.column_index(name).ok_or_else(|| Error::Schema {
+                table: model.table().to_owned(),
+                column: name.to_owned(),
+                reason: "the query did not select this column".into(),
+            })
+        };
+        Ok(ColumnMap {
+            fields: model
+                .fields
+                .iter()
+                .map(|f| find(f.column))
+                .collect::<Result<_>>()?,
+            header: find(HEADER_COLUMN)?,
+        })
+    }
+}
+
+type KeyTable = HashMap<String, HashMap<u32, std::result::Result<RecordKeys, rowseal_core::Error>>>;
+
+fn sqlx_col(model: &Model, column: &str, e: sqlx::Error) -> Error {
+    Error::Schema {
+        table: model.table().to_owned(),
+        column: column.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+impl Encryptor {
+    /// An encryptor over a key hierarchy.
+    pub fn new(keys: Arc<KeyHierarchy>) -> Self {
+        Encryptor {
+            keys,
+            parallel_threshold: DEFAULT_PARALLEL_THRESHOLD,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            stream_chunk: DEFAULT_STREAM_CHUNK,
+        }
+    }
+
+    /// The key hierarchy.
+    pub fn keys(&self) -> &Arc<KeyHierarchy> {
+        &self.keys
+    }
+
+    /// Batches of at least `rows` rows are sealed and opened on several threads.
+    pub fn with_parallel_threshold(mut self, rows: usize) -> Self {
+        self.parallel_threshold = rows.max(1);
+        self
+    }
+
+    /// How many threads large batches use (default: the available cores).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// How many rows [`fetch_stream`](Self::fetch_stream) decrypts at a time
+    /// (its memory bound).
+    pub fn with_stream_chunk(mut self, rows: usize) -> Self {
+        self.stream_chunk = rows.max(1);
+        self
+    }
+
+    /// The columns of `T`, quoted for `DB` and comma-separated, to put in your
+    /// own `SELECT` so that its rows can be decrypted.
+    pub fn select_list<T: Encrypted, DB: Backend>() -> String {
+        let model = T::model();
+        let mut sql = String::new();
+        for f in model.fields {
+            DB::push_ident(&mut sql, f.column);
+            sql.push_str(", ");
+        }
+        DB::push_ident(&mut sql, HEADER_COLUMN);
+        sql.push_str(", ");
+        DB::push_ident(&mut sql, KEY_VERSION_COLUMN);
+        sql
+    }
+
+    fn pk_bytes(model: &Model, pk: &Value) -> Result<Option<Vec<u8>>> {
+        if !model.spec.binds_primary_key() {
+            return Ok(None);
+        }
+        pk.key_bytes().map(Some).ok_or_else(|| Error::InvalidInput {
+            reason: "the primary key has a type that cannot be bound".into(),
+        })
+    }
+
+    // ---- writing --------------------------------------------------------
+
+    /// Record keys under the current tenant key of each tenant in `tenants`.
+    async fn current_record_keys<'a>(
+        &self,
+        model: &Model,
+        tenants: impl Iterator<Item = &'a str>,
+    ) -> Result<HashMap<&'a str, RecordKeys>> {
+        let mut out = HashMap::new();
+        for t in tenants {
+            if !out.contains_key(t) {
+                let tk = self.keys.current_tenant_key(t).await?;
+                out.insert(t, tk.record_keys(&model.spec)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn seal_with<T: Encrypted>(key: &RowKey, row: &T) -> Result<Vec<Value>> {
+        let model = T::model();
+        let mut values = Vec::with_capacity(model.fields.len() + 2);
+        row.write_row(&mut RowWriter::new(Some(key), None, &mut values))?;
+        values.push(Value::Bytes(key.header_bytes()));
+        values.push(Value::I64(i64::from(
+            key.header().tenant_key_version().unwrap_or(0),
+        )));
+        Ok(values)
+    }
+
+    /// Seals rows into their column values (fields, header, key version).
+    async fn seal_rows<T: Encrypted>(&self, rows: &[T]) -> Result<Vec<Vec<Value>>> {
+        let model = T::model();
+        match model.spec.key_mode() {
+            KeyMode::Derived => {
+                let rks = self
+                    .current_record_keys(model, rows.iter().map(|r| r.tenant()))
+                    .await?;
+                let seal_one = |row: &T| -> Result<Vec<Value>> {
+                    let rk = rks.get(row.tenant()).ok_or(Error::Worker)?;
+                    let pk = Self::pk_bytes(model, &row.primary_key_value())?;
+                    let key = rk.new_row(pk.as_deref())?;
+                    Self::seal_with(&key, row)
+                };
+                self.par_map(rows, seal_one)
+            }
+            _ => {
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let pk = Self::pk_bytes(model, &row.primary_key_value())?;
+                    let key = self
+                        .keys
+                        .new_row_key(&model.spec, row.tenant(), pk.as_deref())
+                        .await?;
+                    out.push(Self::seal_with(&key, row)?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Maps `f` over `items`, on several threads for large inputs, keeping
+    /// order; the first error wins.
+    fn par_map<I: Sync, O: Send>(
+        &self,
+        items: &[I],
+        f: impl Fn(&I) -> Result<O> + Sync,
+    ) -> Result<Vec<O>> {
+        self.par_map_each(items, f).into_iter().collect()
+    }
+
+    fn par_map_each<I: Sync, O: Send>(
+        &self,
+        items: &[I],
+        f: impl Fn(&I) -> Result<O> + Sync,
+    ) -> Vec<Result<O>> {
+        if items.len() < self.parallel_threshold || self.threads < 2 {
+            return items.iter().map(&f).collect();
+        }
+        let chunk = items.len().div_ceil(self.threads);
+        let f = &f;
+        std::thread::scope(|s| {
+            let mut parts = items.chunks(chunk);
+            let first = parts.next().unwrap_or(&[]);
+            let handles: Vec<_> = parts
+                .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
+                .collect();
+            let mut out: Vec<Result<O>> = first.iter().map(f).collect();
+            for h in handles {
+                match h.join() {
+                    Ok(v) => out.extend(v),
+                    Err(_) => out.push(Err(Error::Worker)),
+                }
+            }
+            out
+        })
+    }
+
+    fn insert_sql<T: Encrypted, DB: Backend>(rows: usize) -> String {
+        let model = T::model();
+        let cols = model.fields.len() + 2;
+        let mut sql = String::with_capacity(64 + cols * 16 + rows * cols * 4);
+        sql.push_str("INSERT INTO ");
+        DB::push_ident(&mut sql, model.table());
+        sql.push_str(" (");
+        sql.push_str(&Self::select_list::<T, DB>());
+        sql.push_str(") VALUES ");
+        let mut n = 0;
+        for r in 0..rows {
+            if r > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for c in 0..cols {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                n += 1;
+                DB::push_placeholder(&mut sql, n);
+            }
+            sql.push(')');
+        }
+        sql
+    }
+
+    /// Inserts one row.
+    pub async fn insert<'c, T, E>(&self, executor: E, row: &T) -> Result<()>
+    where
+        T: Encrypted,
+        E: sqlx::Executor<'c>,
+        E::Database: Backend,
+    {
+        let mut values = self.seal_rows(std::slice::from_ref(row)).await?;
+        let values = values.pop().ok_or(Error::Worker)?;
+        let sql = Self::insert_sql::<T, E::Database>(1);
+        <E::Database as Backend>::execute(executor, &sql, values).await?;
+        Ok(())
+    }
+
+    /// Inserts many rows, one statement (one round trip) per batch of as many
+    /// rows as the database takes bind parameters for. Encryption of large
+    /// batches is spread over the cores. Pass a transaction to make the whole
+    /// insert atomic. Returns the number of rows inserted.
+    pub async fn insert_many<'a, T, A>(&self, conn: A, rows: &[T]) -> Result<u64>
+    where
+        T: Encrypted,
+        A: sqlx::Acquire<'a>,
+        A::Database: Backend,
+    {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let cols = T::model().fields.len() + 2;
+        let per_batch = (<A::Database as Backend>::MAX_PARAMS / cols).max(1);
+        let mut conn = conn.acquire().await?;
+        let mut done = 0;
+        let mut full_sql: Option<String> = None;
+        for batch in rows.chunks(per_batch) {
+            let sealed = self.seal_rows(batch).await?;
+            let values: Vec<Value> = sealed.into_iter().flatten().collect();
+            let sql = if batch.len() == per_batch {
+                full_sql
+                    .get_or_insert_with(|| Self::insert_sql::<T, A::Database>(per_batch))
+                    .clone()
+            } else {
+                Self::insert_sql::<T, A::Database>(batch.len())
+            };
+            done += <A::Database as Backend>::execute_on(&mut conn, &sql, values).await?;
+        }
+        Ok(done)
+    }
+
+    fn where_pk<T: Encrypted, DB: Backend>(sql: &mut String, first_param: usize) {
+        let model = T::model();
+        sql.push_str(" WHERE ");
+        DB::push_ident(sql, model.primary_key_field().column);
+        sql.push_str(" = ");
+        DB::push_placeholder(sql, first_param);
+        sql.push_str(" AND ");
+        DB::push_ident(sql, model.tenant_field().column);
+        sql.push_str(" = ");
+        DB::push_placeholder(sql, first_param + 1);
+    }
+
+    /// Replaces every column of a stored row (found by primary key and tenant)
+    /// with `row`, re-encrypted under a fresh row key on the tenant's current
+    /// key version. [`Error::NotFound`] if there is no such row.
+    pub async fn update<'c, T, E>(&self, executor: E, row: &T) -> Result<()>
+    where
+        T: Encrypted,
+        E: sqlx::Executor<'c>,
+        E::Database: Backend,
+    {
+        let model = T::model();
+        let mut values = self
+            .seal_rows(std::slice::from_ref(row))
+            .await?
+            .pop()
+            .ok_or(Error::Worker)?;
+        let mut sql = String::from("UPDATE ");
+        E::Database::push_ident(&mut sql, model.table());
+        sql.push_str(" SET ");
+        let mut n = 0;
+        let columns = model
+            .fields
+            .iter()
+            .map(|f| f.column)
+            .chain([HEADER_COLUMN, KEY_VERSION_COLUMN]);
+        for c in columns {
+            if n > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            E::Database::push_ident(&mut sql, c);
+            sql.push_str(" = ");
+            E::Database::push_placeholder(&mut sql, n);
+        }
+        Self::where_pk::<T, E::Database>(&mut sql, n + 1);
+        values.push(row.primary_key_value());
+        values.push(Value::Text(row.tenant().to_owned()));
+        let affected = <E::Database as Backend>::execute(executor, &sql, values).await?;
+        if affected == 0 {
+            return Err(Error::NotFound {
+                table: model.table().to_owned(),
+                primary_key: row.primary_key_value().key_display(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes only the chosen fields (by Rust field name) of a stored row.
+    /// Encrypted ones are re-encrypted under the row's existing key; the write
+    /// is conditional on the row's key header being unchanged since it was read
+    /// (so it never mixes keys with a concurrent re-encryption), and
+    /// [`Error::NotFound`] reports a missing row or a lost race.
+    pub async fn update_fields<'a, T, A>(&self, conn: A, row: &T, fields: &[&str]) -> Result<()>
+    where
+        T: Encrypted,
+        A: sqlx::Acquire<'a>,
+        A::Database: Backend,
+    {
+        let model = T::model();
+        let mut columns = Vec::with_capacity(fields.len());
+        for name in fields {
+            let f = model.field(name).ok_or_else(|| Error::InvalidInput {
+                reason: format!("{} has no field `{name}`", model.table()),
+            })?;
+            if f.name == model.primary_key_field().name || f.name == model.tenant_field().name {
+                return Err(Error::InvalidInput {
+                    reason: "the primary key and the tenant cannot be updated in place".into(),
+                });
+            }
+            columns.push(f.column);
+        }
+        // Field order, as the writer emits them.
+        let ordered: Vec<&str> = model
+            .fields
+            .iter()
+            .map(|f| f.column)
+            .filter(|c| columns.contains(c))
+            .collect();
+        if ordered.is_empty() {
+            return Ok(());
+        }
+        let any_encrypted = model
+            .fields
+            .iter()
+            .any(|f| f.is_encrypted() && ordered.contains(&f.column));
+        let mut conn = conn.acquire().await?;
+        let pk_value = row.primary_key_value();
+        let not_found = || Error::NotFound {
+            table: model.table().to_owned(),
+            primary_key: pk_value.key_display(),
+        };
+
+        let mut header: Option<Vec<u8>> = None;
+        let key = if any_encrypted {
+            let mut sql = String::from("SELECT ");
+            A::Database::push_ident(&mut sql, HEADER_COLUMN);
+            sql.push_str(" FROM ");
+            A::Database::push_ident(&mut sql, model.table());
+            Self::where_pk::<T, A::Database>(&mut sql, 1);
+            let found = <A::Database as Backend>::fetch_optional_on(
+                &mut conn,
+                &sql,
+                vec![pk_value.clone(), Value::Text(row.tenant().to_owned())],
+            )
+            .await?
+            .ok_or_else(not_found)?;
+            let h = found
+                .read_bytes(0)
+                .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?
+                .to_vec();
+            let pk = Self::pk_bytes(model, &pk_value)?;
+            let key = self
+                .keys
+                .open_row_key(&model.spec, row.tenant(), pk.as_deref(), &h)
+                .await
+                .map_err(|e| Error::Decrypt {
+                    table: model.table().to_owned(),
+                    column: HEADER_COLUMN.to_owned(),
+                    primary_key: pk_value.key_display(),
+                    source: e,
+                })?;
+            header = Some(h);
+            Some(key)
+        } else {
+            None
+        };
+
+        let mut values = Vec::with_capacity(ordered.len() + 3);
+        row.write_row(&mut RowWriter::new(
+            key.as_ref(),
+            Some(&ordered),
+            &mut values,
+        ))?;
+        let mut sql = String::from("UPDATE ");
+        A::Database::push_ident(&mut sql, model.table());
+        sql.push_str(" SET ");
+        for (i, c) in ordered.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            A::Database::push_ident(&mut sql, c);
+            sql.push_str(" = ");
+            A::Database::push_placeholder(&mut sql, i + 1);
+        }
+        Self::where_pk::<T, A::Database>(&mut sql, ordered.len() + 1);
+        values.push(pk_value.clone());
+        values.push(Value::Text(row.tenant().to_owned()));
+        if let Some(h) = header {
+            sql.push_str(" AND ");
+            A::Database::push_ident(&mut sql, HEADER_COLUMN);
+            sql.push_str(" = ");
+            A::Database::push_placeholder(&mut sql, ordered.len() + 3);
+            values.push(Value::Bytes(h));
+        }
+        let affected = <A::Database as Backend>::execute_on(&mut conn, &sql, values).await?;
+        if affected == 0 {
+            return Err(not_found());
+        }
+        Ok(())
+    }
+
+    /// Deletes a row by primary key within a tenant. Returns whether a row was
+    /// deleted.
+    pub async fn delete<'c, T, E>(
+        &self,
+        executor: E,
+        tenant: &str,
+        primary_key: &T::PrimaryKey,
+    ) -> Result<bool>
+    where
+        T: Encrypted,
+        E: sqlx::Executor<'c>,
+        E::Database: Backend,
+    {
+        let mut sql = String::from("DELETE FROM ");
+        E::Database::push_ident(&mut sql, T::model().table());
+        Self::where_pk::<T, E::Database>(&mut sql, 1);
+        let values = vec![primary_key.key_value(), Value::Text(tenant.to_owned())];
+        Ok(<E::Database as Backend>::execute(executor, &sql, values).await? > 0)
+    }
+
+    // ---- reading --------------------------------------------------------
+
+    /// Fetches and decrypts one row by primary key within a tenant.
+    pub async fn fetch<'c, T, E>(
+        &self,
+        executor: E,
+        tenant: &str,
+        primary_key: &T::PrimaryKey,
+    ) -> Result<Option<T>>
+    where
+        T: Encrypted,
+        E: sqlx::Executor<'c>,
+        E::Database: Backend,
+    {
+        let mut sql = String::from("SELECT ");
+        sql.push_str(&Self::select_list::<T, E::Database>());
+        sql.push_str(" FROM ");
+        E::Database::push_ident(&mut sql, T::model().table());
+        Self::where_pk::<T, E::Database>(&mut sql, 1);
+        let values = vec![primary_key.key_value(), Value::Text(tenant.to_owned())];
+        match <E::Database as Backend>::fetch_optional(executor, &sql, values).await? {
+            Some(row) => Ok(Some(self.decrypt(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs your query (which must select the model's columns, see
+    /// [`select_list`](Self::select_list)) and decrypts every row.
+    pub async fn fetch_all<'q, 'c, T, DB, E>(
+        &self,
+        query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+        executor: E,
+    ) -> Result<Vec<T>>
+    where
+        T: Encrypted,
+        DB: Backend,
+        E: 'q + sqlx::Executor<'c, Database = DB>,
+        'c: 'q,
+    {
+        let rows = DB::query_all(query, executor).await?;
+        self.decrypt_all(&rows).await
+    }
+
+    /// Runs your query and decrypts the row it returns, if any.
+    pub async fn fetch_optional<'q, 'c, T, DB, E>(
+        &self,
+        query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+        executor: E,
+    ) -> Result<Option<T>>
+    where
+        T: Encrypted,
+        DB: Backend,
+        E: 'q + sqlx::Executor<'c, Database = DB>,
+        'c: 'q,
+    {
+        match DB::query_optional(query, executor).await? {
+            Some(row) => Ok(Some(self.decrypt(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs your query and yields decrypted rows as a stream, decrypting
+    /// [`with_stream_chunk`](Self::with_stream_chunk) rows at a time (on all
+    /// cores for large chunks): memory stays bounded whatever the row count.
+    pub fn fetch_stream<'e, 'q, 'c, T, DB, E>(
+        &'e self,
+        query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+        executor: E,
+    ) -> BoxStream<'e, Result<T>>
+    where
+        T: Encrypted,
+        DB: Backend,
+        E: 'e + sqlx::Executor<'c, Database = DB>,
+        'q: 'e,
+        'c: 'e,
+    {
+        DB::query_stream(query, executor)
+            .try_chunks(self.stream_chunk)
+            .map_err(|e| e.1)
+            .and_then(move |rows| async move { self.decrypt_all::<T, DB::Row>(&rows).await })
+            .map_ok(|v| futures_util::stream::iter(v.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
+    }
+
+    /// Decrypts one row of your own query.
+    pub async fn decrypt<T: Encrypted, R: DbRow>(&self, row: &R) -> Result<T> {
+        self.decrypt_all(std::slice::from_ref(row))
+            .await?
+            .pop()
+            .ok_or(Error::Worker)
+    }
+
+    /// Decrypts rows of your own query; the first failing row fails the call
+    /// (see [`decrypt_each`](Self::decrypt_each) to keep the others). Large
+    /// batches are decrypted on all cores.
+    pub async fn decrypt_all<T: Encrypted, R: DbRow>(&self, rows: &[R]) -> Result<Vec<T>> {
+        self.decrypt_each(rows).await?.into_iter().collect()
+    }
+
+    /// Decrypts rows of your own query, one result per row: a tampered row
+    /// fails alone. The outer error is for what fails the whole batch (a
+    /// column missing from the query, the key store).
+    pub async fn decrypt_each<T: Encrypted, R: DbRow>(&self, rows: &[R]) -> Result<Vec<Result<T>>> {
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let model = T::model();
+        let map = ColumnMap::resolve(model, first)?;
+        let tenant_idx = map.fields[model.tenant];
+        match model.spec.key_mode() {
+            KeyMode::Derived => {
+                let mut table: KeyTable = HashMap::new();
+                let mut wanted: Vec<(String, u32)> = Vec::new();
+                for row in rows {
+                    let (Ok(tenant), Ok(header)) =
+                        (row.read_str(tenant_idx), row.read_bytes(map.header))
+                    else {
+                        continue; // reported per row below
+                    };
+                    let Some(version) = header_version(header) else {
+                        continue;
+                    };
+                    let known = table.get(tenant).is_some_and(|m| m.contains_key(&version));
+                    if !known {
+                        table
+                            .entry(tenant.to_owned())
+                            .or_default()
+                            .insert(version, Err(rowseal_core::Error::Decrypt));
+                        wanted.push((tenant.to_owned(), version));
+                    }
+                }
+                for (tenant, version) in wanted {
+                    let r = match self.keys.tenant_key(&tenant, version).await {
+                        Ok(tk) => tk.record_keys(&model.spec),
+                        Err(e @ rowseal_core::Error::Store { .. }) => return Err(e.into()),
+                        Err(e) => Err(e),
+                    };
+                    if let Some(m) = table.get_mut(&tenant) {
+                        m.insert(version, r);
+                    }
+                }
+                let table = &table;
+                let map = &map;
+                Ok(self.par_map_each(rows, |row| {
+                    decrypt_row::<T, R>(model, map, row, |tenant, pk, header| {
+                        let version = header_version(header).ok_or(rowseal_core::Error::Decrypt)?;
+                        match table.get(tenant).and_then(|m| m.get(&version)) {
+                            Some(Ok(rk)) => rk.open_row(pk, header),
+                            Some(Err(e)) => Err(e.clone()),
+                            None => Err(rowseal_core::Error::Decrypt),
+                        }
+                    })
+                }))
+            }
+            _ => {
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let key = self.kms_row_key(model, &map, row).await;
+                    out.push(decrypt_row::<T, R>(model, &map, row, move |_, _, _| key));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    async fn kms_row_key<R: DbRow>(
+        &self,
+        model: &Model,
+        map: &ColumnMap,
+        row: &R,
+    ) -> std::result::Result<RowKey, rowseal_core::Error> {
+        let tenant = row
+            .read_str(map.fields[model.tenant])
+            .map_err(|_| rowseal_core::Error::Decrypt)?;
+        let header = row
+            .read_bytes(map.header)
+            .map_err(|_| rowseal_core::Error::Decrypt)?;
+        let pk_field = model.primary_key_field();
+        let pk = row
+            .read_value(map.fields[model.primary_key], pk_field.sql_type)
+            .map_err(|_| rowseal_core::Error::Decrypt)?;
+        let pk = if model.spec.binds_primary_key() {
+            pk.key_bytes()
+        } else {
+            None
+        };
+        self.keys
+            .open_row_key(&model.spec, tenant, pk.as_deref(), header)
+            .await
+    }
+}
+
+/// The tenant-key version a header names, without a full parse.
+fn header_version(header: &[u8]) -> Option<u32> {
+    RowHeader::from_bytes(header)
+        .ok()
+        .and_then(|h| h.tenant_key_version())
+}
+
+/// Reads one row: plain values, then the row key from `open_key(tenant, pk
+/// bytes, header)`, then the model.
+fn decrypt_row<T: Encrypted, R: DbRow>(
+    model: &Model,
+    map: &ColumnMap,
+    row: &R,
+    open_key: impl FnOnce(
+        &str,
+        Option<&[u8]>,
+        &[u8],
+    ) -> std::result::Result<RowKey, rowseal_core::Error>,
+) -> Result<T> {
+    let mut values = Vec::with_capacity(model.fields.len());
+    for (f, &idx) in model.fields.iter().zip(&map.fields) {
+        values.push(
+            row.read_value(idx, f.sql_type)
+                .map_err(|e| sqlx_col(model, f.column, e))?,
+        );
+    }
+    let pk_value = values[model.primary_key].clone();
+    let tenant = match &values[model.tenant] {
+        Value::Text(t) => t.clone(),
+        _ => {
+            return Err(Error::Schema {
+                table: model.table().to_owned(),
+                column: model.tenant_field().column.to_owned(),
+                reason: "the tenant must be text".into(),
+            })
+        }
+    };
+    let header = row
+        .read_bytes(map.header)
+        .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?;
+    let pk = if model.spec.binds_primary_key() {
+        pk_value.key_bytes()
+    } else {
+        None
+    };
+    let key = open_key(&tenant, pk.as_deref(), header).map_err(|e| Error::Decrypt {
+        table: model.table().to_owned(),
+        column: HEADER_COLUMN.to_owned(),
+        primary_key: pk_value.key_display(),
+        source: e,
+    })?;
+    T::read_row(&mut RowReader::new(
+        Some(&key),
+        values,
+        model.table(),
+        &pk_value,
+    ))
+}
+
+#[allow(dead_code)]
+fn _assert_types() {
+    fn send<T: Send + Sync>() {}
+    send::<Encryptor>();
+    let _ = SqlType::Bytes;
+}

@@ -1,0 +1,237 @@
+//! Schema: rowseal's own tables ([`install`]), the DDL of a model's table
+//! ([`create_table_sql`], [`create_table`]) and the schema registry
+//! ([`register`], [`registered`]), which lets the command-line tool work on a
+//! table without the application's code.
+//!
+//! A model's table has its plain columns with their natural types, one bytes
+//! column per encrypted field (`BYTEA` / `BLOB` / `LONGBLOB`) holding the field
+//! envelope, `rowseal_header` (the row's key header) and
+//! `rowseal_key_version` (the tenant-key version, 0 in `kms` mode), with an
+//! index on (tenant, `rowseal_key_version`) so that rotation finds the rows not
+//! yet on a version without decrypting anything.
+
+use serde_json::json;
+
+use crate::backend::{Backend, DbRow};
+use crate::error::{Error, Result};
+use crate::model::{Encrypted, Model, HEADER_COLUMN, KEY_VERSION_COLUMN};
+use crate::value::{SqlType, Value};
+
+/// Version of the registry's JSON `definition`.
+pub const REGISTRY_FORMAT: u32 = 1;
+
+/// Splits a migration file into statements (no `;` inside strings or
+/// comments in rowseal's own files).
+fn statements(sql: &str) -> Vec<String> {
+    let body: String = sql
+        .lines()
+        .map(|l| l.split("--").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    body.split(';')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Creates rowseal's own tables (`rowseal_keys`, `rowseal_schema`,
+/// `rowseal_jobs`) if they do not exist: the same SQL as the migration files
+/// in `migrations/<database>/`.
+pub async fn install<'a, A>(conn: A) -> Result<()>
+where
+    A: sqlx::Acquire<'a>,
+    A::Database: Backend,
+{
+    let mut conn = conn.acquire().await?;
+    for stmt in statements(<A::Database as Backend>::migration_sql()) {
+        <A::Database as Backend>::execute_on(&mut conn, &stmt, Vec::new()).await?;
+    }
+    Ok(())
+}
+
+/// The statements that create `T`'s table and its key-version index, for
+/// `DB` (idempotent: `IF NOT EXISTS`).
+pub fn create_table_sql<T: Encrypted, DB: Backend>() -> Vec<String> {
+    model_ddl::<DB>(T::model())
+}
+
+fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
+    let mysql = DB::DIALECT == "mysql";
+    let mut sql = String::from("CREATE TABLE IF NOT EXISTS ");
+    DB::push_ident(&mut sql, model.table());
+    sql.push_str(" (\n");
+    for (i, f) in model.fields.iter().enumerate() {
+        let keyed = i == model.primary_key || i == model.tenant;
+        sql.push_str("    ");
+        DB::push_ident(&mut sql, f.column);
+        sql.push(' ');
+        sql.push_str(DB::column_type(f.sql_type, keyed));
+        if !f.nullable {
+            sql.push_str(" NOT NULL");
+        }
+        if i == model.primary_key {
+            sql.push_str(" PRIMARY KEY");
+        }
+        sql.push_str(",\n");
+    }
+    sql.push_str("    ");
+    DB::push_ident(&mut sql, HEADER_COLUMN);
+    sql.push(' ');
+    sql.push_str(DB::column_type(SqlType::Bytes, mysql));
+    sql.push_str(" NOT NULL,\n    ");
+    DB::push_ident(&mut sql, KEY_VERSION_COLUMN);
+    sql.push(' ');
+    sql.push_str(DB::column_type(SqlType::I64, false));
+    sql.push_str(" NOT NULL");
+    let index = format!("{}_rowseal_kv", model.table());
+    let mut cols = String::new();
+    DB::push_ident(&mut cols, model.tenant_field().column);
+    cols.push_str(", ");
+    DB::push_ident(&mut cols, KEY_VERSION_COLUMN);
+    if mysql {
+        // MySQL has no CREATE INDEX IF NOT EXISTS; declare it with the table.
+        sql.push_str(",\n    INDEX ");
+        DB::push_ident(&mut sql, &index);
+        sql.push_str(&format!(" ({cols})"));
+        sql.push_str("\n)");
+        return vec![sql];
+    }
+    sql.push_str("\n)");
+    let mut idx = String::from("CREATE INDEX IF NOT EXISTS ");
+    DB::push_ident(&mut idx, &index);
+    idx.push_str(" ON ");
+    DB::push_ident(&mut idx, model.table());
+    idx.push_str(&format!(" ({cols})"));
+    vec![sql, idx]
+}
+
+/// Creates `T`'s table and index if they do not exist.
+pub async fn create_table<'a, T, A>(conn: A) -> Result<()>
+where
+    T: Encrypted,
+    A: sqlx::Acquire<'a>,
+    A::Database: Backend,
+{
+    let mut conn = conn.acquire().await?;
+    for stmt in create_table_sql::<T, A::Database>() {
+        <A::Database as Backend>::execute_on(&mut conn, &stmt, Vec::new()).await?;
+    }
+    Ok(())
+}
+
+/// The registry's JSON description of a model: every field with its column,
+/// type, nullability and (for encrypted ones) encoded type; blind indexes
+/// (none yet).
+pub fn definition(model: &Model) -> serde_json::Value {
+    json!({
+        "format": REGISTRY_FORMAT,
+        "record_type": model.spec.record_type(),
+        "table": model.table(),
+        "key_mode": model.spec.key_mode().as_str(),
+        "bind_primary_key": model.spec.binds_primary_key(),
+        "tenant": model.tenant_field().column,
+        "primary_key": model.primary_key_field().column,
+        "primary_key_type": model.primary_key_field().sql_type.as_str(),
+        "header_column": HEADER_COLUMN,
+        "key_version_column": KEY_VERSION_COLUMN,
+        "fields": model.fields.iter().map(|f| json!({
+            "name": f.name,
+            "column": f.column,
+            "sql_type": f.sql_type.as_str(),
+            "nullable": f.nullable,
+            "encrypted": f.encrypted.is_some(),
+            "encoding": f.encrypted,
+        })).collect::<Vec<_>>(),
+        "blind_indexes": [],
+    })
+}
+
+/// Records (or refreshes) `T` in the schema registry table `rowseal_schema`.
+pub async fn register<'c, T, E>(executor: E) -> Result<()>
+where
+    T: Encrypted,
+    E: sqlx::Executor<'c>,
+    E::Database: Backend,
+{
+    let model = T::model();
+    let mut sql = String::from(
+        "INSERT INTO rowseal_schema (table_name, record_type, tenant_column, primary_key_column, key_mode, bind_primary_key, definition) VALUES (",
+    );
+    for i in 1..=7 {
+        if i > 1 {
+            sql.push_str(", ");
+        }
+        E::Database::push_placeholder(&mut sql, i);
+    }
+    sql.push(')');
+    let cols = [
+        "record_type",
+        "tenant_column",
+        "primary_key_column",
+        "key_mode",
+        "bind_primary_key",
+        "definition",
+    ];
+    if <E::Database as Backend>::DIALECT == "mysql" {
+        sql.push_str(" ON DUPLICATE KEY UPDATE ");
+        let sets: Vec<String> = cols.iter().map(|c| format!("{c} = VALUES({c})")).collect();
+        sql.push_str(&sets.join(", "));
+    } else {
+        sql.push_str(" ON CONFLICT (table_name) DO UPDATE SET ");
+        let sets: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        sql.push_str(&sets.join(", "));
+    }
+    let values = vec![
+        Value::Text(model.table().to_owned()),
+        Value::Text(model.spec.record_type().to_owned()),
+        Value::Text(model.tenant_field().column.to_owned()),
+        Value::Text(model.primary_key_field().column.to_owned()),
+        Value::Text(model.spec.key_mode().as_str().to_owned()),
+        Value::Bool(model.spec.binds_primary_key()),
+        Value::Text(definition(model).to_string()),
+    ];
+    <E::Database as Backend>::execute(executor, &sql, values).await?;
+    Ok(())
+}
+
+/// The registry entry of a table: its JSON definition (see [`definition`]),
+/// or `None` if the table is not registered.
+pub async fn registered<'c, E>(executor: E, table: &str) -> Result<Option<serde_json::Value>>
+where
+    E: sqlx::Executor<'c>,
+    E::Database: Backend,
+{
+    let mut sql = String::from("SELECT definition FROM rowseal_schema WHERE table_name = ");
+    E::Database::push_placeholder(&mut sql, 1);
+    let row = <E::Database as Backend>::fetch_optional(
+        executor,
+        &sql,
+        vec![Value::Text(table.to_owned())],
+    )
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let text = row.read_str(0).map_err(|e| Error::Schema {
+        table: "rowseal_schema".into(),
+        column: "definition".into(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|_| Error::Schema {
+            table: "rowseal_schema".into(),
+            column: "definition".into(),
+            reason: "not valid JSON".into(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statements;
+
+    #[test]
+    fn splits_statements() {
+        let s = statements("-- c; x\nCREATE a (x); -- y;\n\nCREATE b;\n");
+        assert_eq!(s, vec!["CREATE a (x)", "CREATE b"]);
+    }
+}

@@ -1,0 +1,317 @@
+//! Column values as rowseal moves them between models and sqlx: [`Value`], its
+//! [`SqlType`], and the traits that plain (unencrypted) fields, the tenant field
+//! and the primary-key field implement.
+
+use std::fmt;
+
+/// The SQL type of a column, independent of the database. Encrypted columns
+/// are always [`SqlType::Bytes`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SqlType {
+    /// `BOOLEAN`.
+    Bool,
+    /// 16-bit integer.
+    I16,
+    /// 32-bit integer.
+    I32,
+    /// 64-bit integer.
+    I64,
+    /// 32-bit float.
+    F32,
+    /// 64-bit float.
+    F64,
+    /// Text.
+    Text,
+    /// Bytes (`BYTEA` / `BLOB`).
+    Bytes,
+    /// UUID.
+    Uuid,
+    /// Calendar date (`chrono::NaiveDate`).
+    Date,
+    /// Date and time without time zone (`chrono::NaiveDateTime`).
+    DateTime,
+    /// An instant (`chrono::DateTime<Utc>`).
+    Timestamptz,
+    /// Calendar date (`time::Date`).
+    TimeDate,
+    /// Date and time without time zone (`time::PrimitiveDateTime`).
+    TimeDateTime,
+    /// An instant (`time::OffsetDateTime`).
+    TimeTimestamptz,
+    /// JSON.
+    Json,
+}
+
+impl SqlType {
+    /// The name used in the schema registry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SqlType::Bool => "bool",
+            SqlType::I16 => "i16",
+            SqlType::I32 => "i32",
+            SqlType::I64 => "i64",
+            SqlType::F32 => "f32",
+            SqlType::F64 => "f64",
+            SqlType::Text => "text",
+            SqlType::Bytes => "bytes",
+            SqlType::Uuid => "uuid",
+            SqlType::Date => "date",
+            SqlType::DateTime => "datetime",
+            SqlType::Timestamptz => "timestamptz",
+            SqlType::TimeDate => "date",
+            SqlType::TimeDateTime => "datetime",
+            SqlType::TimeTimestamptz => "timestamptz",
+            SqlType::Json => "json",
+        }
+    }
+}
+
+/// One column value. Encrypted fields only ever appear here as their
+/// ciphertext ([`Value::Bytes`]), never as plaintext.
+///
+/// `Debug` shows the type only, never the value.
+#[non_exhaustive]
+#[derive(Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL of a type.
+    Null(SqlType),
+    /// A boolean.
+    Bool(bool),
+    /// A 16-bit integer.
+    I16(i16),
+    /// A 32-bit integer.
+    I32(i32),
+    /// A 64-bit integer.
+    I64(i64),
+    /// A 32-bit float.
+    F32(f32),
+    /// A 64-bit float.
+    F64(f64),
+    /// Text.
+    Text(String),
+    /// Bytes.
+    Bytes(Vec<u8>),
+    /// A UUID.
+    #[cfg(feature = "uuid")]
+    Uuid(uuid::Uuid),
+    /// A chrono date.
+    #[cfg(feature = "chrono")]
+    ChronoDate(chrono::NaiveDate),
+    /// A chrono date and time.
+    #[cfg(feature = "chrono")]
+    ChronoDateTime(chrono::NaiveDateTime),
+    /// A chrono UTC instant.
+    #[cfg(feature = "chrono")]
+    ChronoUtc(chrono::DateTime<chrono::Utc>),
+    /// A time date.
+    #[cfg(feature = "time")]
+    TimeDate(time::Date),
+    /// A time date and time.
+    #[cfg(feature = "time")]
+    TimeDateTime(time::PrimitiveDateTime),
+    /// A time instant with offset.
+    #[cfg(feature = "time")]
+    TimeOffset(time::OffsetDateTime),
+    /// JSON.
+    #[cfg(feature = "json")]
+    Json(serde_json::Value),
+}
+
+impl Value {
+    /// The SQL type.
+    pub fn sql_type(&self) -> SqlType {
+        match self {
+            Value::Null(t) => *t,
+            Value::Bool(_) => SqlType::Bool,
+            Value::I16(_) => SqlType::I16,
+            Value::I32(_) => SqlType::I32,
+            Value::I64(_) => SqlType::I64,
+            Value::F32(_) => SqlType::F32,
+            Value::F64(_) => SqlType::F64,
+            Value::Text(_) => SqlType::Text,
+            Value::Bytes(_) => SqlType::Bytes,
+            #[cfg(feature = "uuid")]
+            Value::Uuid(_) => SqlType::Uuid,
+            #[cfg(feature = "chrono")]
+            Value::ChronoDate(_) => SqlType::Date,
+            #[cfg(feature = "chrono")]
+            Value::ChronoDateTime(_) => SqlType::DateTime,
+            #[cfg(feature = "chrono")]
+            Value::ChronoUtc(_) => SqlType::Timestamptz,
+            #[cfg(feature = "time")]
+            Value::TimeDate(_) => SqlType::TimeDate,
+            #[cfg(feature = "time")]
+            Value::TimeDateTime(_) => SqlType::TimeDateTime,
+            #[cfg(feature = "time")]
+            Value::TimeOffset(_) => SqlType::TimeTimestamptz,
+            #[cfg(feature = "json")]
+            Value::Json(_) => SqlType::Json,
+        }
+    }
+
+    /// Whether this is SQL NULL.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null(_))
+    }
+
+    /// The bytes a primary-key value is bound into ciphertexts as: integers as
+    /// 8 big-endian bytes whatever their width, text as UTF-8, UUIDs as their
+    /// 16 bytes, bytes as they are. `None` for other types.
+    pub fn key_bytes(&self) -> Option<Vec<u8>> {
+        match self {
+            Value::I16(v) => Some(i64::from(*v).to_be_bytes().to_vec()),
+            Value::I32(v) => Some(i64::from(*v).to_be_bytes().to_vec()),
+            Value::I64(v) => Some(v.to_be_bytes().to_vec()),
+            Value::Text(s) => Some(s.as_bytes().to_vec()),
+            Value::Bytes(b) => Some(b.clone()),
+            #[cfg(feature = "uuid")]
+            Value::Uuid(u) => Some(u.as_bytes().to_vec()),
+            _ => None,
+        }
+    }
+
+    /// A printable form of a primary-key value, for error messages (primary
+    /// keys are stored in the clear, so this reveals nothing the table does
+    /// not). Other values print as their type.
+    pub fn key_display(&self) -> String {
+        match self {
+            Value::I16(v) => v.to_string(),
+            Value::I32(v) => v.to_string(),
+            Value::I64(v) => v.to_string(),
+            Value::Text(s) => s.clone(),
+            Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+            #[cfg(feature = "uuid")]
+            Value::Uuid(u) => u.to_string(),
+            other => format!("<{}>", other.sql_type().as_str()),
+        }
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_null() {
+            write!(f, "Value::Null({})", self.sql_type().as_str())
+        } else {
+            write!(f, "Value({})", self.sql_type().as_str())
+        }
+    }
+}
+
+/// A type that can be a plain (unencrypted) field of an encrypted model.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a plain field of a rowseal model",
+    note = "plain fields may be String, Vec<u8>, bool, i16, i32, i64, f32, f64, uuid::Uuid, chrono or time dates and timestamps, serde_json::Value, or an Option of these"
+)]
+pub trait PlainField: Sized {
+    /// The column type.
+    const SQL_TYPE: SqlType;
+    /// Whether the column may be NULL.
+    const NULLABLE: bool = false;
+    /// The value to bind.
+    fn to_value(&self) -> Value;
+    /// The value read back. `None` if the value has another type (or is NULL
+    /// for a non-optional field).
+    fn from_value(value: Value) -> Option<Self>;
+}
+
+macro_rules! plain {
+    ($($(#[$m:meta])* $t:ty => $st:ident, $var:ident;)*) => {$(
+        $(#[$m])*
+        impl PlainField for $t {
+            const SQL_TYPE: SqlType = SqlType::$st;
+            #[allow(clippy::clone_on_copy)]
+            fn to_value(&self) -> Value {
+                Value::$var(self.clone())
+            }
+            fn from_value(value: Value) -> Option<Self> {
+                match value {
+                    Value::$var(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+plain! {
+    bool => Bool, Bool;
+    i16 => I16, I16;
+    i32 => I32, I32;
+    i64 => I64, I64;
+    f32 => F32, F32;
+    f64 => F64, F64;
+    String => Text, Text;
+    Vec<u8> => Bytes, Bytes;
+    #[cfg(feature = "uuid")]
+    uuid::Uuid => Uuid, Uuid;
+    #[cfg(feature = "chrono")]
+    chrono::NaiveDate => Date, ChronoDate;
+    #[cfg(feature = "chrono")]
+    chrono::NaiveDateTime => DateTime, ChronoDateTime;
+    #[cfg(feature = "chrono")]
+    chrono::DateTime<chrono::Utc> => Timestamptz, ChronoUtc;
+    #[cfg(feature = "time")]
+    time::Date => TimeDate, TimeDate;
+    #[cfg(feature = "time")]
+    time::PrimitiveDateTime => TimeDateTime, TimeDateTime;
+    #[cfg(feature = "time")]
+    time::OffsetDateTime => TimeTimestamptz, TimeOffset;
+    #[cfg(feature = "json")]
+    serde_json::Value => Json, Json;
+}
+
+impl<T: PlainField> PlainField for Option<T> {
+    const SQL_TYPE: SqlType = T::SQL_TYPE;
+    const NULLABLE: bool = true;
+    fn to_value(&self) -> Value {
+        match self {
+            Some(v) => v.to_value(),
+            None => Value::Null(T::SQL_TYPE),
+        }
+    }
+    fn from_value(value: Value) -> Option<Self> {
+        match value {
+            Value::Null(_) => Some(None),
+            v => T::from_value(v).map(Some),
+        }
+    }
+}
+
+/// A type that can hold a model's tenant: `String`.
+#[diagnostic::on_unimplemented(
+    message = "the tenant field must be a `String`, not `{Self}`",
+    label = "the field named by #[rowseal(tenant = ...)]"
+)]
+pub trait TenantField: PlainField {
+    /// The tenant as text.
+    fn tenant_str(&self) -> &str;
+}
+
+impl TenantField for String {
+    fn tenant_str(&self) -> &str {
+        self
+    }
+}
+
+/// A type that can be a model's primary key: integers, `String`, `Vec<u8>`,
+/// `uuid::Uuid`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a rowseal primary key",
+    label = "the field named by #[rowseal(primary_key = ...)]",
+    note = "primary keys may be i16, i32, i64, String, Vec<u8> or uuid::Uuid (not optional)"
+)]
+pub trait PrimaryKeyField: PlainField {
+    /// The value to bind.
+    fn key_value(&self) -> Value {
+        self.to_value()
+    }
+}
+
+impl PrimaryKeyField for i16 {}
+impl PrimaryKeyField for i32 {}
+impl PrimaryKeyField for i64 {}
+impl PrimaryKeyField for String {}
+impl PrimaryKeyField for Vec<u8> {}
+#[cfg(feature = "uuid")]
+impl PrimaryKeyField for uuid::Uuid {}

@@ -1,0 +1,751 @@
+//! The round-trip, plaintext and tampering suite, run identically on each
+//! database by `tests/{sqlite,postgres,mysql}.rs`.
+
+#![allow(dead_code)]
+
+pub mod models;
+
+use std::sync::Arc;
+
+use futures_util::TryStreamExt;
+use models::{Everything, Patient};
+use rowseal_core::{KeyHierarchy, LocalKeyProvider};
+use rowseal_sqlx::{schema, Backend, DbRow, Encrypted, Encryptor, Error, SqlxKeyStore, Value};
+
+/// A database made for one test, dropped by `teardown`.
+pub struct Ctx<DB: sqlx::Database> {
+    pub pool: sqlx::Pool<DB>,
+    pub enc: Encryptor,
+    pub keyring: String,
+    pub teardown: Option<Box<dyn FnOnce() -> futures_util::future::BoxFuture<'static, ()> + Send>>,
+}
+
+impl<DB: Backend> Ctx<DB> {
+    pub async fn new(
+        pool: sqlx::Pool<DB>,
+        teardown: Box<dyn FnOnce() -> futures_util::future::BoxFuture<'static, ()> + Send>,
+    ) -> Self {
+        schema::install(&pool)
+            .await
+            .expect("install rowseal tables");
+        schema::create_table::<Patient, _>(&pool)
+            .await
+            .expect("patients");
+        schema::create_table::<Everything, _>(&pool)
+            .await
+            .expect("everything");
+        let keyring = LocalKeyProvider::generate_keyring().to_string();
+        let enc = encryptor(&pool, &keyring);
+        Ctx {
+            pool,
+            enc,
+            keyring,
+            teardown: Some(teardown),
+        }
+    }
+
+    pub async fn finish(mut self) {
+        self.pool.close().await;
+        if let Some(t) = self.teardown.take() {
+            t().await;
+        }
+    }
+}
+
+pub fn encryptor<DB: Backend>(pool: &sqlx::Pool<DB>, keyring: &str) -> Encryptor {
+    let provider = LocalKeyProvider::from_keyring_str(keyring).unwrap();
+    let keys = KeyHierarchy::new(
+        Arc::new(provider),
+        Arc::new(SqlxKeyStore::new(pool.clone())),
+    );
+    Encryptor::new(Arc::new(keys))
+}
+
+/// Service unreachable: fail under CI, else skip loudly.
+pub fn unreachable(what: &str, err: &dyn std::fmt::Display) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{what} is unreachable under CI=true: {err}");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED: {what} is unreachable ({err}); set CI=true to make this a failure !!!!!!!!\n");
+}
+
+pub fn random_name() -> String {
+    format!("rowseal_t_{:016x}", rand::random::<u64>())
+}
+
+/// Every column of every row, as bytes or text where the column is one.
+async fn raw_cells<DB: Backend>(pool: &sqlx::Pool<DB>, table: &str) -> Vec<Vec<u8>>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    use sqlx::Row;
+    let mut sql = String::from("SELECT * FROM ");
+    DB::push_ident(&mut sql, table);
+    let rows = DB::fetch_all(pool, &sql, vec![]).await.unwrap();
+    let mut out = Vec::new();
+    for row in &rows {
+        for i in 0..row.columns().len() {
+            if let Ok(b) = row.read_bytes(i) {
+                out.push(b.to_vec());
+            } else if let Ok(s) = row.read_str(i) {
+                out.push(s.as_bytes().to_vec());
+            }
+        }
+    }
+    out
+}
+
+async fn raw_get<DB: Backend>(
+    pool: &sqlx::Pool<DB>,
+    table: &str,
+    column: &str,
+    pk_col: &str,
+    pk: Value,
+) -> Vec<u8>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let mut sql = String::from("SELECT ");
+    DB::push_ident(&mut sql, column);
+    sql.push_str(" FROM ");
+    DB::push_ident(&mut sql, table);
+    sql.push_str(" WHERE ");
+    DB::push_ident(&mut sql, pk_col);
+    sql.push_str(" = ");
+    DB::push_placeholder(&mut sql, 1);
+    let row = DB::fetch_optional(pool, &sql, vec![pk])
+        .await
+        .unwrap()
+        .unwrap();
+    row.read_bytes(0).unwrap().to_vec()
+}
+
+async fn raw_set<DB: Backend>(
+    pool: &sqlx::Pool<DB>,
+    table: &str,
+    column: &str,
+    pk_col: &str,
+    pk: Value,
+    bytes: Vec<u8>,
+) where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let mut sql = String::from("UPDATE ");
+    DB::push_ident(&mut sql, table);
+    sql.push_str(" SET ");
+    DB::push_ident(&mut sql, column);
+    sql.push_str(" = ");
+    DB::push_placeholder(&mut sql, 1);
+    sql.push_str(" WHERE ");
+    DB::push_ident(&mut sql, pk_col);
+    sql.push_str(" = ");
+    DB::push_placeholder(&mut sql, 2);
+    let n = DB::execute(pool, &sql, vec![Value::Bytes(bytes), pk])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+async fn count<DB: Backend>(pool: &sqlx::Pool<DB>, table: &str) -> i64
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let mut sql = String::from("SELECT COUNT(*) FROM ");
+    DB::push_ident(&mut sql, table);
+    let row = DB::fetch_optional(pool, &sql, vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    match row.read_value(0, rowseal_sqlx::SqlType::I64).unwrap() {
+        Value::I64(n) => n,
+        other => panic!("count: {other:?}"),
+    }
+}
+
+fn select<T: Encrypted, DB: Backend>(filter: &str) -> String {
+    let mut sql = format!("SELECT {} FROM ", Encryptor::select_list::<T, DB>());
+    DB::push_ident(&mut sql, T::model().table());
+    sql.push_str(filter);
+    sql
+}
+
+// ---- cases -------------------------------------------------------------
+
+pub async fn all_types_round_trip<DB: Backend>(cx: &Ctx<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let full = Everything::full(1, "acme");
+    let minimal = Everything::minimal(2, "acme");
+    cx.enc.insert(&cx.pool, &full).await.unwrap();
+    cx.enc.insert(&cx.pool, &minimal).await.unwrap();
+    assert_eq!(
+        cx.enc
+            .fetch::<Everything, _>(&cx.pool, "acme", &1)
+            .await
+            .unwrap(),
+        Some(full.clone())
+    );
+    assert_eq!(
+        cx.enc
+            .fetch::<Everything, _>(&cx.pool, "acme", &2)
+            .await
+            .unwrap(),
+        Some(minimal.clone())
+    );
+    // NULL stays NULL: the optional encrypted columns of the minimal row hold no bytes.
+    let mut sql = String::from("SELECT COUNT(*) FROM everything WHERE o_s IS NULL AND o_json IS NULL AND j_opt_address IS NULL AND id = ");
+    DB::push_placeholder(&mut sql, 1);
+    let row = DB::fetch_optional(&cx.pool, &sql, vec![Value::I64(2)])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.read_value(0, rowseal_sqlx::SqlType::I64).unwrap(),
+        Value::I64(1)
+    );
+    // An empty string is encrypted, not NULL.
+    let mut sql = String::from("SELECT COUNT(*) FROM everything WHERE s IS NOT NULL AND id = ");
+    DB::push_placeholder(&mut sql, 1);
+    let row = DB::fetch_optional(&cx.pool, &sql, vec![Value::I64(2)])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.read_value(0, rowseal_sqlx::SqlType::I64).unwrap(),
+        Value::I64(1)
+    );
+    // Another tenant does not see them.
+    assert_eq!(
+        cx.enc
+            .fetch::<Everything, _>(&cx.pool, "other", &1)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn large_values<DB: Backend>(cx: &Ctx<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let mut e = Everything::full(10, "acme");
+    e.s = "é".repeat(512 * 1024); // 1 MiB of UTF-8
+    e.bytes = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    e.o_bytes = Some(vec![0xAB; 1024 * 1024]);
+    cx.enc.insert(&cx.pool, &e).await.unwrap();
+    let back = cx
+        .enc
+        .fetch::<Everything, _>(&cx.pool, "acme", &10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, e);
+}
+
+pub async fn crud<DB: Backend>(cx: &Ctx<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let mut p = Patient::new("t1", "Ada Lovelace");
+    cx.enc.insert(&cx.pool, &p).await.unwrap();
+    assert_eq!(
+        cx.enc
+            .fetch::<Patient, _>(&cx.pool, "t1", &p.id)
+            .await
+            .unwrap(),
+        Some(p.clone())
+    );
+    assert_eq!(
+        cx.enc
+            .fetch::<Patient, _>(&cx.pool, "t2", &p.id)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Whole-row update: new values, new row key.
+    let header_before = raw_get(
+        &cx.pool,
+        "patients",
+        "rowseal_header",
+        "id",
+        Value::Uuid(p.id),
+    )
+    .await;
+    p.name = "Ada King".into();
+    p.birth_date = None;
+    p.visits = 4;
+    cx.enc.update(&cx.pool, &p).await.unwrap();
+    assert_eq!(
+        cx.enc
+            .fetch::<Patient, _>(&cx.pool, "t1", &p.id)
+            .await
+            .unwrap(),
+        Some(p.clone())
+    );
+    assert_ne!(
+        header_before,
+        raw_get(
+            &cx.pool,
+            "patients",
+            "rowseal_header",
+            "id",
+            Value::Uuid(p.id)
+        )
+        .await
+    );
+
+    // Field update: only the chosen columns change, under the same row key.
+    let header = raw_get(
+        &cx.pool,
+        "patients",
+        "rowseal_header",
+        "id",
+        Value::Uuid(p.id),
+    )
+    .await;
+    let stored = p.clone();
+    p.notes = Some("updated notes".into());
+    p.visits = 99;
+    p.name = "not written".into();
+    cx.enc
+        .update_fields(&cx.pool, &p, &["notes", "visits"])
+        .await
+        .unwrap();
+    let back = cx
+        .enc
+        .fetch::<Patient, _>(&cx.pool, "t1", &p.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.notes.as_deref(), Some("updated notes"));
+    assert_eq!(back.visits, 99);
+    assert_eq!(back.name, stored.name);
+    assert_eq!(
+        header,
+        raw_get(
+            &cx.pool,
+            "patients",
+            "rowseal_header",
+            "id",
+            Value::Uuid(p.id)
+        )
+        .await
+    );
+    assert!(matches!(
+        cx.enc.update_fields(&cx.pool, &p, &["nope"]).await,
+        Err(Error::InvalidInput { .. })
+    ));
+
+    // Wrong tenant: no update, no delete.
+    let mut other = p.clone();
+    other.tenant_id = "t2".into();
+    assert!(matches!(
+        cx.enc.update(&cx.pool, &other).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(!cx
+        .enc
+        .delete::<Patient, _>(&cx.pool, "t2", &p.id)
+        .await
+        .unwrap());
+    assert!(cx
+        .enc
+        .delete::<Patient, _>(&cx.pool, "t1", &p.id)
+        .await
+        .unwrap());
+    assert_eq!(
+        cx.enc
+            .fetch::<Patient, _>(&cx.pool, "t1", &p.id)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn bulk_and_queries<DB: Backend>(cx: &Ctx<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let rows: Vec<Patient> = (0..3000)
+        .map(|i| {
+            Patient::new(
+                if i % 3 == 0 { "north" } else { "south" },
+                &format!("patient {i} ✓"),
+            )
+        })
+        .collect();
+    let n = cx.enc.insert_many(&cx.pool, &rows).await.unwrap();
+    assert_eq!(n, 3000);
+
+    let sql = select::<Patient, DB>("");
+    let mut all: Vec<Patient> = cx
+        .enc
+        .fetch_all(sqlx::query::<DB>(&sql), &cx.pool)
+        .await
+        .unwrap();
+    all.sort_by_key(|p| p.id);
+    let mut expected = rows.clone();
+    expected.sort_by_key(|p| p.id);
+    assert_eq!(all, expected);
+
+    let sql = select::<Patient, DB>(" WHERE tenant_id = 'north'");
+    let north: Vec<Patient> = cx
+        .enc
+        .fetch_all(sqlx::query::<DB>(&sql), &cx.pool)
+        .await
+        .unwrap();
+    assert_eq!(north.len(), 1000);
+
+    let one: Option<Patient> = cx
+        .enc
+        .fetch_optional(
+            sqlx::query::<DB>(&select::<Patient, DB>(" WHERE visits = 3 LIMIT 1")),
+            &cx.pool,
+        )
+        .await
+        .unwrap();
+    assert!(one.is_some());
+
+    let enc = cx.enc.clone().with_stream_chunk(700);
+    let sql = select::<Patient, DB>("");
+    let streamed: Vec<Patient> = enc
+        .fetch_stream(sqlx::query::<DB>(&sql), &cx.pool)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(streamed.len(), 3000);
+
+    // Single-threaded decryption gives the same rows.
+    let serial = cx.enc.clone().with_threads(1);
+    let mut again: Vec<Patient> = serial
+        .fetch_all(sqlx::query::<DB>(&sql), &cx.pool)
+        .await
+        .unwrap();
+    again.sort_by_key(|p| p.id);
+    assert_eq!(again, expected);
+}
+
+pub async fn transactions<DB: Backend>(cx: &Ctx<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    // The tenant key exists before the transactions (SQLite has one writer).
+    cx.enc.keys().current_tenant_key("tx").await.unwrap();
+    let before = count(&cx.pool, "patients").await;
+
+    let committed = Patient::new("tx", "committed");
+    let mut tx = cx.pool.begin().await.unwrap();
+    cx.enc.insert(&mut *tx, &committed).await.unwrap();
+    cx.enc
+        .insert_many(
+            &mut tx,
+            &[Patient::new("tx", "c2"), Patient::new("tx", "c3")],
+        )
+        .await
+        .unwrap();
+    let inside = cx
+        .enc
+        .fetch::<Patient, _>(&mut *tx, "tx", &committed.id)
+        .await
+        .unwrap();
+    assert_eq!(inside, Some(committed.clone()));
+    tx.commit().await.unwrap();
+    assert_eq!(count(&cx.pool, "patients").await, before + 3);
+
+    let mut tx = cx.pool.begin().await.unwrap();
+    let doomed = Patient::new("tx", "rolled back");
+    cx.enc.insert(&mut *tx, &doomed).await.unwrap();
+    cx.enc
+        .insert_many(
+            &mut tx,
+            &[Patient::new("tx", "r2"), Patient::new("tx", "r3")],
+        )
+        .await
+        .unwrap();
+    let mut changed = committed.clone();
+    changed.name = "changed in rolled back tx".into();
+    cx.enc.update(&mut *tx, &changed).await.unwrap();
+    cx.enc
+        .update_fields(&mut tx, &changed, &["notes"])
+        .await
+        .unwrap();
+    assert!(cx
+        .enc
+        .fetch::<Patient, _>(&mut *tx, "tx", &doomed.id)
+        .await
+        .unwrap()
+        .is_some());
+    tx.rollback().await.unwrap();
+
+    assert_eq!(count(&cx.pool, "patients").await, before + 3);
+    assert_eq!(
+        cx.enc
+            .fetch::<Patient, _>(&cx.pool, "tx", &doomed.id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        cx.enc
+            .fetch::<Patient, _>(&cx.pool, "tx", &committed.id)
+            .await
+            .unwrap(),
+        Some(committed)
+    );
+}
+
+pub async fn no_plaintext_in_table<DB: Backend>(cx: &Ctx<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let mut p = Patient::new("acme", "Grace Hopper SECRETNAME");
+    p.notes = Some("SECRETNOTE diagnosis".into());
+    cx.enc.insert(&cx.pool, &p).await.unwrap();
+    let mut e = Everything::full(5, "acme");
+    e.s = "SECRETSTRING".into();
+    e.bytes = b"SECRETBYTES".to_vec();
+    e.j_value = serde_json::json!({"k": "SECRETJSON"});
+    e.j_address.street = "SECRETSTREET".into();
+    cx.enc.insert(&cx.pool, &e).await.unwrap();
+
+    let cells = [
+        raw_cells(&cx.pool, "patients").await,
+        raw_cells(&cx.pool, "everything").await,
+    ]
+    .concat();
+    assert!(cells.len() > 10);
+    for needle in [
+        "SECRETNAME",
+        "SECRETNOTE",
+        "SECRETSTRING",
+        "SECRETBYTES",
+        "SECRETJSON",
+        "SECRETSTREET",
+        "Grace",
+    ] {
+        for cell in &cells {
+            assert!(
+                !cell.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "plaintext {needle} found in the table"
+            );
+        }
+    }
+    // Neither do the stored keys hold a plain key: only wrapped ones.
+    let keys = raw_cells(&cx.pool, "rowseal_keys").await;
+    assert!(!keys.is_empty());
+}
+
+fn assert_decrypt_error(r: Result<Option<Patient>, Error>, column: &str, pk: &uuid::Uuid) {
+    match r {
+        Err(Error::Decrypt {
+            table,
+            column: c,
+            primary_key,
+            ..
+        }) => {
+            assert_eq!(table, "patients");
+            assert_eq!(c, column);
+            assert_eq!(primary_key, pk.to_string());
+        }
+        other => panic!("expected a decrypt error on {column}, got {other:?}"),
+    }
+}
+
+pub async fn tampering<DB: Backend>(cx: &Ctx<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let a1 = Patient::new("a", "a-one");
+    let a2 = Patient::new("a", "a-two");
+    let a3 = Patient::new("a", "a-three");
+    let a4 = Patient::new("a", "a-four");
+    let good = Patient::new("a", "untouched");
+    let b1 = Patient::new("b", "b-one");
+    cx.enc
+        .insert_many(
+            &cx.pool,
+            &[
+                a1.clone(),
+                a2.clone(),
+                a3.clone(),
+                a4.clone(),
+                good.clone(),
+                b1.clone(),
+            ],
+        )
+        .await
+        .unwrap();
+    let id = |p: &Patient| Value::Uuid(p.id);
+
+    // Swap a ciphertext between rows of one tenant (the primary key is bound).
+    let c = raw_get(&cx.pool, "patients", "name", "id", id(&a1)).await;
+    raw_set(&cx.pool, "patients", "name", "id", id(&a2), c).await;
+    assert_decrypt_error(
+        cx.enc.fetch::<Patient, _>(&cx.pool, "a", &a2.id).await,
+        "name",
+        &a2.id,
+    );
+
+    // Swap between columns of one row.
+    let c = raw_get(&cx.pool, "patients", "notes", "id", id(&a3)).await;
+    raw_set(&cx.pool, "patients", "name", "id", id(&a3), c).await;
+    assert_decrypt_error(
+        cx.enc.fetch::<Patient, _>(&cx.pool, "a", &a3.id).await,
+        "name",
+        &a3.id,
+    );
+
+    // Swap between tenants.
+    let c = raw_get(&cx.pool, "patients", "dob", "id", id(&b1)).await;
+    raw_set(&cx.pool, "patients", "dob", "id", id(&a1), c).await;
+    assert_decrypt_error(
+        cx.enc.fetch::<Patient, _>(&cx.pool, "a", &a1.id).await,
+        "dob",
+        &a1.id,
+    );
+
+    // Flip one byte.
+    let mut c = raw_get(&cx.pool, "patients", "notes", "id", id(&a4)).await;
+    let last = c.len() - 1;
+    c[last] ^= 1;
+    raw_set(&cx.pool, "patients", "notes", "id", id(&a4), c).await;
+    assert_decrypt_error(
+        cx.enc.fetch::<Patient, _>(&cx.pool, "a", &a4.id).await,
+        "notes",
+        &a4.id,
+    );
+
+    // Edit the key header.
+    let mut h = raw_get(&cx.pool, "patients", "rowseal_header", "id", id(&b1)).await;
+    h[10] ^= 0x80;
+    raw_set(&cx.pool, "patients", "rowseal_header", "id", id(&b1), h).await;
+    assert_decrypt_error(
+        cx.enc.fetch::<Patient, _>(&cx.pool, "b", &b1.id).await,
+        "rowseal_header",
+        &b1.id,
+    );
+
+    // Other rows still read, alone and in a batch where each row fails alone.
+    assert_eq!(
+        cx.enc
+            .fetch::<Patient, _>(&cx.pool, "a", &good.id)
+            .await
+            .unwrap(),
+        Some(good.clone())
+    );
+    let rows = DB::fetch_all(&cx.pool, &select::<Patient, DB>(""), vec![])
+        .await
+        .unwrap();
+    let each = cx.enc.decrypt_each::<Patient, _>(&rows).await.unwrap();
+    assert_eq!(each.len(), 6);
+    assert_eq!(each.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(each
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .all(|e| e.is_decrypt()));
+    // Errors never quote values.
+    for e in each.iter().filter_map(|r| r.as_ref().err()) {
+        let text = format!("{e} {e:?}");
+        for name in ["a-one", "a-two", "a-three", "a-four", "b-one", "untouched"] {
+            assert!(!text.contains(name), "{text}");
+        }
+    }
+}
+
+pub async fn keys_persist<DB: Backend>(cx: &Ctx<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let p = Patient::new("persist", "someone");
+    cx.enc.insert(&cx.pool, &p).await.unwrap();
+    // A new process: same root key, same database, empty caches.
+    let fresh = encryptor(&cx.pool, &cx.keyring);
+    assert_eq!(
+        fresh
+            .fetch::<Patient, _>(&cx.pool, "persist", &p.id)
+            .await
+            .unwrap(),
+        Some(p.clone())
+    );
+    // Another root key cannot read it.
+    let stranger = encryptor(&cx.pool, &LocalKeyProvider::generate_keyring().to_string());
+    assert!(stranger
+        .fetch::<Patient, _>(&cx.pool, "persist", &p.id)
+        .await
+        .is_err());
+}
+
+pub async fn ddl_and_registry<DB: Backend>(cx: &Ctx<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let ddl = schema::create_table_sql::<Patient, DB>().join(";\n");
+    for needle in [
+        "patients",
+        "rowseal_header",
+        "rowseal_key_version",
+        "patients_rowseal_kv",
+        "dob",
+    ] {
+        assert!(ddl.contains(needle), "{needle} missing from {ddl}");
+    }
+    // Idempotent.
+    schema::create_table::<Patient, _>(&cx.pool).await.unwrap();
+    schema::install(&cx.pool).await.unwrap();
+
+    schema::register::<Patient, _>(&cx.pool).await.unwrap();
+    schema::register::<Patient, _>(&cx.pool).await.unwrap();
+    schema::register::<Everything, _>(&cx.pool).await.unwrap();
+    let def = schema::registered(&cx.pool, "patients")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(def["record_type"], "patient");
+    assert_eq!(def["tenant"], "tenant_id");
+    assert_eq!(def["primary_key"], "id");
+    assert_eq!(def["bind_primary_key"], true);
+    assert_eq!(def["key_mode"], "derived");
+    let fields = def["fields"].as_array().unwrap();
+    let dob = fields.iter().find(|f| f["column"] == "dob").unwrap();
+    assert_eq!(dob["encrypted"], true);
+    assert_eq!(dob["nullable"], true);
+    assert_eq!(dob["encoding"], "chrono::NaiveDate");
+    assert!(schema::registered(&cx.pool, "nope")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// Generates one test per case for a database whose `setup()` returns
+/// `Option<Ctx<DB>>` (None: skipped).
+#[macro_export]
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let Some(cx) = setup().await else { return };
+            suite::$case(&cx).await;
+            cx.finish().await;
+        }
+    )*};
+}
+
+/// Generates the whole suite.
+#[macro_export]
+macro_rules! all_cases {
+    () => {
+        $crate::cases!(
+            all_types_round_trip,
+            large_values,
+            crud,
+            bulk_and_queries,
+            transactions,
+            no_plaintext_in_table,
+            tampering,
+            keys_persist,
+            ddl_and_registry,
+        );
+    };
+}

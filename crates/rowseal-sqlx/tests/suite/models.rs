@@ -1,0 +1,232 @@
+//! Models shared by the per-database suites.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use rowseal_sqlx::Encrypted;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(
+    table = "patients",
+    record_type = "patient",
+    tenant = tenant_id,
+    primary_key = id,
+    key_mode = "derived",
+    bind_primary_key
+)]
+pub struct Patient {
+    pub id: Uuid,
+    pub tenant_id: String,
+    #[rowseal(encrypt)]
+    pub name: String,
+    #[rowseal(encrypt, column = "dob")]
+    pub birth_date: Option<NaiveDate>,
+    pub visits: i64,
+    #[rowseal(encrypt)]
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Address {
+    pub street: String,
+    pub zip: u32,
+    pub tags: Vec<String>,
+}
+
+/// Every supported encrypted type, and a set of plain ones.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "everything", tenant = tenant, primary_key = id)]
+pub struct Everything {
+    pub id: i64,
+    pub tenant: String,
+    #[rowseal(encrypt)]
+    pub s: String,
+    #[rowseal(encrypt)]
+    pub bytes: Vec<u8>,
+    #[rowseal(encrypt)]
+    pub flag: bool,
+    #[rowseal(encrypt)]
+    pub e_i8: i8,
+    #[rowseal(encrypt)]
+    pub e_i16: i16,
+    #[rowseal(encrypt)]
+    pub e_i32: i32,
+    #[rowseal(encrypt)]
+    pub e_i64: i64,
+    #[rowseal(encrypt)]
+    pub e_i128: i128,
+    #[rowseal(encrypt)]
+    pub e_u8: u8,
+    #[rowseal(encrypt)]
+    pub e_u16: u16,
+    #[rowseal(encrypt)]
+    pub e_u32: u32,
+    #[rowseal(encrypt)]
+    pub e_u64: u64,
+    #[rowseal(encrypt)]
+    pub e_u128: u128,
+    #[rowseal(encrypt)]
+    pub e_f32: f32,
+    #[rowseal(encrypt)]
+    pub e_f64: f64,
+    #[rowseal(encrypt)]
+    pub e_uuid: Uuid,
+    #[rowseal(encrypt)]
+    pub c_date: NaiveDate,
+    #[rowseal(encrypt)]
+    pub c_time: NaiveTime,
+    #[rowseal(encrypt)]
+    pub c_datetime: NaiveDateTime,
+    #[rowseal(encrypt)]
+    pub c_utc: DateTime<Utc>,
+    #[rowseal(encrypt)]
+    pub t_date: time::Date,
+    #[rowseal(encrypt)]
+    pub t_time: time::Time,
+    #[rowseal(encrypt)]
+    pub t_datetime: time::PrimitiveDateTime,
+    #[rowseal(encrypt)]
+    pub t_offset: time::OffsetDateTime,
+    #[rowseal(encrypt)]
+    pub j_value: serde_json::Value,
+    #[rowseal(encrypt, json)]
+    pub j_address: Address,
+    #[rowseal(encrypt, json)]
+    pub j_opt_address: Option<Address>,
+    #[rowseal(encrypt)]
+    pub o_s: Option<String>,
+    #[rowseal(encrypt)]
+    pub o_bytes: Option<Vec<u8>>,
+    #[rowseal(encrypt)]
+    pub o_i64: Option<i64>,
+    #[rowseal(encrypt)]
+    pub o_f64: Option<f64>,
+    #[rowseal(encrypt)]
+    pub o_uuid: Option<Uuid>,
+    #[rowseal(encrypt)]
+    pub o_utc: Option<DateTime<Utc>>,
+    #[rowseal(encrypt)]
+    pub o_t_offset: Option<time::OffsetDateTime>,
+    #[rowseal(encrypt)]
+    pub o_json: Option<serde_json::Value>,
+    // plain columns
+    pub p_bool: bool,
+    pub p_i16: i16,
+    pub p_i32: i32,
+    pub p_f64: f64,
+    pub p_text: Option<String>,
+    pub p_bytes: Vec<u8>,
+    pub p_uuid: Option<Uuid>,
+    pub p_date: NaiveDate,
+    pub p_ts: DateTime<Utc>,
+    pub p_tdate: Option<time::Date>,
+}
+
+fn utc(s: i64, micros: u32) -> DateTime<Utc> {
+    DateTime::from_timestamp(s, micros * 1000).unwrap()
+}
+
+impl Everything {
+    /// Every field set, with unicode and extreme values.
+    pub fn full(id: i64, tenant: &str) -> Self {
+        let tdate = time::Date::from_calendar_date(1969, time::Month::July, 20).unwrap();
+        let ttime = time::Time::from_hms_nano(20, 17, 40, 123_456_789).unwrap();
+        Everything {
+            id,
+            tenant: tenant.into(),
+            s: "Zoë 🦀 — ünïcödé ✓ 漢字".into(),
+            bytes: (0..=255).collect(),
+            flag: true,
+            e_i8: i8::MIN,
+            e_i16: -12345,
+            e_i32: i32::MAX,
+            e_i64: i64::MIN,
+            e_i128: i128::MAX,
+            e_u8: u8::MAX,
+            e_u16: 65535,
+            e_u32: 4_000_000_000,
+            e_u64: u64::MAX,
+            e_u128: u128::MAX - 7,
+            e_f32: -1.25,
+            e_f64: std::f64::consts::PI,
+            e_uuid: Uuid::new_v4(),
+            c_date: NaiveDate::from_ymd_opt(1815, 12, 10).unwrap(),
+            c_time: NaiveTime::from_hms_nano_opt(23, 59, 59, 999_999_999).unwrap(),
+            c_datetime: NaiveDate::from_ymd_opt(2038, 1, 19)
+                .unwrap()
+                .and_hms_nano_opt(3, 14, 8, 1)
+                .unwrap(),
+            c_utc: DateTime::from_timestamp(-1_000_000_000, 7).unwrap(),
+            t_date: tdate,
+            t_time: ttime,
+            t_datetime: time::PrimitiveDateTime::new(tdate, ttime),
+            t_offset: time::OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789)
+                .unwrap()
+                .to_offset(time::UtcOffset::from_hms(5, 30, 0).unwrap()),
+            j_value: serde_json::json!({"a": [1, 2.5, null, "ß"], "b": {"c": true}}),
+            j_address: Address {
+                street: "1 Rue de l'Église".into(),
+                zip: 75001,
+                tags: vec!["home".into(), "".into()],
+            },
+            j_opt_address: Some(Address {
+                street: String::new(),
+                zip: 0,
+                tags: vec![],
+            }),
+            o_s: Some(String::new()),
+            o_bytes: Some(Vec::new()),
+            o_i64: Some(0),
+            o_f64: Some(f64::NEG_INFINITY),
+            o_uuid: Some(Uuid::nil()),
+            o_utc: Some(utc(0, 0)),
+            o_t_offset: Some(time::OffsetDateTime::UNIX_EPOCH),
+            o_json: Some(serde_json::Value::Null),
+            p_bool: true,
+            p_i16: -7,
+            p_i32: 123_456,
+            p_f64: 2.5,
+            p_text: Some("plain ✓".into()),
+            p_bytes: vec![1, 2, 3],
+            p_uuid: Some(Uuid::new_v4()),
+            p_date: NaiveDate::from_ymd_opt(2024, 2, 29).unwrap(),
+            p_ts: utc(1_700_000_000, 123_456),
+            p_tdate: Some(tdate),
+        }
+    }
+
+    /// Every optional field NULL, every string empty.
+    pub fn minimal(id: i64, tenant: &str) -> Self {
+        let mut e = Self::full(id, tenant);
+        e.s = String::new();
+        e.bytes = Vec::new();
+        e.flag = false;
+        e.j_opt_address = None;
+        e.o_s = None;
+        e.o_bytes = None;
+        e.o_i64 = None;
+        e.o_f64 = None;
+        e.o_uuid = None;
+        e.o_utc = None;
+        e.o_t_offset = None;
+        e.o_json = None;
+        e.p_text = None;
+        e.p_uuid = None;
+        e.p_tdate = None;
+        e.p_bytes = Vec::new();
+        e
+    }
+}
+
+impl Patient {
+    pub fn new(tenant: &str, name: &str) -> Self {
+        Patient {
+            id: Uuid::new_v4(),
+            tenant_id: tenant.into(),
+            name: name.into(),
+            birth_date: NaiveDate::from_ymd_opt(1990, 5, 17),
+            visits: 3,
+            notes: Some(format!("notes of {name}")),
+        }
+    }
+}
