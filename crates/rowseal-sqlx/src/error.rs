@@ -23,7 +23,7 @@ pub enum Error {
         primary_key: String,
         /// What failed: a core error (for an authentication failure always the
         /// opaque [`rowseal_core::Error::Decrypt`]).
-        source: rowseal_core::Error,
+        source: Box<rowseal_core::Error>,
     },
     /// The decrypted value is not a value of the field's type.
     Decode {
@@ -124,7 +124,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Decrypt { source, .. } => Some(source),
+            Error::Decrypt { source, .. } => Some(source.as_ref()),
             Error::Core(e) => Some(e),
             Error::Sqlx(e) => Some(e),
             _ => None,

@@ -330,7 +330,7 @@ impl<'a> RowReader<'a> {
                     table: self.table.to_owned(),
                     column: column.to_owned(),
                     primary_key: self.primary_key.key_display(),
-                    source: e,
+                    source: Box::new(e),
                 })
             }
             other => Err(Error::Schema {

@@ -434,7 +434,7 @@ impl Encryptor {
                     table: model.table().to_owned(),
                     column: HEADER_COLUMN.to_owned(),
                     primary_key: pk_value.key_display(),
-                    source: e,
+                    source: Box::new(e),
                 })?;
             header = Some(h);
             Some(key)
@@ -738,7 +738,7 @@ fn decrypt_row<T: Encrypted, R: DbRow>(
         table: model.table().to_owned(),
         column: HEADER_COLUMN.to_owned(),
         primary_key: pk_value.key_display(),
-        source: e,
+        source: Box::new(e),
     })?;
     T::read_row(&mut RowReader::new(
         Some(&key),

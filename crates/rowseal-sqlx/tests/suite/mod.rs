@@ -670,7 +670,7 @@ where
         Some(p.clone())
     );
     // Another root key cannot read it.
-    let stranger = encryptor(&cx.pool, &LocalKeyProvider::generate_keyring().to_string());
+    let stranger = encryptor(&cx.pool, LocalKeyProvider::generate_keyring().as_ref());
     assert!(stranger
         .fetch::<Patient, _>(&cx.pool, "persist", &p.id)
         .await

@@ -1,0 +1,18 @@
+use rowseal_sqlx::Encrypted;
+
+#[derive(Encrypted)]
+#[rowseal(table = "t", primary_key = id)]
+struct NoTenant {
+    id: i64,
+    #[rowseal(encrypt)]
+    secret: String,
+}
+
+#[derive(Encrypted)]
+#[rowseal(table = "t", tenant = tenant_id, primary_key = pk)]
+struct WrongNames {
+    id: i64,
+    tenant: String,
+}
+
+fn main() {}

@@ -1,0 +1,12 @@
+use rowseal_sqlx::Encrypted;
+
+#[derive(Encrypted)]
+#[rowseal(table = "t", tenant = tenant, primary_key = id)]
+struct Model {
+    id: f64,
+    tenant: i64,
+    #[rowseal(encrypt)]
+    secret: String,
+}
+
+fn main() {}
