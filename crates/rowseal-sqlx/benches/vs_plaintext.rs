@@ -1,1 +1,368 @@
-fn main() {}
+//! Encrypted vs plaintext sqlx, side by side in one run, on SQLite and
+//! PostgreSQL: bulk insert, select + decrypt, and peak memory while streaming.
+//!
+//! ```text
+//! cargo bench -p rowseal-sqlx --features postgres,sqlite --bench vs_plaintext -- \
+//!     [--rows 100000] [--stream-rows 1000000] [--db sqlite|postgres|both] [--rounds 2]
+//! ```
+//! The encrypted table has three encrypted fields and one 64-bit HMAC blind
+//! index (computed per row with `IndexKey::blind_index_key(..).compute(..)`,
+//! inside the timed insert), the plaintext table the same columns in the
+//! clear; both get the same rows, in the same batches (one multi-row INSERT of
+//! the same number of rows per round trip). PostgreSQL:
+//! `ROWSEAL_TEST_POSTGRES_URL` (default `postgres://root@127.0.0.1:5432/test`),
+//! a fresh database dropped at the end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use rowseal_core::{BlindIndexKey, KeyHierarchy, KeyScope, LocalKeyProvider};
+use rowseal_sqlx::{schema, Backend, Encrypted, Encryptor, SqlxKeyStore};
+
+#[derive(Encrypted, Clone)]
+#[rowseal(table = "bench_enc", record_type = "person", tenant = tenant_id, primary_key = id)]
+struct Person {
+    id: i64,
+    tenant_id: String,
+    #[rowseal(encrypt)]
+    name: String,
+    #[rowseal(encrypt)]
+    email: String,
+    #[rowseal(encrypt)]
+    ssn: String,
+    email_bidx: i64,
+}
+
+type PlainRow = (i64, String, String, String, String, i64);
+
+const TENANTS: usize = 10;
+
+struct Args {
+    rows: usize,
+    stream_rows: usize,
+    db: String,
+    rounds: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        rows: 100_000,
+        stream_rows: 1_000_000,
+        db: "both".into(),
+        rounds: 2,
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < argv.len() {
+        let next = argv.get(i + 1).cloned().unwrap_or_default();
+        match argv[i].as_str() {
+            "--rows" => a.rows = next.parse().expect("--rows N"),
+            "--stream-rows" => a.stream_rows = next.parse().expect("--stream-rows N"),
+            "--db" => a.db = next,
+            "--rounds" => a.rounds = next.parse().expect("--rounds N"),
+            _ => {
+                i += 1; // `--bench` and the like
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+fn data(from: usize, n: usize) -> Vec<PlainRow> {
+    (from..from + n)
+        .map(|i| {
+            (
+                i as i64,
+                format!("tenant-{}", i % TENANTS),
+                format!("Person Number {i} Lastname"),
+                format!("person.{i}@example.com"),
+                format!("{:03}-{:02}-{:04}", i % 1000, i % 100, i % 10_000),
+                0,
+            )
+        })
+        .collect()
+}
+
+fn status(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resets the peak-RSS counter (VmHWM) of this process.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+struct BlindIndexes {
+    keys: Vec<(String, BlindIndexKey)>,
+}
+
+impl BlindIndexes {
+    async fn new(keys: &KeyHierarchy) -> Self {
+        let mut out = Vec::new();
+        for t in 0..TENANTS {
+            let tenant = format!("tenant-{t}");
+            let ik = keys
+                .current_index_key(&KeyScope::Tenant(tenant.clone()))
+                .await
+                .unwrap();
+            out.push((
+                tenant,
+                ik.blind_index_key("bench_enc", "email", "email").unwrap(),
+            ));
+        }
+        BlindIndexes { keys: out }
+    }
+
+    fn compute(&self, tenant: &str, email: &str) -> i64 {
+        let key = &self
+            .keys
+            .iter()
+            .find(|(t, _)| t == tenant)
+            .expect("tenant")
+            .1;
+        let mac = key.compute(email.trim().to_lowercase().as_bytes());
+        i64::from_be_bytes(mac[..8].try_into().unwrap())
+    }
+}
+
+fn to_people(rows: &[PlainRow], bidx: &BlindIndexes) -> Vec<Person> {
+    rows.iter()
+        .map(|(id, t, n, e, s, _)| Person {
+            id: *id,
+            tenant_id: t.clone(),
+            name: n.clone(),
+            email: e.clone(),
+            ssn: s.clone(),
+            email_bidx: bidx.compute(t, e),
+        })
+        .collect()
+}
+
+macro_rules! run_db {
+    ($db:ty, $pool:expr, $args:expr, $label:expr) => {{
+        let pool: sqlx::Pool<$db> = $pool;
+        let args: &Args = $args;
+        type DB = $db;
+        println!("\n=== {} ({} rows, {} tenants) ===", $label, args.rows, TENANTS);
+        schema::install(&pool).await.unwrap();
+        schema::create_table::<Person, _>(&pool).await.unwrap();
+        let mut ddl = String::from("CREATE TABLE IF NOT EXISTS bench_plain (id BIGINT PRIMARY KEY, tenant_id ");
+        ddl.push_str(<DB as Backend>::column_type(rowseal_sqlx::SqlType::Text, true));
+        ddl.push_str(" NOT NULL, name TEXT NOT NULL, email TEXT NOT NULL, ssn TEXT NOT NULL, email_bidx BIGINT NOT NULL)");
+        sqlx::query(&ddl).execute(&pool).await.unwrap();
+        sqlx::query("CREATE INDEX IF NOT EXISTS bench_plain_tenant ON bench_plain (tenant_id)")
+            .execute(&pool).await.unwrap();
+        for t in ["bench_enc", "bench_plain"] {
+            sqlx::query(&format!("CREATE INDEX IF NOT EXISTS {t}_bidx ON {t} (email_bidx)"))
+                .execute(&pool).await.unwrap();
+        }
+
+        let provider = LocalKeyProvider::from_keyring_str(&LocalKeyProvider::generate_keyring()).unwrap();
+        let keys = Arc::new(KeyHierarchy::new(Arc::new(provider), Arc::new(SqlxKeyStore::new(pool.clone()))));
+        let enc = Encryptor::new(keys.clone());
+        let bidx = BlindIndexes::new(&keys).await;
+        for t in 0..TENANTS {
+            keys.current_tenant_key(&format!("tenant-{t}")).await.unwrap();
+        }
+
+        // Streaming first, before the other phases grow the heap: fill the
+        // encrypted table with --stream-rows rows (in small chunks), then
+        // stream a tenth of it and all of it, resetting the peak RSS before each.
+        let sel_enc = format!("SELECT {} FROM bench_enc", Encryptor::select_list::<Person, DB>());
+        let mut have = 0;
+        while have < args.stream_rows {
+            let n = (args.stream_rows - have).min(20_000);
+            let people = to_people(&data(have, n), &bidx);
+            enc.insert_many(&pool, &people).await.unwrap();
+            have += n;
+        }
+        let mut peaks = Vec::new();
+        for limit in [args.stream_rows / 10, args.stream_rows] {
+            reset_peak();
+            let before = status("VmRSS:");
+            let sql = format!("{sel_enc} WHERE id < {limit}");
+            let t0 = Instant::now();
+            let mut stream = enc.fetch_stream::<Person, DB, _>(sqlx::query::<DB>(&sql), &pool);
+            let mut n = 0usize;
+            let mut bytes = 0usize;
+            while let Some(p) = stream.try_next().await.unwrap() {
+                n += 1;
+                bytes += p.name.len();
+            }
+            let d = t0.elapsed();
+            assert_eq!(n, limit);
+            assert!(bytes > 0);
+            let peak = status("VmHWM:");
+            println!(
+                "stream {n:>8} rows: {:>9.0} rows/s, RSS before {:.1} MiB, peak {:.1} MiB",
+                rate(n, d), mib(before), mib(peak)
+            );
+            peaks.push(peak);
+        }
+        let rows = data(0, args.rows);
+        // Same rows per INSERT statement for both sides.
+        let batch = <DB as Backend>::MAX_PARAMS / (Person::model().fields.len() + 2);
+        let mut best_plain = Duration::MAX;
+        let mut best_enc = Duration::MAX;
+        for round in 0..args.rounds {
+            sqlx::query("DELETE FROM bench_plain").execute(&pool).await.unwrap();
+            sqlx::query("DELETE FROM bench_enc").execute(&pool).await.unwrap();
+
+            let t0 = Instant::now();
+            let mut conn = pool.acquire().await.unwrap();
+            for chunk in rows.chunks(batch) {
+                let mut qb = sqlx::QueryBuilder::<DB>::new(
+                    "INSERT INTO bench_plain (id, tenant_id, name, email, ssn, email_bidx) ",
+                );
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.0).push_bind(&r.1).push_bind(&r.2).push_bind(&r.3).push_bind(&r.4).push_bind(r.5);
+                });
+                qb.build().execute(&mut *conn).await.unwrap();
+            }
+            drop(conn);
+            let plain = t0.elapsed();
+
+            let t0 = Instant::now();
+            let people = to_people(&rows, &bidx); // blind index computed in the timed part
+            let n = enc.insert_many(&pool, &people).await.unwrap();
+            let encd = t0.elapsed();
+            assert_eq!(n as usize, args.rows);
+            println!(
+                "insert round {round}: plaintext {:>9.0} rows/s, encrypted {:>9.0} rows/s, ratio {:.2}x",
+                rate(args.rows, plain), rate(args.rows, encd), plain.as_secs_f64() / encd.as_secs_f64()
+            );
+            best_plain = best_plain.min(plain);
+            best_enc = best_enc.min(encd);
+        }
+        let insert_ratio = best_plain.as_secs_f64() / best_enc.as_secs_f64();
+
+        let mut best_plain_sel = Duration::MAX;
+        let mut best_enc_sel = Duration::MAX;
+        for round in 0..args.rounds.max(1) + 1 {
+            let t0 = Instant::now();
+            let got: Vec<PlainRow> = sqlx::query_as("SELECT id, tenant_id, name, email, ssn, email_bidx FROM bench_plain")
+                .fetch_all(&pool).await.unwrap();
+            let plain = t0.elapsed();
+            assert_eq!(got.len(), args.rows);
+            drop(got);
+            let t0 = Instant::now();
+            let got: Vec<Person> = enc.fetch_all(sqlx::query::<DB>(&sel_enc), &pool).await.unwrap();
+            let encd = t0.elapsed();
+            assert_eq!(got.len(), args.rows);
+            drop(got);
+            println!(
+                "select round {round}: plaintext {:>9.0} rows/s, select+decrypt {:>9.0} rows/s, ratio {:.2}x",
+                rate(args.rows, plain), rate(args.rows, encd), plain.as_secs_f64() / encd.as_secs_f64()
+            );
+            best_plain_sel = best_plain_sel.min(plain);
+            best_enc_sel = best_enc_sel.min(encd);
+        }
+        let select_ratio = best_plain_sel.as_secs_f64() / best_enc_sel.as_secs_f64();
+
+        println!(
+            "SUMMARY {}: insert {:.2}x plaintext (target >= 0.80), select+decrypt {:.2}x plaintext (target >= 0.60), \
+             streaming peak RSS {:.1} MiB at {} rows vs {:.1} MiB at {} rows",
+            $label, insert_ratio, select_ratio,
+            mib(peaks[0]), args.stream_rows / 10, mib(peaks[1]), args.stream_rows
+        );
+        pool.close().await;
+    }};
+}
+
+async fn sqlite(args: &Args) {
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    };
+    let path = std::env::temp_dir().join(format!("rowseal_bench_{:x}.db", rand::random::<u64>()));
+    let opts = SqliteConnectOptions::from_str("sqlite://")
+        .unwrap()
+        .filename(&path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    run_db!(sqlx::Sqlite, pool, args, "SQLite");
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+async fn postgres(args: &Args) {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use sqlx::{ConnectOptions, Connection};
+    let url = std::env::var("ROWSEAL_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+    let base = PgConnectOptions::from_str(&url).unwrap();
+    let mut admin = match base.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("!!!! PostgreSQL unreachable, skipped: {e}");
+            return;
+        }
+    };
+    let name = format!("rowseal_b_{:x}", rand::random::<u64>());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(base.clone().database(&name))
+        .await
+        .unwrap();
+    run_db!(sqlx::Postgres, pool, args, "PostgreSQL");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+}
+
+fn main() {
+    let args = args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "rowseal vs plaintext sqlx: {} cores available",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    rt.block_on(async {
+        if args.db == "sqlite" || args.db == "both" {
+            sqlite(&args).await;
+        }
+        if args.db == "postgres" || args.db == "both" {
+            postgres(&args).await;
+        }
+    });
+}

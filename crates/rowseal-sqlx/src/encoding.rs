@@ -192,6 +192,7 @@ impl EncryptedValue for uuid::Uuid {
     }
 }
 
+#[cfg(feature = "chrono")]
 fn split_i64_u32(bytes: &[u8]) -> Result<(i64, u32), DecodeError> {
     let b: [u8; 12] = fixed(bytes)?;
     let (s, n) = b.split_at(8);

@@ -289,17 +289,36 @@ impl Encryptor {
         let mut conn = conn.acquire().await?;
         let mut done = 0;
         let mut full_sql: Option<String> = None;
-        for batch in rows.chunks(per_batch) {
-            let sealed = self.seal_rows(batch).await?;
+        let mut batches = rows.chunks(per_batch);
+        let Some(first) = batches.next() else {
+            return Ok(0);
+        };
+        let mut sealed = self.seal_rows(first).await?;
+        // Pipelined: the next batch is sealed while the database inserts this one.
+        loop {
+            let n = sealed.len();
             let values: Vec<Value> = sealed.into_iter().flatten().collect();
-            let sql = if batch.len() == per_batch {
+            let sql = if n == per_batch {
                 full_sql
                     .get_or_insert_with(|| Self::insert_sql::<T, A::Database>(per_batch))
                     .clone()
             } else {
-                Self::insert_sql::<T, A::Database>(batch.len())
+                Self::insert_sql::<T, A::Database>(n)
             };
-            done += <A::Database as Backend>::execute_on(&mut conn, &sql, values).await?;
+            let next = batches.next();
+            let insert = <A::Database as Backend>::execute_on(&mut conn, &sql, values);
+            let seal_next = async {
+                match next {
+                    Some(batch) => Some(self.seal_rows(batch).await),
+                    None => None,
+                }
+            };
+            let (inserted, next_sealed) = futures_util::future::join(insert, seal_next).await;
+            done += inserted?;
+            match next_sealed {
+                Some(s) => sealed = s?,
+                None => break,
+            }
         }
         Ok(done)
     }
