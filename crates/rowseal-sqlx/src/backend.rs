@@ -17,6 +17,8 @@ pub trait DbRow: sqlx::Row {
     fn read_str(&self, idx: usize) -> std::result::Result<&str, sqlx::Error>;
     /// Reads a bytes column without copying.
     fn read_bytes(&self, idx: usize) -> std::result::Result<&[u8], sqlx::Error>;
+    /// Reads a nullable bytes column without copying.
+    fn read_opt_bytes(&self, idx: usize) -> std::result::Result<Option<&[u8]>, sqlx::Error>;
     /// The index of the column named `name`, if the query selected it.
     fn column_index(&self, name: &str) -> Option<usize> {
         use sqlx::Column;
@@ -248,6 +250,11 @@ macro_rules! backend {
             fn read_bytes(&self, idx: usize) -> std::result::Result<&[u8], sqlx::Error> {
                 use sqlx::Row as _;
                 self.try_get::<&[u8], _>(idx)
+            }
+
+            fn read_opt_bytes(&self, idx: usize) -> std::result::Result<Option<&[u8]>, sqlx::Error> {
+                use sqlx::Row as _;
+                self.try_get::<Option<&[u8]>, _>(idx)
             }
         }
 

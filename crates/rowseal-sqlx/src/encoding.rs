@@ -33,6 +33,8 @@
 //! | 25 | `serde_json::Value` | JSON text |
 //! | 26 | any serde type with `#[rowseal(encrypt, json)]` | JSON text |
 
+use zeroize::Zeroize;
+
 /// The encoding version byte.
 pub const ENCODING_V1: u8 = 1;
 
@@ -53,6 +55,15 @@ pub trait EncryptedValue: Sized {
     fn encode_payload(&self, out: &mut Vec<u8>);
     /// Reads the payload back.
     fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError>;
+    /// Reads the payload back from an owned buffer holding the whole encoding
+    /// (version and tag first, already checked), which it consumes: text and
+    /// bytes reuse it instead of copying. The default decodes from the slice and
+    /// zeroizes the buffer.
+    fn decode_owned(mut encoded: Vec<u8>) -> Result<Self, DecodeError> {
+        let r = Self::decode_payload(encoded.get(2..).unwrap_or(&[]));
+        encoded.zeroize();
+        r
+    }
 }
 
 /// A type that can be an encrypted field: an [`EncryptedValue`] or an `Option`
@@ -70,6 +81,14 @@ pub trait EncryptedField: Sized {
     fn encode_field(&self, out: &mut Vec<u8>) -> bool;
     /// Decodes a decrypted value; `None` is SQL NULL.
     fn decode_field(bytes: Option<&[u8]>) -> Result<Self, DecodeError>;
+    /// Decodes a decrypted value from an owned buffer, which it consumes (and
+    /// zeroizes unless the value takes it over).
+    fn decode_field_owned(bytes: Option<Vec<u8>>) -> Result<Self, DecodeError> {
+        let mut bytes = bytes;
+        let r = Self::decode_field(bytes.as_deref());
+        bytes.zeroize();
+        r
+    }
 }
 
 fn header(out: &mut Vec<u8>, tag: u8) {
@@ -99,6 +118,14 @@ impl<T: EncryptedValue> EncryptedField for T {
         let bytes = bytes.ok_or("NULL in a column whose field is not an Option")?;
         T::decode_payload(payload(bytes, T::TAG)?)
     }
+    fn decode_field_owned(bytes: Option<Vec<u8>>) -> Result<Self, DecodeError> {
+        let mut bytes = bytes.ok_or("NULL in a column whose field is not an Option")?;
+        if let Err(e) = payload(&bytes, T::TAG) {
+            bytes.zeroize();
+            return Err(e);
+        }
+        T::decode_owned(bytes)
+    }
 }
 
 impl<T: EncryptedValue> EncryptedField for Option<T> {
@@ -116,6 +143,12 @@ impl<T: EncryptedValue> EncryptedField for Option<T> {
             Some(b) => T::decode_field(Some(b)).map(Some),
         }
     }
+    fn decode_field_owned(bytes: Option<Vec<u8>>) -> Result<Self, DecodeError> {
+        match bytes {
+            None => Ok(None),
+            Some(b) => T::decode_field_owned(Some(b)).map(Some),
+        }
+    }
 }
 
 fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N], DecodeError> {
@@ -131,6 +164,13 @@ impl EncryptedValue for String {
     fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
         String::from_utf8(bytes.to_vec()).map_err(|_| "text is not UTF-8")
     }
+    fn decode_owned(mut encoded: Vec<u8>) -> Result<Self, DecodeError> {
+        encoded.drain(..2.min(encoded.len()));
+        String::from_utf8(encoded).map_err(|e| {
+            e.into_bytes().zeroize();
+            "text is not UTF-8"
+        })
+    }
 }
 
 impl EncryptedValue for Vec<u8> {
@@ -141,6 +181,10 @@ impl EncryptedValue for Vec<u8> {
     }
     fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
         Ok(bytes.to_vec())
+    }
+    fn decode_owned(mut encoded: Vec<u8>) -> Result<Self, DecodeError> {
+        encoded.drain(..2.min(encoded.len()));
+        Ok(encoded)
     }
 }
 

@@ -260,11 +260,18 @@ impl Drop for RowWriter<'_> {
     }
 }
 
+/// One column of a row being read: a plain value, or an encrypted column's
+/// ciphertext borrowed from the database row (`None` for NULL).
+pub(crate) enum Cell<'a> {
+    Plain(Value),
+    Sealed(Option<&'a [u8]>),
+}
+
 /// Reads a row's column values, in field order, opening encrypted ones with
 /// the row key. Used by generated code.
 pub struct RowReader<'a> {
     key: Option<&'a RowKey>,
-    values: std::vec::IntoIter<Value>,
+    cells: std::vec::IntoIter<Cell<'a>>,
     table: &'a str,
     primary_key: &'a Value,
 }
@@ -272,20 +279,20 @@ pub struct RowReader<'a> {
 impl<'a> RowReader<'a> {
     pub(crate) fn new(
         key: Option<&'a RowKey>,
-        values: Vec<Value>,
+        cells: Vec<Cell<'a>>,
         table: &'a str,
         primary_key: &'a Value,
     ) -> Self {
         RowReader {
             key,
-            values: values.into_iter(),
+            cells: cells.into_iter(),
             table,
             primary_key,
         }
     }
 
-    fn next(&mut self, column: &str) -> Result<Value> {
-        self.values.next().ok_or_else(|| Error::Schema {
+    fn next(&mut self, column: &str) -> Result<Cell<'a>> {
+        self.cells.next().ok_or_else(|| Error::Schema {
             table: self.table.to_owned(),
             column: column.to_owned(),
             reason: "fewer values than fields".into(),
@@ -303,7 +310,10 @@ impl<'a> RowReader<'a> {
 
     /// A plain field.
     pub fn plain<T: PlainField>(&mut self, column: &str) -> Result<T> {
-        let v = self.next(column)?;
+        let v = match self.next(column)? {
+            Cell::Plain(v) => v,
+            Cell::Sealed(_) => Value::Null(SqlType::Bytes),
+        };
         let found = v.sql_type();
         T::from_value(v).ok_or_else(|| Error::Schema {
             table: self.table.to_owned(),
@@ -320,36 +330,43 @@ impl<'a> RowReader<'a> {
     /// Opens an encrypted column: `Ok(None)` for NULL. The plaintext buffer is
     /// zeroized by the caller.
     fn open(&mut self, column: &str) -> Result<Option<Vec<u8>>> {
-        match self.next(column)? {
-            Value::Null(_) => Ok(None),
-            Value::Bytes(b) => {
-                let key = self.key.ok_or_else(|| Error::InvalidInput {
-                    reason: "an encrypted field was read without a row key".into(),
-                })?;
-                key.open(column, &b).map(Some).map_err(|e| Error::Decrypt {
+        let sealed = match self.next(column)? {
+            Cell::Sealed(b) => b,
+            Cell::Plain(Value::Null(_)) => None,
+            Cell::Plain(Value::Bytes(_)) => {
+                return Err(Error::Schema {
                     table: self.table.to_owned(),
                     column: column.to_owned(),
-                    primary_key: self.primary_key.key_display(),
-                    source: Box::new(e),
+                    reason: "a plain bytes column was read as an encrypted field".into(),
                 })
             }
-            other => Err(Error::Schema {
-                table: self.table.to_owned(),
-                column: column.to_owned(),
-                reason: format!(
-                    "an encrypted column must be bytes, found {}",
-                    other.sql_type().as_str()
-                ),
-            }),
-        }
+            Cell::Plain(other) => {
+                return Err(Error::Schema {
+                    table: self.table.to_owned(),
+                    column: column.to_owned(),
+                    reason: format!(
+                        "an encrypted column must be bytes, found {}",
+                        other.sql_type().as_str()
+                    ),
+                })
+            }
+        };
+        let Some(b) = sealed else { return Ok(None) };
+        let key = self.key.ok_or_else(|| Error::InvalidInput {
+            reason: "an encrypted field was read without a row key".into(),
+        })?;
+        key.open(column, b).map(Some).map_err(|e| Error::Decrypt {
+            table: self.table.to_owned(),
+            column: column.to_owned(),
+            primary_key: self.primary_key.key_display(),
+            source: Box::new(e),
+        })
     }
 
     /// An encrypted field.
     pub fn encrypted<T: EncryptedField>(&mut self, column: &str) -> Result<T> {
-        let mut plain = self.open(column)?;
-        let r = T::decode_field(plain.as_deref()).map_err(|e| self.decode_err(column, e));
-        plain.zeroize();
-        r
+        let plain = self.open(column)?;
+        T::decode_field_owned(plain).map_err(|e| self.decode_err(column, e))
     }
 
     /// An encrypted field in JSON encoding.

@@ -10,7 +10,9 @@ use rowseal_core::{KeyHierarchy, KeyMode, RecordKeys, RowHeader, RowKey};
 
 use crate::backend::{Backend, DbRow};
 use crate::error::{Error, Result};
-use crate::model::{Encrypted, Model, RowReader, RowWriter, HEADER_COLUMN, KEY_VERSION_COLUMN};
+use crate::model::{
+    Cell, Encrypted, Model, RowReader, RowWriter, HEADER_COLUMN, KEY_VERSION_COLUMN,
+};
 use crate::value::{PrimaryKeyField, SqlType, Value};
 
 /// Rows at or above which sealing and opening are spread over threads.
@@ -83,6 +85,11 @@ impl Encryptor {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             stream_chunk: DEFAULT_STREAM_CHUNK,
         }
+    }
+
+    /// Rows per pipelined chunk of `fetch_all`.
+    fn fetch_chunk(&self) -> usize {
+        self.parallel_threshold.max(self.stream_chunk).max(1024)
     }
 
     /// The key hierarchy.
@@ -554,8 +561,13 @@ impl Encryptor {
         E: 'q + sqlx::Executor<'c, Database = DB>,
         'c: 'q,
     {
-        let rows = DB::query_all(query, executor).await?;
-        self.decrypt_all(&rows).await
+        let mut out = Vec::new();
+        let mut chunks =
+            self.pipeline::<T, DB::Row>(DB::query_stream(query, executor), self.fetch_chunk());
+        while let Some(mut v) = chunks.try_next().await? {
+            out.append(&mut v);
+        }
+        Ok(out)
     }
 
     /// Runs your query and decrypts the row it returns, if any.
@@ -591,10 +603,7 @@ impl Encryptor {
         'q: 'e,
         'c: 'e,
     {
-        DB::query_stream(query, executor)
-            .try_chunks(self.stream_chunk)
-            .map_err(|e| e.1)
-            .and_then(move |rows| async move { self.decrypt_all::<T, DB::Row>(&rows).await })
+        self.pipeline::<T, DB::Row>(DB::query_stream(query, executor), self.stream_chunk)
             .map_ok(|v| futures_util::stream::iter(v.into_iter().map(Ok)))
             .try_flatten()
             .boxed()
@@ -624,51 +633,10 @@ impl Encryptor {
         };
         let model = T::model();
         let map = ColumnMap::resolve(model, first)?;
-        let tenant_idx = map.fields[model.tenant];
         match model.spec.key_mode() {
             KeyMode::Derived => {
-                let mut table: KeyTable = HashMap::new();
-                let mut wanted: Vec<(String, u32)> = Vec::new();
-                for row in rows {
-                    let (Ok(tenant), Ok(header)) =
-                        (row.read_str(tenant_idx), row.read_bytes(map.header))
-                    else {
-                        continue; // reported per row below
-                    };
-                    let Some(version) = header_version(header) else {
-                        continue;
-                    };
-                    let known = table.get(tenant).is_some_and(|m| m.contains_key(&version));
-                    if !known {
-                        table
-                            .entry(tenant.to_owned())
-                            .or_default()
-                            .insert(version, Err(rowseal_core::Error::Decrypt));
-                        wanted.push((tenant.to_owned(), version));
-                    }
-                }
-                for (tenant, version) in wanted {
-                    let r = match self.keys.tenant_key(&tenant, version).await {
-                        Ok(tk) => tk.record_keys(&model.spec),
-                        Err(e @ rowseal_core::Error::Store { .. }) => return Err(e.into()),
-                        Err(e) => Err(e),
-                    };
-                    if let Some(m) = table.get_mut(&tenant) {
-                        m.insert(version, r);
-                    }
-                }
-                let table = &table;
-                let map = &map;
-                Ok(self.par_map_each(rows, |row| {
-                    decrypt_row::<T, R>(model, map, row, |tenant, pk, header| {
-                        let version = header_version(header).ok_or(rowseal_core::Error::Decrypt)?;
-                        match table.get(tenant).and_then(|m| m.get(&version)) {
-                            Some(Ok(rk)) => rk.open_row(pk, header),
-                            Some(Err(e)) => Err(e.clone()),
-                            None => Err(rowseal_core::Error::Decrypt),
-                        }
-                    })
-                }))
+                let table = self.key_table(model, &map, rows).await?;
+                Ok(self.decrypt_derived::<T, R>(&map, &table, rows))
             }
             _ => {
                 let mut out = Vec::with_capacity(rows.len());
@@ -679,6 +647,140 @@ impl Encryptor {
                 Ok(out)
             }
         }
+    }
+
+    /// The record keys of every (tenant, key version) the rows name.
+    async fn key_table<R: DbRow>(
+        &self,
+        model: &Model,
+        map: &ColumnMap,
+        rows: &[R],
+    ) -> Result<KeyTable> {
+        let tenant_idx = map.fields[model.tenant];
+        let mut table: KeyTable = HashMap::new();
+        let mut wanted: Vec<(String, u32)> = Vec::new();
+        for row in rows {
+            let (Ok(tenant), Ok(header)) = (row.read_str(tenant_idx), row.read_bytes(map.header))
+            else {
+                continue; // reported per row
+            };
+            let Some(version) = header_version(header) else {
+                continue;
+            };
+            let known = table.get(tenant).is_some_and(|m| m.contains_key(&version));
+            if !known {
+                table
+                    .entry(tenant.to_owned())
+                    .or_default()
+                    .insert(version, Err(rowseal_core::Error::Decrypt));
+                wanted.push((tenant.to_owned(), version));
+            }
+        }
+        for (tenant, version) in wanted {
+            let r = match self.keys.tenant_key(&tenant, version).await {
+                Ok(tk) => tk.record_keys(&model.spec),
+                Err(e @ rowseal_core::Error::Store { .. }) => return Err(e.into()),
+                Err(e) => Err(e),
+            };
+            if let Some(m) = table.get_mut(&tenant) {
+                m.insert(version, r);
+            }
+        }
+        Ok(table)
+    }
+
+    /// Decrypts `derived`-mode rows with their keys at hand (no I/O), on
+    /// several threads for large batches.
+    fn decrypt_derived<T: Encrypted, R: DbRow>(
+        &self,
+        map: &ColumnMap,
+        table: &KeyTable,
+        rows: &[R],
+    ) -> Vec<Result<T>> {
+        let model = T::model();
+        self.par_map_each(rows, |row| {
+            decrypt_row::<T, R>(model, map, row, |tenant, pk, header| {
+                let version = header_version(header).ok_or(rowseal_core::Error::Decrypt)?;
+                match table.get(tenant).and_then(|m| m.get(&version)) {
+                    Some(Ok(rk)) => rk.open_row(pk, header),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err(rowseal_core::Error::Decrypt),
+                }
+            })
+        })
+    }
+
+    /// Pipelined decryption of a row stream: while one chunk is decrypted on
+    /// a blocking thread (and its helpers), the next chunk is received.
+    /// Yields one `Vec` of results per chunk.
+    fn pipeline<'e, T, R>(
+        &'e self,
+        rows: BoxStream<'e, Result<R>>,
+        chunk: usize,
+    ) -> BoxStream<'e, Result<Vec<T>>>
+    where
+        T: Encrypted,
+        R: DbRow,
+    {
+        let model = T::model();
+        if model.spec.key_mode() != KeyMode::Derived {
+            return rows
+                .try_chunks(chunk)
+                .map_err(|e| e.1)
+                .and_then(move |rows| async move { self.decrypt_all::<T, R>(&rows).await })
+                .boxed();
+        }
+        type Pending<T> = tokio::task::JoinHandle<Result<Vec<T>>>;
+        let state: (BoxStream<'e, Result<R>>, Option<Pending<T>>, bool) = (rows, None, false);
+        futures_util::stream::try_unfold(state, move |(mut rows, pending, done)| async move {
+            let mut next_pending = None;
+            if !done {
+                let mut buf = Vec::with_capacity(chunk);
+                while buf.len() < chunk {
+                    match rows.try_next().await? {
+                        Some(r) => buf.push(r),
+                        None => break,
+                    }
+                }
+                let finished = buf.len() < chunk;
+                if let Some(first) = buf.first() {
+                    let map = ColumnMap::resolve(model, first)?;
+                    let table = self.key_table(model, &map, &buf).await?;
+                    let this = self.clone();
+                    next_pending = Some(tokio::task::spawn_blocking(move || {
+                        this.decrypt_derived::<T, R>(&map, &table, &buf)
+                            .into_iter()
+                            .collect::<Result<Vec<T>>>()
+                    }));
+                }
+                if finished {
+                    // Drain what is pending, then stop.
+                    let out = match pending {
+                        Some(p) => Some(p.await.map_err(|_| Error::Worker)??),
+                        None => None,
+                    };
+                    return match (out, next_pending) {
+                        (Some(out), next) => Ok(Some((out, (rows, next, true)))),
+                        (None, Some(next)) => {
+                            let out = next.await.map_err(|_| Error::Worker)??;
+                            Ok(Some((out, (rows, None, true))))
+                        }
+                        (None, None) => Ok(None),
+                    };
+                }
+            }
+            match pending {
+                Some(p) => {
+                    let out = p.await.map_err(|_| Error::Worker)??;
+                    Ok(Some((out, (rows, next_pending, done))))
+                }
+                None if next_pending.is_some() => {
+                    Ok(Some((Vec::new(), (rows, next_pending, done))))
+                }
+                None => Ok(None),
+            }
+        })
+        .boxed()
     }
 
     async fn kms_row_key<R: DbRow>(
@@ -715,8 +817,8 @@ fn header_version(header: &[u8]) -> Option<u32> {
         .and_then(|h| h.tenant_key_version())
 }
 
-/// Reads one row: plain values, then the row key from `open_key(tenant, pk
-/// bytes, header)`, then the model.
+/// Reads one row: plain values and borrowed ciphertexts, then the row key
+/// from `open_key(tenant, pk bytes, header)`, then the model.
 fn decrypt_row<T: Encrypted, R: DbRow>(
     model: &Model,
     map: &ColumnMap,
@@ -727,24 +829,22 @@ fn decrypt_row<T: Encrypted, R: DbRow>(
         &[u8],
     ) -> std::result::Result<RowKey, rowseal_core::Error>,
 ) -> Result<T> {
-    let mut values = Vec::with_capacity(model.fields.len());
+    let mut cells = Vec::with_capacity(model.fields.len());
     for (f, &idx) in model.fields.iter().zip(&map.fields) {
-        values.push(
-            row.read_value(idx, f.sql_type)
-                .map_err(|e| sqlx_col(model, f.column, e))?,
-        );
+        let cell = if f.is_encrypted() {
+            row.read_opt_bytes(idx).map(Cell::Sealed)
+        } else {
+            row.read_value(idx, f.sql_type).map(Cell::Plain)
+        };
+        cells.push(cell.map_err(|e| sqlx_col(model, f.column, e))?);
     }
-    let pk_value = values[model.primary_key].clone();
-    let tenant = match &values[model.tenant] {
-        Value::Text(t) => t.clone(),
-        _ => {
-            return Err(Error::Schema {
-                table: model.table().to_owned(),
-                column: model.tenant_field().column.to_owned(),
-                reason: "the tenant must be text".into(),
-            })
-        }
+    let pk_value = match &cells[model.primary_key] {
+        Cell::Plain(v) => v.clone(),
+        Cell::Sealed(_) => Value::Null(SqlType::Bytes),
     };
+    let tenant = row
+        .read_str(map.fields[model.tenant])
+        .map_err(|e| sqlx_col(model, model.tenant_field().column, e))?;
     let header = row
         .read_bytes(map.header)
         .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?;
@@ -753,7 +853,7 @@ fn decrypt_row<T: Encrypted, R: DbRow>(
     } else {
         None
     };
-    let key = open_key(&tenant, pk.as_deref(), header).map_err(|e| Error::Decrypt {
+    let key = open_key(tenant, pk.as_deref(), header).map_err(|e| Error::Decrypt {
         table: model.table().to_owned(),
         column: HEADER_COLUMN.to_owned(),
         primary_key: pk_value.key_display(),
@@ -761,7 +861,7 @@ fn decrypt_row<T: Encrypted, R: DbRow>(
     })?;
     T::read_row(&mut RowReader::new(
         Some(&key),
-        values,
+        cells,
         model.table(),
         &pk_value,
     ))
