@@ -67,6 +67,10 @@ pub use value::{PlainField, PrimaryKeyField, SqlType, TenantField, Value};
 #[doc(hidden)]
 pub use rowseal_core::{KeyMode, RecordSpec};
 
+/// The sqlx this crate is built against (use it to name `sqlx::Postgres` and
+/// the like with the matching version).
+pub use sqlx;
+
 /// `#[derive(Encrypted)]` (feature `derive`).
 #[cfg(feature = "derive")]
 pub use rowseal_derive::Encrypted;

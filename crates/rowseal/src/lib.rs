@@ -42,7 +42,7 @@ pub mod kms {
 /// models on PostgreSQL, MySQL/MariaDB and SQLite.
 #[cfg(feature = "sqlx")]
 pub use rowseal_sqlx::{
-    schema, Encrypted, EncryptedField, Encryptor, Error as SqlxError, PlainField,
+    schema, sqlx, Encrypted, EncryptedField, Encryptor, Error as SqlxError, PlainField,
     PrimaryKeyField, SqlxKeyStore, TenantField,
 };
 
