@@ -154,22 +154,24 @@ pub struct RowWriter<'a> {
     key: Option<&'a RowKey>,
     only: Option<&'a [&'a str]>,
     out: &'a mut Vec<Value>,
-    scratch: Vec<u8>,
+    scratch: &'a mut Vec<u8>,
 }
 
 impl<'a> RowWriter<'a> {
-    /// A writer that seals with `key` and appends to `out`. With `only`, the
-    /// columns not in it are skipped.
+    /// A writer that seals with `key` and appends to `out`, encoding values in
+    /// `scratch` (reused across rows, zeroized after each value). With `only`,
+    /// the columns not in it are skipped.
     pub(crate) fn new(
         key: Option<&'a RowKey>,
         only: Option<&'a [&'a str]>,
         out: &'a mut Vec<Value>,
+        scratch: &'a mut Vec<u8>,
     ) -> Self {
         RowWriter {
             key,
             only,
             out,
-            scratch: Vec::new(),
+            scratch,
         }
     }
 
@@ -192,7 +194,7 @@ impl<'a> RowWriter<'a> {
         let key = self.key.ok_or_else(|| Error::InvalidInput {
             reason: "an encrypted field was written without a row key".into(),
         })?;
-        let sealed = key.seal(column, &self.scratch);
+        let sealed = key.seal(column, self.scratch);
         self.scratch.zeroize();
         self.out.push(Value::Bytes(sealed?));
         Ok(())
@@ -203,7 +205,7 @@ impl<'a> RowWriter<'a> {
         if !self.wants(column) {
             return Ok(());
         }
-        let present = value.encode_field(&mut self.scratch);
+        let present = value.encode_field(self.scratch);
         self.seal(column, present)
     }
 
@@ -225,7 +227,7 @@ impl<'a> RowWriter<'a> {
         }
         let present = match value {
             Some(v) => {
-                crate::encoding::encode_json(v, &mut self.scratch).map_err(|e| {
+                crate::encoding::encode_json(v, self.scratch).map_err(|e| {
                     self.scratch.zeroize();
                     Error::Serialize {
                         column: column.to_owned(),

@@ -158,58 +158,86 @@ impl Encryptor {
         Ok(out)
     }
 
-    fn seal_with<T: Encrypted>(key: &RowKey, row: &T) -> Result<Vec<Value>> {
-        let model = T::model();
-        let mut values = Vec::with_capacity(model.fields.len() + 2);
-        row.write_row(&mut RowWriter::new(Some(key), None, &mut values))?;
-        values.push(Value::Bytes(key.header_bytes()));
-        values.push(Value::I64(i64::from(
+    /// Appends a row's column values (fields, header, key version) to `out`.
+    fn seal_with<T: Encrypted>(
+        key: &RowKey,
+        row: &T,
+        out: &mut Vec<Value>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
+        row.write_row(&mut RowWriter::new(Some(key), None, out, scratch))?;
+        out.push(Value::Bytes(key.header_bytes()));
+        out.push(Value::I64(i64::from(
             key.header().tenant_key_version().unwrap_or(0),
         )));
-        Ok(values)
+        Ok(())
     }
 
-    /// Seals rows into their column values (fields, header, key version).
-    async fn seal_rows<T: Encrypted>(&self, rows: &[T]) -> Result<Vec<Vec<Value>>> {
+    /// Seals rows into their column values (fields, header, key version),
+    /// row after row in one flat vector.
+    async fn seal_rows<T: Encrypted>(&self, rows: &[T]) -> Result<Vec<Value>> {
         let model = T::model();
+        let cols = model.fields.len() + 2;
         match model.spec.key_mode() {
             KeyMode::Derived => {
                 let rks = self
                     .current_record_keys(model, rows.iter().map(|r| r.tenant()))
                     .await?;
-                let seal_one = |row: &T| -> Result<Vec<Value>> {
-                    let rk = rks.get(row.tenant()).ok_or(Error::Worker)?;
-                    let pk = Self::pk_bytes(model, &row.primary_key_value())?;
-                    let key = rk.new_row(pk.as_deref())?;
-                    Self::seal_with(&key, row)
+                let seal_part = |part: &[T]| -> Result<Vec<Value>> {
+                    let mut out = Vec::with_capacity(part.len() * cols);
+                    let mut scratch = Vec::new();
+                    for row in part {
+                        let rk = rks.get(row.tenant()).ok_or(Error::Worker)?;
+                        let pk = Self::pk_bytes(model, &row.primary_key_value())?;
+                        let key = rk.new_row(pk.as_deref())?;
+                        Self::seal_with(&key, row, &mut out, &mut scratch)?;
+                    }
+                    Ok(out)
                 };
-                self.par_map(rows, seal_one)
+                self.par_chunks(rows, seal_part)
             }
             _ => {
-                let mut out = Vec::with_capacity(rows.len());
+                let mut out = Vec::with_capacity(rows.len() * cols);
+                let mut scratch = Vec::new();
                 for row in rows {
                     let pk = Self::pk_bytes(model, &row.primary_key_value())?;
                     let key = self
                         .keys
                         .new_row_key(&model.spec, row.tenant(), pk.as_deref())
                         .await?;
-                    out.push(Self::seal_with(&key, row)?);
+                    Self::seal_with(&key, row, &mut out, &mut scratch)?;
                 }
                 Ok(out)
             }
         }
     }
 
-    /// Maps `f` over `items`, on several threads for large inputs, keeping
-    /// order; the first error wins.
-    fn par_map<I: Sync, O: Send>(
+    /// Runs `f` on contiguous parts of `items` (one per thread for large
+    /// inputs) and concatenates the results in order.
+    fn par_chunks<I: Sync, O: Send>(
         &self,
         items: &[I],
-        f: impl Fn(&I) -> Result<O> + Sync,
+        f: impl Fn(&[I]) -> Result<Vec<O>> + Sync,
     ) -> Result<Vec<O>> {
-        self.par_map_each(items, f).into_iter().collect()
+        if items.len() < self.parallel_threshold || self.threads < 2 {
+            return f(items);
+        }
+        let chunk = items.len().div_ceil(self.threads);
+        let f = &f;
+        std::thread::scope(|s| {
+            let mut parts = items.chunks(chunk);
+            let first = parts.next().unwrap_or(&[]);
+            let handles: Vec<_> = parts.map(|part| s.spawn(move || f(part))).collect();
+            let mut out = f(first)?;
+            for h in handles {
+                out.extend(h.join().map_err(|_| Error::Worker)??);
+            }
+            Ok(out)
+        })
     }
 
+    /// Maps `f` over `items`, on several threads for large inputs, keeping
+    /// order; one result per item.
     fn par_map_each<I: Sync, O: Send>(
         &self,
         items: &[I],
@@ -271,8 +299,7 @@ impl Encryptor {
         E: sqlx::Executor<'c>,
         E::Database: Backend,
     {
-        let mut values = self.seal_rows(std::slice::from_ref(row)).await?;
-        let values = values.pop().ok_or(Error::Worker)?;
+        let values = self.seal_rows(std::slice::from_ref(row)).await?;
         let sql = Self::insert_sql::<T, E::Database>(1);
         <E::Database as Backend>::execute(executor, &sql, values).await?;
         Ok(())
@@ -303,8 +330,8 @@ impl Encryptor {
         let mut sealed = self.seal_rows(first).await?;
         // Pipelined: the next batch is sealed while the database inserts this one.
         loop {
-            let n = sealed.len();
-            let values: Vec<Value> = sealed.into_iter().flatten().collect();
+            let n = sealed.len() / cols;
+            let values = sealed;
             let sql = if n == per_batch {
                 full_sql
                     .get_or_insert_with(|| Self::insert_sql::<T, A::Database>(per_batch))
@@ -352,11 +379,7 @@ impl Encryptor {
         E::Database: Backend,
     {
         let model = T::model();
-        let mut values = self
-            .seal_rows(std::slice::from_ref(row))
-            .await?
-            .pop()
-            .ok_or(Error::Worker)?;
+        let mut values = self.seal_rows(std::slice::from_ref(row)).await?;
         let mut sql = String::from("UPDATE ");
         E::Database::push_ident(&mut sql, model.table());
         sql.push_str(" SET ");
@@ -469,10 +492,12 @@ impl Encryptor {
         };
 
         let mut values = Vec::with_capacity(ordered.len() + 3);
+        let mut scratch = Vec::new();
         row.write_row(&mut RowWriter::new(
             key.as_ref(),
             Some(&ordered),
             &mut values,
+            &mut scratch,
         ))?;
         let mut sql = String::from("UPDATE ");
         A::Database::push_ident(&mut sql, model.table());
