@@ -7,7 +7,7 @@
 //! adds a key commitment in the row header (see `format::header`).
 
 use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
-use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
+use aes_gcm_siv::{AesGcmSiv, Nonce, Tag};
 use zeroize::Zeroize;
 
 use super::rng;
@@ -16,11 +16,17 @@ use crate::error::{Error, Result};
 pub(crate) const NONCE_LEN: usize = 12;
 pub(crate) const TAG_LEN: usize = 16;
 
-pub(crate) struct Aead(Aes256GcmSiv);
+/// AES-256-GCM-SIV over the encrypt-only AES-256 key schedule: GCM-SIV never
+/// runs the block cipher backwards, so the stock `Aes256GcmSiv` (full `Aes256`)
+/// computes decryption round keys for nothing, once per key and once per
+/// message. Same algorithm, same bytes.
+pub(crate) type Cipher = AesGcmSiv<aes::Aes256Enc>;
+
+pub(crate) struct Aead(Cipher);
 
 impl Aead {
     pub(crate) fn new(key: &[u8; 32]) -> Self {
-        Aead(Aes256GcmSiv::new(key.into()))
+        Aead(Cipher::new(key.into()))
     }
 
     /// Appends `nonce || ciphertext || tag` to `out`.

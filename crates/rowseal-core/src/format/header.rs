@@ -106,6 +106,25 @@ impl RowHeader {
         }
     }
 
+    /// The tenant key version named by an encoded `derived`-mode header,
+    /// without parsing or checking the rest: for grouping rows by key before
+    /// opening them (the open then checks everything, commitment included).
+    /// `None` for a kms-mode header or bytes that are not a v1 header.
+    ///
+    /// ```
+    /// use rowseal_core::RowHeader;
+    /// let mut header = vec![1, 1, 1, 0, 0, 0, 7];
+    /// header.extend([0u8; 64]);
+    /// assert_eq!(RowHeader::peek_tenant_key_version(&header), Some(7));
+    /// assert_eq!(RowHeader::peek_tenant_key_version(&[2, 1]), None);
+    /// ```
+    pub fn peek_tenant_key_version(bytes: &[u8]) -> Option<u32> {
+        match bytes {
+            [HEADER_V1, 1, _, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+            _ => None,
+        }
+    }
+
     /// The wrapped per-row data key (`kms` mode only).
     pub fn wrapped_data_key(&self) -> Option<&WrappedKey> {
         self.wrapped.as_ref()
