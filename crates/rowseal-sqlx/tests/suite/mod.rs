@@ -8,7 +8,7 @@ pub mod models;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
-use models::{Everything, Patient};
+use models::{Audited, Everything, Patient};
 use rowseal_core::{KeyHierarchy, LocalKeyProvider};
 use rowseal_sqlx::{schema, Backend, DbRow, Encrypted, Encryptor, Error, SqlxKeyStore, Value};
 
@@ -34,6 +34,9 @@ impl<DB: Backend> Ctx<DB> {
         schema::create_table::<Everything, _>(&pool)
             .await
             .expect("everything");
+        schema::create_table::<Audited, _>(&pool)
+            .await
+            .expect("audited");
         let keyring = LocalKeyProvider::generate_keyring().to_string();
         let enc = encryptor(&pool, &keyring);
         Ctx {
@@ -718,6 +721,109 @@ where
         .is_none());
 }
 
+pub async fn kms_mode<DB: Backend>(cx: &Ctx<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let rows: Vec<Audited> = (0..40)
+        .map(|i| Audited {
+            key: format!("k{i}"),
+            org: if i % 2 == 0 { "o1" } else { "o2" }.into(),
+            secret: format!("secret {i}"),
+            amount: (i % 3 != 0).then_some(i),
+        })
+        .collect();
+    cx.enc.insert_many(&cx.pool, &rows).await.unwrap();
+    cx.enc
+        .insert(
+            &cx.pool,
+            &Audited {
+                key: "single".into(),
+                org: "o1".into(),
+                secret: String::new(),
+                amount: None,
+            },
+        )
+        .await
+        .unwrap();
+    let got = cx
+        .enc
+        .fetch::<Audited, _>(&cx.pool, "o2", &"k3".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(got.as_ref(), Some(&rows[3]));
+    let mut all: Vec<Audited> = cx
+        .enc
+        .fetch_all(
+            sqlx::query::<DB>(&select::<Audited, DB>(" WHERE org <> 'none'")),
+            &cx.pool,
+        )
+        .await
+        .unwrap();
+    all.retain(|a| a.key != "single");
+    all.sort_by_key(|a| a.key[1..].parse::<i64>().unwrap());
+    assert_eq!(all, rows);
+    // Each row has its own wrapped data key in its header, key version 0.
+    let sql = "SELECT COUNT(*) FROM audited WHERE rowseal_key_version = 0";
+    let row = DB::fetch_optional(&cx.pool, &sql, vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.read_value(0, rowseal_sqlx::SqlType::I64).unwrap(),
+        Value::I64(41)
+    );
+    // Field update under the row's own data key.
+    let mut a = rows[4].clone();
+    a.secret = "changed".into();
+    cx.enc
+        .update_fields(&cx.pool, &a, &["secret"])
+        .await
+        .unwrap();
+    assert_eq!(
+        cx.enc
+            .fetch::<Audited, _>(&cx.pool, "o1", &a.key)
+            .await
+            .unwrap(),
+        Some(a)
+    );
+}
+
+pub async fn query_missing_columns<DB: Backend>(cx: &Ctx<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    cx.enc
+        .insert(&cx.pool, &Patient::new("q", "someone"))
+        .await
+        .unwrap();
+    let r: Result<Vec<Patient>, Error> = cx
+        .enc
+        .fetch_all(
+            sqlx::query::<DB>("SELECT id, tenant_id, name FROM patients"),
+            &cx.pool,
+        )
+        .await;
+    match r {
+        Err(Error::Schema { table, column, .. }) => {
+            assert_eq!(table, "patients");
+            assert_eq!(column, "dob");
+        }
+        other => panic!("expected a schema error, got {other:?}"),
+    }
+    // Extra columns and another order are fine.
+    let sql = format!(
+        "SELECT visits AS extra, {} FROM patients",
+        Encryptor::select_list::<Patient, DB>()
+    );
+    let rows: Vec<Patient> = cx
+        .enc
+        .fetch_all(sqlx::query::<DB>(&sql), &cx.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+}
+
 /// Generates one test per case for a database whose `setup()` returns
 /// `Option<Ctx<DB>>` (None: skipped).
 #[macro_export]
@@ -746,6 +852,8 @@ macro_rules! all_cases {
             tampering,
             keys_persist,
             ddl_and_registry,
+            kms_mode,
+            query_missing_columns,
         );
     };
 }

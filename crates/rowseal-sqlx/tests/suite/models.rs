@@ -230,3 +230,15 @@ impl Patient {
         }
     }
 }
+
+/// One KMS data key per row (here from the local provider).
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "audited", tenant = org, primary_key = key, key_mode = "kms", bind_primary_key)]
+pub struct Audited {
+    pub key: String,
+    pub org: String,
+    #[rowseal(encrypt)]
+    pub secret: String,
+    #[rowseal(encrypt)]
+    pub amount: Option<i64>,
+}
