@@ -765,7 +765,7 @@ where
     assert_eq!(all, rows);
     // Each row has its own wrapped data key in its header, key version 0.
     let sql = "SELECT COUNT(*) FROM audited WHERE rowseal_key_version = 0";
-    let row = DB::fetch_optional(&cx.pool, &sql, vec![])
+    let row = DB::fetch_optional(&cx.pool, sql, vec![])
         .await
         .unwrap()
         .unwrap();
