@@ -1,0 +1,140 @@
+//! The command line (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// rowseal: key rotation, re-encryption, verification, rewrap and
+/// crypto-shredding for databases encrypted with rowseal.
+///
+/// Configuration comes from flags, then environment variables, then the
+/// config file (`--config`). Output is JSON lines when stdout is not a
+/// terminal (or with `--json`); on a terminal, a progress line with rate and
+/// ETA. Exit codes: 0 ok, 1 rows failed, 2 usage, 3 configuration, 4
+/// database, 5 key provider, 6 refused, 70 internal.
+#[derive(Debug, Parser)]
+#[command(name = "rowseal", version, max_term_width = 100)]
+pub struct Cli {
+    /// Connection, key provider and output options.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// TOML config file (keys: database_url, key_file, kms_key_id, aws_region,
+    /// kms_endpoint, kms_rate, batch_size, workers).
+    #[arg(long, global = true, env = "ROWSEAL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database URL: postgres://, mysql:// (MariaDB too) or sqlite://.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Local keyring file (root keys, `v<N>:<base64>` per line). Without it
+    /// and without a KMS key, the keyring is read from ROWSEAL_LOCAL_KEYS.
+    #[arg(long, global = true, env = "ROWSEAL_LOCAL_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// AWS KMS root key (ARN, key id or alias): use AWS KMS as key provider.
+    #[arg(long, global = true, env = "ROWSEAL_KMS_KEY_ID")]
+    pub kms_key_id: Option<String>,
+    /// AWS region of the KMS key (else the standard AWS configuration).
+    #[arg(long, global = true, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// KMS endpoint URL (a local KMS-compatible server); the SDK also reads
+    /// AWS_ENDPOINT_URL_KMS and AWS_ENDPOINT_URL.
+    #[arg(long, global = true, env = "ROWSEAL_KMS_ENDPOINT")]
+    pub kms_endpoint: Option<String>,
+    /// Most key-provider (KMS) calls per second, for every command.
+    #[arg(long, global = true, env = "ROWSEAL_KMS_RATE")]
+    pub kms_rate: Option<f64>,
+    /// JSON lines on stdout even on a terminal.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Options of the batch jobs.
+#[derive(Debug, Args, Clone)]
+pub struct JobArgs {
+    /// Rows per batch (one transaction each).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Concurrent workers in this process (SQLite: always 1 writer).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Only these registered tables (repeatable); default: all.
+    #[arg(long = "table")]
+    pub tables: Vec<String>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create rowseal's own tables (rowseal_keys, rowseal_schema,
+    /// rowseal_jobs) if they do not exist.
+    Init,
+    /// Per registered table: rows per key mode and tenant-key version, rows
+    /// still to rotate; root keys in use; running jobs.
+    Status {
+        /// Only these tables (repeatable).
+        #[arg(long = "table")]
+        tables: Vec<String>,
+    },
+    /// Create a new tenant-key version and re-encrypt the rows under it.
+    /// Batched, resumable (re-run the same command, or `--job ID`), safe
+    /// while the application writes, and shareable by several processes.
+    Rotate {
+        /// One tenant.
+        #[arg(long, conflicts_with = "all_tenants")]
+        tenant: Option<String>,
+        /// Every tenant that has a key.
+        #[arg(long)]
+        all_tenants: bool,
+        /// Join or resume this job instead of starting one.
+        #[arg(long)]
+        job: Option<String>,
+        /// Show what would be done; create no key, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Batch options.
+        #[command(flatten)]
+        job_args: JobArgs,
+    },
+    /// Open every row (key header commitment and every encrypted field) and
+    /// report the primary keys of the rows that fail. Exit 1 on any failure.
+    Verify {
+        /// Batch options.
+        #[command(flatten)]
+        job_args: JobArgs,
+    },
+    /// Re-encrypt every wrapped tenant and index key (and the per-row data
+    /// keys of kms-mode tables) under another root key, with the provider's
+    /// ReEncrypt: no plaintext key leaves the provider.
+    Rewrap {
+        /// The destination root key (KMS key ARN / id / alias, or `local:v<N>`).
+        #[arg(long)]
+        to: String,
+        /// Show what would be done; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Batch options.
+        #[command(flatten)]
+        job_args: JobArgs,
+    },
+    /// Crypto-shred a tenant: destroy its tenant and index keys (and wipe the
+    /// per-row wrapped data keys of its kms-mode rows). Irreversible.
+    Shred {
+        /// The tenant to destroy.
+        #[arg(long)]
+        tenant: String,
+        /// Confirmation: must repeat the tenant id. Without it, rowseal asks
+        /// on a terminal and refuses otherwise.
+        #[arg(long, value_name = "TENANT")]
+        yes_destroy_tenant: Option<String>,
+        /// Show what would be destroyed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}

@@ -1,0 +1,255 @@
+//! The commands, generic over the database.
+
+mod rewrap;
+mod rotate;
+mod shred;
+mod status;
+mod verify;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rowseal_core::{CountingKeyProvider, KeyHierarchy, KeyMode, RecordKeys, RowKey};
+use rowseal_sqlx::SqlxKeyStore;
+use serde_json::json;
+
+use crate::cli::{Cli, Command};
+use crate::config::Settings;
+use crate::db::{self, CliDb, Kind};
+use crate::error::{CliError, ExitCode, Result};
+use crate::output::Out;
+use crate::registry::TableDef;
+
+/// What every command gets.
+pub struct Ctx<D: CliDb> {
+    pub pool: sqlx::Pool<D>,
+    pub settings: Settings,
+    pub out: Out,
+}
+
+/// Keys, built on demand (status and init need none).
+pub struct Keys {
+    pub hierarchy: Arc<KeyHierarchy>,
+    pub counter: Arc<CountingKeyProvider>,
+}
+
+impl Keys {
+    /// Provider calls so far, as JSON.
+    pub fn calls(&self) -> serde_json::Value {
+        let c = self.counter.counts();
+        json!({"generate": c.generate, "decrypt": c.decrypt, "reencrypt": c.reencrypt, "total": c.total()})
+    }
+}
+
+impl<D: CliDb> Ctx<D> {
+    /// Builds the key provider and hierarchy over `rowseal_keys`.
+    pub async fn keys(&self) -> Result<Keys> {
+        let counter = crate::provider::build(&self.settings).await?;
+        let hierarchy = Arc::new(KeyHierarchy::new(
+            counter.clone(),
+            Arc::new(SqlxKeyStore::new(self.pool.clone())),
+        ));
+        Ok(Keys { hierarchy, counter })
+    }
+
+    /// A pooled connection.
+    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<D>> {
+        Ok(self.pool.acquire().await?)
+    }
+}
+
+/// Runs the command; returns the exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let jobs = match &cli.command {
+        Command::Rotate { job_args, .. }
+        | Command::Verify { job_args }
+        | Command::Rewrap { job_args, .. } => Some(job_args),
+        _ => None,
+    };
+    let settings = match Settings::resolve(&cli.global, jobs) {
+        Ok(s) => s,
+        Err(e) => {
+            Out {
+                json: cli.global.json,
+            }
+            .error(e.code as u8, &e.message);
+            return e.code;
+        }
+    };
+    let out = Out {
+        json: settings.json,
+    };
+    match dispatch(cli.command, settings).await {
+        Ok(code) => code,
+        Err(e) => {
+            out.error(e.code as u8, &e.message);
+            e.code
+        }
+    }
+}
+
+async fn dispatch(command: Command, settings: Settings) -> Result<ExitCode> {
+    let url = settings.database_url.clone().ok_or_else(|| {
+        CliError::config(
+            "no database: set DATABASE_URL, --database-url or database_url in the config file",
+        )
+    })?;
+    let (kind, url) = db::kind(&url)?;
+    let out = Out {
+        json: settings.json,
+    };
+    match kind {
+        Kind::Postgres => {
+            let pool = db::postgres(&url, settings.workers).await?;
+            exec(
+                Ctx {
+                    pool,
+                    settings,
+                    out,
+                },
+                command,
+            )
+            .await
+        }
+        Kind::MySql => {
+            let pool = db::mysql(&url, settings.workers).await?;
+            exec(
+                Ctx {
+                    pool,
+                    settings,
+                    out,
+                },
+                command,
+            )
+            .await
+        }
+        Kind::Sqlite => {
+            let create = matches!(command, Command::Init);
+            let pool = db::sqlite(&url, create).await?;
+            exec(
+                Ctx {
+                    pool,
+                    settings,
+                    out,
+                },
+                command,
+            )
+            .await
+        }
+    }
+}
+
+async fn exec<D: CliDb>(ctx: Ctx<D>, command: Command) -> Result<ExitCode> {
+    let code = match command {
+        Command::Init => init(&ctx).await,
+        Command::Status { tables } => status::run(&ctx, &tables).await,
+        Command::Rotate {
+            tenant,
+            all_tenants,
+            job,
+            dry_run,
+            job_args,
+        } => {
+            rotate::run(
+                &ctx,
+                rotate::Request {
+                    tenant,
+                    all_tenants,
+                    job,
+                    dry_run,
+                    tables: job_args.tables,
+                },
+            )
+            .await
+        }
+        Command::Verify { job_args } => verify::run(&ctx, &job_args.tables).await,
+        Command::Rewrap {
+            to,
+            dry_run,
+            job_args,
+        } => rewrap::run(&ctx, &to, dry_run, &job_args.tables).await,
+        Command::Shred {
+            tenant,
+            yes_destroy_tenant,
+            dry_run,
+        } => shred::run(&ctx, &tenant, yes_destroy_tenant.as_deref(), dry_run).await,
+    };
+    ctx.pool.close().await;
+    code
+}
+
+async fn init<D: CliDb>(ctx: &Ctx<D>) -> Result<ExitCode> {
+    rowseal_sqlx::schema::install(&ctx.pool).await?;
+    ctx.out.emit(
+        json!({"event": "init", "tables": ["rowseal_keys", "rowseal_schema", "rowseal_jobs"]}),
+        || "rowseal tables ready: rowseal_keys, rowseal_schema, rowseal_jobs".into(),
+    );
+    Ok(ExitCode::Ok)
+}
+
+/// Opens rows of one table: caches the record keys of each (tenant, version)
+/// in `derived` mode; asks the hierarchy (data-key cache) in `kms` mode.
+pub struct RowOpener {
+    keys: Arc<KeyHierarchy>,
+    cache: HashMap<(String, u32), Arc<RecordKeys>>,
+}
+
+impl RowOpener {
+    /// An opener over `keys`.
+    pub fn new(keys: Arc<KeyHierarchy>) -> Self {
+        RowOpener {
+            keys,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// Record keys of a tenant-key version.
+    pub async fn record_keys(
+        &mut self,
+        def: &TableDef,
+        tenant: &str,
+        version: u32,
+    ) -> rowseal_core::Result<Arc<RecordKeys>> {
+        if let Some(k) = self.cache.get(&(tenant.to_owned(), version)) {
+            return Ok(k.clone());
+        }
+        let spec = def.spec().map_err(|_| rowseal_core::Error::InvalidInput {
+            reason: "registry entry is invalid",
+        })?;
+        let rk = Arc::new(
+            self.keys
+                .tenant_key(tenant, version)
+                .await?
+                .record_keys(&spec)?,
+        );
+        self.cache.insert((tenant.to_owned(), version), rk.clone());
+        Ok(rk)
+    }
+
+    /// The row key of a stored row.
+    pub async fn open(
+        &mut self,
+        def: &TableDef,
+        tenant: &str,
+        pk: Option<&[u8]>,
+        header: &[u8],
+    ) -> rowseal_core::Result<RowKey> {
+        let parsed = rowseal_core::RowHeader::from_bytes(header)?;
+        match (parsed.mode(), parsed.tenant_key_version()) {
+            (KeyMode::Derived, Some(v)) => {
+                self.record_keys(def, tenant, v).await?.open_row(pk, header)
+            }
+            _ => {
+                let spec = def.spec().map_err(|_| rowseal_core::Error::InvalidInput {
+                    reason: "registry entry is invalid",
+                })?;
+                self.keys.open_row_key(&spec, tenant, pk, header).await
+            }
+        }
+    }
+}
+
+/// A short, value-free description of a core error for reports.
+pub fn describe(e: &rowseal_core::Error) -> String {
+    e.to_string()
+}

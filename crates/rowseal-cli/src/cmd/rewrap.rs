@@ -1,0 +1,230 @@
+//! `rowseal rewrap --to KEY`: move every wrapped key to another root key with
+//! the provider's ReEncrypt (the plaintext key never reaches this process).
+//!
+//! - Tenant and index keys in `rowseal_keys`: one ReEncrypt per key version,
+//!   whatever the number of rows (`derived` mode needs nothing else).
+//! - `kms`-mode tables: each row's header holds its own wrapped data key; it
+//!   is rewrapped and written back with a compare-and-swap on the old header
+//!   (the row key and the fields do not change: the wrapped key is not part
+//!   of the key derivation).
+//!
+//! Idempotent: keys already under the destination are skipped, so a killed
+//! rewrap is resumed by running it again.
+
+use rowseal_core::{EncryptionContext, KeyProvider, RowHeader, WrappedKey};
+use rowseal_sqlx::{DbRow, SqlType, Value};
+use serde_json::json;
+
+use super::Ctx;
+use crate::db::{ident, ph, read_i64, read_text, CliDb};
+use crate::error::{ExitCode, Result};
+use crate::jobs;
+use crate::output::Progress;
+use crate::registry::{self, read_pk};
+
+pub async fn run<D: CliDb>(
+    ctx: &Ctx<D>,
+    to: &str,
+    dry_run: bool,
+    only: &[String],
+) -> Result<ExitCode> {
+    let mut conn = ctx.conn().await?;
+    let keys = ctx.keys().await?;
+    let provider = keys.counter.clone();
+    let mut dest_resolved: Option<String> = None;
+    let under_dest = |w: &WrappedKey, resolved: &Option<String>| {
+        w.key_id() == to || resolved.as_deref() == Some(w.key_id())
+    };
+
+    let rows = D::fetch_all_on(
+        &mut conn,
+        "SELECT purpose, scope_kind, tenant, version, wrapped FROM rowseal_keys WHERE state = 'active' AND wrapped IS NOT NULL ORDER BY purpose, scope_kind, tenant, version",
+        vec![],
+    )
+    .await?;
+    let job = if dry_run {
+        None
+    } else {
+        Some(jobs::create::<D>(&mut conn, "rewrap", &json!({"to": to})).await?)
+    };
+    let mut keys_done = 0u64;
+    let mut keys_skipped = 0u64;
+    let update = format!(
+        "UPDATE rowseal_keys SET wrapped = {}, root_key_id = {} WHERE purpose = {} AND scope_kind = {} AND tenant = {} AND version = {} AND wrapped = {}",
+        ph::<D>(1), ph::<D>(2), ph::<D>(3), ph::<D>(4), ph::<D>(5), ph::<D>(6), ph::<D>(7)
+    );
+    for row in &rows {
+        let purpose = read_text(row, 0)?;
+        let scope_kind = read_text(row, 1)?;
+        let tenant = read_text(row, 2)?;
+        let version = read_i64(row, 3)?;
+        let bytes = match row.read_value(4, SqlType::Bytes)? {
+            Value::Bytes(b) => b,
+            _ => continue,
+        };
+        let wrapped = WrappedKey::from_bytes(&bytes)?;
+        if under_dest(&wrapped, &dest_resolved) {
+            keys_skipped += 1;
+            continue;
+        }
+        let context = match (purpose.as_str(), scope_kind.as_str()) {
+            ("tenant", _) => EncryptionContext::tenant_key(&tenant),
+            ("index", "global") => EncryptionContext::index_key(None),
+            ("index", _) => EncryptionContext::index_key(Some(&tenant)),
+            _ => {
+                ctx.out
+                    .warn(&format!("rowseal_keys: unknown purpose {purpose}; skipped"));
+                continue;
+            }
+        };
+        if dry_run {
+            keys_done += 1;
+            continue;
+        }
+        let new = provider.reencrypt_data_key(&wrapped, &context, to).await?;
+        dest_resolved = Some(new.key_id().to_owned());
+        D::execute_on(
+            &mut conn,
+            &update,
+            vec![
+                Value::Bytes(new.to_bytes()),
+                Value::Text(new.key_id().to_owned()),
+                Value::Text(purpose),
+                Value::Text(scope_kind),
+                Value::Text(tenant),
+                Value::I64(version),
+                Value::Bytes(bytes),
+            ],
+        )
+        .await?;
+        keys_done += 1;
+    }
+    ctx.out.emit(
+        json!({"event": "keys", "rewrapped": keys_done, "already_under_destination": keys_skipped, "dry_run": dry_run}),
+        || format!("{}{keys_done} tenant/index keys rewrapped, {keys_skipped} already under {to}", if dry_run { "(dry run) " } else { "" }),
+    );
+
+    // Per-row data keys of kms-mode tables.
+    let mut rows_done = 0u64;
+    let mut conflicts = 0u64;
+    for def in registry::tables::<D>(&mut conn, only).await? {
+        if def.mode()? != rowseal_core::KeyMode::Kms {
+            continue;
+        }
+        let pk_type = def.pk_type()?;
+        let batch = ctx.settings.batch_size;
+        let base = format!(
+            "SELECT {}, {}, {} FROM {}",
+            ident::<D>(&def.primary_key),
+            ident::<D>(&def.tenant),
+            ident::<D>(&def.header_column),
+            ident::<D>(&def.table)
+        );
+        let order = format!(" ORDER BY {} LIMIT {batch}", ident::<D>(&def.primary_key));
+        let update = format!(
+            "UPDATE {} SET {} = {} WHERE {} = {} AND {} = {}",
+            ident::<D>(&def.table),
+            ident::<D>(&def.header_column),
+            ph::<D>(1),
+            ident::<D>(&def.primary_key),
+            ph::<D>(2),
+            ident::<D>(&def.header_column),
+            ph::<D>(3)
+        );
+        let reread = format!(
+            "{base} WHERE {} = {}",
+            ident::<D>(&def.primary_key),
+            ph::<D>(1)
+        );
+        let (progress, handle) = Progress::start(ctx.out, format!("rewrap {}", def.table), 0);
+        let mut last: Option<Value> = None;
+        loop {
+            let (sql, values) = match &last {
+                None => (format!("{base}{order}"), vec![]),
+                Some(v) => (
+                    format!(
+                        "{base} WHERE {} > {}{order}",
+                        ident::<D>(&def.primary_key),
+                        ph::<D>(1)
+                    ),
+                    vec![v.clone()],
+                ),
+            };
+            let page = D::fetch_all_on(&mut conn, &sql, values).await?;
+            if page.is_empty() {
+                break;
+            }
+            for row in &page {
+                let pk = read_pk(row, pk_type)?;
+                let mut tenant = read_text(row, 1)?;
+                let mut header = row.read_bytes(2)?.to_vec();
+                // Retry on a concurrent application write: re-read, rewrap again.
+                for _attempt in 0..5 {
+                    let parsed = match RowHeader::from_bytes(&header) {
+                        Ok(h) => h,
+                        Err(e) => {
+                            ctx.out.warn(&format!(
+                                "{} primary key {}: key header unreadable ({e}); skipped",
+                                def.table,
+                                pk.key_display()
+                            ));
+                            break;
+                        }
+                    };
+                    let Some(wrapped) = parsed.wrapped_data_key() else {
+                        break;
+                    };
+                    if under_dest(wrapped, &dest_resolved) {
+                        break;
+                    }
+                    if dry_run {
+                        rows_done += 1;
+                        break;
+                    }
+                    let context = EncryptionContext::row_data_key(&def.record_type, &tenant);
+                    let new = provider.reencrypt_data_key(wrapped, &context, to).await?;
+                    dest_resolved = Some(new.key_id().to_owned());
+                    let new_header = parsed.with_wrapped_data_key(new)?.to_bytes();
+                    let n = D::execute_on(
+                        &mut conn,
+                        &update,
+                        vec![
+                            Value::Bytes(new_header),
+                            pk.clone(),
+                            Value::Bytes(header.clone()),
+                        ],
+                    )
+                    .await?;
+                    if n == 1 {
+                        rows_done += 1;
+                        progress.add(1);
+                        break;
+                    }
+                    conflicts += 1;
+                    let again = D::fetch_all_on(&mut conn, &reread, vec![pk.clone()]).await?;
+                    let Some(r) = again.first() else { break };
+                    tenant = read_text(r, 1)?;
+                    header = r.read_bytes(2)?.to_vec();
+                }
+            }
+            last = page.last().map(|r| read_pk(r, pk_type)).transpose()?;
+        }
+        progress.finish(handle).await;
+    }
+    if let Some(id) = &job {
+        let summary = json!({"keys": keys_done, "rows": rows_done, "provider_calls": keys.calls()});
+        jobs::add_progress::<D>(&mut conn, id, keys_done + rows_done).await?;
+        jobs::finish::<D>(&mut conn, id, "done", &summary).await?;
+    }
+    ctx.out.emit(
+        json!({"event": "done", "command": "rewrap", "job": job, "to": to, "keys_rewrapped": keys_done,
+               "rows_rewrapped": rows_done, "conflicts_retried": conflicts, "dry_run": dry_run,
+               "provider_calls": keys.calls()}),
+        || format!(
+            "rewrap{}: {keys_done} keys and {rows_done} kms-mode rows moved to {to}, {} key-provider calls",
+            if dry_run { " (dry run)" } else { "" },
+            keys.counter.counts().total()
+        ),
+    );
+    Ok(ExitCode::Ok)
+}

@@ -1,0 +1,535 @@
+//! `rowseal rotate`: new tenant-key versions, then re-encryption of the rows
+//! still on older versions.
+//!
+//! - Rows to do are selected with an indexed predicate,
+//!   `tenant = ? AND rowseal_key_version < target`, so the job needs no
+//!   cursor: a row leaves the set when it is re-encrypted, and a resumed or
+//!   second process simply runs the same predicate.
+//! - A batch is one transaction: claim the rows (`FOR UPDATE SKIP LOCKED` on
+//!   PostgreSQL and MariaDB/MySQL, the write lock on SQLite), open each
+//!   encrypted field with the old row key and seal it under a new one, write
+//!   each row with a compare-and-swap on its old header, and add the count to
+//!   `rowseal_jobs` — all committed together, so after `kill -9` nothing is
+//!   counted that was not written, and nothing written is redone.
+//! - A row whose header changed since it was read (the application wrote it)
+//!   is never overwritten: the update matches nothing, and the row is read
+//!   again by a later batch if it is still on an old version.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use rowseal_core::KeyHierarchy;
+use rowseal_sqlx::{DbRow, SqlType, Value};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::{Ctx, RowOpener};
+use crate::db::{ident, ph, read_i64, CliDb};
+use crate::error::{CliError, ExitCode, Result};
+use crate::jobs;
+use crate::output::Progress;
+use crate::registry::{self, read_pk, TableDef, FIRST_ENCRYPTED};
+
+/// What the user asked for.
+pub struct Request {
+    pub tenant: Option<String>,
+    pub all_tenants: bool,
+    pub job: Option<String>,
+    pub dry_run: bool,
+    pub tables: Vec<String>,
+}
+
+/// Failed rows beyond which a job stops.
+const MAX_FAILURES: usize = 1000;
+
+#[derive(Default)]
+struct Shared {
+    /// Rows that could not be opened, per (table, tenant): skipped by later
+    /// batches of this process, reported at the end.
+    failed: HashMap<(String, String), Vec<Value>>,
+    failures: Vec<serde_json::Value>,
+    reencrypted: u64,
+    conflicts: u64,
+}
+
+pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
+    if req.tenant.is_none() && !req.all_tenants && req.job.is_none() {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "rotate needs --tenant T, --all-tenants or --job ID",
+        ));
+    }
+    let mut conn = ctx.conn().await?;
+    let all_tables = registry::tables::<D>(&mut conn, &req.tables).await?;
+    let mut tables = Vec::new();
+    for t in all_tables {
+        if t.mode()? == rowseal_core::KeyMode::Derived {
+            tables.push(t);
+        } else {
+            ctx.out.warn(&format!(
+                "table {} is in kms key mode: its rows have their own data keys and no tenant-key version; skipped (use rewrap)",
+                t.table
+            ));
+        }
+    }
+    let (current, destroyed) = registry::tenant_versions::<D>(&mut conn).await?;
+    let scope = match (&req.tenant, req.all_tenants) {
+        (Some(t), _) => json!({"tenant": t}),
+        _ => json!({"all_tenants": true}),
+    };
+    let tenants: Vec<String> = match &req.tenant {
+        Some(t) => {
+            if destroyed.contains(t) {
+                return Err(CliError::new(
+                    ExitCode::Refused,
+                    format!("tenant {t} has been shredded"),
+                ));
+            }
+            vec![t.clone()]
+        }
+        None => current.keys().cloned().collect(),
+    };
+
+    if req.dry_run {
+        let mut total = 0u64;
+        for t in &tenants {
+            let next = current.get(t).map_or(1, |v| v + 1);
+            for def in &tables {
+                let n = count::<D>(&mut conn, def, t, next, &[]).await?;
+                total += n;
+                ctx.out.emit(
+                    json!({"event": "plan", "table": def.table, "tenant": t, "target_version": next, "rows": n}),
+                    || format!("would re-encrypt {n} rows of {} for tenant {t} under key version {next}", def.table),
+                );
+            }
+        }
+        let calls = tenants.len() * 2;
+        ctx.out.emit(
+            json!({"event": "dry_run", "tenants": tenants.len(), "rows": total,
+                   "estimated_provider_calls": calls}),
+            || format!("dry run: {} tenants, {total} rows, about {calls} key-provider calls (one new key and one unwrap per tenant and old version)", tenants.len()),
+        );
+        return Ok(ExitCode::Ok);
+    }
+
+    let keys = ctx.keys().await?;
+
+    // Find, join or start the job.
+    let job = match &req.job {
+        Some(id) => {
+            let job = jobs::get::<D>(&mut conn, id)
+                .await?
+                .ok_or_else(|| CliError::new(ExitCode::Refused, format!("no job {id}")))?;
+            if job.kind != "rotate" {
+                return Err(CliError::new(
+                    ExitCode::Refused,
+                    format!("job {id} is a {} job", job.kind),
+                ));
+            }
+            job
+        }
+        None => {
+            let existing = jobs::running::<D>(&mut conn, "rotate")
+                .await?
+                .into_iter()
+                .find(|j| j.params.get("scope") == Some(&scope));
+            match existing {
+                Some(j) => {
+                    ctx.out.emit(
+                        json!({"event": "resume", "job": j.id, "rows_done": j.rows_done}),
+                        || format!("resuming rotate job {} ({} rows done)", j.id, j.rows_done),
+                    );
+                    j
+                }
+                None => {
+                    // New key versions first, then the job that records them:
+                    // a kill in between leaves an unused key version, never a
+                    // job without its targets.
+                    let mut targets = BTreeMap::new();
+                    for t in &tenants {
+                        targets.insert(t.clone(), keys.hierarchy.rotate_tenant_key(t).await?);
+                    }
+                    let params = json!({"scope": scope, "targets": targets});
+                    let id = jobs::create::<D>(&mut conn, "rotate", &params).await?;
+                    jobs::get::<D>(&mut conn, &id)
+                        .await?
+                        .ok_or_else(|| CliError::new(ExitCode::Internal, "job vanished"))?
+                }
+            }
+        }
+    };
+    if job.state != "running" {
+        ctx.out.emit(
+            json!({"event": "done", "job": job.id, "state": job.state, "rows_done": job.rows_done}),
+            || format!("job {} is {} ({} rows)", job.id, job.state, job.rows_done),
+        );
+        return Ok(ExitCode::Ok);
+    }
+    let targets: BTreeMap<String, u32> = job
+        .params
+        .get("targets")
+        .and_then(|t| serde_json::from_value(t.clone()).ok())
+        .ok_or_else(|| {
+            CliError::new(ExitCode::Internal, format!("job {} has no targets", job.id))
+        })?;
+    let created = targets.len();
+    ctx.out.emit(
+        json!({"event": "start", "job": job.id, "tenants": targets.len(), "tenant_versions": targets,
+               "tables": tables.iter().map(|t| t.table.clone()).collect::<Vec<_>>()}),
+        || format!("rotate job {}: {} tenants, {} tables", job.id, created, tables.len()),
+    );
+
+    let mut total = 0u64;
+    for (t, v) in &targets {
+        for def in &tables {
+            total += count::<D>(&mut conn, def, t, *v, &[]).await?;
+        }
+    }
+    drop(conn);
+
+    let (progress, handle) = Progress::start(ctx.out, job.id.clone(), total);
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let workers = if D::CONCURRENT_WRITERS {
+        ctx.settings.workers
+    } else {
+        1
+    };
+    let tables = Arc::new(tables);
+    let targets = Arc::new(targets);
+    let mut result = Ok(());
+    // Sweep until nothing is left (rows the application wrote meanwhile on
+    // an old version are picked up by the next pass).
+    for _pass in 0..5 {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let pool = ctx.pool.clone();
+            let keys = keys.hierarchy.clone();
+            let tables = tables.clone();
+            let targets = targets.clone();
+            let shared = shared.clone();
+            let progress = progress.clone();
+            let job_id = job.id.clone();
+            let batch = ctx.settings.batch_size;
+            set.spawn(async move {
+                worker::<D>(
+                    pool, keys, &tables, &targets, shared, progress, &job_id, batch,
+                )
+                .await
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(CliError::new(ExitCode::Internal, "a worker panicked")),
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+        let mut conn = ctx.conn().await?;
+        let mut left = 0;
+        for (t, v) in targets.iter() {
+            for def in tables.iter() {
+                let failed = failed_of(&shared, def, t);
+                left += count::<D>(&mut conn, def, t, *v, &failed).await?;
+            }
+        }
+        if left == 0 {
+            break;
+        }
+        progress.raise_total(progress.done() + left);
+    }
+    progress.finish(handle).await;
+    result?;
+
+    let (reencrypted, conflicts, failures) = {
+        let s = shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (s.reencrypted, s.conflicts, s.failures.clone())
+    };
+    for f in &failures {
+        ctx.out.emit(f.clone(), || {
+            format!(
+                "FAILED {} primary key {}: {}",
+                f["table"].as_str().unwrap_or(""),
+                f["primary_key"].as_str().unwrap_or(""),
+                f["error"].as_str().unwrap_or("")
+            )
+        });
+    }
+    let mut conn = ctx.conn().await?;
+    let state = if failures.is_empty() {
+        "done"
+    } else {
+        "failed"
+    };
+    let summary = json!({"reencrypted": reencrypted, "conflicts_retried": conflicts,
+                         "failed": failures.len(), "provider_calls": keys.calls()});
+    jobs::finish::<D>(&mut conn, &job.id, state, &summary).await?;
+    let job_rows = jobs::get::<D>(&mut conn, &job.id)
+        .await?
+        .map_or(0, |j| j.rows_done);
+    ctx.out.emit(
+        json!({"event": "done", "job": job.id, "state": state, "reencrypted": reencrypted,
+               "job_rows_done": job_rows, "conflicts_retried": conflicts, "failed": failures.len(),
+               "seconds": progress.elapsed(), "rows_per_second": progress.rate().round(),
+               "provider_calls": keys.calls()}),
+        || format!(
+            "rotate {state}: {reencrypted} rows re-encrypted by this process ({job_rows} by the job), {conflicts} concurrent writes retried, {} failed, {:.0} rows/s, {} key-provider calls",
+            failures.len(), progress.rate(), keys.counter.counts().total()
+        ),
+    );
+    Ok(if failures.is_empty() {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failures
+    })
+}
+
+fn failed_of(shared: &Mutex<Shared>, def: &TableDef, tenant: &str) -> Vec<Value> {
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .failed
+        .get(&(def.table.clone(), tenant.to_owned()))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `WHERE tenant = $1 AND version < $2 [AND pk NOT IN (...)]`.
+fn predicate<D: CliDb>(
+    def: &TableDef,
+    tenant: &str,
+    target: u32,
+    failed: &[Value],
+) -> (String, Vec<Value>) {
+    let mut sql = format!(
+        " WHERE {} = {} AND {} < {}",
+        ident::<D>(&def.tenant),
+        ph::<D>(1),
+        ident::<D>(&def.key_version_column),
+        ph::<D>(2)
+    );
+    let mut values = vec![
+        Value::Text(tenant.to_owned()),
+        Value::I64(i64::from(target)),
+    ];
+    if !failed.is_empty() {
+        sql.push_str(&format!(" AND {} NOT IN (", ident::<D>(&def.primary_key)));
+        for (i, v) in failed.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&ph::<D>(3 + i));
+            values.push(v.clone());
+        }
+        sql.push(')');
+    }
+    (sql, values)
+}
+
+async fn count<D: CliDb>(
+    conn: &mut D::Connection,
+    def: &TableDef,
+    tenant: &str,
+    target: u32,
+    failed: &[Value],
+) -> Result<u64> {
+    let (pred, values) = predicate::<D>(def, tenant, target, failed);
+    let sql = format!("SELECT COUNT(*) FROM {}{pred}", ident::<D>(&def.table));
+    let rows = D::fetch_all_on(conn, &sql, values).await?;
+    let n = rows
+        .first()
+        .map(|r| read_i64(r, 0))
+        .transpose()?
+        .unwrap_or(0);
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn worker<D: CliDb>(
+    pool: sqlx::Pool<D>,
+    keys: Arc<KeyHierarchy>,
+    tables: &[TableDef],
+    targets: &BTreeMap<String, u32>,
+    shared: Arc<Mutex<Shared>>,
+    progress: Arc<Progress>,
+    job_id: &str,
+    batch: usize,
+) -> Result<()> {
+    let mut opener = RowOpener::new(keys);
+    for def in tables {
+        for (tenant, target) in targets {
+            loop {
+                let n = batch_once::<D>(
+                    &pool,
+                    &mut opener,
+                    def,
+                    tenant,
+                    *target,
+                    &shared,
+                    &progress,
+                    job_id,
+                    batch,
+                )
+                .await?;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One batch; returns the rows claimed (0: nothing left for this worker).
+#[allow(clippy::too_many_arguments)]
+async fn batch_once<D: CliDb>(
+    pool: &sqlx::Pool<D>,
+    opener: &mut RowOpener,
+    def: &TableDef,
+    tenant: &str,
+    target: u32,
+    shared: &Mutex<Shared>,
+    progress: &Progress,
+    job_id: &str,
+    batch: usize,
+) -> Result<usize> {
+    let failed = failed_of(shared, def, tenant);
+    let pk_type = def.pk_type()?;
+    let enc_cols = def.encrypted_columns();
+    let (pred, values) = predicate::<D>(def, tenant, target, &failed);
+    let select = format!(
+        "SELECT {} FROM {}{pred} LIMIT {batch}{}",
+        def.select_list::<D>(),
+        ident::<D>(&def.table),
+        D::CLAIM
+    );
+    let mut update = format!("UPDATE {} SET ", ident::<D>(&def.table));
+    let mut n = 0;
+    for c in enc_cols
+        .iter()
+        .copied()
+        .chain([def.header_column.as_str(), def.key_version_column.as_str()])
+    {
+        if n > 0 {
+            update.push_str(", ");
+        }
+        n += 1;
+        update.push_str(&format!("{} = {}", ident::<D>(c), ph::<D>(n)));
+    }
+    update.push_str(&format!(
+        " WHERE {} = {} AND {} = {} AND {} = {}",
+        ident::<D>(&def.primary_key),
+        ph::<D>(n + 1),
+        ident::<D>(&def.tenant),
+        ph::<D>(n + 2),
+        ident::<D>(&def.header_column),
+        ph::<D>(n + 3)
+    ));
+
+    let new_keys = opener.record_keys(def, tenant, target).await?;
+    let mut tx = pool.begin_with(D::BEGIN).await?;
+    let rows = D::fetch_all_on(&mut *tx, &select, values).await?;
+    if rows.is_empty() {
+        tx.commit().await?;
+        return Ok(0);
+    }
+    let mut done = 0u64;
+    let mut conflicts = 0u64;
+    let mut failures = Vec::new();
+    for row in &rows {
+        let pk = read_pk(row, pk_type)?;
+        let header = row.read_bytes(2)?.to_vec();
+        let fail = |column: &str, e: &rowseal_core::Error| {
+            json!({"event": "failure", "table": def.table, "tenant": tenant,
+                   "primary_key": pk.key_display(), "column": column, "error": super::describe(e)})
+        };
+        let pkb = match def.pk_bytes(&pk) {
+            Ok(b) => b,
+            Err(e) => {
+                failures.push((pk.clone(), fail(&def.header_column, &e)));
+                continue;
+            }
+        };
+        let old = match opener.open(def, tenant, pkb.as_deref(), &header).await {
+            Ok(k) => k,
+            Err(e) => {
+                failures.push((pk.clone(), fail(&def.header_column, &e)));
+                continue;
+            }
+        };
+        let new = new_keys.new_row(pkb.as_deref())?;
+        let mut values = Vec::with_capacity(enc_cols.len() + 5);
+        let mut bad = None;
+        for (i, col) in enc_cols.iter().enumerate() {
+            match row.read_value(FIRST_ENCRYPTED + i, SqlType::Bytes)? {
+                Value::Bytes(env) => match old.open(col, &env) {
+                    Ok(pt) => {
+                        let pt = Zeroizing::new(pt);
+                        values.push(Value::Bytes(new.seal(col, &pt)?));
+                    }
+                    Err(e) => {
+                        bad = Some(fail(col, &e));
+                        break;
+                    }
+                },
+                _ => values.push(Value::Null(SqlType::Bytes)),
+            }
+        }
+        if let Some(f) = bad {
+            failures.push((pk.clone(), f));
+            continue;
+        }
+        values.push(Value::Bytes(new.header_bytes()));
+        values.push(Value::I64(i64::from(target)));
+        values.push(pk.clone());
+        values.push(Value::Text(tenant.to_owned()));
+        values.push(Value::Bytes(header));
+        if D::execute_on(&mut *tx, &update, values).await? == 1 {
+            done += 1;
+        } else {
+            // The application changed the row since it was read: not
+            // overwritten; a later batch reads it again if still old.
+            conflicts += 1;
+        }
+    }
+    if done > 0 {
+        jobs::add_progress::<D>(&mut *tx, job_id, done).await?;
+    }
+    tx.commit().await?;
+    progress.add(done);
+    let mut s = shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    s.reencrypted += done;
+    s.conflicts += conflicts;
+    let seen: HashSet<String> = s
+        .failures
+        .iter()
+        .filter_map(|f| {
+            f["primary_key"]
+                .as_str()
+                .map(|p| format!("{}/{p}", f["table"]))
+        })
+        .collect();
+    for (pk, f) in failures {
+        let key = format!("{}/{}", f["table"], pk.key_display());
+        if !seen.contains(&key) {
+            s.failures.push(f);
+        }
+        s.failed
+            .entry((def.table.clone(), tenant.to_owned()))
+            .or_default()
+            .push(pk);
+    }
+    if s.failures.len() > MAX_FAILURES {
+        return Err(CliError::new(
+            ExitCode::Failures,
+            format!("more than {MAX_FAILURES} rows could not be opened; stopping (run verify)"),
+        ));
+    }
+    Ok(rows.len())
+}

@@ -1,0 +1,99 @@
+//! `rowseal shred --tenant T`: crypto-shredding. Destroys every tenant and
+//! index key version of T (wrapped key set to NULL, state `destroyed`) and
+//! wipes the per-row wrapped data keys of T's rows in kms-mode tables. T's
+//! rows then fail to open with a typed error (`key destroyed`, or a malformed
+//! header for kms-mode rows); no other tenant is touched.
+//!
+//! Caveats (docs/cli.md): application processes keep unwrapped keys in their
+//! caches until the cache lifetime ends; database backups still hold the
+//! wrapped keys, which stay openable as long as the root key exists.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use rowseal_sqlx::Value;
+use serde_json::json;
+
+use super::Ctx;
+use crate::db::{ident, ph, read_i64, CliDb};
+use crate::error::{CliError, ExitCode, Result};
+use crate::registry;
+
+pub async fn run<D: CliDb>(
+    ctx: &Ctx<D>,
+    tenant: &str,
+    confirmation: Option<&str>,
+    dry_run: bool,
+) -> Result<ExitCode> {
+    let mut conn = ctx.conn().await?;
+    let sql = format!(
+        "SELECT COUNT(*) FROM rowseal_keys WHERE scope_kind = 'tenant' AND tenant = {} AND state = 'active'",
+        ph::<D>(1)
+    );
+    let rows = D::fetch_all_on(&mut conn, &sql, vec![Value::Text(tenant.to_owned())]).await?;
+    let active = rows
+        .first()
+        .map(|r| read_i64(r, 0))
+        .transpose()?
+        .unwrap_or(0);
+    let tables = registry::tables::<D>(&mut conn, &[]).await?;
+    if dry_run {
+        ctx.out.emit(
+            json!({"event": "plan", "command": "shred", "tenant": tenant, "keys": active}),
+            || format!("would destroy {active} active keys of tenant {tenant}"),
+        );
+        return Ok(ExitCode::Ok);
+    }
+    let confirmed = match confirmation {
+        Some(c) => c == tenant,
+        None if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() => {
+            eprint!(
+                "This destroys every key of tenant {tenant}: its rows become unreadable, forever.\nType the tenant id to confirm: "
+            );
+            let _ = std::io::stderr().flush();
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+                CliError::new(ExitCode::Refused, format!("no confirmation: {}", e.kind()))
+            })?;
+            line.trim_end_matches(['\r', '\n']) == tenant
+        }
+        None => false,
+    };
+    if !confirmed {
+        return Err(CliError::new(
+            ExitCode::Refused,
+            format!("refusing to shred tenant {tenant} without confirmation: pass --yes-destroy-tenant {tenant}"),
+        ));
+    }
+    let sql = format!(
+        "UPDATE rowseal_keys SET wrapped = NULL, root_key_id = NULL, state = 'destroyed' WHERE scope_kind = 'tenant' AND tenant = {}",
+        ph::<D>(1)
+    );
+    let keys = D::execute_on(&mut conn, &sql, vec![Value::Text(tenant.to_owned())]).await?;
+    let mut kms_rows = 0;
+    for def in &tables {
+        if def.mode()? != rowseal_core::KeyMode::Kms {
+            continue;
+        }
+        let sql = format!(
+            "UPDATE {} SET {} = {} WHERE {} = {}",
+            ident::<D>(&def.table),
+            ident::<D>(&def.header_column),
+            ph::<D>(1),
+            ident::<D>(&def.tenant),
+            ph::<D>(2)
+        );
+        kms_rows += D::execute_on(
+            &mut conn,
+            &sql,
+            vec![Value::Bytes(Vec::new()), Value::Text(tenant.to_owned())],
+        )
+        .await?;
+    }
+    ctx.out.emit(
+        json!({"event": "done", "command": "shred", "tenant": tenant, "keys_destroyed": keys,
+               "kms_rows_wiped": kms_rows}),
+        || format!("tenant {tenant} shredded: {keys} keys destroyed, {kms_rows} per-row data keys wiped"),
+    );
+    ctx.out.warn("application processes may keep this tenant's unwrapped keys in their caches until the cache lifetime ends (5 minutes by default); restart them to be sure. Database backups still hold the wrapped keys.");
+    Ok(ExitCode::Ok)
+}

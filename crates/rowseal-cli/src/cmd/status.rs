@@ -1,0 +1,112 @@
+//! `rowseal status`: what is encrypted under what, what is left to rotate,
+//! which root keys are in use, which jobs run. Reads counts and metadata
+//! only; needs no key.
+
+use std::collections::BTreeMap;
+
+use rowseal_core::KeyMode;
+use serde_json::json;
+
+use super::Ctx;
+use crate::db::{ident, read_i64, read_text, CliDb};
+use crate::error::{ExitCode, Result};
+use crate::registry;
+
+pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
+    let mut conn = ctx.conn().await?;
+    let tables = registry::tables::<D>(&mut conn, only).await?;
+    let (current, destroyed) = registry::tenant_versions::<D>(&mut conn).await?;
+
+    for def in &tables {
+        let mode = def.mode()?;
+        let sql = format!(
+            "SELECT {t}, {v}, COUNT(*) FROM {table} GROUP BY {t}, {v} ORDER BY {t}, {v}",
+            t = ident::<D>(&def.tenant),
+            v = ident::<D>(&def.key_version_column),
+            table = ident::<D>(&def.table)
+        );
+        let rows = D::fetch_all_on(&mut conn, &sql, vec![]).await?;
+        let mut total = 0i64;
+        let mut to_rotate = 0i64;
+        let mut by_version: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut tenants: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        for r in &rows {
+            let tenant = read_text(r, 0)?;
+            let version = read_i64(r, 1)?;
+            let n = read_i64(r, 2)?;
+            total += n;
+            *by_version.entry(version).or_default() += n;
+            let cur = current.get(&tenant).copied();
+            let behind = mode == KeyMode::Derived && cur.is_some_and(|c| version < i64::from(c));
+            if behind {
+                to_rotate += n;
+            }
+            let e = tenants.entry(tenant.clone()).or_insert_with(|| {
+                json!({"current_version": cur, "shredded": destroyed.contains(&tenant),
+                       "rows": 0, "rows_to_rotate": 0})
+            });
+            e["rows"] = json!(e["rows"].as_i64().unwrap_or(0) + n);
+            if behind {
+                e["rows_to_rotate"] = json!(e["rows_to_rotate"].as_i64().unwrap_or(0) + n);
+            }
+        }
+        let by_version_json: BTreeMap<String, i64> = by_version
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        ctx.out.emit(
+            json!({"event": "table", "table": def.table, "record_type": def.record_type,
+                   "key_mode": mode.as_str(), "rows": total, "rows_by_key_version": by_version_json,
+                   "rows_to_rotate": to_rotate, "tenants": tenants,
+                   "encrypted_columns": def.encrypted_columns(),
+                   "blind_index_coverage": null, "plaintext_rows_to_encrypt": null}),
+            || {
+                let versions: Vec<String> = by_version
+                    .iter()
+                    .map(|(v, n)| format!("v{v}: {n}"))
+                    .collect();
+                format!(
+                    "{} ({} mode, {} tenants): {total} rows [{}], {to_rotate} to rotate",
+                    def.table,
+                    mode.as_str(),
+                    tenants.len(),
+                    versions.join(", ")
+                )
+            },
+        );
+    }
+
+    let sql = "SELECT purpose, state, root_key_id, COUNT(*) FROM rowseal_keys GROUP BY purpose, state, root_key_id ORDER BY purpose, state, root_key_id";
+    for r in &D::fetch_all_on(&mut conn, sql, vec![]).await? {
+        let (purpose, state, root, n) = (
+            read_text(r, 0)?,
+            read_text(r, 1)?,
+            read_text(r, 2)?,
+            read_i64(r, 3)?,
+        );
+        ctx.out.emit(
+            json!({"event": "keys", "purpose": purpose, "state": state, "root_key": root, "count": n}),
+            || format!("{n} {purpose} keys {state}{}", if root.is_empty() { String::new() } else { format!(" under {root}") }),
+        );
+    }
+
+    let sql = format!(
+        "SELECT id, kind, rows_done, worker, CAST(heartbeat_at AS {}) FROM rowseal_jobs WHERE state = 'running' ORDER BY created_at",
+        D::TEXT
+    );
+    for r in &D::fetch_all_on(&mut conn, &sql, vec![]).await? {
+        let (id, kind, done, worker, beat) = (
+            read_text(r, 0)?,
+            read_text(r, 1)?,
+            read_i64(r, 2)?,
+            read_text(r, 3)?,
+            read_text(r, 4)?,
+        );
+        ctx.out.emit(
+            json!({"event": "job", "id": id, "kind": kind, "state": "running", "rows_done": done,
+                   "worker": worker, "heartbeat_at": beat}),
+            || format!("job {id} ({kind}) running: {done} rows done, last heartbeat {beat} by {worker}"),
+        );
+    }
+    Ok(ExitCode::Ok)
+}

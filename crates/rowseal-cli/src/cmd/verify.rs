@@ -1,0 +1,137 @@
+//! `rowseal verify`: open every row of every registered table (key header
+//! commitment, then every encrypted field) and report the primary keys that
+//! fail — never a value. Rows are read in primary-key order, a batch at a
+//! time (keyset pagination), so memory stays bounded.
+
+use rowseal_core::KeyMode;
+use rowseal_sqlx::{DbRow, SqlType, Value};
+use serde_json::json;
+
+use super::{Ctx, RowOpener};
+use crate::db::{ident, ph, read_i64, read_text, CliDb};
+use crate::error::{ExitCode, Result};
+use crate::output::Progress;
+use crate::registry::{self, read_pk, FIRST_ENCRYPTED};
+
+pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
+    let mut conn = ctx.conn().await?;
+    let tables = registry::tables::<D>(&mut conn, only).await?;
+    let keys = ctx.keys().await?;
+    let mut opener = RowOpener::new(keys.hierarchy.clone());
+    let mut total = 0u64;
+    for def in &tables {
+        let sql = format!("SELECT COUNT(*) FROM {}", ident::<D>(&def.table));
+        let rows = D::fetch_all_on(&mut conn, &sql, vec![]).await?;
+        total += rows
+            .first()
+            .map(|r| read_i64(r, 0))
+            .transpose()?
+            .map_or(0, |n| u64::try_from(n).unwrap_or(0));
+    }
+    let (progress, handle) = Progress::start(ctx.out, "verify".into(), total);
+    let mut failed = 0u64;
+    let mut checked = 0u64;
+    let batch = ctx.settings.batch_size;
+    for def in &tables {
+        let pk_type = def.pk_type()?;
+        let mode = def.mode()?;
+        let enc = def.encrypted_columns();
+        let base = format!(
+            "SELECT {} FROM {}",
+            def.select_list::<D>(),
+            ident::<D>(&def.table)
+        );
+        let order = format!(" ORDER BY {} LIMIT {batch}", ident::<D>(&def.primary_key));
+        let mut last: Option<Value> = None;
+        loop {
+            let (sql, values) = match &last {
+                None => (format!("{base}{order}"), vec![]),
+                Some(v) => (
+                    format!(
+                        "{base} WHERE {} > {}{order}",
+                        ident::<D>(&def.primary_key),
+                        ph::<D>(1)
+                    ),
+                    vec![v.clone()],
+                ),
+            };
+            let rows = D::fetch_all_on(&mut conn, &sql, values).await?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let pk = read_pk(row, pk_type)?;
+                let tenant = read_text(row, 1)?;
+                let header = row.read_bytes(2)?.to_vec();
+                let column_version = read_i64(row, 3)?;
+                let mut report = |column: &str, error: String| {
+                    failed += 1;
+                    ctx.out.emit(
+                        json!({"event": "failure", "table": def.table, "tenant": tenant,
+                               "primary_key": pk.key_display(), "column": column, "error": error}),
+                        || {
+                            format!(
+                                "FAILED {} primary key {} ({}): {error}",
+                                def.table,
+                                pk.key_display(),
+                                column
+                            )
+                        },
+                    );
+                };
+                let pkb = match def.pk_bytes(&pk) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        report(&def.header_column, super::describe(&e));
+                        continue;
+                    }
+                };
+                let key = match opener.open(def, &tenant, pkb.as_deref(), &header).await {
+                    Ok(k) => k,
+                    Err(e) => {
+                        report(&def.header_column, super::describe(&e));
+                        continue;
+                    }
+                };
+                let expected = match mode {
+                    KeyMode::Derived => key.header().tenant_key_version().map_or(-1, i64::from),
+                    _ => 0,
+                };
+                if expected != column_version {
+                    report(
+                        &def.key_version_column,
+                        "the key version column does not match the row's key header".into(),
+                    );
+                }
+                for (i, col) in enc.iter().enumerate() {
+                    if let Value::Bytes(env) =
+                        row.read_value(FIRST_ENCRYPTED + i, SqlType::Bytes)?
+                    {
+                        if let Err(e) = key.open(col, &env).map(zeroize::Zeroizing::new) {
+                            report(col, super::describe(&e));
+                        }
+                    }
+                }
+            }
+            checked += rows.len() as u64;
+            progress.add(rows.len() as u64);
+            last = rows.last().map(|r| read_pk(r, pk_type)).transpose()?;
+        }
+    }
+    progress.finish(handle).await;
+    ctx.out.emit(
+        json!({"event": "done", "command": "verify", "rows": checked, "failures": failed,
+               "provider_calls": keys.calls()}),
+        || {
+            format!(
+                "verify: {checked} rows checked, {failed} failures, {} key-provider calls",
+                keys.counter.counts().total()
+            )
+        },
+    );
+    Ok(if failed == 0 {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failures
+    })
+}

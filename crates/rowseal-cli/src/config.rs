@@ -1,0 +1,117 @@
+//! Settings: flags, then environment (both through clap), then the optional
+//! TOML config file.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::cli::{GlobalArgs, JobArgs};
+use crate::error::{CliError, Result};
+
+/// The config file. Every key is optional; flags and environment win.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    database_url: Option<String>,
+    key_file: Option<PathBuf>,
+    kms_key_id: Option<String>,
+    aws_region: Option<String>,
+    kms_endpoint: Option<String>,
+    kms_rate: Option<f64>,
+    batch_size: Option<usize>,
+    workers: Option<usize>,
+}
+
+/// Where root keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// A local keyring file.
+    LocalFile(PathBuf),
+    /// The local keyring from `ROWSEAL_LOCAL_KEYS` / `ROWSEAL_LOCAL_KEY_FILE`.
+    LocalEnv,
+    /// AWS KMS.
+    Kms {
+        key_id: String,
+        region: Option<String>,
+        endpoint: Option<String>,
+    },
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: Option<String>,
+    pub keys: KeySource,
+    pub kms_rate: Option<f64>,
+    pub batch_size: usize,
+    pub workers: usize,
+    pub json: bool,
+}
+
+/// Default rows per batch.
+pub const DEFAULT_BATCH: usize = 500;
+
+impl Settings {
+    /// Merges flags/environment with the config file.
+    pub fn resolve(g: &GlobalArgs, jobs: Option<&JobArgs>) -> Result<Self> {
+        let file = match &g.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    CliError::config(format!(
+                        "cannot read config file {}: {}",
+                        path.display(),
+                        e.kind()
+                    ))
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    // toml's message quotes the offending line; a config file
+                    // may hold a database password, so say less.
+                    CliError::config(format!(
+                        "invalid config file {}: {}",
+                        path.display(),
+                        e.message()
+                    ))
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let kms_key_id = g.kms_key_id.clone().or(file.kms_key_id);
+        let keys = match kms_key_id {
+            Some(key_id) => KeySource::Kms {
+                key_id,
+                region: g.aws_region.clone().or(file.aws_region),
+                endpoint: g.kms_endpoint.clone().or(file.kms_endpoint),
+            },
+            None => match g.key_file.clone().or(file.key_file) {
+                Some(p) => KeySource::LocalFile(p),
+                None => KeySource::LocalEnv,
+            },
+        };
+        let kms_rate = g.kms_rate.or(file.kms_rate);
+        if let Some(r) = kms_rate {
+            if !(r.is_finite() && r > 0.0) {
+                return Err(CliError::config("kms_rate must be a positive number"));
+            }
+        }
+        let batch_size = jobs
+            .and_then(|j| j.batch_size)
+            .or(file.batch_size)
+            .unwrap_or(DEFAULT_BATCH);
+        if batch_size == 0 || batch_size > 10_000 {
+            return Err(CliError::config("batch size must be between 1 and 10000"));
+        }
+        let workers = jobs.and_then(|j| j.workers).or(file.workers).unwrap_or(1);
+        if workers == 0 || workers > 64 {
+            return Err(CliError::config("workers must be between 1 and 64"));
+        }
+        let json = g.json || !std::io::IsTerminal::is_terminal(&std::io::stdout());
+        Ok(Settings {
+            database_url: g.database_url.clone().or(file.database_url),
+            keys,
+            kms_rate,
+            batch_size,
+            workers,
+            json,
+        })
+    }
+}

@@ -1,0 +1,191 @@
+//! The databases: what the tool needs beyond rowseal-sqlx's [`Backend`].
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_core::future::BoxFuture;
+use rowseal_sqlx::{Backend, Value};
+
+use crate::error::{CliError, Result};
+
+/// What the jobs need from a database, on top of [`Backend`].
+pub trait CliDb: Backend {
+    /// Appended to a batch SELECT to claim its rows: `FOR UPDATE SKIP LOCKED`
+    /// where the database has it, so that workers and processes never take
+    /// the same rows; empty on SQLite (one writer at a time).
+    const CLAIM: &'static str;
+    /// The statement that opens a write transaction (`BEGIN IMMEDIATE` on
+    /// SQLite, so that the batch holds the write lock from its first read).
+    const BEGIN: &'static str;
+    /// The type to `CAST` a timestamp to, to read it as text.
+    const TEXT: &'static str;
+    /// Whether several writers may run at once.
+    const CONCURRENT_WRITERS: bool;
+
+    /// Runs a query on a connection; returns every row.
+    fn fetch_all_on<'e>(
+        conn: &'e mut Self::Connection,
+        sql: &'e str,
+        values: Vec<Value>,
+    ) -> BoxFuture<'e, rowseal_sqlx::Result<Vec<Self::Row>>>;
+}
+
+macro_rules! cli_db {
+    ($db:ty, $claim:expr, $begin:expr, $text:expr, $conc:expr) => {
+        impl CliDb for $db {
+            const CLAIM: &'static str = $claim;
+            const BEGIN: &'static str = $begin;
+            const TEXT: &'static str = $text;
+            const CONCURRENT_WRITERS: bool = $conc;
+
+            fn fetch_all_on<'e>(
+                conn: &'e mut Self::Connection,
+                sql: &'e str,
+                values: Vec<Value>,
+            ) -> BoxFuture<'e, rowseal_sqlx::Result<Vec<Self::Row>>> {
+                <$db as Backend>::fetch_all(conn, sql, values)
+            }
+        }
+    };
+}
+
+cli_db!(
+    sqlx::Postgres,
+    " FOR UPDATE SKIP LOCKED",
+    "BEGIN",
+    "TEXT",
+    true
+);
+cli_db!(
+    sqlx::MySql,
+    " FOR UPDATE SKIP LOCKED",
+    "BEGIN",
+    "CHAR",
+    true
+);
+cli_db!(sqlx::Sqlite, "", "BEGIN IMMEDIATE", "TEXT", false);
+
+/// The kind of database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL or MariaDB.
+    MySql,
+    /// SQLite.
+    Sqlite,
+}
+
+/// The kind of database of `url`, and the URL as sqlx wants it.
+pub fn kind(url: &str) -> Result<(Kind, String)> {
+    let scheme = url.split(':').next().unwrap_or("");
+    match scheme {
+        "postgres" | "postgresql" => Ok((Kind::Postgres, url.to_owned())),
+        "mysql" => Ok((Kind::MySql, url.to_owned())),
+        "mariadb" => Ok((Kind::MySql, format!("mysql{}", &url["mariadb".len()..]))),
+        "sqlite" => Ok((Kind::Sqlite, url.to_owned())),
+        _ => Err(CliError::config(
+            "database URL must start with postgres://, mysql://, mariadb:// or sqlite:",
+        )),
+    }
+}
+
+fn connect_err(e: sqlx::Error) -> CliError {
+    // Never echo the URL: it may hold a password.
+    CliError::db(format!("cannot connect to the database: {e}"))
+}
+
+/// A PostgreSQL pool for `workers` workers.
+pub async fn postgres(url: &str, workers: usize) -> Result<sqlx::PgPool> {
+    let opts = sqlx::postgres::PgConnectOptions::from_str(url)
+        .map_err(|_| CliError::config("invalid PostgreSQL URL"))?;
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(u32::try_from(workers + 2).unwrap_or(8))
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(opts)
+        .await
+        .map_err(connect_err)
+}
+
+/// A MySQL/MariaDB pool. Job sessions read committed, so that claiming a
+/// batch locks its rows and not the gaps around them.
+pub async fn mysql(url: &str, workers: usize) -> Result<sqlx::MySqlPool> {
+    let opts = sqlx::mysql::MySqlConnectOptions::from_str(url)
+        .map_err(|_| CliError::config("invalid MySQL URL"))?;
+    sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(u32::try_from(workers + 2).unwrap_or(8))
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(
+                    conn,
+                    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                )
+                .await
+                .map(|_| ())
+            })
+        })
+        .connect_with(opts)
+        .await
+        .map_err(connect_err)
+}
+
+/// A SQLite pool; `create` makes the file if missing (for `init`).
+pub async fn sqlite(url: &str, create: bool) -> Result<sqlx::SqlitePool> {
+    let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+        .map_err(|_| CliError::config("invalid SQLite URL"))?
+        .create_if_missing(create)
+        .busy_timeout(Duration::from_secs(60));
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(60))
+        .connect_with(opts)
+        .await
+        .map_err(connect_err)
+}
+
+/// Appends `SELECT`-list or `SET` identifiers.
+pub fn ident<D: Backend>(name: &str) -> String {
+    let mut s = String::new();
+    D::push_ident(&mut s, name);
+    s
+}
+
+/// A placeholder.
+pub fn ph<D: Backend>(n: usize) -> String {
+    let mut s = String::new();
+    D::push_placeholder(&mut s, n);
+    s
+}
+
+/// Reads an integer column that may come back as any integer width.
+pub fn read_i64<R: rowseal_sqlx::DbRow>(row: &R, idx: usize) -> Result<i64> {
+    use rowseal_sqlx::SqlType;
+    for t in [SqlType::I64, SqlType::I32] {
+        match row.read_value(idx, t) {
+            Ok(Value::I64(v)) => return Ok(v),
+            Ok(Value::I32(v)) => return Ok(i64::from(v)),
+            Ok(Value::Null(_)) => return Ok(0),
+            _ => continue,
+        }
+    }
+    Err(CliError::db(format!("column {idx}: expected an integer")))
+}
+
+/// Reads a text column (NULL as empty).
+pub fn read_text<R: rowseal_sqlx::DbRow>(row: &R, idx: usize) -> Result<String> {
+    match row.read_value(idx, rowseal_sqlx::SqlType::Text) {
+        Ok(Value::Text(s)) => Ok(s),
+        Ok(Value::Null(_)) => Ok(String::new()),
+        Ok(_) => Err(CliError::db(format!("column {idx}: expected text"))),
+        Err(e) => {
+            // MySQL returns some text (CAST AS CHAR of a binary column,
+            // VARBINARY) as bytes.
+            match row.read_value(idx, rowseal_sqlx::SqlType::Bytes) {
+                Ok(Value::Bytes(b)) => String::from_utf8(b)
+                    .map_err(|_| CliError::db(format!("column {idx}: not UTF-8"))),
+                _ => Err(e.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The schema registry (`rowseal_schema`), read without application code.
+
+use rowseal_core::{KeyMode, RecordSpec};
+use rowseal_sqlx::{DbRow, SqlType, Value};
+use serde::Deserialize;
+
+use crate::db::{ident, read_text, CliDb};
+use crate::error::{CliError, Result};
+
+/// One registered table, from its JSON definition.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TableDef {
+    /// Record type.
+    pub record_type: String,
+    /// Table.
+    pub table: String,
+    /// `derived` or `kms`.
+    pub key_mode: String,
+    /// Whether the primary key is bound into the ciphertexts.
+    pub bind_primary_key: bool,
+    /// Tenant column.
+    pub tenant: String,
+    /// Primary-key column.
+    pub primary_key: String,
+    /// Primary-key type (registry name).
+    pub primary_key_type: String,
+    /// Key header column.
+    #[serde(default = "header_default")]
+    pub header_column: String,
+    /// Key version column.
+    #[serde(default = "version_default")]
+    pub key_version_column: String,
+    /// Every field.
+    pub fields: Vec<FieldDef>,
+}
+
+/// One field of a registered table.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FieldDef {
+    /// Column.
+    pub column: String,
+    /// Whether it is encrypted.
+    #[serde(default)]
+    pub encrypted: bool,
+}
+
+fn header_default() -> String {
+    rowseal_sqlx::HEADER_COLUMN.to_owned()
+}
+
+fn version_default() -> String {
+    rowseal_sqlx::KEY_VERSION_COLUMN.to_owned()
+}
+
+/// Parses a registry type name (the inverse of `SqlType::as_str` for the
+/// types a primary key may have).
+pub fn pk_sql_type(name: &str) -> Option<SqlType> {
+    Some(match name {
+        "i16" => SqlType::I16,
+        "i32" => SqlType::I32,
+        "i64" => SqlType::I64,
+        "text" => SqlType::Text,
+        "bytes" => SqlType::Bytes,
+        "uuid" => SqlType::Uuid,
+        _ => return None,
+    })
+}
+
+impl TableDef {
+    /// The key mode.
+    pub fn mode(&self) -> Result<KeyMode> {
+        self.key_mode
+            .parse()
+            .map_err(|_| self.bad("unknown key mode in the registry"))
+    }
+
+    /// The record spec, as the derive macro would build it.
+    pub fn spec(&self) -> Result<RecordSpec> {
+        Ok(
+            RecordSpec::owned(self.record_type.clone(), self.table.clone())
+                .with_key_mode(self.mode()?)
+                .with_primary_key_bound(self.bind_primary_key),
+        )
+    }
+
+    /// The primary key's SQL type.
+    pub fn pk_type(&self) -> Result<SqlType> {
+        pk_sql_type(&self.primary_key_type)
+            .ok_or_else(|| self.bad("unsupported primary-key type in the registry"))
+    }
+
+    /// The encrypted columns.
+    pub fn encrypted_columns(&self) -> Vec<&str> {
+        self.fields
+            .iter()
+            .filter(|f| f.encrypted)
+            .map(|f| f.column.as_str())
+            .collect()
+    }
+
+    fn bad(&self, what: &str) -> CliError {
+        CliError::new(
+            crate::error::ExitCode::Config,
+            format!("table {}: {what}", self.table),
+        )
+    }
+
+    /// The bytes a primary key is bound as (`None` if not bound).
+    pub fn pk_bytes(
+        &self,
+        pk: &Value,
+    ) -> std::result::Result<Option<Vec<u8>>, rowseal_core::Error> {
+        if !self.bind_primary_key {
+            return Ok(None);
+        }
+        pk.key_bytes()
+            .map(Some)
+            .ok_or(rowseal_core::Error::InvalidInput {
+                reason: "the primary key has a type that cannot be bound",
+            })
+    }
+
+    /// `SELECT pk, tenant, header, version, enc...` (without FROM), and the
+    /// index of the first encrypted column.
+    pub fn select_list<D: CliDb>(&self) -> String {
+        let mut cols = vec![
+            ident::<D>(&self.primary_key),
+            ident::<D>(&self.tenant),
+            ident::<D>(&self.header_column),
+            ident::<D>(&self.key_version_column),
+        ];
+        cols.extend(self.encrypted_columns().iter().map(|c| ident::<D>(c)));
+        cols.join(", ")
+    }
+}
+
+/// Index of the first encrypted column in [`TableDef::select_list`].
+pub const FIRST_ENCRYPTED: usize = 4;
+
+/// Every registered table (or those named), sorted by name.
+pub async fn tables<D: CliDb>(conn: &mut D::Connection, only: &[String]) -> Result<Vec<TableDef>> {
+    let rows = D::fetch_all_on(
+        conn,
+        "SELECT table_name, definition FROM rowseal_schema ORDER BY table_name",
+        vec![],
+    )
+    .await?;
+    let mut out = Vec::new();
+    for row in &rows {
+        let name = read_text(row, 0)?;
+        if !only.is_empty() && !only.contains(&name) {
+            continue;
+        }
+        let text = read_text(row, 1)?;
+        let def: TableDef = serde_json::from_str(&text).map_err(|e| {
+            CliError::config(format!(
+                "rowseal_schema: the definition of {name} is not understood: {e}"
+            ))
+        })?;
+        out.push(def);
+    }
+    for t in only {
+        if !out.iter().any(|d| &d.table == t) {
+            return Err(CliError::config(format!(
+                "table {t} is not in the schema registry (rowseal_schema)"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The current (highest active) tenant-key version of every tenant, and the
+/// tenants whose latest key is destroyed.
+pub async fn tenant_versions<D: CliDb>(
+    conn: &mut D::Connection,
+) -> Result<(std::collections::BTreeMap<String, u32>, Vec<String>)> {
+    let rows = D::fetch_all_on(
+        conn,
+        "SELECT tenant, version, state FROM rowseal_keys WHERE purpose = 'tenant' AND scope_kind = 'tenant' ORDER BY tenant, version",
+        vec![],
+    )
+    .await?;
+    let mut latest: std::collections::BTreeMap<String, (u32, bool)> = Default::default();
+    for row in &rows {
+        let tenant = read_text(row, 0)?;
+        let version = u32::try_from(crate::db::read_i64(row, 1)?)
+            .map_err(|_| CliError::db("rowseal_keys: version out of range"))?;
+        let active = read_text(row, 2)? == "active";
+        latest.insert(tenant, (version, active));
+    }
+    let mut current = std::collections::BTreeMap::new();
+    let mut destroyed = Vec::new();
+    for (t, (v, active)) in latest {
+        if active {
+            current.insert(t, v);
+        } else {
+            destroyed.push(t);
+        }
+    }
+    Ok((current, destroyed))
+}
+
+/// Reads the primary key of a row selected with [`TableDef::select_list`].
+pub fn read_pk<R: DbRow>(row: &R, t: SqlType) -> Result<Value> {
+    let v = row.read_value(0, t)?;
+    if v.is_null() {
+        return Err(CliError::db("a primary key is NULL"));
+    }
+    Ok(v)
+}

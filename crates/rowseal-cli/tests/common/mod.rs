@@ -1,0 +1,338 @@
+//! Shared by the CLI tests: a fresh database per test (dropped at the end),
+//! the built `rowseal` binary, a model, and the rotation counter trigger.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use rowseal_core::{KeyHierarchy, LocalKeyProvider};
+use rowseal_sqlx::{schema, Backend, Encrypted, Encryptor, SqlxKeyStore};
+use sqlx::{ConnectOptions, Connection};
+
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(
+    table = "people",
+    record_type = "person",
+    tenant = tenant_id,
+    primary_key = id,
+    bind_primary_key
+)]
+pub struct Person {
+    pub id: i64,
+    pub tenant_id: String,
+    #[rowseal(encrypt)]
+    pub name: String,
+    #[rowseal(encrypt)]
+    pub note: Option<String>,
+    pub visits: i64,
+}
+
+/// A kms-mode table: one provider data key per row.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "secrets", record_type = "secret", tenant = tenant_id, primary_key = id, key_mode = "kms")]
+pub struct Secret {
+    pub id: i64,
+    pub tenant_id: String,
+    #[rowseal(encrypt)]
+    pub body: String,
+}
+
+pub type Teardown = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
+
+/// A database made for one test.
+pub struct Db<DB: sqlx::Database> {
+    pub kind: &'static str,
+    pub url: String,
+    pub pool: sqlx::Pool<DB>,
+    teardown: Option<Teardown>,
+}
+
+impl<DB: sqlx::Database> Db<DB> {
+    pub async fn finish(mut self) {
+        self.pool.close().await;
+        if let Some(t) = self.teardown.take() {
+            t().await;
+        }
+    }
+}
+
+/// Service unreachable: fail under CI, else skip loudly.
+pub fn unreachable(what: &str, err: &dyn std::fmt::Display) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{what} is unreachable under CI=true: {err}");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED: {what} is unreachable ({err}); set CI=true to make this a failure !!!!!!!!\n");
+}
+
+pub fn random_name() -> String {
+    format!("rowseal_cli_{:016x}", rand::random::<u64>())
+}
+
+pub async fn postgres() -> Option<Db<sqlx::Postgres>> {
+    let base_url = std::env::var("ROWSEAL_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+    let base = sqlx::postgres::PgConnectOptions::from_str(&base_url).unwrap();
+    let mut admin = match base.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            unreachable("PostgreSQL", &e);
+            return None;
+        }
+    };
+    let name = random_name();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let url = format!(
+        "{}/{name}",
+        base_url
+            .rsplit_once('/')
+            .map_or(base_url.as_str(), |(a, _)| a)
+    );
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(12)
+        .connect_with(base.clone().database(&name))
+        .await
+        .unwrap();
+    let teardown: Teardown = Box::new(move || {
+        Box::pin(async move {
+            if let Ok(mut admin) = base.connect().await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await;
+            }
+        })
+    });
+    Some(Db {
+        kind: "postgres",
+        url,
+        pool,
+        teardown: Some(teardown),
+    })
+}
+
+pub async fn mysql() -> Option<Db<sqlx::MySql>> {
+    let base_url = std::env::var("ROWSEAL_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+    let base = sqlx::mysql::MySqlConnectOptions::from_str(&base_url).unwrap();
+    let mut admin = match base.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            unreachable("MariaDB", &e);
+            return None;
+        }
+    };
+    let name = random_name();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let url = format!(
+        "{}/{name}",
+        base_url
+            .rsplit_once('/')
+            .map_or(base_url.as_str(), |(a, _)| a)
+    );
+    let pool = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(12)
+        .connect_with(base.clone().database(&name))
+        .await
+        .unwrap();
+    let teardown: Teardown = Box::new(move || {
+        Box::pin(async move {
+            if let Ok(mut admin) = base.connect().await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+                    .execute(&mut admin)
+                    .await;
+            }
+        })
+    });
+    Some(Db {
+        kind: "mysql",
+        url,
+        pool,
+        teardown: Some(teardown),
+    })
+}
+
+pub async fn sqlite() -> Option<Db<sqlx::Sqlite>> {
+    let path = std::env::temp_dir().join(format!("{}.db", random_name()));
+    let url = format!("sqlite://{}", path.display());
+    let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+        .unwrap()
+        .create_if_missing(true)
+        .busy_timeout(Duration::from_secs(60));
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    let teardown: Teardown = Box::new(move || {
+        Box::pin(async move {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        })
+    });
+    Some(Db {
+        kind: "sqlite",
+        url,
+        pool,
+        teardown: Some(teardown),
+    })
+}
+
+/// An application's encryptor over `pool` with `keyring`.
+pub fn encryptor<DB: Backend>(pool: &sqlx::Pool<DB>, keyring: &str) -> Encryptor {
+    let provider = LocalKeyProvider::from_keyring_str(keyring).unwrap();
+    let keys = KeyHierarchy::new(
+        Arc::new(provider),
+        Arc::new(SqlxKeyStore::new(pool.clone())),
+    );
+    Encryptor::new(Arc::new(keys))
+}
+
+/// rowseal tables, the model tables, the registry, and a trigger that counts
+/// every change of `people.rowseal_key_version` per row in `rotations`
+/// (application writers in the tests never change it: they use
+/// `update_fields`, which keeps the row key).
+pub async fn prepare<DB: Backend>(db: &Db<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    schema::install(&db.pool).await.unwrap();
+    schema::create_table::<Person, _>(&db.pool).await.unwrap();
+    schema::create_table::<Secret, _>(&db.pool).await.unwrap();
+    schema::register::<Person, _>(&db.pool).await.unwrap();
+    schema::register::<Secret, _>(&db.pool).await.unwrap();
+    let stmts: Vec<&str> = match db.kind {
+        "postgres" => vec![
+            "CREATE TABLE rotations (id BIGINT PRIMARY KEY, n INT NOT NULL)",
+            "CREATE FUNCTION count_rotation() RETURNS trigger AS $$ BEGIN
+               IF NEW.rowseal_key_version <> OLD.rowseal_key_version THEN
+                 INSERT INTO rotations (id, n) VALUES (NEW.id, 1)
+                 ON CONFLICT (id) DO UPDATE SET n = rotations.n + 1;
+               END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER people_rotation AFTER UPDATE ON people FOR EACH ROW EXECUTE FUNCTION count_rotation()",
+        ],
+        "mysql" => vec![
+            "CREATE TABLE rotations (id BIGINT PRIMARY KEY, n INT NOT NULL)",
+            "CREATE TRIGGER people_rotation AFTER UPDATE ON people FOR EACH ROW BEGIN
+               IF NEW.rowseal_key_version <> OLD.rowseal_key_version THEN
+                 INSERT INTO rotations (id, n) VALUES (NEW.id, 1) ON DUPLICATE KEY UPDATE n = n + 1;
+               END IF; END",
+        ],
+        _ => vec![
+            "CREATE TABLE rotations (id BIGINT PRIMARY KEY, n INT NOT NULL)",
+            "CREATE TRIGGER people_rotation AFTER UPDATE ON people
+               WHEN NEW.rowseal_key_version <> OLD.rowseal_key_version BEGIN
+               INSERT INTO rotations (id, n) VALUES (NEW.id, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1;
+             END",
+        ],
+    };
+    for s in stmts {
+        sqlx::raw_sql(s).execute(&db.pool).await.unwrap();
+    }
+}
+
+/// Output of one `rowseal` run.
+pub struct Run {
+    pub code: Option<i32>,
+    pub events: Vec<serde_json::Value>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn event(&self, name: &str) -> Option<&serde_json::Value> {
+        self.events.iter().rev().find(|e| e["event"] == name)
+    }
+    pub fn all(&self, name: &str) -> Vec<&serde_json::Value> {
+        self.events.iter().filter(|e| e["event"] == name).collect()
+    }
+}
+
+pub fn command(url: &str, keyring: &str, args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_rowseal"));
+    c.args(args)
+        .env("DATABASE_URL", url)
+        .env("ROWSEAL_LOCAL_KEYS", keyring)
+        .env_remove("ROWSEAL_LOCAL_KEY_FILE")
+        .env_remove("ROWSEAL_KMS_KEY_ID")
+        .env_remove("ROWSEAL_CONFIG")
+        .env_remove("ROWSEAL_KMS_RATE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+pub fn parse(code: Option<i32>, stdout: &[u8], stderr: &[u8]) -> Run {
+    let stdout = String::from_utf8_lossy(stdout).into_owned();
+    let events = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    Run {
+        code,
+        events,
+        stdout,
+        stderr: String::from_utf8_lossy(stderr).into_owned(),
+    }
+}
+
+/// Runs `rowseal` to completion (stdout is a pipe: JSON lines).
+pub async fn rowseal(url: &str, keyring: &str, args: &[&str]) -> Run {
+    let out = command(url, keyring, args).output().await.unwrap();
+    parse(out.status.code(), &out.stdout, &out.stderr)
+}
+
+/// Per-row rotation counts from the trigger.
+pub async fn rotation_counts<DB: Backend>(db: &Db<DB>) -> HashMap<i64, i64>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    use rowseal_sqlx::{DbRow, SqlType, Value};
+    let rows = DB::fetch_all(&db.pool, "SELECT id, n FROM rotations", vec![])
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let id = match r.read_value(0, SqlType::I64).unwrap() {
+                Value::I64(v) => v,
+                _ => panic!("id"),
+            };
+            let n = match r.read_value(1, SqlType::I64) {
+                Ok(Value::I64(v)) => v,
+                _ => match r.read_value(1, SqlType::I32).unwrap() {
+                    Value::I32(v) => i64::from(v),
+                    _ => panic!("n"),
+                },
+            };
+            (id, n)
+        })
+        .collect()
+}
+
+/// A single integer from a query.
+pub async fn scalar<DB: Backend>(db: &Db<DB>, sql: &str) -> i64
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    use rowseal_sqlx::{DbRow, SqlType, Value};
+    let rows = DB::fetch_all(&db.pool, sql, vec![]).await.unwrap();
+    match rows[0].read_value(0, SqlType::I64).unwrap() {
+        Value::I64(v) => v,
+        Value::Null(_) => 0,
+        _ => panic!("not an integer"),
+    }
+}
