@@ -41,9 +41,55 @@
 //! `rowseal_header` (its key header) and `rowseal_key_version`. The value
 //! encoding before encryption is described in [`encoding`].
 //!
+//! # Using it
+//! ```ignore
+//! use std::sync::Arc;
+//! use rowseal_core::{KeyHierarchy, LocalKeyProvider};
+//! use rowseal_sqlx::{schema, Encryptor, SqlxKeyStore};
+//!
+//! schema::install(&pool).await?;                       // rowseal_keys, rowseal_schema, rowseal_jobs
+//! schema::create_table::<Patient, _>(&pool).await?;    // or create_table_sql::<Patient, Postgres>()
+//! schema::register::<Patient, _>(&pool).await?;        // for the command-line tool
+//!
+//! let keys = KeyHierarchy::new(Arc::new(LocalKeyProvider::from_env()?),
+//!                              Arc::new(SqlxKeyStore::new(pool.clone())));
+//! let enc = Encryptor::new(Arc::new(keys));
+//! enc.insert(&pool, &patient).await?;
+//! enc.insert_many(&mut tx, &patients).await?;          // one round trip per batch
+//! let p: Option<Patient> = enc.fetch(&pool, "tenant-1", &id).await?;
+//! enc.update_fields(&pool, &p, &["name"]).await?;
+//! let sql = format!("SELECT {} FROM patients WHERE visits > $1",
+//!                   Encryptor::select_list::<Patient, Postgres>());
+//! let rows: Vec<Patient> = enc.fetch_all(sqlx::query(&sql).bind(3), &pool).await?;
+//! let mut stream = enc.fetch_stream::<Patient, _, _>(sqlx::query(&sql).bind(3), &pool);
+//! ```
+//!
+//! # Performance
+//! Batches use the core's fast path: the tenant key is fetched once per
+//! tenant and batch, then each row costs one row-key derivation and one AEAD
+//! operation per encrypted field, with no key-provider call. `insert_many`
+//! seals the next batch while the database inserts the current one;
+//! `fetch_all` and `fetch_stream` decrypt one chunk on a blocking thread (and
+//! its helpers, one per core) while the next chunk arrives. Batches under
+//! [`DEFAULT_PARALLEL_THRESHOLD`] rows stay on the calling thread.
+//!
 //! # Features
 //! `postgres`, `mysql`, `sqlite` (the sqlx drivers), `uuid`, `chrono`, `time`,
 //! `json` (field types), `derive` (default).
+//!
+//! # Tests
+//! The same suite runs on each database (each test makes and drops its own
+//! database; an unreachable server is a loud skip, or a failure when
+//! `CI=true`):
+//! ```text
+//! cargo test -p rowseal-sqlx --features sqlite,uuid,chrono,time,json   --test sqlite
+//! cargo test -p rowseal-sqlx --features postgres,uuid,chrono,time,json --test postgres
+//! cargo test -p rowseal-sqlx --features mysql,uuid,chrono,time,json    --test mysql
+//! cargo test -p rowseal-sqlx --test compile_fail
+//! ```
+//! `ROWSEAL_TEST_POSTGRES_URL` (default `postgres://root@127.0.0.1:5432/test`),
+//! `ROWSEAL_TEST_POSTGRES_SOCKET` (default `/var/run/postgresql`),
+//! `ROWSEAL_TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`).
 
 mod backend;
 pub mod encoding;
