@@ -837,9 +837,7 @@ impl Encryptor {
 
 /// The tenant-key version a header names, without a full parse.
 fn header_version(header: &[u8]) -> Option<u32> {
-    RowHeader::from_bytes(header)
-        .ok()
-        .and_then(|h| h.tenant_key_version())
+    RowHeader::peek_tenant_key_version(header)
 }
 
 /// Reads one row: plain values and borrowed ciphertexts, then the row key
