@@ -99,6 +99,15 @@ fn connect_err(e: sqlx::Error) -> CliError {
 pub async fn postgres(url: &str, workers: usize) -> Result<sqlx::PgPool> {
     let opts = sqlx::postgres::PgConnectOptions::from_str(url)
         .map_err(|_| CliError::config("invalid PostgreSQL URL"))?;
+    // One direct connection first: fails at once when the server is down
+    // (the pool would retry until its acquire timeout).
+    sqlx::Connection::close(
+        sqlx::ConnectOptions::connect(&opts)
+            .await
+            .map_err(connect_err)?,
+    )
+    .await
+    .map_err(connect_err)?;
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(u32::try_from(workers + 2).unwrap_or(8))
         .acquire_timeout(Duration::from_secs(30))
@@ -112,6 +121,13 @@ pub async fn postgres(url: &str, workers: usize) -> Result<sqlx::PgPool> {
 pub async fn mysql(url: &str, workers: usize) -> Result<sqlx::MySqlPool> {
     let opts = sqlx::mysql::MySqlConnectOptions::from_str(url)
         .map_err(|_| CliError::config("invalid MySQL URL"))?;
+    sqlx::Connection::close(
+        sqlx::ConnectOptions::connect(&opts)
+            .await
+            .map_err(connect_err)?,
+    )
+    .await
+    .map_err(connect_err)?;
     sqlx::mysql::MySqlPoolOptions::new()
         .max_connections(u32::try_from(workers + 2).unwrap_or(8))
         .acquire_timeout(Duration::from_secs(30))
