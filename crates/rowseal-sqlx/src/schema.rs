@@ -78,7 +78,13 @@ fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
     sql.push_str("    ");
     DB::push_ident(&mut sql, HEADER_COLUMN);
     sql.push(' ');
-    sql.push_str(DB::column_type(SqlType::Bytes, mysql));
+    // ~71 bytes in derived mode; up to a few hundred with a KMS-wrapped
+    // per-row data key.
+    sql.push_str(if mysql {
+        "VARBINARY(1024)"
+    } else {
+        DB::column_type(SqlType::Bytes, false)
+    });
     sql.push_str(" NOT NULL,\n    ");
     DB::push_ident(&mut sql, KEY_VERSION_COLUMN);
     sql.push(' ');

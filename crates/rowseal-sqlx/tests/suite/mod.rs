@@ -685,6 +685,21 @@ where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
 {
     let ddl = schema::create_table_sql::<Patient, DB>().join(";\n");
+    eprintln!("{} DDL for Patient:\n{ddl};", DB::DIALECT);
+    let (bytes, uuid) = match DB::DIALECT {
+        "postgres" => (
+            "\"name\" BYTEA NOT NULL",
+            "\"id\" UUID NOT NULL PRIMARY KEY",
+        ),
+        "mysql" => (
+            "`name` LONGBLOB NOT NULL",
+            "`id` BINARY(16) NOT NULL PRIMARY KEY",
+        ),
+        _ => ("\"name\" BLOB NOT NULL", "\"id\" BLOB NOT NULL PRIMARY KEY"),
+    };
+    assert!(ddl.contains(bytes), "{ddl}");
+    assert!(ddl.contains(uuid), "{ddl}");
+    assert!(!ddl.contains("\"dob\" BYTEA NOT NULL") && !ddl.contains("`dob` LONGBLOB NOT NULL"));
     for needle in [
         "patients",
         "rowseal_header",
