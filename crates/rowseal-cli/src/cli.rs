@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// TOML config file (keys: database_url, key_file, kms_key_id, aws_region,
-    /// kms_endpoint, kms_rate, batch_size, workers).
+    /// kms_endpoint, kms_rate, batch_size, workers, max_rows_per_second).
     #[arg(long, global = true, env = "ROWSEAL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Database URL: postgres://, mysql:// (MariaDB too) or sqlite://.
@@ -67,6 +67,9 @@ pub struct JobArgs {
     /// Only these registered tables (repeatable); default: all.
     #[arg(long = "table")]
     pub tables: Vec<String>,
+    /// Most rows per second this process writes (to spare a busy database).
+    #[arg(long)]
+    pub max_rows_per_second: Option<f64>,
 }
 
 /// The commands.

@@ -20,6 +20,7 @@ pub struct FileConfig {
     kms_rate: Option<f64>,
     batch_size: Option<usize>,
     workers: Option<usize>,
+    max_rows_per_second: Option<f64>,
 }
 
 /// Where root keys come from.
@@ -45,6 +46,7 @@ pub struct Settings {
     pub kms_rate: Option<f64>,
     pub batch_size: usize,
     pub workers: usize,
+    pub max_rows_per_second: Option<f64>,
     pub json: bool,
 }
 
@@ -104,6 +106,16 @@ impl Settings {
         if workers == 0 || workers > 64 {
             return Err(CliError::config("workers must be between 1 and 64"));
         }
+        let max_rows_per_second = jobs
+            .and_then(|j| j.max_rows_per_second)
+            .or(file.max_rows_per_second);
+        if let Some(r) = max_rows_per_second {
+            if !(r.is_finite() && r > 0.0) {
+                return Err(CliError::config(
+                    "max_rows_per_second must be a positive number",
+                ));
+            }
+        }
         let json = g.json || !std::io::IsTerminal::is_terminal(&std::io::stdout());
         Ok(Settings {
             database_url: g.database_url.clone().or(file.database_url),
@@ -111,6 +123,7 @@ impl Settings {
             kms_rate,
             batch_size,
             workers,
+            max_rows_per_second,
             json,
         })
     }

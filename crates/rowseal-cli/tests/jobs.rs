@@ -162,20 +162,25 @@ where
         latest.clone(),
         next_id.clone(),
     );
-    let args = [
+    // Throttled so that five kills land before the end; the kill points are
+    // random: during start-up, key creation, a batch or a pause.
+    let throttled = [
         "rotate",
         "--all-tenants",
         "--batch-size",
         "50",
         "--workers",
         "2",
+        "--max-rows-per-second",
+        "1000",
     ];
+    let args = &throttled[..6];
     let mut killed = 0;
     for attempt in 0..5 {
-        let mut child = common::command(&db.url, &keyring_v1, &args)
+        let mut child = common::command(&db.url, &keyring_v1, &throttled)
             .spawn()
             .unwrap();
-        let wait = 150 + rand::random::<u64>() % 600;
+        let wait = 30 + rand::random::<u64>() % 470;
         tokio::time::sleep(Duration::from_millis(wait)).await;
         match child.try_wait().unwrap() {
             None => {
@@ -200,7 +205,7 @@ where
         writes += w.await.unwrap();
     }
     assert!(writes > 0);
-    let fin = common::rowseal(&db.url, &keyring_v1, &args).await;
+    let fin = common::rowseal(&db.url, &keyring_v1, args).await;
     assert_eq!(
         fin.code,
         Some(0),

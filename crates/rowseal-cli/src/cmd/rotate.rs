@@ -210,9 +210,10 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             let progress = progress.clone();
             let job_id = job.id.clone();
             let batch = ctx.settings.batch_size;
+            let limit = ctx.settings.max_rows_per_second;
             set.spawn(async move {
                 worker::<D>(
-                    pool, keys, &tables, &targets, shared, progress, &job_id, batch,
+                    pool, keys, &tables, &targets, shared, progress, &job_id, batch, limit,
                 )
                 .await
             });
@@ -358,11 +359,18 @@ async fn worker<D: CliDb>(
     progress: Arc<Progress>,
     job_id: &str,
     batch: usize,
+    limit: Option<f64>,
 ) -> Result<()> {
     let mut opener = RowOpener::new(keys);
     for def in tables {
         for (tenant, target) in targets {
             loop {
+                if let Some(rate) = limit {
+                    // Process-wide: wait until the rows written so far fit the rate.
+                    while progress.done() as f64 > rate * progress.elapsed() {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                }
                 let n = batch_once::<D>(
                     &pool,
                     &mut opener,
@@ -440,6 +448,7 @@ async fn batch_once<D: CliDb>(
     let mut done = 0u64;
     let mut conflicts = 0u64;
     let mut failures = Vec::new();
+    let mut pending = Vec::with_capacity(rows.len());
     for row in &rows {
         let pk = read_pk(row, pk_type)?;
         let header = row.read_bytes(2)?.to_vec();
@@ -483,19 +492,20 @@ async fn batch_once<D: CliDb>(
             failures.push((pk.clone(), f));
             continue;
         }
-        values.push(Value::Bytes(new.header_bytes()));
-        values.push(Value::I64(i64::from(target)));
-        values.push(pk.clone());
-        values.push(Value::Text(tenant.to_owned()));
-        values.push(Value::Bytes(header));
-        if D::execute_on(&mut *tx, &update, values).await? == 1 {
-            done += 1;
-        } else {
-            // The application changed the row since it was read: not
-            // overwritten; a later batch reads it again if still old.
-            conflicts += 1;
-        }
+        pending.push(Pending {
+            pk: pk.clone(),
+            sealed: values,
+            header: new.header_bytes(),
+            old_header: header,
+        });
     }
+    // The application may have changed a row since it was read: the
+    // compare-and-swap on the old header leaves it alone; a later batch
+    // reads it again if it is still on an old version.
+    let written =
+        write_rows::<D>(&mut tx, def, &enc_cols, &update, tenant, target, pending).await?;
+    done += written.0;
+    conflicts += written.1;
     if done > 0 {
         jobs::add_progress::<D>(&mut *tx, job_id, done).await?;
     }
@@ -532,4 +542,143 @@ async fn batch_once<D: CliDb>(
         ));
     }
     Ok(rows.len())
+}
+
+/// A re-encrypted row waiting to be written.
+struct Pending {
+    pk: Value,
+    sealed: Vec<Value>,
+    header: Vec<u8>,
+    old_header: Vec<u8>,
+}
+
+/// Writes re-encrypted rows with a compare-and-swap on each old header: one
+/// statement per batch on PostgreSQL (`UPDATE … FROM (VALUES …)`) and
+/// MySQL/MariaDB (`UPDATE … JOIN (SELECT … UNION ALL …)`), one per row on
+/// SQLite (in-process, and already holding the write lock). Returns (rows
+/// written, rows changed meanwhile and left alone).
+async fn write_rows<D: CliDb>(
+    tx: &mut sqlx::Transaction<'static, D>,
+    def: &TableDef,
+    enc_cols: &[&str],
+    per_row: &str,
+    tenant: &str,
+    target: u32,
+    pending: Vec<Pending>,
+) -> Result<(u64, u64)> {
+    let attempted = pending.len() as u64;
+    if pending.is_empty() {
+        return Ok((0, 0));
+    }
+    let per = enc_cols.len() + 3;
+    // Stay well below every database's bind-parameter limit.
+    let chunk = (30_000 / per).max(1);
+    let mut written = 0u64;
+    match D::DIALECT {
+        "postgres" => {
+            for part in pending.chunks(chunk) {
+                let mut sql = format!("UPDATE {} AS x SET ", ident::<D>(&def.table));
+                let sets: Vec<String> = enc_cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{} = v.e{i}", ident::<D>(c)))
+                    .chain([
+                        format!("{} = v.h", ident::<D>(&def.header_column)),
+                        format!("{} = {}", ident::<D>(&def.key_version_column), ph::<D>(1)),
+                    ])
+                    .collect();
+                sql.push_str(&sets.join(", "));
+                sql.push_str(" FROM (VALUES ");
+                let mut values = vec![
+                    Value::I64(i64::from(target)),
+                    Value::Text(tenant.to_owned()),
+                ];
+                let mut n = 2;
+                for (r, p) in part.iter().enumerate() {
+                    if r > 0 {
+                        sql.push_str(", ");
+                    }
+                    let cells: Vec<String> = (0..per)
+                        .map(|_| {
+                            n += 1;
+                            ph::<D>(n)
+                        })
+                        .collect();
+                    sql.push('(');
+                    sql.push_str(&cells.join(", "));
+                    sql.push(')');
+                    values.push(p.pk.clone());
+                    values.extend(p.sealed.iter().cloned());
+                    values.push(Value::Bytes(p.header.clone()));
+                    values.push(Value::Bytes(p.old_header.clone()));
+                }
+                let names: Vec<String> = (0..enc_cols.len()).map(|i| format!("e{i}")).collect();
+                sql.push_str(&format!(
+                    ") AS v(k, {}{}h, oh) WHERE x.{} = v.k AND x.{} = {} AND x.{} = v.oh",
+                    names.join(", "),
+                    if names.is_empty() { "" } else { ", " },
+                    ident::<D>(&def.primary_key),
+                    ident::<D>(&def.tenant),
+                    ph::<D>(2),
+                    ident::<D>(&def.header_column),
+                ));
+                written += D::execute_on(&mut **tx, &sql, values).await?;
+            }
+        }
+        "mysql" => {
+            for part in pending.chunks(chunk) {
+                let mut sql = format!("UPDATE {} AS x JOIN (", ident::<D>(&def.table));
+                let mut values = Vec::with_capacity(part.len() * per + 2);
+                for (r, p) in part.iter().enumerate() {
+                    if r == 0 {
+                        let names: Vec<String> = std::iter::once("? AS k".to_owned())
+                            .chain((0..enc_cols.len()).map(|i| format!("? AS e{i}")))
+                            .chain(["? AS h".to_owned(), "? AS oh".to_owned()])
+                            .collect();
+                        sql.push_str("SELECT ");
+                        sql.push_str(&names.join(", "));
+                    } else {
+                        sql.push_str(" UNION ALL SELECT ");
+                        sql.push_str(&vec!["?"; per].join(", "));
+                    }
+                    values.push(p.pk.clone());
+                    values.extend(p.sealed.iter().cloned());
+                    values.push(Value::Bytes(p.header.clone()));
+                    values.push(Value::Bytes(p.old_header.clone()));
+                }
+                let sets: Vec<String> = enc_cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("x.{} = v.e{i}", ident::<D>(c)))
+                    .chain([
+                        format!("x.{} = v.h", ident::<D>(&def.header_column)),
+                        format!("x.{} = ?", ident::<D>(&def.key_version_column)),
+                    ])
+                    .collect();
+                sql.push_str(&format!(
+                    ") AS v ON x.{} = v.k AND x.{} = v.oh SET {} WHERE x.{} = ?",
+                    ident::<D>(&def.primary_key),
+                    ident::<D>(&def.header_column),
+                    sets.join(", "),
+                    ident::<D>(&def.tenant),
+                ));
+                values.push(Value::I64(i64::from(target)));
+                values.push(Value::Text(tenant.to_owned()));
+                written += D::execute_on(&mut **tx, &sql, values).await?;
+            }
+        }
+        _ => {
+            for p in pending {
+                let mut values = p.sealed;
+                values.push(Value::Bytes(p.header));
+                values.push(Value::I64(i64::from(target)));
+                values.push(p.pk);
+                values.push(Value::Text(tenant.to_owned()));
+                values.push(Value::Bytes(p.old_header));
+                written += D::execute_on(&mut **tx, per_row, values).await?;
+            }
+        }
+    }
+    let written = written.min(attempted);
+    Ok((written, attempted - written))
 }
