@@ -107,7 +107,7 @@ pub use keystore::SqlxKeyStore;
 pub use model::{
     Encrypted, FieldDef, Model, RowReader, RowWriter, HEADER_COLUMN, KEY_VERSION_COLUMN,
 };
-pub use ops::{Encryptor, DEFAULT_PARALLEL_THRESHOLD, DEFAULT_STREAM_CHUNK};
+pub use ops::{Encryptor, DEFAULT_PARALLEL_THRESHOLD, DEFAULT_STREAM_CHUNK, MAX_STATEMENT_BYTES};
 pub use value::{PlainField, PrimaryKeyField, SqlType, TenantField, Value};
 
 #[doc(hidden)]

@@ -328,19 +328,30 @@ impl Encryptor {
             return Ok(0);
         };
         let mut sealed = self.seal_rows(first).await?;
-        // Pipelined: the next batch is sealed while the database inserts this one.
+        // Pipelined: the next batch is sealed while the database inserts this
+        // one. A batch whose values exceed MAX_STATEMENT_BYTES is sent as
+        // several statements (MySQL's max_allowed_packet).
         loop {
-            let n = sealed.len() / cols;
-            let values = sealed;
-            let sql = if n == per_batch {
-                full_sql
-                    .get_or_insert_with(|| Self::insert_sql::<T, A::Database>(per_batch))
-                    .clone()
-            } else {
-                Self::insert_sql::<T, A::Database>(n)
-            };
+            let groups = split_by_bytes(sealed, cols);
             let next = batches.next();
-            let insert = <A::Database as Backend>::execute_on(&mut conn, &sql, values);
+            let conn_ref = &mut conn;
+            let full_sql = &mut full_sql;
+            let insert = async move {
+                let mut n_done = 0;
+                for values in groups {
+                    let n = values.len() / cols;
+                    let sql = if n == per_batch {
+                        full_sql
+                            .get_or_insert_with(|| Self::insert_sql::<T, A::Database>(per_batch))
+                            .clone()
+                    } else {
+                        Self::insert_sql::<T, A::Database>(n)
+                    };
+                    n_done +=
+                        <A::Database as Backend>::execute_on(&mut *conn_ref, &sql, values).await?;
+                }
+                Ok::<u64, Error>(n_done)
+            };
             let seal_next = async {
                 match next {
                     Some(batch) => Some(self.seal_rows(batch).await),
@@ -835,6 +846,44 @@ impl Encryptor {
     }
 }
 
+/// Most bytes of bound values one multi-row INSERT carries (MySQL's default
+/// `max_allowed_packet` is 16 to 64 MiB).
+pub const MAX_STATEMENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Splits a flat batch of row values (`cols` per row) into groups of whole
+/// rows of at most [`MAX_STATEMENT_BYTES`] (at least one row each).
+fn split_by_bytes(values: Vec<Value>, cols: usize) -> Vec<Vec<Value>> {
+    let size = |v: &Value| match v {
+        Value::Bytes(b) => b.len() + 8,
+        Value::Text(t) => t.len() + 8,
+        _ => 16,
+    };
+    let total: usize = values.iter().map(size).sum();
+    if total <= MAX_STATEMENT_BYTES || cols == 0 {
+        return vec![values];
+    }
+    let mut groups = Vec::new();
+    let mut current = Vec::new();
+    let mut current_bytes = 0;
+    let mut row = Vec::with_capacity(cols);
+    for v in values {
+        row.push(v);
+        if row.len() == cols {
+            let row_bytes: usize = row.iter().map(size).sum();
+            if !current.is_empty() && current_bytes + row_bytes > MAX_STATEMENT_BYTES {
+                groups.push(std::mem::take(&mut current));
+                current_bytes = 0;
+            }
+            current_bytes += row_bytes;
+            current.append(&mut row);
+        }
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}
+
 /// The tenant-key version a header names, without a full parse.
 fn header_version(header: &[u8]) -> Option<u32> {
     RowHeader::peek_tenant_key_version(header)
@@ -895,4 +944,23 @@ fn _assert_types() {
     fn send<T: Send + Sync>() {}
     send::<Encryptor>();
     let _ = SqlType::Bytes;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_large_batches_by_bytes() {
+        let row = |n: usize| vec![Value::I64(1), Value::Bytes(vec![0; n])];
+        let small: Vec<Value> = (0..10).flat_map(|_| row(10)).collect();
+        assert_eq!(split_by_bytes(small, 2).len(), 1);
+        let big: Vec<Value> = (0..5).flat_map(|_| row(3 * 1024 * 1024)).collect();
+        let groups = split_by_bytes(big, 2);
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 10);
+        assert!(groups.len() >= 2);
+        assert!(groups.iter().all(|g| g.len() % 2 == 0 && !g.is_empty()));
+        let huge = row(MAX_STATEMENT_BYTES * 2);
+        assert_eq!(split_by_bytes(huge, 2).len(), 1);
+    }
 }

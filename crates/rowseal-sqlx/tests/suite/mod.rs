@@ -237,6 +237,24 @@ where
     e.bytes = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
     e.o_bytes = Some(vec![0xAB; 1024 * 1024]);
     cx.enc.insert(&cx.pool, &e).await.unwrap();
+    // Twenty 1 MiB rows in one insert_many: more than one statement may carry
+    // (MySQL's max_allowed_packet), split by rowseal.
+    let many: Vec<Everything> = (100..120)
+        .map(|i| {
+            let mut m = Everything::minimal(i, "big");
+            m.bytes = vec![(i % 256) as u8; 1024 * 1024];
+            m
+        })
+        .collect();
+    assert_eq!(cx.enc.insert_many(&cx.pool, &many).await.unwrap(), 20);
+    let sql = select::<Everything, DB>(" WHERE tenant = 'big'");
+    let mut got: Vec<Everything> = cx
+        .enc
+        .fetch_all(sqlx::query::<DB>(&sql), &cx.pool)
+        .await
+        .unwrap();
+    got.sort_by_key(|m| m.id);
+    assert_eq!(got, many);
     let back = cx
         .enc
         .fetch::<Everything, _>(&cx.pool, "acme", &10)
