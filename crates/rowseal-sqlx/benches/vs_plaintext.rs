@@ -331,6 +331,22 @@ macro_rules! run_db {
         }
         let select_ratio = best_plain_sel.as_secs_f64() / best_enc_sel.as_secs_f64();
 
+        // CPU cost of decryption alone (rows already fetched), one thread and all.
+        let fetched = <DB as Backend>::fetch_all(&pool, &sel_enc, vec![]).await.unwrap();
+        for threads in [1, 2] {
+            let e = enc.clone().with_threads(threads);
+            let t0 = Instant::now();
+            let got: Vec<Person> = e.decrypt_all(&fetched).await.unwrap();
+            let d = t0.elapsed();
+            assert_eq!(got.len(), args.rows);
+            println!(
+                "decrypt only ({threads} thread{}): {:.2} us/row",
+                if threads > 1 { "s" } else { "" },
+                d.as_secs_f64() * 1e6 / args.rows as f64
+            );
+        }
+        drop(fetched);
+
         println!(
             "SUMMARY {}: insert {:.2}x plaintext (target >= 0.80), select+decrypt {:.2}x plaintext (target >= 0.60), \
              streaming peak RSS {:.1} MiB at {} rows vs {:.1} MiB at {} rows",
