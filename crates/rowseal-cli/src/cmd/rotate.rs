@@ -199,6 +199,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
     let mut result = Ok(());
     // Sweep until nothing is left (rows the application wrote meanwhile on
     // an old version are picked up by the next pass).
+    let mut left = 0;
     for _pass in 0..5 {
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..workers {
@@ -229,7 +230,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             break;
         }
         let mut conn = ctx.conn().await?;
-        let mut left = 0;
+        left = 0;
         for (t, v) in targets.iter() {
             for def in tables.iter() {
                 let failed = failed_of(&shared, def, t);
@@ -261,6 +262,19 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         });
     }
     let mut conn = ctx.conn().await?;
+    if left > 0 {
+        // The application keeps writing rows on old versions (its key cache
+        // still names them): leave the job running, to be resumed.
+        ctx.out.emit(
+            json!({"event": "incomplete", "job": job.id, "rows_left": left,
+                   "reencrypted": reencrypted, "provider_calls": keys.calls()}),
+            || format!(
+                "rotate job {} incomplete: {left} rows still on old key versions (the application may still write them with a cached key version); run the command again",
+                job.id
+            ),
+        );
+        return Ok(ExitCode::Failures);
+    }
     let state = if failures.is_empty() {
         "done"
     } else {
