@@ -266,3 +266,80 @@ async fn create_key(admin: &aws_sdk_kms::Client) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// `rotate --tenant` touches one tenant; `status` shows versions per tenant;
+/// `--dry-run` writes nothing; a second rotation of the same scope is a new
+/// job once the first is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_status_and_dry_runs() {
+    let db = common::sqlite().await.unwrap();
+    common::prepare(&db).await;
+    let keyring = LocalKeyProvider::generate_keyring().to_string();
+    let enc = common::encryptor(&db.pool, &keyring);
+    enc.insert_many(&db.pool, &people(1, 500)).await.unwrap();
+
+    let r = common::rowseal(
+        &db.url,
+        &keyring,
+        &["rotate", "--tenant", "t1", "--dry-run"],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let plan = r.all("plan");
+    assert!(plan
+        .iter()
+        .any(|p| p["table"] == "people" && p["rows"] == 100));
+    assert_eq!(
+        common::scalar(&db, "SELECT COUNT(*) FROM rowseal_keys WHERE version > 1").await,
+        0,
+        "a dry run creates no key"
+    );
+
+    let r = common::rowseal(&db.url, &keyring, &["rotate", "--tenant", "t1"]).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let done = r.event("done").unwrap();
+    assert_eq!(done["reencrypted"], 100);
+    assert_eq!(done["provider_calls"]["generate"], 1);
+    assert!(r
+        .all("warning")
+        .iter()
+        .any(|w| w["message"].as_str().unwrap().contains("secrets")));
+
+    let s = common::rowseal(&db.url, &keyring, &["status", "--table", "people"]).await;
+    assert_eq!(s.code, Some(0));
+    let t = s.event("table").unwrap();
+    assert_eq!(t["rows_to_rotate"], 0);
+    assert_eq!(t["rows_by_key_version"]["1"], 400);
+    assert_eq!(t["rows_by_key_version"]["2"], 100);
+    assert_eq!(t["tenants"]["t1"]["current_version"], 2);
+    assert_eq!(t["tenants"]["t2"]["current_version"], 1);
+
+    // Rotating all tenants moves t1 to v3, the others to v2.
+    let r = common::rowseal(
+        &db.url,
+        &keyring,
+        &["rotate", "--all-tenants", "--workers", "3"],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.event("done").unwrap()["reencrypted"], 500);
+    assert_eq!(r.event("start").unwrap()["tenant_versions"]["t1"], 3);
+    let r = common::rowseal(&db.url, &keyring, &["verify", "--batch-size", "33"]).await;
+    assert_eq!(r.code, Some(0));
+    assert_eq!(r.event("done").unwrap()["rows"], 500);
+
+    let r = common::rowseal(&db.url, &keyring, &["shred", "--tenant", "t2", "--dry-run"]).await;
+    assert_eq!(r.code, Some(0));
+    assert_eq!(r.event("plan").unwrap()["keys"], 2);
+    let r = common::rowseal(&db.url, &keyring, &["verify"]).await;
+    assert_eq!(r.code, Some(0), "the dry run destroyed nothing");
+    let r = common::rowseal(
+        &db.url,
+        &keyring,
+        &["rewrap", "--to", "local:v1", "--dry-run"],
+    )
+    .await;
+    assert_eq!(r.code, Some(0));
+    assert_eq!(r.event("done").unwrap()["provider_calls"]["total"], 0);
+    db.finish().await;
+}
