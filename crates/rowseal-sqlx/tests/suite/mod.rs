@@ -864,9 +864,16 @@ macro_rules! cases {
     ($($case:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $case() {
+            use futures_util::FutureExt as _;
             let Some(cx) = setup().await else { return };
-            suite::$case(&cx).await;
+            // Drop the test database even when the case fails.
+            let outcome = std::panic::AssertUnwindSafe(suite::$case(&cx))
+                .catch_unwind()
+                .await;
             cx.finish().await;
+            if let Err(panic) = outcome {
+                std::panic::resume_unwind(panic);
+            }
         }
     )*};
 }
