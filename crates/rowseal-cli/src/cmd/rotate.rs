@@ -385,6 +385,7 @@ async fn worker<D: CliDb>(
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     }
                 }
+                let started = std::time::Instant::now();
                 let n = batch_once::<D>(
                     &pool,
                     &mut opener,
@@ -399,6 +400,12 @@ async fn worker<D: CliDb>(
                 .await?;
                 if n == 0 {
                     break;
+                }
+                if !D::CONCURRENT_WRITERS {
+                    // SQLite has one writer: leave the write lock free as
+                    // long as the batch held it, so the application's writes
+                    // are not starved.
+                    tokio::time::sleep(started.elapsed()).await;
                 }
             }
         }

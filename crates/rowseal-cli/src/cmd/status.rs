@@ -16,6 +16,11 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
     let mut conn = ctx.conn().await?;
     let tables = registry::tables::<D>(&mut conn, only).await?;
     let (current, destroyed) = registry::tenant_versions::<D>(&mut conn).await?;
+    if tables.is_empty() {
+        ctx.out.emit(json!({"event": "tables", "count": 0}), || {
+            "no table is registered in rowseal_schema (the application registers its models with rowseal_sqlx::schema::register)".into()
+        });
+    }
 
     for def in &tables {
         let mode = def.mode()?;

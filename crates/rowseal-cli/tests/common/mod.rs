@@ -171,7 +171,7 @@ pub async fn sqlite() -> Option<Db<sqlx::Sqlite>> {
         .create_if_missing(true)
         .busy_timeout(Duration::from_secs(60));
     let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(4)
+        .max_connections(12)
         .connect_with(opts)
         .await
         .unwrap();
