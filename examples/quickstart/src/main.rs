@@ -1,149 +1,168 @@
-//! rowseal in one screen: envelope encryption per row, bound to record type and
-//! tenant, on the embedded default (a generated local root key, no services).
+//! rowseal in one screen, on the embedded default: an SQLite file and a
+//! generated local root key, no services.
 //!
-//! Run it with `cargo run -p quickstart`.
-//!
-//! This version shows the cryptographic core on its own: rows are kept in
-//! memory as the bytes a database would store. The sqlx layer (SQLite file,
-//! PostgreSQL, MariaDB) replaces that part as it lands.
+//! Run it with `cargo run -p quickstart`. It leaves `rowseal-quickstart.db`
+//! (open it with `sqlite3` to see what the database holds) and
+//! `rowseal-local.keys` (the development root key) in the current directory.
 
 use std::sync::Arc;
 
-use rowseal::{KeyHierarchy, LocalKeyProvider, MemoryKeyStore, RecordSpec};
+use rowseal::sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use rowseal::sqlx::Row;
+use rowseal::{schema, Encrypted, Encryptor, KeyHierarchy, LocalKeyProvider, SqlxKeyStore};
 
-/// The record type: patients, one table, rows per tenant.
-const PATIENT: RecordSpec = RecordSpec::new("patient", "patients").with_primary_key_bound(true);
-
-/// A stored row: what the database would hold.
-struct StoredRow {
-    id: u64,
-    tenant: &'static str,
-    header: Vec<u8>,
-    name: Vec<u8>,
-    ssn: Vec<u8>,
+/// A model: three encrypted fields, bound to the tenant and the row's id.
+#[derive(Encrypted, Debug)]
+#[rowseal(
+    table = "patients",
+    record_type = "patient",
+    tenant = clinic,
+    primary_key = id,
+    bind_primary_key
+)]
+struct Patient {
+    id: i64,
+    clinic: String,
+    #[rowseal(encrypt)]
+    name: String,
+    #[rowseal(encrypt)]
+    email: String,
+    #[rowseal(encrypt)]
+    ssn: Option<String>,
+    visits: i64,
 }
+
+const DB_FILE: &str = "rowseal-quickstart.db";
+const KEY_FILE: &str = "rowseal-local.keys";
 
 fn hex(bytes: &[u8], max: usize) -> String {
     let shown: String = bytes.iter().take(max).map(|b| format!("{b:02x}")).collect();
-    if bytes.len() > max {
-        format!("{shown}… ({} bytes)", bytes.len())
-    } else {
-        shown
+    format!("{shown}… ({} bytes)", bytes.len())
+}
+
+fn patient(id: i64, clinic: &str, name: &str, email: &str, ssn: Option<&str>) -> Patient {
+    Patient {
+        id,
+        clinic: clinic.into(),
+        name: name.into(),
+        email: email.into(),
+        ssn: ssn.map(Into::into),
+        visits: 0,
     }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // A development root key. In production: AWS KMS (feature `kms`), or a
-    // keyring from ROWSEAL_LOCAL_KEYS / ROWSEAL_LOCAL_KEY_FILE.
-    let provider = match LocalKeyProvider::from_env() {
-        Ok(p) => p,
-        Err(_) => LocalKeyProvider::from_keyring_str(&LocalKeyProvider::generate_keyring())?,
-    };
-    let keys = KeyHierarchy::new(Arc::new(provider), Arc::new(MemoryKeyStore::new()));
-
-    println!("rowseal quickstart: two tenants, one table, every field sealed per row\n");
-    let people = [
-        (1, "clinic-a", "Ada Lovelace", "123-45-6789"),
-        (2, "clinic-a", "Alan Turing", "987-65-4321"),
-        (3, "clinic-b", "Grace Hopper", "555-12-0000"),
-    ];
-    let mut table = Vec::new();
-    for (id, tenant, name, ssn) in people {
-        let pk = u64::to_be_bytes(id);
-        let row = keys.new_row_key(&PATIENT, tenant, Some(&pk)).await?;
-        table.push(StoredRow {
-            id,
-            tenant,
-            header: row.header_bytes(),
-            name: row.seal("name", name.as_bytes())?,
-            ssn: row.seal("ssn", ssn.as_bytes())?,
-        });
+    // A development root key, made once and kept in a 0600 file. In
+    // production: AWS KMS (feature `kms`) or ROWSEAL_LOCAL_KEYS.
+    if !std::path::Path::new(KEY_FILE).exists() {
+        LocalKeyProvider::create_keyring_file(KEY_FILE)?;
     }
+    let provider = LocalKeyProvider::from_file(KEY_FILE)?;
 
-    println!(
-        "{:<3} {:<9} {:<44} decrypted",
-        "id", "tenant", "stored name column"
-    );
-    for r in &table {
-        let row = keys
-            .open_row_key(&PATIENT, r.tenant, Some(&r.id.to_be_bytes()), &r.header)
-            .await?;
-        let name = String::from_utf8(row.open("name", &r.name)?)?;
-        let ssn = String::from_utf8(row.open("ssn", &r.ssn)?)?;
-        println!(
-            "{:<3} {:<9} {:<44} {name} / {ssn}",
-            r.id,
-            r.tenant,
-            hex(&r.name, 16)
-        );
-    }
+    // A fresh database file each run.
+    let _ = std::fs::remove_file(DB_FILE);
+    let pool = SqlitePool::connect_with(
+        SqliteConnectOptions::new()
+            .filename(DB_FILE)
+            .create_if_missing(true),
+    )
+    .await?;
+    schema::install(&pool).await?; // rowseal_keys, rowseal_schema, rowseal_jobs
+    schema::create_table::<Patient, _>(&pool).await?; // DDL generated from the model
+    schema::register::<Patient, _>(&pool).await?; // so the `rowseal` CLI knows the table
 
-    // An attacker with write access to the database copies clinic-a's
-    // ciphertext into clinic-b's row: it does not decrypt there.
-    println!("\ncopy row 1's name ciphertext into row 3 (clinic-b):");
-    let victim = &table[2];
-    let row = keys
-        .open_row_key(
-            &PATIENT,
-            victim.tenant,
-            Some(&victim.id.to_be_bytes()),
-            &victim.header,
+    // Tenant keys are generated through the provider and stored wrapped in
+    // rowseal_keys; unwrapped ones are cached.
+    let keys = Arc::new(KeyHierarchy::new(
+        Arc::new(provider),
+        Arc::new(SqlxKeyStore::new(pool.clone())),
+    ));
+    let rowseal = Encryptor::new(keys.clone());
+
+    println!("rowseal quickstart: {DB_FILE}, root key in {KEY_FILE}\n");
+    rowseal
+        .insert_many(
+            &pool,
+            &[
+                patient(
+                    1,
+                    "clinic-a",
+                    "Ada Lovelace",
+                    "ada@example.com",
+                    Some("123-45-6789"),
+                ),
+                patient(2, "clinic-a", "Alan Turing", "alan@example.com", None),
+                patient(
+                    3,
+                    "clinic-b",
+                    "Grace Hopper",
+                    "grace@example.com",
+                    Some("555-12-0000"),
+                ),
+            ],
         )
         .await?;
-    match row.open("name", &table[0].name) {
-        Ok(_) => println!("  decrypted (this must never happen)"),
-        Err(e) => println!("  rejected: {e}"),
-    }
-    println!("copy row 1's name into its own ssn column:");
-    let row = keys
-        .open_row_key(
-            &PATIENT,
-            "clinic-a",
-            Some(&1u64.to_be_bytes()),
-            &table[0].header,
-        )
-        .await?;
-    match row.open("ssn", &table[0].name) {
-        Ok(_) => println!("  decrypted (this must never happen)"),
-        Err(e) => println!("  rejected: {e}"),
-    }
-    println!("read row 1 as if it belonged to clinic-b:");
-    match keys
-        .open_row_key(
-            &PATIENT,
-            "clinic-b",
-            Some(&1u64.to_be_bytes()),
-            &table[0].header,
-        )
-        .await
+
+    println!("what the database holds (SELECT id, clinic, name, ssn FROM patients):");
+    for row in rowseal::sqlx::query("SELECT id, clinic, name, ssn FROM patients ORDER BY id")
+        .fetch_all(&pool)
+        .await?
     {
-        Ok(_) => println!("  opened (this must never happen)"),
+        let id: i64 = row.try_get("id")?;
+        let clinic: String = row.try_get("clinic")?;
+        let name: Vec<u8> = row.try_get("name")?;
+        let ssn: Option<Vec<u8>> = row.try_get("ssn")?;
+        let ssn = ssn.map_or("NULL".to_owned(), |s| hex(&s, 8));
+        println!("  {id}  {clinic}  name={}  ssn={ssn}", hex(&name, 8));
+    }
+
+    println!("\nwhat the application reads (Encryptor::fetch, tenant-scoped):");
+    for (clinic, id) in [("clinic-a", 1), ("clinic-a", 2), ("clinic-b", 3)] {
+        if let Some(p) = rowseal.fetch::<Patient, _>(&pool, clinic, &id).await? {
+            println!("  {} {} <{}> ssn={:?}", p.id, p.name, p.email, p.ssn);
+        }
+    }
+    // Tenant scoping: clinic-b cannot fetch clinic-a's row.
+    let other = rowseal.fetch::<Patient, _>(&pool, "clinic-b", &1).await?;
+    println!("  clinic-b asking for row 1: {:?}", other.map(|p| p.id));
+
+    // Someone with write access to the database copies clinic-a's ciphertext
+    // into clinic-b's row: the read fails with a typed error naming the place,
+    // never the value, and other rows still read.
+    println!("\nan attacker copies row 1's name ciphertext over row 3's:");
+    rowseal::sqlx::query(
+        "UPDATE patients SET name = (SELECT name FROM patients WHERE id = 1) WHERE id = 3",
+    )
+    .execute(&pool)
+    .await?;
+    match rowseal.fetch::<Patient, _>(&pool, "clinic-b", &3).await {
+        Ok(p) => println!("  read {p:?} (this must never happen)"),
         Err(e) => println!("  rejected: {e}"),
     }
 
-    // Key rotation: new rows use tenant key v2, old rows still read under v1
-    // until `rowseal rotate` re-encrypts them.
+    // Key rotation: new rows go under tenant key v2 (in other processes once
+    // their cached key expires); old rows still read under v1 until
+    // `rowseal rotate` re-encrypts them in the background.
     let v = keys.rotate_tenant_key("clinic-a").await?;
-    let row = keys
-        .new_row_key(&PATIENT, "clinic-a", Some(&4u64.to_be_bytes()))
-        .await?;
-    println!(
-        "\nrotated clinic-a to tenant key v{v}; a new row is written under v{}",
-        row.header().tenant_key_version().unwrap_or_default()
-    );
-    let old = keys
-        .open_row_key(
-            &PATIENT,
-            "clinic-a",
-            Some(&1u64.to_be_bytes()),
-            &table[0].header,
+    rowseal
+        .insert(
+            &pool,
+            &patient(4, "clinic-a", "Edsger Dijkstra", "ew@example.com", None),
         )
         .await?;
-    println!(
-        "row 1 (still on v{}) reads: {}",
-        old.header().tenant_key_version().unwrap_or_default(),
-        String::from_utf8(old.open("name", &table[0].name)?)?
-    );
+    println!("\nrotated clinic-a to tenant key v{v}; rows per key version:");
+    for row in rowseal::sqlx::query(
+        "SELECT clinic, rowseal_key_version AS v, COUNT(*) AS n FROM patients GROUP BY clinic, v ORDER BY clinic, v",
+    )
+    .fetch_all(&pool)
+    .await?
+    {
+        let (clinic, v, n): (String, i64, i64) = (row.try_get("clinic")?, row.try_get("v")?, row.try_get("n")?);
+        println!("  {clinic} v{v}: {n} row(s)");
+    }
+    let ada = rowseal.fetch::<Patient, _>(&pool, "clinic-a", &1).await?;
+    println!("row 1, still on v1, reads: {:?}", ada.map(|p| p.name));
+    println!("\nnext: `bash scripts/test.sh` runs the tests; docs/ explains the format and threat model.");
     Ok(())
 }
