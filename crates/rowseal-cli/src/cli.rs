@@ -126,6 +126,27 @@ pub enum Command {
         #[command(flatten)]
         job_args: JobArgs,
     },
+    /// The way back to plaintext: copy the decrypted values of an encrypted
+    /// column into a plaintext column you created (resumable; the encrypted
+    /// column is left in place).
+    DecryptColumn {
+        /// The registered table.
+        #[arg(long)]
+        table: String,
+        /// The encrypted column.
+        #[arg(long)]
+        column: String,
+        /// The plaintext column to fill (create it first, with the type of
+        /// the values).
+        #[arg(long)]
+        into: String,
+        /// Count the values to decrypt; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rows per batch (one transaction each).
+        #[arg(long)]
+        batch_size: Option<usize>,
+    },
     /// Crypto-shred a tenant: destroy its tenant and index keys (and wipe the
     /// per-row wrapped data keys of its kms-mode rows). Irreversible.
     Shred {

@@ -1,5 +1,6 @@
 //! The commands, generic over the database.
 
+mod decrypt_column;
 mod rewrap;
 mod rotate;
 mod shred;
@@ -63,10 +64,16 @@ pub async fn run(cli: Cli) -> ExitCode {
     let jobs = match &cli.command {
         Command::Rotate { job_args, .. }
         | Command::Verify { job_args }
-        | Command::Rewrap { job_args, .. } => Some(job_args),
+        | Command::Rewrap { job_args, .. } => Some(job_args.clone()),
+        Command::DecryptColumn { batch_size, .. } => Some(crate::cli::JobArgs {
+            batch_size: *batch_size,
+            workers: None,
+            tables: Vec::new(),
+            max_rows_per_second: None,
+        }),
         _ => None,
     };
-    let settings = match Settings::resolve(&cli.global, jobs) {
+    let settings = match Settings::resolve(&cli.global, jobs.as_ref()) {
         Ok(s) => s,
         Err(e) => {
             Out {
@@ -168,6 +175,13 @@ async fn exec<D: CliDb>(ctx: Ctx<D>, command: Command) -> Result<ExitCode> {
             dry_run,
             job_args,
         } => rewrap::run(&ctx, &to, dry_run, &job_args.tables).await,
+        Command::DecryptColumn {
+            table,
+            column,
+            into,
+            dry_run,
+            batch_size: _,
+        } => decrypt_column::run(&ctx, &table, &column, &into, dry_run).await,
         Command::Shred {
             tenant,
             yes_destroy_tenant,

@@ -1,0 +1,256 @@
+//! `rowseal decrypt-column --table T --column C --into P`: the way back to
+//! plaintext. Copies the decrypted value of encrypted column C into the
+//! plaintext column P (which the DBA creates with the right type first), a
+//! batch at a time in primary-key order, each row written with a
+//! compare-and-swap on its key header and on C, so a row the application
+//! changed meanwhile is read again, never overwritten with a stale value.
+//! Rows whose P is already set are skipped, so a killed run is resumed by
+//! running it again. C is left in place (drop it once the application reads
+//! P).
+//!
+//! The value is decoded from rowseal's tagged encoding (see
+//! `rowseal_sqlx::encoding`): text, bytes, booleans, signed integers up to 64
+//! bits, floats, UUIDs and JSON (as text). Other types (dates, times,
+//! unsigned and 128-bit integers) are reported as failures, by primary key.
+
+use rowseal_sqlx::{DbRow, SqlType, Value};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::{Ctx, RowOpener};
+use crate::db::{ident, ph, read_text, CliDb};
+use crate::error::{CliError, ExitCode, Result};
+use crate::jobs;
+use crate::output::Progress;
+use crate::registry::{self, read_pk};
+
+/// Decodes rowseal's value encoding into a SQL value, for the types that
+/// map onto one without loss.
+fn decode(bytes: &[u8]) -> std::result::Result<Value, &'static str> {
+    let (&version, rest) = bytes.split_first().ok_or("empty encoding")?;
+    if version != rowseal_sqlx::encoding::ENCODING_V1 {
+        return Err("unknown encoding version");
+    }
+    let (&tag, p) = rest.split_first().ok_or("no type tag")?;
+    let fixed = |n: usize| -> std::result::Result<&[u8], &'static str> {
+        if p.len() == n {
+            Ok(p)
+        } else {
+            Err("payload has the wrong length")
+        }
+    };
+    Ok(match tag {
+        1 | 25 | 26 => Value::Text(String::from_utf8(p.to_vec()).map_err(|_| "text is not UTF-8")?),
+        2 => Value::Bytes(p.to_vec()),
+        3 => Value::Bool(fixed(1)?[0] != 0),
+        4 => Value::I16(i16::from(i8::from_be_bytes([fixed(1)?[0]]))),
+        5 => Value::I16(i16::from_be_bytes(
+            fixed(2)?.try_into().map_err(|_| "length")?,
+        )),
+        6 => Value::I32(i32::from_be_bytes(
+            fixed(4)?.try_into().map_err(|_| "length")?,
+        )),
+        7 => Value::I64(i64::from_be_bytes(
+            fixed(8)?.try_into().map_err(|_| "length")?,
+        )),
+        14 => Value::F32(f32::from_be_bytes(
+            fixed(4)?.try_into().map_err(|_| "length")?,
+        )),
+        15 => Value::F64(f64::from_be_bytes(
+            fixed(8)?.try_into().map_err(|_| "length")?,
+        )),
+        16 => Value::Uuid(uuid::Uuid::from_bytes(
+            fixed(16)?.try_into().map_err(|_| "length")?,
+        )),
+        _ => return Err("this value type is not supported by decrypt-column"),
+    })
+}
+
+pub async fn run<D: CliDb>(
+    ctx: &Ctx<D>,
+    table: &str,
+    column: &str,
+    into: &str,
+    dry_run: bool,
+) -> Result<ExitCode> {
+    let mut conn = ctx.conn().await?;
+    let def = registry::tables::<D>(&mut conn, &[table.to_owned()])
+        .await?
+        .pop()
+        .ok_or_else(|| CliError::config(format!("table {table} is not registered")))?;
+    if !def.encrypted_columns().contains(&column) {
+        return Err(CliError::config(format!(
+            "{column} is not an encrypted column of {table}"
+        )));
+    }
+    if def.fields.iter().any(|f| f.column == into) {
+        return Err(CliError::config(format!(
+            "{into} is a column of the model; decrypt into a new plaintext column"
+        )));
+    }
+    let keys = ctx.keys().await?;
+    let mut opener = RowOpener::new(keys.hierarchy.clone());
+    let pk_type = def.pk_type()?;
+    let (t, pkc, c, p, h) = (
+        ident::<D>(&def.table),
+        ident::<D>(&def.primary_key),
+        ident::<D>(column),
+        ident::<D>(into),
+        ident::<D>(&def.header_column),
+    );
+    let todo_sql = format!("SELECT COUNT(*) FROM {t} WHERE {c} IS NOT NULL AND {p} IS NULL");
+    let total = D::fetch_all_on(&mut conn, &todo_sql, vec![])
+        .await?
+        .first()
+        .map(|r| crate::db::read_i64(r, 0))
+        .transpose()?
+        .unwrap_or(0);
+    if dry_run {
+        ctx.out.emit(
+            json!({"event": "plan", "command": "decrypt-column", "table": table, "column": column,
+                   "into": into, "rows": total}),
+            || format!("would decrypt {total} values of {table}.{column} into {into}"),
+        );
+        return Ok(ExitCode::Ok);
+    }
+    let job = jobs::create::<D>(
+        &mut conn,
+        "decrypt-column",
+        &json!({"table": table, "column": column, "into": into}),
+    )
+    .await?;
+    let (progress, handle) =
+        Progress::start(ctx.out, job.clone(), u64::try_from(total).unwrap_or(0));
+    let base = format!(
+        "SELECT {pkc}, {}, {h}, {c} FROM {t} WHERE {c} IS NOT NULL AND {p} IS NULL",
+        ident::<D>(&def.tenant)
+    );
+    let update = format!(
+        "UPDATE {t} SET {p} = {} WHERE {pkc} = {} AND {h} = {} AND {c} = {}",
+        ph::<D>(1),
+        ph::<D>(2),
+        ph::<D>(3),
+        ph::<D>(4)
+    );
+    let batch = ctx.settings.batch_size;
+    let mut last: Option<Value> = None;
+    let (mut done, mut failed, mut conflicts) = (0u64, 0u64, 0u64);
+    loop {
+        let (sql, values) = match &last {
+            None => (format!("{base} ORDER BY {pkc} LIMIT {batch}"), vec![]),
+            Some(v) => (
+                format!(
+                    "{base} AND {pkc} > {} ORDER BY {pkc} LIMIT {batch}",
+                    ph::<D>(1)
+                ),
+                vec![v.clone()],
+            ),
+        };
+        let rows = D::fetch_all_on(&mut conn, &sql, values).await?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut tx = ctx.pool.begin_with(D::BEGIN).await?;
+        let mut batch_done = 0u64;
+        for row in &rows {
+            let pk = read_pk(row, pk_type)?;
+            let tenant = read_text(row, 1)?;
+            let header = row.read_bytes(2)?.to_vec();
+            let Value::Bytes(envelope) = row.read_value(3, SqlType::Bytes)? else {
+                continue;
+            };
+            let mut report = |error: String| {
+                failed += 1;
+                ctx.out.emit(
+                    json!({"event": "failure", "table": table, "tenant": tenant,
+                           "primary_key": pk.key_display(), "column": column, "error": error}),
+                    || format!("FAILED {table} primary key {}: {error}", pk.key_display()),
+                );
+            };
+            let pkb = match def.pk_bytes(&pk) {
+                Ok(b) => b,
+                Err(e) => {
+                    report(e.to_string());
+                    continue;
+                }
+            };
+            let plain = match opener
+                .open(&def, &tenant, pkb.as_deref(), &header)
+                .await
+                .and_then(|k| k.open(column, &envelope))
+            {
+                Ok(p) => Zeroizing::new(p),
+                Err(e) => {
+                    report(e.to_string());
+                    continue;
+                }
+            };
+            let value = match decode(&plain) {
+                Ok(v) => v,
+                Err(e) => {
+                    report(e.to_owned());
+                    continue;
+                }
+            };
+            let n = D::execute_on(
+                &mut *tx,
+                &update,
+                vec![
+                    value,
+                    pk.clone(),
+                    Value::Bytes(header),
+                    Value::Bytes(envelope),
+                ],
+            )
+            .await?;
+            if n == 1 {
+                batch_done += 1;
+            } else {
+                // Changed by the application since it was read: it still
+                // matches `P IS NULL`, and the next run picks it up.
+                conflicts += 1;
+            }
+        }
+        if batch_done > 0 {
+            jobs::add_progress::<D>(&mut *tx, &job, batch_done).await?;
+        }
+        tx.commit().await?;
+        done += batch_done;
+        progress.add(batch_done);
+        last = rows.last().map(|r| read_pk(r, pk_type)).transpose()?;
+    }
+    progress.finish(handle).await;
+    let state = if failed == 0 { "done" } else { "failed" };
+    let summary = json!({"decrypted": done, "failed": failed, "conflicts": conflicts});
+    jobs::finish::<D>(&mut conn, &job, state, &summary).await?;
+    ctx.out.emit(
+        json!({"event": "done", "command": "decrypt-column", "job": job, "table": table,
+               "column": column, "into": into, "decrypted": done, "failed": failed,
+               "changed_meanwhile": conflicts, "provider_calls": keys.calls()}),
+        || format!(
+            "decrypt-column {table}.{column} -> {into}: {done} values, {failed} failed, {conflicts} changed meanwhile (run again)"
+        ),
+    );
+    Ok(if failed == 0 && conflicts == 0 {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failures
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode;
+    use rowseal_sqlx::Value;
+
+    #[test]
+    fn decodes_tagged_values() {
+        assert_eq!(decode(&[1, 1, b'h', b'i']), Ok(Value::Text("hi".into())));
+        assert_eq!(decode(&[1, 7, 0, 0, 0, 0, 0, 0, 1, 2]), Ok(Value::I64(258)));
+        assert_eq!(decode(&[1, 3, 1]), Ok(Value::Bool(true)));
+        assert!(decode(&[1, 7, 0]).is_err());
+        assert!(decode(&[2, 1]).is_err());
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[1, 17, 0, 0, 0, 0]).is_err());
+    }
+}
