@@ -99,7 +99,7 @@ async fn exit_codes_and_config_file() {
 }
 
 /// In derived mode, rewrap costs one ReEncrypt per key version: the same
-/// with 50 rows as with 3,000.
+/// with 50 rows as with 3,000 (`ROWSEAL_TEST_REWRAP_ROWS`, e.g. 1,000,000).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewrap_cost_does_not_grow_with_rows() {
     let db = common::sqlite().await.unwrap();
@@ -113,7 +113,16 @@ async fn rewrap_cost_does_not_grow_with_rows() {
     assert_eq!(small.code, Some(0), "{}", small.stderr);
     let small_calls = small.event("done").unwrap()["provider_calls"].clone();
 
-    enc.insert_many(&db.pool, &people(51, 3_000)).await.unwrap();
+    let big: i64 = std::env::var("ROWSEAL_TEST_REWRAP_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3_000);
+    for start in (51..=big).step_by(20_000) {
+        let end = (start + 19_999).min(big);
+        enc.insert_many(&db.pool, &people(start, end))
+            .await
+            .unwrap();
+    }
     let big = common::rowseal(&db.url, &both, &["rewrap", "--to", "local:v1"]).await;
     assert_eq!(big.code, Some(0), "{}", big.stderr);
     let big_calls = big.event("done").unwrap()["provider_calls"].clone();
@@ -314,13 +323,27 @@ async fn one_tenant_status_and_dry_runs() {
     assert_eq!(t["tenants"]["t1"]["current_version"], 2);
     assert_eq!(t["tenants"]["t2"]["current_version"], 1);
 
-    // Rotating all tenants moves t1 to v3, the others to v2.
+    // Rotating all tenants moves t1 to v3, the others to v2; at most 4
+    // key-provider calls per second: 5 new keys and 5 unwraps take > 2 s.
+    let started = std::time::Instant::now();
     let r = common::rowseal(
         &db.url,
         &keyring,
-        &["rotate", "--all-tenants", "--workers", "3"],
+        &[
+            "rotate",
+            "--all-tenants",
+            "--workers",
+            "3",
+            "--kms-rate",
+            "4",
+        ],
     )
     .await;
+    assert_eq!(r.event("done").unwrap()["provider_calls"]["total"], 10);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "rate limited"
+    );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(r.event("done").unwrap()["reencrypted"], 500);
     assert_eq!(r.event("start").unwrap()["tenant_versions"]["t1"], 3);
