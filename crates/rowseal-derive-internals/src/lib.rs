@@ -21,7 +21,24 @@
 //! - `column = "name"`: the column (default: the field name).
 //! - `json` (with `encrypt`): encode any `Serialize + DeserializeOwned` type as
 //!   JSON before encrypting.
-//! - `blind_index(...)`: reserved for blind indexes (not available yet).
+//! - `blind_index(name = "email_idx", bits = 32, normalize = "trim,lowercase",
+//!   normalize_with = path::to::fn, scope = "tenant" | "global", unique,
+//!   column = "email_bidx")`: a blind index on this (encrypted) field. Only
+//!   `name` is required; `bits` defaults to 32, `scope` to `"tenant"`, `column`
+//!   to the name. `normalize` names built-in steps (trim, lowercase, nfc,
+//!   digits, alnum, lastN); `normalize_with` names a `fn(&str) -> String`
+//!   applied after them. Repeat the attribute for several indexes.
+//!
+//! Container attribute for compound indexes:
+//! - `compound_index(name = "name_dob_idx", fields(last_name, dob), bits = 32,
+//!   normalize = "trim,lowercase", normalize_with = f, scope = "tenant",
+//!   unique, column = "...")`: one index over several fields, each
+//!   length-prefixed; the normalization applies to every part.
+//!
+//! Each index generates `T::find_by_<stem>(&encryptor, executor, tenant,
+//! value...)` and `T::find_by_<stem>_in(&encryptor, executor, tenant, &[...])`,
+//! where `<stem>` is the index name without a trailing `_idx` or `_index`;
+//! global indexes take no tenant.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
@@ -59,8 +76,10 @@ impl Ctxt {
 }
 
 const CONTAINER_ATTRS: &str =
-    "table, record_type, tenant, primary_key, key_mode, bind_primary_key, crate";
-const FIELD_ATTRS: &str = "encrypt, column, json";
+    "table, record_type, tenant, primary_key, key_mode, bind_primary_key, crate, compound_index";
+const FIELD_ATTRS: &str = "encrypt, column, json, blind_index";
+const INDEX_ATTRS: &str = "name, bits, normalize, normalize_with, scope, unique, column";
+const COMPOUND_ATTRS: &str = "name, fields, bits, normalize, normalize_with, scope, unique, column";
 /// Column names rowseal uses for itself.
 const RESERVED_COLUMNS: [&str; 2] = ["rowseal_header", "rowseal_key_version"];
 
@@ -73,6 +92,153 @@ struct ContainerAttrs {
     key_mode: Option<(LitStr, bool)>,
     bind_primary_key: bool,
     krate: Option<syn::Path>,
+    compound: Vec<IndexAttrs>,
+}
+
+/// One `blind_index(...)` or `compound_index(...)`.
+struct IndexAttrs {
+    span: Span,
+    name: Option<LitStr>,
+    bits: Option<syn::LitInt>,
+    normalize: Option<LitStr>,
+    normalize_with: Option<syn::Path>,
+    global: bool,
+    unique: bool,
+    column: Option<LitStr>,
+    fields: Vec<Ident>,
+}
+
+const BUILTIN_STEPS: &str = "trim, lowercase, nfc, digits, alnum, lastN";
+
+fn valid_step(step: &str) -> bool {
+    let step = step.trim();
+    if matches!(step, "trim" | "lowercase" | "nfc" | "digits" | "alnum") {
+        return true;
+    }
+    let n = step
+        .strip_prefix("last(")
+        .and_then(|r| r.strip_suffix(')'))
+        .or_else(|| step.strip_prefix("last"));
+    matches!(n.and_then(|n| n.parse::<usize>().ok()), Some(n) if n > 0)
+}
+
+fn parse_index(
+    cx: &mut Ctxt,
+    meta: &syn::meta::ParseNestedMeta<'_>,
+    compound: bool,
+) -> syn::Result<IndexAttrs> {
+    let mut out = IndexAttrs {
+        span: meta.path.span(),
+        name: None,
+        bits: None,
+        normalize: None,
+        normalize_with: None,
+        global: false,
+        unique: false,
+        column: None,
+        fields: Vec::new(),
+    };
+    let mut scope_seen = false;
+    let mut fields_seen = false;
+    meta.parse_nested_meta(|m| {
+        let span = m.path.span();
+        let key = m.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+        let r = match key.as_str() {
+            "name" => parse_lit_str(&m).map(|v| {
+                if !valid_sql_name(&v.value()) {
+                    cx.error(&v, "index name must be a plain SQL name (letters, digits, _)");
+                }
+                set_once(cx, &mut out.name, v, span, "name")
+            }),
+            "column" => parse_lit_str(&m).map(|v| {
+                if !valid_sql_name(&v.value()) || v.value().len() > 60 {
+                    cx.error(&v, "index column must be a plain SQL name (letters, digits, _)");
+                }
+                set_once(cx, &mut out.column, v, span, "column")
+            }),
+            "bits" => m.value().and_then(|v| v.parse::<syn::LitInt>()).map(|v| {
+                match v.base10_parse::<u16>() {
+                    Ok(b) if (1..=256).contains(&b) => {}
+                    _ => cx.error(&v, "bits must be between 1 and 256"),
+                }
+                set_once(cx, &mut out.bits, v, span, "bits")
+            }),
+            "normalize" => parse_lit_str(&m).map(|v| {
+                for step in v.value().split(',').filter(|s| !s.trim().is_empty()) {
+                    if !valid_step(step) {
+                        cx.error(
+                            &v,
+                            format!(
+                                "unknown normalization `{}`; expected a comma-separated list of: {BUILTIN_STEPS} (use normalize_with for your own)",
+                                step.trim()
+                            ),
+                        );
+                    }
+                }
+                set_once(cx, &mut out.normalize, v, span, "normalize")
+            }),
+            "normalize_with" => m.value().and_then(|v| v.parse::<syn::Path>()).map(|p| {
+                set_once(cx, &mut out.normalize_with, p, span, "normalize_with")
+            }),
+            "scope" => parse_lit_str(&m).map(|v| {
+                match v.value().as_str() {
+                    "tenant" => {}
+                    "global" => out.global = true,
+                    _ => cx.error(&v, "scope must be \"tenant\" or \"global\""),
+                }
+                if scope_seen {
+                    cx.error_at(span, "duplicate index attribute `scope`");
+                }
+                scope_seen = true;
+            }),
+            "unique" => {
+                if out.unique {
+                    cx.error_at(span, "duplicate index attribute `unique`");
+                }
+                out.unique = true;
+                Ok(())
+            }
+            "fields" if compound => {
+                if fields_seen {
+                    cx.error_at(span, "duplicate index attribute `fields`");
+                }
+                fields_seen = true;
+                m.parse_nested_meta(|f| {
+                    match f.path.get_ident() {
+                        Some(id) => out.fields.push(id.clone()),
+                        None => cx.error(&f.path, "expected a field name"),
+                    }
+                    Ok(())
+                })
+            }
+            _ => {
+                cx.error(
+                    &m.path,
+                    format!(
+                        "unknown index attribute `{}`; expected one of: {}",
+                        m.path.to_token_stream().to_string().replace(' ', ""),
+                        if compound { COMPOUND_ATTRS } else { INDEX_ATTRS }
+                    ),
+                );
+                skip_value(&m)
+            }
+        };
+        if let Err(e) = r {
+            cx.push(e);
+            skip_value(&m)?;
+        }
+        Ok(())
+    })?;
+    if out.name.is_none() {
+        cx.error_at(out.span, "a blind index needs a `name = \"...\"`");
+    }
+    if compound && out.fields.len() < 2 {
+        cx.error_at(
+            out.span,
+            "a compound index needs `fields(a, b, ...)` with at least two fields (use blind_index on the field for one)",
+        );
+    }
+    Ok(out)
 }
 
 #[derive(Default)]
@@ -80,6 +246,7 @@ struct FieldAttrs {
     encrypt: bool,
     json: Option<Span>,
     column: Option<LitStr>,
+    indexes: Vec<IndexAttrs>,
 }
 
 struct FieldInfo {
@@ -197,13 +364,7 @@ fn parse_container(cx: &mut Ctxt, input: &DeriveInput) -> ContainerAttrs {
                     set_once(cx, &mut out.krate, p, span, "crate");
                     Ok(())
                 }),
-                "blind_index" => {
-                    cx.error_at(
-                        span,
-                        "compound blind indexes are not available yet in this version of rowseal",
-                    );
-                    skip_value(&meta)
-                }
+                "compound_index" => parse_index(cx, &meta, true).map(|i| out.compound.push(i)),
                 _ => {
                     cx.error(
                         &meta.path,
@@ -263,13 +424,7 @@ fn parse_field(cx: &mut Ctxt, field: &syn::Field) -> FieldAttrs {
                     }
                     set_once(cx, &mut out.column, v, span, "column")
                 }),
-                "blind_index" => {
-                    cx.error_at(
-                        span,
-                        "blind indexes are not available yet in this version of rowseal",
-                    );
-                    skip_value(&meta)
-                }
+                "blind_index" => parse_index(cx, &meta, false).map(|i| out.indexes.push(i)),
                 _ => {
                     cx.error(
                         &meta.path,
@@ -289,6 +444,18 @@ fn parse_field(cx: &mut Ctxt, field: &syn::Field) -> FieldAttrs {
         });
         if let Err(e) = res {
             cx.push(e);
+        }
+    }
+    if !out.encrypt {
+        for i in &out.indexes {
+            cx.error_at(
+                i.span,
+                "`blind_index` needs `encrypt`: a plain field is queried directly",
+            );
+        }
+    } else if out.json.is_some() {
+        for i in &out.indexes {
+            cx.error_at(i.span, "a `json` field cannot have a blind index");
         }
     }
     if let (Some(span), false) = (out.json, out.encrypt) {
@@ -465,6 +632,7 @@ pub fn expand_encrypted(input: &DeriveInput) -> Result<TokenStream, syn::Error> 
             }
         }
     }
+    let indexes = resolve_indexes(&mut cx, &attrs, &fields);
     cx.finish()?;
     let (Some(tenant_idx), Some(pk_idx), Some(table)) = (tenant_idx, pk_idx, attrs.table.clone())
     else {
@@ -546,6 +714,8 @@ pub fn expand_encrypted(input: &DeriveInput) -> Result<TokenStream, syn::Error> 
         }
     });
 
+    let (index_defs, index_parts, finders) = index_tokens(&krate, name, &fields, &indexes);
+
     let tenant_f = &fields[tenant_idx];
     let (tenant_id, tenant_ty) = (&tenant_f.ident, &tenant_f.ty);
     let tenant_expr = quote_spanned!(tenant_ty.span()=>
@@ -563,13 +733,14 @@ pub fn expand_encrypted(input: &DeriveInput) -> Result<TokenStream, syn::Error> 
             #pk_assoc
 
             fn model() -> &'static #krate::Model {
-                static MODEL: #krate::Model = #krate::Model::__new(
+                static MODEL: #krate::Model = #krate::Model::__new_indexed(
                     #krate::RecordSpec::new(#record_type, #table_s)
                         .with_key_mode(#mode)
                         .with_primary_key_bound(#bind),
                     #tenant_idx,
                     #pk_idx,
                     &[#(#field_defs),*],
+                    &[#(#index_defs),*],
                 );
                 &MODEL
             }
@@ -592,8 +763,278 @@ pub fn expand_encrypted(input: &DeriveInput) -> Result<TokenStream, syn::Error> 
                     #(#reads)*
                 })
             }
+
+            #index_parts
         }
+
+        #finders
     })
+}
+
+/// A blind index after validation.
+struct ResolvedIndex {
+    name: String,
+    column: String,
+    fields: Vec<usize>,
+    bits: u16,
+    normalize: String,
+    normalize_with: Option<syn::Path>,
+    global: bool,
+    unique: bool,
+}
+
+fn resolve_indexes(
+    cx: &mut Ctxt,
+    attrs: &ContainerAttrs,
+    fields: &[FieldInfo],
+) -> Vec<ResolvedIndex> {
+    let mut out: Vec<(Span, ResolvedIndex)> = Vec::new();
+    let mut push = |cx: &mut Ctxt, ia: &IndexAttrs, positions: Vec<usize>| {
+        let Some(name) = &ia.name else { return };
+        let column = ia
+            .column
+            .as_ref()
+            .map(|c| c.value())
+            .unwrap_or_else(|| name.value());
+        let bits = ia
+            .bits
+            .as_ref()
+            .and_then(|b| b.base10_parse::<u16>().ok())
+            .unwrap_or(32);
+        out.push((
+            ia.span,
+            ResolvedIndex {
+                name: name.value(),
+                column,
+                fields: positions,
+                bits,
+                normalize: ia.normalize.as_ref().map(|n| n.value()).unwrap_or_default(),
+                normalize_with: ia.normalize_with.clone(),
+                global: ia.global,
+                unique: ia.unique,
+            },
+        ));
+        let _ = cx;
+    };
+    for (i, f) in fields.iter().enumerate() {
+        for ia in &f.attrs.indexes {
+            push(cx, ia, vec![i]);
+        }
+    }
+    for ia in &attrs.compound {
+        let mut positions = Vec::new();
+        for id in &ia.fields {
+            match fields.iter().position(|f| f.ident == *id) {
+                Some(p) => {
+                    if fields[p].attrs.json.is_some() {
+                        cx.error(id, format!("the `json` field `{id}` cannot be in an index"));
+                    }
+                    if positions.contains(&p) {
+                        cx.error(id, format!("`{id}` is listed twice"));
+                    }
+                    positions.push(p);
+                }
+                None => cx.error(id, format!("no field named `{id}` for this compound index")),
+            }
+        }
+        if ia.fields.len() >= 2 && positions.len() == ia.fields.len() {
+            push(cx, ia, positions);
+        }
+    }
+    for (i, (span, ix)) in out.iter().enumerate() {
+        let earlier = &out[..i];
+        if earlier.iter().any(|(_, o)| o.name == ix.name) {
+            cx.error_at(*span, format!("two blind indexes are named `{}`", ix.name));
+        }
+        let version_column = format!("{}_kv", ix.column);
+        for c in [&ix.column, &version_column] {
+            if fields.iter().any(|f| f.column == *c)
+                || RESERVED_COLUMNS.contains(&c.as_str())
+                || earlier
+                    .iter()
+                    .any(|(_, o)| o.column == *c || format!("{}_kv", o.column) == *c)
+            {
+                cx.error_at(
+                    *span,
+                    format!("the blind index column `{c}` clashes with another column; set `column = \"...\"`"),
+                );
+            }
+        }
+        if earlier.iter().any(|(_, o)| stem(&o.name) == stem(&ix.name)) {
+            cx.error_at(
+                *span,
+                format!(
+                    "two blind indexes would both generate `find_by_{}`",
+                    stem(&ix.name)
+                ),
+            );
+        }
+    }
+    out.into_iter().map(|(_, i)| i).collect()
+}
+
+/// `email_idx` → `email`.
+fn stem(name: &str) -> &str {
+    let s = name
+        .strip_suffix("_idx")
+        .or_else(|| name.strip_suffix("_index"))
+        .unwrap_or(name);
+    if s.is_empty() {
+        name
+    } else {
+        s
+    }
+}
+
+fn index_tokens(
+    krate: &syn::Path,
+    name: &Ident,
+    fields: &[FieldInfo],
+    indexes: &[ResolvedIndex],
+) -> (Vec<TokenStream>, TokenStream, TokenStream) {
+    let defs = indexes
+        .iter()
+        .map(|ix| {
+            let (iname, col, bits, norm, global, unique) = (
+                &ix.name, &ix.column, ix.bits, &ix.normalize, ix.global, ix.unique,
+            );
+            let vcol = format!("{col}_kv");
+            let pos = &ix.fields;
+            let custom = match &ix.normalize_with {
+                Some(p) => {
+                    let pname = p.to_token_stream().to_string().replace(' ', "");
+                    quote_spanned!(p.span()=> ::core::option::Option::Some(#krate::CustomNormalizer {
+                        name: #pname,
+                        f: #p,
+                    }))
+                }
+                None => quote!(::core::option::Option::None),
+            };
+            quote!(#krate::IndexDef {
+                name: #iname,
+                column: #col,
+                version_column: #vcol,
+                fields: &[#(#pos),*],
+                bits: #bits,
+                normalize: #norm,
+                custom: #custom,
+                global: #global,
+                unique: #unique,
+            })
+        })
+        .collect();
+
+    let mut covered: Vec<usize> = indexes.iter().flat_map(|i| i.fields.clone()).collect();
+    covered.sort_unstable();
+    covered.dedup();
+    let index_parts = if covered.is_empty() {
+        TokenStream::new()
+    } else {
+        let arms = covered.iter().map(|&p| {
+            let f = &fields[p];
+            let (id, ty) = (&f.ident, &f.ty);
+            quote_spanned!(ty.span()=> #p => <#ty as #krate::IndexSource>::index_str(&self.#id),)
+        });
+        quote! {
+            fn index_part(&self, __field: usize) -> ::core::option::Option<::std::borrow::Cow<'_, str>> {
+                match __field {
+                    #(#arms)*
+                    _ => ::core::option::Option::None,
+                }
+            }
+        }
+    };
+
+    let methods = indexes.iter().map(|ix| {
+        let iname = &ix.name;
+        let st = stem(&ix.name);
+        let one = format_ident!("find_by_{}", st);
+        let many = format_ident!("find_by_{}_in", st);
+        let params: Vec<Ident> = ix
+            .fields
+            .iter()
+            .map(|&p| {
+                let id = fields[p].ident.to_string();
+                let id = id.trim_start_matches("r#");
+                if id == "tenant" || id.starts_with("__") {
+                    format_ident!("{}_value", id.trim_start_matches('_'))
+                } else {
+                    format_ident!("{}", id)
+                }
+            })
+            .collect();
+        let n = params.len();
+        let field_list = ix
+            .fields
+            .iter()
+            .map(|&p| format!("`{}`", fields[p].ident))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (tenant_param, tenant_arg, scope_doc) = if ix.global {
+            (
+                quote!(),
+                quote!(::core::option::Option::None),
+                "Global index: searches every tenant.",
+            )
+        } else {
+            (
+                quote!(tenant: &str,),
+                quote!(::core::option::Option::Some(tenant)),
+                "Tenant-scoped: searches `tenant` only.",
+            )
+        };
+        let doc_one = format!(
+            "Rows whose blind index `{iname}` (over {field_list}) matches, decrypted; false positives of the truncated index are removed. {scope_doc}"
+        );
+        let doc_many = format!(
+            "Rows whose blind index `{iname}` (over {field_list}) matches any of `values`, decrypted, false positives removed. {scope_doc}"
+        );
+        quote! {
+            #[doc = #doc_one]
+            pub async fn #one<'c, __E>(
+                encryptor: &#krate::Encryptor,
+                executor: __E,
+                #tenant_param
+                #(#params: &str),*
+            ) -> ::core::result::Result<::std::vec::Vec<Self>, #krate::Error>
+            where
+                __E: #krate::sqlx::Executor<'c>,
+                __E::Database: #krate::Backend,
+            {
+                encryptor
+                    .find_by::<Self, __E>(executor, #tenant_arg, #iname, &[&[#(#params),*]])
+                    .await
+            }
+
+            #[doc = #doc_many]
+            pub async fn #many<'c, __E>(
+                encryptor: &#krate::Encryptor,
+                executor: __E,
+                #tenant_param
+                values: &[[&str; #n]],
+            ) -> ::core::result::Result<::std::vec::Vec<Self>, #krate::Error>
+            where
+                __E: #krate::sqlx::Executor<'c>,
+                __E::Database: #krate::Backend,
+            {
+                let __v: ::std::vec::Vec<&[&str]> = values.iter().map(|v| &v[..]).collect();
+                encryptor
+                    .find_by::<Self, __E>(executor, #tenant_arg, #iname, &__v)
+                    .await
+            }
+        }
+    });
+    let finders = if indexes.is_empty() {
+        TokenStream::new()
+    } else {
+        quote! {
+            #[automatically_derived]
+            impl #name {
+                #(#methods)*
+            }
+        }
+    };
+    (defs, index_parts, finders)
 }
 
 #[cfg(test)]

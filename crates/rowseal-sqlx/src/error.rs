@@ -72,6 +72,16 @@ pub enum Error {
     },
     /// A decryption worker thread failed.
     Worker,
+    /// A write would give two rows the same value under a `unique` blind
+    /// index. Names the index and its fields, never the value.
+    UniqueViolation {
+        /// The table.
+        table: String,
+        /// The blind index.
+        index: String,
+        /// The Rust fields the index covers.
+        fields: Vec<String>,
+    },
 }
 
 impl Error {
@@ -117,6 +127,15 @@ impl fmt::Display for Error {
             }
             Error::InvalidInput { reason } => write!(f, "invalid input: {reason}"),
             Error::Worker => f.write_str("a decryption worker failed"),
+            Error::UniqueViolation {
+                table,
+                index,
+                fields,
+            } => write!(
+                f,
+                "{table}: another row already has this {} (unique blind index {index})",
+                fields.join(", ")
+            ),
         }
     }
 }

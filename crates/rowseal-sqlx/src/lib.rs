@@ -33,8 +33,43 @@
 //! key must then be chosen by the application, not a database serial), and
 //! `crate = "path"` to name this crate's path if it is renamed. Field
 //! attributes: `encrypt`, `column = "name"`, and `json` (with `encrypt`: any
-//! `Serialize + DeserializeOwned` type, JSON-encoded). Blind indexes
-//! (`blind_index(...)`) are reserved for a later release.
+//! `Serialize + DeserializeOwned` type, JSON-encoded), and
+//! `blind_index(...)`; on the struct, `compound_index(...)`.
+//!
+//! # Blind indexes
+//! ```ignore
+//! #[derive(Encrypted)]
+//! #[rowseal(table = "users", tenant = tenant_id, primary_key = id,
+//!           compound_index(name = "name_city_idx", fields(last_name, city),
+//!                          bits = 32, normalize = "trim,lowercase"))]
+//! struct User {
+//!     id: i64,
+//!     tenant_id: String,
+//!     #[rowseal(encrypt,
+//!               blind_index(name = "email_idx", bits = 32, normalize = "trim,lowercase", unique),
+//!               blind_index(name = "login_idx", column = "login_bidx", bits = 64,
+//!                           normalize = "trim,lowercase", scope = "global"))]
+//!     email: String,
+//!     #[rowseal(encrypt, blind_index(name = "ssn_idx", bits = 16, normalize = "digits"))]
+//!     ssn: Option<String>,
+//!     #[rowseal(encrypt)] last_name: String,
+//!     #[rowseal(encrypt)] city: String,
+//! }
+//!
+//! let users = User::find_by_email(&enc, &pool, "acme", " Ada@Example.com").await?;
+//! let users = User::find_by_email_in(&enc, &pool, "acme", &[["a@x.com"], ["b@x.com"]]).await?;
+//! let users = User::find_by_login(&enc, &pool, "ada@example.com").await?;   // global: no tenant
+//! let users = User::find_by_name_city(&enc, &pool, "acme", "Lovelace", "London").await?;
+//! // Your own query: bind the index value (an i64 up to 64 bits, else bytes).
+//! let v = enc.blind_index_value::<User>("email_idx", "acme", &["ada@example.com"]).await?;
+//! ```
+//! Each index is two columns: the truncated HMAC-SHA256 of the normalized
+//! value (named after the index, or `column = "..."`) and `<column>_kv`, the
+//! index-key version. Lookups decrypt the candidate rows and drop those whose
+//! normalized fields do not match (false positives of a truncated index). A
+//! `unique` index makes the database reject duplicates, reported as
+//! [`Error::UniqueViolation`]. See `docs/blind-indexes.md` for what an index
+//! reveals, choosing bits and scope, and index-key rotation.
 //!
 //! Each encrypted field is its own bytes column holding the field envelope;
 //! NULL (`None`) stays NULL and is not encrypted. Each row also has
@@ -92,6 +127,7 @@
 //! `ROWSEAL_TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`).
 
 mod backend;
+mod blind;
 pub mod encoding;
 mod error;
 mod keystore;
@@ -105,9 +141,11 @@ pub use encoding::{EncryptedField, EncryptedValue};
 pub use error::{Error, Result};
 pub use keystore::SqlxKeyStore;
 pub use model::{
-    Encrypted, FieldDef, Model, RowReader, RowWriter, HEADER_COLUMN, KEY_VERSION_COLUMN,
+    CustomNormalizer, Encrypted, FieldDef, IndexDef, IndexSource, Model, RowReader, RowWriter,
+    HEADER_COLUMN, KEY_VERSION_COLUMN,
 };
 pub use ops::{Encryptor, DEFAULT_PARALLEL_THRESHOLD, DEFAULT_STREAM_CHUNK, MAX_STATEMENT_BYTES};
+pub use rowseal_core::BlindIndexValue;
 pub use value::{PlainField, PrimaryKeyField, SqlType, TenantField, Value};
 
 #[doc(hidden)]

@@ -71,11 +71,85 @@ impl FieldDef {
     }
 }
 
-/// What rowseal knows about a model: its [`RecordSpec`], its fields and which
-/// of them are the tenant and the primary key. Built by `#[derive(Encrypted)]`.
+/// A Rust normalization step named in `normalize_with = path::to::fn`: a
+/// plain `fn(&str) -> String`, applied after the built-in steps.
+#[derive(Clone, Copy)]
+pub struct CustomNormalizer {
+    /// The name recorded with the index (the path as written). Changing what
+    /// the function does requires rebuilding the index (`rowseal reindex`).
+    pub name: &'static str,
+    /// The step.
+    pub f: fn(&str) -> String,
+}
+
+impl std::fmt::Debug for CustomNormalizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// A blind index of a model: on one field (`#[rowseal(blind_index(...))]`) or
+/// over several (`#[rowseal(compound_index(...))]` on the struct).
 ///
-/// Blind indexes (a later release) will be described here too; the type is
-/// `#[non_exhaustive]` so that adding them breaks nothing.
+/// Stored in two columns: `column` holds the truncated HMAC (BIGINT up to 64
+/// bits, bytes above; NULL when a covered field is `None`), and
+/// `version_column` the index-key version it was computed under, so that a
+/// re-index after an index-key rotation finds the rows still to rebuild with an
+/// indexed predicate, and lookups during the transition query every version
+/// still in use.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexDef {
+    /// The index name (part of the HMAC key derivation).
+    pub name: &'static str,
+    /// The column holding the index value.
+    pub column: &'static str,
+    /// The column holding the index-key version of `column`.
+    pub version_column: &'static str,
+    /// Positions in [`Model::fields`] of the covered fields, in order.
+    pub fields: &'static [usize],
+    /// Bits kept (1 to 256).
+    pub bits: u16,
+    /// Built-in normalization steps, comma-separated (`"trim,lowercase"`),
+    /// applied to each covered field.
+    pub normalize: &'static str,
+    /// A Rust step applied after the built-in ones.
+    pub custom: Option<CustomNormalizer>,
+    /// Global scope (one index key for all tenants) instead of per tenant.
+    pub global: bool,
+    /// Whether the database enforces one row per index value (per tenant
+    /// unless global).
+    pub unique: bool,
+}
+
+impl IndexDef {
+    /// The normalization applied to each part before hashing.
+    pub fn normalization(&self) -> rowseal_core::Result<rowseal_core::Normalization> {
+        let mut n = rowseal_core::Normalization::parse(self.normalize)?;
+        if let Some(c) = self.custom {
+            let f = c.f;
+            n = n.then(rowseal_core::Normalizer::custom(c.name, f));
+        }
+        Ok(n)
+    }
+
+    /// The name of the database index over this index's column.
+    pub fn db_index_name(&self, table: &str) -> String {
+        format!("{table}_{}", self.name)
+    }
+
+    /// `"tenant"` or `"global"`.
+    pub fn scope_name(&self) -> &'static str {
+        if self.global {
+            "global"
+        } else {
+            "tenant"
+        }
+    }
+}
+
+/// What rowseal knows about a model: its [`RecordSpec`], its fields and which
+/// of them are the tenant and the primary key, and its blind indexes. Built by
+/// `#[derive(Encrypted)]`.
 #[non_exhaustive]
 #[derive(Debug)]
 pub struct Model {
@@ -87,6 +161,8 @@ pub struct Model {
     pub primary_key: usize,
     /// Every field, in declaration order.
     pub fields: &'static [FieldDef],
+    /// The blind indexes.
+    pub indexes: &'static [IndexDef],
 }
 
 impl Model {
@@ -102,7 +178,30 @@ impl Model {
             tenant,
             primary_key,
             fields,
+            indexes: &[],
         }
+    }
+
+    #[doc(hidden)]
+    pub const fn __new_indexed(
+        spec: RecordSpec,
+        tenant: usize,
+        primary_key: usize,
+        fields: &'static [FieldDef],
+        indexes: &'static [IndexDef],
+    ) -> Self {
+        Model {
+            spec,
+            tenant,
+            primary_key,
+            fields,
+            indexes,
+        }
+    }
+
+    /// The blind index with this name.
+    pub fn index(&self, name: &str) -> Option<&IndexDef> {
+        self.indexes.iter().find(|i| i.name == name)
     }
 
     /// The table.
@@ -146,7 +245,50 @@ pub trait Encrypted: Sized + Send + Sync + 'static {
 
     /// Reads a row back, in field order, decrypting the encrypted columns.
     fn read_row(r: &mut RowReader<'_>) -> Result<Self>;
+
+    /// The value of field number `field` (a position in [`Model::fields`]) as
+    /// indexed by a blind index; `None` for NULL or a field no index covers.
+    fn index_part(&self, field: usize) -> Option<std::borrow::Cow<'_, str>> {
+        let _ = field;
+        None
+    }
 }
+
+/// A field type a blind index can cover: its value as text (before
+/// normalization), or `None` for NULL.
+pub trait IndexSource {
+    /// The text indexed.
+    fn index_str(&self) -> Option<std::borrow::Cow<'_, str>>;
+}
+
+impl IndexSource for String {
+    fn index_str(&self) -> Option<std::borrow::Cow<'_, str>> {
+        Some(std::borrow::Cow::Borrowed(self))
+    }
+}
+
+impl IndexSource for Box<str> {
+    fn index_str(&self) -> Option<std::borrow::Cow<'_, str>> {
+        Some(std::borrow::Cow::Borrowed(self))
+    }
+}
+
+impl<T: IndexSource> IndexSource for Option<T> {
+    fn index_str(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.as_ref().and_then(IndexSource::index_str)
+    }
+}
+
+macro_rules! index_source_display {
+    ($($t:ty),*) => {$(
+        impl IndexSource for $t {
+            fn index_str(&self) -> Option<std::borrow::Cow<'_, str>> {
+                Some(std::borrow::Cow::Owned(self.to_string()))
+            }
+        }
+    )*};
+}
+index_source_display!(i16, i32, i64, u16, u32, u64, char);
 
 /// Collects a row's column values for an insert or update, sealing encrypted
 /// fields with the row key. Used by generated code.

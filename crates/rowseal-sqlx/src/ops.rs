@@ -9,6 +9,7 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use rowseal_core::{KeyHierarchy, KeyMode, RecordKeys, RowHeader, RowKey};
 
 use crate::backend::{Backend, DbRow};
+use crate::blind::{map_unique, plans, push_index_cells, IndexPlan, WriteKeys};
 use crate::error::{Error, Result};
 use crate::model::{
     Cell, Encrypted, Model, RowReader, RowWriter, HEADER_COLUMN, KEY_VERSION_COLUMN,
@@ -38,7 +39,12 @@ pub struct Encryptor {
     parallel_threshold: usize,
     threads: usize,
     stream_chunk: usize,
+    index_versions: Arc<std::sync::Mutex<IndexVersions>>,
 }
+
+/// Per index-key scope: the current version when listed, and the versions
+/// lookups query.
+type IndexVersions = HashMap<rowseal_core::KeyScope, (u32, Vec<u32>)>;
 
 /// Column positions of a model in a result row.
 struct ColumnMap {
@@ -84,7 +90,48 @@ impl Encryptor {
             parallel_threshold: DEFAULT_PARALLEL_THRESHOLD,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             stream_chunk: DEFAULT_STREAM_CHUNK,
+            index_versions: Arc::default(),
         }
+    }
+
+    pub(crate) fn cached_index_versions(
+        &self,
+        scope: &rowseal_core::KeyScope,
+        current: u32,
+    ) -> Option<Vec<u32>> {
+        let map = self.index_versions.lock().ok()?;
+        match map.get(scope) {
+            Some((c, v)) if *c == current => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn cache_index_versions(
+        &self,
+        scope: &rowseal_core::KeyScope,
+        current: u32,
+        versions: Vec<u32>,
+    ) {
+        if let Ok(mut map) = self.index_versions.lock() {
+            if map.len() > 100_000 {
+                map.clear();
+            }
+            map.insert(scope.clone(), (current, versions));
+        }
+    }
+
+    /// The columns every write fills: the fields, the header, the key
+    /// version, then each blind index's value and version columns.
+    fn write_columns<T: Encrypted>() -> Vec<&'static str> {
+        let model = T::model();
+        let mut cols: Vec<&'static str> = model.fields.iter().map(|f| f.column).collect();
+        cols.push(HEADER_COLUMN);
+        cols.push(KEY_VERSION_COLUMN);
+        for i in model.indexes {
+            cols.push(i.column);
+            cols.push(i.version_column);
+        }
+        cols
     }
 
     /// Rows per pipelined chunk of `fetch_all`.
@@ -162,6 +209,7 @@ impl Encryptor {
     fn seal_with<T: Encrypted>(
         key: &RowKey,
         row: &T,
+        index: (&[IndexPlan], &WriteKeys),
         out: &mut Vec<Value>,
         scratch: &mut Vec<u8>,
     ) -> Result<()> {
@@ -170,14 +218,17 @@ impl Encryptor {
         out.push(Value::I64(i64::from(
             key.header().tenant_key_version().unwrap_or(0),
         )));
-        Ok(())
+        push_index_cells(index.0, index.1, row, None, out)
     }
 
     /// Seals rows into their column values (fields, header, key version),
     /// row after row in one flat vector.
     async fn seal_rows<T: Encrypted>(&self, rows: &[T]) -> Result<Vec<Value>> {
         let model = T::model();
-        let cols = model.fields.len() + 2;
+        let cols = Self::write_columns::<T>().len();
+        let plans = plans(model)?;
+        let ikeys = self.write_index_keys(&plans, rows.iter(), None).await?;
+        let index = (&plans[..], &ikeys);
         match model.spec.key_mode() {
             KeyMode::Derived => {
                 let rks = self
@@ -190,7 +241,7 @@ impl Encryptor {
                         let rk = rks.get(row.tenant()).ok_or(Error::Worker)?;
                         let pk = Self::pk_bytes(model, &row.primary_key_value())?;
                         let key = rk.new_row(pk.as_deref())?;
-                        Self::seal_with(&key, row, &mut out, &mut scratch)?;
+                        Self::seal_with(&key, row, index, &mut out, &mut scratch)?;
                     }
                     Ok(out)
                 };
@@ -205,7 +256,7 @@ impl Encryptor {
                         .keys
                         .new_row_key(&model.spec, row.tenant(), pk.as_deref())
                         .await?;
-                    Self::seal_with(&key, row, &mut out, &mut scratch)?;
+                    Self::seal_with(&key, row, index, &mut out, &mut scratch)?;
                 }
                 Ok(out)
             }
@@ -267,12 +318,18 @@ impl Encryptor {
 
     fn insert_sql<T: Encrypted, DB: Backend>(rows: usize) -> String {
         let model = T::model();
-        let cols = model.fields.len() + 2;
+        let columns = Self::write_columns::<T>();
+        let cols = columns.len();
         let mut sql = String::with_capacity(64 + cols * 16 + rows * cols * 4);
         sql.push_str("INSERT INTO ");
         DB::push_ident(&mut sql, model.table());
         sql.push_str(" (");
-        sql.push_str(&Self::select_list::<T, DB>());
+        for (i, c) in columns.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            DB::push_ident(&mut sql, c);
+        }
         sql.push_str(") VALUES ");
         let mut n = 0;
         for r in 0..rows {
@@ -301,7 +358,9 @@ impl Encryptor {
     {
         let values = self.seal_rows(std::slice::from_ref(row)).await?;
         let sql = Self::insert_sql::<T, E::Database>(1);
-        <E::Database as Backend>::execute(executor, &sql, values).await?;
+        <E::Database as Backend>::execute(executor, &sql, values)
+            .await
+            .map_err(|e| map_unique(T::model(), e))?;
         Ok(())
     }
 
@@ -318,7 +377,7 @@ impl Encryptor {
         if rows.is_empty() {
             return Ok(0);
         }
-        let cols = T::model().fields.len() + 2;
+        let cols = Self::write_columns::<T>().len();
         let per_batch = (<A::Database as Backend>::MAX_PARAMS / cols).max(1);
         let mut conn = conn.acquire().await?;
         let mut done = 0;
@@ -347,8 +406,9 @@ impl Encryptor {
                     } else {
                         Self::insert_sql::<T, A::Database>(n)
                     };
-                    n_done +=
-                        <A::Database as Backend>::execute_on(&mut *conn_ref, &sql, values).await?;
+                    n_done += <A::Database as Backend>::execute_on(&mut *conn_ref, &sql, values)
+                        .await
+                        .map_err(|e| map_unique(T::model(), e))?;
                 }
                 Ok::<u64, Error>(n_done)
             };
@@ -395,12 +455,7 @@ impl Encryptor {
         E::Database::push_ident(&mut sql, model.table());
         sql.push_str(" SET ");
         let mut n = 0;
-        let columns = model
-            .fields
-            .iter()
-            .map(|f| f.column)
-            .chain([HEADER_COLUMN, KEY_VERSION_COLUMN]);
-        for c in columns {
+        for c in Self::write_columns::<T>() {
             if n > 0 {
                 sql.push_str(", ");
             }
@@ -412,7 +467,9 @@ impl Encryptor {
         Self::where_pk::<T, E::Database>(&mut sql, n + 1);
         values.push(row.primary_key_value());
         values.push(Value::Text(row.tenant().to_owned()));
-        let affected = <E::Database as Backend>::execute(executor, &sql, values).await?;
+        let affected = <E::Database as Backend>::execute(executor, &sql, values)
+            .await
+            .map_err(|e| map_unique(model, e))?;
         if affected == 0 {
             return Err(Error::NotFound {
                 table: model.table().to_owned(),
@@ -455,6 +512,32 @@ impl Encryptor {
             .collect();
         if ordered.is_empty() {
             return Ok(());
+        }
+        // Blind indexes covering an updated field are recomputed from `row`.
+        let touched: Vec<usize> = model
+            .indexes
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| {
+                i.fields.iter().any(|&f| {
+                    model
+                        .fields
+                        .get(f)
+                        .is_some_and(|fd| ordered.contains(&fd.column))
+                })
+            })
+            .map(|(n, _)| n)
+            .collect();
+        let plans = plans(model)?;
+        let ikeys = self
+            .write_index_keys(&plans, std::iter::once(row), Some(&touched))
+            .await?;
+        let mut set_columns: Vec<&str> = ordered.clone();
+        for &n in &touched {
+            if let Some(i) = model.indexes.get(n) {
+                set_columns.push(i.column);
+                set_columns.push(i.version_column);
+            }
         }
         let any_encrypted = model
             .fields
@@ -510,6 +593,8 @@ impl Encryptor {
             &mut values,
             &mut scratch,
         ))?;
+        push_index_cells(&plans, &ikeys, row, Some(&touched), &mut values)?;
+        let ordered = set_columns;
         let mut sql = String::from("UPDATE ");
         A::Database::push_ident(&mut sql, model.table());
         sql.push_str(" SET ");
@@ -531,7 +616,9 @@ impl Encryptor {
             A::Database::push_placeholder(&mut sql, ordered.len() + 3);
             values.push(Value::Bytes(h));
         }
-        let affected = <A::Database as Backend>::execute_on(&mut conn, &sql, values).await?;
+        let affected = <A::Database as Backend>::execute_on(&mut conn, &sql, values)
+            .await
+            .map_err(|e| map_unique(model, e))?;
         if affected == 0 {
             return Err(not_found());
         }

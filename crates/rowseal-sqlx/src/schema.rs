@@ -90,6 +90,29 @@ fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
     sql.push(' ');
     sql.push_str(DB::column_type(SqlType::I64, false));
     sql.push_str(" NOT NULL");
+    // Blind indexes: value (BIGINT up to 64 bits, bytes above) and version.
+    let mut index_ddl: Vec<(String, bool, String)> = Vec::new();
+    for def in model.indexes {
+        sql.push_str(",\n    ");
+        DB::push_ident(&mut sql, def.column);
+        sql.push(' ');
+        sql.push_str(if def.bits <= 64 {
+            DB::column_type(SqlType::I64, false)
+        } else {
+            DB::column_type(SqlType::Bytes, true)
+        });
+        sql.push_str(",\n    ");
+        DB::push_ident(&mut sql, def.version_column);
+        sql.push(' ');
+        sql.push_str(DB::column_type(SqlType::I64, false));
+        let mut cols = String::new();
+        if !def.global {
+            DB::push_ident(&mut cols, model.tenant_field().column);
+            cols.push_str(", ");
+        }
+        DB::push_ident(&mut cols, def.column);
+        index_ddl.push((def.db_index_name(model.table()), def.unique, cols));
+    }
     let index = format!("{}_rowseal_kv", model.table());
     let mut cols = String::new();
     DB::push_ident(&mut cols, model.tenant_field().column);
@@ -100,6 +123,15 @@ fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
         sql.push_str(",\n    INDEX ");
         DB::push_ident(&mut sql, &index);
         sql.push_str(&format!(" ({cols})"));
+        for (name, unique, cols) in &index_ddl {
+            sql.push_str(if *unique {
+                ",\n    UNIQUE INDEX "
+            } else {
+                ",\n    INDEX "
+            });
+            DB::push_ident(&mut sql, name);
+            sql.push_str(&format!(" ({cols})"));
+        }
         sql.push_str("\n)");
         return vec![sql];
     }
@@ -109,7 +141,20 @@ fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
     idx.push_str(" ON ");
     DB::push_ident(&mut idx, model.table());
     idx.push_str(&format!(" ({cols})"));
-    vec![sql, idx]
+    let mut out = vec![sql, idx];
+    for (name, unique, cols) in index_ddl {
+        let mut idx = String::from(if unique {
+            "CREATE UNIQUE INDEX IF NOT EXISTS "
+        } else {
+            "CREATE INDEX IF NOT EXISTS "
+        });
+        DB::push_ident(&mut idx, &name);
+        idx.push_str(" ON ");
+        DB::push_ident(&mut idx, model.table());
+        idx.push_str(&format!(" ({cols})"));
+        out.push(idx);
+    }
+    out
 }
 
 /// Creates `T`'s table and index if they do not exist.
@@ -127,8 +172,13 @@ where
 }
 
 /// The registry's JSON description of a model: every field with its column,
-/// type, nullability and (for encrypted ones) encoded type; blind indexes
-/// (none yet).
+/// type, nullability and (for encrypted ones) encoded type; and every blind
+/// index: `name`, `column` (the index value), `version_column` (its
+/// index-key version), `fields` and `columns` (what it covers, in order),
+/// `bits`, `storage` (`"bigint"` or `"bytes"`), `normalization` (the steps'
+/// names, comma-separated; a custom step by its Rust path), `custom_normalizer`
+/// (whether one step needs the application's code), `scope` (`"tenant"` or
+/// `"global"`), `unique` and `db_index` (the database index's name).
 pub fn definition(model: &Model) -> serde_json::Value {
     json!({
         "format": REGISTRY_FORMAT,
@@ -149,7 +199,20 @@ pub fn definition(model: &Model) -> serde_json::Value {
             "encrypted": f.encrypted.is_some(),
             "encoding": f.encrypted,
         })).collect::<Vec<_>>(),
-        "blind_indexes": [],
+        "blind_indexes": model.indexes.iter().map(|i| json!({
+            "name": i.name,
+            "column": i.column,
+            "version_column": i.version_column,
+            "fields": i.fields.iter().filter_map(|&f| model.fields.get(f).map(|f| f.name)).collect::<Vec<_>>(),
+            "columns": i.fields.iter().filter_map(|&f| model.fields.get(f).map(|f| f.column)).collect::<Vec<_>>(),
+            "bits": i.bits,
+            "storage": if i.bits <= 64 { "bigint" } else { "bytes" },
+            "normalization": i.normalization().map(|n| n.describe()).unwrap_or_default(),
+            "custom_normalizer": i.custom.is_some(),
+            "scope": i.scope_name(),
+            "unique": i.unique,
+            "db_index": i.db_index_name(model.table()),
+        })).collect::<Vec<_>>(),
     })
 }
 

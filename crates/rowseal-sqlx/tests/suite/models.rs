@@ -242,3 +242,64 @@ pub struct Audited {
     #[rowseal(encrypt)]
     pub amount: Option<i64>,
 }
+
+/// A custom normalization step: drops a `+tag` from the user part of an
+/// address.
+pub fn strip_plus(s: &str) -> String {
+    match s.split_once('+') {
+        Some((user, rest)) => match rest.split_once('@') {
+            Some((_, domain)) => format!("{user}@{domain}"),
+            None => s.to_owned(),
+        },
+        None => s.to_owned(),
+    }
+}
+
+/// Blind indexes of every kind.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(
+    table = "users",
+    tenant = tenant_id,
+    primary_key = id,
+    compound_index(name = "name_city_idx", fields(last_name, city), bits = 32, normalize = "trim,lowercase")
+)]
+pub struct User {
+    pub id: i64,
+    pub tenant_id: String,
+    #[rowseal(
+        encrypt,
+        blind_index(name = "email_idx", bits = 32, normalize = "trim,lowercase", unique),
+        blind_index(
+            name = "login_idx",
+            column = "login_bidx",
+            bits = 64,
+            normalize = "trim,lowercase",
+            scope = "global"
+        )
+    )]
+    pub email: String,
+    /// Three bits: eight index values, so most lookups meet collisions.
+    #[rowseal(encrypt, blind_index(name = "ssn_idx", bits = 3, normalize = "digits"))]
+    pub ssn: Option<String>,
+    #[rowseal(encrypt)]
+    pub last_name: String,
+    #[rowseal(encrypt)]
+    pub city: String,
+    /// Stored as bytes (more than 64 bits), with a custom step.
+    #[rowseal(encrypt, blind_index(name = "alias_idx", bits = 128, normalize = "trim,lowercase", normalize_with = super::models::strip_plus))]
+    pub alias: Option<String>,
+}
+
+impl User {
+    pub fn new(id: i64, tenant: &str, email: &str) -> Self {
+        User {
+            id,
+            tenant_id: tenant.into(),
+            email: email.into(),
+            ssn: Some(format!("{:03}-{:02}-{:04}", id % 1000, id % 100, id)),
+            last_name: format!("Name{id}"),
+            city: "London".into(),
+            alias: None,
+        }
+    }
+}

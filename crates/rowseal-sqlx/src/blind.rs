@@ -1,0 +1,438 @@
+//! Blind indexes: filling their columns on writes, typed lookups that remove
+//! false positives, and index values for your own queries.
+//!
+//! # Storage and rotation
+//! Each index has two columns: the truncated HMAC (`column`) and the
+//! index-key version it was computed under (`version_column`). Writes compute
+//! the value under the *current* index-key version of the index's scope.
+//! Lookups compute the value under every version still in use (the current
+//! one and each older version whose key is still active) and query them all
+//! with one `IN (...)`: during a re-index after `rotate_index_key`, rows on the
+//! old and on the new version are both found; a value of one version that
+//! happens to equal a value of another is only a false positive, removed like
+//! any other by re-checking the decrypted value. The version column lets the
+//! re-index select the rows not yet on the new version with an indexed
+//! predicate. When the backfill is done, destroying the old index key ends the
+//! transition (lookups stop querying it).
+
+use std::collections::HashMap;
+
+use rowseal_core::{BlindIndexKey, BlindIndexValue, IndexBits, KeyScope, Normalization};
+use zeroize::Zeroize;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::{Encrypted, IndexDef, Model};
+use crate::ops::Encryptor;
+use crate::value::{SqlType, Value};
+
+/// One index ready to compute values.
+pub(crate) struct IndexPlan {
+    pub(crate) def: &'static IndexDef,
+    pub(crate) norm: Normalization,
+    pub(crate) bits: IndexBits,
+}
+
+pub(crate) fn plans(model: &'static Model) -> Result<Vec<IndexPlan>> {
+    model
+        .indexes
+        .iter()
+        .map(|def| {
+            Ok(IndexPlan {
+                def,
+                norm: def.normalization()?,
+                bits: IndexBits::new(def.bits)?,
+            })
+        })
+        .collect()
+}
+
+fn scope_of(def: &IndexDef, tenant: &str) -> KeyScope {
+    if def.global {
+        KeyScope::Global
+    } else {
+        KeyScope::Tenant(tenant.to_owned())
+    }
+}
+
+fn to_value(v: BlindIndexValue) -> Value {
+    match v {
+        BlindIndexValue::Int(i) => Value::I64(i),
+        BlindIndexValue::Bytes(b) => Value::Bytes(b),
+    }
+}
+
+impl From<BlindIndexValue> for Value {
+    /// `Int` → [`Value::I64`], `Bytes` → [`Value::Bytes`].
+    fn from(v: BlindIndexValue) -> Self {
+        to_value(v)
+    }
+}
+
+fn null_for(def: &IndexDef) -> Value {
+    if def.bits <= 64 {
+        Value::Null(SqlType::I64)
+    } else {
+        Value::Null(SqlType::Bytes)
+    }
+}
+
+/// Normalized parts → the index value under `key`.
+fn compute(plan: &IndexPlan, key: &BlindIndexKey, parts: &[String]) -> Result<BlindIndexValue> {
+    let mac = if let [one] = parts {
+        key.compute(one.as_bytes())
+    } else {
+        let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        key.compute_compound(&slices)?
+    };
+    Ok(plan.bits.truncate(&mac))
+}
+
+/// Normalizes a row's covered fields; `None` if one of them is NULL.
+fn row_parts<T: Encrypted>(plan: &IndexPlan, row: &T) -> Option<Vec<String>> {
+    plan.def
+        .fields
+        .iter()
+        .map(|&f| row.index_part(f).map(|v| plan.norm.apply(&v)))
+        .collect()
+}
+
+fn zeroize_parts(parts: &mut [String]) {
+    for p in parts {
+        p.zeroize();
+    }
+}
+
+/// Index keys of the current version, per (index, scope), for a batch.
+pub(crate) type WriteKeys = HashMap<(usize, Option<String>), BlindIndexKey>;
+
+/// Appends a row's index columns (value, version per index) to `out`.
+pub(crate) fn push_index_cells<T: Encrypted>(
+    plans: &[IndexPlan],
+    keys: &WriteKeys,
+    row: &T,
+    only: Option<&[usize]>,
+    out: &mut Vec<Value>,
+) -> Result<()> {
+    for (i, plan) in plans.iter().enumerate() {
+        if only.is_some_and(|o| !o.contains(&i)) {
+            continue;
+        }
+        match row_parts(plan, row) {
+            None => {
+                out.push(null_for(plan.def));
+                out.push(Value::Null(SqlType::I64));
+            }
+            Some(mut parts) => {
+                let tenant = (!plan.def.global).then(|| row.tenant().to_owned());
+                let key = keys.get(&(i, tenant)).ok_or(Error::Worker)?;
+                let v = compute(plan, key, &parts);
+                zeroize_parts(&mut parts);
+                out.push(to_value(v?));
+                out.push(Value::I64(i64::from(key.version())));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Maps a unique-constraint failure on one of the model's unique indexes to
+/// [`Error::UniqueViolation`]; other errors pass through. The database's
+/// message (which may quote the stored index value) is dropped.
+pub(crate) fn map_unique(model: &Model, e: Error) -> Error {
+    let Error::Sqlx(sqlx::Error::Database(db)) = &e else {
+        return e;
+    };
+    if !db.is_unique_violation() {
+        return e;
+    }
+    let table = model.table();
+    let msg = db.message();
+    let constraint = db.constraint().unwrap_or("");
+    let unique: Vec<&IndexDef> = model.indexes.iter().filter(|i| i.unique).collect();
+    let by_name = unique.iter().find(|i| {
+        let n = i.db_index_name(table);
+        constraint == n || msg.contains(&n)
+    });
+    let by_column = || {
+        unique
+            .iter()
+            .find(|i| msg.contains(&format!("{table}.{}", i.column)))
+    };
+    match by_name.or_else(by_column) {
+        Some(def) => Error::UniqueViolation {
+            table: table.to_owned(),
+            index: def.name.to_owned(),
+            fields: def
+                .fields
+                .iter()
+                .filter_map(|&f| model.fields.get(f).map(|f| f.name.to_owned()))
+                .collect(),
+        },
+        None => e,
+    }
+}
+
+impl Encryptor {
+    /// Current-version index keys for every index and scope the rows need.
+    pub(crate) async fn write_index_keys<'r, T: Encrypted>(
+        &self,
+        plans: &[IndexPlan],
+        rows: impl Iterator<Item = &'r T>,
+        only: Option<&[usize]>,
+    ) -> Result<WriteKeys> {
+        let mut out = WriteKeys::new();
+        if plans.is_empty() {
+            return Ok(out);
+        }
+        let model = T::model();
+        for row in rows {
+            for (i, plan) in plans.iter().enumerate() {
+                if only.is_some_and(|o| !o.contains(&i)) {
+                    continue;
+                }
+                let tenant = (!plan.def.global).then(|| row.tenant().to_owned());
+                if out.contains_key(&(i, tenant.clone())) {
+                    continue;
+                }
+                let scope = scope_of(plan.def, row.tenant());
+                let ik = self.keys().current_index_key(&scope).await?;
+                let bk = ik.blind_index_key(model.table(), plan.def.column, plan.def.name)?;
+                out.insert((i, tenant), bk);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The index-key versions lookups query for `scope`: the current one and
+    /// each older one still active (newest first).
+    async fn lookup_index_keys(
+        &self,
+        model: &Model,
+        def: &IndexDef,
+        scope: &KeyScope,
+    ) -> Result<Vec<BlindIndexKey>> {
+        let current = self.keys().current_index_key(scope).await?;
+        let cv = current.version();
+        let versions = match self.cached_index_versions(scope, cv) {
+            Some(v) => v,
+            None => {
+                let mut v = vec![cv];
+                let mut older = cv;
+                while older > 1 {
+                    older -= 1;
+                    match self.keys().index_key(scope, older).await {
+                        Ok(_) => v.push(older),
+                        Err(
+                            rowseal_core::Error::KeyDestroyed { .. }
+                            | rowseal_core::Error::KeyNotFound { .. },
+                        ) => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                self.cache_index_versions(scope, cv, v.clone());
+                v
+            }
+        };
+        let mut keys = Vec::with_capacity(versions.len());
+        for v in versions {
+            let ik = if v == cv {
+                current.clone()
+            } else {
+                match self.keys().index_key(scope, v).await {
+                    Ok(k) => k,
+                    // Retired since we listed it: nothing of it to find.
+                    Err(
+                        rowseal_core::Error::KeyDestroyed { .. }
+                        | rowseal_core::Error::KeyNotFound { .. },
+                    ) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            keys.push(ik.blind_index_key(model.table(), def.column, def.name)?);
+        }
+        Ok(keys)
+    }
+
+    fn index_plan(model: &'static Model, index: &str) -> Result<IndexPlan> {
+        let def = model.index(index).ok_or_else(|| Error::InvalidInput {
+            reason: format!("{} has no blind index `{index}`", model.table()),
+        })?;
+        Ok(IndexPlan {
+            def,
+            norm: def.normalization()?,
+            bits: IndexBits::new(def.bits)?,
+        })
+    }
+
+    fn normalize_query(plan: &IndexPlan, parts: &[&str]) -> Result<Vec<String>> {
+        if parts.len() != plan.def.fields.len() {
+            return Err(Error::InvalidInput {
+                reason: format!(
+                    "blind index `{}` covers {} field(s), {} value(s) given",
+                    plan.def.name,
+                    plan.def.fields.len(),
+                    parts.len()
+                ),
+            });
+        }
+        Ok(parts.iter().map(|p| plan.norm.apply(p)).collect())
+    }
+
+    /// The value a blind index of `T` stores for `parts` (one per covered
+    /// field, in the index's order) in `tenant`, under the current index-key
+    /// version: bind it in your own query against the index's column.
+    ///
+    /// ```ignore
+    /// let v = enc.blind_index_value::<Patient>("email_idx", "acme", &["Ada@x.com"]).await?;
+    /// let q = sqlx::query(&sql);
+    /// let q = match v { BlindIndexValue::Int(i) => q.bind(i), BlindIndexValue::Bytes(b) => q.bind(b) };
+    /// let rows: Vec<Patient> = enc.fetch_all(q, &pool).await?;
+    /// // Then re-check the decrypted field: truncated indexes have false positives.
+    /// ```
+    /// During an index-key rotation use
+    /// [`blind_index_values`](Self::blind_index_values) instead, which returns
+    /// one value per version in use. For a global index `tenant` is ignored.
+    pub async fn blind_index_value<T: Encrypted>(
+        &self,
+        index: &str,
+        tenant: &str,
+        parts: &[&str],
+    ) -> Result<BlindIndexValue> {
+        let model = T::model();
+        let plan = Self::index_plan(model, index)?;
+        let mut norm = Self::normalize_query(&plan, parts)?;
+        let scope = scope_of(plan.def, tenant);
+        let ik = self.keys().current_index_key(&scope).await?;
+        let bk = ik.blind_index_key(model.table(), plan.def.column, plan.def.name)?;
+        let v = compute(&plan, &bk, &norm);
+        zeroize_parts(&mut norm);
+        v
+    }
+
+    /// Like [`blind_index_value`](Self::blind_index_value), one value per
+    /// index-key version lookups must query (more than one only while a
+    /// rotated index is being rebuilt): bind them in an `IN (...)`.
+    pub async fn blind_index_values<T: Encrypted>(
+        &self,
+        index: &str,
+        tenant: &str,
+        parts: &[&str],
+    ) -> Result<Vec<BlindIndexValue>> {
+        let model = T::model();
+        let plan = Self::index_plan(model, index)?;
+        let mut norm = Self::normalize_query(&plan, parts)?;
+        let scope = scope_of(plan.def, tenant);
+        let mut out = Vec::new();
+        for bk in self.lookup_index_keys(model, plan.def, &scope).await? {
+            let v = compute(&plan, &bk, &norm)?;
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+        zeroize_parts(&mut norm);
+        Ok(out)
+    }
+
+    /// Finds the rows of `T` whose blind index `index` matches any of
+    /// `values` (each one value per covered field, in the index's order),
+    /// decrypted, with false positives removed by re-checking the normalized
+    /// decrypted fields.
+    ///
+    /// `tenant` is required for a tenant-scoped index; for a global index it
+    /// is optional (`None` searches every tenant). The generated
+    /// `T::find_by_<index>` and `T::find_by_<index>_in` call this.
+    pub async fn find_by<'c, T, E>(
+        &self,
+        executor: E,
+        tenant: Option<&str>,
+        index: &str,
+        values: &[&[&str]],
+    ) -> Result<Vec<T>>
+    where
+        T: Encrypted,
+        E: sqlx::Executor<'c>,
+        E::Database: Backend,
+    {
+        let model = T::model();
+        let plan = Self::index_plan(model, index)?;
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tenant = match (tenant, plan.def.global) {
+            (Some(t), _) => Some(t),
+            (None, true) => None,
+            (None, false) => {
+                return Err(Error::InvalidInput {
+                    reason: format!(
+                        "blind index `{}` is tenant-scoped: a lookup needs a tenant",
+                        plan.def.name
+                    ),
+                })
+            }
+        };
+        let mut wanted: Vec<Vec<String>> = values
+            .iter()
+            .map(|v| Self::normalize_query(&plan, v))
+            .collect::<Result<_>>()?;
+        let scope = scope_of(plan.def, tenant.unwrap_or(""));
+        let keys = self.lookup_index_keys(model, plan.def, &scope).await?;
+        let mut binds: Vec<Value> = Vec::new();
+        for w in &wanted {
+            for k in &keys {
+                let v = to_value(compute(&plan, k, w)?);
+                if !binds.contains(&v) {
+                    binds.push(v);
+                }
+            }
+        }
+        let mut sql = String::from("SELECT ");
+        sql.push_str(&Self::select_list::<T, E::Database>());
+        sql.push_str(" FROM ");
+        E::Database::push_ident(&mut sql, model.table());
+        sql.push_str(" WHERE ");
+        let mut n = 0;
+        if let Some(t) = tenant {
+            E::Database::push_ident(&mut sql, model.tenant_field().column);
+            sql.push_str(" = ");
+            n += 1;
+            E::Database::push_placeholder(&mut sql, n);
+            sql.push_str(" AND ");
+            binds.insert(0, Value::Text(t.to_owned()));
+        }
+        E::Database::push_ident(&mut sql, plan.def.column);
+        let count = binds.len() - n;
+        if count == 1 {
+            sql.push_str(" = ");
+            n += 1;
+            E::Database::push_placeholder(&mut sql, n);
+        } else {
+            sql.push_str(" IN (");
+            for i in 0..count {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                n += 1;
+                E::Database::push_placeholder(&mut sql, n);
+            }
+            sql.push(')');
+        }
+        let rows = <E::Database as Backend>::fetch_all(executor, &sql, binds).await?;
+        let decrypted: Vec<T> = self.decrypt_all(&rows).await?;
+        let out = decrypted
+            .into_iter()
+            .filter(|row| match row_parts(&plan, row) {
+                Some(mut parts) => {
+                    let hit = wanted.contains(&parts);
+                    zeroize_parts(&mut parts);
+                    hit
+                }
+                None => false,
+            })
+            .collect();
+        for w in &mut wanted {
+            zeroize_parts(w);
+        }
+        Ok(out)
+    }
+}
