@@ -103,8 +103,23 @@ fn zeroize_parts(parts: &mut [String]) {
     }
 }
 
-/// Index keys of the current version, per (index, scope), for a batch.
-pub(crate) type WriteKeys = HashMap<(usize, Option<String>), BlindIndexKey>;
+/// Index keys of the current version for a batch: per index, the global key
+/// or one per tenant.
+#[derive(Default)]
+pub(crate) struct WriteKeys {
+    global: HashMap<usize, BlindIndexKey>,
+    tenant: HashMap<usize, HashMap<String, BlindIndexKey>>,
+}
+
+impl WriteKeys {
+    fn get(&self, index: usize, def: &IndexDef, tenant: &str) -> Option<&BlindIndexKey> {
+        if def.global {
+            self.global.get(&index)
+        } else {
+            self.tenant.get(&index)?.get(tenant)
+        }
+    }
+}
 
 /// Appends a row's index columns (value, version per index) to `out`.
 pub(crate) fn push_index_cells<T: Encrypted>(
@@ -124,8 +139,7 @@ pub(crate) fn push_index_cells<T: Encrypted>(
                 out.push(Value::Null(SqlType::I64));
             }
             Some(mut parts) => {
-                let tenant = (!plan.def.global).then(|| row.tenant().to_owned());
-                let key = keys.get(&(i, tenant)).ok_or(Error::Worker)?;
+                let key = keys.get(i, plan.def, row.tenant()).ok_or(Error::Worker)?;
                 let v = compute(plan, key, &parts);
                 zeroize_parts(&mut parts);
                 out.push(to_value(v?));
@@ -181,24 +195,31 @@ impl Encryptor {
         rows: impl Iterator<Item = &'r T>,
         only: Option<&[usize]>,
     ) -> Result<WriteKeys> {
-        let mut out = WriteKeys::new();
+        let mut out = WriteKeys::default();
         if plans.is_empty() {
             return Ok(out);
         }
         let model = T::model();
-        for row in rows {
-            for (i, plan) in plans.iter().enumerate() {
-                if only.is_some_and(|o| !o.contains(&i)) {
-                    continue;
+        let tenants: std::collections::HashSet<&str> = rows.map(|r| r.tenant()).collect();
+        for (i, plan) in plans.iter().enumerate() {
+            if only.is_some_and(|o| !o.contains(&i)) {
+                continue;
+            }
+            let derive = |ik: &rowseal_core::IndexKey| {
+                ik.blind_index_key(model.table(), plan.def.column, plan.def.name)
+            };
+            if plan.def.global {
+                let ik = self.keys().current_index_key(&KeyScope::Global).await?;
+                out.global.insert(i, derive(&ik)?);
+            } else {
+                let per = out.tenant.entry(i).or_default();
+                for t in &tenants {
+                    let ik = self
+                        .keys()
+                        .current_index_key(&KeyScope::Tenant((*t).to_owned()))
+                        .await?;
+                    per.insert((*t).to_owned(), derive(&ik)?);
                 }
-                let tenant = (!plan.def.global).then(|| row.tenant().to_owned());
-                if out.contains_key(&(i, tenant.clone())) {
-                    continue;
-                }
-                let scope = scope_of(plan.def, row.tenant());
-                let ik = self.keys().current_index_key(&scope).await?;
-                let bk = ik.blind_index_key(model.table(), plan.def.column, plan.def.name)?;
-                out.insert((i, tenant), bk);
             }
         }
         Ok(out)
