@@ -1084,6 +1084,69 @@ mod tests {
     }
 
     #[test]
+    fn expands_blind_indexes() {
+        let out = expand(
+            r#"#[rowseal(table = "users", tenant = t, primary_key = id, crate = "x",
+                compound_index(name = "pair_index", fields(a, b), bits = 16, scope = "global", unique))]
+            struct U { id: i64, t: String,
+                #[rowseal(encrypt, blind_index(name = "a_idx", bits = 80, normalize = "trim, last(4)", normalize_with = my::f, column = "a_bidx"))]
+                a: String,
+                #[rowseal(encrypt)] b: Option<String> }"#,
+        )
+        .unwrap();
+        for needle in [
+            "__new_indexed",
+            "\"a_bidx\"",
+            "\"a_bidx_kv\"",
+            "bits : 80u16",
+            "\"trim, last(4)\"",
+            "name : \"my::f\"",
+            "fn find_by_a <",
+            "fn find_by_a_in <",
+            "fn find_by_pair <",
+            "values : & [[& str ; 2usize]]",
+            "fn index_part",
+            "global : true",
+            "unique : true",
+        ] {
+            assert!(out.contains(needle), "{needle} not in {out}");
+        }
+        // A global index's lookups take no tenant.
+        let pair = out.split("fn find_by_pair <").nth(1).unwrap_or("");
+        let sig = pair.split("->").next().unwrap_or("");
+        assert!(!sig.contains("tenant"), "{sig}");
+    }
+
+    #[test]
+    fn rejects_bad_indexes() {
+        let err = expand(
+            r#"#[rowseal(table = "t", tenant = t, primary_key = id, compound_index(name = "c", fields(a)))]
+            struct P { id: i64, t: String,
+                #[rowseal(blind_index(name = "x"))] a: String,
+                #[rowseal(encrypt, blind_index(bits = 300, normalize = "upper", scope = "all"))] b: String }"#,
+        )
+        .unwrap_err();
+        for needle in [
+            "at least two fields",
+            "needs `encrypt`",
+            "bits must be between 1 and 256",
+            "unknown normalization `upper`",
+            "scope must be",
+            "needs a `name",
+        ] {
+            assert!(err.contains(needle), "{needle} not in {err}");
+        }
+    }
+
+    #[test]
+    fn stems() {
+        assert_eq!(stem("email_idx"), "email");
+        assert_eq!(stem("ssn_index"), "ssn");
+        assert_eq!(stem("login"), "login");
+        assert_eq!(stem("_idx"), "_idx");
+    }
+
+    #[test]
     fn snake_cases() {
         assert_eq!(snake_case("PatientRecord"), "patient_record");
     }

@@ -164,14 +164,19 @@ pub(crate) fn map_unique(model: &Model, e: Error) -> Error {
     let msg = db.message();
     let constraint = db.constraint().unwrap_or("");
     let unique: Vec<&IndexDef> = model.indexes.iter().filter(|i| i.unique).collect();
-    let by_name = unique.iter().find(|i| {
-        let n = i.db_index_name(table);
-        constraint == n || msg.contains(&n)
-    });
+    // The longest match wins: `users_email` is inside `users_email_idx`.
+    let by_name = unique
+        .iter()
+        .filter(|i| {
+            let n = i.db_index_name(table);
+            constraint == n || msg.contains(&n)
+        })
+        .max_by_key(|i| i.name.len());
     let by_column = || {
         unique
             .iter()
-            .find(|i| msg.contains(&format!("{table}.{}", i.column)))
+            .filter(|i| msg.contains(&format!("{table}.{}", i.column)))
+            .max_by_key(|i| i.column.len())
     };
     match by_name.or_else(by_column) {
         Some(def) => Error::UniqueViolation {
@@ -406,6 +411,16 @@ impl Encryptor {
                     binds.push(v);
                 }
             }
+        }
+        let max = <E::Database as Backend>::MAX_PARAMS.saturating_sub(1);
+        if binds.len() > max {
+            return Err(Error::InvalidInput {
+                reason: format!(
+                    "a lookup on `{}` binds {} index values, more than the {max} one statement takes; split the values",
+                    plan.def.name,
+                    binds.len()
+                ),
+            });
         }
         let mut sql = String::from("SELECT ");
         sql.push_str(&Self::select_list::<T, E::Database>());
