@@ -32,6 +32,21 @@ pub struct TableDef {
     pub key_version_column: String,
     /// Every field.
     pub fields: Vec<FieldDef>,
+    /// Blind indexes (registry format 1 with indexes; absent before).
+    #[serde(default)]
+    pub blind_indexes: Vec<IndexDef>,
+}
+
+/// One blind index of a registered table (the fields `status` needs).
+#[derive(Debug, Clone, Deserialize)]
+pub struct IndexDef {
+    /// Index name.
+    pub name: String,
+    /// Column holding the index-key version the value was computed under.
+    pub version_column: String,
+    /// `tenant` or `global`.
+    #[serde(default)]
+    pub scope: String,
 }
 
 /// One field of a registered table.
@@ -207,4 +222,29 @@ pub fn read_pk<R: DbRow>(row: &R, t: SqlType) -> Result<Value> {
         return Err(CliError::db("a primary key is NULL"));
     }
     Ok(v)
+}
+
+/// The current (highest active) index-key version per scope: `""` for the
+/// global key, else the tenant.
+pub async fn index_versions<D: CliDb>(
+    conn: &mut D::Connection,
+) -> Result<std::collections::BTreeMap<String, i64>> {
+    let rows = D::fetch_all_on(
+        conn,
+        "SELECT scope_kind, tenant, MAX(version) FROM rowseal_keys WHERE purpose = 'index' AND state = 'active' GROUP BY scope_kind, tenant",
+        vec![],
+    )
+    .await?;
+    let mut out = std::collections::BTreeMap::new();
+    for r in &rows {
+        let kind = read_text(r, 0)?;
+        let tenant = read_text(r, 1)?;
+        let key = if kind == "global" {
+            String::new()
+        } else {
+            tenant
+        };
+        out.insert(key, crate::db::read_i64(r, 2)?);
+    }
+    Ok(out)
 }

@@ -6,6 +6,20 @@
 mod common;
 
 use common::{Person, Secret};
+use rowseal_sqlx::Encrypted;
+
+/// A model with a blind index, for `status`'s index coverage.
+#[derive(Encrypted, Debug, Clone)]
+#[rowseal(table = "contacts", record_type = "contact", tenant = tenant_id, primary_key = id)]
+struct Contact {
+    id: i64,
+    tenant_id: String,
+    #[rowseal(
+        encrypt,
+        blind_index(name = "email_idx", bits = 32, normalize = "trim,lowercase")
+    )]
+    email: Option<String>,
+}
 use rowseal_core::LocalKeyProvider;
 
 fn people(from: i64, to: i64) -> Vec<Person> {
@@ -287,6 +301,28 @@ async fn one_tenant_status_and_dry_runs() {
     let enc = common::encryptor(&db.pool, &keyring);
     enc.insert_many(&db.pool, &people(1, 500)).await.unwrap();
 
+    rowseal_sqlx::schema::create_table::<Contact, _>(&db.pool)
+        .await
+        .unwrap();
+    rowseal_sqlx::schema::register::<Contact, _>(&db.pool)
+        .await
+        .unwrap();
+    let contacts: Vec<Contact> = (1..=30)
+        .map(|id| Contact {
+            id,
+            tenant_id: format!("t{}", id % 5),
+            email: (id % 10 != 0).then(|| format!("c{id}@example.com")),
+        })
+        .collect();
+    enc.insert_many(&db.pool, &contacts).await.unwrap();
+    let s = common::rowseal(&db.url, &keyring, &["status", "--table", "contacts"]).await;
+    assert_eq!(s.code, Some(0), "{}", s.stderr);
+    let cov = &s.event("table").unwrap()["blind_index_coverage"][0];
+    assert_eq!(cov["index"], "email_idx", "{cov}");
+    assert_eq!(cov["rows_by_index_version"]["1"], 27, "{cov}");
+    assert_eq!(cov["rows_by_index_version"]["none"], 3, "{cov}");
+    assert_eq!(cov["rows_behind_current_index_key"], 0);
+
     let r = common::rowseal(
         &db.url,
         &keyring,
@@ -305,9 +341,9 @@ async fn one_tenant_status_and_dry_runs() {
     );
 
     let r = common::rowseal(&db.url, &keyring, &["rotate", "--tenant", "t1"]).await;
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stderr, r.stdout);
     let done = r.event("done").unwrap();
-    assert_eq!(done["reencrypted"], 100);
+    assert_eq!(done["reencrypted"], 106, "100 people and 6 contacts of t1");
     assert_eq!(done["provider_calls"]["generate"], 1);
     assert!(r
         .all("warning")
@@ -345,15 +381,19 @@ async fn one_tenant_status_and_dry_runs() {
         "rate limited"
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert_eq!(r.event("done").unwrap()["reencrypted"], 500);
+    assert_eq!(r.event("done").unwrap()["reencrypted"], 530);
     assert_eq!(r.event("start").unwrap()["tenant_versions"]["t1"], 3);
     let r = common::rowseal(&db.url, &keyring, &["verify", "--batch-size", "33"]).await;
     assert_eq!(r.code, Some(0));
-    assert_eq!(r.event("done").unwrap()["rows"], 500);
+    assert_eq!(r.event("done").unwrap()["rows"], 530);
 
     let r = common::rowseal(&db.url, &keyring, &["shred", "--tenant", "t2", "--dry-run"]).await;
     assert_eq!(r.code, Some(0));
-    assert_eq!(r.event("plan").unwrap()["keys"], 2);
+    assert_eq!(
+        r.event("plan").unwrap()["keys"],
+        3,
+        "tenant key v1, v2 and index key v1"
+    );
     let r = common::rowseal(&db.url, &keyring, &["verify"]).await;
     assert_eq!(r.code, Some(0), "the dry run destroyed nothing");
     let r = common::rowseal(

@@ -205,7 +205,9 @@ async fn init<D: CliDb>(ctx: &Ctx<D>) -> Result<ExitCode> {
 /// in `derived` mode; asks the hierarchy (data-key cache) in `kms` mode.
 pub struct RowOpener {
     keys: Arc<KeyHierarchy>,
-    cache: HashMap<(String, u32), Arc<RecordKeys>>,
+    /// Per (table, tenant, version): record keys are specific to a record
+    /// type and table, so one opener can serve several tables.
+    cache: HashMap<(String, String, u32), Arc<RecordKeys>>,
 }
 
 impl RowOpener {
@@ -224,7 +226,8 @@ impl RowOpener {
         tenant: &str,
         version: u32,
     ) -> rowseal_core::Result<Arc<RecordKeys>> {
-        if let Some(k) = self.cache.get(&(tenant.to_owned(), version)) {
+        let key = (def.table.clone(), tenant.to_owned(), version);
+        if let Some(k) = self.cache.get(&key) {
             return Ok(k.clone());
         }
         let spec = def.spec().map_err(|_| rowseal_core::Error::InvalidInput {
@@ -236,7 +239,7 @@ impl RowOpener {
                 .await?
                 .record_keys(&spec)?,
         );
-        self.cache.insert((tenant.to_owned(), version), rk.clone());
+        self.cache.insert(key, rk.clone());
         Ok(rk)
     }
 

@@ -11,11 +11,13 @@ use super::Ctx;
 use crate::db::{ident, read_i64, read_text, CliDb};
 use crate::error::{ExitCode, Result};
 use crate::registry;
+use rowseal_sqlx::DbRow;
 
 pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
     let mut conn = ctx.conn().await?;
     let tables = registry::tables::<D>(&mut conn, only).await?;
     let (current, destroyed) = registry::tenant_versions::<D>(&mut conn).await?;
+    let index_current = registry::index_versions::<D>(&mut conn).await?;
     if tables.is_empty() {
         ctx.out.emit(json!({"event": "tables", "count": 0}), || {
             "no table is registered in rowseal_schema (the application registers its models with rowseal_sqlx::schema::register)".into()
@@ -55,6 +57,42 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                 e["rows_to_rotate"] = json!(e["rows_to_rotate"].as_i64().unwrap_or(0) + n);
             }
         }
+        let mut coverage = Vec::new();
+        for idx in &def.blind_indexes {
+            let sql = format!(
+                "SELECT {t}, {v}, COUNT(*) FROM {table} GROUP BY {t}, {v}",
+                t = ident::<D>(&def.tenant),
+                v = ident::<D>(&idx.version_column),
+                table = ident::<D>(&def.table)
+            );
+            let mut by_version: BTreeMap<String, i64> = BTreeMap::new();
+            let mut behind = 0i64;
+            for r in &D::fetch_all_on(&mut conn, &sql, vec![]).await? {
+                let tenant = read_text(r, 0)?;
+                let n = read_i64(r, 2)?;
+                let version = match r.read_value(1, rowseal_sqlx::SqlType::I64) {
+                    Ok(rowseal_sqlx::Value::I64(v)) => Some(v),
+                    _ => None,
+                };
+                let scope = if idx.scope == "global" {
+                    ""
+                } else {
+                    tenant.as_str()
+                };
+                let current = index_current.get(scope).copied();
+                if let (Some(v), Some(c)) = (version, current) {
+                    if v < c {
+                        behind += n;
+                    }
+                }
+                *by_version
+                    .entry(version.map_or_else(|| "none".to_owned(), |v| v.to_string()))
+                    .or_default() += n;
+            }
+            coverage.push(json!({"index": idx.name, "scope": idx.scope,
+                                 "rows_by_index_version": by_version,
+                                 "rows_behind_current_index_key": behind}));
+        }
         let by_version_json: BTreeMap<String, i64> = by_version
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
@@ -64,19 +102,28 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                    "key_mode": mode.as_str(), "rows": total, "rows_by_key_version": by_version_json,
                    "rows_to_rotate": to_rotate, "tenants": tenants,
                    "encrypted_columns": def.encrypted_columns(),
-                   "blind_index_coverage": null, "plaintext_rows_to_encrypt": null}),
+                   "blind_index_coverage": coverage, "plaintext_rows_to_encrypt": null}),
             || {
                 let versions: Vec<String> = by_version
                     .iter()
                     .map(|(v, n)| format!("v{v}: {n}"))
                     .collect();
-                format!(
+                let mut line = format!(
                     "{} ({} mode, {} tenants): {total} rows [{}], {to_rotate} to rotate",
                     def.table,
                     mode.as_str(),
                     tenants.len(),
                     versions.join(", ")
-                )
+                );
+                for c in &coverage {
+                    line.push_str(&format!(
+                        "; index {}: {} by index-key version, {} behind",
+                        c["index"].as_str().unwrap_or(""),
+                        c["rows_by_index_version"],
+                        c["rows_behind_current_index_key"]
+                    ));
+                }
+                line
             },
         );
     }
