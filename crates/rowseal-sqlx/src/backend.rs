@@ -75,6 +75,16 @@ pub trait Backend: sqlx::Database<Row: DbRow> {
         values: Vec<Value>,
     ) -> BoxFuture<'e, Result<Option<Self::Row>>>;
 
+    /// Runs a query on a connection; returns every row (internal: the
+    /// command-line tool has its own helper of that name without the
+    /// underscores).
+    #[doc(hidden)]
+    fn __fetch_all_on<'e>(
+        conn: &'e mut Self::Connection,
+        sql: &'e str,
+        values: Vec<Value>,
+    ) -> BoxFuture<'e, Result<Vec<Self::Row>>>;
+
     /// Runs a query with bound values; returns every row.
     fn fetch_all<'e, 'c: 'e, E>(
         e: E,
@@ -325,6 +335,14 @@ macro_rules! backend {
                 values: Vec<Value>,
             ) -> BoxFuture<'e, Result<Option<$row>>> {
                 Self::fetch_optional(conn, sql, values)
+            }
+
+            fn __fetch_all_on<'e>(
+                conn: &'e mut $conn,
+                sql: &'e str,
+                values: Vec<Value>,
+            ) -> BoxFuture<'e, Result<Vec<$row>>> {
+                Self::fetch_all(conn, sql, values)
             }
 
             fn fetch_all<'e, 'c: 'e, E>(

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use rowseal_core::{BlindIndexKey, BlindIndexValue, IndexBits, KeyScope, Normalization};
 use zeroize::Zeroize;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, DbRow};
 use crate::error::{Error, Result};
 use crate::model::{Encrypted, IndexDef, Model};
 use crate::ops::Encryptor;
@@ -133,13 +133,15 @@ pub(crate) fn push_index_cells<T: Encrypted>(
         if only.is_some_and(|o| !o.contains(&i)) {
             continue;
         }
+        let key = keys.get(i, plan.def, row.tenant()).ok_or(Error::Worker)?;
         match row_parts(plan, row) {
+            // NULL value, but indexed under this version: a re-index finds
+            // the rows still to do with `version_column <> current` alone.
             None => {
                 out.push(null_for(plan.def));
-                out.push(Value::Null(SqlType::I64));
+                out.push(Value::I64(i64::from(key.version())));
             }
             Some(mut parts) => {
-                let key = keys.get(i, plan.def, row.tenant()).ok_or(Error::Worker)?;
                 let v = compute(plan, key, &parts);
                 zeroize_parts(&mut parts);
                 out.push(to_value(v?));
@@ -148,6 +150,144 @@ pub(crate) fn push_index_cells<T: Encrypted>(
         }
     }
     Ok(())
+}
+
+impl Encryptor {
+    /// Rewrites the blind-index columns of up to `limit` rows of `T` in
+    /// `tenant` whose index columns are not all on the current index-key
+    /// version (after
+    /// [`rotate_index_key`](rowseal_core::KeyHierarchy::rotate_index_key), or
+    /// rows written before the index existed: version column NULL). Returns
+    /// the rows rewritten; call until it returns 0.
+    ///
+    /// Only the index columns are written, and only if the row's key header
+    /// and its covered encrypted columns are unchanged since they were read,
+    /// so a concurrent update is never overwritten with a stale index (such a
+    /// row is picked up again by a later batch if still behind). Lookups keep
+    /// finding every row throughout: they query every index-key version still
+    /// active. Rows are selected with `tenant = ? AND (<index>_kv IS NULL OR
+    /// <index>_kv <> ? OR ...)`.
+    pub async fn reindex_batch<'a, T, A>(&self, conn: A, tenant: &str, limit: usize) -> Result<u64>
+    where
+        T: Encrypted,
+        A: sqlx::Acquire<'a>,
+        A::Database: Backend,
+    {
+        let model = T::model();
+        let plans = plans(model)?;
+        if plans.is_empty() {
+            return Ok(0);
+        }
+        let mut sql = String::from("SELECT ");
+        sql.push_str(&Self::select_list::<T, A::Database>());
+        sql.push_str(" FROM ");
+        A::Database::push_ident(&mut sql, model.table());
+        sql.push_str(" WHERE ");
+        A::Database::push_ident(&mut sql, model.tenant_field().column);
+        sql.push_str(" = ");
+        A::Database::push_placeholder(&mut sql, 1);
+        sql.push_str(" AND (");
+        let mut binds = vec![Value::Text(tenant.to_owned())];
+        for (i, plan) in plans.iter().enumerate() {
+            let ik = self
+                .keys()
+                .current_index_key(&scope_of(plan.def, tenant))
+                .await?;
+            if i > 0 {
+                sql.push_str(" OR ");
+            }
+            A::Database::push_ident(&mut sql, plan.def.version_column);
+            sql.push_str(" IS NULL OR ");
+            A::Database::push_ident(&mut sql, plan.def.version_column);
+            sql.push_str(" <> ");
+            binds.push(Value::I64(i64::from(ik.version())));
+            A::Database::push_placeholder(&mut sql, binds.len());
+        }
+        sql.push_str(&format!(") LIMIT {}", limit.max(1)));
+        let mut conn = conn.acquire().await?;
+        let rows = <A::Database as Backend>::__fetch_all_on(&mut conn, &sql, binds).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let decrypted: Vec<T> = self.decrypt_all(&rows).await?;
+        let ikeys = self
+            .write_index_keys(&plans, decrypted.iter(), None)
+            .await?;
+        // The write is conditional on the covered encrypted columns and the
+        // header being unchanged.
+        let mut guarded: Vec<&'static str> = Vec::new();
+        for plan in &plans {
+            for &f in plan.def.fields {
+                if let Some(fd) = model.fields.get(f) {
+                    if fd.is_encrypted() && !guarded.contains(&fd.column) {
+                        guarded.push(fd.column);
+                    }
+                }
+            }
+        }
+        guarded.push(crate::model::HEADER_COLUMN);
+        let table = model.table();
+        let col_err = |c: &str, reason: String| Error::Schema {
+            table: table.to_owned(),
+            column: c.to_owned(),
+            reason,
+        };
+        let mut done = 0;
+        for (raw, row) in rows.iter().zip(&decrypted) {
+            let mut values = Vec::with_capacity(plans.len() * 2 + guarded.len() + 2);
+            push_index_cells(&plans, &ikeys, row, None, &mut values)?;
+            let mut sql = String::from("UPDATE ");
+            A::Database::push_ident(&mut sql, table);
+            sql.push_str(" SET ");
+            let mut n = 0;
+            for plan in &plans {
+                for c in [plan.def.column, plan.def.version_column] {
+                    if n > 0 {
+                        sql.push_str(", ");
+                    }
+                    n += 1;
+                    A::Database::push_ident(&mut sql, c);
+                    sql.push_str(" = ");
+                    A::Database::push_placeholder(&mut sql, n);
+                }
+            }
+            sql.push_str(" WHERE ");
+            A::Database::push_ident(&mut sql, model.primary_key_field().column);
+            sql.push_str(" = ");
+            n += 1;
+            A::Database::push_placeholder(&mut sql, n);
+            values.push(row.primary_key_value());
+            sql.push_str(" AND ");
+            A::Database::push_ident(&mut sql, model.tenant_field().column);
+            sql.push_str(" = ");
+            n += 1;
+            A::Database::push_placeholder(&mut sql, n);
+            values.push(Value::Text(row.tenant().to_owned()));
+            for c in &guarded {
+                let idx = raw
+                    .column_index(c)
+                    .ok_or_else(|| col_err(c, "the query did not select this column".into()))?;
+                let cell = raw
+                    .read_opt_bytes(idx)
+                    .map_err(|e| col_err(c, e.to_string()))?;
+                sql.push_str(" AND ");
+                A::Database::push_ident(&mut sql, c);
+                match cell {
+                    Some(b) => {
+                        sql.push_str(" = ");
+                        n += 1;
+                        A::Database::push_placeholder(&mut sql, n);
+                        values.push(Value::Bytes(b.to_vec()));
+                    }
+                    None => sql.push_str(" IS NULL"),
+                }
+            }
+            done += <A::Database as Backend>::execute_on(&mut conn, &sql, values)
+                .await
+                .map_err(|e| map_unique(model, e))?;
+        }
+        Ok(done)
+    }
 }
 
 /// Maps a unique-constraint failure on one of the model's unique indexes to

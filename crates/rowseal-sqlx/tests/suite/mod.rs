@@ -1068,7 +1068,9 @@ where
         .await
         .unwrap();
     assert_eq!(ids(&found), vec![1]);
-    assert_eq!(user_cell_i64(&cx.pool, "alias_idx_kv", 2).await, None);
+    // A NULL field: NULL index value, still stamped with the version.
+    assert_eq!(user_cell_i64(&cx.pool, "alias_idx", 2).await, None);
+    assert_eq!(user_cell_i64(&cx.pool, "alias_idx_kv", 2).await, Some(1));
     assert_eq!(user_cell_i64(&cx.pool, "alias_idx_kv", 1).await, Some(1));
 
     // DDL: index columns and database indexes.
@@ -1322,16 +1324,25 @@ where
         .unwrap()
         .contains(&before));
 
-    // Backfill half of the old rows (what `rowseal reindex` does: rewrite the
-    // index under the current version), checking lookups between batches.
-    for batch in old[..15].chunks(5) {
-        for u in batch {
-            cx.enc.update(&cx.pool, u).await.unwrap();
-        }
+    // Backfill half of the old rows in batches of 5, checking lookups
+    // between batches.
+    for _ in 0..3 {
+        assert_eq!(
+            cx.enc
+                .reindex_batch::<User, _>(&cx.pool, "t1", 5)
+                .await
+                .unwrap(),
+            5
+        );
         check_all("mid-backfill").await;
     }
-    assert_eq!(user_cell_i64(&cx.pool, "email_idx_kv", 1).await, Some(2));
-    assert_eq!(user_cell_i64(&cx.pool, "email_idx_kv", 20).await, Some(1));
+    let mut sql = String::from("SELECT id FROM users WHERE email_idx_kv = ");
+    DB::push_placeholder(&mut sql, 1);
+    let on_v1 = DB::fetch_all(&cx.pool, &sql, vec![Value::I64(1)])
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(on_v1, 15, "half of the old rows still on version 1");
     // Unique still holds within the new version.
     let err = cx
         .enc
@@ -1340,17 +1351,71 @@ where
         .unwrap_err();
     assert!(matches!(err, Error::UniqueViolation { .. }), "{err}");
 
+    // An update during the backfill writes the current version; the
+    // backfill leaves that row alone.
+    let mut moved = old[29].clone();
+    moved.email = "moved@example.com".into();
+    cx.enc
+        .update_fields(&cx.pool, &moved, &["email"])
+        .await
+        .unwrap();
+
     // Finish the backfill.
-    for u in &old[15..] {
-        cx.enc.update(&cx.pool, u).await.unwrap();
-    }
-    check_all("after backfill").await;
-    let mut sql = String::from("SELECT id FROM users WHERE email_idx_kv = ");
-    DB::push_placeholder(&mut sql, 1);
+    while cx
+        .enc
+        .reindex_batch::<User, _>(&cx.pool, "t1", 4)
+        .await
+        .unwrap()
+        > 0
+    {}
     assert!(DB::fetch_all(&cx.pool, &sql, vec![Value::I64(1)])
         .await
         .unwrap()
         .is_empty());
+    assert_eq!(
+        ids(
+            &User::find_by_email(&cx.enc, &cx.pool, "t1", "MOVED@example.com")
+                .await
+                .unwrap()
+        ),
+        vec![30]
+    );
+    for i in (1..=29).chain(101..=110) {
+        let found = User::find_by_email(&cx.enc, &cx.pool, "t1", &format!("u{i}@example.com"))
+            .await
+            .unwrap();
+        assert_eq!(ids(&found), vec![i], "after backfill: row {i}");
+    }
+
+    // Rows written before an index existed (NULL index columns) are not
+    // found until re-indexed.
+    let mut wipe =
+        String::from("UPDATE users SET email_idx = NULL, email_idx_kv = NULL WHERE id = ");
+    DB::push_placeholder(&mut wipe, 1);
+    DB::execute(&cx.pool, &wipe, vec![Value::I64(5)])
+        .await
+        .unwrap();
+    assert!(
+        User::find_by_email(&cx.enc, &cx.pool, "t1", "u5@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        cx.enc
+            .reindex_batch::<User, _>(&cx.pool, "t1", 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        ids(
+            &User::find_by_email(&cx.enc, &cx.pool, "t1", "u5@example.com")
+                .await
+                .unwrap()
+        ),
+        vec![5]
+    );
 }
 
 /// Generates one test per case for a database whose `setup()` returns
