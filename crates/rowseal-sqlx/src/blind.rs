@@ -378,6 +378,12 @@ impl Encryptor {
         def: &IndexDef,
         scope: &KeyScope,
     ) -> Result<Vec<BlindIndexKey>> {
+        // A scope that never had an index key has no indexed rows: do not
+        // create a key (a lookup with an unknown tenant must stay read-only).
+        if let Err(rowseal_core::Error::KeyNotFound { .. }) = self.keys().index_key(scope, 1).await
+        {
+            return Ok(Vec::new());
+        }
         let current = self.keys().current_index_key(scope).await?;
         let cv = current.version();
         let versions = match self.cached_index_versions(scope, cv) {
@@ -543,6 +549,9 @@ impl Encryptor {
             .collect::<Result<_>>()?;
         let scope = scope_of(plan.def, tenant.unwrap_or(""));
         let keys = self.lookup_index_keys(model, plan.def, &scope).await?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut binds: Vec<Value> = Vec::new();
         for w in &wanted {
             for k in &keys {

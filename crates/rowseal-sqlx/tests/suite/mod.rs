@@ -999,6 +999,24 @@ where
             .unwrap()
             .is_empty()
     );
+    // A lookup in a tenant that never wrote creates no key.
+    let count_keys = || async {
+        let rows = DB::fetch_all(&cx.pool, "SELECT COUNT(*) FROM rowseal_keys", vec![])
+            .await
+            .unwrap();
+        match rows[0].read_value(0, rowseal_sqlx::SqlType::I64).unwrap() {
+            Value::I64(n) => n,
+            other => panic!("count: {:?}", other.sql_type()),
+        }
+    };
+    let before = count_keys().await;
+    assert!(
+        User::find_by_email(&cx.enc, &cx.pool, "no-such-tenant", "a@b.c")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(count_keys().await, before);
     // Wrong arity through the generic entry point is a typed error.
     let err = cx
         .enc
