@@ -68,7 +68,11 @@
 //! index-key version. Lookups decrypt the candidate rows and drop those whose
 //! normalized fields do not match (false positives of a truncated index). A
 //! `unique` index makes the database reject duplicates, reported as
-//! [`Error::UniqueViolation`]. See `docs/blind-indexes.md` for what an index
+//! [`Error::UniqueViolation`]. [`Encryptor::find_by`] is the generic lookup
+//! behind the generated methods; [`Encryptor::blind_index_values`] gives the
+//! values to bind while an index key is being rotated; and
+//! [`Encryptor::reindex_batch`] rebuilds index columns after
+//! `rotate_index_key` (or for rows from before the index). See `docs/blind-indexes.md` for what an index
 //! reveals, choosing bits and scope, and index-key rotation.
 //!
 //! Each encrypted field is its own bytes column holding the field envelope;
