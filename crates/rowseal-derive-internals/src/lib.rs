@@ -33,7 +33,8 @@
 //! - `compound_index(name = "name_dob_idx", fields(last_name, dob), bits = 32,
 //!   normalize = "trim,lowercase", normalize_with = f, scope = "tenant",
 //!   unique, column = "...")`: one index over several fields, each
-//!   length-prefixed; the normalization applies to every part.
+//!   length-prefixed; `normalize` applies to every part unless a field has
+//!   its own steps (`fields(ssn = "digits", city)`).
 //!
 //! Each index generates `T::find_by_<stem>(&encryptor, executor, tenant,
 //! value...)` and `T::find_by_<stem>_in(&encryptor, executor, tenant, &[...])`,
@@ -106,6 +107,8 @@ struct IndexAttrs {
     unique: bool,
     column: Option<LitStr>,
     fields: Vec<Ident>,
+    /// Per compound field, its own `= "steps"`.
+    part_normalize: Vec<Option<LitStr>>,
 }
 
 const BUILTIN_STEPS: &str = "trim, lowercase, nfc, digits, alnum, lastN";
@@ -120,6 +123,20 @@ fn valid_step(step: &str) -> bool {
         .and_then(|r| r.strip_suffix(')'))
         .or_else(|| step.strip_prefix("last"));
     matches!(n.and_then(|n| n.parse::<usize>().ok()), Some(n) if n > 0)
+}
+
+fn check_steps(cx: &mut Ctxt, v: &LitStr) {
+    for step in v.value().split(',').filter(|s| !s.trim().is_empty()) {
+        if !valid_step(step) {
+            cx.error(
+                v,
+                format!(
+                    "unknown normalization `{}`; expected a comma-separated list of: {BUILTIN_STEPS} (use normalize_with for your own)",
+                    step.trim()
+                ),
+            );
+        }
+    }
 }
 
 fn parse_index(
@@ -137,22 +154,33 @@ fn parse_index(
         unique: false,
         column: None,
         fields: Vec::new(),
+        part_normalize: Vec::new(),
     };
     let mut scope_seen = false;
     let mut fields_seen = false;
     meta.parse_nested_meta(|m| {
         let span = m.path.span();
-        let key = m.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+        let key = m
+            .path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
         let r = match key.as_str() {
             "name" => parse_lit_str(&m).map(|v| {
                 if !valid_sql_name(&v.value()) {
-                    cx.error(&v, "index name must be a plain SQL name (letters, digits, _)");
+                    cx.error(
+                        &v,
+                        "index name must be a plain SQL name (letters, digits, _)",
+                    );
                 }
                 set_once(cx, &mut out.name, v, span, "name")
             }),
             "column" => parse_lit_str(&m).map(|v| {
                 if !valid_sql_name(&v.value()) || v.value().len() > 60 {
-                    cx.error(&v, "index column must be a plain SQL name (letters, digits, _)");
+                    cx.error(
+                        &v,
+                        "index column must be a plain SQL name (letters, digits, _)",
+                    );
                 }
                 set_once(cx, &mut out.column, v, span, "column")
             }),
@@ -164,22 +192,13 @@ fn parse_index(
                 set_once(cx, &mut out.bits, v, span, "bits")
             }),
             "normalize" => parse_lit_str(&m).map(|v| {
-                for step in v.value().split(',').filter(|s| !s.trim().is_empty()) {
-                    if !valid_step(step) {
-                        cx.error(
-                            &v,
-                            format!(
-                                "unknown normalization `{}`; expected a comma-separated list of: {BUILTIN_STEPS} (use normalize_with for your own)",
-                                step.trim()
-                            ),
-                        );
-                    }
-                }
+                check_steps(cx, &v);
                 set_once(cx, &mut out.normalize, v, span, "normalize")
             }),
-            "normalize_with" => m.value().and_then(|v| v.parse::<syn::Path>()).map(|p| {
-                set_once(cx, &mut out.normalize_with, p, span, "normalize_with")
-            }),
+            "normalize_with" => m
+                .value()
+                .and_then(|v| v.parse::<syn::Path>())
+                .map(|p| set_once(cx, &mut out.normalize_with, p, span, "normalize_with")),
             "scope" => parse_lit_str(&m).map(|v| {
                 match v.value().as_str() {
                     "tenant" => {}
@@ -204,8 +223,18 @@ fn parse_index(
                 }
                 fields_seen = true;
                 m.parse_nested_meta(|f| {
+                    let steps = if f.input.peek(Token![=]) {
+                        let v = parse_lit_str(&f)?;
+                        check_steps(cx, &v);
+                        Some(v)
+                    } else {
+                        None
+                    };
                     match f.path.get_ident() {
-                        Some(id) => out.fields.push(id.clone()),
+                        Some(id) => {
+                            out.fields.push(id.clone());
+                            out.part_normalize.push(steps);
+                        }
                         None => cx.error(&f.path, "expected a field name"),
                     }
                     Ok(())
@@ -217,7 +246,11 @@ fn parse_index(
                     format!(
                         "unknown index attribute `{}`; expected one of: {}",
                         m.path.to_token_stream().to_string().replace(' ', ""),
-                        if compound { COMPOUND_ATTRS } else { INDEX_ATTRS }
+                        if compound {
+                            COMPOUND_ATTRS
+                        } else {
+                            INDEX_ATTRS
+                        }
                     ),
                 );
                 skip_value(&m)
@@ -778,6 +811,7 @@ struct ResolvedIndex {
     fields: Vec<usize>,
     bits: u16,
     normalize: String,
+    part_normalize: Vec<String>,
     normalize_with: Option<syn::Path>,
     global: bool,
     unique: bool,
@@ -796,6 +830,7 @@ fn resolve_indexes(
             .as_ref()
             .map(|c| c.value())
             .unwrap_or_else(|| name.value());
+        let shared = ia.normalize.as_ref().map(|n| n.value()).unwrap_or_default();
         let bits = ia
             .bits
             .as_ref()
@@ -808,7 +843,19 @@ fn resolve_indexes(
                 column,
                 fields: positions,
                 bits,
-                normalize: ia.normalize.as_ref().map(|n| n.value()).unwrap_or_default(),
+                normalize: shared.clone(),
+                part_normalize: if ia.part_normalize.iter().any(Option::is_some) {
+                    ia.part_normalize
+                        .iter()
+                        .map(|p| {
+                            p.as_ref()
+                                .map(|v| v.value())
+                                .unwrap_or_else(|| shared.clone())
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
                 normalize_with: ia.normalize_with.clone(),
                 global: ia.global,
                 unique: ia.unique,
@@ -900,6 +947,7 @@ fn index_tokens(
             );
             let vcol = format!("{col}_kv");
             let pos = &ix.fields;
+            let parts = &ix.part_normalize;
             let custom = match &ix.normalize_with {
                 Some(p) => {
                     let pname = p.to_token_stream().to_string().replace(' ', "");
@@ -917,6 +965,7 @@ fn index_tokens(
                 fields: &[#(#pos),*],
                 bits: #bits,
                 normalize: #norm,
+                part_normalize: &[#(#parts),*],
                 custom: #custom,
                 global: #global,
                 unique: #unique,
@@ -1087,7 +1136,8 @@ mod tests {
     fn expands_blind_indexes() {
         let out = expand(
             r#"#[rowseal(table = "users", tenant = t, primary_key = id, crate = "x",
-                compound_index(name = "pair_index", fields(a, b), bits = 16, scope = "global", unique))]
+                compound_index(name = "pair_index", fields(a, b), bits = 16, scope = "global", unique),
+                compound_index(name = "mixed_idx", fields(a = "digits", b), normalize = "trim"))]
             struct U { id: i64, t: String,
                 #[rowseal(encrypt, blind_index(name = "a_idx", bits = 80, normalize = "trim, last(4)", normalize_with = my::f, column = "a_bidx"))]
                 a: String,
@@ -1104,6 +1154,8 @@ mod tests {
             "fn find_by_a <",
             "fn find_by_a_in <",
             "fn find_by_pair <",
+            "part_normalize : & [\"digits\" , \"trim\"]",
+            "part_normalize : & []",
             "values : & [[& str ; 2usize]]",
             "fn index_part",
             "global : true",

@@ -29,7 +29,8 @@ use crate::value::{SqlType, Value};
 /// One index ready to compute values.
 pub(crate) struct IndexPlan {
     pub(crate) def: &'static IndexDef,
-    pub(crate) norm: Normalization,
+    /// One per covered field.
+    pub(crate) norm: Vec<Normalization>,
     pub(crate) bits: IndexBits,
 }
 
@@ -40,7 +41,7 @@ pub(crate) fn plans(model: &'static Model) -> Result<Vec<IndexPlan>> {
         .map(|def| {
             Ok(IndexPlan {
                 def,
-                norm: def.normalization()?,
+                norm: def.part_normalizations()?,
                 bits: IndexBits::new(def.bits)?,
             })
         })
@@ -93,7 +94,8 @@ fn row_parts<T: Encrypted>(plan: &IndexPlan, row: &T) -> Option<Vec<String>> {
     plan.def
         .fields
         .iter()
-        .map(|&f| row.index_part(f).map(|v| plan.norm.apply(&v)))
+        .zip(&plan.norm)
+        .map(|(&f, n)| row.index_part(f).map(|v| n.apply(&v)))
         .collect()
 }
 
@@ -432,7 +434,7 @@ impl Encryptor {
         })?;
         Ok(IndexPlan {
             def,
-            norm: def.normalization()?,
+            norm: def.part_normalizations()?,
             bits: IndexBits::new(def.bits)?,
         })
     }
@@ -448,7 +450,11 @@ impl Encryptor {
                 ),
             });
         }
-        Ok(parts.iter().map(|p| plan.norm.apply(p)).collect())
+        Ok(parts
+            .iter()
+            .zip(&plan.norm)
+            .map(|(p, n)| n.apply(p))
+            .collect())
     }
 
     /// The value a blind index of `T` stores for `parts` (one per covered

@@ -112,6 +112,11 @@ pub struct IndexDef {
     /// Built-in normalization steps, comma-separated (`"trim,lowercase"`),
     /// applied to each covered field.
     pub normalize: &'static str,
+    /// Compound indexes only, when some field has its own steps
+    /// (`fields(last_name = "trim,lowercase", dob = "digits")`): the built-in
+    /// steps of each covered field, in order. Empty: every part uses
+    /// `normalize`.
+    pub part_normalize: &'static [&'static str],
     /// A Rust step applied after the built-in ones.
     pub custom: Option<CustomNormalizer>,
     /// Global scope (one index key for all tenants) instead of per tenant.
@@ -122,14 +127,33 @@ pub struct IndexDef {
 }
 
 impl IndexDef {
-    /// The normalization applied to each part before hashing.
+    /// The shared normalization (`normalize` and the custom step), applied
+    /// to every part that has no steps of its own.
     pub fn normalization(&self) -> rowseal_core::Result<rowseal_core::Normalization> {
-        let mut n = rowseal_core::Normalization::parse(self.normalize)?;
+        self.with_custom(self.normalize)
+    }
+
+    fn with_custom(&self, steps: &str) -> rowseal_core::Result<rowseal_core::Normalization> {
+        let mut n = rowseal_core::Normalization::parse(steps)?;
         if let Some(c) = self.custom {
             let f = c.f;
             n = n.then(rowseal_core::Normalizer::custom(c.name, f));
         }
         Ok(n)
+    }
+
+    /// The normalization of each covered field, in order.
+    pub fn part_normalizations(&self) -> rowseal_core::Result<Vec<rowseal_core::Normalization>> {
+        (0..self.fields.len())
+            .map(|i| {
+                self.with_custom(
+                    self.part_normalize
+                        .get(i)
+                        .copied()
+                        .unwrap_or(self.normalize),
+                )
+            })
+            .collect()
     }
 
     /// The name of the database index over this index's column.

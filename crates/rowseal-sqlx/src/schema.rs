@@ -176,7 +176,8 @@ where
 /// index: `name`, `column` (the index value), `version_column` (its
 /// index-key version), `fields` and `columns` (what it covers, in order),
 /// `bits`, `storage` (`"bigint"` or `"bytes"`), `normalization` (the steps'
-/// names, comma-separated; a custom step by its Rust path), `custom_normalizer`
+/// names, comma-separated; a custom step by its Rust path),
+/// `part_normalization` (the same, per covered field), `custom_normalizer`
 /// (whether one step needs the application's code), `scope` (`"tenant"` or
 /// `"global"`), `unique` and `db_index` (the database index's name).
 pub fn definition(model: &Model) -> serde_json::Value {
@@ -208,6 +209,7 @@ pub fn definition(model: &Model) -> serde_json::Value {
             "bits": i.bits,
             "storage": if i.bits <= 64 { "bigint" } else { "bytes" },
             "normalization": i.normalization().map(|n| n.describe()).unwrap_or_default(),
+            "part_normalization": i.part_normalizations().map(|v| v.iter().map(|n| n.describe()).collect::<Vec<_>>()).unwrap_or_default(),
             "custom_normalizer": i.custom.is_some(),
             "scope": i.scope_name(),
             "unique": i.unique,

@@ -991,6 +991,12 @@ where
     .await
     .unwrap();
     assert_eq!(ids(&found), vec![3, 4]);
+    // Per-field normalization: digits for the SSN, trim+lowercase for the city.
+    let ssn = users[8].ssn.clone().unwrap().replace('-', " / ");
+    let found = User::find_by_ssn_city(&cx.enc, &cx.pool, "t1", &ssn, " LONDON ")
+        .await
+        .unwrap();
+    assert_eq!(ids(&found), vec![9]);
 
     // Tenant scope: another tenant finds nothing.
     assert!(
@@ -1118,7 +1124,12 @@ where
         .unwrap()
         .unwrap();
     let idx = def["blind_indexes"].as_array().unwrap();
-    assert_eq!(idx.len(), 5);
+    assert_eq!(idx.len(), 6);
+    let ssn_city = idx.iter().find(|i| i["name"] == "ssn_city_idx").unwrap();
+    assert_eq!(
+        ssn_city["part_normalization"],
+        serde_json::json!(["digits", "trim,lowercase"])
+    );
     let email = idx.iter().find(|i| i["name"] == "email_idx").unwrap();
     assert_eq!(email["column"], "email_idx");
     assert_eq!(email["version_column"], "email_idx_kv");

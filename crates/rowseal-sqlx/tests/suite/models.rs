@@ -261,7 +261,8 @@ pub fn strip_plus(s: &str) -> String {
     table = "users",
     tenant = tenant_id,
     primary_key = id,
-    compound_index(name = "name_city_idx", fields(last_name, city), bits = 32, normalize = "trim,lowercase")
+    compound_index(name = "name_city_idx", fields(last_name, city), bits = 32, normalize = "trim,lowercase"),
+    compound_index(name = "ssn_city_idx", fields(ssn = "digits", city), normalize = "trim,lowercase")
 )]
 pub struct User {
     pub id: i64,
