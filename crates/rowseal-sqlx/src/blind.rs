@@ -372,14 +372,22 @@ impl Encryptor {
         Ok(out)
     }
 
-    /// The index-key versions lookups query for `scope`: the current one and
-    /// each older one still active (newest first).
+    /// The blind-index keys lookups query for `scope`: the current version
+    /// and each older one still active (newest first); empty if the scope
+    /// never had an index key (no key is created).
     async fn lookup_index_keys(
         &self,
-        model: &Model,
-        def: &IndexDef,
+        model: &'static Model,
+        def: &'static IndexDef,
         scope: &KeyScope,
     ) -> Result<Vec<BlindIndexKey>> {
+        let cache_key = (scope.clone(), model.table(), def.name);
+        if let Some((cv, keys)) = self.cached_index_keys(&cache_key) {
+            // Still current (and not destroyed) in the hierarchy?
+            if self.keys().current_index_key(scope).await?.version() == cv {
+                return Ok(keys);
+            }
+        }
         // A scope that never had an index key has no indexed rows: do not
         // create a key (a lookup with an unknown tenant must stay read-only).
         if let Err(rowseal_core::Error::KeyNotFound { .. }) = self.keys().index_key(scope, 1).await
@@ -388,43 +396,20 @@ impl Encryptor {
         }
         let current = self.keys().current_index_key(scope).await?;
         let cv = current.version();
-        let versions = match self.cached_index_versions(scope, cv) {
-            Some(v) => v,
-            None => {
-                let mut v = vec![cv];
-                let mut older = cv;
-                while older > 1 {
-                    older -= 1;
-                    match self.keys().index_key(scope, older).await {
-                        Ok(_) => v.push(older),
-                        Err(
-                            rowseal_core::Error::KeyDestroyed { .. }
-                            | rowseal_core::Error::KeyNotFound { .. },
-                        ) => break,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                self.cache_index_versions(scope, cv, v.clone());
-                v
+        let mut keys = vec![current.blind_index_key(model.table(), def.column, def.name)?];
+        let mut older = cv;
+        while older > 1 {
+            older -= 1;
+            match self.keys().index_key(scope, older).await {
+                Ok(ik) => keys.push(ik.blind_index_key(model.table(), def.column, def.name)?),
+                Err(
+                    rowseal_core::Error::KeyDestroyed { .. }
+                    | rowseal_core::Error::KeyNotFound { .. },
+                ) => break,
+                Err(e) => return Err(e.into()),
             }
-        };
-        let mut keys = Vec::with_capacity(versions.len());
-        for v in versions {
-            let ik = if v == cv {
-                current.clone()
-            } else {
-                match self.keys().index_key(scope, v).await {
-                    Ok(k) => k,
-                    // Retired since we listed it: nothing of it to find.
-                    Err(
-                        rowseal_core::Error::KeyDestroyed { .. }
-                        | rowseal_core::Error::KeyNotFound { .. },
-                    ) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            };
-            keys.push(ik.blind_index_key(model.table(), def.column, def.name)?);
         }
+        self.cache_index_keys(cache_key, cv, keys.clone());
         Ok(keys)
     }
 

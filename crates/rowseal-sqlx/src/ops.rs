@@ -42,9 +42,14 @@ pub struct Encryptor {
     index_versions: Arc<std::sync::Mutex<IndexVersions>>,
 }
 
-/// Per index-key scope: the current version when listed, and the versions
-/// lookups query.
-type IndexVersions = HashMap<rowseal_core::KeyScope, (u32, Vec<u32>)>;
+/// Per (index-key scope, table, index): the current index-key version when
+/// listed, and the blind-index keys of every version lookups query. Used only
+/// while the key hierarchy still reports that current version (so a destroyed
+/// or rotated key is never used from here).
+type IndexVersions = HashMap<
+    (rowseal_core::KeyScope, &'static str, &'static str),
+    (u32, Vec<rowseal_core::BlindIndexKey>),
+>;
 
 /// Column positions of a model in a result row.
 struct ColumnMap {
@@ -94,29 +99,25 @@ impl Encryptor {
         }
     }
 
-    pub(crate) fn cached_index_versions(
+    pub(crate) fn cached_index_keys(
         &self,
-        scope: &rowseal_core::KeyScope,
-        current: u32,
-    ) -> Option<Vec<u32>> {
+        key: &(rowseal_core::KeyScope, &'static str, &'static str),
+    ) -> Option<(u32, Vec<rowseal_core::BlindIndexKey>)> {
         let map = self.index_versions.lock().ok()?;
-        match map.get(scope) {
-            Some((c, v)) if *c == current => Some(v.clone()),
-            _ => None,
-        }
+        map.get(key).cloned()
     }
 
-    pub(crate) fn cache_index_versions(
+    pub(crate) fn cache_index_keys(
         &self,
-        scope: &rowseal_core::KeyScope,
+        key: (rowseal_core::KeyScope, &'static str, &'static str),
         current: u32,
-        versions: Vec<u32>,
+        keys: Vec<rowseal_core::BlindIndexKey>,
     ) {
         if let Ok(mut map) = self.index_versions.lock() {
             if map.len() > 100_000 {
                 map.clear();
             }
-            map.insert(scope.clone(), (current, versions));
+            map.insert(key, (current, keys));
         }
     }
 
