@@ -541,7 +541,11 @@ fn default_crate_path() -> syn::Path {
             let id = format_ident!("{}", name);
             return syn::parse_quote!(::#id::__sqlx);
         }
-        Ok(FoundCrate::Itself) => return syn::parse_quote!(crate::__sqlx),
+        // Doctests of the facade (its README) compile as other crates that
+        // see `rowseal` as "itself": name it by its path. (The facade's own
+        // code does not derive; if it ever does, it needs
+        // `extern crate self as rowseal;`.)
+        Ok(FoundCrate::Itself) => return syn::parse_quote!(::rowseal::__sqlx),
         Err(_) => {}
     }
     match crate_name("rowseal-sqlx") {
