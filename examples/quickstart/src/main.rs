@@ -25,9 +25,15 @@ struct Patient {
     clinic: String,
     #[rowseal(encrypt)]
     name: String,
-    #[rowseal(encrypt)]
+    #[rowseal(
+        encrypt,
+        blind_index(name = "email_idx", bits = 32, normalize = "trim,lowercase")
+    )]
     email: String,
-    #[rowseal(encrypt)]
+    #[rowseal(
+        encrypt,
+        blind_index(name = "ssn_idx", bits = 16, normalize = "digits")
+    )]
     ssn: Option<String>,
     visits: i64,
 }
@@ -123,6 +129,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("  {} {} <{}> ssn={:?}", p.id, p.name, p.email, p.ssn);
         }
     }
+    // Lookups on encrypted columns through their blind indexes: the query
+    // value is normalized and HMAC-ed; candidates are decrypted and re-checked.
+    let by_email =
+        Patient::find_by_email(&rowseal, &pool, "clinic-a", "  ADA@Example.com ").await?;
+    println!(
+        "  find_by_email(\"  ADA@Example.com \") -> {:?}",
+        by_email.iter().map(|p| p.id).collect::<Vec<_>>()
+    );
+    let by_ssn = Patient::find_by_ssn(&rowseal, &pool, "clinic-b", "555120000").await?;
+    println!(
+        "  find_by_ssn(\"555120000\") in clinic-b -> {:?}",
+        by_ssn.iter().map(|p| p.id).collect::<Vec<_>>()
+    );
     // Tenant scoping: clinic-b cannot fetch clinic-a's row.
     let other = rowseal.fetch::<Patient, _>(&pool, "clinic-b", &1).await?;
     println!("  clinic-b asking for row 1: {:?}", other.map(|p| p.id));
