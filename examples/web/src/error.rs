@@ -1,0 +1,182 @@
+//! HTTP errors: every failure becomes a status and a small JSON body,
+//! `{"error": "<code>", "message": "<text>"}` (plus `"field"` for a conflict).
+//!
+//! A body never holds a submitted or stored value, a key, a ciphertext, or
+//! the internals of a database or key-provider failure: those go to the
+//! server's log (stderr) only, and rowseal's own errors never carry values or
+//! key material either.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rowseal::{ProviderErrorKind, SqlxError};
+use serde_json::json;
+
+/// An error answered to a client.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request is malformed (bad JSON, a missing or invalid field,
+    /// header or id). The message describes what is expected, never the value
+    /// that was sent.
+    BadRequest(&'static str),
+    /// 404: no such row in the caller's tenant (rows of other tenants are
+    /// indistinguishable from rows that do not exist).
+    NotFound,
+    /// 409: a unique field already has this value in the tenant.
+    Conflict {
+        /// The field, e.g. `email`.
+        field: String,
+    },
+    /// 410: the tenant's keys were destroyed (crypto-shredded).
+    Gone,
+    /// 500: stored data does not decrypt (tampering, a moved ciphertext) or
+    /// another failure that is not the client's.
+    Internal,
+    /// 503: the database or the key provider is unavailable, throttled or
+    /// timed out; retrying later may work.
+    Unavailable,
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Gone => StatusCode::GONE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match &self {
+            ApiError::BadRequest(message) => json!({"error": "bad_request", "message": message}),
+            ApiError::NotFound => json!({"error": "not_found", "message": "no such resource"}),
+            ApiError::Conflict { field } => json!({
+                "error": "conflict",
+                "field": field,
+                "message": format!("another patient of this tenant already has this {field}"),
+            }),
+            ApiError::Gone => json!({
+                "error": "gone",
+                "message": "this tenant's data was destroyed",
+            }),
+            ApiError::Internal => json!({"error": "internal", "message": "internal error"}),
+            ApiError::Unavailable => json!({
+                "error": "unavailable",
+                "message": "a backing service is unavailable; retry later",
+            }),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+fn log(what: &str, e: &dyn std::fmt::Display) {
+    // rowseal's errors name tables, columns, primary keys and key ids, never
+    // values or key bytes, so they may be logged. Real applications send this
+    // to their tracing pipeline.
+    eprintln!("web-example: {what}: {e}");
+}
+
+fn from_sqlx(e: &rowseal::sqlx::Error) -> ApiError {
+    use rowseal::sqlx::Error as E;
+    match e {
+        E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
+            ApiError::Unavailable
+        }
+        _ => ApiError::Internal,
+    }
+}
+
+fn from_core(e: &rowseal::Error) -> ApiError {
+    match e {
+        rowseal::Error::KeyDestroyed { .. } => ApiError::Gone,
+        rowseal::Error::Store { .. } => ApiError::Unavailable,
+        rowseal::Error::Provider(p) => match p.kind() {
+            ProviderErrorKind::Throttled
+            | ProviderErrorKind::Unavailable
+            | ProviderErrorKind::Timeout => ApiError::Unavailable,
+            _ => ApiError::Internal,
+        },
+        _ => ApiError::Internal,
+    }
+}
+
+impl From<SqlxError> for ApiError {
+    fn from(e: SqlxError) -> Self {
+        let api = match &e {
+            SqlxError::UniqueViolation { fields, .. } => {
+                return ApiError::Conflict {
+                    field: fields.join(","),
+                }
+            }
+            SqlxError::NotFound { .. } => return ApiError::NotFound,
+            SqlxError::Sqlx(s) => from_sqlx(s),
+            SqlxError::Core(c) => from_core(c),
+            SqlxError::Decrypt { source, .. } => match source.as_ref() {
+                rowseal::Error::KeyDestroyed { .. } => ApiError::Gone,
+                c @ rowseal::Error::Provider(_) | c @ rowseal::Error::Store { .. } => from_core(c),
+                _ => ApiError::Internal,
+            },
+            _ => ApiError::Internal,
+        };
+        log("request failed", &e);
+        api
+    }
+}
+
+impl From<rowseal::sqlx::Error> for ApiError {
+    fn from(e: rowseal::sqlx::Error) -> Self {
+        log("database", &e);
+        from_sqlx(&e)
+    }
+}
+
+impl From<rowseal::Error> for ApiError {
+    fn from(e: rowseal::Error) -> Self {
+        log("keys", &e);
+        from_core(&e)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use rowseal::ProviderError;
+
+    #[test]
+    fn statuses() {
+        let unique = SqlxError::UniqueViolation {
+            table: "patients".into(),
+            index: "email_idx".into(),
+            fields: vec!["email".into()],
+        };
+        let e = ApiError::from(unique);
+        assert_eq!(e.status(), StatusCode::CONFLICT);
+        assert!(matches!(e, ApiError::Conflict { ref field } if field == "email"));
+        let throttled = rowseal::Error::Provider(ProviderError::new(
+            ProviderErrorKind::Throttled,
+            "slow down",
+        ));
+        assert_eq!(
+            ApiError::from(SqlxError::Core(throttled)).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let denied =
+            rowseal::Error::Provider(ProviderError::new(ProviderErrorKind::AccessDenied, "no"));
+        assert_eq!(
+            ApiError::from(denied).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            ApiError::from(rowseal::sqlx::Error::PoolTimedOut).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

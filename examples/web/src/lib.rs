@@ -1,0 +1,201 @@
+//! rowseal in a multi-tenant REST API: clinics (tenants) keep patients and
+//! their medical records; names, e-mails, SSNs, birth dates and notes are
+//! encrypted per row, bound to the clinic and the row, and patients can be
+//! looked up by e-mail and SSN through blind indexes.
+//!
+//! - [`config`]: PostgreSQL and an AWS KMS key when the environment names
+//!   them, else an SQLite file and a generated local keyring.
+//! - [`models`]: the encrypted models and the JSON views.
+//! - [`routes`]: the endpoints; the tenant comes from the `X-Tenant-Id`
+//!   header (a real application takes it from its authentication instead).
+//! - [`error`]: HTTP statuses and JSON error bodies that never hold a value.
+//!
+//! See the example's README for the endpoints and curl commands.
+
+pub mod config;
+pub mod error;
+pub mod models;
+pub mod routes;
+
+use std::fmt;
+use std::sync::Arc;
+
+use rowseal::sqlx::postgres::{PgPool, PgPoolOptions};
+use rowseal::sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use rowseal::{
+    schema, Encryptor, KeyHierarchy, KeyProvider, KeyStore, LocalKeyProvider, SqlxKeyStore,
+};
+
+pub use config::{Config, DatabaseConfig, KeyConfig};
+pub use error::ApiError;
+use models::{MedicalRecord, Patient};
+
+/// The database pool: the same code runs on either.
+#[derive(Clone, Debug)]
+pub enum Db {
+    /// PostgreSQL.
+    Postgres(PgPool),
+    /// SQLite.
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool and `$DB` to its sqlx
+/// database type.
+#[macro_export]
+macro_rules! with_db {
+    ($db:expr, |$pool:ident, $DB:ident| $body:expr) => {
+        match $db {
+            $crate::Db::Postgres($pool) => {
+                #[allow(dead_code)]
+                type $DB = ::rowseal::sqlx::Postgres;
+                $body
+            }
+            $crate::Db::Sqlite($pool) => {
+                #[allow(dead_code)]
+                type $DB = ::rowseal::sqlx::Sqlite;
+                $body
+            }
+        }
+    };
+}
+
+/// What every request handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// rowseal: the key hierarchy (with its key cache) and the encrypted
+    /// operations.
+    pub rowseal: Encryptor,
+}
+
+/// Start-up failed. Never quotes the database URL or key material.
+#[derive(Debug)]
+pub enum StartupError {
+    /// The database could not be opened or prepared.
+    Database(rowseal::sqlx::Error),
+    /// rowseal's tables or the models' tables could not be created.
+    Schema(rowseal::SqlxError),
+    /// The root key could not be loaded (keyring file, KMS key).
+    Keys(rowseal::Error),
+}
+
+impl fmt::Display for StartupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartupError::Database(e) => write!(f, "database: {e}"),
+            StartupError::Schema(e) => write!(f, "schema: {e}"),
+            StartupError::Keys(e) => write!(f, "root key: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartupError {}
+
+impl From<rowseal::sqlx::Error> for StartupError {
+    fn from(e: rowseal::sqlx::Error) -> Self {
+        StartupError::Database(e)
+    }
+}
+
+impl From<rowseal::SqlxError> for StartupError {
+    fn from(e: rowseal::SqlxError) -> Self {
+        StartupError::Schema(e)
+    }
+}
+
+impl From<rowseal::Error> for StartupError {
+    fn from(e: rowseal::Error) -> Self {
+        StartupError::Keys(e)
+    }
+}
+
+/// Opens the database, creates rowseal's tables and the models' tables if
+/// they do not exist (and registers them for the `rowseal` command-line
+/// tool), loads the root key, and returns the state the routes need.
+pub async fn connect(config: &Config) -> Result<AppState, StartupError> {
+    let db = match &config.database {
+        DatabaseConfig::Postgres(url) => Db::Postgres(
+            PgPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(std::time::Duration::from_secs(5))
+                .connect(url)
+                .await?,
+        ),
+        DatabaseConfig::Sqlite(path) => Db::Sqlite(
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(std::time::Duration::from_secs(5))
+                .connect_with(
+                    SqliteConnectOptions::new()
+                        .filename(path)
+                        .create_if_missing(true)
+                        .journal_mode(rowseal::sqlx::sqlite::SqliteJournalMode::Wal)
+                        .busy_timeout(std::time::Duration::from_secs(5)),
+                )
+                .await?,
+        ),
+    };
+    with_db!(&db, |pool, DB| {
+        schema::install(pool).await?;
+        schema::create_table::<Patient, _>(pool).await?;
+        schema::create_table::<MedicalRecord, _>(pool).await?;
+        schema::register::<Patient, _>(pool).await?;
+        schema::register::<MedicalRecord, _>(pool).await?;
+        // Records are listed per patient: an index on the plain columns.
+        rowseal::sqlx::query(
+            "CREATE INDEX IF NOT EXISTS medical_records_patient \
+             ON medical_records (tenant_id, patient_id, created_at_ms)",
+        )
+        .execute(pool)
+        .await?;
+    });
+    let provider = key_provider(&config.keys).await?;
+    // Wrapped tenant and index keys live in rowseal_keys, beside the data.
+    let store: Arc<dyn KeyStore> =
+        with_db!(&db, |pool, DB| Arc::new(SqlxKeyStore::new(pool.clone()))
+            as Arc<dyn KeyStore>);
+    let keys = KeyHierarchy::new(provider, store);
+    Ok(AppState {
+        db,
+        rowseal: Encryptor::new(Arc::new(keys)),
+    })
+}
+
+async fn key_provider(keys: &KeyConfig) -> Result<Arc<dyn KeyProvider>, rowseal::Error> {
+    match keys {
+        KeyConfig::Kms {
+            key_id,
+            region,
+            endpoint,
+        } => {
+            let mut builder = rowseal::kms::AwsKmsProvider::builder(key_id.clone());
+            if let Some(r) = region {
+                builder = builder.region(r.clone());
+            }
+            if let Some(e) = endpoint {
+                builder = builder.endpoint_url(e.clone());
+            }
+            // Resolves the key (DescribeKey): a wrong key fails here, at
+            // start-up, not at the first request.
+            Ok(Arc::new(builder.build().await?))
+        }
+        KeyConfig::LocalFile(path) => {
+            if !path.exists() {
+                LocalKeyProvider::create_keyring_file(path)?;
+            }
+            Ok(Arc::new(LocalKeyProvider::from_file(path)?))
+        }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, routes::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,316 @@
+//! The web example's test harness: the app on 127.0.0.1:0 (real TCP), a real
+//! HTTP client, and a database of its own per test, removed when the test
+//! ends (even when it fails).
+//!
+//! - SQLite + a generated local keyring file: always.
+//! - PostgreSQL + an AWS KMS key in the moto server: needs PostgreSQL
+//!   (`ROWSEAL_TEST_POSTGRES_URL`, default `postgres://root@127.0.0.1:5432/test`)
+//!   and `ROWSEAL_TEST_KMS_ENDPOINT` (set by `scripts/with-kms-server.sh`,
+//!   with dummy AWS credentials). Missing: a loud skip, or a failure when
+//!   `CI=true`.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rowseal::sqlx::{self, ConnectOptions, Connection, Row};
+use serde_json::Value;
+use web_example::{Config, DatabaseConfig, KeyConfig};
+
+/// A running app and what the test needs around it.
+pub struct TestApp {
+    /// `postgres+kms` or `sqlite+local`.
+    pub kind: &'static str,
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// A plain sqlx connection to the app's database (no rowseal), to look
+    /// at what is stored.
+    pub raw: RawDb,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    cleanup: Cleanup,
+}
+
+/// The app's database, opened with plain sqlx.
+pub enum RawDb {
+    /// PostgreSQL.
+    Postgres(sqlx::PgPool),
+    /// SQLite.
+    Sqlite(sqlx::SqlitePool),
+}
+
+enum Cleanup {
+    Dir(PathBuf),
+    Postgres { admin_url: String, name: String },
+}
+
+/// An HTTP answer.
+pub struct Answer {
+    /// The status.
+    pub status: StatusCode,
+    /// The body, as received.
+    pub text: String,
+    /// The body as JSON (`Null` when it is not JSON).
+    pub json: Value,
+}
+
+/// Service unreachable: fail under CI, else skip loudly.
+fn unreachable(what: &str, err: &dyn std::fmt::Display) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{what} is unreachable under CI=true: {err}");
+    }
+    eprintln!(
+        "\n!!!!!!!! SKIPPED: {what} is unreachable ({err}); run under \
+         `bash scripts/with-kms-server.sh` with PostgreSQL up, or set CI=true to make this a failure !!!!!!!!\n"
+    );
+}
+
+fn random_suffix() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// The app on SQLite and a generated local keyring, in a fresh directory.
+pub async fn sqlite_app() -> TestApp {
+    let dir = std::env::temp_dir().join(format!("rowseal-web-test-{}", random_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db_file = dir.join("web.db");
+    let config = Config {
+        database: DatabaseConfig::Sqlite(db_file.clone()),
+        keys: KeyConfig::LocalFile(dir.join("web.keys")),
+        addr: "127.0.0.1:0".parse().unwrap(),
+    };
+    let cleanup = Cleanup::Dir(dir);
+    let raw = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&db_file));
+    start("sqlite+local", &config, RawDb::Sqlite(raw), cleanup).await
+}
+
+/// The app on a fresh PostgreSQL database and a fresh KMS key in the test
+/// KMS server; `None` (after a loud message) when either is unavailable
+/// outside CI.
+pub async fn postgres_kms_app() -> Option<TestApp> {
+    let endpoint = match std::env::var("ROWSEAL_TEST_KMS_ENDPOINT") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            unreachable(
+                "the KMS test server (ROWSEAL_TEST_KMS_ENDPOINT is not set)",
+                &"unset",
+            );
+            return None;
+        }
+    };
+    let admin_url = std::env::var("ROWSEAL_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+    let base = sqlx::postgres::PgConnectOptions::from_str(&admin_url).unwrap();
+    let mut admin = match base.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            unreachable("PostgreSQL", &e);
+            return None;
+        }
+    };
+    let name = format!("rowseal_web_{}", random_suffix());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let cleanup = Cleanup::Postgres {
+        admin_url,
+        name: name.clone(),
+    };
+    let db_options = base.database(&name);
+    let url = db_options.to_url_lossy().to_string();
+    let key_arn = create_kms_key(&endpoint).await;
+    let config = Config {
+        database: DatabaseConfig::Postgres(url),
+        keys: KeyConfig::Kms {
+            key_id: key_arn,
+            region: Some("us-east-1".into()),
+            endpoint: Some(endpoint),
+        },
+        addr: "127.0.0.1:0".parse().unwrap(),
+    };
+    let raw = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(db_options);
+    Some(start("postgres+kms", &config, RawDb::Postgres(raw), cleanup).await)
+}
+
+/// Creates a symmetric KMS key in the test server (as an administrator
+/// would), with the dummy credentials; returns its ARN.
+async fn create_kms_key(endpoint: &str) -> String {
+    use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let conf = aws_sdk_kms::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "rowseal-test",
+            "rowseal-test",
+            None,
+            None,
+            "rowseal-test",
+        ))
+        .endpoint_url(endpoint)
+        .http_client(http)
+        .build();
+    let out = aws_sdk_kms::Client::from_conf(conf)
+        .create_key()
+        .description("rowseal web example test key")
+        .send()
+        .await
+        .expect("CreateKey on the KMS test server");
+    out.key_metadata()
+        .map(|m| m.arn().expect("key ARN").to_owned())
+        .expect("key metadata")
+}
+
+async fn start(kind: &'static str, config: &Config, raw: RawDb, cleanup: Cleanup) -> TestApp {
+    // The guard exists before anything can fail, so that a failed start
+    // still removes the database.
+    let mut app = TestApp {
+        kind,
+        base: String::new(),
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        raw,
+        shutdown: None,
+        server: None,
+        cleanup,
+    };
+    let state = web_example::connect(config)
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: start-up failed: {e}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    app.base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    app.shutdown = Some(tx);
+    app.server = Some(tokio::spawn(web_example::serve(listener, state, async {
+        let _ = rx.await;
+    })));
+    app
+}
+
+impl TestApp {
+    /// Sends a request; `tenant` goes into `X-Tenant-Id`, `body` as JSON.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        tenant: Option<&str>,
+        body: Option<&Value>,
+    ) -> Answer {
+        self.call_raw(method, path, tenant, body.map(|b| b.to_string()))
+            .await
+    }
+
+    /// Sends a request with a body as given (not necessarily JSON).
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        tenant: Option<&str>,
+        body: Option<String>,
+    ) -> Answer {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(t) = tenant {
+            req = req.header("x-tenant-id", t);
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .unwrap();
+        let res = self.client.request(req).await.unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer { status, text, json }
+    }
+
+    /// Every byte stored in every column of every row of `table`, read with
+    /// plain sqlx (each value's raw bytes, whatever its type).
+    pub async fn stored_bytes(&self, table: &str) -> Vec<Vec<u8>> {
+        let sql = format!("SELECT * FROM {table}");
+        let mut out = Vec::new();
+        match &self.raw {
+            RawDb::Postgres(pool) => {
+                for row in sqlx::query(&sql).fetch_all(pool).await.unwrap() {
+                    let mut all = Vec::new();
+                    for i in 0..row.len() {
+                        let v: Option<Vec<u8>> = row.try_get_unchecked(i).unwrap();
+                        all.extend(v.unwrap_or_default());
+                        all.push(0);
+                    }
+                    out.push(all);
+                }
+            }
+            RawDb::Sqlite(pool) => {
+                for row in sqlx::query(&sql).fetch_all(pool).await.unwrap() {
+                    let mut all = Vec::new();
+                    for i in 0..row.len() {
+                        let v: Option<Vec<u8>> = row.try_get_unchecked(i).unwrap();
+                        all.extend(v.unwrap_or_default());
+                        all.push(0);
+                    }
+                    out.push(all);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        match &self.cleanup {
+            Cleanup::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::Postgres { admin_url, name } => {
+                // Drop runs inside the test's runtime: drop the database from
+                // a thread with a runtime of its own.
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                let dropped = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        let mut admin = sqlx::postgres::PgConnection::connect(&admin_url).await?;
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&mut admin)
+                            .await?;
+                        admin.close().await
+                    })
+                })
+                .join();
+                if !matches!(dropped, Ok(Ok(()))) {
+                    eprintln!("warning: could not drop the test database");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! The web example over HTTP: every scenario runs on SQLite with a local key,
+//! and on PostgreSQL with a key in the KMS test server.
+//!
+//! ```text
+//! cargo test -p web-example --test http                              # SQLite; PostgreSQL+KMS skipped loudly
+//! bash scripts/with-kms-server.sh cargo test -p web-example --test http   # both
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::TestApp;
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// Generates `<scenario>::sqlite` and `<scenario>::postgres_kms`.
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let app = crate::common::sqlite_app().await;
+                super::$scenario(&app).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_kms() {
+                let Some(app) = crate::common::postgres_kms_app().await else {
+                    return;
+                };
+                super::$scenario(&app).await;
+            }
+        }
+    )*};
+}
+
+on_both!(
+    create_then_get_round_trips,
+    tenants_are_isolated,
+    lookups_by_email_and_ssn,
+    duplicate_email_is_a_conflict_without_the_value,
+    stored_rows_hold_no_plaintext,
+    update_then_delete,
+    medical_records,
+    bad_input_is_400,
+);
+
+const A: &str = "clinic-a";
+const B: &str = "clinic-b";
+
+fn ada() -> Value {
+    json!({
+        "name": "Ada Lovelace",
+        "email": "Ada.Lovelace@Example.com",
+        "ssn": "123-45-6789",
+        "birth_date": "1815-12-10",
+    })
+}
+
+fn alan() -> Value {
+    json!({"name": "Alan Turing", "email": "alan@example.com"})
+}
+
+async fn create(app: &TestApp, tenant: &str, body: &Value) -> String {
+    let r = app
+        .call(Method::POST, "/patients", Some(tenant), Some(body))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}: {}", app.kind, r.text);
+    r.json["id"].as_str().unwrap().to_owned()
+}
+
+async fn search(app: &TestApp, tenant: &str, body: Value) -> Vec<String> {
+    let r = app
+        .call(Method::POST, "/patients/search", Some(tenant), Some(&body))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}: {}", app.kind, r.text);
+    let mut ids: Vec<String> = r
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn create_then_get_round_trips(app: &TestApp) {
+    // 1850 is the earliest accepted birth date; Ada's 1815 is rejected.
+    let mut body = ada();
+    body["birth_date"] = json!("1990-02-28");
+    let r = app
+        .call(Method::POST, "/patients", Some(A), Some(&body))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let r = app
+        .call(Method::GET, &format!("/patients/{id}"), Some(A), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json,
+        json!({
+            "id": id,
+            "name": "Ada Lovelace",
+            "email": "Ada.Lovelace@Example.com",
+            "ssn": "123-45-6789",
+            "birth_date": "1990-02-28",
+        })
+    );
+    // Optional fields stay absent (NULL, not encrypted empties).
+    let id = create(app, A, &alan()).await;
+    let r = app
+        .call(Method::GET, &format!("/patients/{id}"), Some(A), None)
+        .await;
+    assert_eq!(r.json["ssn"], Value::Null);
+    assert_eq!(r.json["birth_date"], Value::Null);
+    assert_eq!(r.json["name"], "Alan Turing");
+}
+
+async fn tenants_are_isolated(app: &TestApp) {
+    let mut body = ada();
+    body["birth_date"] = json!("1990-02-28");
+    let id = create(app, A, &body).await;
+    let path = format!("/patients/{id}");
+    // Tenant B sees nothing of A's patient: not by id, not by lookup, and it
+    // cannot change, delete or add records to it.
+    let r = app.call(Method::GET, &path, Some(B), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    assert!(!r.text.contains("Ada"), "{}", r.text);
+    assert!(search(app, B, json!({"email": "ada.lovelace@example.com"}))
+        .await
+        .is_empty());
+    assert!(search(app, B, json!({"ssn": "123456789"})).await.is_empty());
+    let r = app.call(Method::PUT, &path, Some(B), Some(&alan())).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = app.call(Method::DELETE, &path, Some(B), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let rec = json!({"note": "B's note"});
+    let r = app
+        .call(
+            Method::POST,
+            &format!("{path}/records"),
+            Some(B),
+            Some(&rec),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = app
+        .call(Method::GET, &format!("{path}/records"), Some(B), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    // The same e-mail in tenant B is another patient (uniqueness is per
+    // tenant), and A's patient is unchanged.
+    let other = create(app, B, &body).await;
+    assert_ne!(other, id);
+    assert_eq!(
+        search(app, B, json!({"email": "ada.lovelace@example.com"})).await,
+        vec![other]
+    );
+    let r = app.call(Method::GET, &path, Some(A), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["name"], "Ada Lovelace");
+    assert_eq!(
+        search(app, A, json!({"email": "ada.lovelace@example.com"})).await,
+        vec![id]
+    );
+}
+
+async fn lookups_by_email_and_ssn(app: &TestApp) {
+    let mut body = ada();
+    body["birth_date"] = json!("1990-02-28");
+    let ada = create(app, A, &body).await;
+    let alan = create(
+        app,
+        A,
+        &json!({
+            "name": "Alan Turing", "email": "alan@example.com", "ssn": "987 65 4321",
+        }),
+    )
+    .await;
+    for email in [
+        "Ada.Lovelace@Example.com",
+        "ada.lovelace@example.com",
+        "  ADA.LOVELACE@EXAMPLE.COM ",
+        "\tada.lovelace@example.COM",
+    ] {
+        assert_eq!(
+            search(app, A, json!({"email": email})).await,
+            vec![ada.clone()],
+            "{}: email {email:?}",
+            app.kind
+        );
+    }
+    assert!(search(app, A, json!({"email": "ada@example.com"}))
+        .await
+        .is_empty());
+    for ssn in ["123-45-6789", "123456789", " 123 45 6789 "] {
+        assert_eq!(
+            search(app, A, json!({"ssn": ssn})).await,
+            vec![ada.clone()],
+            "ssn {ssn:?}"
+        );
+    }
+    assert_eq!(
+        search(app, A, json!({"ssn": "987-65-4321"})).await,
+        vec![alan]
+    );
+    assert!(search(app, A, json!({"ssn": "111-22-3333"}))
+        .await
+        .is_empty());
+    // The answer carries the decrypted patient.
+    let r = app
+        .call(
+            Method::POST,
+            "/patients/search",
+            Some(A),
+            Some(&json!({"ssn": "123456789"})),
+        )
+        .await;
+    assert_eq!(r.json[0]["name"], "Ada Lovelace");
+    assert_eq!(r.json[0]["email"], "Ada.Lovelace@Example.com");
+}
+
+async fn duplicate_email_is_a_conflict_without_the_value(app: &TestApp) {
+    create(app, A, &alan()).await;
+    let dup = json!({"name": "Someone Else", "email": "  ALAN@example.com", "ssn": "555-12-0000"});
+    let r = app
+        .call(Method::POST, "/patients", Some(A), Some(&dup))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.json["error"], "conflict");
+    assert_eq!(r.json["field"], "email");
+    for secret in ["alan@", "ALAN@", "Someone", "555", "email_idx"] {
+        assert!(
+            !r.text.contains(secret),
+            "conflict body leaks {secret:?}: {}",
+            r.text
+        );
+    }
+    // Nothing was written: one Alan, no Someone.
+    assert_eq!(
+        search(app, A, json!({"email": "alan@example.com"}))
+            .await
+            .len(),
+        1
+    );
+    assert!(search(app, A, json!({"ssn": "555120000"})).await.is_empty());
+    // An update onto a taken e-mail is a conflict too.
+    let other = create(
+        app,
+        A,
+        &json!({"name": "Grace Hopper", "email": "grace@example.com"}),
+    )
+    .await;
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("/patients/{other}"),
+            Some(A),
+            Some(&json!({"name": "Grace Hopper", "email": "Alan@Example.com"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(!r.text.to_lowercase().contains("alan"), "{}", r.text);
+}
+
+/// A needle is found in the haystack, as raw bytes.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn stored_rows_hold_no_plaintext(app: &TestApp) {
+    let mut body = ada();
+    body["birth_date"] = json!("1990-02-28");
+    let id = create(app, A, &body).await;
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/patients/{id}/records"),
+            Some(A),
+            Some(&json!({"note": "Complains of analytical engine fatigue", "diagnosis_code": "Z73.0"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    let patients = app.stored_bytes("patients").await;
+    assert_eq!(patients.len(), 1);
+    let row = &patients[0];
+    // The plain columns are there (so the check below can see stored text)...
+    assert!(
+        contains(row, A.as_bytes()),
+        "{}: tenant column not found",
+        app.kind
+    );
+    // ...and no value, in any form the app or the index normalization uses.
+    for secret in [
+        "Ada Lovelace",
+        "Lovelace",
+        "Ada.Lovelace@Example.com",
+        "ada.lovelace@example.com",
+        "Lovelace@",
+        "123-45-6789",
+        "123456789",
+        "1990-02-28",
+    ] {
+        assert!(
+            !contains(row, secret.as_bytes()),
+            "{}: patients row holds {secret:?}",
+            app.kind
+        );
+    }
+    let records = app.stored_bytes("medical_records").await;
+    assert_eq!(records.len(), 1);
+    for secret in ["analytical engine", "fatigue", "Z73.0"] {
+        assert!(
+            !contains(&records[0], secret.as_bytes()),
+            "{}: record holds {secret:?}",
+            app.kind
+        );
+    }
+    // rowseal's key table holds wrapped keys only: no tenant or index key in
+    // the clear can be recognised, but at least no value is there either.
+    for row in app.stored_bytes("rowseal_keys").await {
+        assert!(!contains(&row, b"Lovelace"));
+    }
+}
+
+async fn update_then_delete(app: &TestApp) {
+    let mut body = ada();
+    body["birth_date"] = json!("1990-02-28");
+    let id = create(app, A, &body).await;
+    let path = format!("/patients/{id}");
+    let r = app
+        .call(
+            Method::POST,
+            &format!("{path}/records"),
+            Some(A),
+            Some(&json!({"note": "first visit"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    let changed = json!({
+        "name": "Augusta Ada King",
+        "email": "countess@lovelace.example",
+        "ssn": "111-22-3333",
+    });
+    let r = app.call(Method::PUT, &path, Some(A), Some(&changed)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app.call(Method::GET, &path, Some(A), None).await;
+    assert_eq!(r.json["name"], "Augusta Ada King");
+    assert_eq!(r.json["email"], "countess@lovelace.example");
+    assert_eq!(r.json["ssn"], "111-22-3333");
+    assert_eq!(r.json["birth_date"], Value::Null);
+    // The indexes follow the update: old values find nothing, new ones find it.
+    assert!(search(app, A, json!({"email": "ada.lovelace@example.com"}))
+        .await
+        .is_empty());
+    assert!(search(app, A, json!({"ssn": "123456789"})).await.is_empty());
+    assert_eq!(
+        search(app, A, json!({"email": "COUNTESS@lovelace.example"})).await,
+        vec![id.clone()]
+    );
+    assert_eq!(
+        search(app, A, json!({"ssn": "111223333"})).await,
+        vec![id.clone()]
+    );
+    // The freed e-mail can be used again.
+    create(
+        app,
+        A,
+        &json!({"name": "Ada II", "email": "ada.lovelace@example.com"}),
+    )
+    .await;
+
+    let r = app.call(Method::DELETE, &path, Some(A), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let r = app.call(Method::GET, &path, Some(A), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(search(app, A, json!({"ssn": "111223333"})).await.is_empty());
+    let r = app.call(Method::DELETE, &path, Some(A), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app.call(Method::PUT, &path, Some(A), Some(&changed)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Its records went with it.
+    assert!(app.stored_bytes("medical_records").await.is_empty());
+}
+
+async fn medical_records(app: &TestApp) {
+    let ada = create(app, A, &json!({"name": "Ada", "email": "ada@example.com"})).await;
+    let alan = create(app, A, &alan()).await;
+    for (who, note, code) in [
+        (&ada, "first visit", Some("Z00.0")),
+        (&alan, "alan's visit", None),
+        (&ada, "second visit", None),
+    ] {
+        let mut body = json!({"note": note});
+        if let Some(c) = code {
+            body["diagnosis_code"] = json!(c);
+        }
+        let r = app
+            .call(
+                Method::POST,
+                &format!("/patients/{who}/records"),
+                Some(A),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.json["patient_id"], who.as_str());
+        assert_eq!(r.json["note"], note);
+    }
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/patients/{ada}/records"),
+            Some(A),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let notes: Vec<&str> = r
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["note"].as_str().unwrap())
+        .collect();
+    assert_eq!(notes, ["first visit", "second visit"]);
+    assert_eq!(r.json[0]["diagnosis_code"], "Z00.0");
+    assert_eq!(r.json[1]["diagnosis_code"], Value::Null);
+    let missing = "00000000-0000-4000-8000-000000000000";
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/patients/{missing}/records"),
+            Some(A),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+async fn bad_input_is_400(app: &TestApp) {
+    let id = create(app, A, &alan()).await;
+    let cases: Vec<(Method, String, Option<&str>, Option<String>)> = vec![
+        // No tenant, an invalid tenant.
+        (
+            Method::POST,
+            "/patients".into(),
+            None,
+            Some(alan().to_string()),
+        ),
+        (Method::GET, format!("/patients/{id}"), None, None),
+        (
+            Method::GET,
+            format!("/patients/{id}"),
+            Some("clinic a"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/patients/{id}"),
+            Some(&"x"[..0]),
+            None,
+        ),
+        // Not JSON, wrong shape, unknown field, wrong types.
+        (
+            Method::POST,
+            "/patients".into(),
+            Some(A),
+            Some("{not json".into()),
+        ),
+        (Method::POST, "/patients".into(), Some(A), Some("[]".into())),
+        (
+            Method::POST,
+            "/patients".into(),
+            Some(A),
+            Some(json!({"name": "X", "email": "x@example.com", "password": "hunter2"}).to_string()),
+        ),
+        (
+            Method::POST,
+            "/patients".into(),
+            Some(A),
+            Some(json!({"name": "X", "email": 4242424242_u64}).to_string()),
+        ),
+        // Invalid values.
+        (
+            Method::POST,
+            "/patients".into(),
+            Some(A),
+            Some(json!({"name": "X", "email": "not-an-email"}).to_string()),
+        ),
+        (
+            Method::POST,
+            "/patients".into(),
+            Some(A),
+            Some(json!({"name": " ", "email": "x@example.com"}).to_string()),
+        ),
+        (
+            Method::POST,
+            "/patients".into(),
+            Some(A),
+            Some(json!({"name": "X", "email": "x@example.com", "ssn": "12-34"}).to_string()),
+        ),
+        (
+            Method::POST,
+            "/patients".into(),
+            Some(A),
+            Some(
+                json!({"name": "X", "email": "x@example.com", "birth_date": "10/12/1815"})
+                    .to_string(),
+            ),
+        ),
+        (
+            Method::POST,
+            "/patients".into(),
+            Some(A),
+            Some(
+                json!({"name": "X", "email": "x@example.com", "birth_date": "2999-01-01"})
+                    .to_string(),
+            ),
+        ),
+        // Ids that are not UUIDs.
+        (Method::GET, "/patients/42".into(), Some(A), None),
+        (Method::DELETE, "/patients/not-a-uuid".into(), Some(A), None),
+        // Searches: none or both keys, invalid values.
+        (
+            Method::POST,
+            "/patients/search".into(),
+            Some(A),
+            Some("{}".into()),
+        ),
+        (
+            Method::POST,
+            "/patients/search".into(),
+            Some(A),
+            Some(json!({"email": "alan@example.com", "ssn": "123456789"}).to_string()),
+        ),
+        (
+            Method::POST,
+            "/patients/search".into(),
+            Some(A),
+            Some(json!({"ssn": "not an ssn"}).to_string()),
+        ),
+        // Records.
+        (
+            Method::POST,
+            format!("/patients/{id}/records"),
+            Some(A),
+            Some(json!({"note": ""}).to_string()),
+        ),
+        (
+            Method::POST,
+            format!("/patients/{id}/records"),
+            Some(A),
+            Some(json!({"note": "x", "diagnosis_code": "DROP TABLE"}).to_string()),
+        ),
+    ];
+    for (method, path, tenant, body) in cases {
+        let shown = format!("{method} {path} tenant={tenant:?} body={body:?}");
+        let r = app.call_raw(method, &path, tenant, body.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{}: {shown}: {}",
+            app.kind,
+            r.text
+        );
+        assert_eq!(r.json["error"], "bad_request", "{shown}: {}", r.text);
+        assert!(r.json["message"].is_string(), "{shown}: {}", r.text);
+        // The message says what is expected, never echoes what was sent.
+        for echoed in [
+            "hunter2",
+            "4242",
+            "not-an-email",
+            "10/12/1815",
+            "DROP",
+            "not a",
+        ] {
+            assert!(
+                !r.text.contains(echoed),
+                "{shown}: body echoes {echoed:?}: {}",
+                r.text
+            );
+        }
+    }
+    // None of these wrote anything: Alan is still the only patient.
+    assert_eq!(app.stored_bytes("patients").await.len(), 1);
+    // An unknown route is a JSON 404.
+    let r = app.call(Method::GET, "/nothing-here", Some(A), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.json["error"], "not_found");
+}
