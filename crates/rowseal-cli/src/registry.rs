@@ -37,16 +37,100 @@ pub struct TableDef {
     pub blind_indexes: Vec<IndexDef>,
 }
 
-/// One blind index of a registered table (the fields `status` needs).
+/// One blind index of a registered table.
 #[derive(Debug, Clone, Deserialize)]
 pub struct IndexDef {
     /// Index name.
     pub name: String,
+    /// Column holding the index value (the first slot; also part of the
+    /// index key's derivation).
+    #[serde(default)]
+    pub column: String,
     /// Column holding the index-key version the value was computed under.
     pub version_column: String,
     /// `tenant` or `global`.
     #[serde(default)]
     pub scope: String,
+    /// Covered columns, in order.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Bits kept.
+    #[serde(default)]
+    pub bits: u16,
+    /// Built-in steps shared by every part (comma-separated).
+    #[serde(default)]
+    pub normalization: String,
+    /// Built-in steps per covered column (empty: `normalization` for each).
+    #[serde(default)]
+    pub part_normalization: Vec<String>,
+    /// Whether a step is the application's own Rust function.
+    #[serde(default)]
+    pub custom_normalizer: bool,
+    /// The value column of even index-key versions (two-slot layout).
+    #[serde(default)]
+    pub alt_column: Option<String>,
+    /// The index-key version of `alt_column`.
+    #[serde(default)]
+    pub alt_version_column: Option<String>,
+    /// Every (value column, version column) pair the index writes, when the
+    /// registry lists them (`slots`); else the pairs above.
+    #[serde(default)]
+    pub slots: Vec<SlotDef>,
+}
+
+/// One (value column, version column) pair of a blind index.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct SlotDef {
+    /// The index value.
+    #[serde(alias = "value_column")]
+    pub column: String,
+    /// The index-key version of `column`.
+    pub version_column: String,
+    /// The parity of the versions this slot holds (`Some(1)`: odd, `Some(0)`:
+    /// even), when the layout fixes it.
+    #[serde(default)]
+    pub parity: Option<u32>,
+}
+
+impl IndexDef {
+    /// Every (value column, version column) pair of the index.
+    pub fn slot_pairs(&self) -> Vec<SlotDef> {
+        if !self.slots.is_empty() {
+            return self.slots.clone();
+        }
+        match (&self.alt_column, &self.alt_version_column) {
+            // Two slots: odd versions in the main one, even in the alternate.
+            (Some(alt), Some(alt_kv)) => vec![
+                SlotDef {
+                    column: self.column.clone(),
+                    version_column: self.version_column.clone(),
+                    parity: Some(1),
+                },
+                SlotDef {
+                    column: alt.clone(),
+                    version_column: alt_kv.clone(),
+                    parity: Some(0),
+                },
+            ],
+            _ => vec![SlotDef {
+                column: self.column.clone(),
+                version_column: self.version_column.clone(),
+                parity: None,
+            }],
+        }
+    }
+
+    /// The built-in steps of each covered column, in order.
+    pub fn part_steps(&self) -> Vec<String> {
+        (0..self.columns.len())
+            .map(|i| {
+                self.part_normalization
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| self.normalization.clone())
+            })
+            .collect()
+    }
 }
 
 /// One field of a registered table.
@@ -57,6 +141,12 @@ pub struct FieldDef {
     /// Whether it is encrypted.
     #[serde(default)]
     pub encrypted: bool,
+    /// SQL type (registry name, `SqlType::as_str`).
+    #[serde(default)]
+    pub sql_type: String,
+    /// Encrypted fields: the value type's name (`string`, `i64`, ...).
+    #[serde(default)]
+    pub encoding: Option<String>,
 }
 
 fn header_default() -> String {

@@ -1,6 +1,7 @@
 //! The commands, generic over the database.
 
 mod decrypt_column;
+mod index_check;
 mod rewrap;
 mod rotate;
 mod shred;

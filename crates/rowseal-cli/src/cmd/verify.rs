@@ -1,12 +1,15 @@
 //! `rowseal verify`: open every row of every registered table (key header
-//! commitment, then every encrypted field) and report the primary keys that
-//! fail — never a value. Rows are read in primary-key order, a batch at a
-//! time (keyset pagination), so memory stays bounded.
+//! commitment, then every encrypted field), recompute every blind index from
+//! the decrypted fields under the index-key version stored beside it, and
+//! report the primary keys that fail — never a value. Rows are read in
+//! primary-key order, a batch at a time (keyset pagination), so memory stays
+//! bounded.
 
 use rowseal_core::KeyMode;
 use rowseal_sqlx::{DbRow, SqlType, Value};
 use serde_json::json;
 
+use super::index_check::TableIndexes;
 use super::{Ctx, RowOpener};
 use crate::db::{ident, ph, read_i64, read_text, CliDb};
 use crate::error::{ExitCode, Result};
@@ -31,16 +34,34 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
     let (progress, handle) = Progress::start(ctx.out, "verify".into(), total);
     let mut failed = 0u64;
     let mut checked = 0u64;
+    let mut index_failures = 0u64;
+    let mut index_report = Vec::new();
+    let mut not_checked = Vec::new();
     let batch = ctx.settings.batch_size;
     for def in &tables {
         let pk_type = def.pk_type()?;
         let mode = def.mode()?;
         let enc = def.encrypted_columns();
-        let base = format!(
-            "SELECT {} FROM {}",
-            def.select_list::<D>(),
-            ident::<D>(&def.table)
-        );
+        let mut indexes = TableIndexes::new(def, FIRST_ENCRYPTED + enc.len());
+        for n in &indexes.not_checked {
+            not_checked.push(json!({"table": def.table, "index": n.index, "reason": n.reason}));
+            ctx.out.emit(
+                json!({"event": "index_not_checked", "table": def.table, "index": n.index,
+                       "reason": n.reason}),
+                || {
+                    format!(
+                        "NOT CHECKED: blind index {} of {}: {}",
+                        n.index, def.table, n.reason
+                    )
+                },
+            );
+        }
+        let mut select = def.select_list::<D>();
+        for c in &indexes.extra_columns {
+            select.push_str(", ");
+            select.push_str(&ident::<D>(c));
+        }
+        let base = format!("SELECT {select} FROM {}", ident::<D>(&def.table));
         let order = format!(" ORDER BY {} LIMIT {batch}", ident::<D>(&def.primary_key));
         let mut last: Option<Value> = None;
         loop {
@@ -103,13 +124,47 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                         "the key version column does not match the row's key header".into(),
                     );
                 }
+                let mut plain: Vec<Option<zeroize::Zeroizing<Vec<u8>>>> = vec![None; enc.len()];
+                let mut opened = vec![true; enc.len()];
                 for (i, col) in enc.iter().enumerate() {
                     if let Value::Bytes(env) =
                         row.read_value(FIRST_ENCRYPTED + i, SqlType::Bytes)?
                     {
-                        if let Err(e) = key.open(col, &env).map(zeroize::Zeroizing::new) {
-                            report(col, super::describe(&e));
+                        match key.open(col, &env).map(zeroize::Zeroizing::new) {
+                            Ok(pt) => {
+                                if indexes.covered_encrypted[i] {
+                                    plain[i] = Some(pt);
+                                }
+                            }
+                            Err(e) => {
+                                opened[i] = false;
+                                report(col, super::describe(&e));
+                            }
                         }
+                    }
+                }
+                if !indexes.is_empty() {
+                    let fails = indexes
+                        .check_row(&keys.hierarchy, &def.table, &tenant, row, &plain, &opened)
+                        .await;
+                    for f in fails {
+                        failed += 1;
+                        index_failures += 1;
+                        ctx.out.emit(
+                            json!({"event": "failure", "table": def.table, "tenant": tenant,
+                                   "primary_key": pk.key_display(), "index": f.index,
+                                   "column": f.column, "error": f.error}),
+                            || {
+                                format!(
+                                    "FAILED {} primary key {} (blind index {}, column {}): {}",
+                                    def.table,
+                                    pk.key_display(),
+                                    f.index,
+                                    f.column,
+                                    f.error
+                                )
+                            },
+                        );
                     }
                 }
             }
@@ -117,16 +172,38 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
             progress.add(rows.len() as u64);
             last = rows.last().map(|r| read_pk(r, pk_type)).transpose()?;
         }
+        for (name, st) in &indexes.stats {
+            index_report.push(
+                json!({"table": def.table, "index": name, "values_checked": st.checked,
+                                     "rows_not_indexed": st.not_indexed, "failures": st.failures}),
+            );
+        }
     }
     progress.finish(handle).await;
+    let unchecked = not_checked.len();
     ctx.out.emit(
         json!({"event": "done", "command": "verify", "rows": checked, "failures": failed,
-               "provider_calls": keys.calls()}),
+               "index_failures": index_failures, "indexes": index_report,
+               "indexes_not_checked": not_checked, "provider_calls": keys.calls()}),
         || {
-            format!(
-                "verify: {checked} rows checked, {failed} failures, {} key-provider calls",
+            let mut line = format!(
+                "verify: {checked} rows checked, {failed} failures ({index_failures} in blind indexes), {} key-provider calls",
                 keys.counter.counts().total()
-            )
+            );
+            for i in &index_report {
+                line.push_str(&format!(
+                    "\n  index {}.{}: {} values checked, {} rows not indexed yet, {} failures",
+                    i["table"].as_str().unwrap_or(""),
+                    i["index"].as_str().unwrap_or(""),
+                    i["values_checked"],
+                    i["rows_not_indexed"],
+                    i["failures"]
+                ));
+            }
+            if unchecked > 0 {
+                line.push_str(&format!("\n  {unchecked} blind index(es) NOT CHECKED (see above)"));
+            }
+            line
         },
     );
     Ok(if failed == 0 {
