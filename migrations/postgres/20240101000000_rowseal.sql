@@ -9,7 +9,7 @@ CREATE TABLE IF NOT EXISTS rowseal_keys (
     version     BIGINT       NOT NULL,
     wrapped     BYTEA,                               -- NULL once destroyed
     root_key_id TEXT,                                -- the root key that wraps it
-    state       VARCHAR(16)  NOT NULL,               -- 'active' | 'destroyed'
+    state       VARCHAR(16)  NOT NULL,               -- 'active' | 'pending' | 'retired' | 'destroyed'
     created_at  TIMESTAMPTZ  NOT NULL DEFAULT CURRENT_TIMESTAMP,
     PRIMARY KEY (purpose, scope_kind, tenant, version)
 );

@@ -83,6 +83,15 @@ impl<K: Eq + Hash + Clone, V> KeyCache<K, V> {
         value
     }
 
+    /// The cached value if present and fresh; never fetches.
+    pub(crate) fn get(&self, key: &K) -> Option<Arc<V>> {
+        let slots = self.lock();
+        match slots.get(key)?.get() {
+            Some(Ok((v, at))) if at.elapsed() < self.config.ttl => Some(v.clone()),
+            _ => None,
+        }
+    }
+
     /// Drops every entry (used after a key is destroyed or rotated).
     pub(crate) fn clear(&self) {
         self.lock().clear();

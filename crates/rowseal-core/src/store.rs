@@ -61,14 +61,48 @@ impl fmt::Display for KeyScope {
 }
 
 /// The life-cycle state of a stored key.
+///
+/// Tenant keys are `Active` or `Destroyed`. Index keys also go through
+/// `Pending` and `Retired` during a rotation, so that every process fills and
+/// queries a new index version before any process relies on it alone (see
+/// [`KeyHierarchy::begin_index_key_rotation`](crate::KeyHierarchy::begin_index_key_rotation)).
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyState {
     /// Usable. The highest active version is the one new rows are written under.
     Active,
+    /// Index keys only: being introduced. Writes fill it next to the active
+    /// version and lookups query it, but nothing relies on it alone yet.
+    Pending,
+    /// Index keys only: replaced. Neither written nor queried any more; the
+    /// wrapped key is kept (it can still be unwrapped, e.g. to check old rows).
+    Retired,
     /// Crypto-shredded: the wrapped key is gone and what it protected cannot be
     /// read.
     Destroyed,
+}
+
+impl KeyState {
+    /// The name stored in `rowseal_keys.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Pending => "pending",
+            KeyState::Retired => "retired",
+            KeyState::Destroyed => "destroyed",
+        }
+    }
+
+    /// The state named `name` (as stored in `rowseal_keys.state`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "active" => KeyState::Active,
+            "pending" => KeyState::Pending,
+            "retired" => KeyState::Retired,
+            "destroyed" => KeyState::Destroyed,
+            _ => return None,
+        })
+    }
 }
 
 /// One version of one tenant or index key, wrapped under a root key.
@@ -106,6 +140,48 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
 
     /// Inserts a new version; `Ok(false)` if that version already exists.
     async fn insert(&self, record: &KeyRecord) -> Result<bool>;
+
+    /// Every version of `scope`, oldest first.
+    ///
+    /// The default asks for each version from the latest down; stores that can
+    /// list in one query should override it.
+    async fn versions(&self, purpose: KeyPurpose, scope: &KeyScope) -> Result<Vec<KeyRecord>> {
+        let mut out = Vec::new();
+        let Some(latest) = self.latest(purpose, scope).await? else {
+            return Ok(out);
+        };
+        let mut v = latest.version;
+        out.push(latest);
+        while v > 1 {
+            v -= 1;
+            if let Some(r) = self.get(purpose, scope, v).await? {
+                out.push(r);
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Moves one version from state `from` to state `to`, atomically:
+    /// `Ok(false)` if the version does not exist or is not in state `from`
+    /// (someone else moved it first). The wrapped key is kept.
+    ///
+    /// The default refuses: a store that cannot change states cannot rotate
+    /// index keys.
+    async fn set_state(
+        &self,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+        version: u32,
+        from: KeyState,
+        to: KeyState,
+    ) -> Result<bool> {
+        let _ = (purpose, scope, version, from, to);
+        Err(crate::Error::Store {
+            message: "this key store cannot change key states".into(),
+            source: None,
+        })
+    }
 }
 
 /// An in-memory [`KeyStore`], for tests and demonstrations. Everything is lost
@@ -162,6 +238,31 @@ impl KeyStore for MemoryKeyStore {
         version: u32,
     ) -> Result<Option<KeyRecord>> {
         Ok(self.lock().get(&(purpose, scope.clone(), version)).cloned())
+    }
+
+    async fn versions(&self, purpose: KeyPurpose, scope: &KeyScope) -> Result<Vec<KeyRecord>> {
+        Ok(self
+            .lock()
+            .range((purpose, scope.clone(), 0)..=(purpose, scope.clone(), u32::MAX))
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
+    async fn set_state(
+        &self,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+        version: u32,
+        from: KeyState,
+        to: KeyState,
+    ) -> Result<bool> {
+        match self.lock().get_mut(&(purpose, scope.clone(), version)) {
+            Some(r) if r.state == from => {
+                r.state = to;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn insert(&self, record: &KeyRecord) -> Result<bool> {

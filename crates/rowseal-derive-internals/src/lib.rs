@@ -897,13 +897,12 @@ fn resolve_indexes(
         if earlier.iter().any(|(_, o)| o.name == ix.name) {
             cx.error_at(*span, format!("two blind indexes are named `{}`", ix.name));
         }
-        let version_column = format!("{}_kv", ix.column);
-        for c in [&ix.column, &version_column] {
+        for c in &index_columns(&ix.column) {
             if fields.iter().any(|f| f.column == *c)
                 || RESERVED_COLUMNS.contains(&c.as_str())
                 || earlier
                     .iter()
-                    .any(|(_, o)| o.column == *c || format!("{}_kv", o.column) == *c)
+                    .any(|(_, o)| index_columns(&o.column).contains(c))
             {
                 cx.error_at(
                     *span,
@@ -922,6 +921,17 @@ fn resolve_indexes(
         }
     }
     out.into_iter().map(|(_, i)| i).collect()
+}
+
+/// The four columns of a blind index stored in `column`: value and version of
+/// the main slot (odd index-key versions) and of the alternate slot (even).
+fn index_columns(column: &str) -> [String; 4] {
+    [
+        column.to_owned(),
+        format!("{column}_kv"),
+        format!("{column}_alt"),
+        format!("{column}_alt_kv"),
+    ]
 }
 
 /// `email_idx` → `email`.
@@ -949,7 +959,7 @@ fn index_tokens(
             let (iname, col, bits, norm, global, unique) = (
                 &ix.name, &ix.column, ix.bits, &ix.normalize, ix.global, ix.unique,
             );
-            let vcol = format!("{col}_kv");
+            let [_, vcol, acol, avcol] = index_columns(col);
             let pos = &ix.fields;
             let parts = &ix.part_normalize;
             let custom = match &ix.normalize_with {
@@ -966,6 +976,8 @@ fn index_tokens(
                 name: #iname,
                 column: #col,
                 version_column: #vcol,
+                alt_column: #acol,
+                alt_version_column: #avcol,
                 fields: &[#(#pos),*],
                 bits: #bits,
                 normalize: #norm,

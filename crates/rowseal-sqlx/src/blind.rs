@@ -2,18 +2,25 @@
 //! false positives, and index values for your own queries.
 //!
 //! # Storage and rotation
-//! Each index has two columns: the truncated HMAC (`column`) and the
-//! index-key version it was computed under (`version_column`). Writes compute
-//! the value under the *current* index-key version of the index's scope.
-//! Lookups compute the value under every version still in use (the current
-//! one and each older version whose key is still active) and query them all
-//! with one `IN (...)`: during a re-index after `rotate_index_key`, rows on the
-//! old and on the new version are both found; a value of one version that
-//! happens to equal a value of another is only a false positive, removed like
-//! any other by re-checking the decrypted value. The version column lets the
-//! re-index select the rows not yet on the new version with an indexed
-//! predicate. When the backfill is done, destroying the old index key ends the
-//! transition (lookups stop querying it).
+//! Each index has two slots of two columns: a value (the truncated HMAC) and
+//! the index-key version it was computed under. Odd versions live in the main
+//! slot (`column`, `version_column`), even ones in the alternate slot
+//! (`alt_column`, `alt_version_column`). Writes fill the slot of every version
+//! the key hierarchy says is written (the active one, and during a rotation the
+//! pending one too); lookups compute the value under every version it says is
+//! queried and match each slot against the values of its versions, so only
+//! one slot is searched outside rotations.
+//!
+//! An index-key rotation (driven by `rowseal reindex`) goes: pending version
+//! created ([`KeyHierarchy::begin_index_key_rotation`]); once every process
+//! has seen it (one cache lifetime), every write fills both versions and every
+//! lookup queries both; [`Encryptor::reindex_batch`] backfills the rows written
+//! before; then the pending version is promoted and the old one retired. A
+//! lookup finds every row at every step, including in processes whose cache is
+//! one step behind; and a unique index stays enforced on the new version's
+//! slot throughout, because every row written or backfilled has it.
+//!
+//! [`KeyHierarchy::begin_index_key_rotation`]: rowseal_core::KeyHierarchy::begin_index_key_rotation
 
 use std::collections::HashMap;
 
@@ -105,25 +112,28 @@ fn zeroize_parts(parts: &mut [String]) {
     }
 }
 
-/// Index keys of the current version for a batch: per index, the global key
-/// or one per tenant.
+/// The blind-index keys a batch writes under: per index, the global keys or
+/// the keys of each tenant; one per written index-key version (two during a
+/// rotation).
 #[derive(Default)]
 pub(crate) struct WriteKeys {
-    global: HashMap<usize, BlindIndexKey>,
-    tenant: HashMap<usize, HashMap<String, BlindIndexKey>>,
+    global: HashMap<usize, Vec<BlindIndexKey>>,
+    tenant: HashMap<usize, HashMap<String, Vec<BlindIndexKey>>>,
 }
 
 impl WriteKeys {
-    fn get(&self, index: usize, def: &IndexDef, tenant: &str) -> Option<&BlindIndexKey> {
+    fn get(&self, index: usize, def: &IndexDef, tenant: &str) -> Option<&[BlindIndexKey]> {
         if def.global {
-            self.global.get(&index)
+            self.global.get(&index).map(Vec::as_slice)
         } else {
-            self.tenant.get(&index)?.get(tenant)
+            self.tenant.get(&index)?.get(tenant).map(Vec::as_slice)
         }
     }
 }
 
-/// Appends a row's index columns (value, version per index) to `out`.
+/// Appends a row's index columns to `out`: per index, the main slot's value
+/// and version, then the alternate slot's; a slot no written version uses is
+/// NULL.
 pub(crate) fn push_index_cells<T: Encrypted>(
     plans: &[IndexPlan],
     keys: &WriteKeys,
@@ -135,40 +145,53 @@ pub(crate) fn push_index_cells<T: Encrypted>(
         if only.is_some_and(|o| !o.contains(&i)) {
             continue;
         }
-        let key = keys.get(i, plan.def, row.tenant()).ok_or(Error::Worker)?;
-        match row_parts(plan, row) {
-            // NULL value, but indexed under this version: a re-index finds
-            // the rows still to do with `version_column <> current` alone.
-            None => {
-                out.push(null_for(plan.def));
-                out.push(Value::I64(i64::from(key.version())));
+        let keys = keys.get(i, plan.def, row.tenant()).ok_or(Error::Worker)?;
+        let mut parts = row_parts(plan, row);
+        for odd in [true, false] {
+            match keys.iter().find(|k| (k.version() % 2 == 1) == odd) {
+                None => {
+                    out.push(null_for(plan.def));
+                    out.push(Value::Null(SqlType::I64));
+                }
+                Some(key) => {
+                    out.push(cell_value(plan, key, parts.as_deref())?);
+                    out.push(Value::I64(i64::from(key.version())));
+                }
             }
-            Some(mut parts) => {
-                let v = compute(plan, key, &parts);
-                zeroize_parts(&mut parts);
-                out.push(to_value(v?));
-                out.push(Value::I64(i64::from(key.version())));
-            }
+        }
+        if let Some(p) = parts.as_mut() {
+            zeroize_parts(p);
         }
     }
     Ok(())
 }
 
+/// The value a row stores under `key`: NULL when a covered field is NULL (the
+/// version column is still set, so a re-index finds the rows still to do with
+/// the version column alone).
+fn cell_value(plan: &IndexPlan, key: &BlindIndexKey, parts: Option<&[String]>) -> Result<Value> {
+    match parts {
+        None => Ok(null_for(plan.def)),
+        Some(parts) => Ok(to_value(compute(plan, key, parts)?)),
+    }
+}
+
 impl Encryptor {
-    /// Rewrites the blind-index columns of up to `limit` rows of `T` in
-    /// `tenant` whose index columns are not all on the current index-key
-    /// version (after
-    /// [`rotate_index_key`](rowseal_core::KeyHierarchy::rotate_index_key), or
-    /// rows written before the index existed: version column NULL). Returns
-    /// the rows rewritten; call until it returns 0.
+    /// Backfills blind indexes: writes, for up to `limit` rows of `T` in
+    /// `tenant`, the value of each index under its *target* index-key version
+    /// where the row lacks it. The target is the scope's pending version
+    /// during a rotation (see
+    /// [`begin_index_key_rotation`](rowseal_core::KeyHierarchy::begin_index_key_rotation)),
+    /// else its active version (rows written before the index existed).
+    /// Returns the rows written; call until it returns 0.
     ///
-    /// Only the index columns are written, and only if the row's key header
-    /// and its covered encrypted columns are unchanged since they were read,
-    /// so a concurrent update is never overwritten with a stale index (such a
-    /// row is picked up again by a later batch if still behind). Lookups keep
-    /// finding every row throughout: they query every index-key version still
-    /// active. Rows are selected with `tenant = ? AND (<index>_kv IS NULL OR
-    /// <index>_kv <> ? OR ...)`.
+    /// Only the target version's slot is written (the other slot, which
+    /// lookups may still query, is left alone), and only if the row's key
+    /// header and covered encrypted columns are unchanged since they were
+    /// read, so a concurrent update is never overwritten with a stale index
+    /// (such a row already has the value if its writer knew the target, and is
+    /// otherwise picked up by a later batch). Rows are selected with
+    /// `tenant = ? AND (<slot version column> IS NULL OR <> ? OR ...)`.
     pub async fn reindex_batch<'a, T, A>(&self, conn: A, tenant: &str, limit: usize) -> Result<u64>
     where
         T: Encrypted,
@@ -180,6 +203,14 @@ impl Encryptor {
         if plans.is_empty() {
             return Ok(0);
         }
+        // Per index: the target version's key.
+        let mut targets = Vec::with_capacity(plans.len());
+        for plan in &plans {
+            let scope = scope_of(plan.def, tenant);
+            let versions = self.keys().index_key_versions(&scope).await?;
+            let target = versions.pending.unwrap_or(versions.write);
+            targets.push(self.blind_key(model, plan.def, &scope, target).await?);
+        }
         let mut sql = String::from("SELECT ");
         sql.push_str(&Self::select_list::<T, A::Database>());
         sql.push_str(" FROM ");
@@ -190,19 +221,16 @@ impl Encryptor {
         A::Database::push_placeholder(&mut sql, 1);
         sql.push_str(" AND (");
         let mut binds = vec![Value::Text(tenant.to_owned())];
-        for (i, plan) in plans.iter().enumerate() {
-            let ik = self
-                .keys()
-                .current_index_key(&scope_of(plan.def, tenant))
-                .await?;
+        for (i, (plan, key)) in plans.iter().zip(&targets).enumerate() {
+            let (_, kv) = plan.def.slot(key.version());
             if i > 0 {
                 sql.push_str(" OR ");
             }
-            A::Database::push_ident(&mut sql, plan.def.version_column);
+            A::Database::push_ident(&mut sql, kv);
             sql.push_str(" IS NULL OR ");
-            A::Database::push_ident(&mut sql, plan.def.version_column);
+            A::Database::push_ident(&mut sql, kv);
             sql.push_str(" <> ");
-            binds.push(Value::I64(i64::from(ik.version())));
+            binds.push(Value::I64(i64::from(key.version())));
             A::Database::push_placeholder(&mut sql, binds.len());
         }
         sql.push_str(&format!(") LIMIT {}", limit.max(1)));
@@ -212,9 +240,6 @@ impl Encryptor {
             return Ok(0);
         }
         let decrypted: Vec<T> = self.decrypt_all(&rows).await?;
-        let ikeys = self
-            .write_index_keys(&plans, decrypted.iter(), None)
-            .await?;
         // The write is conditional on the covered encrypted columns and the
         // header being unchanged.
         let mut guarded: Vec<&'static str> = Vec::new();
@@ -237,13 +262,19 @@ impl Encryptor {
         let mut done = 0;
         for (raw, row) in rows.iter().zip(&decrypted) {
             let mut values = Vec::with_capacity(plans.len() * 2 + guarded.len() + 2);
-            push_index_cells(&plans, &ikeys, row, None, &mut values)?;
             let mut sql = String::from("UPDATE ");
             A::Database::push_ident(&mut sql, table);
             sql.push_str(" SET ");
             let mut n = 0;
-            for plan in &plans {
-                for c in [plan.def.column, plan.def.version_column] {
+            for (plan, key) in plans.iter().zip(&targets) {
+                let mut parts = row_parts(plan, row);
+                values.push(cell_value(plan, key, parts.as_deref())?);
+                if let Some(p) = parts.as_mut() {
+                    zeroize_parts(p);
+                }
+                values.push(Value::I64(i64::from(key.version())));
+                let (vc, kc) = plan.def.slot(key.version());
+                for c in [vc, kc] {
                     if n > 0 {
                         sql.push_str(", ");
                     }
@@ -335,7 +366,8 @@ pub(crate) fn map_unique(model: &Model, e: Error) -> Error {
 }
 
 impl Encryptor {
-    /// Current-version index keys for every index and scope the rows need.
+    /// The blind-index keys of every written index-key version, for every
+    /// index (or only those in `only`) and scope the rows need.
     pub(crate) async fn write_index_keys<'r, T: Encrypted>(
         &self,
         plans: &[IndexPlan],
@@ -352,64 +384,71 @@ impl Encryptor {
             if only.is_some_and(|o| !o.contains(&i)) {
                 continue;
             }
-            let derive = |ik: &rowseal_core::IndexKey| {
-                ik.blind_index_key(model.table(), plan.def.column, plan.def.name)
-            };
             if plan.def.global {
-                let ik = self.keys().current_index_key(&KeyScope::Global).await?;
-                out.global.insert(i, derive(&ik)?);
+                let keys = self.written_keys(model, plan.def, &KeyScope::Global).await?;
+                out.global.insert(i, keys);
             } else {
                 let per = out.tenant.entry(i).or_default();
                 for t in &tenants {
-                    let ik = self
-                        .keys()
-                        .current_index_key(&KeyScope::Tenant((*t).to_owned()))
-                        .await?;
-                    per.insert((*t).to_owned(), derive(&ik)?);
+                    let scope = KeyScope::Tenant((*t).to_owned());
+                    per.insert((*t).to_owned(), self.written_keys(model, plan.def, &scope).await?);
                 }
             }
         }
         Ok(out)
     }
 
-    /// The blind-index keys lookups query for `scope`: the current version
-    /// and each older one still active (newest first); empty if the scope
-    /// never had an index key (no key is created).
+    async fn written_keys(
+        &self,
+        model: &'static Model,
+        def: &'static IndexDef,
+        scope: &KeyScope,
+    ) -> Result<Vec<BlindIndexKey>> {
+        let versions = self.keys().index_key_versions(scope).await?;
+        let mut keys = Vec::with_capacity(2);
+        for v in versions.written() {
+            keys.push(self.blind_key(model, def, scope, v).await?);
+        }
+        Ok(keys)
+    }
+
+    /// The blind-index key of one index and index-key version, derived once.
+    async fn blind_key(
+        &self,
+        model: &'static Model,
+        def: &'static IndexDef,
+        scope: &KeyScope,
+        version: u32,
+    ) -> Result<BlindIndexKey> {
+        let cache_key = (scope.clone(), model.table(), def.name, version);
+        if let Some(k) = self.cached_blind_key(&cache_key) {
+            return Ok(k);
+        }
+        let k = self
+            .keys()
+            .index_key(scope, version)
+            .await?
+            .blind_index_key(model.table(), def.column, def.name)?;
+        self.cache_blind_key(cache_key, k.clone());
+        Ok(k)
+    }
+
+    /// The blind-index keys lookups query for `scope` (the written versions,
+    /// then older active ones); empty if the scope never had an index key (no
+    /// key is created: a lookup with an unknown tenant stays read-only).
     async fn lookup_index_keys(
         &self,
         model: &'static Model,
         def: &'static IndexDef,
         scope: &KeyScope,
     ) -> Result<Vec<BlindIndexKey>> {
-        let cache_key = (scope.clone(), model.table(), def.name);
-        if let Some((cv, keys)) = self.cached_index_keys(&cache_key) {
-            // Still current (and not destroyed) in the hierarchy?
-            if self.keys().current_index_key(scope).await?.version() == cv {
-                return Ok(keys);
-            }
-        }
-        // A scope that never had an index key has no indexed rows: do not
-        // create a key (a lookup with an unknown tenant must stay read-only).
-        if let Err(rowseal_core::Error::KeyNotFound { .. }) = self.keys().index_key(scope, 1).await
-        {
+        let Some(versions) = self.keys().lookup_index_key_versions(scope).await? else {
             return Ok(Vec::new());
+        };
+        let mut keys = Vec::with_capacity(2);
+        for v in versions.queried() {
+            keys.push(self.blind_key(model, def, scope, v).await?);
         }
-        let current = self.keys().current_index_key(scope).await?;
-        let cv = current.version();
-        let mut keys = vec![current.blind_index_key(model.table(), def.column, def.name)?];
-        let mut older = cv;
-        while older > 1 {
-            older -= 1;
-            match self.keys().index_key(scope, older).await {
-                Ok(ik) => keys.push(ik.blind_index_key(model.table(), def.column, def.name)?),
-                Err(
-                    rowseal_core::Error::KeyDestroyed { .. }
-                    | rowseal_core::Error::KeyNotFound { .. },
-                ) => break,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        self.cache_index_keys(cache_key, cv, keys.clone());
         Ok(keys)
     }
 
@@ -474,21 +513,23 @@ impl Encryptor {
     }
 
     /// Like [`blind_index_value`](Self::blind_index_value), one value per
-    /// index-key version lookups must query (more than one only while a
-    /// rotated index is being rebuilt): bind them in an `IN (...)`.
+    /// index-key version lookups must query, with the column to match it
+    /// against (more than one only during an index-key rotation): match each
+    /// value against its column, e.g. `(email_idx IN (...) OR email_idx_alt IN
+    /// (...))`.
     pub async fn blind_index_values<T: Encrypted>(
         &self,
         index: &str,
         tenant: &str,
         parts: &[&str],
-    ) -> Result<Vec<BlindIndexValue>> {
+    ) -> Result<Vec<(&'static str, BlindIndexValue)>> {
         let model = T::model();
         let plan = Self::index_plan(model, index)?;
         let mut norm = Self::normalize_query(&plan, parts)?;
         let scope = scope_of(plan.def, tenant);
         let mut out = Vec::new();
         for bk in self.lookup_index_keys(model, plan.def, &scope).await? {
-            let v = compute(&plan, &bk, &norm)?;
+            let v = (plan.def.slot(bk.version()).0, compute(&plan, &bk, &norm)?);
             if !out.contains(&v) {
                 out.push(v);
             }
@@ -543,25 +584,36 @@ impl Encryptor {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut binds: Vec<Value> = Vec::new();
-        for w in &wanted {
-            for k in &keys {
+        // Values per slot: the main slot holds odd versions, the alternate
+        // slot even ones; a slot no queried version uses is not searched.
+        let mut slots: Vec<(&'static str, Vec<Value>)> = Vec::with_capacity(2);
+        for k in &keys {
+            let column = plan.def.slot(k.version()).0;
+            let pos = match slots.iter().position(|(c, _)| *c == column) {
+                Some(p) => p,
+                None => {
+                    slots.push((column, Vec::new()));
+                    slots.len() - 1
+                }
+            };
+            for w in &wanted {
                 let v = to_value(compute(&plan, k, w)?);
-                if !binds.contains(&v) {
-                    binds.push(v);
+                if !slots[pos].1.contains(&v) {
+                    slots[pos].1.push(v);
                 }
             }
         }
+        let total: usize = slots.iter().map(|(_, v)| v.len()).sum();
         let max = <E::Database as Backend>::MAX_PARAMS.saturating_sub(1);
-        if binds.len() > max {
+        if total > max {
             return Err(Error::InvalidInput {
                 reason: format!(
-                    "a lookup on `{}` binds {} index values, more than the {max} one statement takes; split the values",
+                    "a lookup on `{}` binds {total} index values, more than the {max} one statement takes; split the values",
                     plan.def.name,
-                    binds.len()
                 ),
             });
         }
+        let mut binds: Vec<Value> = Vec::with_capacity(total + 1);
         let mut sql = String::from("SELECT ");
         sql.push_str(&Self::select_list::<T, E::Database>());
         sql.push_str(" FROM ");
@@ -574,23 +626,35 @@ impl Encryptor {
             n += 1;
             E::Database::push_placeholder(&mut sql, n);
             sql.push_str(" AND ");
-            binds.insert(0, Value::Text(t.to_owned()));
+            binds.push(Value::Text(t.to_owned()));
         }
-        E::Database::push_ident(&mut sql, plan.def.column);
-        let count = binds.len() - n;
-        if count == 1 {
-            sql.push_str(" = ");
-            n += 1;
-            E::Database::push_placeholder(&mut sql, n);
-        } else {
-            sql.push_str(" IN (");
-            for i in 0..count {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
+        let grouped = slots.len() > 1;
+        if grouped {
+            sql.push('(');
+        }
+        for (s_i, (column, values)) in slots.into_iter().enumerate() {
+            if s_i > 0 {
+                sql.push_str(" OR ");
+            }
+            E::Database::push_ident(&mut sql, column);
+            if values.len() == 1 {
+                sql.push_str(" = ");
                 n += 1;
                 E::Database::push_placeholder(&mut sql, n);
+            } else {
+                sql.push_str(" IN (");
+                for i in 0..values.len() {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    n += 1;
+                    E::Database::push_placeholder(&mut sql, n);
+                }
+                sql.push(')');
             }
+            binds.extend(values);
+        }
+        if grouped {
             sql.push(')');
         }
         let rows = <E::Database as Backend>::fetch_all(executor, &sql, binds).await?;

@@ -65,11 +65,8 @@ impl<DB: Backend> SqlxKeyStore<DB> {
             Value::Bytes(b) => Some(WrappedKey::from_bytes(&b)?),
             _ => None,
         };
-        let state = match row.read_str(2).map_err(Self::store_err)? {
-            "active" => KeyState::Active,
-            "destroyed" => KeyState::Destroyed,
-            _ => return Err(bad("unknown key state")),
-        };
+        let state = KeyState::from_name(row.read_str(2).map_err(Self::store_err)?)
+            .ok_or_else(|| bad("unknown key state"))?;
         Ok(KeyRecord {
             purpose,
             scope: scope.clone(),
@@ -144,6 +141,54 @@ impl<DB: Backend> KeyStore for SqlxKeyStore<DB> {
         self.select(purpose, scope, Some(version)).await
     }
 
+    async fn versions(
+        &self,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+    ) -> rowseal_core::Result<Vec<KeyRecord>> {
+        let mut sql = String::from("SELECT version, wrapped, state FROM rowseal_keys");
+        Self::where_scope(&mut sql);
+        sql.push_str(" ORDER BY version");
+        let mut conn = self.pool.acquire().await.map_err(Self::store_err)?;
+        let rows = DB::__fetch_all_on(&mut conn, &sql, Self::scope_values(purpose, scope))
+            .await
+            .map_err(Self::store_err)?;
+        rows.iter()
+            .map(|r| Self::record(purpose, scope, r))
+            .collect()
+    }
+
+    async fn set_state(
+        &self,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+        version: u32,
+        from: KeyState,
+        to: KeyState,
+    ) -> rowseal_core::Result<bool> {
+        let mut sql = String::from("UPDATE rowseal_keys SET state = ");
+        DB::push_placeholder(&mut sql, 1);
+        sql.push_str(" WHERE purpose = ");
+        DB::push_placeholder(&mut sql, 2);
+        sql.push_str(" AND scope_kind = ");
+        DB::push_placeholder(&mut sql, 3);
+        sql.push_str(" AND tenant = ");
+        DB::push_placeholder(&mut sql, 4);
+        sql.push_str(" AND version = ");
+        DB::push_placeholder(&mut sql, 5);
+        sql.push_str(" AND state = ");
+        DB::push_placeholder(&mut sql, 6);
+        let mut values = vec![Value::Text(to.as_str().to_owned())];
+        values.extend(Self::scope_values(purpose, scope));
+        values.push(Value::I64(i64::from(version)));
+        values.push(Value::Text(from.as_str().to_owned()));
+        let mut conn = self.pool.acquire().await.map_err(Self::store_err)?;
+        let n = DB::execute_on(&mut conn, &sql, values)
+            .await
+            .map_err(Self::store_err)?;
+        Ok(n == 1)
+    }
+
     async fn insert(&self, record: &KeyRecord) -> rowseal_core::Result<bool> {
         let (prefix, suffix) = DB::INSERT_IGNORE;
         let mut sql = format!(
@@ -169,13 +214,7 @@ impl<DB: Backend> KeyStore for SqlxKeyStore<DB> {
                 values.push(Value::Null(SqlType::Text));
             }
         }
-        values.push(Value::Text(
-            match record.state {
-                KeyState::Destroyed => "destroyed",
-                _ => "active",
-            }
-            .to_owned(),
-        ));
+        values.push(Value::Text(record.state.as_str().to_owned()));
         let mut conn = self.pool.acquire().await.map_err(Self::store_err)?;
         let n = DB::execute_on(&mut conn, &sql, values)
             .await

@@ -91,20 +91,26 @@ impl std::fmt::Debug for CustomNormalizer {
 /// A blind index of a model: on one field (`#[rowseal(blind_index(...))]`) or
 /// over several (`#[rowseal(compound_index(...))]` on the struct).
 ///
-/// Stored in two columns: `column` holds the truncated HMAC (BIGINT up to 64
-/// bits, bytes above; NULL when a covered field is `None`), and
-/// `version_column` the index-key version it was computed under, so that a
-/// re-index after an index-key rotation finds the rows still to rebuild with an
-/// indexed predicate, and lookups during the transition query every version
-/// still in use.
+/// Stored in two slots of two columns each: a value column (the truncated
+/// HMAC: BIGINT up to 64 bits, bytes above; NULL when a covered field is
+/// `None`) and a version column (the index-key version it was computed
+/// under). Odd index-key versions live in `column`/`version_column`, even ones
+/// in `alt_column`/`alt_version_column`, so that during an index-key rotation
+/// every write fills both the old and the new version, lookups query both,
+/// and the backfill finds the rows still to do with an indexed predicate.
 #[derive(Debug, Clone, Copy)]
 pub struct IndexDef {
     /// The index name (part of the HMAC key derivation).
     pub name: &'static str,
-    /// The column holding the index value.
+    /// The value column of odd index-key versions (named after the index, or
+    /// `column = "..."`).
     pub column: &'static str,
-    /// The column holding the index-key version of `column`.
+    /// The index-key version of `column` (`<column>_kv`).
     pub version_column: &'static str,
+    /// The value column of even index-key versions (`<column>_alt`).
+    pub alt_column: &'static str,
+    /// The index-key version of `alt_column` (`<column>_alt_kv`).
+    pub alt_version_column: &'static str,
     /// Positions in [`Model::fields`] of the covered fields, in order.
     pub fields: &'static [usize],
     /// Bits kept (1 to 256).
@@ -159,6 +165,31 @@ impl IndexDef {
     /// The name of the database index over this index's column.
     pub fn db_index_name(&self, table: &str) -> String {
         format!("{table}_{}", self.name)
+    }
+
+    /// The database index on `alt_column`.
+    pub fn db_alt_index_name(&self, table: &str) -> String {
+        format!("{table}_{}_alt", self.name)
+    }
+
+    /// The (value, version) columns holding values of index-key `version`:
+    /// odd versions in the main slot, even ones in the alternate slot.
+    pub fn slot(&self, version: u32) -> (&'static str, &'static str) {
+        if version % 2 == 1 {
+            (self.column, self.version_column)
+        } else {
+            (self.alt_column, self.alt_version_column)
+        }
+    }
+
+    /// Both slots' columns: value, version, alternate value, alternate version.
+    pub fn columns(&self) -> [&'static str; 4] {
+        [
+            self.column,
+            self.version_column,
+            self.alt_column,
+            self.alt_version_column,
+        ]
     }
 
     /// `"tenant"` or `"global"`.

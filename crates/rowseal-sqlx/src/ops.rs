@@ -42,13 +42,13 @@ pub struct Encryptor {
     index_versions: Arc<std::sync::Mutex<IndexVersions>>,
 }
 
-/// Per (index-key scope, table, index): the current index-key version when
-/// listed, and the blind-index keys of every version lookups query. Used only
-/// while the key hierarchy still reports that current version (so a destroyed
-/// or rotated key is never used from here).
+/// Blind-index keys per (index-key scope, table, index, index-key version),
+/// derived once. Which versions are used comes from the key hierarchy each
+/// time (cached there with a lifetime), so a retired or destroyed version is
+/// never used from here.
 type IndexVersions = HashMap<
-    (rowseal_core::KeyScope, &'static str, &'static str),
-    (u32, Vec<rowseal_core::BlindIndexKey>),
+    (rowseal_core::KeyScope, &'static str, &'static str, u32),
+    rowseal_core::BlindIndexKey,
 >;
 
 /// Column positions of a model in a result row.
@@ -99,25 +99,24 @@ impl Encryptor {
         }
     }
 
-    pub(crate) fn cached_index_keys(
+    pub(crate) fn cached_blind_key(
         &self,
-        key: &(rowseal_core::KeyScope, &'static str, &'static str),
-    ) -> Option<(u32, Vec<rowseal_core::BlindIndexKey>)> {
+        key: &(rowseal_core::KeyScope, &'static str, &'static str, u32),
+    ) -> Option<rowseal_core::BlindIndexKey> {
         let map = self.index_versions.lock().ok()?;
         map.get(key).cloned()
     }
 
-    pub(crate) fn cache_index_keys(
+    pub(crate) fn cache_blind_key(
         &self,
-        key: (rowseal_core::KeyScope, &'static str, &'static str),
-        current: u32,
-        keys: Vec<rowseal_core::BlindIndexKey>,
+        key: (rowseal_core::KeyScope, &'static str, &'static str, u32),
+        value: rowseal_core::BlindIndexKey,
     ) {
         if let Ok(mut map) = self.index_versions.lock() {
             if map.len() > 100_000 {
                 map.clear();
             }
-            map.insert(key, (current, keys));
+            map.insert(key, value);
         }
     }
 
@@ -129,8 +128,7 @@ impl Encryptor {
         cols.push(HEADER_COLUMN);
         cols.push(KEY_VERSION_COLUMN);
         for i in model.indexes {
-            cols.push(i.column);
-            cols.push(i.version_column);
+            cols.extend(i.columns());
         }
         cols
     }
@@ -536,8 +534,7 @@ impl Encryptor {
         let mut set_columns: Vec<&str> = ordered.clone();
         for &n in &touched {
             if let Some(i) = model.indexes.get(n) {
-                set_columns.push(i.column);
-                set_columns.push(i.version_column);
+                set_columns.extend(i.columns());
             }
         }
         let any_encrypted = model

@@ -90,28 +90,38 @@ fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
     sql.push(' ');
     sql.push_str(DB::column_type(SqlType::I64, false));
     sql.push_str(" NOT NULL");
-    // Blind indexes: value (BIGINT up to 64 bits, bytes above) and version.
+    // Blind indexes: per slot, value (BIGINT up to 64 bits, bytes above) and
+    // version; a database index on each value column.
     let mut index_ddl: Vec<(String, bool, String)> = Vec::new();
     for def in model.indexes {
-        sql.push_str(",\n    ");
-        DB::push_ident(&mut sql, def.column);
-        sql.push(' ');
-        sql.push_str(if def.bits <= 64 {
-            DB::column_type(SqlType::I64, false)
-        } else {
-            DB::column_type(SqlType::Bytes, true)
-        });
-        sql.push_str(",\n    ");
-        DB::push_ident(&mut sql, def.version_column);
-        sql.push(' ');
-        sql.push_str(DB::column_type(SqlType::I64, false));
-        let mut cols = String::new();
-        if !def.global {
-            DB::push_ident(&mut cols, model.tenant_field().column);
-            cols.push_str(", ");
+        for (value, version, name) in [
+            (def.column, def.version_column, def.db_index_name(model.table())),
+            (
+                def.alt_column,
+                def.alt_version_column,
+                def.db_alt_index_name(model.table()),
+            ),
+        ] {
+            sql.push_str(",\n    ");
+            DB::push_ident(&mut sql, value);
+            sql.push(' ');
+            sql.push_str(if def.bits <= 64 {
+                DB::column_type(SqlType::I64, false)
+            } else {
+                DB::column_type(SqlType::Bytes, true)
+            });
+            sql.push_str(",\n    ");
+            DB::push_ident(&mut sql, version);
+            sql.push(' ');
+            sql.push_str(DB::column_type(SqlType::I64, false));
+            let mut cols = String::new();
+            if !def.global {
+                DB::push_ident(&mut cols, model.tenant_field().column);
+                cols.push_str(", ");
+            }
+            DB::push_ident(&mut cols, value);
+            index_ddl.push((name, def.unique, cols));
         }
-        DB::push_ident(&mut cols, def.column);
-        index_ddl.push((def.db_index_name(model.table()), def.unique, cols));
     }
     let index = format!("{}_rowseal_kv", model.table());
     let mut cols = String::new();
@@ -173,8 +183,9 @@ where
 
 /// The registry's JSON description of a model: every field with its column,
 /// type, nullability and (for encrypted ones) encoded type; and every blind
-/// index: `name`, `column` (the index value), `version_column` (its
-/// index-key version), `fields` and `columns` (what it covers, in order),
+/// index: `name`, `column` and `version_column` (the value and index-key
+/// version of odd versions), `alt_column` and `alt_version_column` (the same
+/// for even versions), `fields` and `columns` (what it covers, in order),
 /// `bits`, `storage` (`"bigint"` or `"bytes"`), `normalization` (the steps'
 /// names, comma-separated; a custom step by its Rust path),
 /// `part_normalization` (the same, per covered field), `custom_normalizer`
@@ -204,6 +215,8 @@ pub fn definition(model: &Model) -> serde_json::Value {
             "name": i.name,
             "column": i.column,
             "version_column": i.version_column,
+            "alt_column": i.alt_column,
+            "alt_version_column": i.alt_version_column,
             "fields": i.fields.iter().filter_map(|&f| model.fields.get(f).map(|f| f.name)).collect::<Vec<_>>(),
             "columns": i.fields.iter().filter_map(|&f| model.fields.get(f).map(|f| f.column)).collect::<Vec<_>>(),
             "bits": i.bits,
@@ -214,6 +227,7 @@ pub fn definition(model: &Model) -> serde_json::Value {
             "scope": i.scope_name(),
             "unique": i.unique,
             "db_index": i.db_index_name(model.table()),
+            "db_alt_index": i.db_alt_index_name(model.table()),
         })).collect::<Vec<_>>(),
     })
 }

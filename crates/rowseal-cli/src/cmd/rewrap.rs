@@ -38,7 +38,7 @@ pub async fn run<D: CliDb>(
 
     let rows = D::fetch_all_on(
         &mut conn,
-        "SELECT purpose, scope_kind, tenant, version, wrapped FROM rowseal_keys WHERE state = 'active' AND wrapped IS NOT NULL ORDER BY purpose, scope_kind, tenant, version",
+        "SELECT purpose, scope_kind, tenant, version, wrapped FROM rowseal_keys WHERE state <> 'destroyed' AND wrapped IS NOT NULL ORDER BY purpose, scope_kind, tenant, version",
         vec![],
     )
     .await?;

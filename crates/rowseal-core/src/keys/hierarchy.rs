@@ -16,6 +16,54 @@ use crate::provider::{EncryptionContext, KeyProvider};
 use crate::secret::SecretKey;
 use crate::store::{KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore};
 
+/// The index-key versions of one scope that matter to writes and lookups,
+/// from [`KeyHierarchy::index_key_versions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IndexKeyVersions {
+    /// The highest active version: every write fills it.
+    pub write: u32,
+    /// A version being introduced: writes fill it too and lookups query it.
+    pub pending: Option<u32>,
+    /// Older versions still active (a rotation promoted but not yet seen
+    /// everywhere, or keys from before pending states existed): lookups query
+    /// them, writes do not fill them.
+    pub older: Vec<u32>,
+}
+
+impl IndexKeyVersions {
+    fn from_records(records: &[KeyRecord]) -> Option<Self> {
+        let mut active: Vec<u32> = records
+            .iter()
+            .filter(|r| r.state == KeyState::Active)
+            .map(|r| r.version)
+            .collect();
+        active.sort_unstable();
+        let write = active.pop()?;
+        let pending = records
+            .iter()
+            .filter(|r| r.state == KeyState::Pending && r.version > write)
+            .map(|r| r.version)
+            .max();
+        active.reverse();
+        Some(IndexKeyVersions {
+            write,
+            pending,
+            older: active,
+        })
+    }
+
+    /// The versions writes fill: the active one, then the pending one.
+    pub fn written(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.write).chain(self.pending)
+    }
+
+    /// The versions lookups query: the written ones, then older active ones.
+    pub fn queried(&self) -> impl Iterator<Item = u32> + '_ {
+        self.written().chain(self.older.iter().copied())
+    }
+}
+
 /// Root key provider, key store and key caches, together.
 ///
 /// - Tenant keys: one per tenant and version, created on the first write for a
@@ -55,6 +103,7 @@ pub struct KeyHierarchy {
     current: KeyCache<(KeyPurpose, KeyScope), u32>,
     tenant_keys: KeyCache<(String, u32), TenantKey>,
     index_keys: KeyCache<(KeyScope, u32), IndexKey>,
+    index_versions: KeyCache<KeyScope, IndexKeyVersions>,
     data_keys: KeyCache<[u8; 32], SecretKey>,
 }
 
@@ -76,6 +125,7 @@ impl KeyHierarchy {
             current: KeyCache::new(cache),
             tenant_keys: KeyCache::new(cache),
             index_keys: KeyCache::new(cache),
+            index_versions: KeyCache::new(cache),
             data_keys: KeyCache::new(cache),
         }
     }
@@ -95,6 +145,7 @@ impl KeyHierarchy {
         self.current.clear();
         self.tenant_keys.clear();
         self.index_keys.clear();
+        self.index_versions.clear();
         self.data_keys.clear();
     }
 
@@ -127,14 +178,16 @@ impl KeyHierarchy {
         self.rotate(KeyPurpose::Tenant, &scope).await
     }
 
-    /// The index key new index values of `scope` are computed under; created if
-    /// none exists.
+    /// The index key new index values of `scope` are computed under (the
+    /// highest active version); created if none exists. During a rotation,
+    /// writes also fill the pending version: see
+    /// [`index_key_versions`](Self::index_key_versions).
     pub async fn current_index_key(&self, scope: &KeyScope) -> Result<Arc<IndexKey>> {
-        let version = self.current_version(KeyPurpose::Index, scope).await?;
-        self.index_key(scope, version).await
+        let versions = self.index_key_versions(scope).await?;
+        self.index_key(scope, versions.write).await
     }
 
-    /// One version of an index key.
+    /// One version of an index key (active, pending or retired).
     pub async fn index_key(&self, scope: &KeyScope, version: u32) -> Result<Arc<IndexKey>> {
         self.index_keys
             .get_or_fetch(&(scope.clone(), version), || async {
@@ -146,9 +199,152 @@ impl KeyHierarchy {
             .await
     }
 
-    /// Creates the next version of an index key. Returns the new version.
-    pub async fn rotate_index_key(&self, scope: &KeyScope) -> Result<u32> {
-        self.rotate(KeyPurpose::Index, scope).await
+    /// The index-key versions of `scope` that writes fill and lookups query;
+    /// version 1 is created if the scope has none. Cached like keys, so a
+    /// change of state reaches this process within one cache lifetime — which
+    /// is why a rotation goes through a pending state first.
+    pub async fn index_key_versions(&self, scope: &KeyScope) -> Result<Arc<IndexKeyVersions>> {
+        self.index_versions
+            .get_or_fetch(scope, || async {
+                match self.load_index_versions(scope).await? {
+                    Some(v) => Ok(v),
+                    None => {
+                        self.create(KeyPurpose::Index, scope, 1, KeyState::Active)
+                            .await?;
+                        self.load_index_versions(scope)
+                            .await?
+                            .ok_or_else(|| Error::KeyNotFound {
+                                key: describe(KeyPurpose::Index, scope, 1),
+                            })
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Like [`index_key_versions`](Self::index_key_versions), but never
+    /// creates a key: `None` if `scope` has no index key yet (so it has no
+    /// indexed rows). For lookups, which must stay read-only. A scope without
+    /// a key is asked again each time (it is not cached), so its first key is
+    /// seen at once.
+    pub async fn lookup_index_key_versions(
+        &self,
+        scope: &KeyScope,
+    ) -> Result<Option<Arc<IndexKeyVersions>>> {
+        if let Some(v) = self.index_versions.get(scope) {
+            return Ok(Some(v));
+        }
+        match self.load_index_versions(scope).await? {
+            Some(v) => {
+                self.index_versions.insert(scope.clone(), v);
+                Ok(self.index_versions.get(scope))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Starts an index-key rotation for `scope`: stores the next version as
+    /// *pending* and returns it. If a version is already pending, returns it
+    /// (re-running is safe).
+    ///
+    /// The rotation without downtime, as `rowseal reindex` runs it:
+    /// 1. `begin_index_key_rotation`: from the moment each process sees the
+    ///    pending version (within one cache lifetime), its writes fill both the
+    ///    active and the pending index values, and its lookups query both;
+    /// 2. after one cache lifetime, backfill the pending values of the rows
+    ///    written before (`Encryptor::reindex_batch` in rowseal-sqlx);
+    /// 3. [`promote_index_key`](Self::promote_index_key): the pending version
+    ///    becomes the only one written and queried; processes that have not
+    ///    seen it yet keep filling and querying both, which still finds every
+    ///    row.
+    ///
+    /// Refused while an older rotation is unfinished (two active versions).
+    pub async fn begin_index_key_rotation(&self, scope: &KeyScope) -> Result<u32> {
+        let records = self.store.versions(KeyPurpose::Index, scope).await?;
+        if let Some(p) = records.iter().find(|r| r.state == KeyState::Pending) {
+            return Ok(p.version);
+        }
+        let active = records
+            .iter()
+            .filter(|r| r.state == KeyState::Active)
+            .count();
+        if active == 0 {
+            return Err(Error::InvalidInput {
+                reason: "no active index key to rotate (write a row first)",
+            });
+        }
+        if active > 1 {
+            return Err(Error::InvalidInput {
+                reason: "an earlier index-key rotation is not finished (promote it first)",
+            });
+        }
+        let next = records
+            .last()
+            .map_or(Some(1), |r| r.version.checked_add(1))
+            .ok_or(Error::InvalidInput {
+                reason: "key version overflow",
+            })?;
+        let v = self
+            .create(KeyPurpose::Index, scope, next, KeyState::Pending)
+            .await?;
+        self.index_versions.remove(scope);
+        Ok(v)
+    }
+
+    /// Ends an index-key rotation: `version` (pending) becomes the active
+    /// version and every older active version is retired (no longer written
+    /// or queried). Call it once every row has its `version` value (after the
+    /// backfill). Safe to call again.
+    pub async fn promote_index_key(&self, scope: &KeyScope, version: u32) -> Result<()> {
+        let records = self.store.versions(KeyPurpose::Index, scope).await?;
+        match records.iter().find(|r| r.version == version).map(|r| r.state) {
+            Some(KeyState::Pending) => {
+                self.store
+                    .set_state(
+                        KeyPurpose::Index,
+                        scope,
+                        version,
+                        KeyState::Pending,
+                        KeyState::Active,
+                    )
+                    .await?;
+            }
+            Some(KeyState::Active) => {}
+            Some(_) => {
+                return Err(Error::KeyDestroyed {
+                    key: describe(KeyPurpose::Index, scope, version),
+                })
+            }
+            None => {
+                return Err(Error::KeyNotFound {
+                    key: describe(KeyPurpose::Index, scope, version),
+                })
+            }
+        }
+        // The new version is active (and the highest) before any older one is
+        // retired: a process reloading in between writes the new version and
+        // queries both.
+        for r in records
+            .iter()
+            .filter(|r| r.version < version && r.state == KeyState::Active)
+        {
+            self.store
+                .set_state(
+                    KeyPurpose::Index,
+                    scope,
+                    r.version,
+                    KeyState::Active,
+                    KeyState::Retired,
+                )
+                .await?;
+        }
+        self.index_versions.remove(scope);
+        Ok(())
+    }
+
+    async fn load_index_versions(&self, scope: &KeyScope) -> Result<Option<IndexKeyVersions>> {
+        let records = self.store.versions(KeyPurpose::Index, scope).await?;
+        Ok(IndexKeyVersions::from_records(&records))
     }
 
     /// A row key for a new row of `spec` in `tenant`. In `derived` mode this
@@ -227,7 +423,7 @@ impl KeyHierarchy {
                     Some(rec) => Err(Error::KeyDestroyed {
                         key: describe(purpose, scope, rec.version),
                     }),
-                    None => self.create(purpose, scope, 1).await,
+                    None => self.create(purpose, scope, 1, KeyState::Active).await,
                 }
             })
             .await?;
@@ -241,14 +437,20 @@ impl KeyHierarchy {
             })?,
             None => 1,
         };
-        let v = self.create(purpose, scope, next).await?;
+        let v = self.create(purpose, scope, next, KeyState::Active).await?;
         self.current.remove(&(purpose, scope.clone()));
         Ok(v)
     }
 
     /// Generates and stores version `version`. If another process stored that
     /// version first, uses theirs (one key per version, always).
-    async fn create(&self, purpose: KeyPurpose, scope: &KeyScope, version: u32) -> Result<u32> {
+    async fn create(
+        &self,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+        version: u32,
+        state: KeyState,
+    ) -> Result<u32> {
         let ctx = context(purpose, scope);
         let data_key = self.provider.generate_data_key(&ctx).await?;
         let record = KeyRecord {
@@ -256,7 +458,7 @@ impl KeyHierarchy {
             scope: scope.clone(),
             version,
             wrapped: Some(data_key.wrapped),
-            state: KeyState::Active,
+            state,
         };
         if self.store.insert(&record).await? {
             tracing::info!(
@@ -286,7 +488,7 @@ impl KeyHierarchy {
         }
         // Lost the race: someone else's key for this version stands.
         match self.store.latest(purpose, scope).await? {
-            Some(rec) if rec.state == KeyState::Active => Ok(rec.version),
+            Some(rec) if rec.state == state => Ok(rec.version),
             Some(rec) => Err(Error::KeyDestroyed {
                 key: describe(purpose, scope, rec.version),
             }),
@@ -311,7 +513,7 @@ impl KeyHierarchy {
                 key: describe(purpose, scope, version),
             })?;
         let wrapped = match (&rec.state, &rec.wrapped) {
-            (KeyState::Active, Some(w)) => w,
+            (KeyState::Active | KeyState::Pending | KeyState::Retired, Some(w)) => w,
             _ => {
                 return Err(Error::KeyDestroyed {
                     key: describe(purpose, scope, version),

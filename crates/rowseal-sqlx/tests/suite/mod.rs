@@ -1096,6 +1096,8 @@ where
     assert_eq!(user_cell_i64(&cx.pool, "alias_idx", 2).await, None);
     assert_eq!(user_cell_i64(&cx.pool, "alias_idx_kv", 2).await, Some(1));
     assert_eq!(user_cell_i64(&cx.pool, "alias_idx_kv", 1).await, Some(1));
+    // Outside a rotation the alternate slot (even versions) is empty.
+    assert_eq!(user_cell_i64(&cx.pool, "alias_idx_alt_kv", 1).await, None);
 
     // DDL: index columns and database indexes.
     let ddl = schema::create_table_sql::<User, DB>().join(";\n");
@@ -1113,6 +1115,9 @@ where
         "users_login_idx",
         "users_name_city_idx",
         "email_idx_kv",
+        "email_idx_alt",
+        "email_idx_alt_kv",
+        "users_email_idx_alt",
     ] {
         assert!(ddl.contains(needle), "{needle} in {ddl}");
     }
@@ -1133,6 +1138,8 @@ where
     let email = idx.iter().find(|i| i["name"] == "email_idx").unwrap();
     assert_eq!(email["column"], "email_idx");
     assert_eq!(email["version_column"], "email_idx_kv");
+    assert_eq!(email["alt_column"], "email_idx_alt");
+    assert_eq!(email["alt_version_column"], "email_idx_alt_kv");
     assert_eq!(email["bits"], 32);
     assert_eq!(email["normalization"], "trim,lowercase");
     assert_eq!(email["scope"], "tenant");
@@ -1290,8 +1297,10 @@ where
     assert_eq!(rows, vec![u]);
 }
 
-/// Rotating an index key while the re-index is half done: every lookup still
-/// finds every row.
+/// Rotating an index key without downtime (pending version, backfill,
+/// promotion), with processes one step behind: every lookup from every
+/// process finds every row at every step, writes fill both versions, and a
+/// unique index holds throughout.
 pub async fn blind_index_rotation_mid_backfill<DB: Backend>(cx: &Ctx<DB>)
 where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
@@ -1306,132 +1315,156 @@ where
         .blind_index_value::<User>("email_idx", "t1", &["u1@example.com"])
         .await
         .unwrap();
-    let v2 = cx.enc.keys().rotate_index_key(&scope).await.unwrap();
-    assert_eq!(v2, 2);
-    // A second process (its own key caches), started after the rotation.
-    let other = encryptor(&cx.pool, &cx.keyring);
+    // A process that saw version 1 alone and keeps it cached.
+    let v1_view = encryptor(&cx.pool, &cx.keyring);
+    assert_eq!(
+        ids(&User::find_by_email(&v1_view, &cx.pool, "t1", "u1@example.com").await.unwrap()),
+        vec![1]
+    );
 
-    let check_all = |label: &'static str| {
-        let enc = cx.enc.clone();
-        let other = other.clone();
+    // 1. The new version is pending.
+    let admin = encryptor(&cx.pool, &cx.keyring);
+    let v2 = admin.keys().begin_index_key_rotation(&scope).await.unwrap();
+    assert_eq!(v2, 2);
+    // A process started now writes and queries both versions.
+    let both_view = encryptor(&cx.pool, &cx.keyring);
+    let check_all = |label: &'static str, enc: Vec<Encryptor>, rows: Vec<i64>| {
         let pool = cx.pool.clone();
         async move {
-            for i in (1..=30).chain(101..=110) {
+            for i in rows {
                 let email = format!(" U{i}@Example.com");
-                for e in [&enc, &other] {
+                for (n, e) in enc.iter().enumerate() {
                     let found = User::find_by_email(e, &pool, "t1", &email).await.unwrap();
-                    assert_eq!(ids(&found), vec![i], "{label}: row {i}");
+                    assert_eq!(ids(&found), vec![i], "{label}: row {i}, process {n}");
                 }
             }
-            let all: Vec<[&str; 1]> = vec![["u1@example.com"], ["u101@example.com"]];
-            let found = User::find_by_email_in(&enc, &pool, "t1", &all)
-                .await
-                .unwrap();
-            assert_eq!(ids(&found), vec![1, 101], "{label}");
         }
     };
-
-    // New rows are written under version 2 while old ones are still on 1.
-    let new: Vec<User> = (101..=110)
-        .map(|i| User::new(i, "t1", &format!("u{i}@example.com")))
-        .collect();
-    cx.enc.insert_many(&cx.pool, &new).await.unwrap();
-    assert_eq!(user_cell_i64(&cx.pool, "email_idx_kv", 101).await, Some(2));
-    assert_eq!(user_cell_i64(&cx.pool, "email_idx_kv", 1).await, Some(1));
-    assert_eq!(
-        cx.enc
-            .blind_index_values::<User>("email_idx", "t1", &["u1@example.com"])
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
-    assert!(cx
-        .enc
-        .blind_index_values::<User>("email_idx", "t1", &["u1@example.com"])
-        .await
-        .unwrap()
-        .contains(&before));
-
-    // Backfill half of the old rows in batches of 5, checking lookups
-    // between batches.
-    for _ in 0..3 {
-        assert_eq!(
-            cx.enc
-                .reindex_batch::<User, _>(&cx.pool, "t1", 5)
-                .await
-                .unwrap(),
-            5
-        );
-        check_all("mid-backfill").await;
-    }
-    let mut sql = String::from("SELECT id FROM users WHERE email_idx_kv = ");
-    DB::push_placeholder(&mut sql, 1);
-    let on_v1 = DB::fetch_all(&cx.pool, &sql, vec![Value::I64(1)])
-        .await
-        .unwrap()
-        .len();
-    assert_eq!(on_v1, 15, "half of the old rows still on version 1");
-    // Unique still holds within the new version.
-    let err = cx
-        .enc
-        .insert(&cx.pool, &User::new(200, "t1", "U101@example.com"))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::UniqueViolation { .. }), "{err}");
-
-    // An update during the backfill writes the current version; the
-    // backfill leaves that row alone.
-    let mut moved = old[29].clone();
-    moved.email = "moved@example.com".into();
-    cx.enc
-        .update_fields(&cx.pool, &moved, &["email"])
+    // Before the backfill, while the v1 process has not caught up yet:
+    // its rows and the dual-written ones are found by both.
+    v1_view
+        .insert(&cx.pool, &User::new(31, "t1", "u31@example.com"))
         .await
         .unwrap();
+    let dual: Vec<User> = (101..=110)
+        .map(|i| User::new(i, "t1", &format!("u{i}@example.com")))
+        .collect();
+    both_view.insert_many(&cx.pool, &dual).await.unwrap();
+    assert_eq!(user_cell_i64(&cx.pool, "email_idx_kv", 101).await, Some(1));
+    assert_eq!(user_cell_i64(&cx.pool, "email_idx_alt_kv", 101).await, Some(2));
+    assert_eq!(user_cell_i64(&cx.pool, "email_idx_alt_kv", 31).await, None);
+    check_all(
+        "pending",
+        vec![v1_view.clone(), both_view.clone()],
+        (1..=31).chain(101..=110).collect(),
+    )
+    .await;
+    let values = both_view
+        .blind_index_values::<User>("email_idx", "t1", &["u1@example.com"])
+        .await
+        .unwrap();
+    let columns: Vec<&str> = values.iter().map(|(c, _)| *c).collect();
+    assert_eq!(columns, vec!["email_idx", "email_idx_alt"]);
+    assert_eq!(values[0].1, before);
 
-    // Finish the backfill.
-    while cx
-        .enc
-        .reindex_batch::<User, _>(&cx.pool, "t1", 4)
-        .await
-        .unwrap()
-        > 0
-    {}
-    assert!(DB::fetch_all(&cx.pool, &sql, vec![Value::I64(1)])
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(
-        ids(
-            &User::find_by_email(&cx.enc, &cx.pool, "t1", "MOVED@example.com")
-                .await
-                .unwrap()
-        ),
-        vec![30]
-    );
-    for i in (1..=29).chain(101..=110) {
-        let found = User::find_by_email(&cx.enc, &cx.pool, "t1", &format!("u{i}@example.com"))
-            .await
-            .unwrap();
-        assert_eq!(ids(&found), vec![i], "after backfill: row {i}");
+    // 2. Every process has seen the pending version (here: the v1 process
+    // is dropped, as its cache would expire); backfill in batches, checking
+    // lookups between batches.
+    drop(v1_view);
+    for _ in 0..3 {
+        assert_eq!(
+            admin.reindex_batch::<User, _>(&cx.pool, "t1", 5).await.unwrap(),
+            5
+        );
+        check_all(
+            "mid-backfill",
+            vec![both_view.clone(), admin.clone()],
+            (1..=31).chain(101..=110).collect(),
+        )
+        .await;
     }
+    let sql = String::from("SELECT id FROM users WHERE email_idx_alt_kv IS NULL");
+    let missing = DB::fetch_all(&cx.pool, &sql, vec![]).await.unwrap().len();
+    assert_eq!(missing, 31 - 15, "rows still without a version-2 value");
+    // Unique holds on both versions, for rows backfilled or not.
+    for (dup, who) in [("U101@example.com", 0), ("u2@example.com", 1), ("u29@example.com", 0)] {
+        let e = if who == 0 { &both_view } else { &admin };
+        let err = e
+            .insert(&cx.pool, &User::new(200, "t1", dup))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::UniqueViolation { .. }), "{dup}: {err}");
+    }
+    // An update during the backfill writes both versions of every index;
+    // the backfill leaves that row alone.
+    let mut moved = old[29].clone();
+    moved.email = "moved@example.com".into();
+    both_view.update(&cx.pool, &moved).await.unwrap();
+    assert_eq!(user_cell_i64(&cx.pool, "email_idx_alt_kv", 30).await, Some(2));
+    let still = DB::fetch_all(&cx.pool, &sql, vec![]).await.unwrap().len() as u64;
+    let mut finished = 0;
+    loop {
+        let n = admin.reindex_batch::<User, _>(&cx.pool, "t1", 4).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        finished += n;
+    }
+    assert_eq!(finished, still, "only rows without the new value were written");
+    assert!(DB::fetch_all(&cx.pool, &sql, vec![]).await.unwrap().is_empty());
+
+    // 3. Promotion: version 2 alone for new processes; a process still on
+    // the pending view keeps writing and querying both.
+    admin.keys().promote_index_key(&scope, v2).await.unwrap();
+    let v2_view = encryptor(&cx.pool, &cx.keyring);
+    v2_view
+        .insert(&cx.pool, &User::new(120, "t1", "u120@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(user_cell_i64(&cx.pool, "email_idx_kv", 120).await, None);
+    assert_eq!(user_cell_i64(&cx.pool, "email_idx_alt_kv", 120).await, Some(2));
+    both_view
+        .insert(&cx.pool, &User::new(121, "t1", "u121@example.com"))
+        .await
+        .unwrap();
+    let rows: Vec<i64> = (1..=29).chain([31]).chain(101..=110).chain([120, 121]).collect();
+    check_all("promoted", vec![both_view.clone(), v2_view.clone()], rows).await;
+    for e in [&both_view, &v2_view] {
+        assert_eq!(
+            ids(&User::find_by_email(e, &cx.pool, "t1", "MOVED@example.com").await.unwrap()),
+            vec![30]
+        );
+        let err = e
+            .insert(&cx.pool, &User::new(201, "t1", "u120@example.com"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::UniqueViolation { .. }), "{err}");
+    }
+    // After promotion a lookup queries one slot only.
+    let values = v2_view
+        .blind_index_values::<User>("email_idx", "t1", &["u1@example.com"])
+        .await
+        .unwrap();
+    assert_eq!(values.len(), 1);
+    assert_eq!(values[0].0, "email_idx_alt");
 
     // Rows written before an index existed (NULL index columns) are not
-    // found until re-indexed.
-    let mut wipe =
-        String::from("UPDATE users SET email_idx = NULL, email_idx_kv = NULL WHERE id = ");
+    // found until re-indexed (under the active version, now 2).
+    let mut wipe = String::from(
+        "UPDATE users SET email_idx = NULL, email_idx_kv = NULL, email_idx_alt = NULL, email_idx_alt_kv = NULL WHERE id = ",
+    );
     DB::push_placeholder(&mut wipe, 1);
     DB::execute(&cx.pool, &wipe, vec![Value::I64(5)])
         .await
         .unwrap();
     assert!(
-        User::find_by_email(&cx.enc, &cx.pool, "t1", "u5@example.com")
+        User::find_by_email(&v2_view, &cx.pool, "t1", "u5@example.com")
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        cx.enc
+        v2_view
             .reindex_batch::<User, _>(&cx.pool, "t1", 100)
             .await
             .unwrap(),
@@ -1439,7 +1472,7 @@ where
     );
     assert_eq!(
         ids(
-            &User::find_by_email(&cx.enc, &cx.pool, "t1", "u5@example.com")
+            &User::find_by_email(&v2_view, &cx.pool, "t1", "u5@example.com")
                 .await
                 .unwrap()
         ),
