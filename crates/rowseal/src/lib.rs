@@ -24,6 +24,33 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+// Every page of docs/ is a doctest module too: its `rust` blocks compile (and
+// run unless `no_run`), and an unlabelled fence would fail as Rust
+// (crates/rowseal-cli/tests/doc_commands.rs checks the other languages).
+#[doc = include_str!("../../../docs/blind-indexes.md")]
+#[cfg(all(doctest, feature = "derive", feature = "sqlite"))]
+pub struct BlindIndexesDoctests;
+
+#[doc = include_str!("../../../docs/kms.md")]
+#[cfg(all(doctest, feature = "kms"))]
+pub struct KmsDoctests;
+
+#[doc = include_str!("../../../docs/format.md")]
+#[cfg(doctest)]
+pub struct FormatDoctests;
+
+#[doc = include_str!("../../../docs/cli.md")]
+#[cfg(doctest)]
+pub struct CliDoctests;
+
+#[doc = include_str!("../../../docs/threat-model.md")]
+#[cfg(doctest)]
+pub struct ThreatModelDoctests;
+
+#[doc = include_str!("../../../docs/runbook.md")]
+#[cfg(doctest)]
+pub struct RunbookDoctests;
+
 pub use rowseal_core::{
     BlindIndexKey, CacheConfig, CountingKeyProvider, DataKey, EncryptionContext, Error, IndexKey,
     KeyHierarchy, KeyMode, KeyProvider, KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore,
