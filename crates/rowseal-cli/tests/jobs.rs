@@ -150,7 +150,9 @@ where
     )
     .await;
     assert_eq!(dry.code, Some(0), "{}", dry.stderr);
-    assert_eq!(dry.event("dry_run").unwrap()["rows"], n);
+    // The people rows, and the 40 kms-mode secrets (a new data key each).
+    assert_eq!(dry.event("dry_run").unwrap()["rows"], n + 40);
+    assert_eq!(dry.event("dry_run").unwrap()["kms_mode_rows"], 40);
 
     // Rotate while 8 writers update and insert; kill -9 five times.
     let stop = Arc::new(AtomicBool::new(false));
@@ -256,7 +258,8 @@ where
         "a row was re-encrypted twice"
     );
     let counted: i64 = counts.values().sum();
-    assert_eq!(counted, done["job_rows_done"].as_i64().unwrap());
+    // The job also gave the 40 kms-mode secrets a new data key each.
+    assert_eq!(counted + 40, done["job_rows_done"].as_i64().unwrap());
     assert!(
         (1..=n).all(|id| counts.contains_key(&id)),
         "every seeded row rotated once"
@@ -440,8 +443,11 @@ where
     );
     let ra = a.event("done").unwrap()["reencrypted"].as_i64().unwrap();
     let rb = b.event("done").unwrap()["reencrypted"].as_i64().unwrap();
-    eprintln!("[{}] two processes: {ra} + {rb} rows of {n}", db.kind);
-    assert_eq!(ra + rb, n);
+    eprintln!(
+        "[{}] two processes: {ra} + {rb} rows of {n} (+40 kms-mode)",
+        db.kind
+    );
+    assert_eq!(ra + rb, n + 40, "people and the kms-mode secrets");
     assert!(ra > 0 && rb > 0, "both processes worked: {ra} / {rb}");
     let counts = common::rotation_counts(&db).await;
     assert_eq!(counts.len() as i64, n);
@@ -455,6 +461,467 @@ where
         1
     );
     db.finish().await;
+}
+
+/// Two fresh runs of the same rotation started at the same instant: one new
+/// key version per tenant, one job, both processes finish, each row
+/// re-encrypted once.
+async fn simultaneous_start<DB: Backend>(db: Db<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let n = rows();
+    let keyring = LocalKeyProvider::generate_keyring().to_string();
+    rowseal_sqlx::schema::install(&db.pool).await.unwrap();
+    common::prepare(&db).await;
+    let enc = common::encryptor(&db.pool, &keyring);
+    seed(&db, &enc, n).await;
+    let args = ["rotate", "--all-tenants", "--batch-size", "50"];
+    let a = common::command(&db.url, &keyring, &args).spawn().unwrap();
+    let b = common::command(&db.url, &keyring, &args).spawn().unwrap();
+    let (a, b) = tokio::join!(a.wait_with_output(), b.wait_with_output());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let a = common::parse(a.status.code(), &a.stdout, &a.stderr);
+    let b = common::parse(b.status.code(), &b.stdout, &b.stderr);
+    assert_eq!(a.code, Some(0), "{}\n{}", a.stderr, a.stdout);
+    assert_eq!(b.code, Some(0), "{}\n{}", b.stderr, b.stdout);
+    let tenant_keys = |v: i64| {
+        format!("SELECT COUNT(*) FROM rowseal_keys WHERE purpose = 'tenant' AND version = {v}")
+    };
+    assert_eq!(common::scalar(&db, &tenant_keys(2)).await, TENANTS);
+    assert_eq!(
+        common::scalar(&db, &tenant_keys(3)).await,
+        0,
+        "one new version per tenant"
+    );
+    assert_eq!(
+        common::scalar(
+            &db,
+            "SELECT COUNT(*) FROM rowseal_jobs WHERE kind = 'rotate'"
+        )
+        .await,
+        1,
+        "one job"
+    );
+    let ids: Vec<&str> = [&a, &b]
+        .iter()
+        .map(|r| {
+            r.events
+                .iter()
+                .find_map(|e| e["job"].as_str())
+                .unwrap_or_else(|| panic!("no job named: {}", r.stdout))
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1], "both runs worked on the same job");
+    assert!(
+        a.event("resume").is_some() || b.event("resume").is_some(),
+        "one run joined the other's start"
+    );
+    let done = |r: &common::Run| {
+        r.event("done").unwrap()["reencrypted"]
+            .as_i64()
+            .unwrap_or(0)
+    };
+    let (ra, rb) = (done(&a), done(&b));
+    eprintln!(
+        "[{}] simultaneous start: {ra} + {rb} rows of {n} (+40 kms-mode)",
+        db.kind
+    );
+    assert_eq!(ra + rb, n + 40, "people and the kms-mode secrets");
+    let counts = common::rotation_counts(&db).await;
+    assert_eq!(counts.len() as i64, n);
+    assert!(
+        counts.values().all(|&c| c == 1),
+        "a row was re-encrypted twice"
+    );
+    assert_eq!(
+        common::scalar(
+            &db,
+            "SELECT COUNT(*) FROM people WHERE rowseal_key_version <> 2"
+        )
+        .await,
+        0
+    );
+    db.finish().await;
+}
+
+/// A second derived-mode table, for job scopes.
+#[derive(rowseal_sqlx::Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "notes", record_type = "note", tenant = tenant_id, primary_key = id)]
+struct Note {
+    id: i64,
+    tenant_id: String,
+    #[rowseal(encrypt)]
+    body: String,
+}
+
+/// `--table` is part of a job's scope: a run for another table starts its
+/// own job instead of joining (and a run for the same table resumes).
+async fn table_scope<DB: Backend>(db: Db<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let n = rows();
+    let keyring = LocalKeyProvider::generate_keyring().to_string();
+    rowseal_sqlx::schema::install(&db.pool).await.unwrap();
+    common::prepare(&db).await;
+    rowseal_sqlx::schema::create_table::<Note, _>(&db.pool)
+        .await
+        .unwrap();
+    rowseal_sqlx::schema::register::<Note, _>(&db.pool)
+        .await
+        .unwrap();
+    let enc = common::encryptor(&db.pool, &keyring);
+    seed(&db, &enc, n).await;
+    let notes: Vec<Note> = (1..=200)
+        .map(|id| Note {
+            id,
+            tenant_id: format!("t{}", id % TENANTS),
+            body: format!("note body {id}"),
+        })
+        .collect();
+    enc.insert_many(&db.pool, &notes).await.unwrap();
+
+    // A people job, killed while it runs.
+    let people_args = [
+        "rotate",
+        "--all-tenants",
+        "--table",
+        "people",
+        "--batch-size",
+        "20",
+        "--max-rows-per-second",
+        "200",
+    ];
+    let mut child = common::command(&db.url, &keyring, &people_args)
+        .spawn()
+        .unwrap();
+    let running = "SELECT COUNT(*) FROM rowseal_jobs WHERE kind = 'rotate' AND state = 'running' AND rows_done > 0";
+    for _ in 0..1000 {
+        if common::scalar(&db, running).await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let status = common::rowseal(&db.url, &keyring, &["status"]).await;
+    let job = status.event("job").unwrap().clone();
+    assert_eq!(job["kind"], "rotate");
+    assert_eq!(
+        job["scope"]["tables"],
+        serde_json::json!(["people"]),
+        "{job}"
+    );
+    assert_eq!(job["scope"]["all_tenants"], true);
+    let people_job = job["id"].as_str().unwrap().to_owned();
+
+    // A notes run does not join the people job.
+    let r = common::rowseal(
+        &db.url,
+        &keyring,
+        &["rotate", "--all-tenants", "--table", "notes"],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stderr, r.stdout);
+    assert!(r.event("resume").is_none(), "{}", r.stdout);
+    let start = r.event("start").unwrap();
+    assert_ne!(start["job"], people_job.as_str());
+    assert_eq!(start["tables"], serde_json::json!(["notes"]));
+    assert_eq!(r.event("done").unwrap()["reencrypted"], 200);
+    // The people job is still running, with rows left.
+    let people_left = common::scalar(
+        &db,
+        "SELECT COUNT(*) FROM people WHERE rowseal_key_version = 1",
+    )
+    .await;
+    assert!(people_left > 0);
+    let status = common::rowseal(&db.url, &keyring, &["status"]).await;
+    let jobs = status.all("job");
+    assert_eq!(jobs.len(), 1, "only the people job runs");
+    assert_eq!(jobs[0]["id"], people_job.as_str());
+
+    // The people run resumes its job, and only touches people.
+    let r = common::rowseal(&db.url, &keyring, &people_args[..4]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stderr, r.stdout);
+    assert_eq!(r.event("resume").unwrap()["job"], people_job.as_str());
+    let counts = common::rotation_counts(&db).await;
+    assert_eq!(counts.len() as i64, n);
+    assert!(counts.values().all(|&c| c == 1));
+    assert_eq!(
+        common::scalar(
+            &db,
+            "SELECT COUNT(*) FROM people WHERE rowseal_key_version < 2"
+        )
+        .await,
+        0
+    );
+    db.finish().await;
+}
+
+/// Per-row counts of key-header changes of `secrets` (a trigger).
+async fn count_secret_rotations<DB: Backend>(db: &Db<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let stmts: Vec<&str> = match db.kind {
+        "postgres" => vec![
+            "CREATE TABLE secret_rotations (id BIGINT PRIMARY KEY, n INT NOT NULL)",
+            "CREATE FUNCTION count_secret_rotation() RETURNS trigger AS $$ BEGIN
+               IF NEW.rowseal_header IS DISTINCT FROM OLD.rowseal_header THEN
+                 INSERT INTO secret_rotations (id, n) VALUES (NEW.id, 1)
+                 ON CONFLICT (id) DO UPDATE SET n = secret_rotations.n + 1;
+               END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER secrets_rotation AFTER UPDATE ON secrets FOR EACH ROW EXECUTE FUNCTION count_secret_rotation()",
+        ],
+        "mysql" => vec![
+            "CREATE TABLE secret_rotations (id BIGINT PRIMARY KEY, n INT NOT NULL)",
+            "CREATE TRIGGER secrets_rotation AFTER UPDATE ON secrets FOR EACH ROW BEGIN
+               IF NOT (NEW.rowseal_header <=> OLD.rowseal_header) THEN
+                 INSERT INTO secret_rotations (id, n) VALUES (NEW.id, 1) ON DUPLICATE KEY UPDATE n = n + 1;
+               END IF; END",
+        ],
+        _ => vec![
+            "CREATE TABLE secret_rotations (id BIGINT PRIMARY KEY, n INT NOT NULL)",
+            "CREATE TRIGGER secrets_rotation AFTER UPDATE ON secrets
+               WHEN NEW.rowseal_header IS NOT OLD.rowseal_header BEGIN
+               INSERT INTO secret_rotations (id, n) VALUES (NEW.id, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1;
+             END",
+        ],
+    };
+    for s in stmts {
+        sqlx::raw_sql(s).execute(&db.pool).await.unwrap();
+    }
+}
+
+/// Every row's key header, by id.
+async fn secret_headers<DB: Backend>(db: &Db<DB>) -> HashMap<i64, Vec<u8>>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    use rowseal_sqlx::{DbRow, SqlType, Value};
+    let rows = DB::fetch_all(&db.pool, "SELECT id, rowseal_header FROM secrets", vec![])
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let id = match r.read_value(0, SqlType::I64).unwrap() {
+                Value::I64(v) => v,
+                _ => panic!("id"),
+            };
+            (id, r.read_bytes(1).unwrap().to_vec())
+        })
+        .collect()
+}
+
+/// kms-mode rotation: every row gets a new data key (one GenerateDataKey
+/// each), resumable after kill -9, while the application updates rows; each
+/// row rotated once; no tenant-key version is created.
+async fn kms_rotation<DB: Backend>(db: Db<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let n = 300i64;
+    let keyring = LocalKeyProvider::generate_keyring().to_string();
+    rowseal_sqlx::schema::install(&db.pool).await.unwrap();
+    common::prepare(&db).await;
+    count_secret_rotations(&db).await;
+    let enc = Arc::new(common::encryptor(&db.pool, &keyring));
+    let secret = |id: i64, round: i64| Secret {
+        id,
+        tenant_id: format!("t{}", id % 4),
+        body: format!("secret body {id} r{round}"),
+    };
+    let rows: Vec<Secret> = (1..=n).map(|id| secret(id, 0)).collect();
+    enc.insert_many(&db.pool, &rows).await.unwrap();
+    let before = secret_headers(&db).await;
+    let tenant_keys = "SELECT COUNT(*) FROM rowseal_keys WHERE purpose = 'tenant'";
+    let keys_before = common::scalar(&db, tenant_keys).await;
+
+    let dry = common::rowseal(
+        &db.url,
+        &keyring,
+        &["rotate", "--all-tenants", "--table", "secrets", "--dry-run"],
+    )
+    .await;
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    assert_eq!(dry.event("dry_run").unwrap()["kms_mode_rows"], n);
+
+    // The application keeps updating bodies meanwhile.
+    let stop = Arc::new(AtomicBool::new(false));
+    let latest: Arc<Mutex<HashMap<i64, String>>> = Arc::new(Mutex::new(
+        (1..=n).map(|id| (id, secret(id, 0).body)).collect(),
+    ));
+    let writer = {
+        let (pool, enc, stop, latest) =
+            (db.pool.clone(), enc.clone(), stop.clone(), latest.clone());
+        tokio::spawn(async move {
+            let mut round = 0;
+            while !stop.load(Ordering::Relaxed) {
+                round += 1;
+                let id = 1 + rand::random::<i64>().rem_euclid(n);
+                let row = secret(id, round);
+                let mut ok = false;
+                for _ in 0..50 {
+                    match enc.update_fields(&pool, &row, &["body"]).await {
+                        Ok(()) => {
+                            ok = true;
+                            break;
+                        }
+                        Err(rowseal_sqlx::Error::NotFound { .. }) => continue,
+                        Err(e) => panic!("writer: {e}"),
+                    }
+                }
+                assert!(ok);
+                latest.lock().unwrap().insert(id, row.body);
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        })
+    };
+    let args = [
+        "rotate",
+        "--all-tenants",
+        "--table",
+        "secrets",
+        "--batch-size",
+        "10",
+        "--workers",
+        "2",
+        "--max-rows-per-second",
+        "400",
+    ];
+    let progressed = "SELECT COUNT(*) FROM rowseal_jobs WHERE kind = 'rotate' AND state = 'running' AND rows_done > 0";
+    for _ in 0..2 {
+        let mut child = common::command(&db.url, &keyring, &args).spawn().unwrap();
+        for _ in 0..1000 {
+            if common::scalar(&db, progressed).await > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50 + rand::random::<u64>() % 150)).await;
+        assert!(child.try_wait().unwrap().is_none(), "ended before the kill");
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+    }
+    let fin = common::rowseal(&db.url, &keyring, &args).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    assert_eq!(fin.code, Some(0), "{}\n{}", fin.stderr, fin.stdout);
+    assert!(fin.event("resume").is_some());
+    let done = fin.event("done").unwrap().clone();
+    assert_eq!(done["failed"], 0);
+    assert_eq!(done["job_rows_done"], n, "{done}");
+    assert!(
+        done["provider_calls"]["generate"].as_i64().unwrap()
+            >= done["reencrypted"].as_i64().unwrap(),
+        "one GenerateDataKey per row: {done}"
+    );
+    // Every row has a new data key, each changed once.
+    let after = secret_headers(&db).await;
+    assert_eq!(after.len() as i64, n);
+    assert!(after.iter().all(|(id, h)| before[id] != *h));
+    use rowseal_sqlx::{DbRow, SqlType, Value};
+    let counts = DB::fetch_all(&db.pool, "SELECT id, n FROM secret_rotations", vec![])
+        .await
+        .unwrap();
+    assert_eq!(counts.len() as i64, n, "every row rotated");
+    for r in &counts {
+        let c = match r.read_value(1, SqlType::I64) {
+            Ok(Value::I64(v)) => v,
+            _ => match r.read_value(1, SqlType::I32).unwrap() {
+                Value::I32(v) => i64::from(v),
+                _ => panic!("n"),
+            },
+        };
+        assert_eq!(c, 1, "a row was rotated twice");
+    }
+    assert_eq!(
+        common::scalar(&db, tenant_keys).await,
+        keys_before,
+        "no tenant key created"
+    );
+    // Every row decrypts to its latest value, and verify passes.
+    let fresh = common::encryptor(&db.pool, &keyring);
+    let latest = latest.lock().unwrap().clone();
+    for id in 1..=n {
+        let got = fresh
+            .fetch::<Secret, _>(&db.pool, &format!("t{}", id % 4), &id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(Some(&got.body), latest.get(&id), "row {id}");
+    }
+    let verify = common::rowseal(&db.url, &keyring, &["verify", "--table", "secrets"]).await;
+    assert_eq!(verify.code, Some(0), "{}", verify.stdout);
+    eprintln!(
+        "[{}] kms-mode rotate: {n} rows, 2 kills, {} provider calls in the last run",
+        db.kind, done["provider_calls"]
+    );
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_kms_rotation() {
+    if let Some(db) = common::sqlite().await {
+        kms_rotation(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_kms_rotation() {
+    if let Some(db) = common::postgres().await {
+        kms_rotation(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_kms_rotation() {
+    if let Some(db) = common::mysql().await {
+        kms_rotation(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_simultaneous_start() {
+    if let Some(db) = common::sqlite().await {
+        simultaneous_start(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_simultaneous_start() {
+    if let Some(db) = common::postgres().await {
+        simultaneous_start(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_simultaneous_start() {
+    if let Some(db) = common::mysql().await {
+        simultaneous_start(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_table_scope() {
+    if let Some(db) = common::sqlite().await {
+        table_scope(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_table_scope() {
+    if let Some(db) = common::postgres().await {
+        table_scope(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_table_scope() {
+    if let Some(db) = common::mysql().await {
+        table_scope(db).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

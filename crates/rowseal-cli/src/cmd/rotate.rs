@@ -60,23 +60,19 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         ));
     }
     let mut conn = ctx.conn().await?;
-    let all_tables = registry::tables::<D>(&mut conn, &req.tables).await?;
-    let mut tables = Vec::new();
-    for t in all_tables {
-        if t.mode()? == rowseal_core::KeyMode::Derived {
-            tables.push(t);
-        } else {
-            ctx.out.warn(&format!(
-                "table {} is in kms key mode: its rows have their own data keys and no tenant-key version; skipped (use rewrap)",
-                t.table
-            ));
-        }
-    }
+    // The scope of a job: the tenant(s) and, when named, the tables (a run
+    // for other tables is another job).
+    let mut wanted = req.tables.clone();
+    wanted.sort();
+    wanted.dedup();
     let (current, destroyed) = registry::tenant_versions::<D>(&mut conn).await?;
-    let scope = match (&req.tenant, req.all_tenants) {
+    let mut scope = match (&req.tenant, req.all_tenants) {
         (Some(t), _) => json!({"tenant": t}),
         _ => json!({"all_tenants": true}),
     };
+    if !wanted.is_empty() {
+        scope["tables"] = json!(wanted);
+    }
     let tenants: Vec<String> = match &req.tenant {
         Some(t) => {
             if destroyed.contains(t) {
@@ -90,8 +86,32 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         None => current.keys().cloned().collect(),
     };
 
+    let (derived_wanted, kms_wanted) = scope_tables::<D>(&mut conn, &wanted).await?;
+    // No derived-mode table in scope: no tenant key to create.
+    let key_tenants: Vec<String> = if derived_wanted.is_empty() {
+        Vec::new()
+    } else {
+        tenants.clone()
+    };
     if req.dry_run {
+        let tables = derived_wanted;
         let mut total = 0u64;
+        let mut kms_rows = 0u64;
+        for def in &kms_wanted {
+            let n = kms_count::<D>(&mut conn, def, req.tenant.as_deref(), None).await?;
+            kms_rows += n;
+            ctx.out.emit(
+                json!({"event": "plan", "table": def.table, "key_mode": "kms",
+                       "tenant": req.tenant, "rows": n}),
+                || {
+                    format!(
+                        "would give {n} rows of {} (kms mode) a new data key each",
+                        def.table
+                    )
+                },
+            );
+        }
+        total += kms_rows;
         for t in &tenants {
             let next = current.get(t).map_or(1, |v| v + 1);
             for def in &tables {
@@ -103,11 +123,11 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
                 );
             }
         }
-        let calls = tenants.len() * 2;
+        let calls = key_tenants.len() as u64 * 2 + kms_rows * 2;
         ctx.out.emit(
             json!({"event": "dry_run", "tenants": tenants.len(), "rows": total,
-                   "estimated_provider_calls": calls}),
-            || format!("dry run: {} tenants, {total} rows, about {calls} key-provider calls (one new key and one unwrap per tenant and old version)", tenants.len()),
+                   "kms_mode_rows": kms_rows, "estimated_provider_calls": calls}),
+            || format!("dry run: {} tenants, {total} rows, about {calls} key-provider calls (one new key and one unwrap per tenant and old version; a GenerateDataKey and a Decrypt per kms-mode row)", tenants.len()),
         );
         return Ok(ExitCode::Ok);
     }
@@ -128,35 +148,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             }
             job
         }
-        None => {
-            let existing = jobs::running::<D>(&mut conn, "rotate")
-                .await?
-                .into_iter()
-                .find(|j| j.params.get("scope") == Some(&scope));
-            match existing {
-                Some(j) => {
-                    ctx.out.emit(
-                        json!({"event": "resume", "job": j.id, "rows_done": j.rows_done}),
-                        || format!("resuming rotate job {} ({} rows done)", j.id, j.rows_done),
-                    );
-                    j
-                }
-                None => {
-                    // New key versions first, then the job that records them:
-                    // a kill in between leaves an unused key version, never a
-                    // job without its targets.
-                    let mut targets = BTreeMap::new();
-                    for t in &tenants {
-                        targets.insert(t.clone(), keys.hierarchy.rotate_tenant_key(t).await?);
-                    }
-                    let params = json!({"scope": scope, "targets": targets});
-                    let id = jobs::create::<D>(&mut conn, "rotate", &params).await?;
-                    jobs::get::<D>(&mut conn, &id)
-                        .await?
-                        .ok_or_else(|| CliError::new(ExitCode::Internal, "job vanished"))?
-                }
-            }
-        }
+        None => find_or_start::<D>(ctx, &mut conn, &keys, &scope, &key_tenants).await?,
     };
     if job.state != "running" {
         ctx.out.emit(
@@ -165,6 +157,21 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         );
         return Ok(ExitCode::Ok);
     }
+    // The job's own tables (its scope), whatever this command line names.
+    let job_tables: Vec<String> = job
+        .params
+        .get("scope")
+        .and_then(|s| s.get("tables"))
+        .and_then(|t| serde_json::from_value(t.clone()).ok())
+        .unwrap_or_default();
+    let (tables, kms_tables) = scope_tables::<D>(&mut conn, &job_tables).await?;
+    // kms-mode rows of the job's tenant (or all).
+    let kms_tenant: Option<String> = job
+        .params
+        .get("scope")
+        .and_then(|s| s.get("tenant"))
+        .and_then(|t| t.as_str())
+        .map(str::to_owned);
     let targets: BTreeMap<String, u32> = job
         .params
         .get("targets")
@@ -173,10 +180,16 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             CliError::new(ExitCode::Internal, format!("job {} has no targets", job.id))
         })?;
     let created = targets.len();
+    let all_tables: Vec<String> = tables
+        .iter()
+        .chain(&kms_tables)
+        .map(|t| t.table.clone())
+        .collect();
     ctx.out.emit(
         json!({"event": "start", "job": job.id, "tenants": targets.len(), "tenant_versions": targets,
-               "tables": tables.iter().map(|t| t.table.clone()).collect::<Vec<_>>()}),
-        || format!("rotate job {}: {} tenants, {} tables", job.id, created, tables.len()),
+               "tables": all_tables,
+               "kms_mode_tables": kms_tables.iter().map(|t| t.table.clone()).collect::<Vec<_>>()}),
+        || format!("rotate job {}: {} tenants, {} tables", job.id, created, all_tables.len()),
     );
 
     let mut total = 0u64;
@@ -184,6 +197,13 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         for def in &tables {
             total += count::<D>(&mut conn, def, t, *v, &[]).await?;
         }
+    }
+    let cursors = kms_cursors::<D>(&mut conn, &job.id).await?;
+    for def in &kms_tables {
+        let Some(after) = kms_after(&cursors, def)? else {
+            continue;
+        };
+        total += kms_count::<D>(&mut conn, def, kms_tenant.as_deref(), after.as_ref()).await?;
     }
     drop(conn);
 
@@ -195,6 +215,8 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         1
     };
     let tables = Arc::new(tables);
+    let kms_tables = Arc::new(kms_tables);
+    let kms_tenant = Arc::new(kms_tenant);
     let targets = Arc::new(targets);
     let mut result = Ok(());
     // Sweep until nothing is left (rows the application wrote meanwhile on
@@ -206,6 +228,8 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             let pool = ctx.pool.clone();
             let keys = keys.hierarchy.clone();
             let tables = tables.clone();
+            let kms_tables = kms_tables.clone();
+            let kms_tenant = kms_tenant.clone();
             let targets = targets.clone();
             let shared = shared.clone();
             let progress = progress.clone();
@@ -213,10 +237,16 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             let batch = ctx.settings.batch_size;
             let limit = ctx.settings.max_rows_per_second;
             set.spawn(async move {
-                worker::<D>(
-                    pool, keys, &tables, &targets, shared, progress, &job_id, batch, limit,
-                )
-                .await
+                let work = Work {
+                    tables: &tables,
+                    kms_tables: &kms_tables,
+                    kms_tenant: kms_tenant.as_deref(),
+                    targets: &targets,
+                    job_id: &job_id,
+                    batch,
+                    limit,
+                };
+                worker::<D>(pool, keys, work, shared, progress).await
             });
         }
         while let Some(r) = set.join_next().await {
@@ -303,6 +333,130 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
     })
 }
 
+/// The registered tables among `only` (all if empty): `derived`-mode ones
+/// (new tenant-key versions) and `kms`-mode ones (a new data key per row).
+async fn scope_tables<D: CliDb>(
+    conn: &mut D::Connection,
+    only: &[String],
+) -> Result<(Vec<TableDef>, Vec<TableDef>)> {
+    let mut derived = Vec::new();
+    let mut kms = Vec::new();
+    for t in registry::tables::<D>(conn, only).await? {
+        if t.mode()? == rowseal_core::KeyMode::Derived {
+            derived.push(t);
+        } else {
+            kms.push(t);
+        }
+    }
+    Ok((derived, kms))
+}
+
+/// The running rotate job of `scope`, if any.
+async fn running_job<D: CliDb>(
+    conn: &mut D::Connection,
+    scope: &serde_json::Value,
+) -> Result<Option<jobs::Job>> {
+    Ok(jobs::running::<D>(conn, "rotate")
+        .await?
+        .into_iter()
+        .find(|j| j.params.get("scope") == Some(scope)))
+}
+
+/// Resumes the running job of `scope`, joins the one another process is
+/// starting at the same moment, or starts one: new key versions and the job
+/// that records them, under the scope's start lock (so that two runs started
+/// together create one version per tenant and one job).
+async fn find_or_start<D: CliDb>(
+    ctx: &Ctx<D>,
+    conn: &mut D::Connection,
+    keys: &super::Keys,
+    scope: &serde_json::Value,
+    tenants: &[String],
+) -> Result<jobs::Job> {
+    let resume = |j: &jobs::Job, joined: bool| {
+        ctx.out.emit(
+            json!({"event": "resume", "job": j.id, "rows_done": j.rows_done, "state": j.state,
+                   "joined_start": joined}),
+            || {
+                format!(
+                    "{} rotate job {} ({} rows done)",
+                    if joined { "joining" } else { "resuming" },
+                    j.id,
+                    j.rows_done
+                )
+            },
+        );
+    };
+    if let Some(j) = running_job::<D>(conn, scope).await? {
+        resume(&j, false);
+        return Ok(j);
+    }
+    match jobs::start_lock::<D>(conn, "rotate", scope).await? {
+        jobs::Start::Join(id) => {
+            let j = jobs::get::<D>(conn, &id)
+                .await?
+                .ok_or_else(|| CliError::new(ExitCode::Internal, format!("job {id} vanished")))?;
+            resume(&j, true);
+            Ok(j)
+        }
+        jobs::Start::Lead(mut lock) => {
+            match lead_start::<D>(conn, keys, scope, tenants, &mut lock).await {
+                Ok((j, existing)) => {
+                    lock.release::<D>(conn, Some(&j.id)).await?;
+                    if existing {
+                        resume(&j, true);
+                    }
+                    Ok(j)
+                }
+                Err(e) => {
+                    let _ = lock.release::<D>(conn, None).await;
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// Under the start lock: the job recorded meanwhile (`true`), or new key
+/// versions and a new job (`false`). A start taken over from a process that
+/// died reuses the key versions it had recorded; a kill between creating a
+/// version and recording it leaves that version unused (never a job without
+/// its targets).
+async fn lead_start<D: CliDb>(
+    conn: &mut D::Connection,
+    keys: &super::Keys,
+    scope: &serde_json::Value,
+    tenants: &[String],
+    lock: &mut jobs::StartLock,
+) -> Result<(jobs::Job, bool)> {
+    if let Some(j) = running_job::<D>(conn, scope).await? {
+        return Ok((j, true));
+    }
+    let (current, _) = registry::tenant_versions::<D>(conn).await?;
+    let planned: BTreeMap<String, u32> = lock
+        .taken_over
+        .as_ref()
+        .and_then(|p| p.get("targets"))
+        .and_then(|t| serde_json::from_value(t.clone()).ok())
+        .unwrap_or_default();
+    let mut targets = BTreeMap::new();
+    for t in tenants {
+        let v = match planned.get(t) {
+            Some(&v) if current.get(t).is_some_and(|&c| c >= v) => v,
+            _ => keys.hierarchy.rotate_tenant_key(t).await?,
+        };
+        targets.insert(t.clone(), v);
+        lock.beat::<D>(conn, scope, &json!({ "targets": targets }))
+            .await?;
+    }
+    let params = json!({"scope": scope, "targets": targets});
+    let id = jobs::create::<D>(conn, "rotate", &params).await?;
+    let j = jobs::get::<D>(conn, &id)
+        .await?
+        .ok_or_else(|| CliError::new(ExitCode::Internal, "job vanished"))?;
+    Ok((j, false))
+}
+
 fn failed_of(shared: &Mutex<Shared>, def: &TableDef, tenant: &str) -> Vec<Value> {
     shared
         .lock()
@@ -363,28 +517,38 @@ async fn count<D: CliDb>(
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a worker does.
+struct Work<'a> {
+    tables: &'a [TableDef],
+    kms_tables: &'a [TableDef],
+    kms_tenant: Option<&'a str>,
+    targets: &'a BTreeMap<String, u32>,
+    job_id: &'a str,
+    batch: usize,
+    limit: Option<f64>,
+}
+
+async fn pace(progress: &Progress, limit: Option<f64>) {
+    if let Some(rate) = limit {
+        // Process-wide: wait until the rows written so far fit the rate.
+        while progress.done() as f64 > rate * progress.elapsed() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
 async fn worker<D: CliDb>(
     pool: sqlx::Pool<D>,
     keys: Arc<KeyHierarchy>,
-    tables: &[TableDef],
-    targets: &BTreeMap<String, u32>,
+    work: Work<'_>,
     shared: Arc<Mutex<Shared>>,
     progress: Arc<Progress>,
-    job_id: &str,
-    batch: usize,
-    limit: Option<f64>,
 ) -> Result<()> {
-    let mut opener = RowOpener::new(keys);
-    for def in tables {
-        for (tenant, target) in targets {
+    let mut opener = RowOpener::new(keys.clone());
+    for def in work.tables {
+        for (tenant, target) in work.targets {
             loop {
-                if let Some(rate) = limit {
-                    // Process-wide: wait until the rows written so far fit the rate.
-                    while progress.done() as f64 > rate * progress.elapsed() {
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    }
-                }
+                pace(&progress, work.limit).await;
                 let started = std::time::Instant::now();
                 let n = batch_once::<D>(
                     &pool,
@@ -394,8 +558,8 @@ async fn worker<D: CliDb>(
                     *target,
                     &shared,
                     &progress,
-                    job_id,
-                    batch,
+                    work.job_id,
+                    work.batch,
                 )
                 .await?;
                 if n == 0 {
@@ -407,6 +571,30 @@ async fn worker<D: CliDb>(
                     // are not starved.
                     tokio::time::sleep(started.elapsed()).await;
                 }
+            }
+        }
+    }
+    for def in work.kms_tables {
+        loop {
+            pace(&progress, work.limit).await;
+            let started = std::time::Instant::now();
+            let n = kms_batch::<D>(
+                &pool,
+                &keys,
+                &mut opener,
+                def,
+                work.kms_tenant,
+                &shared,
+                &progress,
+                work.job_id,
+                work.batch.min(KMS_BATCH),
+            )
+            .await?;
+            if n == 0 {
+                break;
+            }
+            if !D::CONCURRENT_WRITERS {
+                tokio::time::sleep(started.elapsed()).await;
             }
         }
     }
@@ -436,28 +624,7 @@ async fn batch_once<D: CliDb>(
         ident::<D>(&def.table),
         D::CLAIM
     );
-    let mut update = format!("UPDATE {} SET ", ident::<D>(&def.table));
-    let mut n = 0;
-    for c in enc_cols
-        .iter()
-        .copied()
-        .chain([def.header_column.as_str(), def.key_version_column.as_str()])
-    {
-        if n > 0 {
-            update.push_str(", ");
-        }
-        n += 1;
-        update.push_str(&format!("{} = {}", ident::<D>(c), ph::<D>(n)));
-    }
-    update.push_str(&format!(
-        " WHERE {} = {} AND {} = {} AND {} = {}",
-        ident::<D>(&def.primary_key),
-        ph::<D>(n + 1),
-        ident::<D>(&def.tenant),
-        ph::<D>(n + 2),
-        ident::<D>(&def.header_column),
-        ph::<D>(n + 3)
-    ));
+    let update = per_row_update::<D>(def, &enc_cols);
 
     let new_keys = opener.record_keys(def, tenant, target).await?;
     let mut tx = pool.begin_with(D::BEGIN).await?;
@@ -563,6 +730,34 @@ async fn batch_once<D: CliDb>(
         ));
     }
     Ok(rows.len())
+}
+
+/// `UPDATE t SET enc..., header = ?, version = ? WHERE pk = ? AND tenant = ?
+/// AND header = ?` (a compare-and-swap on the old header).
+fn per_row_update<D: CliDb>(def: &TableDef, enc_cols: &[&str]) -> String {
+    let mut update = format!("UPDATE {} SET ", ident::<D>(&def.table));
+    let mut n = 0;
+    for c in enc_cols
+        .iter()
+        .copied()
+        .chain([def.header_column.as_str(), def.key_version_column.as_str()])
+    {
+        if n > 0 {
+            update.push_str(", ");
+        }
+        n += 1;
+        update.push_str(&format!("{} = {}", ident::<D>(c), ph::<D>(n)));
+    }
+    update.push_str(&format!(
+        " WHERE {} = {} AND {} = {} AND {} = {}",
+        ident::<D>(&def.primary_key),
+        ph::<D>(n + 1),
+        ident::<D>(&def.tenant),
+        ph::<D>(n + 2),
+        ident::<D>(&def.header_column),
+        ph::<D>(n + 3)
+    ));
+    update
 }
 
 /// A re-encrypted row waiting to be written.
@@ -702,4 +897,321 @@ async fn write_rows<D: CliDb>(
     }
     let written = written.min(attempted);
     Ok((written, attempted - written))
+}
+
+// ---------------------------------------------------------------------------
+// kms-mode tables: a new provider data key per row.
+//
+// kms-mode rows have no tenant-key version to select "rows still to do" by,
+// so the job walks each table in primary-key order with a cursor kept in the
+// job's `checkpoint` (`{"kms": {"<table>": {"after": <pk>, "done": bool}}}`).
+// A batch is one transaction that locks the job row (`FOR UPDATE`; SQLite's
+// write lock), reads the cursor, locks the next rows (`FOR UPDATE`, waiting
+// for the application's locks rather than skipping them, since the cursor
+// moves past every row it reads), opens each row with its old data key, seals
+// its fields under a new data key (one GenerateDataKey, rate-limited by
+// --kms-rate), writes it with a compare-and-swap on the old header, and moves
+// the cursor and the job's count — committed together. Batches of one job are
+// therefore serial (across workers and processes); kms-mode rotation is
+// bounded by the provider's rate anyway.
+// ---------------------------------------------------------------------------
+
+/// Most rows per kms-mode batch: the batch holds its row locks while it
+/// calls the provider once per row.
+const KMS_BATCH: usize = 100;
+
+/// A primary key as JSON, for the cursor.
+fn pk_to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::I16(i) => json!(i),
+        Value::I32(i) => json!(i),
+        Value::I64(i) => json!(i),
+        Value::Text(s) => json!(s),
+        Value::Uuid(u) => json!(u.to_string()),
+        Value::Bytes(b) => json!(b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// A cursor's primary key back as a value of type `t`.
+fn pk_from_json(j: &serde_json::Value, t: SqlType) -> Option<Value> {
+    Some(match t {
+        SqlType::I16 => Value::I16(i16::try_from(j.as_i64()?).ok()?),
+        SqlType::I32 => Value::I32(i32::try_from(j.as_i64()?).ok()?),
+        SqlType::I64 => Value::I64(j.as_i64()?),
+        SqlType::Text => Value::Text(j.as_str()?.to_owned()),
+        SqlType::Uuid => Value::Uuid(j.as_str()?.parse().ok()?),
+        SqlType::Bytes => {
+            let s = j.as_str()?;
+            if s.len() % 2 != 0 {
+                return None;
+            }
+            let bytes: Option<Vec<u8>> = (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+                .collect();
+            Value::Bytes(bytes?)
+        }
+        _ => return None,
+    })
+}
+
+/// The job's checkpoint (the kms-mode cursors).
+async fn kms_cursors<D: CliDb>(
+    conn: &mut D::Connection,
+    job_id: &str,
+) -> Result<serde_json::Value> {
+    let sql = format!(
+        "SELECT checkpoint FROM rowseal_jobs WHERE id = {}",
+        ph::<D>(1)
+    );
+    let rows = D::fetch_all_on(conn, &sql, vec![Value::Text(job_id.to_owned())]).await?;
+    let text = rows
+        .first()
+        .map(|r| crate::db::read_text(r, 0))
+        .transpose()?
+        .unwrap_or_default();
+    Ok(serde_json::from_str(&text).unwrap_or_else(|_| json!({})))
+}
+
+/// Where a table's walk stands: `None` when done, else the last primary key
+/// done (`Some(None)`: not started).
+fn kms_after(cursors: &serde_json::Value, def: &TableDef) -> Result<Option<Option<Value>>> {
+    let entry = &cursors["kms"][&def.table];
+    if entry["done"] == json!(true) {
+        return Ok(None);
+    }
+    if entry["after"].is_null() {
+        return Ok(Some(None));
+    }
+    pk_from_json(&entry["after"], def.pk_type()?)
+        .map(|v| Some(Some(v)))
+        .ok_or_else(|| {
+            CliError::new(
+                ExitCode::Internal,
+                format!("the job's cursor for {} is not understood", def.table),
+            )
+        })
+}
+
+/// ` WHERE [tenant = ?] [AND pk > ?]` and its values.
+fn kms_predicate<D: CliDb>(
+    def: &TableDef,
+    tenant: Option<&str>,
+    after: Option<&Value>,
+) -> (String, Vec<Value>) {
+    let mut conds = Vec::new();
+    let mut values = Vec::new();
+    if let Some(t) = tenant {
+        values.push(Value::Text(t.to_owned()));
+        conds.push(format!(
+            "{} = {}",
+            ident::<D>(&def.tenant),
+            ph::<D>(values.len())
+        ));
+    }
+    if let Some(a) = after {
+        values.push(a.clone());
+        conds.push(format!(
+            "{} > {}",
+            ident::<D>(&def.primary_key),
+            ph::<D>(values.len())
+        ));
+    }
+    let sql = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    (sql, values)
+}
+
+async fn kms_count<D: CliDb>(
+    conn: &mut D::Connection,
+    def: &TableDef,
+    tenant: Option<&str>,
+    after: Option<&Value>,
+) -> Result<u64> {
+    let (pred, values) = kms_predicate::<D>(def, tenant, after);
+    let sql = format!("SELECT COUNT(*) FROM {}{pred}", ident::<D>(&def.table));
+    let rows = D::fetch_all_on(conn, &sql, values).await?;
+    let n = rows
+        .first()
+        .map(|r| read_i64(r, 0))
+        .transpose()?
+        .unwrap_or(0);
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// One kms-mode batch; returns the rows read (0: the table is done).
+#[allow(clippy::too_many_arguments)]
+async fn kms_batch<D: CliDb>(
+    pool: &sqlx::Pool<D>,
+    keys: &Arc<KeyHierarchy>,
+    opener: &mut RowOpener,
+    def: &TableDef,
+    tenant: Option<&str>,
+    shared: &Mutex<Shared>,
+    progress: &Progress,
+    job_id: &str,
+    batch: usize,
+) -> Result<usize> {
+    let pk_type = def.pk_type()?;
+    let spec = def.spec()?;
+    let enc_cols = def.encrypted_columns();
+    let update = per_row_update::<D>(def, &enc_cols);
+    let lock = if D::CONCURRENT_WRITERS {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let mut tx = pool.begin_with(D::BEGIN).await?;
+    // The job row: serializes the batches of this job, holds the cursor.
+    let sql = format!(
+        "SELECT checkpoint FROM rowseal_jobs WHERE id = {}{lock}",
+        ph::<D>(1)
+    );
+    let rows = D::fetch_all_on(&mut *tx, &sql, vec![Value::Text(job_id.to_owned())]).await?;
+    let text = rows
+        .first()
+        .map(|r| crate::db::read_text(r, 0))
+        .transpose()?
+        .unwrap_or_default();
+    let mut cursors: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({}));
+    if !cursors.is_object() {
+        cursors = json!({});
+    }
+    let Some(after) = kms_after(&cursors, def)? else {
+        tx.commit().await?;
+        return Ok(0);
+    };
+    let (pred, values) = kms_predicate::<D>(def, tenant, after.as_ref());
+    let select = format!(
+        "SELECT {} FROM {}{pred} ORDER BY {} LIMIT {batch}{lock}",
+        def.select_list::<D>(),
+        ident::<D>(&def.table),
+        ident::<D>(&def.primary_key),
+    );
+    let rows = D::fetch_all_on(&mut *tx, &select, values).await?;
+    let save = |cursors: &mut serde_json::Value, after: serde_json::Value, done: bool| {
+        if !cursors["kms"].is_object() {
+            cursors["kms"] = json!({});
+        }
+        cursors["kms"][&def.table] = json!({"after": after, "done": done});
+    };
+    let checkpoint_sql = format!(
+        "UPDATE rowseal_jobs SET checkpoint = {}, rows_done = rows_done + {}, heartbeat_at = CURRENT_TIMESTAMP, updated_at = CURRENT_TIMESTAMP, worker = {} WHERE id = {}",
+        ph::<D>(1),
+        ph::<D>(2),
+        ph::<D>(3),
+        ph::<D>(4)
+    );
+    if rows.is_empty() {
+        save(
+            &mut cursors,
+            after.as_ref().map_or(serde_json::Value::Null, pk_to_json),
+            true,
+        );
+        D::execute_on(
+            &mut *tx,
+            &checkpoint_sql,
+            vec![
+                Value::Text(cursors.to_string()),
+                Value::I64(0),
+                Value::Text(jobs::worker_name()),
+                Value::Text(job_id.to_owned()),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(0);
+    }
+    let mut done = 0u64;
+    let mut conflicts = 0u64;
+    let mut failures = Vec::new();
+    let mut last = None;
+    for row in &rows {
+        let pk = read_pk(row, pk_type)?;
+        last = Some(pk_to_json(&pk));
+        let row_tenant = crate::db::read_text(row, 1)?;
+        let header = row.read_bytes(2)?.to_vec();
+        let fail = |column: &str, e: &rowseal_core::Error| {
+            json!({"event": "failure", "table": def.table, "tenant": row_tenant,
+                   "primary_key": pk.key_display(), "column": column, "error": super::describe(e)})
+        };
+        let pkb = match def.pk_bytes(&pk) {
+            Ok(b) => b,
+            Err(e) => {
+                failures.push(fail(&def.header_column, &e));
+                continue;
+            }
+        };
+        let old = match opener.open(def, &row_tenant, pkb.as_deref(), &header).await {
+            Ok(k) => k,
+            Err(e) => {
+                failures.push(fail(&def.header_column, &e));
+                continue;
+            }
+        };
+        // A provider failure here ends the job's run (the transaction rolls
+        // back: nothing is lost, the next run starts from the cursor).
+        let new = keys.new_row_key(&spec, &row_tenant, pkb.as_deref()).await?;
+        let mut values = Vec::with_capacity(enc_cols.len() + 5);
+        let mut bad = None;
+        for (i, col) in enc_cols.iter().enumerate() {
+            match row.read_value(FIRST_ENCRYPTED + i, SqlType::Bytes)? {
+                Value::Bytes(env) => match old.open(col, &env) {
+                    Ok(pt) => {
+                        let pt = Zeroizing::new(pt);
+                        values.push(Value::Bytes(new.seal(col, &pt)?));
+                    }
+                    Err(e) => {
+                        bad = Some(fail(col, &e));
+                        break;
+                    }
+                },
+                _ => values.push(Value::Null(SqlType::Bytes)),
+            }
+        }
+        if let Some(f) = bad {
+            failures.push(f);
+            continue;
+        }
+        values.push(Value::Bytes(new.header_bytes()));
+        values.push(Value::I64(0));
+        values.push(pk.clone());
+        values.push(Value::Text(row_tenant.clone()));
+        values.push(Value::Bytes(header));
+        match D::execute_on(&mut *tx, &update, values).await? {
+            0 => conflicts += 1,
+            _ => done += 1,
+        }
+    }
+    save(&mut cursors, last.unwrap_or(serde_json::Value::Null), false);
+    D::execute_on(
+        &mut *tx,
+        &checkpoint_sql,
+        vec![
+            Value::Text(cursors.to_string()),
+            Value::I64(i64::try_from(done).unwrap_or(i64::MAX)),
+            Value::Text(jobs::worker_name()),
+            Value::Text(job_id.to_owned()),
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    progress.add(done);
+    let mut s = shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    s.reencrypted += done;
+    s.conflicts += conflicts;
+    s.failures.extend(failures);
+    if s.failures.len() > MAX_FAILURES {
+        return Err(CliError::new(
+            ExitCode::Failures,
+            format!("more than {MAX_FAILURES} rows could not be opened; stopping (run verify)"),
+        ));
+    }
+    Ok(rows.len())
 }

@@ -143,7 +143,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
     }
 
     let sql = format!(
-        "SELECT id, kind, rows_done, worker, CAST(heartbeat_at AS {}) FROM rowseal_jobs WHERE state = 'running' ORDER BY created_at",
+        "SELECT id, kind, rows_done, worker, CAST(heartbeat_at AS {}), params FROM rowseal_jobs WHERE state = 'running' ORDER BY created_at",
         D::TEXT
     );
     for r in &D::fetch_all_on(&mut conn, &sql, vec![]).await? {
@@ -154,10 +154,22 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
             read_text(r, 3)?,
             read_text(r, 4)?,
         );
+        // The job's scope (tenants, tables), as recorded by the job.
+        let scope = serde_json::from_str::<serde_json::Value>(&read_text(r, 5)?)
+            .ok()
+            .and_then(|p| p.get("scope").cloned())
+            .unwrap_or(serde_json::Value::Null);
         ctx.out.emit(
             json!({"event": "job", "id": id, "kind": kind, "state": "running", "rows_done": done,
-                   "worker": worker, "heartbeat_at": beat}),
-            || format!("job {id} ({kind}) running: {done} rows done, last heartbeat {beat} by {worker}"),
+                   "worker": worker, "heartbeat_at": beat, "scope": scope}),
+            || {
+                let scope = if scope.is_null() {
+                    String::new()
+                } else {
+                    format!(" (scope {scope})")
+                };
+                format!("job {id} ({kind}){scope} running: {done} rows done, last heartbeat {beat} by {worker}")
+            },
         );
     }
     Ok(ExitCode::Ok)
