@@ -213,6 +213,18 @@ async fn aws_kms_rotate_rewrap_verify() {
             common::parse(out.status.code(), &out.stdout, &out.stderr)
         }
     };
+    let headers = |db: &common::Db<sqlx::Sqlite>| {
+        let pool = db.pool.clone();
+        async move {
+            let rows: Vec<(i64, Vec<u8>)> =
+                sqlx::query_as("SELECT id, rowseal_header FROM secrets ORDER BY id")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            rows
+        }
+    };
+    let secret_headers = headers(&db).await;
     let r = run(kms(
         &key_a,
         &["rotate", "--all-tenants", "--kms-rate", "100"],
@@ -220,11 +232,27 @@ async fn aws_kms_rotate_rewrap_verify() {
     .await;
     assert_eq!(r.code, Some(0), "{}\n{}", r.stderr, r.stdout);
     let done = r.event("done").unwrap();
-    assert_eq!(done["reencrypted"], 200);
-    // One GenerateDataKey per tenant (new version) and one Decrypt per tenant
-    // (old version): 5 tenants, whatever the rows.
-    assert_eq!(done["provider_calls"]["generate"], 5);
-    assert_eq!(done["provider_calls"]["decrypt"], 5);
+    assert_eq!(
+        done["reencrypted"], 210,
+        "200 derived-mode and 10 kms-mode rows"
+    );
+    // Derived mode: one GenerateDataKey per tenant (new version) and one
+    // Decrypt per tenant (old version), 5 tenants whatever the rows; kms
+    // mode: a new data key (GenerateDataKey) and the old one opened
+    // (Decrypt) per row, 10 rows.
+    assert_eq!(done["provider_calls"]["generate"], 5 + 10);
+    assert_eq!(done["provider_calls"]["decrypt"], 5 + 10);
+    let rotated = headers(&db).await;
+    assert_eq!(rotated.len(), 10);
+    assert!(
+        rotated
+            .iter()
+            .zip(&secret_headers)
+            .all(|(a, b)| a.0 == b.0 && a.1 != b.1),
+        "every kms-mode row has a new wrapped data key"
+    );
+    let r = run(kms(&key_a, &["verify"])).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stderr, r.stdout);
 
     let r = run(kms(&key_a, &["rewrap", "--to", &key_b])).await;
     assert_eq!(r.code, Some(0), "{}\n{}", r.stderr, r.stdout);
