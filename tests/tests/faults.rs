@@ -916,8 +916,13 @@ trait Killer: Backend {
     fn drop_trigger() -> Vec<String>;
     /// The server's id of the connection running this query.
     fn connection_id_sql() -> &'static str;
-    /// Waits until connection `id` sleeps in the trigger, then kills it.
-    async fn kill_when_stalled(pool: &sqlx::Pool<Self>, id: i64);
+    /// Waits until connection `id` sleeps in the trigger, runs `during`
+    /// (while the batch is stalled half-written), then kills the connection.
+    async fn kill_when_stalled(
+        pool: &sqlx::Pool<Self>,
+        id: i64,
+        during: impl std::future::Future<Output = ()>,
+    );
 }
 
 async fn scalar_i64<DB: Backend>(
@@ -956,7 +961,11 @@ impl Killer for sqlx::Postgres {
     fn connection_id_sql() -> &'static str {
         "SELECT CAST(pg_backend_pid() AS BIGINT)"
     }
-    async fn kill_when_stalled(pool: &sqlx::Pool<Self>, id: i64) {
+    async fn kill_when_stalled(
+        pool: &sqlx::Pool<Self>,
+        id: i64,
+        during: impl std::future::Future<Output = ()>,
+    ) {
         let mut conn = pool.acquire().await.unwrap();
         for _ in 0..3000 {
             let n = scalar_i64::<Self>(
@@ -966,6 +975,7 @@ impl Killer for sqlx::Postgres {
             )
             .await;
             if n == Some(1) {
+                during.await;
                 sqlx::query("SELECT pg_terminate_backend(CAST($1 AS INTEGER))")
                     .bind(id)
                     .execute(&mut *conn)
@@ -992,7 +1002,11 @@ impl Killer for sqlx::MySql {
     fn connection_id_sql() -> &'static str {
         "SELECT CAST(CONNECTION_ID() AS SIGNED)"
     }
-    async fn kill_when_stalled(pool: &sqlx::Pool<Self>, id: i64) {
+    async fn kill_when_stalled(
+        pool: &sqlx::Pool<Self>,
+        id: i64,
+        during: impl std::future::Future<Output = ()>,
+    ) {
         let mut conn = pool.acquire().await.unwrap();
         for _ in 0..3000 {
             let n = scalar_i64::<Self>(
@@ -1002,6 +1016,7 @@ impl Killer for sqlx::MySql {
             )
             .await;
             if n == Some(1) {
+                during.await;
                 sqlx::query(&format!("KILL CONNECTION {id}"))
                     .execute(&mut *conn)
                     .await
@@ -1056,17 +1071,17 @@ where
     let conn_id = scalar_i64::<DB>(&mut tx, DB::connection_id_sql(), vec![])
         .await
         .unwrap();
+    // Other tenants keep writing while the batch is stalled half-written
+    // (its first statement has run), before the connection is killed.
     let bystander = async {
-        // Other tenants keep writing while the batch is stalled.
         for _ in 0..3 {
             tenant_works(&enc, pool, "other", "while a batch is stalled").await;
         }
     };
     let started = Instant::now();
-    let (result, (), ()) = tokio::join!(
+    let (result, ()) = tokio::join!(
         enc.insert_many(&mut tx, &big),
-        DB::kill_when_stalled(pool, conn_id),
-        bystander
+        DB::kill_when_stalled(pool, conn_id, bystander),
     );
     let err = result.unwrap_err();
     eprintln!(
@@ -1096,7 +1111,7 @@ where
         .unwrap();
     let (result, ()) = tokio::join!(
         enc.insert_many(&mut *conn, &small),
-        DB::kill_when_stalled(pool, conn_id)
+        DB::kill_when_stalled(pool, conn_id, async {})
     );
     let err = result.unwrap_err();
     assert!(matches!(err, SqlxError::Sqlx(_)), "[{kind}] {err:?}");
