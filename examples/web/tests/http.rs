@@ -87,9 +87,13 @@ async fn search(app: &TestApp, tenant: &str, body: Value) -> Vec<String> {
 }
 
 async fn create_then_get_round_trips(app: &TestApp) {
-    // 1850 is the earliest accepted birth date; Ada's 1815 is rejected.
-    let mut body = ada();
-    body["birth_date"] = json!("1990-02-28");
+    // 1850 is the earliest accepted birth date: Ada's real one is refused.
+    let r = app
+        .call(Method::POST, "/patients", Some(A), Some(&ada()))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(!r.text.contains("1815"), "{}", r.text);
+    let body = ada_born_1990();
     let r = app
         .call(Method::POST, "/patients", Some(A), Some(&body))
         .await;
@@ -120,8 +124,7 @@ async fn create_then_get_round_trips(app: &TestApp) {
 }
 
 async fn tenants_are_isolated(app: &TestApp) {
-    let mut body = ada();
-    body["birth_date"] = json!("1990-02-28");
+    let body = ada_born_1990();
     let id = create(app, A, &body).await;
     let path = format!("/patients/{id}");
     // Tenant B sees nothing of A's patient: not by id, not by lookup, and it
@@ -169,8 +172,7 @@ async fn tenants_are_isolated(app: &TestApp) {
 }
 
 async fn lookups_by_email_and_ssn(app: &TestApp) {
-    let mut body = ada();
-    body["birth_date"] = json!("1990-02-28");
+    let body = ada_born_1990();
     let ada = create(app, A, &body).await;
     let alan = create(
         app,
@@ -272,8 +274,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 async fn stored_rows_hold_no_plaintext(app: &TestApp) {
-    let mut body = ada();
-    body["birth_date"] = json!("1990-02-28");
+    let body = ada_born_1990();
     let id = create(app, A, &body).await;
     let r = app
         .call(
@@ -328,8 +329,7 @@ async fn stored_rows_hold_no_plaintext(app: &TestApp) {
 }
 
 async fn update_then_delete(app: &TestApp) {
-    let mut body = ada();
-    body["birth_date"] = json!("1990-02-28");
+    let body = ada_born_1990();
     let id = create(app, A, &body).await;
     let path = format!("/patients/{id}");
     let r = app
@@ -593,4 +593,42 @@ async fn bad_input_is_400(app: &TestApp) {
     let r = app.call(Method::GET, "/nothing-here", Some(A), None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.json["error"], "not_found");
+}
+
+/// The README's `sql` block (for `sqlite3 rowseal-web.db`) runs on the
+/// SQLite database and shows what it says: the id and the tenant in clear,
+/// the rest as envelopes and index values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_sql_block_runs_on_sqlite() {
+    use rowseal::sqlx::Row;
+    let app = common::sqlite_app().await;
+    let id = create(&app, A, &ada_born_1990()).await;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let sql = readme
+        .split("```sql\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("a sql block in examples/web/README.md");
+    let common::RawDb::Sqlite(pool) = &app.raw else {
+        unreachable!()
+    };
+    let rows = rowseal::sqlx::query(sql).fetch_all(pool).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let hex_id: String = rows[0].try_get(0).unwrap();
+    assert_eq!(hex_id, id.replace('-', "").to_uppercase());
+    let tenant: String = rows[0].try_get(1).unwrap();
+    assert_eq!(tenant, A);
+    let name_len: i64 = rows[0].try_get(2).unwrap();
+    assert!(name_len > "Ada Lovelace".len() as i64 + 16, "{name_len}");
+    let email_idx: i64 = rows[0].try_get(4).unwrap();
+    let ssn_idx: i64 = rows[0].try_get(5).unwrap();
+    assert!((0..65_536).contains(&ssn_idx), "16-bit index: {ssn_idx}");
+    assert_ne!(email_idx, 0);
+}
+
+fn ada_born_1990() -> Value {
+    let mut body = ada();
+    body["birth_date"] = json!("1990-02-28");
+    body
 }
