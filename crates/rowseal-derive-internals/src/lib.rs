@@ -21,6 +21,10 @@
 //! - `column = "name"`: the column (default: the field name).
 //! - `json` (with `encrypt`): encode any `Serialize + DeserializeOwned` type as
 //!   JSON before encrypting.
+//! - `plaintext_column = "email"` (with `encrypt`, not `json`; the field's
+//!   `column` must differ): the legacy plaintext column this field migrates
+//!   from. Reads fall back to it while the ciphertext is NULL, writes set it
+//!   to NULL, and `rowseal encrypt-column` encrypts what is left.
 //! - `blind_index(name = "email_idx", bits = 32, normalize = "trim,lowercase",
 //!   normalize_with = path::to::fn, scope = "tenant" | "global", unique,
 //!   column = "email_bidx")`: a blind index on this (encrypted) field. Only
@@ -78,7 +82,7 @@ impl Ctxt {
 
 const CONTAINER_ATTRS: &str =
     "table, record_type, tenant, primary_key, key_mode, bind_primary_key, crate, compound_index";
-const FIELD_ATTRS: &str = "encrypt, column, json, blind_index";
+const FIELD_ATTRS: &str = "encrypt, column, json, blind_index, plaintext_column";
 const INDEX_ATTRS: &str = "name, bits, normalize, normalize_with, scope, unique, column";
 const COMPOUND_ATTRS: &str = "name, fields, bits, normalize, normalize_with, scope, unique, column";
 /// Column names rowseal uses for itself.
@@ -279,6 +283,7 @@ struct FieldAttrs {
     encrypt: bool,
     json: Option<Span>,
     column: Option<LitStr>,
+    plaintext_column: Option<LitStr>,
     indexes: Vec<IndexAttrs>,
 }
 
@@ -458,6 +463,15 @@ fn parse_field(cx: &mut Ctxt, field: &syn::Field) -> FieldAttrs {
                     set_once(cx, &mut out.column, v, span, "column")
                 }),
                 "blind_index" => parse_index(cx, &meta, false).map(|i| out.indexes.push(i)),
+                "plaintext_column" => parse_lit_str(&meta).map(|v| {
+                    if !valid_sql_name(&v.value()) {
+                        cx.error(
+                            &v,
+                            "plaintext_column must be a plain SQL name (letters, digits, _)",
+                        );
+                    }
+                    set_once(cx, &mut out.plaintext_column, v, span, "plaintext_column")
+                }),
                 _ => {
                     cx.error(
                         &meta.path,
@@ -489,6 +503,19 @@ fn parse_field(cx: &mut Ctxt, field: &syn::Field) -> FieldAttrs {
     } else if out.json.is_some() {
         for i in &out.indexes {
             cx.error_at(i.span, "a `json` field cannot have a blind index");
+        }
+    }
+    if let Some(p) = &out.plaintext_column {
+        if !out.encrypt {
+            cx.error(
+                p,
+                "`plaintext_column` needs `encrypt`: it names the legacy plaintext column an encrypted field migrates from",
+            );
+        } else if out.json.is_some() {
+            cx.error(
+                p,
+                "`plaintext_column` is not supported on a `json` field (the legacy column would need the application's JSON type)",
+            );
         }
     }
     if let (Some(span), false) = (out.json, out.encrypt) {
@@ -624,6 +651,31 @@ pub fn expand_encrypted(input: &DeriveInput) -> Result<TokenStream, syn::Error> 
                 );
             }
         }
+        for (i, f) in fields.iter().enumerate() {
+            let Some(p) = &f.attrs.plaintext_column else {
+                continue;
+            };
+            let pv = p.value();
+            if pv == f.column {
+                cx.error(
+                    p,
+                    format!("`plaintext_column` must differ from the field's encrypted column `{}`: set `column = \"...\"` for the ciphertext", f.column),
+                );
+            } else if fields.iter().any(|g| g.column == pv)
+                || RESERVED_COLUMNS.contains(&pv.as_str())
+                || fields[..i].iter().any(|g| {
+                    g.attrs
+                        .plaintext_column
+                        .as_ref()
+                        .is_some_and(|q| q.value() == pv)
+                })
+            {
+                cx.error(
+                    p,
+                    format!("the plaintext column `{pv}` is already used by another field or by rowseal"),
+                );
+            }
+        }
     }
 
     if attrs.table.is_none() {
@@ -699,6 +751,12 @@ pub fn expand_encrypted(input: &DeriveInput) -> Result<TokenStream, syn::Error> 
             if f.attrs.json.is_some() {
                 let nullable = option_inner(ty).is_some();
                 quote!(#krate::FieldDef::encrypted(#fname, #col, "json", #nullable))
+            } else if let Some(p) = &f.attrs.plaintext_column {
+                quote_spanned!(ty.span()=> #krate::FieldDef::encrypted(
+                    #fname, #col,
+                    <#ty as #krate::EncryptedField>::TYPE_NAME,
+                    <#ty as #krate::EncryptedField>::NULLABLE)
+                    .with_plaintext_column(#p, <#ty as #krate::PlainField>::SQL_TYPE))
             } else {
                 quote_spanned!(ty.span()=> #krate::FieldDef::encrypted(
                     #fname, #col,
@@ -743,6 +801,8 @@ pub fn expand_encrypted(input: &DeriveInput) -> Result<TokenStream, syn::Error> 
                 } else {
                     quote!(#id: __r.encrypted_json(#col)?,)
                 }
+            } else if f.attrs.plaintext_column.is_some() {
+                quote_spanned!(ty.span()=> #id: __r.encrypted_or_plaintext::<#ty>(#col)?,)
             } else {
                 quote_spanned!(ty.span()=> #id: __r.encrypted::<#ty>(#col)?,)
             }

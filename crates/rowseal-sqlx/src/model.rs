@@ -30,6 +30,11 @@ pub struct FieldDef {
     /// For an encrypted field, the encoded type's name (see
     /// [`crate::encoding`]); `None` for a plain field.
     pub encrypted: Option<&'static str>,
+    /// For an encrypted field adopted from a legacy plaintext column
+    /// (`#[rowseal(encrypt, plaintext_column = "...")]`): that column and its
+    /// SQL type. Reads fall back to it while the ciphertext column is NULL;
+    /// writes set it to NULL.
+    pub plaintext_column: Option<(&'static str, SqlType)>,
 }
 
 impl FieldDef {
@@ -46,6 +51,7 @@ impl FieldDef {
             sql_type,
             nullable,
             encrypted: None,
+            plaintext_column: None,
         }
     }
 
@@ -62,7 +68,15 @@ impl FieldDef {
             sql_type: SqlType::Bytes,
             nullable,
             encrypted: Some(type_name),
+            plaintext_column: None,
         }
+    }
+
+    /// This encrypted field, migrating from the legacy plaintext `column` of
+    /// type `sql_type` (see [`FieldDef::plaintext_column`]).
+    pub const fn with_plaintext_column(mut self, column: &'static str, sql_type: SqlType) -> Self {
+        self.plaintext_column = Some((column, sql_type));
+        self
     }
 
     /// Whether the field is encrypted.
@@ -464,6 +478,8 @@ impl Drop for RowWriter<'_> {
 pub(crate) enum Cell<'a> {
     Plain(Value),
     Sealed(Option<&'a [u8]>),
+    /// An encrypted column and its legacy plaintext column.
+    SealedOr(Option<&'a [u8]>, Value),
 }
 
 /// Reads a row's column values, in field order, opening encrypted ones with
@@ -511,7 +527,7 @@ impl<'a> RowReader<'a> {
     pub fn plain<T: PlainField>(&mut self, column: &str) -> Result<T> {
         let v = match self.next(column)? {
             Cell::Plain(v) => v,
-            Cell::Sealed(_) => Value::Null(SqlType::Bytes),
+            Cell::Sealed(_) | Cell::SealedOr(..) => Value::Null(SqlType::Bytes),
         };
         let found = v.sql_type();
         T::from_value(v).ok_or_else(|| Error::Schema {
@@ -529,8 +545,13 @@ impl<'a> RowReader<'a> {
     /// Opens an encrypted column: `Ok(None)` for NULL. The plaintext buffer is
     /// zeroized by the caller.
     fn open(&mut self, column: &str) -> Result<Option<Vec<u8>>> {
-        let sealed = match self.next(column)? {
-            Cell::Sealed(b) => b,
+        let cell = self.next(column)?;
+        self.open_cell(column, cell)
+    }
+
+    fn open_cell(&self, column: &str, cell: Cell<'a>) -> Result<Option<Vec<u8>>> {
+        let sealed = match cell {
+            Cell::Sealed(b) | Cell::SealedOr(b, _) => b,
             Cell::Plain(Value::Null(_)) => None,
             Cell::Plain(Value::Bytes(_)) => {
                 return Err(Error::Schema {
@@ -566,6 +587,39 @@ impl<'a> RowReader<'a> {
     pub fn encrypted<T: EncryptedField>(&mut self, column: &str) -> Result<T> {
         let plain = self.open(column)?;
         T::decode_field_owned(plain).map_err(|e| self.decode_err(column, e))
+    }
+
+    /// An encrypted field with a legacy plaintext column
+    /// (`plaintext_column = "..."`): the decrypted ciphertext when the
+    /// ciphertext column is not NULL, else the plaintext column's value.
+    pub fn encrypted_or_plaintext<T: EncryptedField + PlainField>(
+        &mut self,
+        column: &str,
+    ) -> Result<T> {
+        match self.next(column)? {
+            Cell::SealedOr(None, legacy) => {
+                let (found, null) = (legacy.sql_type(), legacy.is_null());
+                T::from_value(legacy).ok_or_else(|| {
+                    if null {
+                        self.decode_err(column, "NULL in both the encrypted and the plaintext column of a field that is not an Option")
+                    } else {
+                        Error::Schema {
+                            table: self.table.to_owned(),
+                            column: column.to_owned(),
+                            reason: format!(
+                                "the plaintext column should hold {}, found {}",
+                                T::SQL_TYPE.as_str(),
+                                found.as_str()
+                            ),
+                        }
+                    }
+                })
+            }
+            cell => {
+                let plain = self.open_cell(column, cell)?;
+                T::decode_field_owned(plain).map_err(|e| self.decode_err(column, e))
+            }
+        }
     }
 
     /// An encrypted field in JSON encoding.

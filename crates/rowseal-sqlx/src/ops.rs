@@ -46,15 +46,15 @@ pub struct Encryptor {
 /// derived once. Which versions are used comes from the key hierarchy each
 /// time (cached there with a lifetime), so a retired or destroyed version is
 /// never used from here.
-type IndexVersions = HashMap<
-    (rowseal_core::KeyScope, &'static str, &'static str, u32),
-    rowseal_core::BlindIndexKey,
->;
+type IndexVersions =
+    HashMap<(rowseal_core::KeyScope, &'static str, &'static str, u32), rowseal_core::BlindIndexKey>;
 
 /// Column positions of a model in a result row.
 struct ColumnMap {
     fields: Vec<usize>,
     header: usize,
+    /// Per field: the position of its legacy plaintext column, if it has one.
+    plaintext: Vec<Option<usize>>,
 }
 
 impl ColumnMap {
@@ -73,6 +73,11 @@ impl ColumnMap {
                 .map(|f| find(f.column))
                 .collect::<Result<_>>()?,
             header: find(HEADER_COLUMN)?,
+            plaintext: model
+                .fields
+                .iter()
+                .map(|f| f.plaintext_column.map(|(c, _)| find(c)).transpose())
+                .collect::<Result<_>>()?,
         })
     }
 }
@@ -130,6 +135,13 @@ impl Encryptor {
         for i in model.indexes {
             cols.extend(i.columns());
         }
+        // Legacy plaintext columns: every write sets them to NULL.
+        cols.extend(
+            model
+                .fields
+                .iter()
+                .filter_map(|f| f.plaintext_column.map(|(c, _)| c)),
+        );
         cols
     }
 
@@ -174,6 +186,10 @@ impl Encryptor {
         DB::push_ident(&mut sql, HEADER_COLUMN);
         sql.push_str(", ");
         DB::push_ident(&mut sql, KEY_VERSION_COLUMN);
+        for (c, _) in model.fields.iter().filter_map(|f| f.plaintext_column) {
+            sql.push_str(", ");
+            DB::push_ident(&mut sql, c);
+        }
         sql
     }
 
@@ -187,6 +203,20 @@ impl Encryptor {
     }
 
     // ---- writing --------------------------------------------------------
+
+    /// A fresh row key under the tenant's current key (a new KMS data key in
+    /// `kms` mode).
+    async fn new_row_key(&self, model: &Model, tenant: &str, pk: Option<&[u8]>) -> Result<RowKey> {
+        Ok(match model.spec.key_mode() {
+            KeyMode::Derived => self
+                .keys
+                .current_tenant_key(tenant)
+                .await?
+                .record_keys(&model.spec)?
+                .new_row(pk)?,
+            _ => self.keys.new_row_key(&model.spec, tenant, pk).await?,
+        })
+    }
 
     /// Record keys under the current tenant key of each tenant in `tenants`.
     async fn current_record_keys<'a>(
@@ -217,7 +247,9 @@ impl Encryptor {
         out.push(Value::I64(i64::from(
             key.header().tenant_key_version().unwrap_or(0),
         )));
-        push_index_cells(index.0, index.1, row, None, out)
+        push_index_cells(index.0, index.1, row, None, out)?;
+        push_plaintext_nulls(T::model(), None, out);
+        Ok(())
     }
 
     /// Seals rows into their column values (fields, header, key version),
@@ -537,6 +569,8 @@ impl Encryptor {
                 set_columns.extend(i.columns());
             }
         }
+        // The legacy plaintext columns of the updated fields become NULL.
+        set_columns.extend(plaintext_columns(model, Some(&ordered)).map(|(c, _)| c));
         let any_encrypted = model
             .fields
             .iter()
@@ -548,7 +582,8 @@ impl Encryptor {
             primary_key: pk_value.key_display(),
         };
 
-        let mut header: Option<Vec<u8>> = None;
+        // `Some(None)`: a legacy row without a key header, which gets one.
+        let mut header: Option<Option<Vec<u8>>> = None;
         let key = if any_encrypted {
             let mut sql = String::from("SELECT ");
             A::Database::push_ident(&mut sql, HEADER_COLUMN);
@@ -563,20 +598,23 @@ impl Encryptor {
             .await?
             .ok_or_else(not_found)?;
             let h = found
-                .read_bytes(0)
+                .read_opt_bytes(0)
                 .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?
-                .to_vec();
+                .map(<[u8]>::to_vec);
             let pk = Self::pk_bytes(model, &pk_value)?;
-            let key = self
-                .keys
-                .open_row_key(&model.spec, row.tenant(), pk.as_deref(), &h)
-                .await
-                .map_err(|e| Error::Decrypt {
-                    table: model.table().to_owned(),
-                    column: HEADER_COLUMN.to_owned(),
-                    primary_key: pk_value.key_display(),
-                    source: Box::new(e),
-                })?;
+            let key = match &h {
+                Some(h) => self
+                    .keys
+                    .open_row_key(&model.spec, row.tenant(), pk.as_deref(), h)
+                    .await
+                    .map_err(|e| Error::Decrypt {
+                        table: model.table().to_owned(),
+                        column: HEADER_COLUMN.to_owned(),
+                        primary_key: pk_value.key_display(),
+                        source: Box::new(e),
+                    })?,
+                None => self.new_row_key(model, row.tenant(), pk.as_deref()).await?,
+            };
             header = Some(h);
             Some(key)
         } else {
@@ -592,6 +630,15 @@ impl Encryptor {
             &mut scratch,
         ))?;
         push_index_cells(&plans, &ikeys, row, Some(&touched), &mut values)?;
+        push_plaintext_nulls(model, Some(&ordered), &mut values);
+        if let (Some(None), Some(key)) = (&header, &key) {
+            set_columns.push(HEADER_COLUMN);
+            set_columns.push(KEY_VERSION_COLUMN);
+            values.push(Value::Bytes(key.header_bytes()));
+            values.push(Value::I64(i64::from(
+                key.header().tenant_key_version().unwrap_or(0),
+            )));
+        }
         let ordered = set_columns;
         let mut sql = String::from("UPDATE ");
         A::Database::push_ident(&mut sql, model.table());
@@ -607,12 +654,20 @@ impl Encryptor {
         Self::where_pk::<T, A::Database>(&mut sql, ordered.len() + 1);
         values.push(pk_value.clone());
         values.push(Value::Text(row.tenant().to_owned()));
-        if let Some(h) = header {
-            sql.push_str(" AND ");
-            A::Database::push_ident(&mut sql, HEADER_COLUMN);
-            sql.push_str(" = ");
-            A::Database::push_placeholder(&mut sql, ordered.len() + 3);
-            values.push(Value::Bytes(h));
+        match header {
+            Some(Some(h)) => {
+                sql.push_str(" AND ");
+                A::Database::push_ident(&mut sql, HEADER_COLUMN);
+                sql.push_str(" = ");
+                A::Database::push_placeholder(&mut sql, ordered.len() + 3);
+                values.push(Value::Bytes(h));
+            }
+            Some(None) => {
+                sql.push_str(" AND ");
+                A::Database::push_ident(&mut sql, HEADER_COLUMN);
+                sql.push_str(" IS NULL");
+            }
+            None => {}
         }
         let affected = <A::Database as Backend>::execute_on(&mut conn, &sql, values)
             .await
@@ -969,6 +1024,25 @@ fn split_by_bytes(values: Vec<Value>, cols: usize) -> Vec<Vec<Value>> {
     groups
 }
 
+/// The legacy plaintext columns (and their types) of the model's fields, or
+/// of those whose column is in `only`.
+fn plaintext_columns<'m>(
+    model: &'m Model,
+    only: Option<&'m [&str]>,
+) -> impl Iterator<Item = (&'static str, SqlType)> + 'm {
+    model
+        .fields
+        .iter()
+        .filter(move |f| only.map_or(true, |o| o.contains(&f.column)))
+        .filter_map(|f| f.plaintext_column)
+}
+
+/// Appends a NULL for each legacy plaintext column (see
+/// [`plaintext_columns`]): writes never leave plaintext behind.
+fn push_plaintext_nulls(model: &Model, only: Option<&[&str]>, out: &mut Vec<Value>) {
+    out.extend(plaintext_columns(model, only).map(|(_, t)| Value::Null(t)));
+}
+
 /// The tenant-key version a header names, without a full parse.
 fn header_version(header: &[u8]) -> Option<u32> {
     RowHeader::peek_tenant_key_version(header)
@@ -987,37 +1061,58 @@ fn decrypt_row<T: Encrypted, R: DbRow>(
     ) -> std::result::Result<RowKey, rowseal_core::Error>,
 ) -> Result<T> {
     let mut cells = Vec::with_capacity(model.fields.len());
-    for (f, &idx) in model.fields.iter().zip(&map.fields) {
+    let mut any_sealed = false;
+    for ((f, &idx), legacy) in model.fields.iter().zip(&map.fields).zip(&map.plaintext) {
         let cell = if f.is_encrypted() {
-            row.read_opt_bytes(idx).map(Cell::Sealed)
+            let sealed = row
+                .read_opt_bytes(idx)
+                .map_err(|e| sqlx_col(model, f.column, e))?;
+            any_sealed |= sealed.is_some();
+            match (legacy, f.plaintext_column) {
+                (Some(l), Some((c, t))) => Cell::SealedOr(
+                    sealed,
+                    row.read_value(*l, t).map_err(|e| sqlx_col(model, c, e))?,
+                ),
+                _ => Cell::Sealed(sealed),
+            }
         } else {
-            row.read_value(idx, f.sql_type).map(Cell::Plain)
+            Cell::Plain(
+                row.read_value(idx, f.sql_type)
+                    .map_err(|e| sqlx_col(model, f.column, e))?,
+            )
         };
-        cells.push(cell.map_err(|e| sqlx_col(model, f.column, e))?);
+        cells.push(cell);
     }
     let pk_value = match &cells[model.primary_key] {
         Cell::Plain(v) => v.clone(),
-        Cell::Sealed(_) => Value::Null(SqlType::Bytes),
+        Cell::Sealed(_) | Cell::SealedOr(..) => Value::Null(SqlType::Bytes),
     };
     let tenant = row
         .read_str(map.fields[model.tenant])
         .map_err(|e| sqlx_col(model, model.tenant_field().column, e))?;
     let header = row
-        .read_bytes(map.header)
+        .read_opt_bytes(map.header)
         .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?;
     let pk = if model.spec.binds_primary_key() {
         pk_value.key_bytes()
     } else {
         None
     };
-    let key = open_key(tenant, pk.as_deref(), header).map_err(|e| Error::Decrypt {
+    let decrypt_err = |e| Error::Decrypt {
         table: model.table().to_owned(),
         column: HEADER_COLUMN.to_owned(),
         primary_key: pk_value.key_display(),
         source: Box::new(e),
-    })?;
+    };
+    let key = match header {
+        Some(header) => Some(open_key(tenant, pk.as_deref(), header).map_err(decrypt_err)?),
+        // A legacy row (from before the table was adopted): no key header,
+        // so no ciphertext either; its values are in the plaintext columns.
+        None if !any_sealed => None,
+        None => return Err(decrypt_err(rowseal_core::Error::Decrypt)),
+    };
     T::read_row(&mut RowReader::new(
-        Some(&key),
+        key.as_ref(),
         cells,
         model.table(),
         &pk_value,

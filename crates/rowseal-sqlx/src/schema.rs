@@ -95,7 +95,11 @@ fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
     let mut index_ddl: Vec<(String, bool, String)> = Vec::new();
     for def in model.indexes {
         for (value, version, name) in [
-            (def.column, def.version_column, def.db_index_name(model.table())),
+            (
+                def.column,
+                def.version_column,
+                def.db_index_name(model.table()),
+            ),
             (
                 def.alt_column,
                 def.alt_version_column,
@@ -181,8 +185,150 @@ where
     Ok(())
 }
 
+/// The statements that adopt an existing table of plaintext rows for `T`,
+/// for `DB`: `ALTER TABLE … ADD COLUMN` for each encrypted field's column,
+/// `rowseal_header`, `rowseal_key_version` and each blind index's value and
+/// version columns (both slots) — all nullable, so that the existing rows stay valid —
+/// then the key-version and blind indexes.
+///
+/// Each field marked `#[rowseal(encrypt, plaintext_column = "...")]` keeps
+/// its legacy plaintext column: reads fall back to it while the ciphertext
+/// is NULL, writes set it to NULL, and `rowseal encrypt-column` moves the
+/// remaining values into the ciphertext columns. Writes need the legacy
+/// column to accept NULL: on PostgreSQL a `DROP NOT NULL` is included; on
+/// MySQL/MariaDB a `MODIFY COLUMN … NULL` that restates the column with
+/// rowseal's type for the field (review it against your column's type
+/// first); SQLite cannot relax a constraint in place, so there the legacy
+/// column must already be nullable.
+///
+/// Not idempotent: run it once, as a migration (it is not part of
+/// [`create_table_sql`], which creates a new table).
+pub fn adopt_table_sql<T: Encrypted, DB: Backend>() -> Vec<String> {
+    let model = T::model();
+    let mysql = DB::DIALECT == "mysql";
+    let table = {
+        let mut t = String::new();
+        DB::push_ident(&mut t, model.table());
+        t
+    };
+    let mut out = Vec::new();
+    let mut add = |column: &str, ty: &str| {
+        let mut sql = format!("ALTER TABLE {table} ADD COLUMN ");
+        DB::push_ident(&mut sql, column);
+        sql.push(' ');
+        sql.push_str(ty);
+        out.push(sql);
+    };
+    for f in model.fields.iter().filter(|f| f.is_encrypted()) {
+        add(f.column, DB::column_type(SqlType::Bytes, false));
+    }
+    add(
+        HEADER_COLUMN,
+        if mysql {
+            "VARBINARY(1024)"
+        } else {
+            DB::column_type(SqlType::Bytes, false)
+        },
+    );
+    add(KEY_VERSION_COLUMN, DB::column_type(SqlType::I64, false));
+    for def in model.indexes {
+        for (value, version) in [
+            (def.column, def.version_column),
+            (def.alt_column, def.alt_version_column),
+        ] {
+            add(
+                value,
+                if def.bits <= 64 {
+                    DB::column_type(SqlType::I64, false)
+                } else {
+                    DB::column_type(SqlType::Bytes, true)
+                },
+            );
+            add(version, DB::column_type(SqlType::I64, false));
+        }
+    }
+    for f in model.fields {
+        let Some((legacy, ty)) = f.plaintext_column else {
+            continue;
+        };
+        let mut sql = format!("ALTER TABLE {table} ");
+        match DB::DIALECT {
+            "postgres" => {
+                sql.push_str("ALTER COLUMN ");
+                DB::push_ident(&mut sql, legacy);
+                sql.push_str(" DROP NOT NULL");
+            }
+            "mysql" => {
+                sql.push_str("MODIFY COLUMN ");
+                DB::push_ident(&mut sql, legacy);
+                sql.push(' ');
+                sql.push_str(DB::column_type(ty, true));
+                sql.push_str(" NULL");
+            }
+            _ => continue,
+        }
+        out.push(sql);
+    }
+    let mut index = |name: String, unique: bool, global: bool, column: &str| {
+        let mut sql = String::from(if unique {
+            "CREATE UNIQUE INDEX "
+        } else {
+            "CREATE INDEX "
+        });
+        if !mysql {
+            sql.push_str("IF NOT EXISTS ");
+        }
+        DB::push_ident(&mut sql, &name);
+        sql.push_str(&format!(" ON {table} ("));
+        if !global {
+            DB::push_ident(&mut sql, model.tenant_field().column);
+            sql.push_str(", ");
+        }
+        DB::push_ident(&mut sql, column);
+        sql.push(')');
+        out.push(sql);
+    };
+    index(
+        format!("{}_rowseal_kv", model.table()),
+        false,
+        false,
+        KEY_VERSION_COLUMN,
+    );
+    for def in model.indexes {
+        index(
+            def.db_index_name(model.table()),
+            def.unique,
+            def.global,
+            def.column,
+        );
+        index(
+            def.db_alt_index_name(model.table()),
+            def.unique,
+            def.global,
+            def.alt_column,
+        );
+    }
+    out
+}
+
+/// Runs [`adopt_table_sql`] (once: the columns must not exist yet).
+pub async fn adopt_table<'a, T, A>(conn: A) -> Result<()>
+where
+    T: Encrypted,
+    A: sqlx::Acquire<'a>,
+    A::Database: Backend,
+{
+    let mut conn = conn.acquire().await?;
+    for stmt in adopt_table_sql::<T, A::Database>() {
+        <A::Database as Backend>::execute_on(&mut conn, &stmt, Vec::new()).await?;
+    }
+    Ok(())
+}
+
 /// The registry's JSON description of a model: every field with its column,
-/// type, nullability and (for encrypted ones) encoded type; and every blind
+/// type, nullability and (for encrypted ones) encoded type and, for a field
+/// still migrating from a legacy plaintext column, `plaintext_column` and
+/// `plaintext_type` (else null); and every blind
 /// index: `name`, `column` and `version_column` (the value and index-key
 /// version of odd versions), `alt_column` and `alt_version_column` (the same
 /// for even versions), `fields` and `columns` (what it covers, in order),
@@ -210,6 +356,8 @@ pub fn definition(model: &Model) -> serde_json::Value {
             "nullable": f.nullable,
             "encrypted": f.encrypted.is_some(),
             "encoding": f.encrypted,
+            "plaintext_column": f.plaintext_column.map(|(c, _)| c),
+            "plaintext_type": f.plaintext_column.map(|(_, t)| t.as_str()),
         })).collect::<Vec<_>>(),
         "blind_indexes": model.indexes.iter().map(|i| json!({
             "name": i.name,
