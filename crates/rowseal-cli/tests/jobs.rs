@@ -861,6 +861,32 @@ where
     db.finish().await;
 }
 
+/// The kms-mode rows of a shredded tenant have no key left: rotation skips
+/// them (no failure), like the derived-mode rows of that tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_rotation_skips_shredded_tenants() {
+    let db = common::sqlite().await.unwrap();
+    let keyring = LocalKeyProvider::generate_keyring().to_string();
+    rowseal_sqlx::schema::install(&db.pool).await.unwrap();
+    common::prepare(&db).await;
+    let enc = common::encryptor(&db.pool, &keyring);
+    seed(&db, &enc, 100).await;
+    let shred = common::rowseal(
+        &db.url,
+        &keyring,
+        &["shred", "--tenant", "t1", "--yes-destroy-tenant", "t1"],
+    )
+    .await;
+    assert_eq!(shred.code, Some(0), "{}", shred.stderr);
+    let r = common::rowseal(&db.url, &keyring, &["rotate", "--all-tenants"]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stderr, r.stdout);
+    let done = r.event("done").unwrap();
+    assert_eq!(done["failed"], 0, "{done}");
+    // 100 people and 40 secrets over 20 tenants, minus t1's 5 + 2.
+    assert_eq!(done["reencrypted"], 95 + 38, "{done}");
+    db.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_kms_rotation() {
     if let Some(db) = common::sqlite().await {

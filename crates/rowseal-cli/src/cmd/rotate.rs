@@ -98,7 +98,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         let mut total = 0u64;
         let mut kms_rows = 0u64;
         for def in &kms_wanted {
-            let n = kms_count::<D>(&mut conn, def, req.tenant.as_deref(), None).await?;
+            let n = kms_count::<D>(&mut conn, def, req.tenant.as_deref(), &destroyed, None).await?;
             kms_rows += n;
             ctx.out.emit(
                 json!({"event": "plan", "table": def.table, "key_mode": "kms",
@@ -203,7 +203,14 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         let Some(after) = kms_after(&cursors, def)? else {
             continue;
         };
-        total += kms_count::<D>(&mut conn, def, kms_tenant.as_deref(), after.as_ref()).await?;
+        total += kms_count::<D>(
+            &mut conn,
+            def,
+            kms_tenant.as_deref(),
+            &destroyed,
+            after.as_ref(),
+        )
+        .await?;
     }
     drop(conn);
 
@@ -217,6 +224,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
     let tables = Arc::new(tables);
     let kms_tables = Arc::new(kms_tables);
     let kms_tenant = Arc::new(kms_tenant);
+    let shredded = Arc::new(destroyed);
     let targets = Arc::new(targets);
     let mut result = Ok(());
     // Sweep until nothing is left (rows the application wrote meanwhile on
@@ -230,6 +238,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             let tables = tables.clone();
             let kms_tables = kms_tables.clone();
             let kms_tenant = kms_tenant.clone();
+            let shredded = shredded.clone();
             let targets = targets.clone();
             let shared = shared.clone();
             let progress = progress.clone();
@@ -241,6 +250,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
                     tables: &tables,
                     kms_tables: &kms_tables,
                     kms_tenant: kms_tenant.as_deref(),
+                    shredded: &shredded,
                     targets: &targets,
                     job_id: &job_id,
                     batch,
@@ -522,6 +532,7 @@ struct Work<'a> {
     tables: &'a [TableDef],
     kms_tables: &'a [TableDef],
     kms_tenant: Option<&'a str>,
+    shredded: &'a [String],
     targets: &'a BTreeMap<String, u32>,
     job_id: &'a str,
     batch: usize,
@@ -584,6 +595,7 @@ async fn worker<D: CliDb>(
                 &mut opener,
                 def,
                 work.kms_tenant,
+                work.shredded,
                 &shared,
                 &progress,
                 work.job_id,
@@ -994,10 +1006,12 @@ fn kms_after(cursors: &serde_json::Value, def: &TableDef) -> Result<Option<Optio
         })
 }
 
-/// ` WHERE [tenant = ?] [AND pk > ?]` and its values.
+/// ` WHERE [tenant = ? | tenant NOT IN (shredded...)] [AND pk > ?]` and its
+/// values (the rows of shredded tenants have no key left to rotate).
 fn kms_predicate<D: CliDb>(
     def: &TableDef,
     tenant: Option<&str>,
+    shredded: &[String],
     after: Option<&Value>,
 ) -> (String, Vec<Value>) {
     let mut conds = Vec::new();
@@ -1008,6 +1022,17 @@ fn kms_predicate<D: CliDb>(
             "{} = {}",
             ident::<D>(&def.tenant),
             ph::<D>(values.len())
+        ));
+    } else if !shredded.is_empty() {
+        let mut list = Vec::new();
+        for t in shredded {
+            values.push(Value::Text(t.clone()));
+            list.push(ph::<D>(values.len()));
+        }
+        conds.push(format!(
+            "{} NOT IN ({})",
+            ident::<D>(&def.tenant),
+            list.join(", ")
         ));
     }
     if let Some(a) = after {
@@ -1030,9 +1055,10 @@ async fn kms_count<D: CliDb>(
     conn: &mut D::Connection,
     def: &TableDef,
     tenant: Option<&str>,
+    shredded: &[String],
     after: Option<&Value>,
 ) -> Result<u64> {
-    let (pred, values) = kms_predicate::<D>(def, tenant, after);
+    let (pred, values) = kms_predicate::<D>(def, tenant, shredded, after);
     let sql = format!("SELECT COUNT(*) FROM {}{pred}", ident::<D>(&def.table));
     let rows = D::fetch_all_on(conn, &sql, values).await?;
     let n = rows
@@ -1051,6 +1077,7 @@ async fn kms_batch<D: CliDb>(
     opener: &mut RowOpener,
     def: &TableDef,
     tenant: Option<&str>,
+    shredded: &[String],
     shared: &Mutex<Shared>,
     progress: &Progress,
     job_id: &str,
@@ -1085,7 +1112,7 @@ async fn kms_batch<D: CliDb>(
         tx.commit().await?;
         return Ok(0);
     };
-    let (pred, values) = kms_predicate::<D>(def, tenant, after.as_ref());
+    let (pred, values) = kms_predicate::<D>(def, tenant, shredded, after.as_ref());
     let select = format!(
         "SELECT {} FROM {}{pred} ORDER BY {} LIMIT {batch}{lock}",
         def.select_list::<D>(),
