@@ -147,6 +147,32 @@ pub enum Command {
         #[arg(long)]
         batch_size: Option<usize>,
     },
+    /// Encrypt the values still in a legacy plaintext column (a field
+    /// declared with `plaintext_column`): seal each into the ciphertext
+    /// column, fill its blind indexes, set the legacy column to NULL.
+    /// Batched, resumable (run the same command again), safe while the
+    /// application writes, shareable by several processes.
+    EncryptColumn {
+        /// The registered table.
+        #[arg(long)]
+        table: String,
+        /// Only this field (its plaintext or its ciphertext column); default:
+        /// every field of the table with a plaintext column.
+        #[arg(long)]
+        column: Option<String>,
+        /// Count the values to encrypt; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rows per batch (one transaction each).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Concurrent workers in this process (SQLite: always 1 writer).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Most rows per second this process writes.
+        #[arg(long)]
+        max_rows_per_second: Option<f64>,
+    },
     /// Crypto-shred a tenant: destroy its tenant and index keys (and wipe the
     /// per-row wrapped data keys of its kms-mode rows). Irreversible.
     Shred {

@@ -147,6 +147,13 @@ pub struct FieldDef {
     /// Encrypted fields: the value type's name (`string`, `i64`, ...).
     #[serde(default)]
     pub encoding: Option<String>,
+    /// Encrypted fields migrating from a legacy plaintext column
+    /// (`plaintext_column = "..."`): that column.
+    #[serde(default)]
+    pub plaintext_column: Option<String>,
+    /// The legacy column's SQL type (registry name).
+    #[serde(default)]
+    pub plaintext_type: Option<String>,
 }
 
 fn header_default() -> String {

@@ -1,6 +1,7 @@
 //! The commands, generic over the database.
 
 mod decrypt_column;
+mod encrypt_column;
 mod index_check;
 mod rewrap;
 mod rotate;
@@ -71,6 +72,17 @@ pub async fn run(cli: Cli) -> ExitCode {
             workers: None,
             tables: Vec::new(),
             max_rows_per_second: None,
+        }),
+        Command::EncryptColumn {
+            batch_size,
+            workers,
+            max_rows_per_second,
+            ..
+        } => Some(crate::cli::JobArgs {
+            batch_size: *batch_size,
+            workers: *workers,
+            tables: Vec::new(),
+            max_rows_per_second: *max_rows_per_second,
         }),
         _ => None,
     };
@@ -183,6 +195,22 @@ async fn exec<D: CliDb>(ctx: Ctx<D>, command: Command) -> Result<ExitCode> {
             dry_run,
             batch_size: _,
         } => decrypt_column::run(&ctx, &table, &column, &into, dry_run).await,
+        Command::EncryptColumn {
+            table,
+            column,
+            dry_run,
+            ..
+        } => {
+            encrypt_column::run(
+                &ctx,
+                encrypt_column::Request {
+                    table,
+                    column,
+                    dry_run,
+                },
+            )
+            .await
+        }
         Command::Shred {
             tenant,
             yes_destroy_tenant,

@@ -93,6 +93,30 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                                  "rows_by_index_version": by_version,
                                  "rows_behind_current_index_key": behind}));
         }
+        // Values still in a legacy plaintext column, per column (null: the
+        // table has none); `rowseal encrypt-column` moves them.
+        let mut plaintext: BTreeMap<String, i64> = BTreeMap::new();
+        for f in &def.fields {
+            if let Some(legacy) = &f.plaintext_column {
+                let sql = format!(
+                    "SELECT COUNT(*) FROM {} WHERE {} IS NOT NULL",
+                    ident::<D>(&def.table),
+                    ident::<D>(legacy)
+                );
+                let n = D::fetch_all_on(&mut conn, &sql, vec![])
+                    .await?
+                    .first()
+                    .map(|r| read_i64(r, 0))
+                    .transpose()?
+                    .unwrap_or(0);
+                plaintext.insert(legacy.clone(), n);
+            }
+        }
+        let plaintext_json = if plaintext.is_empty() {
+            serde_json::Value::Null
+        } else {
+            json!(plaintext)
+        };
         let by_version_json: BTreeMap<String, i64> = by_version
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
@@ -102,7 +126,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                    "key_mode": mode.as_str(), "rows": total, "rows_by_key_version": by_version_json,
                    "rows_to_rotate": to_rotate, "tenants": tenants,
                    "encrypted_columns": def.encrypted_columns(),
-                   "blind_index_coverage": coverage, "plaintext_rows_to_encrypt": null}),
+                   "blind_index_coverage": coverage, "plaintext_rows_to_encrypt": plaintext_json}),
             || {
                 let versions: Vec<String> = by_version
                     .iter()
@@ -115,6 +139,9 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                     tenants.len(),
                     versions.join(", ")
                 );
+                for (c, n) in &plaintext {
+                    line.push_str(&format!("; {n} values still in plaintext column {c}"));
+                }
                 for c in &coverage {
                     line.push_str(&format!(
                         "; index {}: {} by index-key version, {} behind",

@@ -1,0 +1,1021 @@
+//! `rowseal encrypt-column --table T [--column C]`: move the values still in
+//! a legacy plaintext column into its encrypted form.
+//!
+//! The fields come from the schema registry: each encrypted field declared
+//! with `plaintext_column = "..."` names its legacy column and that column's
+//! type. For each row whose legacy column is not NULL, one transaction per
+//! batch:
+//! - claim the rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL and
+//!   MariaDB/MySQL; the write lock on SQLite, one writer);
+//! - take the row's key: opened from its header, or — for a legacy row
+//!   without one — a new row key for its tenant (a new header and key
+//!   version are written with the row);
+//! - encode the value as the field's type would be (`rowseal_sqlx::encoding`)
+//!   and seal it into the ciphertext column, fill the blind indexes covering
+//!   the field, and set the legacy column to NULL. If the ciphertext column
+//!   already holds a value (the application wrote the field since), that
+//!   value is what the library reads, so it is kept and only the legacy
+//!   column is cleared;
+//! - write with a compare-and-swap on the legacy value and the header, so a
+//!   concurrent application write is never overwritten (the row is read
+//!   again by a later batch);
+//! - add the count to `rowseal_jobs` in the same transaction, so after
+//!   `kill -9` nothing is counted that was not written and nothing written
+//!   is redone: a resumed run (the same command again) only sees the rows
+//!   still in plaintext.
+//!
+//! Supported value types: text, bytes, booleans, signed integers up to 64
+//! bits, floats and UUIDs. Blind indexes are filled under the current
+//! index-key version of their scope (in that version's slot); an index whose
+//! normalization is the application's own function cannot be computed here,
+//! and the command refuses such a table (exit 6).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use rowseal_core::{
+    BlindIndexKey, BlindIndexValue, IndexBits, KeyHierarchy, KeyMode, KeyScope, Normalization,
+    RowKey,
+};
+use rowseal_sqlx::{DbRow, EncryptedField, SqlType, Value};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::{Ctx, RowOpener};
+use crate::db::{ident, ph, read_i64, read_text, CliDb};
+use crate::error::{CliError, ExitCode, Result};
+use crate::jobs;
+use crate::output::Progress;
+use crate::registry::{self, read_pk, TableDef};
+
+/// Failed rows beyond which the job stops.
+const MAX_FAILURES: usize = 1000;
+/// Conflicts on one row (the application kept writing it) after which this
+/// run leaves it to the next one.
+const MAX_CONFLICTS_PER_ROW: u32 = 5;
+/// Passes over the table (rows written back in plaintext meanwhile by an old
+/// application version are picked up by the next pass).
+const PASSES: usize = 5;
+
+/// What the user asked for.
+pub struct Request {
+    pub table: String,
+    pub column: Option<String>,
+    pub dry_run: bool,
+}
+
+/// One field to migrate.
+#[derive(Debug, Clone)]
+struct Target {
+    /// The ciphertext column.
+    ct: String,
+    /// The legacy plaintext column.
+    legacy: String,
+    /// Its SQL type.
+    ty: SqlType,
+    /// The field's value type (`string`, `i64`, ...).
+    encoding: String,
+}
+
+/// One blind index covering a target, ready to compute.
+struct IndexPlan {
+    name: String,
+    key_column: String,
+    global: bool,
+    bits: IndexBits,
+    norms: Vec<Normalization>,
+    /// Covered columns, in order.
+    columns: Vec<String>,
+    /// (value, version, parity of the versions it holds) per slot.
+    slots: Vec<(String, String, Option<u32>)>,
+}
+
+#[derive(Default)]
+struct Shared {
+    failed: Vec<Value>,
+    failed_keys: HashSet<String>,
+    failures: Vec<serde_json::Value>,
+    conflicts_by_row: HashMap<String, u32>,
+    encrypted_values: u64,
+    rows: u64,
+    conflicts: u64,
+}
+
+fn lock(s: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A registry type name → the SQL type the legacy column is read as.
+fn legacy_type(name: &str) -> Option<SqlType> {
+    Some(match name {
+        "text" => SqlType::Text,
+        "bytes" => SqlType::Bytes,
+        "bool" => SqlType::Bool,
+        "i16" => SqlType::I16,
+        "i32" => SqlType::I32,
+        "i64" => SqlType::I64,
+        "f32" => SqlType::F32,
+        "f64" => SqlType::F64,
+        "uuid" => SqlType::Uuid,
+        _ => return None,
+    })
+}
+
+/// Encodes a legacy value as the field's type encodes it (the same
+/// `EncryptedField` implementations the application uses).
+fn encode(encoding: &str, v: &Value) -> std::result::Result<Zeroizing<Vec<u8>>, &'static str> {
+    let mut out = Zeroizing::new(Vec::new());
+    let int = |v: &Value| -> Option<i64> {
+        match v {
+            Value::I16(x) => Some(i64::from(*x)),
+            Value::I32(x) => Some(i64::from(*x)),
+            Value::I64(x) => Some(*x),
+            _ => None,
+        }
+    };
+    let range = "the plaintext value does not fit the field's type";
+    match (encoding, v) {
+        ("string", Value::Text(s)) => s.encode_field(&mut out),
+        ("bytes", Value::Bytes(b)) => b.encode_field(&mut out),
+        ("bool", Value::Bool(b)) => b.encode_field(&mut out),
+        ("i16", v) if int(v).is_some() => i16::try_from(int(v).unwrap_or_default())
+            .map_err(|_| range)?
+            .encode_field(&mut out),
+        ("i32", v) if int(v).is_some() => i32::try_from(int(v).unwrap_or_default())
+            .map_err(|_| range)?
+            .encode_field(&mut out),
+        ("i64", v) if int(v).is_some() => int(v).unwrap_or_default().encode_field(&mut out),
+        ("f32", Value::F32(f)) => f.encode_field(&mut out),
+        ("f64", Value::F64(f)) => f.encode_field(&mut out),
+        ("f64", Value::F32(f)) => f64::from(*f).encode_field(&mut out),
+        ("uuid", Value::Uuid(u)) => u.encode_field(&mut out),
+        _ => return Err("this value type is not supported by encrypt-column"),
+    };
+    Ok(out)
+}
+
+/// The text a blind index covers, from a decrypted encoding (strings and
+/// integers: what `IndexSource` indexes).
+fn index_text_of_encoding(bytes: &[u8]) -> std::result::Result<String, &'static str> {
+    let [1, tag, p @ ..] = bytes else {
+        return Err("unknown value encoding");
+    };
+    let be = |n: usize| -> std::result::Result<[u8; 8], &'static str> {
+        if p.len() != n {
+            return Err("payload has the wrong length");
+        }
+        let mut b = [0u8; 8];
+        b[8 - n..].copy_from_slice(p);
+        Ok(b)
+    };
+    let signed = |n: usize| -> std::result::Result<i64, &'static str> {
+        let b = be(n)?;
+        let shift = 64 - 8 * n as u32;
+        Ok(i64::from_be_bytes(b)
+            .wrapping_shl(shift)
+            .wrapping_shr(shift))
+    };
+    Ok(match tag {
+        1 => String::from_utf8(p.to_vec()).map_err(|_| "text is not UTF-8")?,
+        4 => signed(1)?.to_string(),
+        5 => signed(2)?.to_string(),
+        6 => signed(4)?.to_string(),
+        7 => signed(8)?.to_string(),
+        9 => u64::from_be_bytes(be(1)?).to_string(),
+        10 => u64::from_be_bytes(be(2)?).to_string(),
+        11 => u64::from_be_bytes(be(4)?).to_string(),
+        12 => u64::from_be_bytes(be(8)?).to_string(),
+        _ => return Err("a blind index cannot cover this value type"),
+    })
+}
+
+/// The text a blind index covers, from a plain or legacy SQL value.
+fn index_text_of_value(v: &Value) -> Option<std::result::Result<String, &'static str>> {
+    Some(Ok(match v {
+        Value::Null(_) => return None,
+        Value::Text(s) => s.clone(),
+        Value::I16(x) => x.to_string(),
+        Value::I32(x) => x.to_string(),
+        Value::I64(x) => x.to_string(),
+        _ => return Some(Err("a blind index cannot cover this value type")),
+    }))
+}
+
+pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
+    let mut conn = ctx.conn().await?;
+    let def = registry::tables::<D>(&mut conn, std::slice::from_ref(&req.table))
+        .await?
+        .pop()
+        .ok_or_else(|| CliError::config(format!("table {} is not registered", req.table)))?;
+    let mut targets = Vec::new();
+    for f in def.fields.iter().filter(|f| f.encrypted) {
+        let Some(legacy) = &f.plaintext_column else {
+            continue;
+        };
+        if let Some(c) = &req.column {
+            if c != legacy && c != &f.column {
+                continue;
+            }
+        }
+        let ty = f
+            .plaintext_type
+            .as_deref()
+            .and_then(legacy_type)
+            .ok_or_else(|| {
+                CliError::config(format!(
+                    "{}.{legacy}: the registry gives no supported type for the plaintext column",
+                    def.table
+                ))
+            })?;
+        targets.push(Target {
+            ct: f.column.clone(),
+            legacy: legacy.clone(),
+            ty,
+            encoding: f.encoding.clone().unwrap_or_default(),
+        });
+    }
+    if targets.is_empty() {
+        return Err(CliError::config(match &req.column {
+            Some(c) => format!(
+                "{c} is not a legacy plaintext column of {} (declare the field with #[rowseal(encrypt, plaintext_column = \"...\")] and register the model)",
+                def.table
+            ),
+            None => format!(
+                "{} has no field with a legacy plaintext column (#[rowseal(encrypt, plaintext_column = \"...\")])",
+                def.table
+            ),
+        }));
+    }
+    let plans = index_plans(&def, &targets)?;
+
+    // Rows still in plaintext, per legacy column.
+    let mut per_column = BTreeMap::new();
+    for t in &targets {
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE {} IS NOT NULL",
+            ident::<D>(&def.table),
+            ident::<D>(&t.legacy)
+        );
+        let n = D::fetch_all_on(&mut conn, &sql, vec![])
+            .await?
+            .first()
+            .map(|r| read_i64(r, 0))
+            .transpose()?
+            .unwrap_or(0);
+        per_column.insert(t.legacy.clone(), n);
+    }
+    let total = {
+        let (pred, values) = predicate::<D>(&def, &targets, &[], None);
+        let sql = format!("SELECT COUNT(*) FROM {}{pred}", ident::<D>(&def.table));
+        D::fetch_all_on(&mut conn, &sql, values)
+            .await?
+            .first()
+            .map(|r| read_i64(r, 0))
+            .transpose()?
+            .unwrap_or(0)
+    };
+    if req.dry_run {
+        ctx.out.emit(
+            json!({"event": "plan", "command": "encrypt-column", "table": def.table,
+                   "rows": total, "plaintext_values": per_column,
+                   "blind_indexes": plans.iter().map(|p| p.name.clone()).collect::<Vec<_>>()}),
+            || {
+                format!(
+                    "would encrypt {total} rows of {} ({})",
+                    def.table,
+                    per_column
+                        .iter()
+                        .map(|(c, n)| format!("{c}: {n} values"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        );
+        return Ok(ExitCode::Ok);
+    }
+
+    let keys = ctx.keys().await?;
+    // Tenant and index keys first, outside any batch transaction: a legacy
+    // tenant may have none yet, and creating one writes to rowseal_keys
+    // (through another connection: on SQLite, a batch holding the write lock
+    // would wait for itself).
+    {
+        let (pred, values) = predicate::<D>(&def, &targets, &[], None);
+        let sql = format!(
+            "SELECT DISTINCT {} FROM {}{pred}",
+            ident::<D>(&def.tenant),
+            ident::<D>(&def.table)
+        );
+        let spec = def.spec()?;
+        let mut global_done = false;
+        for r in &D::fetch_all_on(&mut conn, &sql, values).await? {
+            let tenant = read_text(r, 0)?;
+            if spec.key_mode() == KeyMode::Derived {
+                keys.hierarchy.current_tenant_key(&tenant).await?;
+            }
+            for p in &plans {
+                if p.global {
+                    if !global_done {
+                        keys.hierarchy.current_index_key(&KeyScope::Global).await?;
+                        global_done = true;
+                    }
+                } else {
+                    keys.hierarchy
+                        .current_index_key(&KeyScope::Tenant(tenant.clone()))
+                        .await?;
+                }
+            }
+        }
+    }
+    let columns: Vec<String> = targets.iter().map(|t| t.legacy.clone()).collect();
+    let params = json!({"table": def.table, "columns": columns});
+    let existing = jobs::running::<D>(&mut conn, "encrypt-column")
+        .await?
+        .into_iter()
+        .find(|j| j.params == params);
+    let job = match existing {
+        Some(j) => {
+            ctx.out.emit(
+                json!({"event": "resume", "job": j.id, "rows_done": j.rows_done}),
+                || {
+                    format!(
+                        "resuming encrypt-column job {} ({} rows done)",
+                        j.id, j.rows_done
+                    )
+                },
+            );
+            j.id
+        }
+        None => jobs::create::<D>(&mut conn, "encrypt-column", &params).await?,
+    };
+    ctx.out.emit(
+        json!({"event": "start", "job": job, "table": def.table, "columns": columns, "rows": total}),
+        || {
+            format!(
+                "encrypt-column job {job}: {total} rows of {} to encrypt",
+                def.table
+            )
+        },
+    );
+    drop(conn);
+
+    let (progress, handle) =
+        Progress::start(ctx.out, job.clone(), u64::try_from(total).unwrap_or(0));
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let workers = if D::CONCURRENT_WRITERS {
+        ctx.settings.workers.max(1)
+    } else {
+        1
+    };
+    let def = Arc::new(def);
+    let targets = Arc::new(targets);
+    let plans = Arc::new(plans);
+    let mut result = Ok(());
+    let mut left = 0;
+    for _pass in 0..PASSES {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let w = Worker {
+                pool: ctx.pool.clone(),
+                keys: keys.hierarchy.clone(),
+                def: def.clone(),
+                targets: targets.clone(),
+                plans: plans.clone(),
+                shared: shared.clone(),
+                progress: progress.clone(),
+                job: job.clone(),
+                batch: ctx.settings.batch_size.max(1),
+                limit: ctx.settings.max_rows_per_second,
+            };
+            set.spawn(async move { w.run().await });
+        }
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(CliError::new(ExitCode::Internal, "a worker panicked")),
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+        let failed = lock(&shared).failed.clone();
+        let (pred, values) = predicate::<D>(&def, &targets, &failed, None);
+        let sql = format!("SELECT COUNT(*) FROM {}{pred}", ident::<D>(&def.table));
+        let mut conn = ctx.conn().await?;
+        left = D::fetch_all_on(&mut conn, &sql, values)
+            .await?
+            .first()
+            .map(|r| read_i64(r, 0))
+            .transpose()?
+            .unwrap_or(0);
+        if left == 0 {
+            break;
+        }
+        lock(&shared).conflicts_by_row.clear();
+        progress.raise_total(progress.done() + u64::try_from(left).unwrap_or(0));
+    }
+    progress.finish(handle).await;
+    result?;
+
+    let (rows, values, conflicts, failures) = {
+        let s = lock(&shared);
+        (s.rows, s.encrypted_values, s.conflicts, s.failures.clone())
+    };
+    for f in &failures {
+        ctx.out.emit(f.clone(), || {
+            format!(
+                "FAILED {} primary key {} ({}): {}",
+                f["table"].as_str().unwrap_or(""),
+                f["primary_key"].as_str().unwrap_or(""),
+                f["column"].as_str().unwrap_or(""),
+                f["error"].as_str().unwrap_or("")
+            )
+        });
+    }
+    let mut conn = ctx.conn().await?;
+    if left > 0 && failures.is_empty() {
+        ctx.out.emit(
+            json!({"event": "incomplete", "job": job, "rows_left": left, "rows": rows,
+                   "provider_calls": keys.calls()}),
+            || format!(
+                "encrypt-column job {job} incomplete: {left} rows still in plaintext (the application keeps writing them); run the command again"
+            ),
+        );
+        return Ok(ExitCode::Failures);
+    }
+    let state = if failures.is_empty() {
+        "done"
+    } else {
+        "failed"
+    };
+    let summary = json!({"rows": rows, "values": values, "conflicts_retried": conflicts,
+                         "failed": failures.len(), "provider_calls": keys.calls()});
+    jobs::finish::<D>(&mut conn, &job, state, &summary).await?;
+    let job_rows = jobs::get::<D>(&mut conn, &job)
+        .await?
+        .map_or(0, |j| j.rows_done);
+    ctx.out.emit(
+        json!({"event": "done", "command": "encrypt-column", "job": job, "state": state,
+               "table": def.table, "rows": rows, "values": values, "job_rows_done": job_rows,
+               "conflicts_retried": conflicts, "failed": failures.len(),
+               "seconds": progress.elapsed(), "rows_per_second": progress.rate().round(),
+               "provider_calls": keys.calls()}),
+        || format!(
+            "encrypt-column {state}: {rows} rows ({values} values) encrypted by this process ({job_rows} by the job), {conflicts} concurrent writes retried, {} failed, {:.0} rows/s",
+            failures.len(), progress.rate()
+        ),
+    );
+    Ok(if failures.is_empty() {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failures
+    })
+}
+
+/// The blind indexes covering a target; refuses those it cannot compute.
+fn index_plans(def: &TableDef, targets: &[Target]) -> Result<Vec<IndexPlan>> {
+    let mut out = Vec::new();
+    for idx in &def.blind_indexes {
+        if !idx
+            .columns
+            .iter()
+            .any(|c| targets.iter().any(|t| &t.ct == c))
+        {
+            continue;
+        }
+        let refuse = |why: &str| {
+            CliError::new(
+                ExitCode::Refused,
+                format!(
+                    "{}: blind index {} {why}; encrypt these rows through the application instead (update them)",
+                    def.table, idx.name
+                ),
+            )
+        };
+        if idx.custom_normalizer {
+            return Err(refuse(
+                "uses the application's own normalization function, which this tool cannot run",
+            ));
+        }
+        let bits = IndexBits::new(idx.bits).map_err(|_| refuse("has an invalid number of bits"))?;
+        let norms = idx
+            .part_steps()
+            .iter()
+            .map(|s| Normalization::parse(s))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|_| refuse("names a normalization step this rowseal does not know"))?;
+        out.push(IndexPlan {
+            name: idx.name.clone(),
+            key_column: idx.column.clone(),
+            global: idx.scope == "global",
+            bits,
+            norms,
+            columns: idx.columns.clone(),
+            slots: idx
+                .slot_pairs()
+                .into_iter()
+                .map(|s| (s.column, s.version_column, s.parity))
+                .collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// ` WHERE (legacy IS NOT NULL OR ...) [AND pk NOT IN (...)] [AND pk > ?]`.
+fn predicate<D: CliDb>(
+    def: &TableDef,
+    targets: &[Target],
+    failed: &[Value],
+    after: Option<&Value>,
+) -> (String, Vec<Value>) {
+    let any: Vec<String> = targets
+        .iter()
+        .map(|t| format!("{} IS NOT NULL", ident::<D>(&t.legacy)))
+        .collect();
+    let mut sql = format!(" WHERE ({})", any.join(" OR "));
+    let mut values = Vec::new();
+    let pk = ident::<D>(&def.primary_key);
+    if !failed.is_empty() {
+        let phs: Vec<String> = (1..=failed.len()).map(ph::<D>).collect();
+        sql.push_str(&format!(" AND {pk} NOT IN ({})", phs.join(", ")));
+        values.extend(failed.iter().cloned());
+    }
+    if let Some(a) = after {
+        values.push(a.clone());
+        sql.push_str(&format!(" AND {pk} > {}", ph::<D>(values.len())));
+    }
+    (sql, values)
+}
+
+struct Worker<D: CliDb> {
+    pool: sqlx::Pool<D>,
+    keys: Arc<KeyHierarchy>,
+    def: Arc<TableDef>,
+    targets: Arc<Vec<Target>>,
+    plans: Arc<Vec<IndexPlan>>,
+    shared: Arc<Mutex<Shared>>,
+    progress: Arc<Progress>,
+    job: String,
+    batch: usize,
+    limit: Option<f64>,
+}
+
+/// The columns a batch selects, and where each is in the row.
+struct Layout {
+    select: Vec<String>,
+    /// Per target: (ciphertext, legacy) positions.
+    targets: Vec<(usize, usize)>,
+    /// Other columns an index needs: column → position.
+    extra: HashMap<String, usize>,
+}
+
+impl<D: CliDb> Worker<D> {
+    fn layout(&self) -> Layout {
+        let def = &self.def;
+        let mut select = vec![
+            def.primary_key.clone(),
+            def.tenant.clone(),
+            def.header_column.clone(),
+        ];
+        let mut targets = Vec::new();
+        for t in self.targets.iter() {
+            targets.push((select.len(), select.len() + 1));
+            select.push(t.ct.clone());
+            select.push(t.legacy.clone());
+        }
+        let mut extra = HashMap::new();
+        for p in self.plans.iter() {
+            for c in &p.columns {
+                if self.targets.iter().any(|t| &t.ct == c) || extra.contains_key(c) {
+                    continue;
+                }
+                extra.insert(c.clone(), select.len());
+                select.push(c.clone());
+            }
+        }
+        Layout {
+            select,
+            targets,
+            extra,
+        }
+    }
+
+    async fn run(self) -> Result<()> {
+        let layout = self.layout();
+        let mut opener = RowOpener::new(self.keys.clone());
+        let mut last: Option<Value> = None;
+        loop {
+            if let Some(rate) = self.limit {
+                while self.progress.done() as f64 > rate * self.progress.elapsed() {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+            let started = std::time::Instant::now();
+            let Some(next) = self.batch_once(&layout, &mut opener, last.as_ref()).await? else {
+                return Ok(());
+            };
+            last = Some(next);
+            if !D::CONCURRENT_WRITERS {
+                // SQLite has one writer: leave the lock free as long as the
+                // batch held it, so that the application is not starved.
+                tokio::time::sleep(started.elapsed()).await;
+            }
+        }
+    }
+
+    /// One batch after primary key `after`; returns the last primary key
+    /// seen, or `None` when this pass is over.
+    async fn batch_once(
+        &self,
+        layout: &Layout,
+        opener: &mut RowOpener,
+        after: Option<&Value>,
+    ) -> Result<Option<Value>> {
+        let def = &*self.def;
+        let pk_type = def.pk_type()?;
+        let failed = lock(&self.shared).failed.clone();
+        let (pred, values) = predicate::<D>(def, &self.targets, &failed, after);
+        let cols: Vec<String> = layout.select.iter().map(|c| ident::<D>(c)).collect();
+        let pk = ident::<D>(&def.primary_key);
+        let sql = format!(
+            "SELECT {} FROM {}{pred} ORDER BY {pk} LIMIT {}{}",
+            cols.join(", "),
+            ident::<D>(&def.table),
+            self.batch,
+            D::CLAIM
+        );
+        let mut tx = self.pool.begin_with(D::BEGIN).await?;
+        let rows = D::fetch_all_on(&mut *tx, &sql, values).await?;
+        let Some(last_row) = rows.last() else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let last = read_pk(last_row, pk_type)?;
+        let mut written = 0u64;
+        let mut values_done = 0u64;
+        let mut conflicted = Vec::new();
+        let mut failures = Vec::new();
+        let mut index_keys: HashMap<(usize, String), (u32, BlindIndexKey)> = HashMap::new();
+        for row in &rows {
+            let pk = read_pk(row, pk_type)?;
+            let tenant = read_text(row, 1)?;
+            match self
+                .row_update(layout, opener, &mut index_keys, row, &pk, &tenant)
+                .await
+            {
+                Ok((sql, values, n)) => {
+                    if D::execute_on(&mut *tx, &sql, values).await? == 1 {
+                        written += 1;
+                        values_done += n;
+                    } else {
+                        conflicted.push(pk.key_display());
+                    }
+                }
+                Err(RowError::Fail(column, error)) => failures.push((pk, column, error)),
+                Err(RowError::Fatal(e)) => return Err(e),
+            }
+        }
+        if written > 0 {
+            jobs::add_progress::<D>(&mut *tx, &self.job, written).await?;
+        }
+        tx.commit().await?;
+        self.progress.add(written);
+        let mut s = lock(&self.shared);
+        s.rows += written;
+        s.encrypted_values += values_done;
+        s.conflicts += conflicted.len() as u64;
+        for key in conflicted {
+            // Read again by the next pass; a row that keeps changing is left
+            // to the next run.
+            let n = s.conflicts_by_row.entry(key.clone()).or_default();
+            *n += 1;
+            if *n >= MAX_CONFLICTS_PER_ROW {
+                s.conflicts_by_row.remove(&key);
+            }
+        }
+        for (pk, column, error) in failures {
+            let key = pk.key_display();
+            if s.failed_keys.insert(key.clone()) {
+                s.failures
+                    .push(json!({"event": "failure", "table": def.table,
+                    "primary_key": key, "column": column, "error": error}));
+                s.failed.push(pk);
+            }
+        }
+        if s.failures.len() > MAX_FAILURES {
+            return Err(CliError::new(
+                ExitCode::Failures,
+                format!("more than {MAX_FAILURES} rows could not be encrypted; stopping"),
+            ));
+        }
+        Ok(Some(last))
+    }
+
+    /// The conditional UPDATE of one row, its values, and the number of
+    /// values it encrypts.
+    async fn row_update(
+        &self,
+        layout: &Layout,
+        opener: &mut RowOpener,
+        index_keys: &mut HashMap<(usize, String), (u32, BlindIndexKey)>,
+        row: &D::Row,
+        pk: &Value,
+        tenant: &str,
+    ) -> std::result::Result<(String, Vec<Value>, u64), RowError> {
+        let def = &*self.def;
+        let header_col = def.header_column.clone();
+        let fail = |column: &str, e: String| RowError::Fail(column.to_owned(), e);
+        let pkb = def
+            .pk_bytes(pk)
+            .map_err(|e| fail(&header_col, super::describe(&e)))?;
+        let header = row
+            .read_opt_bytes(2)
+            .map_err(|e| RowError::Fatal(e.into()))?
+            .map(<[u8]>::to_vec);
+        let spec = def.spec().map_err(RowError::Fatal)?;
+        let key: RowKey = match &header {
+            Some(h) => opener
+                .open(def, tenant, pkb.as_deref(), h)
+                .await
+                .map_err(|e| fail(&header_col, super::describe(&e)))?,
+            None => {
+                let r = match spec.key_mode() {
+                    KeyMode::Derived => match self.keys.current_tenant_key(tenant).await {
+                        Ok(tk) => tk
+                            .record_keys(&spec)
+                            .and_then(|rk| rk.new_row(pkb.as_deref())),
+                        Err(e) => Err(e),
+                    },
+                    _ => self.keys.new_row_key(&spec, tenant, pkb.as_deref()).await,
+                };
+                r.map_err(|e| match e {
+                    rowseal_core::Error::Provider(_) | rowseal_core::Error::Store { .. } => {
+                        RowError::Fatal(e.into())
+                    }
+                    e => fail(&header_col, super::describe(&e)),
+                })?
+            }
+        };
+
+        let mut sets: Vec<String> = Vec::new();
+        let mut values: Vec<Value> = Vec::new();
+        let mut guards: Vec<(String, Value)> = Vec::new();
+        let mut n_values = 0u64;
+        // Covered text of each column an index may need (targets sealed now).
+        let mut sealed_now: HashMap<&str, Option<Zeroizing<String>>> = HashMap::new();
+        for (t, &(ct_at, legacy_at)) in self.targets.iter().zip(&layout.targets) {
+            let legacy = row
+                .read_value(legacy_at, t.ty)
+                .map_err(|e| fail(&t.legacy, format!("cannot read the plaintext column: {e}")))?;
+            if legacy.is_null() {
+                continue;
+            }
+            let ct_present = row
+                .read_opt_bytes(ct_at)
+                .map_err(|e| RowError::Fatal(e.into()))?
+                .is_some();
+            if !ct_present {
+                let encoded = encode(&t.encoding, &legacy).map_err(|e| fail(&t.ct, e.into()))?;
+                let sealed = key
+                    .seal(&t.ct, &encoded)
+                    .map_err(|e| fail(&t.ct, super::describe(&e)))?;
+                sets.push(ident::<D>(&t.ct));
+                values.push(Value::Bytes(sealed));
+                n_values += 1;
+                if self.plans.iter().any(|p| p.columns.contains(&t.ct)) {
+                    let text = index_text_of_value(&legacy)
+                        .transpose()
+                        .map_err(|e| fail(&t.ct, e.into()))?;
+                    sealed_now.insert(t.ct.as_str(), text.map(Zeroizing::new));
+                }
+            }
+            sets.push(ident::<D>(&t.legacy));
+            values.push(Value::Null(t.ty));
+            guards.push((t.legacy.clone(), legacy));
+        }
+        if guards.is_empty() {
+            return Err(fail(&header_col, "no plaintext value left".into()));
+        }
+        if header.is_none() {
+            sets.push(ident::<D>(&header_col));
+            values.push(Value::Bytes(key.header_bytes()));
+            sets.push(ident::<D>(&def.key_version_column));
+            values.push(Value::I64(i64::from(
+                key.header().tenant_key_version().unwrap_or(0),
+            )));
+        }
+
+        // Blind indexes over a field sealed now.
+        for (pi, plan) in self.plans.iter().enumerate() {
+            if !plan
+                .columns
+                .iter()
+                .any(|c| sealed_now.contains_key(c.as_str()))
+            {
+                continue;
+            }
+            let mut parts: Vec<Zeroizing<String>> = Vec::new();
+            let mut null = false;
+            for (i, c) in plan.columns.iter().enumerate() {
+                let text: Option<Zeroizing<String>> = if let Some(t) = sealed_now.get(c.as_str()) {
+                    t.clone()
+                } else if let Some(&at) = layout.extra.get(c) {
+                    self.covered_text(def, &key, row, c, at)
+                        .map_err(|e| fail(c, e))?
+                } else {
+                    // A target whose ciphertext was already there: read it.
+                    let at = layout
+                        .select
+                        .iter()
+                        .position(|s| s == c)
+                        .ok_or_else(|| fail(c, "not selected".into()))?;
+                    self.covered_text(def, &key, row, c, at)
+                        .map_err(|e| fail(c, e))?
+                };
+                match text {
+                    Some(t) => {
+                        let norm = plan
+                            .norms
+                            .get(i)
+                            .map_or_else(|| t.to_string(), |n| n.apply(&t));
+                        parts.push(Zeroizing::new(norm));
+                    }
+                    None => null = true,
+                }
+            }
+            let scope_key = if plan.global {
+                String::new()
+            } else {
+                tenant.to_owned()
+            };
+            let (version, bkey) = match index_keys.get(&(pi, scope_key.clone())) {
+                Some(k) => k.clone(),
+                None => {
+                    let scope = if plan.global {
+                        KeyScope::Global
+                    } else {
+                        KeyScope::Tenant(tenant.to_owned())
+                    };
+                    let ik = self
+                        .keys
+                        .current_index_key(&scope)
+                        .await
+                        .map_err(|e| RowError::Fatal(e.into()))?;
+                    let bk = ik
+                        .blind_index_key(&def.table, &plan.key_column, &plan.name)
+                        .map_err(|e| RowError::Fatal(e.into()))?;
+                    index_keys.insert((pi, scope_key), (ik.version(), bk.clone()));
+                    (ik.version(), bk)
+                }
+            };
+            let value = if null {
+                if plan.bits.get() <= 64 {
+                    Value::Null(SqlType::I64)
+                } else {
+                    Value::Null(SqlType::Bytes)
+                }
+            } else {
+                let mac = if let [one] = parts.as_slice() {
+                    bkey.compute(one.as_bytes())
+                } else {
+                    let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+                    bkey.compute_compound(&slices)
+                        .map_err(|e| fail(&plan.name, super::describe(&e)))?
+                };
+                match plan.bits.truncate(&mac) {
+                    BlindIndexValue::Int(i) => Value::I64(i),
+                    BlindIndexValue::Bytes(b) => Value::Bytes(b),
+                }
+            };
+            // The slot of this version's parity (one slot: the only one).
+            let slot = plan
+                .slots
+                .iter()
+                .find(|s| s.2.is_none_or(|p| version % 2 == p))
+                .or(plan.slots.first())
+                .ok_or_else(|| fail(&plan.name, "the registry lists no index column".into()))?;
+            sets.push(ident::<D>(&slot.0));
+            values.push(value);
+            sets.push(ident::<D>(&slot.1));
+            values.push(Value::I64(i64::from(version)));
+        }
+
+        let mut sql = format!("UPDATE {} SET ", ident::<D>(&def.table));
+        let assigns: Vec<String> = sets
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} = {}", ph::<D>(i + 1)))
+            .collect();
+        sql.push_str(&assigns.join(", "));
+        values.push(pk.clone());
+        sql.push_str(&format!(
+            " WHERE {} = {}",
+            ident::<D>(&def.primary_key),
+            ph::<D>(values.len())
+        ));
+        values.push(Value::Text(tenant.to_owned()));
+        sql.push_str(&format!(
+            " AND {} = {}",
+            ident::<D>(&def.tenant),
+            ph::<D>(values.len())
+        ));
+        match header {
+            Some(h) => {
+                values.push(Value::Bytes(h));
+                sql.push_str(&format!(
+                    " AND {} = {}",
+                    ident::<D>(&header_col),
+                    ph::<D>(values.len())
+                ));
+            }
+            None => sql.push_str(&format!(" AND {} IS NULL", ident::<D>(&header_col))),
+        }
+        for (c, v) in guards {
+            let binary = D::DIALECT == "mysql" && matches!(v, Value::Text(_));
+            values.push(v);
+            sql.push_str(&format!(
+                " AND {}{} = {}",
+                if binary { "BINARY " } else { "" },
+                ident::<D>(&c),
+                ph::<D>(values.len())
+            ));
+        }
+        Ok((sql, values, n_values))
+    }
+
+    /// The covered text of column `c` (at position `at`): decrypted for an
+    /// encrypted column, as stored for a plain one; `None` for NULL.
+    fn covered_text(
+        &self,
+        def: &TableDef,
+        key: &RowKey,
+        row: &D::Row,
+        c: &str,
+        at: usize,
+    ) -> std::result::Result<Option<Zeroizing<String>>, String> {
+        let field = def.fields.iter().find(|f| f.column == c);
+        if field.is_some_and(|f| f.encrypted) {
+            let Some(env) = row.read_opt_bytes(at).map_err(|e| e.to_string())? else {
+                return Ok(None);
+            };
+            let plain = Zeroizing::new(key.open(c, env).map_err(|e| super::describe(&e))?);
+            return index_text_of_encoding(&plain)
+                .map(|s| Some(Zeroizing::new(s)))
+                .map_err(str::to_owned);
+        }
+        let ty = match field.map(|f| f.sql_type.as_str()) {
+            Some("text") => SqlType::Text,
+            Some("i16") => SqlType::I16,
+            Some("i32") => SqlType::I32,
+            _ => SqlType::I64,
+        };
+        let v = row.read_value(at, ty).map_err(|e| e.to_string())?;
+        index_text_of_value(&v)
+            .transpose()
+            .map(|o| o.map(Zeroizing::new))
+            .map_err(str::to_owned)
+    }
+}
+
+/// Why one row was not written.
+enum RowError {
+    /// This row: reported by primary key, skipped by this run.
+    Fail(String, String),
+    /// The whole job (database, key provider).
+    Fatal(CliError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{encode, index_text_of_encoding};
+    use rowseal_sqlx::{EncryptedField, Value};
+
+    #[test]
+    fn encodes_like_the_field_types() {
+        let mut s = Vec::new();
+        "ada".to_owned().encode_field(&mut s);
+        assert_eq!(*encode("string", &Value::Text("ada".into())).unwrap(), s);
+        let mut i = Vec::new();
+        42i32.encode_field(&mut i);
+        assert_eq!(*encode("i32", &Value::I64(42)).unwrap(), i);
+        assert!(encode("i16", &Value::I64(1 << 20)).is_err());
+        assert!(encode("string", &Value::I64(1)).is_err());
+        assert!(encode("chrono::NaiveDate", &Value::Text("x".into())).is_err());
+    }
+
+    #[test]
+    fn index_text_of_encodings() {
+        let mut b = Vec::new();
+        (-5i16).encode_field(&mut b);
+        assert_eq!(index_text_of_encoding(&b).unwrap(), "-5");
+        let mut b = Vec::new();
+        "x@y".to_owned().encode_field(&mut b);
+        assert_eq!(index_text_of_encoding(&b).unwrap(), "x@y");
+        let mut b = Vec::new();
+        7u32.encode_field(&mut b);
+        assert_eq!(index_text_of_encoding(&b).unwrap(), "7");
+        assert!(index_text_of_encoding(&[1, 7, 0]).is_err());
+        assert!(index_text_of_encoding(&[]).is_err());
+    }
+}

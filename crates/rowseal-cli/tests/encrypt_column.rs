@@ -1,0 +1,419 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `rowseal encrypt-column` on SQLite, PostgreSQL and MariaDB: a table of
+//! plaintext rows adopted by a model with `plaintext_column` fields is
+//! encrypted while the application updates and inserts rows, with `kill -9`
+//! at random points and a resume each time. Afterwards no plaintext is left,
+//! every row decrypts to its latest value, every row left plaintext exactly
+//! once (counted by a trigger), blind-index lookups find the rows the job
+//! encrypted, `verify` passes and `status` counts nothing left.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Db;
+use rowseal_sqlx::{schema, Backend, Encrypted, Encryptor, SqlType, Value};
+
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "patients", tenant = tenant_id, primary_key = id, bind_primary_key)]
+struct Patient {
+    id: i64,
+    tenant_id: String,
+    #[rowseal(
+        encrypt,
+        column = "email_ct",
+        plaintext_column = "email",
+        blind_index(name = "email_idx", bits = 32, normalize = "trim,lowercase")
+    )]
+    email: String,
+    #[rowseal(encrypt, column = "phone_ct", plaintext_column = "phone")]
+    phone: Option<String>,
+    visits: i64,
+}
+
+fn email(id: i64) -> String {
+    format!("Person{id}@Example.com")
+}
+
+fn phone(id: i64) -> Option<String> {
+    (id % 3 != 0).then(|| format!("555-{id:06}"))
+}
+
+fn tenant(id: i64) -> String {
+    format!("clinic-{}", id % 4)
+}
+
+/// The legacy table and its plaintext rows, the adoption DDL, the registry,
+/// and a trigger that counts per row every update that takes `email` from a
+/// value to NULL (the row leaving plaintext) in `encryptions`.
+async fn prepare<DB: Backend>(db: &Db<DB>, n: i64)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    schema::install(&db.pool).await.unwrap();
+    let not_null = if db.kind == "sqlite" { "" } else { " NOT NULL" };
+    let ddl = format!(
+        "CREATE TABLE patients (id BIGINT PRIMARY KEY, tenant_id VARCHAR(255) NOT NULL, \
+         email VARCHAR(255){not_null}, phone TEXT, visits BIGINT NOT NULL)"
+    );
+    sqlx::raw_sql(&ddl).execute(&db.pool).await.unwrap();
+    let mut id = 1;
+    while id <= n {
+        let mut sql =
+            String::from("INSERT INTO patients (id, tenant_id, email, phone, visits) VALUES ");
+        let mut values = Vec::new();
+        let end = (id + 199).min(n);
+        for i in id..=end {
+            if i > id {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for k in 0..5 {
+                if k > 0 {
+                    sql.push_str(", ");
+                }
+                DB::push_placeholder(&mut sql, values.len() + k + 1);
+            }
+            sql.push(')');
+            values.extend([
+                Value::I64(i),
+                Value::Text(tenant(i)),
+                Value::Text(email(i)),
+                phone(i).map_or(Value::Null(SqlType::Text), Value::Text),
+                Value::I64(0),
+            ]);
+        }
+        DB::execute(&db.pool, &sql, values).await.unwrap();
+        id = end + 1;
+    }
+    schema::adopt_table::<Patient, _>(&db.pool).await.unwrap();
+    schema::register::<Patient, _>(&db.pool).await.unwrap();
+    let stmts: Vec<&str> = match db.kind {
+        "postgres" => vec![
+            "CREATE TABLE encryptions (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)",
+            "CREATE FUNCTION count_encryption() RETURNS trigger AS $$ BEGIN
+               IF OLD.email IS NOT NULL AND NEW.email IS NULL THEN
+                 INSERT INTO encryptions (id, n) VALUES (NEW.id, 1)
+                 ON CONFLICT (id) DO UPDATE SET n = encryptions.n + 1;
+               END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER patients_encryption AFTER UPDATE ON patients FOR EACH ROW EXECUTE FUNCTION count_encryption()",
+        ],
+        "mysql" => vec![
+            "CREATE TABLE encryptions (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)",
+            "CREATE TRIGGER patients_encryption AFTER UPDATE ON patients FOR EACH ROW BEGIN
+               IF OLD.email IS NOT NULL AND NEW.email IS NULL THEN
+                 INSERT INTO encryptions (id, n) VALUES (NEW.id, 1) ON DUPLICATE KEY UPDATE n = n + 1;
+               END IF; END",
+        ],
+        _ => vec![
+            "CREATE TABLE encryptions (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)",
+            "CREATE TRIGGER patients_encryption AFTER UPDATE ON patients
+               WHEN OLD.email IS NOT NULL AND NEW.email IS NULL BEGIN
+               INSERT INTO encryptions (id, n) VALUES (NEW.id, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1;
+             END",
+        ],
+    };
+    for s in stmts {
+        sqlx::raw_sql(s).execute(&db.pool).await.unwrap();
+    }
+}
+
+/// Application writers: update a random field of random rows (legacy or
+/// not) through rowseal and insert new rows, recording the latest values.
+fn start_writers<DB: Backend>(
+    db: &Db<DB>,
+    enc: Encryptor,
+    n: i64,
+    count: usize,
+    stop: Arc<AtomicBool>,
+    latest: Arc<Mutex<HashMap<i64, Patient>>>,
+    next_id: Arc<AtomicI64>,
+) -> Vec<tokio::task::JoinHandle<u64>>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    (0..count)
+        .map(|w| {
+            let pool = db.pool.clone();
+            let enc = enc.clone();
+            let stop = stop.clone();
+            let latest = latest.clone();
+            let next_id = next_id.clone();
+            tokio::spawn(async move {
+                let mut writes = 0u64;
+                let mut k = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    k += 1;
+                    if k.is_multiple_of(5) {
+                        let id = next_id.fetch_add(1, Ordering::Relaxed);
+                        let p = Patient {
+                            id,
+                            tenant_id: tenant(id),
+                            email: email(id),
+                            phone: phone(id),
+                            visits: 0,
+                        };
+                        if enc.insert(&pool, &p).await.is_ok() {
+                            latest.lock().unwrap().insert(id, p);
+                            writes += 1;
+                        }
+                    } else {
+                        // Each writer owns the ids ≡ w (mod count), so the
+                        // latest value per row is known without races.
+                        let slots = (n as u64 / count as u64).max(1);
+                        let id =
+                            1 + w as i64 + (rand::random::<u64>() % slots) as i64 * count as i64;
+                        if id > n {
+                            continue;
+                        }
+                        let Ok(Some(mut p)) =
+                            enc.fetch::<Patient, _>(&pool, &tenant(id), &id).await
+                        else {
+                            continue;
+                        };
+                        let field = if k.is_multiple_of(2) {
+                            p.email = format!("changed{w}-{k}-{id}@example.com");
+                            "email"
+                        } else {
+                            p.phone = Some(format!("555-9{w}{k}"));
+                            "phone"
+                        };
+                        // The job may be changing the row under us:
+                        // update_fields refuses a stale header (NotFound).
+                        if enc.update_fields(&pool, &p, &[field]).await.is_ok() {
+                            let mut l = latest.lock().unwrap();
+                            let e = l.get_mut(&id).unwrap();
+                            if field == "email" {
+                                e.email = p.email.clone();
+                            } else {
+                                e.phone = p.phone.clone();
+                            }
+                            writes += 1;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+                writes
+            })
+        })
+        .collect()
+}
+
+async fn scenario<DB: Backend>(db: Db<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let n: i64 = 3000;
+    prepare(&db, n).await;
+    let keyring = rowseal_core::LocalKeyProvider::generate_keyring().to_string();
+    let enc = common::encryptor(&db.pool, &keyring);
+    let url = db.url.clone();
+    let plaintext_left =
+        "SELECT COUNT(*) FROM patients WHERE email IS NOT NULL OR phone IS NOT NULL";
+
+    // status: every value still in plaintext.
+    let st = common::rowseal(&url, &keyring, &["status", "--json"]).await;
+    assert_eq!(st.code, Some(0), "{}", st.stderr);
+    let t = st.event("table").unwrap();
+    assert_eq!(t["plaintext_rows_to_encrypt"]["email"], n);
+    assert_eq!(
+        t["plaintext_rows_to_encrypt"]["phone"],
+        (1..=n).filter(|i| phone(*i).is_some()).count()
+    );
+
+    // dry run: counts, writes nothing.
+    let dry = common::rowseal(
+        &url,
+        &keyring,
+        &["encrypt-column", "--table", "patients", "--dry-run"],
+    )
+    .await;
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    assert_eq!(dry.event("plan").unwrap()["rows"], n);
+    assert_eq!(common::scalar(&db, plaintext_left).await, n);
+
+    // A column that is not a legacy column: a configuration error.
+    let bad = common::rowseal(
+        &url,
+        &keyring,
+        &[
+            "encrypt-column",
+            "--table",
+            "patients",
+            "--column",
+            "visits",
+        ],
+    )
+    .await;
+    assert_eq!(bad.code, Some(3), "{}", bad.stderr);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let latest: Arc<Mutex<HashMap<i64, Patient>>> = Arc::new(Mutex::new(
+        (1..=n)
+            .map(|id| {
+                (
+                    id,
+                    Patient {
+                        id,
+                        tenant_id: tenant(id),
+                        email: email(id),
+                        phone: phone(id),
+                        visits: 0,
+                    },
+                )
+            })
+            .collect(),
+    ));
+    let next_id = Arc::new(AtomicI64::new(n + 1));
+    let writers = start_writers(
+        &db,
+        enc.clone(),
+        n,
+        4,
+        stop.clone(),
+        latest.clone(),
+        next_id.clone(),
+    );
+    let throttled = [
+        "encrypt-column",
+        "--table",
+        "patients",
+        "--batch-size",
+        "50",
+        "--workers",
+        "2",
+        "--max-rows-per-second",
+        "1500",
+    ];
+    let mut killed = 0;
+    for attempt in 0..3 {
+        let mut child = common::command(&url, &keyring, &throttled).spawn().unwrap();
+        if attempt > 0 {
+            for _ in 0..500 {
+                let sql = "SELECT COUNT(*) FROM rowseal_jobs WHERE state = 'running'";
+                if common::scalar(&db, sql).await > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let wait = 100 + rand::random::<u64>() % 300;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        match child.try_wait().unwrap() {
+            None => {
+                child.start_kill().unwrap(); // SIGKILL
+                let status = child.wait().await.unwrap();
+                assert_eq!(status.code(), None, "attempt {attempt}: killed by a signal");
+                killed += 1;
+            }
+            Some(status) => {
+                let out = child.wait_with_output().await.unwrap();
+                panic!(
+                    "encrypt-column ended before the kill ({status}): {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+    assert_eq!(killed, 3);
+    let partly = common::scalar(&db, plaintext_left).await;
+    assert!(
+        partly > 0 && partly < n,
+        "killed mid-job: {partly} rows left"
+    );
+    // The last run completes while the writers keep going.
+    let fin = common::rowseal(&url, &keyring, &throttled[..7]).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut writes = 0;
+    for w in writers {
+        writes += w.await.unwrap();
+    }
+    assert!(writes > 0);
+    assert_eq!(fin.code, Some(0), "{}\n{}", fin.stdout, fin.stderr);
+    let done = fin.event("done").unwrap();
+    assert_eq!(done["state"], "done");
+    assert_eq!(done["failed"], 0);
+
+    // No plaintext anywhere: plain SQL finds none.
+    assert_eq!(common::scalar(&db, plaintext_left).await, 0);
+    // Exactly once: every original row left plaintext once (by the job or
+    // by an application write), none twice, none lost.
+    let counts = common::scalar(&db, "SELECT COUNT(*) FROM encryptions").await;
+    let max = common::scalar(&db, "SELECT MAX(n) FROM encryptions").await;
+    assert_eq!(
+        (counts, max),
+        (n, 1),
+        "rows that left plaintext, most times"
+    );
+    // Every row decrypts to its latest value (no concurrent write lost).
+    let sql = format!(
+        "SELECT {} FROM patients ORDER BY id",
+        Encryptor::select_list::<Patient, DB>()
+    );
+    let rows = DB::fetch_all(&db.pool, &sql, vec![]).await.unwrap();
+    let all: Vec<Patient> = enc.decrypt_all(&rows).await.unwrap();
+    let latest = latest.lock().unwrap().clone();
+    assert_eq!(all.len(), latest.len());
+    for p in &all {
+        assert_eq!(Some(p), latest.get(&p.id), "row {}", p.id);
+    }
+    // Blind indexes filled by the job are the library's: lookups find rows
+    // the job encrypted (not rewritten by the application).
+    let mut checked = 0;
+    for id in (1..=n).step_by(97) {
+        let p = &latest[&id];
+        if p.email != email(id) {
+            continue;
+        }
+        let found = Patient::find_by_email(&enc, &db.pool, &tenant(id), &format!(" {}", p.email))
+            .await
+            .unwrap();
+        assert_eq!(found, vec![p.clone()]);
+        checked += 1;
+    }
+    assert!(checked > 10);
+
+    let v = common::rowseal(&url, &keyring, &["verify", "--json"]).await;
+    assert_eq!(v.code, Some(0), "{}\n{}", v.stdout, v.stderr);
+    let st = common::rowseal(&url, &keyring, &["status", "--json"]).await;
+    let t = st.event("table").unwrap();
+    assert_eq!(t["plaintext_rows_to_encrypt"]["email"], 0);
+    assert_eq!(t["plaintext_rows_to_encrypt"]["phone"], 0);
+    // Nothing left: a new run finds nothing and says so.
+    let again = common::rowseal(&url, &keyring, &["encrypt-column", "--table", "patients"]).await;
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert_eq!(again.event("done").unwrap()["rows"], 0);
+    assert!(
+        !fin.stdout.contains("@Example.com"),
+        "no plaintext in the output"
+    );
+    eprintln!(
+        "[{}] encrypt-column: {n} rows, {writes} concurrent writes, 3 kills; last run: {}",
+        db.kind, done
+    );
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_encrypt_column() {
+    if let Some(db) = common::sqlite().await {
+        scenario(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_encrypt_column() {
+    if let Some(db) = common::postgres().await {
+        scenario(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_encrypt_column() {
+    if let Some(db) = common::mysql().await {
+        scenario(db).await;
+    }
+}
