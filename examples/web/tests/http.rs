@@ -44,6 +44,7 @@ on_both!(
     update_then_delete,
     medical_records,
     bad_input_is_400,
+    readme_curl_examples,
 );
 
 const A: &str = "clinic-a";
@@ -631,4 +632,158 @@ fn ada_born_1990() -> Value {
     let mut body = ada();
     body["birth_date"] = json!("1990-02-28");
     body
+}
+
+/// Shell words with '...' quoting; a `#` at the start of a word ends the
+/// line (the rest is returned as the comment).
+fn shell_words(line: &str) -> (Vec<String>, Option<String>) {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let (mut in_word, mut quoted) = (false, false);
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if quoted => cur.push(c),
+            '#' if !in_word => return (words, Some(line[i + 1..].trim().to_owned())),
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    assert!(!quoted, "unclosed quote in {line:?}");
+    if in_word {
+        words.push(cur);
+    }
+    (words, None)
+}
+
+/// The curl commands of the README's "Try it" block, replayed against the
+/// app: each must succeed (2xx) or give the status its comment names, and a
+/// `# {...}` line after a command is the answer it must give (fields shown
+/// with `…` are not compared).
+async fn readme_curl_examples(app: &TestApp) {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("## Try it")
+        .nth(1)
+        .and_then(|s| s.split("```sh\n").nth(1))
+        .and_then(|s| s.split("\n```").next())
+        .expect("the README's Try it block");
+    // Join continuation lines.
+    let mut lines: Vec<String> = Vec::new();
+    for l in block.lines() {
+        match lines.last_mut() {
+            Some(prev) if prev.ends_with('\\') => {
+                prev.pop();
+                prev.push(' ');
+                prev.push_str(l.trim());
+            }
+            _ => lines.push(l.to_owned()),
+        }
+    }
+    let mut id: Option<String> = None;
+    let mut last: Option<common::Answer> = None;
+    let mut replayed = 0;
+    for line in &lines {
+        let (words, comment) = shell_words(line);
+        if words.is_empty() {
+            // A comment line: the previous command's answer.
+            if let (Some(c), Some(prev)) = (comment, &last) {
+                if let Ok(serde_json::Value::Object(expected)) = serde_json::from_str(&c) {
+                    for (k, v) in expected {
+                        if v.as_str().is_some_and(|s| s.contains('…')) {
+                            continue;
+                        }
+                        assert_eq!(prev.json[&k], v, "{}: field {k} after {line:?}", app.kind);
+                    }
+                }
+            }
+            continue;
+        }
+        if words[0].starts_with("ID=") {
+            continue;
+        }
+        assert_eq!(words[0], "curl", "unexpected command in the README: {line}");
+        let (mut method, mut url, mut tenant, mut body) = (None, None, None, None);
+        let mut it = words[1..].iter();
+        while let Some(w) = it.next() {
+            match w.as_str() {
+                "-s" => {}
+                "-X" => method = it.next().cloned(),
+                "-H" => {
+                    let h = it.next().unwrap();
+                    if let Some(t) = h.strip_prefix("X-Tenant-Id: ") {
+                        tenant = Some(t.to_owned());
+                    }
+                }
+                "-d" => body = it.next().cloned(),
+                "-o" | "-w" => {
+                    it.next();
+                }
+                u if !u.starts_with('-') => url = Some(u.to_owned()),
+                other => panic!("curl option {other} not understood by this test"),
+            }
+        }
+        let url = url.expect("a URL");
+        let path = url
+            .strip_prefix("localhost:3000")
+            .expect("localhost:3000 URLs");
+        let path = match &id {
+            Some(id) => path.replace("$ID", id),
+            None => path.to_owned(),
+        };
+        let method = match (method.as_deref(), &body) {
+            (Some(m), _) => Method::from_bytes(m.as_bytes()).unwrap(),
+            (None, Some(_)) => Method::POST,
+            (None, None) => Method::GET,
+        };
+        let answer = app.call_raw(method, &path, tenant.as_deref(), body).await;
+        let expected_status = comment
+            .as_deref()
+            .and_then(|c| c.get(..3))
+            .and_then(|c| c.parse::<u16>().ok());
+        match expected_status {
+            Some(code) => assert_eq!(
+                answer.status.as_u16(),
+                code,
+                "{}: {line}: {}",
+                app.kind,
+                answer.text
+            ),
+            None => assert!(
+                answer.status.is_success(),
+                "{}: {line}: {} {}",
+                app.kind,
+                answer.status,
+                answer.text
+            ),
+        }
+        if id.is_none() {
+            id = answer.json["id"].as_str().map(str::to_owned);
+        }
+        last = Some(answer);
+        replayed += 1;
+    }
+    assert!(replayed >= 8, "only {replayed} curl commands replayed");
+    // The conflict shown in the README happened, and the delete at the end did.
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/patients/{}", id.unwrap()),
+            Some(A),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }

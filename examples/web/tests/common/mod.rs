@@ -204,6 +204,11 @@ async fn start(kind: &'static str, config: &Config, raw: RawDb, cleanup: Cleanup
 }
 
 impl TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// Sends a request; `tenant` goes into `X-Tenant-Id`, `body` as JSON.
     pub async fn call(
         &self,
