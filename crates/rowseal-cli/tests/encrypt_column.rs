@@ -324,6 +324,11 @@ where
         partly > 0 && partly < n,
         "killed mid-job: {partly} rows left"
     );
+    // Mid-migration, verify accepts legacy rows (no header, no ciphertext)
+    // beside encrypted ones.
+    let v = common::rowseal(&url, &keyring, &["verify", "--json"]).await;
+    assert_eq!(v.code, Some(0), "{}\n{}", v.stdout, v.stderr);
+    assert_eq!(v.event("done").unwrap()["failures"], 0);
     // The last run completes while the writers keep going.
     let fin = common::rowseal(&url, &keyring, &throttled[..7]).await;
     stop.store(true, Ordering::Relaxed);

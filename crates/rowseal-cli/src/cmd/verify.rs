@@ -83,7 +83,30 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
             for row in &rows {
                 let pk = read_pk(row, pk_type)?;
                 let tenant = read_text(row, 1)?;
-                let header = row.read_bytes(2)?.to_vec();
+                let Some(header) = row.read_opt_bytes(2)?.map(<[u8]>::to_vec) else {
+                    // A legacy row of a table adopted from plaintext (see
+                    // `encrypt-column`): no key header and nothing encrypted
+                    // yet. A ciphertext without a header fails.
+                    let sealed = (0..enc.len())
+                        .any(|i| matches!(row.read_opt_bytes(FIRST_ENCRYPTED + i), Ok(Some(_))));
+                    if sealed {
+                        failed += 1;
+                        let error = "a ciphertext without a key header";
+                        ctx.out.emit(
+                            json!({"event": "failure", "table": def.table, "tenant": tenant,
+                                   "primary_key": pk.key_display(), "column": def.header_column,
+                                   "error": error}),
+                            || {
+                                format!(
+                                    "FAILED {} primary key {}: {error}",
+                                    def.table,
+                                    pk.key_display()
+                                )
+                            },
+                        );
+                    }
+                    continue;
+                };
                 let column_version = read_i64(row, 3)?;
                 let mut report = |column: &str, error: String| {
                     failed += 1;
