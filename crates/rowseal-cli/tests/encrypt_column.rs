@@ -402,6 +402,63 @@ where
     db.finish().await;
 }
 
+/// Two processes running the same job split the rows: together they
+/// encrypt every row once, each its own share.
+async fn two_processes<DB: Backend>(db: Db<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let n: i64 = 3000;
+    prepare(&db, n).await;
+    let keyring = rowseal_core::LocalKeyProvider::generate_keyring().to_string();
+    let args = [
+        "encrypt-column",
+        "--table",
+        "patients",
+        "--batch-size",
+        "50",
+        "--max-rows-per-second",
+        "2000",
+    ];
+    let (a, b) = tokio::join!(
+        common::rowseal(&db.url, &keyring, &args),
+        common::rowseal(&db.url, &keyring, &args)
+    );
+    for r in [&a, &b] {
+        assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    }
+    let (ra, rb) = (
+        a.event("done").unwrap()["rows"].as_i64().unwrap(),
+        b.event("done").unwrap()["rows"].as_i64().unwrap(),
+    );
+    assert_eq!(ra + rb, n, "no row twice, none lost");
+    assert!(ra > 0 && rb > 0, "both processes took rows: {ra} + {rb}");
+    let counts = common::scalar(&db, "SELECT COUNT(*) FROM encryptions").await;
+    let max = common::scalar(&db, "SELECT MAX(n) FROM encryptions").await;
+    assert_eq!((counts, max), (n, 1));
+    let left = "SELECT COUNT(*) FROM patients WHERE email IS NOT NULL OR phone IS NOT NULL";
+    assert_eq!(common::scalar(&db, left).await, 0);
+    eprintln!(
+        "[{}] encrypt-column, two processes: {ra} + {rb} rows",
+        db.kind
+    );
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_processes() {
+    if let Some(db) = common::postgres().await {
+        two_processes(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_two_processes() {
+    if let Some(db) = common::mysql().await {
+        two_processes(db).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_encrypt_column() {
     if let Some(db) = common::sqlite().await {

@@ -372,7 +372,12 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
     let plans = Arc::new(plans);
     let mut result = Ok(());
     let mut left = 0;
-    for _pass in 0..PASSES {
+    for pass in 0..PASSES {
+        if pass > 0 {
+            // Rows left may be held by another process's batch in flight:
+            // give it time to commit before looking again.
+            tokio::time::sleep(std::time::Duration::from_millis(100 << pass)).await;
+        }
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..workers {
             let w = Worker {
