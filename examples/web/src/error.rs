@@ -178,5 +178,25 @@ mod tests {
             ApiError::from(rowseal::sqlx::Error::PoolTimedOut).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
+        // A shredded tenant: its rows' keys are destroyed.
+        let destroyed = SqlxError::Decrypt {
+            table: "patients".into(),
+            column: "rowseal_header".into(),
+            primary_key: "1".into(),
+            source: Box::new(rowseal::Error::KeyDestroyed {
+                key: "tenant key, tenant t, v1".into(),
+            }),
+        };
+        assert_eq!(ApiError::from(destroyed).status(), StatusCode::GONE);
+        let tampered = SqlxError::Decrypt {
+            table: "patients".into(),
+            column: "name".into(),
+            primary_key: "1".into(),
+            source: Box::new(rowseal::Error::Decrypt),
+        };
+        assert_eq!(
+            ApiError::from(tampered).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

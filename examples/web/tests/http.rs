@@ -20,16 +20,18 @@ macro_rules! on_both {
         mod $scenario {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let app = crate::common::sqlite_app().await;
-                super::$scenario(&app).await;
+                #[allow(unused_mut)]
+                let mut app = crate::common::sqlite_app().await;
+                super::$scenario(&mut app).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres_kms() {
-                let Some(app) = crate::common::postgres_kms_app().await else {
+                #[allow(unused_mut)]
+                let Some(mut app) = crate::common::postgres_kms_app().await else {
                     return;
                 };
-                super::$scenario(&app).await;
+                super::$scenario(&mut app).await;
             }
         }
     )*};
@@ -45,6 +47,7 @@ on_both!(
     medical_records,
     bad_input_is_400,
     readme_curl_examples,
+    shredded_tenant_is_410,
 );
 
 const A: &str = "clinic-a";
@@ -786,4 +789,54 @@ async fn readme_curl_examples(app: &TestApp) {
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+/// After the tenant's keys are destroyed (what `rowseal shred` does to
+/// `rowseal_keys`) and the application restarted, its rows answer 410 and
+/// nothing of them; other tenants are untouched.
+async fn shredded_tenant_is_410(app: &mut TestApp) {
+    let a = create(app, A, &ada_born_1990()).await;
+    let b = create(app, B, &alan()).await;
+    let n = app
+        .execute(
+            "UPDATE rowseal_keys SET wrapped = NULL, state = 'destroyed' WHERE tenant = 'clinic-a'",
+        )
+        .await;
+    assert!(
+        n >= 2,
+        "{}: tenant and index keys of clinic-a: {n}",
+        app.kind
+    );
+    app.restart().await;
+    let r = app
+        .call(Method::GET, &format!("/patients/{a}"), Some(A), None)
+        .await;
+    assert_eq!(r.status, StatusCode::GONE, "{}: {}", app.kind, r.text);
+    assert_eq!(r.json["error"], "gone");
+    assert!(
+        !r.text.contains("Ada") && !r.text.contains("key"),
+        "{}",
+        r.text
+    );
+    let r = app
+        .call(
+            Method::POST,
+            "/patients/search",
+            Some(A),
+            Some(&json!({"ssn": "123456789"})),
+        )
+        .await;
+    // A lookup finds nothing (a scope whose index key is destroyed has no
+    // usable index key: no query, no error).
+    assert_eq!(r.status, StatusCode::OK, "{}: {}", app.kind, r.text);
+    assert_eq!(r.json, json!([]), "{}", app.kind);
+    let r = app
+        .call(Method::POST, "/patients", Some(A), Some(&alan()))
+        .await;
+    assert_eq!(r.status, StatusCode::GONE, "{}: {}", app.kind, r.text);
+    let r = app
+        .call(Method::GET, &format!("/patients/{b}"), Some(B), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}: {}", app.kind, r.text);
+    assert_eq!(r.json["name"], "Alan Turing");
 }

@@ -36,6 +36,7 @@ pub struct TestApp {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     cleanup: Cleanup,
+    config: Config,
 }
 
 /// The app's database, opened with plain sqlx.
@@ -189,21 +190,57 @@ async fn start(kind: &'static str, config: &Config, raw: RawDb, cleanup: Cleanup
         shutdown: None,
         server: None,
         cleanup,
+        config: config.clone(),
     };
-    let state = web_example::connect(config)
-        .await
-        .unwrap_or_else(|e| panic!("{kind}: start-up failed: {e}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    app.base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    app.shutdown = Some(tx);
-    app.server = Some(tokio::spawn(web_example::serve(listener, state, async {
-        let _ = rx.await;
-    })));
+    app.launch().await;
     app
 }
 
 impl TestApp {
+    /// Starts a server (a new process, in effect: fresh pools and key cache).
+    async fn launch(&mut self) {
+        let kind = self.kind;
+        let state = web_example::connect(&self.config)
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: start-up failed: {e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.shutdown = Some(tx);
+        self.server = Some(tokio::spawn(web_example::serve(listener, state, async {
+            let _ = rx.await;
+        })));
+    }
+
+    /// Stops the server and starts another on the same database and root
+    /// key, as a redeploy would: its key cache starts empty.
+    pub async fn restart(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+        self.launch().await;
+    }
+
+    /// Runs a statement on the app's database with plain sqlx.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        match &self.raw {
+            RawDb::Postgres(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected(),
+            RawDb::Sqlite(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected(),
+        }
+    }
+
     /// `http://127.0.0.1:<port>`.
     pub fn base(&self) -> &str {
         &self.base
