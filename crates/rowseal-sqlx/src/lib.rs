@@ -33,8 +33,19 @@
 //! key must then be chosen by the application, not a database serial), and
 //! `crate = "path"` to name this crate's path if it is renamed. Field
 //! attributes: `encrypt`, `column = "name"`, and `json` (with `encrypt`: any
-//! `Serialize + DeserializeOwned` type, JSON-encoded), and
-//! `blind_index(...)`; on the struct, `compound_index(...)`.
+//! `Serialize + DeserializeOwned` type, JSON-encoded),
+//! `plaintext_column = "name"` (with `encrypt`: the legacy plaintext column
+//! the field migrates from, see below) and `blind_index(...)`; on the
+//! struct, `compound_index(...)`.
+//!
+//! # Adopting a table of plaintext rows
+//! Mark each field `#[rowseal(encrypt, column = "email_ct", plaintext_column
+//! = "email")]`, run [`schema::adopt_table_sql`] once (it adds rowseal's
+//! columns to the existing table, all nullable) and register the model.
+//! Reads then return the ciphertext when present, else the legacy column;
+//! writes encrypt and set the legacy column to NULL; `rowseal
+//! encrypt-column` encrypts the rest. Legacy rows are found by blind-index
+//! lookups once encrypted. See `docs/cli.md`.
 //!
 //! # Blind indexes
 //! ```ignore
