@@ -884,6 +884,27 @@ async fn kms_rotation_skips_shredded_tenants() {
     assert_eq!(done["failed"], 0, "{done}");
     // 100 people and 40 secrets over 20 tenants, minus t1's 5 + 2.
     assert_eq!(done["reencrypted"], 95 + 38, "{done}");
+
+    // rewrap skips them too; a kms-mode row whose header is unreadable
+    // (not shredded) is a failure by primary key, and exit 1.
+    let v2 = LocalKeyProvider::generate_keyring().replace("v1:", "v2:");
+    let both = format!("{keyring}\n{v2}");
+    let r = common::rowseal(&db.url, &both, &["rewrap", "--to", "local:v2"]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stderr, r.stdout);
+    let done = r.event("done").unwrap();
+    assert_eq!(done["shredded_rows_skipped"], 2, "{done}");
+    assert_eq!(done["rows_rewrapped"], 38, "{done}");
+    assert_eq!(done["failed"], 0);
+    sqlx::raw_sql("UPDATE secrets SET rowseal_header = X'0102' WHERE id = 5")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let r = common::rowseal(&db.url, &both, &["rewrap", "--to", "local:v1"]).await;
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stderr, r.stdout);
+    let failures = r.all("failure");
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0]["primary_key"], "5");
+    assert_eq!(r.event("done").unwrap()["rows_rewrapped"], 37);
     db.finish().await;
 }
 

@@ -107,10 +107,39 @@ pub async fn run<D: CliDb>(
     // Per-row data keys of kms-mode tables.
     let mut rows_done = 0u64;
     let mut conflicts = 0u64;
+    let mut failed = 0u64;
+    let mut shredded_skipped = 0u64;
+    // Rows of shredded tenants have no key left (their header is wiped).
+    let (_, shredded) = registry::tenant_versions::<D>(&mut conn).await?;
     for def in registry::tables::<D>(&mut conn, only).await? {
         if def.mode()? != rowseal_core::KeyMode::Kms {
             continue;
         }
+        let total = D::fetch_all_on(
+            &mut conn,
+            &format!("SELECT COUNT(*) FROM {}", ident::<D>(&def.table)),
+            vec![],
+        )
+        .await?
+        .first()
+        .map(|r| read_i64(r, 0))
+        .transpose()?
+        .map_or(0, |n| u64::try_from(n).unwrap_or(0));
+        let mut fail = |pk: &Value, tenant: &str, error: &str| {
+            failed += 1;
+            ctx.out.emit(
+                json!({"event": "failure", "table": def.table, "tenant": tenant,
+                       "primary_key": pk.key_display(), "column": def.header_column,
+                       "error": error}),
+                || {
+                    format!(
+                        "FAILED {} primary key {}: {error}",
+                        def.table,
+                        pk.key_display()
+                    )
+                },
+            );
+        };
         let pk_type = def.pk_type()?;
         let batch = ctx.settings.batch_size;
         let base = format!(
@@ -136,7 +165,7 @@ pub async fn run<D: CliDb>(
             ident::<D>(&def.primary_key),
             ph::<D>(1)
         );
-        let (progress, handle) = Progress::start(ctx.out, format!("rewrap {}", def.table), 0);
+        let (progress, handle) = Progress::start(ctx.out, format!("rewrap {}", def.table), total);
         let mut last: Option<Value> = None;
         loop {
             let (sql, values) = match &last {
@@ -159,26 +188,32 @@ pub async fn run<D: CliDb>(
                 let mut tenant = read_text(row, 1)?;
                 let mut header = row.read_bytes(2)?.to_vec();
                 // Retry on a concurrent application write: re-read, rewrap again.
+                let mut settled = false;
                 for _attempt in 0..5 {
                     let parsed = match RowHeader::from_bytes(&header) {
                         Ok(h) => h,
                         Err(e) => {
-                            ctx.out.warn(&format!(
-                                "{} primary key {}: key header unreadable ({e}); skipped",
-                                def.table,
-                                pk.key_display()
-                            ));
+                            if shredded.contains(&tenant) {
+                                shredded_skipped += 1;
+                            } else {
+                                fail(&pk, &tenant, &format!("key header unreadable: {e}"));
+                            }
+                            settled = true;
                             break;
                         }
                     };
                     let Some(wrapped) = parsed.wrapped_data_key() else {
+                        settled = true;
                         break;
                     };
                     if under_dest(wrapped, &dest_resolved) {
+                        progress.add(1);
+                        settled = true;
                         break;
                     }
                     if dry_run {
                         rows_done += 1;
+                        settled = true;
                         break;
                     }
                     let context = EncryptionContext::row_data_key(&def.record_type, &tenant);
@@ -198,13 +233,25 @@ pub async fn run<D: CliDb>(
                     if n == 1 {
                         rows_done += 1;
                         progress.add(1);
+                        settled = true;
                         break;
                     }
                     conflicts += 1;
                     let again = D::fetch_all_on(&mut conn, &reread, vec![pk.clone()]).await?;
-                    let Some(r) = again.first() else { break };
+                    let Some(r) = again.first() else {
+                        // Deleted meanwhile: nothing to move.
+                        settled = true;
+                        break;
+                    };
                     tenant = read_text(r, 1)?;
                     header = r.read_bytes(2)?.to_vec();
+                }
+                if !settled {
+                    fail(
+                        &pk,
+                        &tenant,
+                        "changed by the application at every attempt; run rewrap again",
+                    );
                 }
             }
             last = page.last().map(|r| read_pk(r, pk_type)).transpose()?;
@@ -212,19 +259,26 @@ pub async fn run<D: CliDb>(
         progress.finish(handle).await;
     }
     if let Some(id) = &job {
-        let summary = json!({"keys": keys_done, "rows": rows_done, "provider_calls": keys.calls()});
+        let summary = json!({"keys": keys_done, "rows": rows_done, "failed": failed,
+                             "provider_calls": keys.calls()});
         jobs::add_progress::<D>(&mut conn, id, keys_done + rows_done).await?;
-        jobs::finish::<D>(&mut conn, id, "done", &summary).await?;
+        let state = if failed == 0 { "done" } else { "failed" };
+        jobs::finish::<D>(&mut conn, id, state, &summary).await?;
     }
     ctx.out.emit(
         json!({"event": "done", "command": "rewrap", "job": job, "to": to, "keys_rewrapped": keys_done,
-               "rows_rewrapped": rows_done, "conflicts_retried": conflicts, "dry_run": dry_run,
+               "rows_rewrapped": rows_done, "conflicts_retried": conflicts, "failed": failed,
+               "shredded_rows_skipped": shredded_skipped, "dry_run": dry_run,
                "provider_calls": keys.calls()}),
         || format!(
-            "rewrap{}: {keys_done} keys and {rows_done} kms-mode rows moved to {to}, {} key-provider calls",
+            "rewrap{}: {keys_done} keys and {rows_done} kms-mode rows moved to {to}, {failed} rows failed, {} key-provider calls",
             if dry_run { " (dry run)" } else { "" },
             keys.counter.counts().total()
         ),
     );
-    Ok(ExitCode::Ok)
+    Ok(if failed == 0 {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failures
+    })
 }
