@@ -445,6 +445,83 @@ where
     db.finish().await;
 }
 
+/// A kms-mode table: each legacy row gets its own data key from the
+/// provider when the job encrypts it.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "notes", tenant = tenant_id, primary_key = id, key_mode = "kms")]
+struct Note {
+    id: i64,
+    tenant_id: String,
+    #[rowseal(encrypt, column = "body_ct", plaintext_column = "body")]
+    body: String,
+    #[rowseal(encrypt, column = "score_ct", plaintext_column = "score")]
+    score: Option<i32>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_kms_mode() {
+    let Some(db) = common::sqlite().await else {
+        return;
+    };
+    schema::install(&db.pool).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE notes (id BIGINT PRIMARY KEY, tenant_id VARCHAR(255) NOT NULL, body TEXT, score INTEGER)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    for id in 1..=20i64 {
+        sqlx::query("INSERT INTO notes (id, tenant_id, body, score) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(tenant(id))
+            .bind(format!("note {id}"))
+            .bind((id % 2 == 0).then_some(id as i32 * 10))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    schema::adopt_table::<Note, _>(&db.pool).await.unwrap();
+    schema::register::<Note, _>(&db.pool).await.unwrap();
+    let keyring = rowseal_core::LocalKeyProvider::generate_keyring().to_string();
+    let enc = common::encryptor(&db.pool, &keyring);
+    let before: Vec<Note> = enc
+        .fetch_all(
+            sqlx::query(&format!(
+                "SELECT {} FROM notes ORDER BY id",
+                Encryptor::select_list::<Note, sqlx::Sqlite>()
+            )),
+            &db.pool,
+        )
+        .await
+        .unwrap();
+    let r = common::rowseal(&db.url, &keyring, &["encrypt-column", "--table", "notes"]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    let done = r.event("done").unwrap();
+    assert_eq!(
+        (done["rows"].as_i64(), done["values"].as_i64()),
+        (Some(20), Some(30))
+    );
+    // One data key per row from the provider.
+    assert_eq!(done["provider_calls"]["generate"], 20);
+    let left = "SELECT COUNT(*) FROM notes WHERE body IS NOT NULL OR score IS NOT NULL";
+    assert_eq!(common::scalar(&db, left).await, 0);
+    let after: Vec<Note> = enc
+        .fetch_all(
+            sqlx::query(&format!(
+                "SELECT {} FROM notes ORDER BY id",
+                Encryptor::select_list::<Note, sqlx::Sqlite>()
+            )),
+            &db.pool,
+        )
+        .await
+        .unwrap();
+    assert_eq!(after, before);
+    assert_eq!(after[1].score, Some(20));
+    let v = common::rowseal(&db.url, &keyring, &["verify", "--json"]).await;
+    assert_eq!(v.code, Some(0), "{}\n{}", v.stdout, v.stderr);
+    db.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_two_processes() {
     if let Some(db) = common::postgres().await {
