@@ -1006,15 +1006,18 @@ fn kms_after(cursors: &serde_json::Value, def: &TableDef) -> Result<Option<Optio
         })
 }
 
-/// ` WHERE [tenant = ? | tenant NOT IN (shredded...)] [AND pk > ?]` and its
-/// values (the rows of shredded tenants have no key left to rotate).
+/// ` WHERE header IS NOT NULL [AND tenant = ? | tenant NOT IN (shredded...)]
+/// [AND pk > ?]` and its values (the rows of shredded tenants have no key
+/// left to rotate).
 fn kms_predicate<D: CliDb>(
     def: &TableDef,
     tenant: Option<&str>,
     shredded: &[String],
     after: Option<&Value>,
 ) -> (String, Vec<Value>) {
-    let mut conds = Vec::new();
+    // Legacy plaintext rows (`encrypt-column` not run yet) have no header
+    // and no data key to rotate.
+    let mut conds = vec![format!("{} IS NOT NULL", ident::<D>(&def.header_column))];
     let mut values = Vec::new();
     if let Some(t) = tenant {
         values.push(Value::Text(t.to_owned()));
@@ -1043,12 +1046,7 @@ fn kms_predicate<D: CliDb>(
             ph::<D>(values.len())
         ));
     }
-    let sql = if conds.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conds.join(" AND "))
-    };
-    (sql, values)
+    (format!(" WHERE {}", conds.join(" AND ")), values)
 }
 
 async fn kms_count<D: CliDb>(
