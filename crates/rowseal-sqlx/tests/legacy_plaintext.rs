@@ -243,6 +243,25 @@ where
         ]
     );
 
+    // fetch_all and fetch_stream (the pipelined paths) read both forms too.
+    let own = format!(
+        "SELECT {} FROM legacy_patients WHERE tenant_id = 't1' ORDER BY id",
+        Encryptor::select_list::<Patient, DB>()
+    );
+    let fetched: Vec<Patient> = cx
+        .enc
+        .fetch_all(sqlx::query::<DB>(&own), &cx.pool)
+        .await
+        .unwrap();
+    assert_eq!(fetched, all);
+    let streamed: Vec<Patient> = futures_util::TryStreamExt::try_collect(
+        cx.enc
+            .fetch_stream::<Patient, _, _>(sqlx::query::<DB>(&own), &cx.pool),
+    )
+    .await
+    .unwrap();
+    assert_eq!(streamed, all);
+
     // A row with NULL in both forms of a field that is not an Option is a
     // typed error naming the column, not a panic.
     // (The legacy column accepts NULL since adoption.)
