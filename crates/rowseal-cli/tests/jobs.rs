@@ -929,6 +929,103 @@ async fn mariadb_kms_rotation() {
     }
 }
 
+/// A run killed while it held the start lock (after creating a key version
+/// and recording it) is taken over at once by the next run on the same
+/// host, which reuses that version instead of creating another.
+async fn start_takeover<DB: Backend>(db: Db<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let keyring = LocalKeyProvider::generate_keyring().to_string();
+    rowseal_sqlx::schema::install(&db.pool).await.unwrap();
+    common::prepare(&db).await;
+    let enc = common::encryptor(&db.pool, &keyring);
+    seed(&db, &enc, 200).await;
+    let args = ["rotate", "--tenant", "t1", "--table", "people"];
+    let r = common::rowseal(&db.url, &keyring, &args).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.event("start").unwrap()["tenant_versions"]["t1"], 2);
+
+    // The state a run leaves when killed during its start: version 3
+    // created and recorded in the start lock, no job yet.
+    assert_eq!(enc.keys().rotate_tenant_key("t1").await.unwrap(), 3);
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap();
+    let params = serde_json::json!({"scope": {"tenant": "t1", "tables": ["people"]}, "beat": 1,
+                                    "planned": {"targets": {"t1": 3}}});
+    let sql = format!(
+        "UPDATE rowseal_jobs SET state = 'starting', worker = '{host}:{pid}', params = '{params}' WHERE kind = 'rotate-start'"
+    );
+    assert_eq!(
+        common::scalar(
+            &db,
+            "SELECT COUNT(*) FROM rowseal_jobs WHERE kind = 'rotate-start'"
+        )
+        .await,
+        1,
+        "one start lock for the scope"
+    );
+    sqlx::raw_sql(&sql).execute(&db.pool).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        common::rowseal(&db.url, &keyring, &args),
+    )
+    .await
+    .expect("the dead holder's start was taken over");
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stderr, r.stdout);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(
+        r.event("start").unwrap()["tenant_versions"]["t1"],
+        3,
+        "the recorded version is reused"
+    );
+    assert_eq!(
+        common::scalar(
+            &db,
+            "SELECT COUNT(*) FROM rowseal_keys WHERE purpose = 'tenant' AND tenant = 't1' AND version > 3"
+        )
+        .await,
+        0,
+        "no other version created"
+    );
+    assert_eq!(r.event("done").unwrap()["reencrypted"], 10);
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_start_takeover() {
+    if let Some(db) = common::sqlite().await {
+        start_takeover(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_start_takeover() {
+    if let Some(db) = common::postgres().await {
+        start_takeover(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_start_takeover() {
+    if let Some(db) = common::mysql().await {
+        start_takeover(db).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_simultaneous_start() {
     if let Some(db) = common::sqlite().await {
