@@ -522,6 +522,48 @@ async fn sqlite_kms_mode() {
     db.finish().await;
 }
 
+/// Throughput on PostgreSQL, unthrottled, 2 workers (ignored by default:
+/// `cargo test -p rowseal-cli --all-features --test encrypt_column
+/// postgres_throughput -- --ignored --nocapture`; rows from
+/// `ROWSEAL_TEST_ENCRYPT_ROWS`, default 50000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, not a check"]
+async fn postgres_throughput() {
+    let Some(db) = common::postgres().await else {
+        return;
+    };
+    let n: i64 = std::env::var("ROWSEAL_TEST_ENCRYPT_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    prepare(&db, n).await;
+    let keyring = rowseal_core::LocalKeyProvider::generate_keyring().to_string();
+    let started = std::time::Instant::now();
+    let r = common::rowseal(
+        &db.url,
+        &keyring,
+        &[
+            "encrypt-column",
+            "--table",
+            "patients",
+            "--workers",
+            "2",
+            "--batch-size",
+            "1000",
+        ],
+    )
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.event("done").unwrap()["rows"], n);
+    eprintln!(
+        "[postgres] encrypt-column: {n} rows in {secs:.1} s (process), {:.0} rows/s; job: {}",
+        n as f64 / secs,
+        r.event("done").unwrap()
+    );
+    db.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_two_processes() {
     if let Some(db) = common::postgres().await {
