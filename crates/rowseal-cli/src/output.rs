@@ -148,7 +148,8 @@ impl Progress {
                 |s| format!("{}:{:02}", s / 60, s % 60),
             );
             eprint!(
-                "\r{label}: {done}/{total} rows ({pct:.1}%), {:.0} rows/s, ETA {eta}   ",
+                "\r{label}: [{}] {done}/{total} rows ({pct:.1}%), {:.0} rows/s, ETA {eta}   ",
+                bar(pct, 20),
                 rate
             );
             if last {
@@ -156,5 +157,26 @@ impl Progress {
             }
             let _ = std::io::stderr().flush();
         }
+    }
+}
+
+/// A text bar `width` characters wide, `pct` percent full.
+fn bar(pct: f64, width: usize) -> String {
+    let full = ((pct.clamp(0.0, 100.0) / 100.0) * width as f64).round() as usize;
+    let full = full.min(width);
+    format!("{}{}", "#".repeat(full), "-".repeat(width - full))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bar;
+
+    #[test]
+    fn bar_fills_with_progress() {
+        assert_eq!(bar(0.0, 10), "----------");
+        assert_eq!(bar(50.0, 10), "#####-----");
+        assert_eq!(bar(100.0, 10), "##########");
+        assert_eq!(bar(250.0, 4), "####");
+        assert_eq!(bar(f64::NAN, 4).len(), 4);
     }
 }
