@@ -522,6 +522,71 @@ async fn sqlite_kms_mode() {
     db.finish().await;
 }
 
+/// A shredded tenant's legacy rows cannot be encrypted (its keys are
+/// destroyed): each is reported by primary key (exit 1, no value printed),
+/// the other tenants' rows are encrypted, and a new run reports them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_shredded_tenant() {
+    let Some(db) = common::sqlite().await else {
+        return;
+    };
+    let n = 40;
+    prepare(&db, n).await;
+    let keyring = rowseal_core::LocalKeyProvider::generate_keyring().to_string();
+    let enc = common::encryptor(&db.pool, &keyring);
+    // clinic-1 has keys (one row written through rowseal), then is shredded.
+    let p = Patient {
+        id: 1000,
+        tenant_id: "clinic-1".into(),
+        email: "x@example.com".into(),
+        phone: None,
+        visits: 0,
+    };
+    enc.insert(&db.pool, &p).await.unwrap();
+    let r = common::rowseal(
+        &db.url,
+        &keyring,
+        &[
+            "shred",
+            "--tenant",
+            "clinic-1",
+            "--yes-destroy-tenant",
+            "clinic-1",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = common::rowseal(
+        &db.url,
+        &keyring,
+        &["encrypt-column", "--table", "patients"],
+    )
+    .await;
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+    let failures = r.all("failure");
+    let shredded = (1..=n).filter(|i| tenant(*i) == "clinic-1").count();
+    assert_eq!(failures.len(), shredded);
+    assert!(failures
+        .iter()
+        .all(|f| tenant(f["primary_key"].as_str().unwrap().parse().unwrap()) == "clinic-1"));
+    assert_eq!(r.event("done").unwrap()["rows"], n - shredded as i64);
+    assert!(
+        !r.stdout.contains("@Example.com"),
+        "no plaintext in the report"
+    );
+    let left = "SELECT COUNT(*) FROM patients WHERE email IS NOT NULL";
+    assert_eq!(common::scalar(&db, left).await, shredded as i64);
+    let again = common::rowseal(
+        &db.url,
+        &keyring,
+        &["encrypt-column", "--table", "patients"],
+    )
+    .await;
+    assert_eq!(again.code, Some(1));
+    assert_eq!(again.all("failure").len(), shredded);
+    db.finish().await;
+}
+
 /// Throughput on PostgreSQL, unthrottled, 2 workers (ignored by default:
 /// `cargo test -p rowseal-cli --all-features --test encrypt_column
 /// postgres_throughput -- --ignored --nocapture`; rows from

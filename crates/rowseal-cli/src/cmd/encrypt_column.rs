@@ -308,21 +308,36 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         );
         let spec = def.spec()?;
         let mut global_done = false;
+        // A tenant whose keys cannot be made (a shredded tenant) fails its
+        // rows one by one, reported by primary key; a provider or store
+        // failure stops the job.
+        let fatal = |r: rowseal_core::Result<()>| -> Result<()> {
+            match r {
+                Err(e @ (rowseal_core::Error::Provider(_) | rowseal_core::Error::Store { .. })) => {
+                    Err(e.into())
+                }
+                _ => Ok(()),
+            }
+        };
         for r in &D::fetch_all_on(&mut conn, &sql, values).await? {
             let tenant = read_text(r, 0)?;
             if spec.key_mode() == KeyMode::Derived {
-                keys.hierarchy.current_tenant_key(&tenant).await?;
+                fatal(keys.hierarchy.current_tenant_key(&tenant).await.map(|_| ()))?;
             }
             for p in &plans {
                 if p.global {
                     if !global_done {
-                        keys.hierarchy.current_index_key(&KeyScope::Global).await?;
+                        fatal(
+                            keys.hierarchy
+                                .current_index_key(&KeyScope::Global)
+                                .await
+                                .map(|_| ()),
+                        )?;
                         global_done = true;
                     }
                 } else {
-                    keys.hierarchy
-                        .current_index_key(&KeyScope::Tenant(tenant.clone()))
-                        .await?;
+                    let scope = KeyScope::Tenant(tenant.clone());
+                    fatal(keys.hierarchy.current_index_key(&scope).await.map(|_| ()))?;
                 }
             }
         }
@@ -866,7 +881,7 @@ impl<D: CliDb> Worker<D> {
                         .keys
                         .current_index_key(&scope)
                         .await
-                        .map_err(|e| RowError::Fatal(e.into()))?;
+                        .map_err(|e| RowError::classify(e, &plan.name))?;
                     let bk = ik
                         .blind_index_key(&def.table, &plan.key_column, &plan.name)
                         .map_err(|e| RowError::Fatal(e.into()))?;
@@ -989,6 +1004,19 @@ enum RowError {
     Fail(String, String),
     /// The whole job (database, key provider).
     Fatal(CliError),
+}
+
+impl RowError {
+    /// A key-provider or key-store failure stops the job; any other key
+    /// error (a destroyed key: a shredded tenant) fails the row.
+    fn classify(e: rowseal_core::Error, column: &str) -> Self {
+        match e {
+            rowseal_core::Error::Provider(_) | rowseal_core::Error::Store { .. } => {
+                RowError::Fatal(e.into())
+            }
+            e => RowError::Fail(column.to_owned(), super::describe(&e)),
+        }
+    }
 }
 
 #[cfg(test)]
