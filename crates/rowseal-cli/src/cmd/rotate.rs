@@ -459,6 +459,10 @@ async fn lead_start<D: CliDb>(
         lock.beat::<D>(conn, scope, &json!({ "targets": targets }))
             .await?;
     }
+    // Still the holder? (A run on another host takes a start over after a
+    // minute of silence; then it records the job, not this one.)
+    lock.beat::<D>(conn, scope, &json!({ "targets": targets }))
+        .await?;
     let params = json!({"scope": scope, "targets": targets});
     let id = jobs::create::<D>(conn, "rotate", &params).await?;
     let j = jobs::get::<D>(conn, &id)
