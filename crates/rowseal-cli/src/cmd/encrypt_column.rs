@@ -50,9 +50,6 @@ use crate::registry::{self, read_pk, TableDef};
 
 /// Failed rows beyond which the job stops.
 const MAX_FAILURES: usize = 1000;
-/// Conflicts on one row (the application kept writing it) after which this
-/// run leaves it to the next one.
-const MAX_CONFLICTS_PER_ROW: u32 = 5;
 /// Passes over the table (rows written back in plaintext meanwhile by an old
 /// application version are picked up by the next pass).
 const PASSES: usize = 5;
@@ -95,7 +92,6 @@ struct Shared {
     failed: Vec<Value>,
     failed_keys: HashSet<String>,
     failures: Vec<serde_json::Value>,
-    conflicts_by_row: HashMap<String, u32>,
     encrypted_values: u64,
     rows: u64,
     conflicts: u64,
@@ -432,7 +428,6 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         if left == 0 {
             break;
         }
-        lock(&shared).conflicts_by_row.clear();
         progress.raise_total(progress.done() + u64::try_from(left).unwrap_or(0));
     }
     progress.finish(handle).await;
@@ -454,10 +449,11 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         });
     }
     let mut conn = ctx.conn().await?;
-    if left > 0 && failures.is_empty() {
+    if left > 0 {
+        // Left running, to be resumed by the same command.
         ctx.out.emit(
             json!({"event": "incomplete", "job": job, "rows_left": left, "rows": rows,
-                   "provider_calls": keys.calls()}),
+                   "failed": failures.len(), "provider_calls": keys.calls()}),
             || format!(
                 "encrypt-column job {job} incomplete: {left} rows still in plaintext (the application keeps writing them); run the command again"
             ),
@@ -674,7 +670,7 @@ impl<D: CliDb> Worker<D> {
         let last = read_pk(last_row, pk_type)?;
         let mut written = 0u64;
         let mut values_done = 0u64;
-        let mut conflicted = Vec::new();
+        let mut conflicted = 0u64;
         let mut failures = Vec::new();
         let mut index_keys: HashMap<(usize, String), (u32, BlindIndexKey)> = HashMap::new();
         for row in &rows {
@@ -689,7 +685,7 @@ impl<D: CliDb> Worker<D> {
                         written += 1;
                         values_done += n;
                     } else {
-                        conflicted.push(pk.key_display());
+                        conflicted += 1;
                     }
                 }
                 Err(RowError::Fail(column, error)) => failures.push((pk, column, error)),
@@ -704,16 +700,9 @@ impl<D: CliDb> Worker<D> {
         let mut s = lock(&self.shared);
         s.rows += written;
         s.encrypted_values += values_done;
-        s.conflicts += conflicted.len() as u64;
-        for key in conflicted {
-            // Read again by the next pass; a row that keeps changing is left
-            // to the next run.
-            let n = s.conflicts_by_row.entry(key.clone()).or_default();
-            *n += 1;
-            if *n >= MAX_CONFLICTS_PER_ROW {
-                s.conflicts_by_row.remove(&key);
-            }
-        }
+        // A conflicted row (changed by the application since it was read)
+        // still matches the predicate: the next pass reads it again.
+        s.conflicts += conflicted;
         for (pk, column, error) in failures {
             let key = pk.key_display();
             if s.failed_keys.insert(key.clone()) {
