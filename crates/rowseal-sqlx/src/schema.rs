@@ -75,6 +75,16 @@ fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
         }
         sql.push_str(",\n");
     }
+    // Legacy plaintext columns (fields declared with `plaintext_column`):
+    // nullable, and never filled in a table rowseal created (a fresh
+    // database of an application still migrating its production table).
+    for (c, t) in model.fields.iter().filter_map(|f| f.plaintext_column) {
+        sql.push_str("    ");
+        DB::push_ident(&mut sql, c);
+        sql.push(' ');
+        sql.push_str(DB::column_type(t, false));
+        sql.push_str(",\n");
+    }
     sql.push_str("    ");
     DB::push_ident(&mut sql, HEADER_COLUMN);
     sql.push(' ');

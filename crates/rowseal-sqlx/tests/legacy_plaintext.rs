@@ -433,6 +433,24 @@ where
         .find(|f| f["column"] == "visits")
         .unwrap();
     assert!(visits["plaintext_column"].is_null());
+
+    // The same model on a fresh database (no legacy data): create_table
+    // makes the legacy columns too (nullable), and rows round-trip.
+    DB::execute(&cx.pool, "DROP TABLE legacy_patients", vec![])
+        .await
+        .unwrap();
+    schema::create_table::<Patient, _>(&cx.pool).await.unwrap();
+    let p = patient(7, "t1", "new@example.com", Some("555-0107"), 30);
+    cx.enc.insert(&cx.pool, &p).await.unwrap();
+    assert_eq!(
+        cx.enc
+            .fetch::<Patient, _>(&cx.pool, "t1", &7)
+            .await
+            .unwrap(),
+        Some(p)
+    );
+    let r = raw(&cx.pool, 7).await;
+    assert_eq!((r.email, r.phone, r.age), (None, None, None));
 }
 
 // ---- databases -----------------------------------------------------------
