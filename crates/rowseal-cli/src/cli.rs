@@ -173,6 +173,33 @@ pub enum Command {
         #[arg(long)]
         max_rows_per_second: Option<f64>,
     },
+    /// Rotate blind-index keys and rebuild the blind indexes under the new
+    /// version, without downtime: the new version becomes pending (each
+    /// application process then writes and queries both versions), the job
+    /// waits one cache lifetime, backfills the rows written before, then
+    /// promotes the new version and retires the old one. Resumable (run the
+    /// same command again); safe while the application writes.
+    Reindex {
+        /// Only this tenant's index key; default: every tenant with rows in a
+        /// registered table, and the global key if a global index exists.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Do not rotate: only fill the index values missing under the
+        /// current version (rows written before an index existed).
+        #[arg(long)]
+        backfill_only: bool,
+        /// Seconds to wait after the new version becomes pending, for every
+        /// application's key cache to see it: at least the applications'
+        /// cache lifetime (the library's default is 300).
+        #[arg(long, default_value_t = 300)]
+        cache_ttl: u64,
+        /// Count the rows to index; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Batch size, rate limit, and (with --backfill-only) --table.
+        #[command(flatten)]
+        job_args: JobArgs,
+    },
     /// Crypto-shred a tenant: destroy its tenant and index keys (and wipe the
     /// per-row wrapped data keys of its kms-mode rows). Irreversible.
     Shred {

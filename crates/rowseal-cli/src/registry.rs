@@ -321,14 +321,15 @@ pub fn read_pk<R: DbRow>(row: &R, t: SqlType) -> Result<Value> {
     Ok(v)
 }
 
-/// The current (highest active) index-key version per scope: `""` for the
-/// global key, else the tenant.
+/// The index-key version every row should hold per scope (`""` for the
+/// global key, else the tenant): the pending version during a rotation, else
+/// the highest active one.
 pub async fn index_versions<D: CliDb>(
     conn: &mut D::Connection,
 ) -> Result<std::collections::BTreeMap<String, i64>> {
     let rows = D::fetch_all_on(
         conn,
-        "SELECT scope_kind, tenant, MAX(version) FROM rowseal_keys WHERE purpose = 'index' AND state = 'active' GROUP BY scope_kind, tenant",
+        "SELECT scope_kind, tenant, MAX(version) FROM rowseal_keys WHERE purpose = 'index' AND state IN ('active', 'pending') GROUP BY scope_kind, tenant",
         vec![],
     )
     .await?;

@@ -51,7 +51,10 @@ async fn pending_version_is_written_and_queried_then_promoted_alone() {
 
     // An app process that has already cached version 1 alone.
     let stale = hierarchy(&store, &keyring, Duration::from_secs(300));
-    assert_eq!(written(&*stale.index_key_versions(&scope).await.unwrap()), vec![1]);
+    assert_eq!(
+        written(&stale.index_key_versions(&scope).await.unwrap()),
+        vec![1]
+    );
 
     let p = admin.begin_index_key_rotation(&scope).await.unwrap();
     assert_eq!(p, 2);
@@ -73,7 +76,10 @@ async fn pending_version_is_written_and_queried_then_promoted_alone() {
     };
     assert_ne!(mac(&k1), mac(&k2));
     // The stale process still sees version 1 alone until its cache expires.
-    assert_eq!(written(&*stale.index_key_versions(&scope).await.unwrap()), vec![1]);
+    assert_eq!(
+        written(&stale.index_key_versions(&scope).await.unwrap()),
+        vec![1]
+    );
 
     admin.promote_index_key(&scope, 2).await.unwrap();
     let after = hierarchy(&store, &keyring, Duration::from_secs(300));
@@ -102,12 +108,22 @@ async fn a_stale_cache_learns_the_pending_version_within_its_lifetime() {
     let admin = hierarchy(&store, &keyring, Duration::from_secs(300));
     let app = hierarchy(&store, &keyring, Duration::from_millis(200));
     let scope = KeyScope::Global;
-    assert_eq!(written(&*app.index_key_versions(&scope).await.unwrap()), vec![1]);
+    assert_eq!(
+        written(&app.index_key_versions(&scope).await.unwrap()),
+        vec![1]
+    );
     admin.begin_index_key_rotation(&scope).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(written(&*app.index_key_versions(&scope).await.unwrap()), vec![1, 2]);
+    assert_eq!(
+        written(&app.index_key_versions(&scope).await.unwrap()),
+        vec![1, 2]
+    );
     // Lookups use the same cache: they also query the pending version now.
-    let seen = app.lookup_index_key_versions(&scope).await.unwrap().unwrap();
+    let seen = app
+        .lookup_index_key_versions(&scope)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(queried(&seen), vec![1, 2]);
 }
 

@@ -146,7 +146,10 @@ async fn blind_index_keys_differ_per_scope_index_and_version() {
     let v2 = f.keys.begin_index_key_rotation(&scope_a).await.unwrap();
     assert_eq!(v2, 2);
     // Pending: still written under version 1 (and 2), not yet alone.
-    assert_eq!(f.keys.current_index_key(&scope_a).await.unwrap().version(), 1);
+    assert_eq!(
+        f.keys.current_index_key(&scope_a).await.unwrap().version(),
+        1
+    );
     f.keys.promote_index_key(&scope_a, v2).await.unwrap();
     let a2 = f
         .keys

@@ -385,13 +385,18 @@ impl Encryptor {
                 continue;
             }
             if plan.def.global {
-                let keys = self.written_keys(model, plan.def, &KeyScope::Global).await?;
+                let keys = self
+                    .written_keys(model, plan.def, &KeyScope::Global)
+                    .await?;
                 out.global.insert(i, keys);
             } else {
                 let per = out.tenant.entry(i).or_default();
                 for t in &tenants {
                     let scope = KeyScope::Tenant((*t).to_owned());
-                    per.insert((*t).to_owned(), self.written_keys(model, plan.def, &scope).await?);
+                    per.insert(
+                        (*t).to_owned(),
+                        self.written_keys(model, plan.def, &scope).await?,
+                    );
                 }
             }
         }

@@ -261,45 +261,20 @@ impl TableIndexes {
                 column: column.to_owned(),
                 error: error.to_owned(),
             };
-            // The normalized parts (None: a covered field is NULL).
-            let mut parts: Option<Vec<Zeroizing<String>>> = Some(Vec::new());
-            let mut bad_part = None;
-            for (part, norm) in plan.parts.iter().zip(&plan.norms) {
-                let text = match *part {
-                    Part::Encrypted(i) => match plain.get(i).and_then(Option::as_ref) {
-                        None => None,
-                        Some(bytes) => match index_text(bytes) {
-                            Ok(t) => Some(t),
-                            Err(e) => {
-                                bad_part = Some(e);
-                                break;
-                            }
-                        },
-                    },
-                    Part::Plain(at, t) => match plain_text(row, at, t) {
-                        Ok(t) => t,
-                        Err(e) => {
-                            bad_part = Some(e);
-                            break;
-                        }
-                    },
-                };
-                match (text, parts.as_mut()) {
-                    (Some(t), Some(ps)) => ps.push(Zeroizing::new(norm.apply(&t))),
-                    (None, _) => parts = None,
-                    (Some(_), None) => {}
-                }
-            }
             let first_column = plan
                 .slots
                 .first()
                 .map(|s| s.def.column.clone())
                 .unwrap_or_default();
-            if let Some(e) = bad_part {
-                out.push(fail(&first_column, e));
-                self.stats[pi].1.failures += 1;
-                continue;
-            }
+            // The normalized parts (None: a covered field is NULL).
+            let parts = match normalized_parts(plan, row, plain) {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push(fail(&first_column, e));
+                    self.stats[pi].1.failures += 1;
+                    continue;
+                }
+            };
             let scope = if plan.global { "" } else { tenant }.to_owned();
             let bits = plan.bits;
             let slots = plan.slots.clone();
@@ -388,6 +363,80 @@ impl TableIndexes {
         out
     }
 
+    /// `reindex`: the slot writes that give one row its value of every index
+    /// under the target index-key version of the index's scope
+    /// (`target(global)`), skipping indexes whose target slot already holds
+    /// that version. `Err` (no value in it) when a covered part cannot be
+    /// indexed or the key is unavailable.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn reindex_writes<R: DbRow>(
+        &mut self,
+        hierarchy: &Arc<KeyHierarchy>,
+        table: &str,
+        tenant: &str,
+        row: &R,
+        plain: &[Option<Zeroizing<Vec<u8>>>],
+        target: impl Fn(bool) -> u32,
+    ) -> Result<Vec<SlotWrite>, String> {
+        let mut out = Vec::new();
+        for pi in 0..self.plans.len() {
+            let plan = &self.plans[pi];
+            let version = target(plan.global);
+            let slot = plan
+                .slots
+                .iter()
+                .find(|s| s.def.parity.is_none_or(|p| version % 2 == p))
+                .cloned()
+                .ok_or_else(|| {
+                    format!("blind index {}: no slot for version {version}", plan.name)
+                })?;
+            match row.read_value(slot.version_at, SqlType::I64) {
+                Ok(Value::I64(v)) if v == i64::from(version) => continue,
+                _ => {}
+            }
+            let parts = normalized_parts(plan, row, plain)
+                .map_err(|e| format!("blind index {}: {e}", plan.name))?;
+            let (name, bits, global) = (plan.name.clone(), plan.bits, plan.global);
+            let scope = if global { "" } else { tenant }.to_owned();
+            let key = self.key(hierarchy, pi, table, &scope, version).await?;
+            let value = parts
+                .as_ref()
+                .map(|ps| compute(&key, bits, ps))
+                .transpose()?;
+            out.push(SlotWrite {
+                index: name,
+                column: slot.def.column.clone(),
+                version_column: slot.def.version_column.clone(),
+                value,
+                version,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether some checked index is global / tenant-scoped.
+    pub fn scopes(&self) -> (bool, bool) {
+        (
+            self.plans.iter().any(|p| p.global),
+            self.plans.iter().any(|p| !p.global),
+        )
+    }
+
+    /// The (value column, version column) pairs the target version `target`
+    /// of each index lives in, for selecting the rows still to do.
+    pub fn target_slots(&self, target: impl Fn(bool) -> u32) -> Vec<(String, u32)> {
+        self.plans
+            .iter()
+            .filter_map(|p| {
+                let v = target(p.global);
+                p.slots
+                    .iter()
+                    .find(|s| s.def.parity.is_none_or(|q| v % 2 == q))
+                    .map(|s| (s.def.version_column.clone(), v))
+            })
+            .collect()
+    }
+
     async fn key(
         &mut self,
         hierarchy: &Arc<KeyHierarchy>,
@@ -415,6 +464,47 @@ impl TableIndexes {
         self.keys.insert(cache_key, k.clone());
         k
     }
+}
+
+/// One slot to write during `reindex` (the value is an index value, which
+/// reveals equality only; it is never printed).
+#[derive(Debug, Clone)]
+pub struct SlotWrite {
+    /// Index name.
+    pub index: String,
+    /// Value column.
+    pub column: String,
+    /// Version column.
+    pub version_column: String,
+    /// The value (`None`: a covered field is NULL).
+    pub value: Option<BlindIndexValue>,
+    /// The index-key version.
+    pub version: u32,
+}
+
+/// The normalized parts of one index for one row (`None`: a covered field is
+/// NULL).
+fn normalized_parts<R: DbRow>(
+    plan: &Plan,
+    row: &R,
+    plain: &[Option<Zeroizing<Vec<u8>>>],
+) -> Result<Option<Vec<Zeroizing<String>>>, &'static str> {
+    let mut parts: Option<Vec<Zeroizing<String>>> = Some(Vec::new());
+    for (part, norm) in plan.parts.iter().zip(&plan.norms) {
+        let text = match *part {
+            Part::Encrypted(i) => match plain.get(i).and_then(Option::as_ref) {
+                None => None,
+                Some(bytes) => Some(index_text(bytes)?),
+            },
+            Part::Plain(at, t) => plain_text(row, at, t)?,
+        };
+        match (text, parts.as_mut()) {
+            (Some(t), Some(ps)) => ps.push(Zeroizing::new(norm.apply(&t))),
+            (None, _) => parts = None,
+            (Some(_), None) => {}
+        }
+    }
+    Ok(parts)
 }
 
 fn compute(

@@ -3,6 +3,7 @@
 mod decrypt_column;
 mod encrypt_column;
 mod index_check;
+mod reindex;
 mod rewrap;
 mod rotate;
 mod shred;
@@ -66,7 +67,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     let jobs = match &cli.command {
         Command::Rotate { job_args, .. }
         | Command::Verify { job_args }
-        | Command::Rewrap { job_args, .. } => Some(job_args.clone()),
+        | Command::Rewrap { job_args, .. }
+        | Command::Reindex { job_args, .. } => Some(job_args.clone()),
         Command::DecryptColumn { batch_size, .. } => Some(crate::cli::JobArgs {
             batch_size: *batch_size,
             workers: None,
@@ -207,6 +209,25 @@ async fn exec<D: CliDb>(ctx: Ctx<D>, command: Command) -> Result<ExitCode> {
                     table,
                     column,
                     dry_run,
+                },
+            )
+            .await
+        }
+        Command::Reindex {
+            tenant,
+            backfill_only,
+            cache_ttl,
+            dry_run,
+            job_args,
+        } => {
+            reindex::run(
+                &ctx,
+                reindex::Request {
+                    tenant,
+                    backfill_only,
+                    cache_ttl: std::time::Duration::from_secs(cache_ttl),
+                    dry_run,
+                    tables: job_args.tables,
                 },
             )
             .await

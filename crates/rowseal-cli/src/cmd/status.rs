@@ -11,7 +11,6 @@ use super::Ctx;
 use crate::db::{ident, read_i64, read_text, CliDb};
 use crate::error::{ExitCode, Result};
 use crate::registry;
-use rowseal_sqlx::DbRow;
 
 pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
     let mut conn = ctx.conn().await?;
@@ -57,38 +56,59 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                 e["rows_to_rotate"] = json!(e["rows_to_rotate"].as_i64().unwrap_or(0) + n);
             }
         }
+        // Blind indexes: rows per index-key version over both slots, rows with
+        // no value in any slot, and rows lacking the version every row should
+        // hold (the pending one during a rotation: what `reindex` fills).
         let mut coverage = Vec::new();
         for idx in &def.blind_indexes {
-            let sql = format!(
-                "SELECT {t}, {v}, COUNT(*) FROM {table} GROUP BY {t}, {v}",
-                t = ident::<D>(&def.tenant),
-                v = ident::<D>(&idx.version_column),
-                table = ident::<D>(&def.table)
-            );
             let mut by_version: BTreeMap<String, i64> = BTreeMap::new();
-            let mut behind = 0i64;
-            for r in &D::fetch_all_on(&mut conn, &sql, vec![]).await? {
-                let tenant = read_text(r, 0)?;
-                let n = read_i64(r, 2)?;
-                let version = match r.read_value(1, rowseal_sqlx::SqlType::I64) {
-                    Ok(rowseal_sqlx::Value::I64(v)) => Some(v),
-                    _ => None,
-                };
-                let scope = if idx.scope == "global" {
-                    ""
-                } else {
-                    tenant.as_str()
-                };
-                let current = index_current.get(scope).copied();
-                if let (Some(v), Some(c)) = (version, current) {
-                    if v < c {
-                        behind += n;
+            let mut with_target: BTreeMap<String, i64> = BTreeMap::new();
+            for slot in idx.slot_pairs() {
+                let sql = format!(
+                    "SELECT {t}, {v}, COUNT(*) FROM {table} WHERE {v} IS NOT NULL GROUP BY {t}, {v}",
+                    t = ident::<D>(&def.tenant),
+                    v = ident::<D>(&slot.version_column),
+                    table = ident::<D>(&def.table)
+                );
+                for r in &D::fetch_all_on(&mut conn, &sql, vec![]).await? {
+                    let tenant = read_text(r, 0)?;
+                    let version = read_i64(r, 1)?;
+                    let n = read_i64(r, 2)?;
+                    *by_version.entry(version.to_string()).or_default() += n;
+                    let scope = if idx.scope == "global" {
+                        ""
+                    } else {
+                        tenant.as_str()
+                    };
+                    if index_current.get(scope) == Some(&version) {
+                        *with_target.entry(tenant).or_default() += n;
                     }
                 }
-                *by_version
-                    .entry(version.map_or_else(|| "none".to_owned(), |v| v.to_string()))
-                    .or_default() += n;
             }
+            let none_sql = format!(
+                "SELECT COUNT(*) FROM {} WHERE {}",
+                ident::<D>(&def.table),
+                idx.slot_pairs()
+                    .iter()
+                    .map(|s| format!("{} IS NULL", ident::<D>(&s.version_column)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            );
+            let none = D::fetch_all_on(&mut conn, &none_sql, vec![])
+                .await?
+                .first()
+                .map(|r| read_i64(r, 0))
+                .transpose()?
+                .unwrap_or(0);
+            if none > 0 {
+                by_version.insert("none".into(), none);
+            }
+            let behind: i64 = tenants
+                .iter()
+                .map(|(t, e)| {
+                    e["rows"].as_i64().unwrap_or(0) - with_target.get(t).copied().unwrap_or(0)
+                })
+                .sum();
             coverage.push(json!({"index": idx.name, "scope": idx.scope,
                                  "rows_by_index_version": by_version,
                                  "rows_behind_current_index_key": behind}));

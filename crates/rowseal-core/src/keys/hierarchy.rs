@@ -297,7 +297,11 @@ impl KeyHierarchy {
     /// backfill). Safe to call again.
     pub async fn promote_index_key(&self, scope: &KeyScope, version: u32) -> Result<()> {
         let records = self.store.versions(KeyPurpose::Index, scope).await?;
-        match records.iter().find(|r| r.version == version).map(|r| r.state) {
+        match records
+            .iter()
+            .find(|r| r.version == version)
+            .map(|r| r.state)
+        {
             Some(KeyState::Pending) => {
                 self.store
                     .set_state(

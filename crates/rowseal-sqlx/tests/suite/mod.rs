@@ -1318,7 +1318,11 @@ where
     // A process that saw version 1 alone and keeps it cached.
     let v1_view = encryptor(&cx.pool, &cx.keyring);
     assert_eq!(
-        ids(&User::find_by_email(&v1_view, &cx.pool, "t1", "u1@example.com").await.unwrap()),
+        ids(
+            &User::find_by_email(&v1_view, &cx.pool, "t1", "u1@example.com")
+                .await
+                .unwrap()
+        ),
         vec![1]
     );
 
@@ -1351,7 +1355,10 @@ where
         .collect();
     both_view.insert_many(&cx.pool, &dual).await.unwrap();
     assert_eq!(user_cell_i64(&cx.pool, "email_idx_kv", 101).await, Some(1));
-    assert_eq!(user_cell_i64(&cx.pool, "email_idx_alt_kv", 101).await, Some(2));
+    assert_eq!(
+        user_cell_i64(&cx.pool, "email_idx_alt_kv", 101).await,
+        Some(2)
+    );
     assert_eq!(user_cell_i64(&cx.pool, "email_idx_alt_kv", 31).await, None);
     check_all(
         "pending",
@@ -1373,7 +1380,10 @@ where
     drop(v1_view);
     for _ in 0..3 {
         assert_eq!(
-            admin.reindex_batch::<User, _>(&cx.pool, "t1", 5).await.unwrap(),
+            admin
+                .reindex_batch::<User, _>(&cx.pool, "t1", 5)
+                .await
+                .unwrap(),
             5
         );
         check_all(
@@ -1387,7 +1397,11 @@ where
     let missing = DB::fetch_all(&cx.pool, &sql, vec![]).await.unwrap().len();
     assert_eq!(missing, 31 - 15, "rows still without a version-2 value");
     // Unique holds on both versions, for rows backfilled or not.
-    for (dup, who) in [("U101@example.com", 0), ("u2@example.com", 1), ("u29@example.com", 0)] {
+    for (dup, who) in [
+        ("U101@example.com", 0),
+        ("u2@example.com", 1),
+        ("u29@example.com", 0),
+    ] {
         let e = if who == 0 { &both_view } else { &admin };
         let err = e
             .insert(&cx.pool, &User::new(200, "t1", dup))
@@ -1400,18 +1414,30 @@ where
     let mut moved = old[29].clone();
     moved.email = "moved@example.com".into();
     both_view.update(&cx.pool, &moved).await.unwrap();
-    assert_eq!(user_cell_i64(&cx.pool, "email_idx_alt_kv", 30).await, Some(2));
+    assert_eq!(
+        user_cell_i64(&cx.pool, "email_idx_alt_kv", 30).await,
+        Some(2)
+    );
     let still = DB::fetch_all(&cx.pool, &sql, vec![]).await.unwrap().len() as u64;
     let mut finished = 0;
     loop {
-        let n = admin.reindex_batch::<User, _>(&cx.pool, "t1", 4).await.unwrap();
+        let n = admin
+            .reindex_batch::<User, _>(&cx.pool, "t1", 4)
+            .await
+            .unwrap();
         if n == 0 {
             break;
         }
         finished += n;
     }
-    assert_eq!(finished, still, "only rows without the new value were written");
-    assert!(DB::fetch_all(&cx.pool, &sql, vec![]).await.unwrap().is_empty());
+    assert_eq!(
+        finished, still,
+        "only rows without the new value were written"
+    );
+    assert!(DB::fetch_all(&cx.pool, &sql, vec![])
+        .await
+        .unwrap()
+        .is_empty());
 
     // 3. Promotion: version 2 alone for new processes; a process still on
     // the pending view keeps writing and querying both.
@@ -1422,16 +1448,25 @@ where
         .await
         .unwrap();
     assert_eq!(user_cell_i64(&cx.pool, "email_idx_kv", 120).await, None);
-    assert_eq!(user_cell_i64(&cx.pool, "email_idx_alt_kv", 120).await, Some(2));
+    assert_eq!(
+        user_cell_i64(&cx.pool, "email_idx_alt_kv", 120).await,
+        Some(2)
+    );
     both_view
         .insert(&cx.pool, &User::new(121, "t1", "u121@example.com"))
         .await
         .unwrap();
-    let rows: Vec<i64> = (1..=29).chain([31]).chain(101..=110).chain([120, 121]).collect();
+    let rows: Vec<i64> = (1..=29)
+        .chain([31])
+        .chain(101..=110)
+        .chain([120, 121])
+        .collect();
     check_all("promoted", vec![both_view.clone(), v2_view.clone()], rows).await;
     for e in [&both_view, &v2_view] {
         assert_eq!(
-            ids(&User::find_by_email(e, &cx.pool, "t1", "MOVED@example.com").await.unwrap()),
+            ids(&User::find_by_email(e, &cx.pool, "t1", "MOVED@example.com")
+                .await
+                .unwrap()),
             vec![30]
         );
         let err = e

@@ -1,0 +1,569 @@
+//! `rowseal reindex`: rotate blind-index keys and rebuild the blind indexes
+//! under the new version, with the application serving traffic.
+//!
+//! Index keys belong to a scope (a tenant, or global) and are shared by every
+//! table's indexes in that scope, so a rotation covers every registered table
+//! with blind indexes. The steps, each safe to repeat (a killed run is resumed
+//! by running the same command again):
+//! 1. make the next version of each scope's index key *pending*
+//!    (`KeyHierarchy::begin_index_key_rotation`): from the moment an
+//!    application process sees it (within its key-cache lifetime), its writes
+//!    fill both the active and the pending slot of every index and its lookups
+//!    query both;
+//! 2. wait `--cache-ttl` seconds from the moment the version became pending
+//!    (recorded in the job, so a resumed run does not wait again), so that no
+//!    process still writes the active version alone;
+//! 3. backfill: for every row whose pending slot lacks the pending version,
+//!    decrypt the covered fields, compute the value and write that slot only,
+//!    conditionally on the row's key header and covered ciphertexts being
+//!    unchanged (a row the application changed meanwhile already has it, or is
+//!    picked up by the next sweep);
+//! 4. promote the pending version and retire the old one
+//!    (`KeyHierarchy::promote_index_key`): lookups query the new slot alone.
+//!
+//! `--backfill-only` skips 1, 2 and 4: it fills the values missing under the
+//! current version (rows written before an index existed).
+//!
+//! An index whose normalization includes the application's own function
+//! (`normalize_with`) cannot be computed here: the rotation is refused, and
+//! the application must backfill with `Encryptor::reindex_batch`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rowseal_core::{BlindIndexValue, KeyScope};
+use rowseal_sqlx::{DbRow, SqlType, Value};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::index_check::TableIndexes;
+use super::{Ctx, RowOpener};
+use crate::db::{ident, ph, read_i64, read_text, CliDb};
+use crate::error::{CliError, ExitCode, Result};
+use crate::jobs;
+use crate::output::Progress;
+use crate::registry::{self, read_pk, TableDef, FIRST_ENCRYPTED};
+
+/// What to reindex.
+pub struct Request {
+    pub tenant: Option<String>,
+    pub backfill_only: bool,
+    pub cache_ttl: Duration,
+    pub dry_run: bool,
+    pub tables: Vec<String>,
+}
+
+/// Index-key versions per scope (`""`: global): the target of the backfill.
+type Targets = BTreeMap<String, u32>;
+
+/// Sweeps over a table before giving up on rows that keep changing.
+const MAX_SWEEPS: usize = 5;
+
+pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
+    let mut conn = ctx.conn().await?;
+    if !req.backfill_only && !req.tables.is_empty() {
+        return Err(CliError::config(
+            "index keys are shared by every table of a tenant: a rotation covers all registered tables (drop --table, or use --backfill-only)",
+        ));
+    }
+    let mut tables: Vec<(TableDef, TableIndexes)> = Vec::new();
+    let mut refused = Vec::new();
+    for def in registry::tables::<D>(&mut conn, &req.tables).await? {
+        if def.blind_indexes.is_empty() {
+            continue;
+        }
+        let first_extra = FIRST_ENCRYPTED + def.encrypted_columns().len();
+        let indexes = TableIndexes::new(&def, first_extra);
+        for n in &indexes.not_checked {
+            refused.push(format!("{}.{}: {}", def.table, n.index, n.reason));
+        }
+        if !indexes.is_empty() {
+            tables.push((def, indexes));
+        }
+    }
+    if !refused.is_empty() {
+        let list = refused.join("; ");
+        ctx.out.emit(
+            json!({"event": "refused", "command": "reindex", "indexes": refused}),
+            || format!("reindex refused: these blind indexes cannot be computed by the command-line tool: {list}. Backfill them from the application with Encryptor::reindex_batch."),
+        );
+        return Ok(ExitCode::Refused);
+    }
+
+    // The scopes: tenants with rows (or the one named), and global.
+    let mut tenants: BTreeSet<String> = BTreeSet::new();
+    let mut global = false;
+    for (def, indexes) in &tables {
+        let (g, t) = indexes.scopes();
+        global |= g;
+        if t {
+            match &req.tenant {
+                Some(one) => {
+                    tenants.insert(one.clone());
+                }
+                None => {
+                    let sql = format!(
+                        "SELECT DISTINCT {} FROM {}",
+                        ident::<D>(&def.tenant),
+                        ident::<D>(&def.table)
+                    );
+                    for r in D::fetch_all_on(&mut conn, &sql, vec![]).await? {
+                        tenants.insert(read_text(&r, 0)?);
+                    }
+                }
+            }
+        }
+    }
+    // A named tenant rotates that tenant's key only, not the global one.
+    let rotate_global = global && req.tenant.is_none();
+    let mut scopes: Vec<(String, KeyScope)> = tenants
+        .iter()
+        .map(|t| (t.clone(), KeyScope::Tenant(t.clone())))
+        .collect();
+    if rotate_global {
+        scopes.push((String::new(), KeyScope::Global));
+    }
+
+    let keys = ctx.keys().await?;
+    if req.dry_run {
+        let mut todo = 0i64;
+        for (def, indexes) in &tables {
+            for tenant in &tenants {
+                let targets = current_targets(&keys.hierarchy, tenant, global).await?;
+                let (pred, binds) = todo_predicate::<D>(def, indexes, tenant, &targets, 1);
+                let sql = format!(
+                    "SELECT COUNT(*) FROM {} WHERE {pred}",
+                    ident::<D>(&def.table)
+                );
+                if let Some(r) = D::fetch_all_on(&mut conn, &sql, binds).await?.first() {
+                    todo += read_i64(r, 0)?;
+                }
+            }
+        }
+        ctx.out.emit(
+            json!({"event": "plan", "command": "reindex", "tables": tables.len(),
+                   "scopes": scopes.len(), "rotate": !req.backfill_only,
+                   "rows_without_current_value": todo}),
+            || {
+                format!(
+                    "would {} {} index-key scope(s) over {} table(s); {todo} rows lack a value under the current version",
+                    if req.backfill_only { "backfill" } else { "rotate" },
+                    scopes.len(),
+                    tables.len()
+                )
+            },
+        );
+        return Ok(ExitCode::Ok);
+    }
+
+    // 1. Pending versions, and the job that remembers when they appeared.
+    let scope_param = json!({"tenant": req.tenant, "backfill_only": req.backfill_only});
+    let existing = jobs::running::<D>(&mut conn, "reindex")
+        .await?
+        .into_iter()
+        .find(|j| j.params.get("scope") == Some(&scope_param));
+    let mut pending: Vec<(KeyScope, u32)> = Vec::new();
+    if !req.backfill_only {
+        for (_, scope) in &scopes {
+            match keys.hierarchy.begin_index_key_rotation(scope).await {
+                Ok(v) => pending.push((scope.clone(), v)),
+                // A scope that never had an index key has nothing indexed
+                // yet: the backfill gives it version 1.
+                Err(rowseal_core::Error::InvalidInput { reason })
+                    if reason.starts_with("no active index key") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let (job, pending_since) = match existing {
+        Some(j) => {
+            let since = j
+                .params
+                .get("pending_since")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or_else(now_secs);
+            (j.id, since)
+        }
+        None => {
+            let since = now_secs();
+            let id = jobs::create::<D>(
+                &mut conn,
+                "reindex",
+                &json!({"scope": scope_param, "pending_since": since,
+                        "pending": pending.iter().map(|(s, v)| json!({"scope": s.to_string(), "version": v})).collect::<Vec<_>>()}),
+            )
+            .await?;
+            (id, since)
+        }
+    };
+
+    // 2. Wait until every application has seen the pending versions.
+    if !pending.is_empty() {
+        let ready_at = pending_since.saturating_add(req.cache_ttl.as_secs());
+        let wait = ready_at.saturating_sub(now_secs());
+        if wait > 0 {
+            ctx.out.emit(
+                json!({"event": "waiting", "job": job, "seconds": wait,
+                       "reason": "application key caches must see the pending index-key versions"}),
+                || format!("reindex: new index-key versions are pending; waiting {wait} s for application key caches (--cache-ttl)"),
+            );
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        }
+        // This process's own view must include the pending versions.
+        keys.hierarchy.forget_cached_keys();
+    }
+
+    // 3. Backfill.
+    let mut total = 0u64;
+    let mut per_tenant_targets: BTreeMap<String, Targets> = BTreeMap::new();
+    for tenant in &tenants {
+        per_tenant_targets.insert(
+            tenant.clone(),
+            current_targets(&keys.hierarchy, tenant, global).await?,
+        );
+    }
+    for (def, indexes) in &tables {
+        for tenant in &tenants {
+            let (pred, binds) =
+                todo_predicate::<D>(def, indexes, tenant, &per_tenant_targets[tenant], 1);
+            let sql = format!(
+                "SELECT COUNT(*) FROM {} WHERE {pred}",
+                ident::<D>(&def.table)
+            );
+            if let Some(r) = D::fetch_all_on(&mut conn, &sql, binds).await?.first() {
+                total += u64::try_from(read_i64(r, 0)?).unwrap_or(0);
+            }
+        }
+    }
+    // The sweeps take their own connections (and the key store one more).
+    drop(conn);
+    let (progress, handle) = Progress::start(ctx.out, job.clone(), total);
+    let mut opener = RowOpener::new(keys.hierarchy.clone());
+    let (mut written, mut failed, mut changed) = (0u64, 0u64, 0u64);
+    for (def, indexes) in &mut tables {
+        for tenant in &tenants {
+            let targets = &per_tenant_targets[tenant];
+            for _ in 0..MAX_SWEEPS {
+                let s = backfill_sweep(
+                    ctx,
+                    &mut opener,
+                    &keys,
+                    &job,
+                    def,
+                    indexes,
+                    tenant,
+                    targets,
+                    &progress,
+                )
+                .await?;
+                written += s.written;
+                failed += s.failed;
+                if s.changed == 0 {
+                    break;
+                }
+                changed = s.changed;
+            }
+        }
+    }
+    progress.finish(handle).await;
+
+    // 4. Promote, only when every row has its value.
+    let mut promoted = Vec::new();
+    if failed == 0 {
+        for (scope, v) in &pending {
+            keys.hierarchy.promote_index_key(scope, *v).await?;
+            promoted.push(json!({"scope": scope.to_string(), "version": v}));
+        }
+    }
+    let ok = failed == 0;
+    let mut conn = ctx.conn().await?;
+    let summary = json!({"written": written, "failed": failed, "promoted": promoted});
+    jobs::finish::<D>(
+        &mut conn,
+        &job,
+        if ok { "done" } else { "failed" },
+        &summary,
+    )
+    .await?;
+    let n_promoted = promoted.len();
+    ctx.out.emit(
+        json!({"event": "done", "command": "reindex", "job": job, "rows_indexed": written,
+               "failed": failed, "still_changing": if ok { 0 } else { changed },
+               "promoted": promoted, "provider_calls": keys.calls()}),
+        || {
+            if ok {
+                format!("reindex: {written} rows indexed; {n_promoted} index-key version(s) promoted")
+            } else {
+                format!("reindex: {written} rows indexed, {failed} rows FAILED (listed above); nothing promoted: fix them and run again")
+            }
+        },
+    );
+    Ok(if ok { ExitCode::Ok } else { ExitCode::Failures })
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The backfill target of each scope a tenant's rows use: the pending version
+/// if a rotation is under way, else the active one (created if none).
+async fn current_targets(
+    hierarchy: &std::sync::Arc<rowseal_core::KeyHierarchy>,
+    tenant: &str,
+    global: bool,
+) -> Result<Targets> {
+    let mut out = Targets::new();
+    let v = hierarchy
+        .index_key_versions(&KeyScope::Tenant(tenant.to_owned()))
+        .await?;
+    out.insert(tenant.to_owned(), v.pending.unwrap_or(v.write));
+    if global {
+        let g = hierarchy.index_key_versions(&KeyScope::Global).await?;
+        out.insert(String::new(), g.pending.unwrap_or(g.write));
+    }
+    Ok(out)
+}
+
+fn target_of<'a>(targets: &'a Targets, tenant: &'a str) -> impl Fn(bool) -> u32 + 'a {
+    move |global| {
+        let scope = if global { "" } else { tenant };
+        targets.get(scope).copied().unwrap_or(1)
+    }
+}
+
+/// `tenant = ? AND (<target version column> IS NULL OR <> v OR ...)`.
+fn todo_predicate<D: CliDb>(
+    def: &TableDef,
+    indexes: &TableIndexes,
+    tenant: &str,
+    targets: &Targets,
+    first: usize,
+) -> (String, Vec<Value>) {
+    let mut binds = vec![Value::Text(tenant.to_owned())];
+    let mut sql = format!("{} = {} AND (", ident::<D>(&def.tenant), ph::<D>(first));
+    for (i, (kv, v)) in indexes
+        .target_slots(target_of(targets, tenant))
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            sql.push_str(" OR ");
+        }
+        binds.push(Value::I64(i64::from(v)));
+        sql.push_str(&format!(
+            "{c} IS NULL OR {c} <> {}",
+            ph::<D>(first + binds.len() - 1),
+            c = ident::<D>(&kv)
+        ));
+    }
+    sql.push(')');
+    (sql, binds)
+}
+
+#[derive(Default)]
+struct Sweep {
+    written: u64,
+    failed: u64,
+    changed: u64,
+}
+
+/// One pass over a tenant's rows still to do, in primary-key order.
+#[allow(clippy::too_many_arguments)]
+async fn backfill_sweep<D: CliDb>(
+    ctx: &Ctx<D>,
+    opener: &mut RowOpener,
+    keys: &super::Keys,
+    job: &str,
+    def: &TableDef,
+    indexes: &mut TableIndexes,
+    tenant: &str,
+    targets: &Targets,
+    progress: &Progress,
+) -> Result<Sweep> {
+    let mut sweep = Sweep::default();
+    let mut conn = ctx.conn().await?;
+    let pk_type = def.pk_type()?;
+    let enc: Vec<String> = def
+        .encrypted_columns()
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
+    let mut select = def.select_list::<D>();
+    for c in &indexes.extra_columns {
+        select.push_str(", ");
+        select.push_str(&ident::<D>(c));
+    }
+    let (t, pkc) = (ident::<D>(&def.table), ident::<D>(&def.primary_key));
+    let batch = ctx.settings.batch_size;
+    let mut last: Option<Value> = None;
+    loop {
+        let (pred, mut binds) = todo_predicate::<D>(def, indexes, tenant, targets, 1);
+        let after = match &last {
+            Some(v) => {
+                binds.push(v.clone());
+                format!(" AND {pkc} > {}", ph::<D>(binds.len()))
+            }
+            None => String::new(),
+        };
+        let sql =
+            format!("SELECT {select} FROM {t} WHERE {pred}{after} ORDER BY {pkc} LIMIT {batch}");
+        let rows = D::fetch_all_on(&mut conn, &sql, binds).await?;
+        if rows.is_empty() {
+            break;
+        }
+        // Compute every write first (the key store needs a pooled
+        // connection), then apply them in one transaction.
+        let mut planned: Vec<(String, Vec<Value>)> = Vec::new();
+        for row in &rows {
+            let pk = read_pk(row, pk_type)?;
+            let header = row.read_bytes(2)?.to_vec();
+            let mut report = |error: String| {
+                sweep.failed += 1;
+                ctx.out.emit(
+                    json!({"event": "failure", "table": def.table, "tenant": tenant,
+                           "primary_key": pk.key_display(), "error": error}),
+                    || {
+                        format!(
+                            "FAILED {} primary key {}: {error}",
+                            def.table,
+                            pk.key_display()
+                        )
+                    },
+                );
+            };
+            let pkb = match def.pk_bytes(&pk) {
+                Ok(b) => b,
+                Err(e) => {
+                    report(super::describe(&e));
+                    continue;
+                }
+            };
+            let key = match opener.open(def, tenant, pkb.as_deref(), &header).await {
+                Ok(k) => k,
+                Err(e) => {
+                    report(super::describe(&e));
+                    continue;
+                }
+            };
+            // Decrypt the covered fields; keep every ciphertext for the
+            // compare-and-swap.
+            let mut plain: Vec<Option<Zeroizing<Vec<u8>>>> = vec![None; enc.len()];
+            let mut sealed: Vec<Option<Vec<u8>>> = vec![None; enc.len()];
+            let mut bad = None;
+            for (i, col) in enc.iter().enumerate() {
+                if let Value::Bytes(env) = row.read_value(FIRST_ENCRYPTED + i, SqlType::Bytes)? {
+                    if indexes.covered_encrypted[i] {
+                        match key.open(col, &env) {
+                            Ok(p) => plain[i] = Some(Zeroizing::new(p)),
+                            Err(e) => {
+                                bad = Some(format!("{col}: {}", super::describe(&e)));
+                                break;
+                            }
+                        }
+                    }
+                    sealed[i] = Some(env);
+                }
+            }
+            if let Some(e) = bad {
+                report(e);
+                continue;
+            }
+            let writes = match indexes
+                .reindex_writes(
+                    &keys.hierarchy,
+                    &def.table,
+                    tenant,
+                    row,
+                    &plain,
+                    target_of(targets, tenant),
+                )
+                .await
+            {
+                Ok(w) => w,
+                Err(e) => {
+                    report(e);
+                    continue;
+                }
+            };
+            if writes.is_empty() {
+                continue;
+            }
+            let mut values: Vec<Value> = Vec::new();
+            let mut set = Vec::new();
+            for w in &writes {
+                values.push(match &w.value {
+                    Some(BlindIndexValue::Int(i)) => Value::I64(*i),
+                    Some(BlindIndexValue::Bytes(b)) => Value::Bytes(b.clone()),
+                    None if indexes_bits_bytes(def, &w.index) => Value::Null(SqlType::Bytes),
+                    None => Value::Null(SqlType::I64),
+                });
+                set.push(format!(
+                    "{} = {}",
+                    ident::<D>(&w.column),
+                    ph::<D>(values.len())
+                ));
+                values.push(Value::I64(i64::from(w.version)));
+                set.push(format!(
+                    "{} = {}",
+                    ident::<D>(&w.version_column),
+                    ph::<D>(values.len())
+                ));
+            }
+            values.push(pk.clone());
+            let mut cond = format!("{pkc} = {}", ph::<D>(values.len()));
+            values.push(Value::Bytes(header));
+            cond.push_str(&format!(
+                " AND {} = {}",
+                ident::<D>(&def.header_column),
+                ph::<D>(values.len())
+            ));
+            for (i, col) in enc.iter().enumerate() {
+                if !indexes.covered_encrypted[i] {
+                    continue;
+                }
+                match sealed[i].take() {
+                    Some(b) => {
+                        values.push(Value::Bytes(b));
+                        cond.push_str(&format!(
+                            " AND {} = {}",
+                            ident::<D>(col),
+                            ph::<D>(values.len())
+                        ));
+                    }
+                    None => cond.push_str(&format!(" AND {} IS NULL", ident::<D>(col))),
+                }
+            }
+            planned.push((
+                format!("UPDATE {t} SET {} WHERE {cond}", set.join(", ")),
+                values,
+            ));
+        }
+        let mut tx = ctx.pool.begin_with(D::BEGIN).await?;
+        let mut batch_written = 0u64;
+        for (sql, values) in planned {
+            match D::execute_on(&mut *tx, &sql, values).await? {
+                1 => batch_written += 1,
+                // Changed since it was read: its writer filled the slot, or
+                // the next sweep does.
+                _ => sweep.changed += 1,
+            }
+        }
+        if batch_written > 0 {
+            jobs::add_progress::<D>(&mut *tx, job, batch_written).await?;
+        }
+        tx.commit().await?;
+        sweep.written += batch_written;
+        progress.add(batch_written);
+        last = rows.last().map(|r| read_pk(r, pk_type)).transpose()?;
+    }
+    Ok(sweep)
+}
+
+/// Whether the index stores bytes (more than 64 bits).
+fn indexes_bits_bytes(def: &TableDef, index: &str) -> bool {
+    def.blind_indexes
+        .iter()
+        .any(|i| i.name == index && i.bits > 64)
+}
