@@ -23,6 +23,21 @@ pub struct FileConfig {
     max_rows_per_second: Option<f64>,
 }
 
+impl FileConfig {
+    /// Parses a config file's text (`path` only names it in errors).
+    pub fn parse(path: &std::path::Path, text: &str) -> Result<Self> {
+        toml::from_str::<FileConfig>(text).map_err(|e| {
+            // toml's message quotes the offending line; a config file
+            // may hold a database password, so say less.
+            CliError::config(format!(
+                "invalid config file {}: {}",
+                path.display(),
+                e.message()
+            ))
+        })
+    }
+}
+
 /// Where root keys come from.
 #[derive(Debug, Clone)]
 pub enum KeySource {
@@ -65,18 +80,16 @@ impl Settings {
                         e.kind()
                     ))
                 })?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| {
-                    // toml's message quotes the offending line; a config file
-                    // may hold a database password, so say less.
-                    CliError::config(format!(
-                        "invalid config file {}: {}",
-                        path.display(),
-                        e.message()
-                    ))
-                })?
+                FileConfig::parse(path, &text)?
             }
             None => FileConfig::default(),
         };
+        Self::merge(g, jobs, file)
+    }
+
+    /// Merges flags/environment with an already parsed config file, and
+    /// checks the values.
+    pub fn merge(g: &GlobalArgs, jobs: Option<&JobArgs>, file: FileConfig) -> Result<Self> {
         let kms_key_id = g.kms_key_id.clone().or(file.kms_key_id);
         let keys = match kms_key_id {
             Some(key_id) => KeySource::Kms {
