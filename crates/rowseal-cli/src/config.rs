@@ -27,15 +27,51 @@ impl FileConfig {
     /// Parses a config file's text (`path` only names it in errors).
     pub fn parse(path: &std::path::Path, text: &str) -> Result<Self> {
         toml::from_str::<FileConfig>(text).map_err(|e| {
-            // toml's message quotes the offending line; a config file
-            // may hold a database password, so say less.
+            // toml's Display quotes the offending line, and its message
+            // quotes string values ("invalid type: string \"postgres://u:pw@
+            // ...\", expected usize"); a config file may hold a database
+            // password, so say where and what, never the value.
+            let line = e
+                .span()
+                .map(|s| {
+                    format!(
+                        ", line {}",
+                        text[..s.start.min(text.len())].matches('\n').count() + 1
+                    )
+                })
+                .unwrap_or_default();
             CliError::config(format!(
-                "invalid config file {}: {}",
+                "invalid config file {}{line}: {}",
                 path.display(),
-                e.message()
+                redact_strings(e.message())
             ))
         })
     }
+}
+
+/// `message` with the contents of every double-quoted string replaced by
+/// `…` (an unterminated one runs to the end).
+fn redact_strings(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '"' {
+            out.push('…');
+            let mut escaped = false;
+            for c in chars.by_ref() {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    out.push('"');
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Where root keys come from.
@@ -139,5 +175,31 @@ impl Settings {
             max_rows_per_second,
             json,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_never_quote_string_values() {
+        let path = std::path::Path::new("rowseal.toml");
+        for text in [
+            "workers = \"postgres://u:pw-SECRET@h/d\"\n",
+            "batch_size = \"\"\"\ndatabase_url = \"postgres://u:pw-SECRET@h/d\"\n\"\"\"\n",
+            "database_url = \"postgres://u:pw-SECRET@h/d\"\nworkers = [\"x\\\"pw-SECRET\"]\n",
+            "kms_rate = 'pw-SECRET'\n",
+        ] {
+            let e = FileConfig::parse(path, text).expect_err(text);
+            assert!(!e.message.contains("pw-SECRET"), "{}", e.message);
+            assert!(
+                e.message
+                    .starts_with("invalid config file rowseal.toml, line "),
+                "{}",
+                e.message
+            );
+        }
+        assert_eq!(redact_strings(r#"a "b\"c" d "e"#), r#"a "…" d "…"#);
     }
 }
