@@ -19,7 +19,10 @@
 //!    unchanged (a row the application changed meanwhile already has it, or is
 //!    picked up by the next sweep);
 //! 4. promote the pending version and retire the old one
-//!    (`KeyHierarchy::promote_index_key`): lookups query the new slot alone.
+//!    (`KeyHierarchy::promote_index_key`): lookups query the new slot alone;
+//! 5. wait `--cache-ttl` again (some processes still write the old slot until
+//!    they see the promotion), then clear the retired version's values, whose
+//!    slot the next rotation reuses.
 //!
 //! `--backfill-only` skips 1, 2 and 4: it fills the values missing under the
 //! current version (rows written before an index existed).
@@ -162,19 +165,9 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         .await?
         .into_iter()
         .find(|j| j.params.get("scope") == Some(&scope_param));
+    // A resumed job keeps the versions it started (a version it already
+    // promoted is not rotated again); a new one makes them pending.
     let mut pending: Vec<(KeyScope, u32)> = Vec::new();
-    if !req.backfill_only {
-        for (_, scope) in &scopes {
-            match keys.hierarchy.begin_index_key_rotation(scope).await {
-                Ok(v) => pending.push((scope.clone(), v)),
-                // A scope that never had an index key has nothing indexed
-                // yet: the backfill gives it version 1.
-                Err(rowseal_core::Error::InvalidInput { reason })
-                    if reason.starts_with("no active index key") => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
     let (job, pending_since) = match existing {
         Some(j) => {
             let since = j
@@ -182,15 +175,50 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
                 .get("pending_since")
                 .and_then(serde_json::Value::as_u64)
                 .unwrap_or_else(now_secs);
+            let recorded = j
+                .params
+                .get("pending")
+                .and_then(serde_json::Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for p in recorded {
+                let scope = match p.get("tenant").and_then(serde_json::Value::as_str) {
+                    Some(t) => KeyScope::Tenant(t.to_owned()),
+                    None => KeyScope::Global,
+                };
+                let Some(v) = p
+                    .get("version")
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|v| u32::try_from(v).ok())
+                else {
+                    continue;
+                };
+                pending.push((scope, v));
+            }
             (j.id, since)
         }
         None => {
+            if !req.backfill_only {
+                for (_, scope) in &scopes {
+                    match keys.hierarchy.begin_index_key_rotation(scope).await {
+                        Ok(v) => pending.push((scope.clone(), v)),
+                        // A scope that never had an index key has nothing
+                        // indexed yet: the backfill gives it version 1.
+                        Err(rowseal_core::Error::InvalidInput { reason })
+                            if reason.starts_with("no active index key") => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
             let since = now_secs();
+            let recorded: Vec<serde_json::Value> = pending
+                .iter()
+                .map(|(s, v)| json!({"tenant": s.tenant(), "version": v}))
+                .collect();
             let id = jobs::create::<D>(
                 &mut conn,
                 "reindex",
-                &json!({"scope": scope_param, "pending_since": since,
-                        "pending": pending.iter().map(|(s, v)| json!({"scope": s.to_string(), "version": v})).collect::<Vec<_>>()}),
+                &json!({"scope": scope_param, "pending_since": since, "pending": recorded}),
             )
             .await?;
             (id, since)
@@ -277,7 +305,37 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
     }
     let ok = failed == 0;
     let mut conn = ctx.conn().await?;
-    let summary = json!({"written": written, "failed": failed, "promoted": promoted});
+
+    // 5. Clear the retired versions' values, once every application has seen
+    // the promotion (until then some still write and query both): the slot
+    // is reused by the next rotation, where a stale value could collide with
+    // a new one in a unique index.
+    let mut cleared = 0u64;
+    if ok && !pending.is_empty() {
+        let wait = req.cache_ttl.as_secs();
+        if wait > 0 {
+            ctx.out.emit(
+                json!({"event": "waiting", "job": job, "seconds": wait,
+                       "reason": "application key caches must see the promotion before the retired values are cleared"}),
+                || format!("reindex: promoted; waiting {wait} s for application key caches before clearing the retired index values"),
+            );
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        }
+        for (def, _) in &tables {
+            for (scope, v) in &pending {
+                cleared += clear_retired::<D>(
+                    &mut conn,
+                    def,
+                    scope,
+                    v.saturating_sub(1),
+                    ctx.settings.batch_size,
+                )
+                .await?;
+            }
+        }
+    }
+    let summary =
+        json!({"written": written, "failed": failed, "promoted": promoted, "cleared": cleared});
     jobs::finish::<D>(
         &mut conn,
         &job,
@@ -289,7 +347,8 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
     ctx.out.emit(
         json!({"event": "done", "command": "reindex", "job": job, "rows_indexed": written,
                "failed": failed, "still_changing": if ok { 0 } else { changed },
-               "promoted": promoted, "provider_calls": keys.calls()}),
+               "promoted": promoted, "retired_values_cleared": cleared,
+               "provider_calls": keys.calls()}),
         || {
             if ok {
                 format!("reindex: {written} rows indexed; {n_promoted} index-key version(s) promoted")
@@ -299,6 +358,66 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         },
     );
     Ok(if ok { ExitCode::Ok } else { ExitCode::Failures })
+}
+
+/// Sets the values of index-key version `old` of `scope` to NULL in the
+/// slot that version lives in, a batch of rows at a time. Returns the rows
+/// changed.
+async fn clear_retired<D: CliDb>(
+    conn: &mut D::Connection,
+    def: &TableDef,
+    scope: &KeyScope,
+    old: u32,
+    batch: usize,
+) -> Result<u64> {
+    if old == 0 {
+        return Ok(0);
+    }
+    let (t, pkc) = (ident::<D>(&def.table), ident::<D>(&def.primary_key));
+    let pk_type = def.pk_type()?;
+    let mut cleared = 0u64;
+    for idx in &def.blind_indexes {
+        if (idx.scope == "global") != matches!(scope, KeyScope::Global) {
+            continue;
+        }
+        let Some(slot) = idx
+            .slot_pairs()
+            .into_iter()
+            .find(|s| s.parity.is_some_and(|p| old % 2 == p))
+        else {
+            continue; // a single-slot layout keeps its values
+        };
+        let (c, kv) = (ident::<D>(&slot.column), ident::<D>(&slot.version_column));
+        let mut cond = format!("{kv} = {}", ph::<D>(1));
+        let mut binds = vec![Value::I64(i64::from(old))];
+        if let KeyScope::Tenant(tenant) = scope {
+            binds.push(Value::Text(tenant.clone()));
+            cond.push_str(&format!(
+                " AND {} = {}",
+                ident::<D>(&def.tenant),
+                ph::<D>(2)
+            ));
+        }
+        loop {
+            let sql = format!("SELECT {pkc} FROM {t} WHERE {cond} LIMIT {batch}");
+            let rows = D::fetch_all_on(conn, &sql, binds.clone()).await?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut values = binds.clone();
+            let mut list = Vec::with_capacity(rows.len());
+            for r in &rows {
+                values.push(read_pk(r, pk_type)?);
+                list.push(ph::<D>(values.len()));
+            }
+            let sql = format!(
+                "UPDATE {t} SET {c} = NULL, {kv} = NULL WHERE {cond} AND {pkc} IN ({})",
+                list.join(", ")
+            );
+            cleared += D::execute_on(conn, &sql, values).await?;
+        }
+    }
+    Ok(cleared)
 }
 
 fn now_secs() -> u64 {
