@@ -7,7 +7,8 @@
 #   bash scripts/fuzz.sh 3600               # an hour per target
 #   bash scripts/fuzz.sh 600 row_header     # some targets only
 #
-# Each run starts from the committed seeds (fuzz/corpus/<target>/) plus the
+# A target with a dictionary (fuzz/dict/<target>.dict: TOML syntax and the config
+# keys for cli_config) gets it. Each run starts from the committed seeds (fuzz/corpus/<target>/) plus the
 # corpus of earlier local runs (fuzz/work/<target>/, not committed); new inputs
 # go to the latter. A crash leaves its input in fuzz/artifacts/<target>/:
 # reproduce it with `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <file>`, and once
@@ -56,7 +57,9 @@ for t in "${targets[@]}"; do
     mkdir -p "$work" "fuzz/corpus/$t" "fuzz/artifacts/$t"
     echo "== $t: ${secs} s"
     log="$target_dir/fuzz-$t.log"
-    if "$bin_dir/$t" -artifact_prefix="fuzz/artifacts/$t/" \
+    dict=()
+    if [ -f "fuzz/dict/$t.dict" ]; then dict=(-dict="fuzz/dict/$t.dict"); fi
+    if "$bin_dir/$t" -artifact_prefix="fuzz/artifacts/$t/" "${dict[@]}" \
         -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 \
         -print_final_stats=1 "$work" "fuzz/corpus/$t" >"$log" 2>&1; then
         runs=$(grep -a -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)

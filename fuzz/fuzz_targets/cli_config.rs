@@ -7,6 +7,9 @@
 //!   `--database-url`, never appears in an error, whatever else the input
 //!   holds (unknown keys, wrong types, duplicate keys, broken TOML, bad
 //!   flags);
+//! - a database URL under the wrong key, or swallowed by a multi-line string
+//!   given to another key, is not quoted by the error (it was, through toml's
+//!   `invalid type: string "postgres://..."` message);
 //! - a well-formed config (known keys, values in range) is accepted, and one
 //!   value out of range is rejected with the Config exit code.
 
@@ -79,6 +82,23 @@ fuzz_target!(|input: Input| {
                 assert_clean(&e);
                 assert!(bad, "a valid config rejected: {e:?}\n{text}");
                 assert!(matches!(e.code, Exit::Config));
+            }
+        }
+        return;
+    }
+
+    // The URL under the wrong key, or swallowed by a multi-line string given
+    // to another key: whatever the outcome, the error must not quote it.
+    if let Some(key) = &input.misplaced {
+        let name = key.name();
+        for text in [
+            format!("{name} = {:?}\n", url()),
+            format!("{name} = \"\"\"\ndatabase_url = {:?}\n\"\"\"\n", url()),
+            format!("{name} = '''\ndatabase_url = {:?}\n'''\n", url()),
+            format!("{name} = [{:?}]\n", url()),
+        ] {
+            if let Err(e) = check_config(["status"], Some(&text)) {
+                assert_clean(&e);
             }
         }
         return;

@@ -421,6 +421,9 @@ pub mod inputs {
         /// A well-formed config instead: command, batch size, workers, KMS rate,
         /// and whether workers is out of range.
         pub valid: Option<(Cmd, u16, u8, u8, bool)>,
+        /// A database URL written under this key instead, alone and inside
+        /// a multi-line string that swallows the `database_url` line.
+        pub misplaced: Option<Key>,
         /// Free text appended to the file (last: seeds put whole config files
         /// here).
         pub tail: String,
