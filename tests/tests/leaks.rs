@@ -774,7 +774,8 @@ async fn no_plaintext_or_key_bytes_in_any_output() {
         leaks.len()
     );
     assert!(
-        captured.len() > 100_000,
+        // About 40 kB for the SQLite half alone, 1.9 MB with KMS.
+        captured.len() > 20_000,
         "suspiciously little output captured ({} bytes): is TRACE capture working?",
         captured.len()
     );
