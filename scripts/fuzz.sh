@@ -47,9 +47,28 @@ start=$(date +%s)
 cargo fuzz build --target-dir "$target_dir"
 echo "   built in $(($(date +%s) - start)) s"
 
+# The committed seeds must still decode to the samples they carry
+# (fuzz/tests/seed_corpus.rs; ROWSEAL_WRITE_SEEDS=1 bash scripts/fuzz.sh rewrites
+# them). Built with the fuzz build's flags, so it reuses its artifacts.
+host="$(rustc -vV | sed -n 's/^host: //p')"
+echo "== the seed corpora decode as intended"
+RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing \
+-Cllvm-args=-simplifycfg-branch-fold-threshold=0 -Zsanitizer=address \
+-Cllvm-args=-sanitizer-coverage-stack-depth -Cdebug-assertions -Ccodegen-units=1" \
+ASAN_OPTIONS=detect_odr_violation=0:detect_leaks=0 \
+    cargo test -q --manifest-path fuzz/Cargo.toml --target "$host" --release \
+    --config 'profile.release.debug="line-tables-only"' --target-dir "$target_dir" \
+    --test seed_corpus
+if [ "${ROWSEAL_WRITE_SEEDS:-}" = 1 ]; then
+    echo "seeds written to fuzz/corpus/ (row headers and wrapped keys are random: commit only what you meant to change)"
+    exit 0
+fi
+
 # Run the built binaries directly (`cargo fuzz run` would re-check the build
 # before each target).
-bin_dir="$target_dir/$(rustc -vV | sed -n 's/^host: //p')/release"
+bin_dir="$target_dir/$host/release"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_odr_violation=0}"
 failed=()
 for t in "${targets[@]}"; do

@@ -4,10 +4,9 @@
 //! in the target's last input field behind an all-zero prefix of exactly the
 //! length that the other fields consume.
 //!
-//! `cargo test --manifest-path fuzz/Cargo.toml --test seed_corpus` checks that
-//! every seed still decodes to its sample (so a change to an input struct
-//! that would silently spoil the seeds fails here);
-//! `ROWSEAL_WRITE_SEEDS=1` with the same command (re)writes them.
+//! `bash scripts/fuzz.sh` runs this check before fuzzing (so a change to an
+//! input struct that would silently spoil the seeds fails there);
+//! `ROWSEAL_WRITE_SEEDS=1 bash scripts/fuzz.sh` (re)writes the seeds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -159,12 +158,15 @@ fn seeds_decode_to_their_samples() {
             continue;
         }
         let committed = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!("{}: {e} (ROWSEAL_WRITE_SEEDS=1 writes it)", path.display())
+            panic!(
+                "{}: {e} (`ROWSEAL_WRITE_SEEDS=1 bash scripts/fuzz.sh` writes it)",
+                path.display()
+            )
         });
         assert!(
             still_valid(target, &sample, &committed),
             "{} no longer decodes to a valid sample: the input struct changed; \
-             rewrite the seeds with ROWSEAL_WRITE_SEEDS=1",
+             rewrite the seeds with `ROWSEAL_WRITE_SEEDS=1 bash scripts/fuzz.sh`",
             path.display()
         );
     }
