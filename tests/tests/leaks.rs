@@ -760,7 +760,10 @@ async fn no_plaintext_or_key_bytes_in_any_output() {
     let secrets = secrets().lock().unwrap().clone();
     let leaks = find_leaks(&captured, &secrets);
     let keys = secrets.iter().filter(|s| !s.text).count();
-    println!(
+    // Straight to stderr (not the test harness's captured print), so that the
+    // CI log shows what was scanned even when the check passes.
+    let _ = writeln!(
+        std::io::stderr(),
         "leak check: scanned {} bytes of captured output ({} lines) for {} plaintext markers and {} \
          key byte strings, {} spellings each; {} typed errors captured; PostgreSQL + AWS KMS: {}; \
          leaks found: {}",
