@@ -22,6 +22,7 @@
 
 pub mod db;
 pub mod kms;
+#[path = "../../crates/rowseal-kms/tests/common/proxy.rs"]
 pub mod proxy;
 
 /// A required service is unreachable: panics under `CI=true`, else prints a

@@ -6,6 +6,10 @@
 //! forwards it to the upstream server and relays the answer. Every request is
 //! recorded with its `X-Amz-Target` operation, so that tests can count exactly
 //! how many HTTP requests the SDK sent.
+//!
+//! One file for two users: the KMS provider's own tests (as
+//! `tests/common/proxy.rs`) and the end-to-end crate (`tests/src/lib.rs`
+//! includes it by path).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,18 +22,26 @@ use tokio::net::{TcpListener, TcpStream};
 #[derive(Debug, Clone)]
 pub enum Fault {
     /// Answer with this HTTP status and KMS error code.
-    Error { status: u16, code: &'static str },
+    Error {
+        /// The HTTP status.
+        status: u16,
+        /// The KMS error code (`__type`), e.g. `ThrottlingException`.
+        code: &'static str,
+    },
     /// Read the request and never answer.
     Hang,
 }
 
 impl Fault {
+    /// `ThrottlingException` (HTTP 400).
     pub fn throttling() -> Self {
         Fault::Error {
             status: 400,
             code: "ThrottlingException",
         }
     }
+    /// The KMS error `code` with its usual HTTP status (5xx for server
+    /// errors, else 400).
     pub fn code(code: &'static str) -> Self {
         let status = match code {
             "KMSInternalException" | "DependencyTimeoutException" => 500,
@@ -71,6 +83,7 @@ struct State {
 
 /// A running proxy; stops when dropped (its task is aborted).
 pub struct FaultProxy {
+    /// `http://127.0.0.1:PORT`: the endpoint to give the KMS client.
     pub url: String,
     state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
@@ -391,6 +404,7 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 
 /// A listener that accepts connections and never answers: a dead endpoint.
 pub struct DeadEndpoint {
+    /// `http://127.0.0.1:PORT`.
     pub url: String,
     task: tokio::task::JoinHandle<()>,
 }
@@ -402,6 +416,7 @@ impl Drop for DeadEndpoint {
 }
 
 impl DeadEndpoint {
+    /// Starts listening on a free loopback port.
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
