@@ -396,15 +396,19 @@ impl TableIndexes {
             }
             let parts = normalized_parts(plan, row, plain)
                 .map_err(|e| format!("blind index {}: {e}", plan.name))?;
-            let (name, bits, global) = (plan.name.clone(), plan.bits, plan.global);
+            let (bits, global) = (plan.bits, plan.global);
             let scope = if global { "" } else { tenant }.to_owned();
             let key = self.key(hierarchy, pi, table, &scope, version).await?;
             let value = parts
                 .as_ref()
                 .map(|ps| compute(&key, bits, ps))
                 .transpose()?;
+            let value = match value {
+                Some(v) => Value::from(v),
+                None if bits.get() > 64 => Value::Null(SqlType::Bytes),
+                None => Value::Null(SqlType::I64),
+            };
             out.push(SlotWrite {
-                index: name,
                 column: slot.def.column.clone(),
                 version_column: slot.def.version_column.clone(),
                 value,
@@ -466,18 +470,16 @@ impl TableIndexes {
     }
 }
 
-/// One slot to write during `reindex` (the value is an index value, which
-/// reveals equality only; it is never printed).
-#[derive(Debug, Clone)]
+/// One slot to write during `reindex`. No `Debug`: the value is an index
+/// value (it reveals equality only, but is never printed).
 pub struct SlotWrite {
-    /// Index name.
-    pub index: String,
     /// Value column.
     pub column: String,
     /// Version column.
     pub version_column: String,
-    /// The value (`None`: a covered field is NULL).
-    pub value: Option<BlindIndexValue>,
+    /// The value to bind (NULL of the index's storage type when a covered
+    /// field is NULL).
+    pub value: Value,
     /// The index-key version.
     pub version: u32,
 }

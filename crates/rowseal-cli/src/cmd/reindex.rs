@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rowseal_core::{BlindIndexValue, KeyScope};
+use rowseal_core::KeyScope;
 use rowseal_sqlx::{DbRow, SqlType, Value};
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -612,12 +612,7 @@ async fn backfill_sweep<D: CliDb>(
             let mut values: Vec<Value> = Vec::new();
             let mut set = Vec::new();
             for w in &writes {
-                values.push(match &w.value {
-                    Some(BlindIndexValue::Int(i)) => Value::I64(*i),
-                    Some(BlindIndexValue::Bytes(b)) => Value::Bytes(b.clone()),
-                    None if indexes_bits_bytes(def, &w.index) => Value::Null(SqlType::Bytes),
-                    None => Value::Null(SqlType::I64),
-                });
+                values.push(w.value.clone());
                 set.push(format!(
                     "{} = {}",
                     ident::<D>(&w.column),
@@ -678,11 +673,4 @@ async fn backfill_sweep<D: CliDb>(
         last = rows.last().map(|r| read_pk(r, pk_type)).transpose()?;
     }
     Ok(sweep)
-}
-
-/// Whether the index stores bytes (more than 64 bits).
-fn indexes_bits_bytes(def: &TableDef, index: &str) -> bool {
-    def.blind_indexes
-        .iter()
-        .any(|i| i.name == index && i.bits > 64)
 }
