@@ -150,41 +150,6 @@ fn encode(encoding: &str, v: &Value) -> std::result::Result<Zeroizing<Vec<u8>>, 
     Ok(out)
 }
 
-/// The text a blind index covers, from a decrypted encoding (strings and
-/// integers: what `IndexSource` indexes).
-fn index_text_of_encoding(bytes: &[u8]) -> std::result::Result<String, &'static str> {
-    let [1, tag, p @ ..] = bytes else {
-        return Err("unknown value encoding");
-    };
-    let be = |n: usize| -> std::result::Result<[u8; 8], &'static str> {
-        if p.len() != n {
-            return Err("payload has the wrong length");
-        }
-        let mut b = [0u8; 8];
-        b[8 - n..].copy_from_slice(p);
-        Ok(b)
-    };
-    let signed = |n: usize| -> std::result::Result<i64, &'static str> {
-        let b = be(n)?;
-        let shift = 64 - 8 * n as u32;
-        Ok(i64::from_be_bytes(b)
-            .wrapping_shl(shift)
-            .wrapping_shr(shift))
-    };
-    Ok(match tag {
-        1 => String::from_utf8(p.to_vec()).map_err(|_| "text is not UTF-8")?,
-        4 => signed(1)?.to_string(),
-        5 => signed(2)?.to_string(),
-        6 => signed(4)?.to_string(),
-        7 => signed(8)?.to_string(),
-        9 => u64::from_be_bytes(be(1)?).to_string(),
-        10 => u64::from_be_bytes(be(2)?).to_string(),
-        11 => u64::from_be_bytes(be(4)?).to_string(),
-        12 => u64::from_be_bytes(be(8)?).to_string(),
-        _ => return Err("a blind index cannot cover this value type"),
-    })
-}
-
 /// The text a blind index covers, from a plain or legacy SQL value.
 fn index_text_of_value(v: &Value) -> Option<std::result::Result<String, &'static str>> {
     Some(Ok(match v {
@@ -969,8 +934,8 @@ impl<D: CliDb> Worker<D> {
                 return Ok(None);
             };
             let plain = Zeroizing::new(key.open(c, env).map_err(|e| super::describe(&e))?);
-            return index_text_of_encoding(&plain)
-                .map(|s| Some(Zeroizing::new(s)))
+            return super::index_check::index_text(&plain)
+                .map(Some)
                 .map_err(str::to_owned);
         }
         let ty = match field.map(|f| f.sql_type.as_str()) {
@@ -1010,7 +975,7 @@ impl RowError {
 
 #[cfg(test)]
 mod tests {
-    use super::{encode, index_text_of_encoding};
+    use super::encode;
     use rowseal_sqlx::{EncryptedField, Value};
 
     #[test]
@@ -1024,20 +989,5 @@ mod tests {
         assert!(encode("i16", &Value::I64(1 << 20)).is_err());
         assert!(encode("string", &Value::I64(1)).is_err());
         assert!(encode("chrono::NaiveDate", &Value::Text("x".into())).is_err());
-    }
-
-    #[test]
-    fn index_text_of_encodings() {
-        let mut b = Vec::new();
-        (-5i16).encode_field(&mut b);
-        assert_eq!(index_text_of_encoding(&b).unwrap(), "-5");
-        let mut b = Vec::new();
-        "x@y".to_owned().encode_field(&mut b);
-        assert_eq!(index_text_of_encoding(&b).unwrap(), "x@y");
-        let mut b = Vec::new();
-        7u32.encode_field(&mut b);
-        assert_eq!(index_text_of_encoding(&b).unwrap(), "7");
-        assert!(index_text_of_encoding(&[1, 7, 0]).is_err());
-        assert!(index_text_of_encoding(&[]).is_err());
     }
 }

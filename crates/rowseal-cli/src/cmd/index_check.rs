@@ -545,8 +545,9 @@ fn read_index_value<R: DbRow>(
 }
 
 /// The text a decrypted value is indexed as (what `IndexSource` gives in
-/// rowseal-sqlx): text as is, integers in decimal.
-fn index_text(bytes: &[u8]) -> Result<Zeroizing<String>, &'static str> {
+/// rowseal-sqlx): text as is, integers in decimal. Shared by `verify`,
+/// `reindex` and `encrypt-column`.
+pub(super) fn index_text(bytes: &[u8]) -> Result<Zeroizing<String>, &'static str> {
     let [version, tag, payload @ ..] = bytes else {
         return Err("the decrypted value is too short");
     };
