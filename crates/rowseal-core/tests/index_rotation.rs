@@ -172,3 +172,19 @@ async fn rotations_cannot_overlap_or_start_from_nothing() {
         Err(Error::KeyNotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn lookups_see_index_keys_with_caching_off() {
+    let keyring = LocalKeyProvider::generate_keyring();
+    let store = Arc::new(MemoryKeyStore::new());
+    let keys = hierarchy(&store, &keyring, Duration::ZERO);
+    let scope = KeyScope::Tenant("t".into());
+    assert!(keys
+        .lookup_index_key_versions(&scope)
+        .await
+        .unwrap()
+        .is_none());
+    keys.index_key_versions(&scope).await.unwrap();
+    let seen = keys.lookup_index_key_versions(&scope).await.unwrap();
+    assert_eq!(seen.map(|v| queried(&v)), Some(vec![1]));
+}

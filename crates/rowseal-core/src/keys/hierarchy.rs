@@ -235,10 +235,7 @@ impl KeyHierarchy {
             return Ok(Some(v));
         }
         match self.load_index_versions(scope).await? {
-            Some(v) => {
-                self.index_versions.insert(scope.clone(), v);
-                Ok(self.index_versions.get(scope))
-            }
+            Some(v) => Ok(Some(self.index_versions.insert(scope.clone(), v))),
             None => Ok(None),
         }
     }
