@@ -267,10 +267,11 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
     drop(conn);
     let (progress, handle) = Progress::start(ctx.out, job.clone(), total);
     let mut opener = RowOpener::new(keys.hierarchy.clone());
-    let (mut written, mut failed, mut changed) = (0u64, 0u64, 0u64);
+    let (mut written, mut failed, mut left) = (0u64, 0u64, 0u64);
     for (def, indexes) in &mut tables {
         for tenant in &tenants {
             let targets = &per_tenant_targets[tenant];
+            let mut changing = false;
             for _ in 0..MAX_SWEEPS {
                 let s = backfill_sweep(
                     ctx,
@@ -286,10 +287,24 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
                 .await?;
                 written += s.written;
                 failed += s.failed;
-                if s.changed == 0 {
+                changing = s.changed > 0;
+                if !changing {
                     break;
                 }
-                changed = s.changed;
+            }
+            // Rows that kept changing through every sweep may still lack
+            // their value (a tenant-key rotation rewrites the header without
+            // touching index columns): count what is left.
+            if changing {
+                let (pred, binds) = todo_predicate::<D>(def, indexes, tenant, targets, 1);
+                let sql = format!(
+                    "SELECT COUNT(*) FROM {} WHERE {pred}",
+                    ident::<D>(&def.table)
+                );
+                let mut conn = ctx.conn().await?;
+                if let Some(r) = D::fetch_all_on(&mut conn, &sql, binds).await?.first() {
+                    left += u64::try_from(read_i64(r, 0)?).unwrap_or(0);
+                }
             }
         }
     }
@@ -297,13 +312,13 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
 
     // 4. Promote, only when every row has its value.
     let mut promoted = Vec::new();
-    if failed == 0 {
+    let ok = failed == 0 && left == 0;
+    if ok {
         for (scope, v) in &pending {
             keys.hierarchy.promote_index_key(scope, *v).await?;
             promoted.push(json!({"scope": scope.to_string(), "version": v}));
         }
     }
-    let ok = failed == 0;
     let mut conn = ctx.conn().await?;
 
     // 5. Clear the retired versions' values, once every application has seen
@@ -334,8 +349,8 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             }
         }
     }
-    let summary =
-        json!({"written": written, "failed": failed, "promoted": promoted, "cleared": cleared});
+    let summary = json!({"written": written, "failed": failed, "left": left,
+                         "promoted": promoted, "cleared": cleared});
     jobs::finish::<D>(
         &mut conn,
         &job,
@@ -346,14 +361,14 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
     let n_promoted = promoted.len();
     ctx.out.emit(
         json!({"event": "done", "command": "reindex", "job": job, "rows_indexed": written,
-               "failed": failed, "still_changing": if ok { 0 } else { changed },
+               "failed": failed, "rows_left": left,
                "promoted": promoted, "retired_values_cleared": cleared,
                "provider_calls": keys.calls()}),
         || {
             if ok {
                 format!("reindex: {written} rows indexed; {n_promoted} index-key version(s) promoted")
             } else {
-                format!("reindex: {written} rows indexed, {failed} rows FAILED (listed above); nothing promoted: fix them and run again")
+                format!("reindex: {written} rows indexed, {failed} rows FAILED (listed above), {left} rows still without their value; nothing promoted: fix the failures and run again")
             }
         },
     );
