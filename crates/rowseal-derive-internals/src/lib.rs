@@ -750,17 +750,17 @@ pub fn expand_encrypted(input: &DeriveInput) -> Result<TokenStream, syn::Error> 
         if f.attrs.encrypt {
             if f.attrs.json.is_some() {
                 let nullable = option_inner(ty).is_some();
-                quote!(#krate::FieldDef::encrypted(#fname, #col, "json", #nullable))
+                quote!(#krate::FieldDef::encrypted(#fname, #col, #krate::ValueType::Json, #nullable))
             } else if let Some(p) = &f.attrs.plaintext_column {
                 quote_spanned!(ty.span()=> #krate::FieldDef::encrypted(
                     #fname, #col,
-                    <#ty as #krate::EncryptedField>::TYPE_NAME,
+                    <#ty as #krate::EncryptedField>::TYPE,
                     <#ty as #krate::EncryptedField>::NULLABLE)
                     .with_plaintext_column(#p, <#ty as #krate::PlainField>::SQL_TYPE))
             } else {
                 quote_spanned!(ty.span()=> #krate::FieldDef::encrypted(
                     #fname, #col,
-                    <#ty as #krate::EncryptedField>::TYPE_NAME,
+                    <#ty as #krate::EncryptedField>::TYPE,
                     <#ty as #krate::EncryptedField>::NULLABLE))
             }
         } else {

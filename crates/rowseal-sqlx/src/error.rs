@@ -82,6 +82,14 @@ pub enum Error {
         /// The Rust fields the index covers.
         fields: Vec<String>,
     },
+    /// A schema registry entry was written in a registry format this version
+    /// does not read (by a newer rowseal, or damaged).
+    UnsupportedRegistryFormat {
+        /// The registered table.
+        table: String,
+        /// The entry's format number.
+        format: u64,
+    },
 }
 
 impl Error {
@@ -135,6 +143,11 @@ impl fmt::Display for Error {
                 f,
                 "{table}: another row already has this {} (unique blind index {index})",
                 fields.join(", ")
+            ),
+            Error::UnsupportedRegistryFormat { table, format } => write!(
+                f,
+                "the schema registry entry of {table} has format {format}, which this rowseal does not read (it reads format {})",
+                crate::schema::REGISTRY_FORMAT
             ),
         }
     }

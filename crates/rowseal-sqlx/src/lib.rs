@@ -152,7 +152,7 @@ pub mod schema;
 mod value;
 
 pub use backend::{Backend, DbRow};
-pub use encoding::{EncryptedField, EncryptedValue};
+pub use encoding::{DecodedValue, EncryptedField, EncryptedValue, ValueType};
 pub use error::{Error, Result};
 pub use keystore::SqlxKeyStore;
 pub use model::{

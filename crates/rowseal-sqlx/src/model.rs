@@ -5,8 +5,9 @@
 use rowseal_core::{RecordSpec, RowKey};
 use zeroize::Zeroize;
 
-use crate::encoding::EncryptedField;
+use crate::encoding::{EncryptedField, ValueType};
 use crate::error::{Error, Result};
+use crate::schema::{IndexScope, IndexSlot};
 use crate::value::{PlainField, PrimaryKeyField, SqlType, Value};
 
 /// The column holding each row's key header.
@@ -27,9 +28,9 @@ pub struct FieldDef {
     pub sql_type: SqlType,
     /// Whether the column may be NULL.
     pub nullable: bool,
-    /// For an encrypted field, the encoded type's name (see
-    /// [`crate::encoding`]); `None` for a plain field.
-    pub encrypted: Option<&'static str>,
+    /// For an encrypted field, the encoded type (see [`crate::encoding`]);
+    /// `None` for a plain field.
+    pub encrypted: Option<ValueType>,
     /// For an encrypted field adopted from a legacy plaintext column
     /// (`#[rowseal(encrypt, plaintext_column = "...")]`): that column and its
     /// SQL type. Reads fall back to it while the ciphertext column is NULL;
@@ -59,7 +60,7 @@ impl FieldDef {
     pub const fn encrypted(
         name: &'static str,
         column: &'static str,
-        type_name: &'static str,
+        value_type: ValueType,
         nullable: bool,
     ) -> Self {
         FieldDef {
@@ -67,7 +68,7 @@ impl FieldDef {
             column,
             sql_type: SqlType::Bytes,
             nullable,
-            encrypted: Some(type_name),
+            encrypted: Some(value_type),
             plaintext_column: None,
         }
     }
@@ -186,13 +187,12 @@ impl IndexDef {
         format!("{table}_{}_alt", self.name)
     }
 
-    /// The (value, version) columns holding values of index-key `version`:
-    /// odd versions in the main slot, even ones in the alternate slot.
+    /// The (value, version) columns holding values of index-key `version`
+    /// (the slot [`IndexSlot::of`] the version).
     pub fn slot(&self, version: u32) -> (&'static str, &'static str) {
-        if version % 2 == 1 {
-            (self.column, self.version_column)
-        } else {
-            (self.alt_column, self.alt_version_column)
+        match IndexSlot::of(version) {
+            IndexSlot::Main => (self.column, self.version_column),
+            IndexSlot::Alternate => (self.alt_column, self.alt_version_column),
         }
     }
 
@@ -206,12 +206,12 @@ impl IndexDef {
         ]
     }
 
-    /// `"tenant"` or `"global"`.
-    pub fn scope_name(&self) -> &'static str {
+    /// Whose index key it uses.
+    pub fn scope(&self) -> IndexScope {
         if self.global {
-            "global"
+            IndexScope::Global
         } else {
-            "tenant"
+            IndexScope::Tenant
         }
     }
 }
@@ -291,6 +291,13 @@ impl Model {
     /// The field with this Rust name.
     pub fn field(&self, name: &str) -> Option<&FieldDef> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// The bytes a row's primary key is bound into its ciphertexts as
+    /// (`None` when the model does not bind it): the same rule as
+    /// [`TableSchema::primary_key_bytes`](crate::schema::TableSchema::primary_key_bytes).
+    pub fn primary_key_bytes(&self, pk: &Value) -> rowseal_core::Result<Option<Vec<u8>>> {
+        crate::schema::bound_primary_key(self.spec.binds_primary_key(), pk)
     }
 }
 

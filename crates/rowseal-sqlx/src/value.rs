@@ -2,7 +2,10 @@
 //! [`SqlType`], and the traits that plain (unencrypted) fields, the tenant field
 //! and the primary-key field implement.
 
+use std::borrow::Cow;
 use std::fmt;
+
+use crate::model::IndexSource;
 
 /// The SQL type of a column, independent of the database. Encrypted columns
 /// are always [`SqlType::Bytes`].
@@ -59,12 +62,46 @@ impl SqlType {
             SqlType::Date => "date",
             SqlType::DateTime => "datetime",
             SqlType::Timestamptz => "timestamptz",
-            SqlType::TimeDate => "date",
-            SqlType::TimeDateTime => "datetime",
-            SqlType::TimeTimestamptz => "timestamptz",
+            SqlType::TimeDate => "time_date",
+            SqlType::TimeDateTime => "time_datetime",
+            SqlType::TimeTimestamptz => "time_timestamptz",
             SqlType::Json => "json",
         }
     }
+
+    /// Whether a blind index can cover a plain column of this type (whether
+    /// [`Value::index_text`] gives text for its values).
+    pub fn is_indexable(self) -> bool {
+        matches!(
+            self,
+            SqlType::Text | SqlType::I16 | SqlType::I32 | SqlType::I64
+        )
+    }
+
+    /// The type with this registry name (the inverse of [`SqlType::as_str`]).
+    pub fn from_name(name: &str) -> Option<SqlType> {
+        SqlType::ALL.iter().copied().find(|t| t.as_str() == name)
+    }
+
+    /// Every type.
+    pub const ALL: &'static [SqlType] = &[
+        SqlType::Bool,
+        SqlType::I16,
+        SqlType::I32,
+        SqlType::I64,
+        SqlType::F32,
+        SqlType::F64,
+        SqlType::Text,
+        SqlType::Bytes,
+        SqlType::Uuid,
+        SqlType::Date,
+        SqlType::DateTime,
+        SqlType::Timestamptz,
+        SqlType::TimeDate,
+        SqlType::TimeDateTime,
+        SqlType::TimeTimestamptz,
+        SqlType::Json,
+    ];
 }
 
 /// One column value. Encrypted fields only ever appear here as their
@@ -168,6 +205,20 @@ impl Value {
             #[cfg(feature = "uuid")]
             Value::Uuid(u) => Some(u.as_bytes().to_vec()),
             _ => None,
+        }
+    }
+
+    /// The text a blind index covers for this value of a plain column (what
+    /// the field type's `IndexSource` gives): text as is, integers in
+    /// decimal; `Ok(None)` for NULL. Fails for a type no index can cover.
+    pub fn index_text(&self) -> Result<Option<Cow<'_, str>>, &'static str> {
+        match self {
+            Value::Null(_) => Ok(None),
+            Value::Text(s) => Ok(s.index_str()),
+            Value::I16(v) => Ok(v.index_str()),
+            Value::I32(v) => Ok(v.index_str()),
+            Value::I64(v) => Ok(v.index_str()),
+            _ => Err("a blind index cannot cover this value type"),
         }
     }
 

@@ -414,10 +414,13 @@ where
         .iter()
         .all(|s| !s.contains("ADD COLUMN") || !s.contains("NOT NULL")));
     assert!(stmts.iter().any(|s| s.contains("email_ct")));
-    let def = schema::registered(&cx.pool, "legacy_patients")
+    // The entry reads back equal to the model's schema (the tool's view).
+    let entry = schema::registered(&cx.pool, "legacy_patients")
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(entry, schema::definition(Patient::model()));
+    let def = serde_json::to_value(entry).unwrap();
     let email = def["fields"]
         .as_array()
         .unwrap()

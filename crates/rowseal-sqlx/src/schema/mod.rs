@@ -1,7 +1,10 @@
 //! Schema: rowseal's own tables ([`install`]), the DDL of a model's table
 //! ([`create_table_sql`], [`create_table`]) and the schema registry
-//! ([`register`], [`registered`]), which lets the command-line tool work on a
-//! table without the application's code.
+//! ([`register`], [`registered`], [`registered_tables`]), which lets the
+//! command-line tool work on a table without the application's code. The
+//! registry's content is the typed [`TableSchema`] (built from a model with
+//! [`definition`] or `TableSchema::from(model)`), the one description of a
+//! table both the library and the tool read.
 //!
 //! A model's table has its plain columns with their natural types, one bytes
 //! column per encrypted field (`BYTEA` / `BLOB` / `LONGBLOB`) holding the field
@@ -10,15 +13,17 @@
 //! index on (tenant, `rowseal_key_version`) so that rotation finds the rows not
 //! yet on a version without decrypting anything.
 
-use serde_json::json;
+mod table;
+
+pub use table::{
+    FieldSchema, IndexSchema, IndexScope, IndexSlot, TableSchema, REGISTRY_FORMAT,
+};
+pub(crate) use table::bound_primary_key;
 
 use crate::backend::{Backend, DbRow};
 use crate::error::{Error, Result};
 use crate::model::{Encrypted, Model, HEADER_COLUMN, KEY_VERSION_COLUMN};
 use crate::value::{SqlType, Value};
-
-/// Version of the registry's JSON `definition`.
-pub const REGISTRY_FORMAT: u32 = 1;
 
 /// Splits a migration file into statements (no `;` inside strings or
 /// comments in rowseal's own files).
@@ -335,59 +340,9 @@ where
     Ok(())
 }
 
-/// The registry's JSON description of a model: every field with its column,
-/// type, nullability and (for encrypted ones) encoded type and, for a field
-/// still migrating from a legacy plaintext column, `plaintext_column` and
-/// `plaintext_type` (else null); and every blind
-/// index: `name`, `column` and `version_column` (the value and index-key
-/// version of odd versions), `alt_column` and `alt_version_column` (the same
-/// for even versions), `fields` and `columns` (what it covers, in order),
-/// `bits`, `storage` (`"bigint"` or `"bytes"`), `normalization` (the steps'
-/// names, comma-separated; a custom step by its Rust path),
-/// `part_normalization` (the same, per covered field), `custom_normalizer`
-/// (whether one step needs the application's code), `scope` (`"tenant"` or
-/// `"global"`), `unique` and `db_index` (the database index's name).
-pub fn definition(model: &Model) -> serde_json::Value {
-    json!({
-        "format": REGISTRY_FORMAT,
-        "record_type": model.spec.record_type(),
-        "table": model.table(),
-        "key_mode": model.spec.key_mode().as_str(),
-        "bind_primary_key": model.spec.binds_primary_key(),
-        "tenant": model.tenant_field().column,
-        "primary_key": model.primary_key_field().column,
-        "primary_key_type": model.primary_key_field().sql_type.as_str(),
-        "header_column": HEADER_COLUMN,
-        "key_version_column": KEY_VERSION_COLUMN,
-        "fields": model.fields.iter().map(|f| json!({
-            "name": f.name,
-            "column": f.column,
-            "sql_type": f.sql_type.as_str(),
-            "nullable": f.nullable,
-            "encrypted": f.encrypted.is_some(),
-            "encoding": f.encrypted,
-            "plaintext_column": f.plaintext_column.map(|(c, _)| c),
-            "plaintext_type": f.plaintext_column.map(|(_, t)| t.as_str()),
-        })).collect::<Vec<_>>(),
-        "blind_indexes": model.indexes.iter().map(|i| json!({
-            "name": i.name,
-            "column": i.column,
-            "version_column": i.version_column,
-            "alt_column": i.alt_column,
-            "alt_version_column": i.alt_version_column,
-            "fields": i.fields.iter().filter_map(|&f| model.fields.get(f).map(|f| f.name)).collect::<Vec<_>>(),
-            "columns": i.fields.iter().filter_map(|&f| model.fields.get(f).map(|f| f.column)).collect::<Vec<_>>(),
-            "bits": i.bits,
-            "storage": if i.bits <= 64 { "bigint" } else { "bytes" },
-            "normalization": i.normalization().map(|n| n.describe()).unwrap_or_default(),
-            "part_normalization": i.part_normalizations().map(|v| v.iter().map(|n| n.describe()).collect::<Vec<_>>()).unwrap_or_default(),
-            "custom_normalizer": i.custom.is_some(),
-            "scope": i.scope_name(),
-            "unique": i.unique,
-            "db_index": i.db_index_name(model.table()),
-            "db_alt_index": i.db_alt_index_name(model.table()),
-        })).collect::<Vec<_>>(),
-    })
+/// The registry's description of a model (what [`register`] stores).
+pub fn definition(model: &Model) -> TableSchema {
+    TableSchema::from(model)
 }
 
 /// Records (or refreshes) `T` in the schema registry table `rowseal_schema`.
@@ -432,20 +387,21 @@ where
         Value::Text(model.primary_key_field().column.to_owned()),
         Value::Text(model.spec.key_mode().as_str().to_owned()),
         Value::Bool(model.spec.binds_primary_key()),
-        Value::Text(definition(model).to_string()),
+        Value::Text(definition(model).to_registry_json()),
     ];
     <E::Database as Backend>::execute(executor, &sql, values).await?;
     Ok(())
 }
 
-/// The registry entry of a table: its JSON definition (see [`definition`]),
-/// or `None` if the table is not registered.
-pub async fn registered<'c, E>(executor: E, table: &str) -> Result<Option<serde_json::Value>>
+/// The registry entry of `table`, or `None` if the table is not registered.
+/// An entry written in another registry format is
+/// [`Error::UnsupportedRegistryFormat`].
+pub async fn registered<'c, E>(executor: E, table: &str) -> Result<Option<TableSchema>>
 where
     E: sqlx::Executor<'c>,
     E::Database: Backend,
 {
-    let mut sql = String::from("SELECT definition FROM rowseal_schema WHERE table_name = ");
+    let mut sql = String::from("SELECT table_name, definition FROM rowseal_schema WHERE table_name = ");
     E::Database::push_placeholder(&mut sql, 1);
     let row = <E::Database as Backend>::fetch_optional(
         executor,
@@ -453,19 +409,31 @@ where
         vec![Value::Text(table.to_owned())],
     )
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let text = row.read_str(0).map_err(|e| Error::Schema {
-        table: "rowseal_schema".into(),
-        column: "definition".into(),
-        reason: e.to_string(),
-    })?;
-    serde_json::from_str(text)
-        .map(Some)
-        .map_err(|_| Error::Schema {
+    row.as_ref().map(entry).transpose()
+}
+
+/// Every registry entry, sorted by table name.
+pub async fn registered_tables<DB: Backend>(conn: &mut DB::Connection) -> Result<Vec<TableSchema>> {
+    let rows = DB::__fetch_all_on(
+        conn,
+        "SELECT table_name, definition FROM rowseal_schema ORDER BY table_name",
+        Vec::new(),
+    )
+    .await?;
+    rows.iter().map(entry).collect()
+}
+
+/// A `(table_name, definition)` row of `rowseal_schema`.
+fn entry<R: DbRow>(row: &R) -> Result<TableSchema> {
+    let text = |i: usize, column: &str| {
+        row.read_str(i).map_err(|e| Error::Schema {
             table: "rowseal_schema".into(),
-            column: "definition".into(),
-            reason: "not valid JSON".into(),
+            column: column.into(),
+            reason: e.to_string(),
         })
+    };
+    let table = text(0, "table_name")?;
+    TableSchema::from_registry_json(table, text(1, "definition")?)
 }
 
 #[cfg(test)]

@@ -41,16 +41,123 @@ pub const ENCODING_V1: u8 = 1;
 /// Why bytes did not decode as the expected type (never quotes the bytes).
 pub type DecodeError = &'static str;
 
+mod dynamic;
+pub use dynamic::{decode, DecodedValue};
+
+macro_rules! value_types {
+    ($($(#[$doc:meta])* $variant:ident = $tag:literal, $name:literal;)*) => {
+        /// The type tag of an encoded value: which field type it was encoded
+        /// from. The tag is the second byte of every encoding (see the table
+        /// above), and [`ValueType::name`] is the type's name in the schema
+        /// registry. Both static ([`EncryptedValue::TYPE`]) and dynamic
+        /// ([`decode`]) paths read this one table.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ValueType {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ValueType {
+            /// Every type, in tag order.
+            pub const ALL: &'static [ValueType] = &[$(ValueType::$variant,)*];
+
+            /// The tag byte.
+            pub const fn tag(self) -> u8 {
+                match self {
+                    $(ValueType::$variant => $tag,)*
+                }
+            }
+
+            /// The type with this tag.
+            pub const fn from_tag(tag: u8) -> Option<ValueType> {
+                match tag {
+                    $($tag => Some(ValueType::$variant),)*
+                    _ => None,
+                }
+            }
+
+            /// The name recorded in the schema registry (`"string"`,
+            /// `"i64"`, `"chrono::NaiveDate"`, `"json"`, ...).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(ValueType::$variant => $name,)*
+                }
+            }
+
+            /// The type with this registry name.
+            pub fn from_name(name: &str) -> Option<ValueType> {
+                match name {
+                    $($name => Some(ValueType::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+value_types! {
+    /// `String`: UTF-8.
+    String = 1, "string";
+    /// `Vec<u8>`.
+    Bytes = 2, "bytes";
+    /// `bool`: 0 or 1.
+    Bool = 3, "bool";
+    /// `i8`.
+    I8 = 4, "i8";
+    /// `i16`.
+    I16 = 5, "i16";
+    /// `i32`.
+    I32 = 6, "i32";
+    /// `i64`.
+    I64 = 7, "i64";
+    /// `i128`.
+    I128 = 8, "i128";
+    /// `u8`.
+    U8 = 9, "u8";
+    /// `u16`.
+    U16 = 10, "u16";
+    /// `u32`.
+    U32 = 11, "u32";
+    /// `u64`.
+    U64 = 12, "u64";
+    /// `u128`.
+    U128 = 13, "u128";
+    /// `f32`.
+    F32 = 14, "f32";
+    /// `f64`.
+    F64 = 15, "f64";
+    /// `uuid::Uuid`.
+    Uuid = 16, "uuid";
+    /// `chrono::NaiveDate`.
+    ChronoNaiveDate = 17, "chrono::NaiveDate";
+    /// `chrono::NaiveTime`.
+    ChronoNaiveTime = 18, "chrono::NaiveTime";
+    /// `chrono::NaiveDateTime`.
+    ChronoNaiveDateTime = 19, "chrono::NaiveDateTime";
+    /// `chrono::DateTime<Utc>`.
+    ChronoDateTimeUtc = 20, "chrono::DateTime<Utc>";
+    /// `time::Date`.
+    TimeDate = 21, "time::Date";
+    /// `time::Time`.
+    TimeTime = 22, "time::Time";
+    /// `time::PrimitiveDateTime`.
+    TimePrimitiveDateTime = 23, "time::PrimitiveDateTime";
+    /// `time::OffsetDateTime`.
+    TimeOffsetDateTime = 24, "time::OffsetDateTime";
+    /// `serde_json::Value`: JSON text.
+    JsonValue = 25, "serde_json::Value";
+    /// Any serde type with `#[rowseal(encrypt, json)]`: JSON text.
+    Json = 26, "json";
+}
+
 /// A type whose values can be encrypted (a field type without `Option`).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an encrypted field",
     note = "encrypted fields may be String, Vec<u8>, bool, integers, floats, uuid::Uuid, chrono or time dates and timestamps, serde_json::Value, or an Option of these; any serde type with #[rowseal(encrypt, json)]"
 )]
 pub trait EncryptedValue: Sized {
-    /// The type tag.
-    const TAG: u8;
-    /// The type name recorded in the schema registry.
-    const TYPE_NAME: &'static str;
+    /// The type tag (and the type's name in the schema registry).
+    const TYPE: ValueType;
     /// Appends the payload (without version and tag).
     fn encode_payload(&self, out: &mut Vec<u8>);
     /// Reads the payload back.
@@ -73,8 +180,8 @@ pub trait EncryptedValue: Sized {
     note = "encrypted fields may be String, Vec<u8>, bool, integers, floats, uuid::Uuid, chrono or time dates and timestamps, serde_json::Value, or an Option of these; any serde type with #[rowseal(encrypt, json)]"
 )]
 pub trait EncryptedField: Sized {
-    /// The type name recorded in the schema registry.
-    const TYPE_NAME: &'static str;
+    /// The encoded type (its tag, and its name in the schema registry).
+    const TYPE: ValueType;
     /// Whether the column may be NULL.
     const NULLABLE: bool;
     /// Encodes the value into `out` (cleared first); `false` for NULL.
@@ -91,15 +198,15 @@ pub trait EncryptedField: Sized {
     }
 }
 
-fn header(out: &mut Vec<u8>, tag: u8) {
+pub(crate) fn header(out: &mut Vec<u8>, ty: ValueType) {
     out.clear();
     out.push(ENCODING_V1);
-    out.push(tag);
+    out.push(ty.tag());
 }
 
-fn payload(bytes: &[u8], tag: u8) -> Result<&[u8], DecodeError> {
+pub(crate) fn payload(bytes: &[u8], ty: ValueType) -> Result<&[u8], DecodeError> {
     match bytes {
-        [ENCODING_V1, t, rest @ ..] if *t == tag => Ok(rest),
+        [ENCODING_V1, t, rest @ ..] if *t == ty.tag() => Ok(rest),
         [ENCODING_V1, _, ..] => Err("the stored value has another type"),
         [_, _, ..] => Err("unknown value encoding version"),
         _ => Err("value encoding too short"),
@@ -107,20 +214,20 @@ fn payload(bytes: &[u8], tag: u8) -> Result<&[u8], DecodeError> {
 }
 
 impl<T: EncryptedValue> EncryptedField for T {
-    const TYPE_NAME: &'static str = T::TYPE_NAME;
+    const TYPE: ValueType = T::TYPE;
     const NULLABLE: bool = false;
     fn encode_field(&self, out: &mut Vec<u8>) -> bool {
-        header(out, T::TAG);
+        header(out, T::TYPE);
         self.encode_payload(out);
         true
     }
     fn decode_field(bytes: Option<&[u8]>) -> Result<Self, DecodeError> {
         let bytes = bytes.ok_or("NULL in a column whose field is not an Option")?;
-        T::decode_payload(payload(bytes, T::TAG)?)
+        T::decode_payload(payload(bytes, T::TYPE)?)
     }
     fn decode_field_owned(bytes: Option<Vec<u8>>) -> Result<Self, DecodeError> {
         let mut bytes = bytes.ok_or("NULL in a column whose field is not an Option")?;
-        if let Err(e) = payload(&bytes, T::TAG) {
+        if let Err(e) = payload(&bytes, T::TYPE) {
             bytes.zeroize();
             return Err(e);
         }
@@ -129,7 +236,7 @@ impl<T: EncryptedValue> EncryptedField for T {
 }
 
 impl<T: EncryptedValue> EncryptedField for Option<T> {
-    const TYPE_NAME: &'static str = T::TYPE_NAME;
+    const TYPE: ValueType = T::TYPE;
     const NULLABLE: bool = true;
     fn encode_field(&self, out: &mut Vec<u8>) -> bool {
         match self {
@@ -156,8 +263,7 @@ fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N], DecodeError> {
 }
 
 impl EncryptedValue for String {
-    const TAG: u8 = 1;
-    const TYPE_NAME: &'static str = "string";
+    const TYPE: ValueType = ValueType::String;
     fn encode_payload(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.as_bytes());
     }
@@ -174,8 +280,7 @@ impl EncryptedValue for String {
 }
 
 impl EncryptedValue for Vec<u8> {
-    const TAG: u8 = 2;
-    const TYPE_NAME: &'static str = "bytes";
+    const TYPE: ValueType = ValueType::Bytes;
     fn encode_payload(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self);
     }
@@ -189,8 +294,7 @@ impl EncryptedValue for Vec<u8> {
 }
 
 impl EncryptedValue for bool {
-    const TAG: u8 = 3;
-    const TYPE_NAME: &'static str = "bool";
+    const TYPE: ValueType = ValueType::Bool;
     fn encode_payload(&self, out: &mut Vec<u8>) {
         out.push(u8::from(*self));
     }
@@ -204,10 +308,9 @@ impl EncryptedValue for bool {
 }
 
 macro_rules! numeric {
-    ($($t:ty => $tag:literal, $name:literal;)*) => {$(
+    ($($t:ty => $variant:ident;)*) => {$(
         impl EncryptedValue for $t {
-            const TAG: u8 = $tag;
-            const TYPE_NAME: &'static str = $name;
+            const TYPE: ValueType = ValueType::$variant;
             fn encode_payload(&self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_be_bytes());
             }
@@ -219,15 +322,14 @@ macro_rules! numeric {
 }
 
 numeric! {
-    i8 => 4, "i8"; i16 => 5, "i16"; i32 => 6, "i32"; i64 => 7, "i64"; i128 => 8, "i128";
-    u8 => 9, "u8"; u16 => 10, "u16"; u32 => 11, "u32"; u64 => 12, "u64"; u128 => 13, "u128";
-    f32 => 14, "f32"; f64 => 15, "f64";
+    i8 => I8; i16 => I16; i32 => I32; i64 => I64; i128 => I128;
+    u8 => U8; u16 => U16; u32 => U32; u64 => U64; u128 => U128;
+    f32 => F32; f64 => F64;
 }
 
 #[cfg(feature = "uuid")]
 impl EncryptedValue for uuid::Uuid {
-    const TAG: u8 = 16;
-    const TYPE_NAME: &'static str = "uuid";
+    const TYPE: ValueType = ValueType::Uuid;
     fn encode_payload(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.as_bytes());
     }
@@ -249,8 +351,7 @@ mod chrono_impls {
     use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 
     impl EncryptedValue for NaiveDate {
-        const TAG: u8 = 17;
-        const TYPE_NAME: &'static str = "chrono::NaiveDate";
+        const TYPE: ValueType = ValueType::ChronoNaiveDate;
         fn encode_payload(&self, out: &mut Vec<u8>) {
             out.extend_from_slice(&self.num_days_from_ce().to_be_bytes());
         }
@@ -261,8 +362,7 @@ mod chrono_impls {
     }
 
     impl EncryptedValue for NaiveTime {
-        const TAG: u8 = 18;
-        const TYPE_NAME: &'static str = "chrono::NaiveTime";
+        const TYPE: ValueType = ValueType::ChronoNaiveTime;
         fn encode_payload(&self, out: &mut Vec<u8>) {
             out.extend_from_slice(&self.num_seconds_from_midnight().to_be_bytes());
             out.extend_from_slice(&self.nanosecond().to_be_bytes());
@@ -279,8 +379,7 @@ mod chrono_impls {
     }
 
     impl EncryptedValue for NaiveDateTime {
-        const TAG: u8 = 19;
-        const TYPE_NAME: &'static str = "chrono::NaiveDateTime";
+        const TYPE: ValueType = ValueType::ChronoNaiveDateTime;
         fn encode_payload(&self, out: &mut Vec<u8>) {
             let utc = self.and_utc();
             out.extend_from_slice(&utc.timestamp().to_be_bytes());
@@ -295,8 +394,7 @@ mod chrono_impls {
     }
 
     impl EncryptedValue for DateTime<Utc> {
-        const TAG: u8 = 20;
-        const TYPE_NAME: &'static str = "chrono::DateTime<Utc>";
+        const TYPE: ValueType = ValueType::ChronoDateTimeUtc;
         fn encode_payload(&self, out: &mut Vec<u8>) {
             out.extend_from_slice(&self.timestamp().to_be_bytes());
             out.extend_from_slice(&self.timestamp_subsec_nanos().to_be_bytes());
@@ -326,8 +424,7 @@ mod time_impls {
     }
 
     impl EncryptedValue for Date {
-        const TAG: u8 = 21;
-        const TYPE_NAME: &'static str = "time::Date";
+        const TYPE: ValueType = ValueType::TimeDate;
         fn encode_payload(&self, out: &mut Vec<u8>) {
             out.extend_from_slice(&self.to_julian_day().to_be_bytes());
         }
@@ -338,8 +435,7 @@ mod time_impls {
     }
 
     impl EncryptedValue for Time {
-        const TAG: u8 = 22;
-        const TYPE_NAME: &'static str = "time::Time";
+        const TYPE: ValueType = ValueType::TimeTime;
         fn encode_payload(&self, out: &mut Vec<u8>) {
             encode_time(self, out);
         }
@@ -349,8 +445,7 @@ mod time_impls {
     }
 
     impl EncryptedValue for PrimitiveDateTime {
-        const TAG: u8 = 23;
-        const TYPE_NAME: &'static str = "time::PrimitiveDateTime";
+        const TYPE: ValueType = ValueType::TimePrimitiveDateTime;
         fn encode_payload(&self, out: &mut Vec<u8>) {
             out.extend_from_slice(&self.date().to_julian_day().to_be_bytes());
             encode_time(&self.time(), out);
@@ -367,8 +462,7 @@ mod time_impls {
     }
 
     impl EncryptedValue for OffsetDateTime {
-        const TAG: u8 = 24;
-        const TYPE_NAME: &'static str = "time::OffsetDateTime";
+        const TYPE: ValueType = ValueType::TimeOffsetDateTime;
         fn encode_payload(&self, out: &mut Vec<u8>) {
             out.extend_from_slice(&self.unix_timestamp_nanos().to_be_bytes());
             out.extend_from_slice(&self.offset().whole_seconds().to_be_bytes());
@@ -387,8 +481,7 @@ mod time_impls {
 
 #[cfg(feature = "json")]
 impl EncryptedValue for serde_json::Value {
-    const TAG: u8 = 25;
-    const TYPE_NAME: &'static str = "serde_json::Value";
+    const TYPE: ValueType = ValueType::JsonValue;
     fn encode_payload(&self, out: &mut Vec<u8>) {
         // Writing JSON into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, self);
@@ -398,23 +491,20 @@ impl EncryptedValue for serde_json::Value {
     }
 }
 
-/// The tag of `#[rowseal(encrypt, json)]` fields.
-pub const JSON_TAG: u8 = 26;
-
 /// Encodes any serde value as JSON (tag 26) into `out` (cleared first).
 #[cfg(feature = "json")]
 pub fn encode_json<T: serde::Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), serde_json::Error> {
-    header(out, JSON_TAG);
+    header(out, ValueType::Json);
     serde_json::to_writer(&mut *out, value)
 }
 
 /// Decodes a tag-26 JSON value.
 #[cfg(feature = "json")]
 pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    serde_json::from_slice(payload(bytes, JSON_TAG)?)
+    serde_json::from_slice(payload(bytes, ValueType::Json)?)
         .map_err(|_| "JSON does not match the field type")
 }
 

@@ -1,0 +1,509 @@
+//! The stored model of a table: what the schema registry (`rowseal_schema`)
+//! records of a model, typed. [`TableSchema`] is built from a derived
+//! [`Model`] (`From<&Model>`), written by [`super::register`] and read back by
+//! [`super::registered`] and [`super::registered_tables`], so that the
+//! command-line tool, which has no application code, sees exactly what the
+//! application declared.
+//!
+//! The registry's JSON is the serde form of these types (format
+//! [`REGISTRY_FORMAT`]), plus values derived from them that are written for
+//! people reading the table (`encrypted`, `storage`) and ignored on read.
+
+use rowseal_core::{KeyMode, RecordSpec};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::encoding::ValueType;
+use crate::error::{Error, Result};
+use crate::model::{IndexDef, Model, HEADER_COLUMN, KEY_VERSION_COLUMN};
+use crate::value::{SqlType, Value};
+
+/// The version of the registry's JSON `definition` that this crate writes and
+/// reads. Reading another is [`Error::UnsupportedRegistryFormat`].
+pub const REGISTRY_FORMAT: u32 = 1;
+
+/// One registered table: a model as the registry records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TableSchema {
+    /// The registry format ([`REGISTRY_FORMAT`]).
+    pub format: u32,
+    /// The record type (bound into every ciphertext).
+    pub record_type: String,
+    /// The table.
+    pub table: String,
+    /// How row keys are made.
+    #[serde(with = "key_mode_name")]
+    pub key_mode: KeyMode,
+    /// Whether each row's primary key is bound into its ciphertexts.
+    pub bind_primary_key: bool,
+    /// The tenant column.
+    pub tenant: String,
+    /// The primary-key column.
+    pub primary_key: String,
+    /// The primary key's type.
+    #[serde(with = "sql_type_name")]
+    pub primary_key_type: SqlType,
+    /// The column holding each row's key header.
+    #[serde(default = "header_column")]
+    pub header_column: String,
+    /// The column holding each row's tenant-key version.
+    #[serde(default = "key_version_column")]
+    pub key_version_column: String,
+    /// Every field, in declaration order.
+    pub fields: Vec<FieldSchema>,
+    /// The blind indexes.
+    #[serde(default)]
+    pub blind_indexes: Vec<IndexSchema>,
+}
+
+/// One field of a [`TableSchema`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct FieldSchema {
+    /// The Rust field name.
+    pub name: String,
+    /// The column.
+    pub column: String,
+    /// The column's type (`bytes` for an encrypted field).
+    #[serde(deserialize_with = "sql_type_name::deserialize")]
+    pub sql_type: SqlType,
+    /// Whether the column may be NULL.
+    pub nullable: bool,
+    /// For an encrypted field, the encoded type; `None` for a plain field.
+    #[serde(default, deserialize_with = "value_type_name::deserialize")]
+    pub encoding: Option<ValueType>,
+    /// For a field still migrating from a legacy plaintext column: that
+    /// column.
+    #[serde(default)]
+    pub plaintext_column: Option<String>,
+    /// The legacy plaintext column's type.
+    #[serde(default, deserialize_with = "opt_sql_type_name::deserialize")]
+    pub plaintext_type: Option<SqlType>,
+}
+
+impl FieldSchema {
+    /// Whether the field is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.encoding.is_some()
+    }
+}
+
+/// Whose index key a blind index uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum IndexScope {
+    /// One index key per tenant (the default): equal values in two tenants
+    /// give unrelated index values.
+    Tenant,
+    /// One index key for all tenants (lookups before the tenant is known).
+    Global,
+}
+
+impl IndexScope {
+    /// `"tenant"` or `"global"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexScope::Tenant => "tenant",
+            IndexScope::Global => "global",
+        }
+    }
+}
+
+/// Which of a blind index's two slots holds the values of an index-key
+/// version: odd versions the main slot, even ones the alternate slot, so that
+/// during a rotation the old and the new version are both stored. The one
+/// place this rule is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexSlot {
+    /// `column` / `version_column`: odd index-key versions.
+    Main,
+    /// `alt_column` / `alt_version_column`: even index-key versions.
+    Alternate,
+}
+
+impl IndexSlot {
+    /// The slot of index-key `version`.
+    pub const fn of(version: u32) -> IndexSlot {
+        if version % 2 == 1 {
+            IndexSlot::Main
+        } else {
+            IndexSlot::Alternate
+        }
+    }
+
+    /// Whether this slot holds values of `version`.
+    pub const fn holds(self, version: u32) -> bool {
+        matches!(
+            (self, IndexSlot::of(version)),
+            (IndexSlot::Main, IndexSlot::Main) | (IndexSlot::Alternate, IndexSlot::Alternate)
+        )
+    }
+}
+
+/// One blind index of a [`TableSchema`] (see [`IndexDef`] for the model's
+/// side).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct IndexSchema {
+    /// The index name (part of its key derivation).
+    pub name: String,
+    /// The value column of the main slot (odd index-key versions; also part
+    /// of the index key's derivation).
+    pub column: String,
+    /// The index-key version of `column`.
+    pub version_column: String,
+    /// The value column of the alternate slot (even versions).
+    pub alt_column: String,
+    /// The index-key version of `alt_column`.
+    pub alt_version_column: String,
+    /// The covered fields (Rust names), in order.
+    pub fields: Vec<String>,
+    /// The covered columns, in order.
+    pub columns: Vec<String>,
+    /// Bits kept (1 to 256; BIGINT storage up to 64, bytes above).
+    pub bits: u16,
+    /// The normalization of parts without steps of their own: step names,
+    /// comma-separated (a custom step by its Rust path).
+    pub normalization: String,
+    /// The normalization of each covered field, in order (empty: every part
+    /// uses `normalization`).
+    #[serde(default)]
+    pub part_normalization: Vec<String>,
+    /// Whether a step is the application's own Rust function (which the
+    /// command-line tool cannot run).
+    #[serde(default)]
+    pub custom_normalizer: bool,
+    /// Whose index key it uses.
+    pub scope: IndexScope,
+    /// Whether the database enforces one row per value.
+    #[serde(default)]
+    pub unique: bool,
+}
+
+impl IndexSchema {
+    /// The (value, version) columns of a slot.
+    pub fn slot_columns(&self, slot: IndexSlot) -> (&str, &str) {
+        match slot {
+            IndexSlot::Main => (&self.column, &self.version_column),
+            IndexSlot::Alternate => (&self.alt_column, &self.alt_version_column),
+        }
+    }
+
+    /// The (value, version) columns holding values of index-key `version`.
+    pub fn slot(&self, version: u32) -> (&str, &str) {
+        self.slot_columns(IndexSlot::of(version))
+    }
+
+    /// Both slots with their columns: main first.
+    pub fn slots(&self) -> [(IndexSlot, &str, &str); 2] {
+        [IndexSlot::Main, IndexSlot::Alternate].map(|s| {
+            let (v, k) = self.slot_columns(s);
+            (s, v, k)
+        })
+    }
+
+    /// The built-in steps of each covered column, in order.
+    pub fn part_steps(&self) -> Vec<&str> {
+        (0..self.columns.len())
+            .map(|i| {
+                self.part_normalization
+                    .get(i)
+                    .unwrap_or(&self.normalization)
+                    .as_str()
+            })
+            .collect()
+    }
+
+    /// Whether values are stored as BIGINT (up to 64 bits) rather than bytes.
+    pub fn is_bigint(&self) -> bool {
+        self.bits <= 64
+    }
+
+    /// The storage type of the value columns.
+    pub fn value_type(&self) -> SqlType {
+        if self.is_bigint() {
+            SqlType::I64
+        } else {
+            SqlType::Bytes
+        }
+    }
+
+    /// The name of the database index over `column` in `table`.
+    pub fn db_index_name(&self, table: &str) -> String {
+        format!("{table}_{}", self.name)
+    }
+
+    /// The name of the database index over `alt_column` in `table`.
+    pub fn db_alt_index_name(&self, table: &str) -> String {
+        format!("{table}_{}_alt", self.name)
+    }
+}
+
+/// The one rule for binding a primary key into ciphertexts: nothing unless
+/// the model binds it, else [`Value::key_bytes`].
+pub(crate) fn bound_primary_key(
+    binds: bool,
+    pk: &Value,
+) -> rowseal_core::Result<Option<Vec<u8>>> {
+    if !binds {
+        return Ok(None);
+    }
+    pk.key_bytes()
+        .map(Some)
+        .ok_or(rowseal_core::Error::InvalidInput {
+            reason: "the primary key has a type that cannot be bound",
+        })
+}
+
+impl TableSchema {
+    /// Parses a registry entry's JSON `definition` of `table`. An entry of
+    /// another format is [`Error::UnsupportedRegistryFormat`]; one that does
+    /// not fit this format is [`Error::Schema`]. Either names the table.
+    pub fn from_registry_json(table: &str, text: &str) -> Result<TableSchema> {
+        let bad = |reason: String| Error::Schema {
+            table: table.to_owned(),
+            column: "rowseal_schema.definition".into(),
+            reason,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|_| bad("not valid JSON".into()))?;
+        let format = value
+            .get("format")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| bad("no format number".into()))?;
+        if format != u64::from(REGISTRY_FORMAT) {
+            return Err(Error::UnsupportedRegistryFormat {
+                table: table.to_owned(),
+                format,
+            });
+        }
+        let schema: TableSchema = serde_json::from_value(value)
+            .map_err(|e| bad(format!("not understood: {e}")))?;
+        schema.check().map_err(|r| bad(r.into()))?;
+        Ok(schema)
+    }
+
+    /// The registry entry's JSON `definition`.
+    pub fn to_registry_json(&self) -> String {
+        // Serializing plain strings, numbers and booleans cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// What serde cannot check: references between the parts.
+    fn check(&self) -> std::result::Result<(), &'static str> {
+        let has_column = |c: &str| self.fields.iter().any(|f| f.column == c);
+        if !has_column(&self.tenant) || !has_column(&self.primary_key) {
+            return Err("the tenant or primary-key column is not a field");
+        }
+        for f in &self.fields {
+            if f.plaintext_column.is_some() != f.plaintext_type.is_some()
+                || (f.plaintext_column.is_some() && f.encoding.is_none())
+            {
+                return Err("a legacy plaintext column is declared without its type or on a plain field");
+            }
+        }
+        for i in &self.blind_indexes {
+            if !(1..=256).contains(&i.bits) {
+                return Err("a blind index keeps a number of bits outside 1 to 256");
+            }
+            if i.columns.is_empty()
+                || i.columns.len() != i.fields.len()
+                || !i.columns.iter().all(|c| has_column(c))
+            {
+                return Err("a blind index covers columns that are not fields");
+            }
+            if !i.part_normalization.is_empty() && i.part_normalization.len() != i.columns.len() {
+                return Err("a blind index has per-field steps for a different number of fields");
+            }
+        }
+        Ok(())
+    }
+
+    /// The record spec, as the model's.
+    pub fn spec(&self) -> RecordSpec {
+        RecordSpec::owned(self.record_type.clone(), self.table.clone())
+            .with_key_mode(self.key_mode)
+            .with_primary_key_bound(self.bind_primary_key)
+    }
+
+    /// The bytes a row's primary key is bound into its ciphertexts as (`None`
+    /// when the model does not bind it).
+    pub fn primary_key_bytes(&self, pk: &Value) -> rowseal_core::Result<Option<Vec<u8>>> {
+        bound_primary_key(self.bind_primary_key, pk)
+    }
+
+    /// The field stored in `column`.
+    pub fn field_by_column(&self, column: &str) -> Option<&FieldSchema> {
+        self.fields.iter().find(|f| f.column == column)
+    }
+
+    /// The encrypted columns, in field order.
+    pub fn encrypted_columns(&self) -> Vec<&str> {
+        self.fields
+            .iter()
+            .filter(|f| f.is_encrypted())
+            .map(|f| f.column.as_str())
+            .collect()
+    }
+}
+
+impl From<&Model> for TableSchema {
+    fn from(model: &Model) -> Self {
+        let names = |fields: &[usize], column: bool| -> Vec<String> {
+            fields
+                .iter()
+                .filter_map(|&f| model.fields.get(f))
+                .map(|f| if column { f.column } else { f.name }.to_owned())
+                .collect()
+        };
+        TableSchema {
+            format: REGISTRY_FORMAT,
+            record_type: model.spec.record_type().to_owned(),
+            table: model.table().to_owned(),
+            key_mode: model.spec.key_mode(),
+            bind_primary_key: model.spec.binds_primary_key(),
+            tenant: model.tenant_field().column.to_owned(),
+            primary_key: model.primary_key_field().column.to_owned(),
+            primary_key_type: model.primary_key_field().sql_type,
+            header_column: HEADER_COLUMN.to_owned(),
+            key_version_column: KEY_VERSION_COLUMN.to_owned(),
+            fields: model
+                .fields
+                .iter()
+                .map(|f| FieldSchema {
+                    name: f.name.to_owned(),
+                    column: f.column.to_owned(),
+                    sql_type: f.sql_type,
+                    nullable: f.nullable,
+                    encoding: f.encrypted,
+                    plaintext_column: f.plaintext_column.map(|(c, _)| c.to_owned()),
+                    plaintext_type: f.plaintext_column.map(|(_, t)| t),
+                })
+                .collect(),
+            blind_indexes: model
+                .indexes
+                .iter()
+                .map(|i: &IndexDef| IndexSchema {
+                    name: i.name.to_owned(),
+                    column: i.column.to_owned(),
+                    version_column: i.version_column.to_owned(),
+                    alt_column: i.alt_column.to_owned(),
+                    alt_version_column: i.alt_version_column.to_owned(),
+                    fields: names(i.fields, false),
+                    columns: names(i.fields, true),
+                    bits: i.bits,
+                    normalization: i.normalization().map(|n| n.describe()).unwrap_or_default(),
+                    part_normalization: i
+                        .part_normalizations()
+                        .map(|v| v.iter().map(|n| n.describe()).collect())
+                        .unwrap_or_default(),
+                    custom_normalizer: i.custom.is_some(),
+                    scope: i.scope(),
+                    unique: i.unique,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Serialize for FieldSchema {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("FieldSchema", 8)?;
+        st.serialize_field("name", &self.name)?;
+        st.serialize_field("column", &self.column)?;
+        st.serialize_field("sql_type", self.sql_type.as_str())?;
+        st.serialize_field("nullable", &self.nullable)?;
+        st.serialize_field("encrypted", &self.is_encrypted())?;
+        st.serialize_field("encoding", &self.encoding.map(ValueType::name))?;
+        st.serialize_field("plaintext_column", &self.plaintext_column)?;
+        st.serialize_field("plaintext_type", &self.plaintext_type.map(SqlType::as_str))?;
+        st.end()
+    }
+}
+
+impl Serialize for IndexSchema {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("IndexSchema", 14)?;
+        st.serialize_field("name", &self.name)?;
+        st.serialize_field("column", &self.column)?;
+        st.serialize_field("version_column", &self.version_column)?;
+        st.serialize_field("alt_column", &self.alt_column)?;
+        st.serialize_field("alt_version_column", &self.alt_version_column)?;
+        st.serialize_field("fields", &self.fields)?;
+        st.serialize_field("columns", &self.columns)?;
+        st.serialize_field("bits", &self.bits)?;
+        st.serialize_field("storage", if self.is_bigint() { "bigint" } else { "bytes" })?;
+        st.serialize_field("normalization", &self.normalization)?;
+        st.serialize_field("part_normalization", &self.part_normalization)?;
+        st.serialize_field("custom_normalizer", &self.custom_normalizer)?;
+        st.serialize_field("scope", &self.scope)?;
+        st.serialize_field("unique", &self.unique)?;
+        st.end()
+    }
+}
+
+fn header_column() -> String {
+    HEADER_COLUMN.to_owned()
+}
+
+fn key_version_column() -> String {
+    KEY_VERSION_COLUMN.to_owned()
+}
+
+mod key_mode_name {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(m: &KeyMode, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(m.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<KeyMode, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse()
+            .map_err(|_| serde::de::Error::custom("unknown key mode"))
+    }
+}
+
+mod sql_type_name {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(t: &SqlType, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(t.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<SqlType, D::Error> {
+        let name = String::deserialize(d)?;
+        SqlType::from_name(&name).ok_or_else(|| serde::de::Error::custom("unknown SQL type"))
+    }
+}
+
+mod opt_sql_type_name {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<SqlType>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|n| {
+                SqlType::from_name(&n).ok_or_else(|| serde::de::Error::custom("unknown SQL type"))
+            })
+            .transpose()
+    }
+}
+
+mod value_type_name {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<ValueType>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|n| {
+                ValueType::from_name(&n)
+                    .ok_or_else(|| serde::de::Error::custom("unknown encrypted value type"))
+            })
+            .transpose()
+    }
+}
