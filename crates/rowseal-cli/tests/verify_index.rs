@@ -73,15 +73,11 @@ where
         .await
         .unwrap()
         .unwrap();
-    def["blind_indexes"]
-        .as_array()
+    def.blind_indexes
+        .into_iter()
+        .find(|i| i.name == index)
         .unwrap()
-        .iter()
-        .find(|i| i["name"] == index)
-        .unwrap()["column"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+        .column
 }
 
 async fn scenario<DB: Backend>(db: Db<DB>)

@@ -8,9 +8,9 @@
 //! running it again. C is left in place (drop it once the application reads
 //! P).
 //!
-//! The value is decoded from rowseal's tagged encoding (see
-//! `rowseal_sqlx::encoding`): text, bytes, booleans, signed integers up to 64
-//! bits, floats, UUIDs and JSON (as text). Other types (dates, times,
+//! The value is decoded with rowseal-sqlx's value codec
+//! (`rowseal_sqlx::encoding::decode`): text, bytes, booleans, signed integers
+//! up to 64 bits, floats, UUIDs and JSON (as text). Other types (dates, times,
 //! unsigned and 128-bit integers) are reported as failures, by primary key.
 
 use rowseal_sqlx::{DbRow, SqlType, Value};
@@ -25,45 +25,11 @@ use crate::output::Progress;
 use crate::registry::{self, read_pk};
 
 /// Decodes rowseal's value encoding into a SQL value, for the types that
-/// map onto one without loss.
+/// map onto one without loss (rowseal-sqlx's value codec).
 fn decode(bytes: &[u8]) -> std::result::Result<Value, &'static str> {
-    let (&version, rest) = bytes.split_first().ok_or("empty encoding")?;
-    if version != rowseal_sqlx::encoding::ENCODING_V1 {
-        return Err("unknown encoding version");
-    }
-    let (&tag, p) = rest.split_first().ok_or("no type tag")?;
-    let fixed = |n: usize| -> std::result::Result<&[u8], &'static str> {
-        if p.len() == n {
-            Ok(p)
-        } else {
-            Err("payload has the wrong length")
-        }
-    };
-    Ok(match tag {
-        1 | 25 | 26 => Value::Text(String::from_utf8(p.to_vec()).map_err(|_| "text is not UTF-8")?),
-        2 => Value::Bytes(p.to_vec()),
-        3 => Value::Bool(fixed(1)?[0] != 0),
-        4 => Value::I16(i16::from(i8::from_be_bytes([fixed(1)?[0]]))),
-        5 => Value::I16(i16::from_be_bytes(
-            fixed(2)?.try_into().map_err(|_| "length")?,
-        )),
-        6 => Value::I32(i32::from_be_bytes(
-            fixed(4)?.try_into().map_err(|_| "length")?,
-        )),
-        7 => Value::I64(i64::from_be_bytes(
-            fixed(8)?.try_into().map_err(|_| "length")?,
-        )),
-        14 => Value::F32(f32::from_be_bytes(
-            fixed(4)?.try_into().map_err(|_| "length")?,
-        )),
-        15 => Value::F64(f64::from_be_bytes(
-            fixed(8)?.try_into().map_err(|_| "length")?,
-        )),
-        16 => Value::Uuid(uuid::Uuid::from_bytes(
-            fixed(16)?.try_into().map_err(|_| "length")?,
-        )),
-        _ => return Err("this value type is not supported by decrypt-column"),
-    })
+    rowseal_sqlx::encoding::decode(bytes)?
+        .into_sql_value()
+        .ok_or("this value type is not supported by decrypt-column")
 }
 
 pub async fn run<D: CliDb>(
@@ -90,7 +56,7 @@ pub async fn run<D: CliDb>(
     }
     let keys = ctx.keys().await?;
     let mut opener = RowOpener::new(keys.hierarchy.clone());
-    let pk_type = def.pk_type()?;
+    let pk_type = def.primary_key_type;
     let (t, pkc, c, p, h) = (
         ident::<D>(&def.table),
         ident::<D>(&def.primary_key),
@@ -167,7 +133,7 @@ pub async fn run<D: CliDb>(
                     || format!("FAILED {table} primary key {}: {error}", pk.key_display()),
                 );
             };
-            let pkb = match def.pk_bytes(&pk) {
+            let pkb = match def.primary_key_bytes(&pk) {
                 Ok(b) => b,
                 Err(e) => {
                     report(e.to_string());

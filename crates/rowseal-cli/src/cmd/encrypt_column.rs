@@ -37,7 +37,8 @@ use rowseal_core::{
     BlindIndexKey, BlindIndexValue, IndexBits, KeyHierarchy, KeyMode, KeyScope, Normalization,
     RowKey,
 };
-use rowseal_sqlx::{DbRow, EncryptedField, SqlType, Value};
+use rowseal_sqlx::schema::{IndexScope, IndexSlot};
+use rowseal_sqlx::{DbRow, SqlType, Value, ValueType};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -70,8 +71,8 @@ struct Target {
     legacy: String,
     /// Its SQL type.
     ty: SqlType,
-    /// The field's value type (`string`, `i64`, ...).
-    encoding: String,
+    /// The field's value type.
+    encoding: ValueType,
 }
 
 /// One blind index covering a target, ready to compute.
@@ -83,8 +84,8 @@ struct IndexPlan {
     norms: Vec<Normalization>,
     /// Covered columns, in order.
     columns: Vec<String>,
-    /// (value, version, parity of the versions it holds) per slot.
-    slots: Vec<(String, String, Option<u32>)>,
+    /// (slot, value column, version column) of both slots.
+    slots: Vec<(IndexSlot, String, String)>,
 }
 
 #[derive(Default)]
@@ -101,67 +102,6 @@ fn lock(s: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A registry type name → the SQL type the legacy column is read as.
-fn legacy_type(name: &str) -> Option<SqlType> {
-    Some(match name {
-        "text" => SqlType::Text,
-        "bytes" => SqlType::Bytes,
-        "bool" => SqlType::Bool,
-        "i16" => SqlType::I16,
-        "i32" => SqlType::I32,
-        "i64" => SqlType::I64,
-        "f32" => SqlType::F32,
-        "f64" => SqlType::F64,
-        "uuid" => SqlType::Uuid,
-        _ => return None,
-    })
-}
-
-/// Encodes a legacy value as the field's type encodes it (the same
-/// `EncryptedField` implementations the application uses).
-fn encode(encoding: &str, v: &Value) -> std::result::Result<Zeroizing<Vec<u8>>, &'static str> {
-    let mut out = Zeroizing::new(Vec::new());
-    let int = |v: &Value| -> Option<i64> {
-        match v {
-            Value::I16(x) => Some(i64::from(*x)),
-            Value::I32(x) => Some(i64::from(*x)),
-            Value::I64(x) => Some(*x),
-            _ => None,
-        }
-    };
-    let range = "the plaintext value does not fit the field's type";
-    match (encoding, v) {
-        ("string", Value::Text(s)) => s.encode_field(&mut out),
-        ("bytes", Value::Bytes(b)) => b.encode_field(&mut out),
-        ("bool", Value::Bool(b)) => b.encode_field(&mut out),
-        ("i16", v) if int(v).is_some() => i16::try_from(int(v).unwrap_or_default())
-            .map_err(|_| range)?
-            .encode_field(&mut out),
-        ("i32", v) if int(v).is_some() => i32::try_from(int(v).unwrap_or_default())
-            .map_err(|_| range)?
-            .encode_field(&mut out),
-        ("i64", v) if int(v).is_some() => int(v).unwrap_or_default().encode_field(&mut out),
-        ("f32", Value::F32(f)) => f.encode_field(&mut out),
-        ("f64", Value::F64(f)) => f.encode_field(&mut out),
-        ("f64", Value::F32(f)) => f64::from(*f).encode_field(&mut out),
-        ("uuid", Value::Uuid(u)) => u.encode_field(&mut out),
-        _ => return Err("this value type is not supported by encrypt-column"),
-    };
-    Ok(out)
-}
-
-/// The text a blind index covers, from a plain or legacy SQL value.
-fn index_text_of_value(v: &Value) -> Option<std::result::Result<String, &'static str>> {
-    Some(Ok(match v {
-        Value::Null(_) => return None,
-        Value::Text(s) => s.clone(),
-        Value::I16(x) => x.to_string(),
-        Value::I32(x) => x.to_string(),
-        Value::I64(x) => x.to_string(),
-        _ => return Some(Err("a blind index cannot cover this value type")),
-    }))
-}
-
 pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
     let mut conn = ctx.conn().await?;
     let def = registry::tables::<D>(&mut conn, std::slice::from_ref(&req.table))
@@ -169,8 +109,8 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         .pop()
         .ok_or_else(|| CliError::config(format!("table {} is not registered", req.table)))?;
     let mut targets = Vec::new();
-    for f in def.fields.iter().filter(|f| f.encrypted) {
-        let Some(legacy) = &f.plaintext_column else {
+    for f in &def.fields {
+        let (Some(encoding), Some(legacy)) = (f.encoding, &f.plaintext_column) else {
             continue;
         };
         if let Some(c) = &req.column {
@@ -178,11 +118,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
                 continue;
             }
         }
-        let ty = f
-            .plaintext_type
-            .as_deref()
-            .and_then(legacy_type)
-            .ok_or_else(|| {
+        let ty = f.plaintext_type.ok_or_else(|| {
                 CliError::config(format!(
                     "{}.{legacy}: the registry gives no supported type for the plaintext column",
                     def.table
@@ -192,7 +128,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             ct: f.column.clone(),
             legacy: legacy.clone(),
             ty,
-            encoding: f.encoding.clone().unwrap_or_default(),
+            encoding,
         });
     }
     if targets.is_empty() {
@@ -267,7 +203,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             ident::<D>(&def.tenant),
             ident::<D>(&def.table)
         );
-        let spec = def.spec()?;
+        let spec = def.spec();
         let mut global_done = false;
         // A tenant whose keys cannot be made (a shredded tenant) fails its
         // rows one by one, reported by primary key; a provider or store
@@ -489,14 +425,14 @@ fn index_plans(def: &TableDef, targets: &[Target]) -> Result<Vec<IndexPlan>> {
         out.push(IndexPlan {
             name: idx.name.clone(),
             key_column: idx.column.clone(),
-            global: idx.scope == "global",
+            global: idx.scope == IndexScope::Global,
             bits,
             norms,
             columns: idx.columns.clone(),
             slots: idx
-                .slot_pairs()
+                .slots()
                 .into_iter()
-                .map(|s| (s.column, s.version_column, s.parity))
+                .map(|(s, v, k)| (s, v.to_owned(), k.to_owned()))
                 .collect(),
         });
     }
@@ -614,7 +550,7 @@ impl<D: CliDb> Worker<D> {
         after: Option<&Value>,
     ) -> Result<Option<Value>> {
         let def = &*self.def;
-        let pk_type = def.pk_type()?;
+        let pk_type = def.primary_key_type;
         let failed = lock(&self.shared).failed.clone();
         let (pred, values) = predicate::<D>(def, &self.targets, &failed, after);
         let cols: Vec<String> = layout.select.iter().map(|c| ident::<D>(c)).collect();
@@ -701,13 +637,13 @@ impl<D: CliDb> Worker<D> {
         let header_col = def.header_column.clone();
         let fail = |column: &str, e: String| RowError::Fail(column.to_owned(), e);
         let pkb = def
-            .pk_bytes(pk)
+            .primary_key_bytes(pk)
             .map_err(|e| fail(&header_col, super::describe(&e)))?;
         let header = row
             .read_opt_bytes(2)
             .map_err(|e| RowError::Fatal(e.into()))?
             .map(<[u8]>::to_vec);
-        let spec = def.spec().map_err(RowError::Fatal)?;
+        let spec = def.spec();
         let key: RowKey = match &header {
             Some(h) => opener
                 .open(def, tenant, pkb.as_deref(), h)
@@ -750,7 +686,10 @@ impl<D: CliDb> Worker<D> {
                 .map_err(|e| RowError::Fatal(e.into()))?
                 .is_some();
             if !ct_present {
-                let encoded = encode(&t.encoding, &legacy).map_err(|e| fail(&t.ct, e.into()))?;
+                let mut encoded = Zeroizing::new(Vec::new());
+                t.encoding
+                    .encode_sql_value(&legacy, &mut encoded)
+                    .map_err(|e| fail(&t.ct, e.into()))?;
                 let sealed = key
                     .seal(&t.ct, &encoded)
                     .map_err(|e| fail(&t.ct, super::describe(&e)))?;
@@ -758,10 +697,11 @@ impl<D: CliDb> Worker<D> {
                 values.push(Value::Bytes(sealed));
                 n_values += 1;
                 if self.plans.iter().any(|p| p.columns.contains(&t.ct)) {
-                    let text = index_text_of_value(&legacy)
-                        .transpose()
-                        .map_err(|e| fail(&t.ct, e.into()))?;
-                    sealed_now.insert(t.ct.as_str(), text.map(Zeroizing::new));
+                    let text = legacy.index_text().map_err(|e| fail(&t.ct, e.into()))?;
+                    sealed_now.insert(
+                        t.ct.as_str(),
+                        text.map(|t| Zeroizing::new(t.into_owned())),
+                    );
                 }
             }
             sets.push(ident::<D>(&t.legacy));
@@ -862,16 +802,14 @@ impl<D: CliDb> Worker<D> {
                     BlindIndexValue::Bytes(b) => Value::Bytes(b),
                 }
             };
-            // The slot of this version's parity (one slot: the only one).
             let slot = plan
                 .slots
                 .iter()
-                .find(|s| s.2.is_none_or(|p| version % 2 == p))
-                .or(plan.slots.first())
+                .find(|s| s.0.holds(version))
                 .ok_or_else(|| fail(&plan.name, "the registry lists no index column".into()))?;
-            sets.push(ident::<D>(&slot.0));
-            values.push(value);
             sets.push(ident::<D>(&slot.1));
+            values.push(value);
+            sets.push(ident::<D>(&slot.2));
             values.push(Value::I64(i64::from(version)));
         }
 
@@ -928,8 +866,8 @@ impl<D: CliDb> Worker<D> {
         c: &str,
         at: usize,
     ) -> std::result::Result<Option<Zeroizing<String>>, String> {
-        let field = def.fields.iter().find(|f| f.column == c);
-        if field.is_some_and(|f| f.encrypted) {
+        let field = def.field_by_column(c);
+        if field.is_some_and(|f| f.is_encrypted()) {
             let Some(env) = row.read_opt_bytes(at).map_err(|e| e.to_string())? else {
                 return Ok(None);
             };
@@ -938,16 +876,13 @@ impl<D: CliDb> Worker<D> {
                 .map(Some)
                 .map_err(str::to_owned);
         }
-        let ty = match field.map(|f| f.sql_type.as_str()) {
-            Some("text") => SqlType::Text,
-            Some("i16") => SqlType::I16,
-            Some("i32") => SqlType::I32,
-            _ => SqlType::I64,
-        };
+        let ty = field
+            .map(|f| f.sql_type)
+            .filter(|t| t.is_indexable())
+            .unwrap_or(SqlType::I64);
         let v = row.read_value(at, ty).map_err(|e| e.to_string())?;
-        index_text_of_value(&v)
-            .transpose()
-            .map(|o| o.map(Zeroizing::new))
+        v.index_text()
+            .map(|o| o.map(|t| Zeroizing::new(t.into_owned())))
             .map_err(str::to_owned)
     }
 }
@@ -970,24 +905,5 @@ impl RowError {
             }
             e => RowError::Fail(column.to_owned(), super::describe(&e)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::encode;
-    use rowseal_sqlx::{EncryptedField, Value};
-
-    #[test]
-    fn encodes_like_the_field_types() {
-        let mut s = Vec::new();
-        "ada".to_owned().encode_field(&mut s);
-        assert_eq!(*encode("string", &Value::Text("ada".into())).unwrap(), s);
-        let mut i = Vec::new();
-        42i32.encode_field(&mut i);
-        assert_eq!(*encode("i32", &Value::I64(42)).unwrap(), i);
-        assert!(encode("i16", &Value::I64(1 << 20)).is_err());
-        assert!(encode("string", &Value::I64(1)).is_err());
-        assert!(encode("chrono::NaiveDate", &Value::Text("x".into())).is_err());
     }
 }

@@ -3,9 +3,8 @@
 //! beside the value, and compare with the stored value.
 //!
 //! Everything comes from the schema registry: covered columns, bits, scope,
-//! built-in normalization steps, and one check per (value column, version
-//! column) pair the index writes (`slots` when the registry lists several,
-//! else `column` / `version_column`). An index whose normalization includes
+//! built-in normalization steps, and one check per slot (value column,
+//! version column) of the index. An index whose normalization includes
 //! the application's own Rust function (`normalize_with`) cannot be
 //! recomputed without the application's code: it is reported as not checked.
 
@@ -15,10 +14,11 @@ use std::sync::Arc;
 use rowseal_core::{
     BlindIndexKey, BlindIndexValue, IndexBits, KeyHierarchy, KeyScope, Normalization,
 };
+use rowseal_sqlx::schema::{IndexScope, IndexSlot};
 use rowseal_sqlx::{DbRow, SqlType, Value};
 use zeroize::Zeroizing;
 
-use crate::registry::{SlotDef, TableDef};
+use crate::registry::TableDef;
 
 /// Where one covered part comes from.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +32,9 @@ enum Part {
 /// One slot of an index: where its value and version are in the selected row.
 #[derive(Debug, Clone)]
 struct Slot {
-    def: SlotDef,
+    slot: IndexSlot,
+    column: String,
+    version_column: String,
     value_at: usize,
     version_at: usize,
 }
@@ -95,9 +97,6 @@ pub struct TableIndexes {
     keys: HashMap<(usize, String, u32), Result<BlindIndexKey, String>>,
 }
 
-/// Value types an index can cover (`IndexSource` in rowseal-sqlx).
-const INDEXABLE: &[&str] = &["string", "i16", "i32", "i64", "u16", "u32", "u64"];
-
 impl TableIndexes {
     /// Plans the checks of `def`; `first_extra` is the position of the first
     /// extra column in the selected row.
@@ -127,12 +126,6 @@ impl TableIndexes {
                 ));
                 continue;
             }
-            if idx.columns.is_empty() {
-                not_checked.push(skip(
-                    "the registry entry does not list the covered columns (re-register the model with a current rowseal)",
-                ));
-                continue;
-            }
             let Ok(bits) = IndexBits::new(idx.bits) else {
                 not_checked.push(skip("the registry entry has an invalid number of bits"));
                 continue;
@@ -155,11 +148,8 @@ impl TableIndexes {
                     unsupported = Some("a covered column is not a field of the registry entry");
                     break;
                 };
-                if field.encrypted {
-                    let supported = field
-                        .encoding
-                        .as_deref()
-                        .is_some_and(|e| INDEXABLE.contains(&e));
+                if let Some(encoding) = field.encoding {
+                    let supported = encoding.is_indexable();
                     match (supported, enc.iter().position(|c| c == col)) {
                         (true, Some(p)) => parts.push(Part::Encrypted(p)),
                         _ => {
@@ -168,19 +158,11 @@ impl TableIndexes {
                             break;
                         }
                     }
+                } else if field.sql_type.is_indexable() {
+                    parts.push(Part::Plain(extra_at(&mut extra, col), field.sql_type));
                 } else {
-                    let t = match field.sql_type.as_str() {
-                        "text" => SqlType::Text,
-                        "i16" => SqlType::I16,
-                        "i32" => SqlType::I32,
-                        "i64" => SqlType::I64,
-                        _ => {
-                            unsupported =
-                                Some("a covered plain column has a type verify cannot index");
-                            break;
-                        }
-                    };
-                    parts.push(Part::Plain(extra_at(&mut extra, col), t));
+                    unsupported = Some("a covered plain column has a type verify cannot index");
+                    break;
                 }
             }
             if let Some(reason) = unsupported {
@@ -193,22 +175,20 @@ impl TableIndexes {
                 }
             }
             let slots = idx
-                .slot_pairs()
+                .slots()
                 .into_iter()
-                .map(|s| Slot {
-                    value_at: extra_at(&mut extra, &s.column),
-                    version_at: extra_at(&mut extra, &s.version_column),
-                    def: s,
+                .map(|(slot, column, version_column)| Slot {
+                    slot,
+                    value_at: extra_at(&mut extra, column),
+                    version_at: extra_at(&mut extra, version_column),
+                    column: column.to_owned(),
+                    version_column: version_column.to_owned(),
                 })
                 .collect();
             plans.push(Plan {
                 name: idx.name.clone(),
-                key_column: if idx.column.is_empty() {
-                    idx.slot_pairs()[0].column.clone()
-                } else {
-                    idx.column.clone()
-                },
-                global: idx.scope == "global",
+                key_column: idx.column.clone(),
+                global: idx.scope == IndexScope::Global,
                 bits,
                 parts,
                 norms,
@@ -264,7 +244,7 @@ impl TableIndexes {
             let first_column = plan
                 .slots
                 .first()
-                .map(|s| s.def.column.clone())
+                .map(|s| s.column.clone())
                 .unwrap_or_default();
             // The normalized parts (None: a covered field is NULL).
             let parts = match normalized_parts(plan, row, plain) {
@@ -286,7 +266,7 @@ impl TableIndexes {
                     Ok(Value::Null(_)) => None,
                     _ => {
                         out.push(fail(
-                            &slot.def.column,
+                            &slot.column,
                             "the index version is not an integer",
                         ));
                         self.stats[pi].1.failures += 1;
@@ -297,7 +277,7 @@ impl TableIndexes {
                 let stored = match stored {
                     Ok(v) => v,
                     Err(e) => {
-                        out.push(fail(&slot.def.column, e));
+                        out.push(fail(&slot.column, e));
                         self.stats[pi].1.failures += 1;
                         continue;
                     }
@@ -305,7 +285,7 @@ impl TableIndexes {
                 let Some(version) = version else {
                     if stored.is_some() {
                         out.push(fail(
-                            &slot.def.column,
+                            &slot.column,
                             "an index value without an index-key version",
                         ));
                         self.stats[pi].1.failures += 1;
@@ -314,13 +294,13 @@ impl TableIndexes {
                 };
                 any_version = true;
                 let Ok(version) = u32::try_from(version) else {
-                    out.push(fail(&slot.def.column, "the index version is out of range"));
+                    out.push(fail(&slot.column, "the index version is out of range"));
                     self.stats[pi].1.failures += 1;
                     continue;
                 };
-                if slot.def.parity.is_some_and(|p| version % 2 != p) {
+                if !slot.slot.holds(version) {
                     out.push(fail(
-                        &slot.def.column,
+                        &slot.column,
                         "the index version is in the wrong slot (odd versions belong in the main slot, even ones in the alternate)",
                     ));
                     self.stats[pi].1.failures += 1;
@@ -329,7 +309,7 @@ impl TableIndexes {
                 let key = match self.key(hierarchy, pi, table, &scope, version).await {
                     Ok(k) => k,
                     Err(e) => {
-                        out.push(fail(&slot.def.column, &e));
+                        out.push(fail(&slot.column, &e));
                         self.stats[pi].1.failures += 1;
                         continue;
                     }
@@ -339,7 +319,7 @@ impl TableIndexes {
                     Some(ps) => match compute(&key, bits, ps) {
                         Ok(v) => Some(v),
                         Err(e) => {
-                            out.push(fail(&slot.def.column, &e));
+                            out.push(fail(&slot.column, &e));
                             self.stats[pi].1.failures += 1;
                             continue;
                         }
@@ -352,7 +332,7 @@ impl TableIndexes {
                         (None, Some(_)) => "an index value for a NULL field",
                         _ => "the index value does not match the decrypted field(s)",
                     };
-                    out.push(fail(&slot.def.column, what));
+                    out.push(fail(&slot.column, what));
                     self.stats[pi].1.failures += 1;
                 }
             }
@@ -385,7 +365,7 @@ impl TableIndexes {
             let slot = plan
                 .slots
                 .iter()
-                .find(|s| s.def.parity.is_none_or(|p| version % 2 == p))
+                .find(|s| s.slot.holds(version))
                 .cloned()
                 .ok_or_else(|| {
                     format!("blind index {}: no slot for version {version}", plan.name)
@@ -409,8 +389,8 @@ impl TableIndexes {
                 None => Value::Null(SqlType::I64),
             };
             out.push(SlotWrite {
-                column: slot.def.column.clone(),
-                version_column: slot.def.version_column.clone(),
+                column: slot.column.clone(),
+                version_column: slot.version_column.clone(),
                 value,
                 version,
             });
@@ -435,8 +415,8 @@ impl TableIndexes {
                 let v = target(p.global);
                 p.slots
                     .iter()
-                    .find(|s| s.def.parity.is_none_or(|q| v % 2 == q))
-                    .map(|s| (s.def.version_column.clone(), v))
+                    .find(|s| s.slot.holds(v))
+                    .map(|s| (s.version_column.clone(), v))
             })
             .collect()
     }
@@ -544,45 +524,15 @@ fn read_index_value<R: DbRow>(
     }
 }
 
-/// The text a decrypted value is indexed as (what `IndexSource` gives in
-/// rowseal-sqlx): text as is, integers in decimal. Shared by `verify`,
-/// `reindex` and `encrypt-column`.
+/// The text a decrypted value is indexed as, through rowseal-sqlx's value
+/// codec (the same `IndexSource` rules the application uses). Shared by
+/// `verify`, `reindex` and `encrypt-column`.
 pub(super) fn index_text(bytes: &[u8]) -> Result<Zeroizing<String>, &'static str> {
-    let [version, tag, payload @ ..] = bytes else {
-        return Err("the decrypted value is too short");
-    };
-    if *version != rowseal_sqlx::encoding::ENCODING_V1 {
-        return Err("the decrypted value has an unknown encoding version");
-    }
-    let fixed = |n: usize| -> Result<&[u8], &'static str> {
-        if payload.len() == n {
-            Ok(payload)
-        } else {
-            Err("the decrypted value has the wrong length")
-        }
-    };
-    let be8 = |b: &[u8]| -> [u8; 8] {
-        let mut a = [0u8; 8];
-        a[8 - b.len()..].copy_from_slice(b);
-        a
-    };
-    let text = match tag {
-        1 => String::from_utf8(payload.to_vec()).map_err(|_| "the decrypted text is not UTF-8")?,
-        5 => i16::from_be_bytes([fixed(2)?[0], payload[1]]).to_string(),
-        6 => {
-            let b = fixed(4)?;
-            i32::from_be_bytes([b[0], b[1], b[2], b[3]]).to_string()
-        }
-        7 => i64::from_be_bytes(be8(fixed(8)?)).to_string(),
-        10 => u16::from_be_bytes([fixed(2)?[0], payload[1]]).to_string(),
-        11 => {
-            let b = fixed(4)?;
-            u32::from_be_bytes([b[0], b[1], b[2], b[3]]).to_string()
-        }
-        12 => u64::from_be_bytes(be8(fixed(8)?)).to_string(),
-        _ => return Err("the decrypted value has a type a blind index cannot cover"),
-    };
-    Ok(Zeroizing::new(text))
+    let value = rowseal_sqlx::encoding::decode(bytes)?;
+    value
+        .index_text()
+        .map(|t| Zeroizing::new(t.into_owned()))
+        .ok_or("the decrypted value has a type a blind index cannot cover")
 }
 
 /// A plain covered column as indexed text (`None`: NULL).
@@ -595,14 +545,10 @@ fn plain_text<R: DbRow>(
         .read_value(at, t)
         .or_else(|_| row.read_value(at, SqlType::I64))
         .map_err(|_| "a covered plain column has an unexpected type")?;
-    Ok(match v {
-        Value::Null(_) => None,
-        Value::Text(s) => Some(Zeroizing::new(s)),
-        Value::I16(i) => Some(Zeroizing::new(i.to_string())),
-        Value::I32(i) => Some(Zeroizing::new(i.to_string())),
-        Value::I64(i) => Some(Zeroizing::new(i.to_string())),
-        _ => return Err("a covered plain column has an unexpected type"),
-    })
+    let text = v
+        .index_text()
+        .map_err(|_| "a covered plain column has an unexpected type")?;
+    Ok(text.map(|t| Zeroizing::new(t.into_owned())))
 }
 
 #[cfg(test)]

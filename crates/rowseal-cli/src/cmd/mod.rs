@@ -280,9 +280,7 @@ impl RowOpener {
         if let Some(k) = self.cache.get(&key) {
             return Ok(k.clone());
         }
-        let spec = def.spec().map_err(|_| rowseal_core::Error::InvalidInput {
-            reason: "registry entry is invalid",
-        })?;
+        let spec = def.spec();
         let rk = Arc::new(
             self.keys
                 .tenant_key(tenant, version)
@@ -307,9 +305,7 @@ impl RowOpener {
                 self.record_keys(def, tenant, v).await?.open_row(pk, header)
             }
             _ => {
-                let spec = def.spec().map_err(|_| rowseal_core::Error::InvalidInput {
-                    reason: "registry entry is invalid",
-                })?;
+                let spec = def.spec();
                 self.keys.open_row_key(&spec, tenant, pk, header).await
             }
         }

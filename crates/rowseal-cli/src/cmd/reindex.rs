@@ -35,6 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rowseal_core::KeyScope;
+use rowseal_sqlx::schema::IndexScope;
 use rowseal_sqlx::{DbRow, SqlType, Value};
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -389,20 +390,14 @@ async fn clear_retired<D: CliDb>(
         return Ok(0);
     }
     let (t, pkc) = (ident::<D>(&def.table), ident::<D>(&def.primary_key));
-    let pk_type = def.pk_type()?;
+    let pk_type = def.primary_key_type;
     let mut cleared = 0u64;
     for idx in &def.blind_indexes {
-        if (idx.scope == "global") != matches!(scope, KeyScope::Global) {
+        if (idx.scope == IndexScope::Global) != matches!(scope, KeyScope::Global) {
             continue;
         }
-        let Some(slot) = idx
-            .slot_pairs()
-            .into_iter()
-            .find(|s| s.parity.is_some_and(|p| old % 2 == p))
-        else {
-            continue; // a single-slot layout keeps its values
-        };
-        let (c, kv) = (ident::<D>(&slot.column), ident::<D>(&slot.version_column));
+        let (column, version_column) = idx.slot(old);
+        let (c, kv) = (ident::<D>(column), ident::<D>(version_column));
         let mut cond = format!("{kv} = {}", ph::<D>(1));
         let mut binds = vec![Value::I64(i64::from(old))];
         if let KeyScope::Tenant(tenant) = scope {
@@ -518,13 +513,13 @@ async fn backfill_sweep<D: CliDb>(
 ) -> Result<Sweep> {
     let mut sweep = Sweep::default();
     let mut conn = ctx.conn().await?;
-    let pk_type = def.pk_type()?;
+    let pk_type = def.primary_key_type;
     let enc: Vec<String> = def
         .encrypted_columns()
         .iter()
         .map(|c| (*c).to_owned())
         .collect();
-    let mut select = def.select_list::<D>();
+    let mut select = registry::select_list::<D>(def);
     for c in &indexes.extra_columns {
         select.push_str(", ");
         select.push_str(&ident::<D>(c));
@@ -567,7 +562,7 @@ async fn backfill_sweep<D: CliDb>(
                     },
                 );
             };
-            let pkb = match def.pk_bytes(&pk) {
+            let pkb = match def.primary_key_bytes(&pk) {
                 Ok(b) => b,
                 Err(e) => {
                     report(super::describe(&e));

@@ -112,7 +112,7 @@ pub async fn run<D: CliDb>(
     // Rows of shredded tenants have no key left (their header is wiped).
     let (_, shredded) = registry::tenant_versions::<D>(&mut conn).await?;
     for def in registry::tables::<D>(&mut conn, only).await? {
-        if def.mode()? != rowseal_core::KeyMode::Kms {
+        if def.key_mode != rowseal_core::KeyMode::Kms {
             continue;
         }
         let total = D::fetch_all_on(
@@ -140,7 +140,7 @@ pub async fn run<D: CliDb>(
                 },
             );
         };
-        let pk_type = def.pk_type()?;
+        let pk_type = def.primary_key_type;
         let batch = ctx.settings.batch_size;
         let base = format!(
             "SELECT {}, {}, {} FROM {}",

@@ -352,7 +352,7 @@ async fn scope_tables<D: CliDb>(
     let mut derived = Vec::new();
     let mut kms = Vec::new();
     for t in registry::tables::<D>(conn, only).await? {
-        if t.mode()? == rowseal_core::KeyMode::Derived {
+        if t.key_mode == rowseal_core::KeyMode::Derived {
             derived.push(t);
         } else {
             kms.push(t);
@@ -631,12 +631,12 @@ async fn batch_once<D: CliDb>(
     batch: usize,
 ) -> Result<usize> {
     let failed = failed_of(shared, def, tenant);
-    let pk_type = def.pk_type()?;
+    let pk_type = def.primary_key_type;
     let enc_cols = def.encrypted_columns();
     let (pred, values) = predicate::<D>(def, tenant, target, &failed);
     let select = format!(
         "SELECT {} FROM {}{pred} LIMIT {batch}{}",
-        def.select_list::<D>(),
+        registry::select_list::<D>(def),
         ident::<D>(&def.table),
         D::CLAIM
     );
@@ -660,7 +660,7 @@ async fn batch_once<D: CliDb>(
             json!({"event": "failure", "table": def.table, "tenant": tenant,
                    "primary_key": pk.key_display(), "column": column, "error": super::describe(e)})
         };
-        let pkb = match def.pk_bytes(&pk) {
+        let pkb = match def.primary_key_bytes(&pk) {
             Ok(b) => b,
             Err(e) => {
                 failures.push((pk.clone(), fail(&def.header_column, &e)));
@@ -1000,7 +1000,7 @@ fn kms_after(cursors: &serde_json::Value, def: &TableDef) -> Result<Option<Optio
     if entry["after"].is_null() {
         return Ok(Some(None));
     }
-    pk_from_json(&entry["after"], def.pk_type()?)
+    pk_from_json(&entry["after"], def.primary_key_type)
         .map(|v| Some(Some(v)))
         .ok_or_else(|| {
             CliError::new(
@@ -1085,8 +1085,8 @@ async fn kms_batch<D: CliDb>(
     job_id: &str,
     batch: usize,
 ) -> Result<usize> {
-    let pk_type = def.pk_type()?;
-    let spec = def.spec()?;
+    let pk_type = def.primary_key_type;
+    let spec = def.spec();
     let enc_cols = def.encrypted_columns();
     let update = per_row_update::<D>(def, &enc_cols);
     let lock = if D::CONCURRENT_WRITERS {
@@ -1117,7 +1117,7 @@ async fn kms_batch<D: CliDb>(
     let (pred, values) = kms_predicate::<D>(def, tenant, shredded, after.as_ref());
     let select = format!(
         "SELECT {} FROM {}{pred} ORDER BY {} LIMIT {batch}{lock}",
-        def.select_list::<D>(),
+        registry::select_list::<D>(def),
         ident::<D>(&def.table),
         ident::<D>(&def.primary_key),
     );
@@ -1168,7 +1168,7 @@ async fn kms_batch<D: CliDb>(
             json!({"event": "failure", "table": def.table, "tenant": row_tenant,
                    "primary_key": pk.key_display(), "column": column, "error": super::describe(e)})
         };
-        let pkb = match def.pk_bytes(&pk) {
+        let pkb = match def.primary_key_bytes(&pk) {
             Ok(b) => b,
             Err(e) => {
                 failures.push(fail(&def.header_column, &e));

@@ -71,7 +71,7 @@ pub async fn run<D: CliDb>(
     let keys = D::execute_on(&mut conn, &sql, vec![Value::Text(tenant.to_owned())]).await?;
     let mut kms_rows = 0;
     for def in &tables {
-        if def.mode()? != rowseal_core::KeyMode::Kms {
+        if def.key_mode != rowseal_core::KeyMode::Kms {
             continue;
         }
         let sql = format!(

@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 
 use rowseal_core::KeyMode;
+use rowseal_sqlx::schema::IndexScope;
 use serde_json::json;
 
 use super::Ctx;
 use crate::db::{ident, read_i64, read_text, CliDb};
 use crate::error::{ExitCode, Result};
+
 use crate::registry;
 
 pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
@@ -24,7 +26,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
     }
 
     for def in &tables {
-        let mode = def.mode()?;
+        let mode = def.key_mode;
         let sql = format!(
             "SELECT {t}, {v}, COUNT(*) FROM {table} GROUP BY {t}, {v} ORDER BY {t}, {v}",
             t = ident::<D>(&def.tenant),
@@ -63,11 +65,11 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
         for idx in &def.blind_indexes {
             let mut by_version: BTreeMap<String, i64> = BTreeMap::new();
             let mut with_target: BTreeMap<String, i64> = BTreeMap::new();
-            for slot in idx.slot_pairs() {
+            for (_, _, version_column) in idx.slots() {
                 let sql = format!(
                     "SELECT {t}, {v}, COUNT(*) FROM {table} WHERE {v} IS NOT NULL GROUP BY {t}, {v}",
                     t = ident::<D>(&def.tenant),
-                    v = ident::<D>(&slot.version_column),
+                    v = ident::<D>(version_column),
                     table = ident::<D>(&def.table)
                 );
                 for r in &D::fetch_all_on(&mut conn, &sql, vec![]).await? {
@@ -75,7 +77,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                     let version = read_i64(r, 1)?;
                     let n = read_i64(r, 2)?;
                     *by_version.entry(version.to_string()).or_default() += n;
-                    let scope = if idx.scope == "global" {
+                    let scope = if idx.scope == IndexScope::Global {
                         ""
                     } else {
                         tenant.as_str()
@@ -88,9 +90,9 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
             let none_sql = format!(
                 "SELECT COUNT(*) FROM {} WHERE {}",
                 ident::<D>(&def.table),
-                idx.slot_pairs()
+                idx.slots()
                     .iter()
-                    .map(|s| format!("{} IS NULL", ident::<D>(&s.version_column)))
+                    .map(|(_, _, k)| format!("{} IS NULL", ident::<D>(k)))
                     .collect::<Vec<_>>()
                     .join(" AND ")
             );
@@ -109,7 +111,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                     e["rows"].as_i64().unwrap_or(0) - with_target.get(t).copied().unwrap_or(0)
                 })
                 .sum();
-            coverage.push(json!({"index": idx.name, "scope": idx.scope,
+            coverage.push(json!({"index": idx.name, "scope": idx.scope.as_str(),
                                  "rows_by_index_version": by_version,
                                  "rows_behind_current_index_key": behind}));
         }

@@ -39,8 +39,8 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
     let mut not_checked = Vec::new();
     let batch = ctx.settings.batch_size;
     for def in &tables {
-        let pk_type = def.pk_type()?;
-        let mode = def.mode()?;
+        let pk_type = def.primary_key_type;
+        let mode = def.key_mode;
         let enc = def.encrypted_columns();
         let mut indexes = TableIndexes::new(def, FIRST_ENCRYPTED + enc.len());
         for n in &indexes.not_checked {
@@ -56,7 +56,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                 },
             );
         }
-        let mut select = def.select_list::<D>();
+        let mut select = registry::select_list::<D>(def);
         for c in &indexes.extra_columns {
             select.push_str(", ");
             select.push_str(&ident::<D>(c));
@@ -123,7 +123,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                         },
                     );
                 };
-                let pkb = match def.pk_bytes(&pk) {
+                let pkb = match def.primary_key_bytes(&pk) {
                     Ok(b) => b,
                     Err(e) => {
                         report(&def.header_column, super::describe(&e));
