@@ -398,28 +398,18 @@ fn valid_sql_name(s: &str) -> bool {
         && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
-const BUILTIN_STEPS: &str = "trim, lowercase, nfc, digits, alnum, lastN";
-
-fn valid_step(step: &str) -> bool {
-    let step = step.trim();
-    if matches!(step, "trim" | "lowercase" | "nfc" | "digits" | "alnum") {
-        return true;
-    }
-    let n = step
-        .strip_prefix("last(")
-        .and_then(|r| r.strip_suffix(')'))
-        .or_else(|| step.strip_prefix("last"));
-    matches!(n.and_then(|n| n.parse::<usize>().ok()), Some(n) if n > 0)
-}
-
+/// Checks a `normalize = "..."` list against the built-in steps. rowseal-core
+/// owns their names: a step is valid when it builds a built-in normalizer
+/// there, so the derive accepts exactly what the runtime can apply.
 fn check_steps(cx: &mut Ctxt, v: &LitStr) {
     for step in v.value().split(',').filter(|s| !s.trim().is_empty()) {
-        if !valid_step(step) {
+        if rowseal_core::Normalizer::builtin(step).is_err() {
             cx.error(
                 v,
                 format!(
-                    "unknown normalization `{}`; expected a comma-separated list of: {BUILTIN_STEPS} (use normalize_with for your own)",
-                    step.trim()
+                    "unknown normalization `{}`; expected a comma-separated list of: {} (use normalize_with for your own)",
+                    step.trim(),
+                    rowseal_core::Normalizer::BUILTIN_NAMES.join(", "),
                 ),
             );
         }

@@ -173,4 +173,31 @@ mod tests {
             assert!(err.contains(needle), "{needle} not in {err}");
         }
     }
+
+    #[test]
+    fn normalization_steps_are_core_builtins() {
+        expand(
+            r#"#[rowseal(table = "t", tenant = t, primary_key = id, crate = "x")]
+            struct P { id: i64, t: String,
+                #[rowseal(encrypt, blind_index(name = "a_idx", normalize = "trim, lowercase, nfc, digits, alnum, last4, last(2)"))]
+                a: String }"#,
+        )
+        .unwrap();
+        let err = expand(
+            r#"#[rowseal(table = "t", tenant = t, primary_key = id, crate = "x")]
+            struct P { id: i64, t: String,
+                #[rowseal(encrypt, blind_index(name = "a_idx", normalize = "last0, trim, Upper"))]
+                a: String }"#,
+        )
+        .unwrap_err();
+        let expected = "expected a comma-separated list of: trim, lowercase, nfc, digits, alnum, lastN (use normalize_with for your own)";
+        for needle in [
+            "unknown normalization `last0`",
+            "unknown normalization `Upper`",
+            expected,
+        ] {
+            assert!(err.contains(needle), "{needle} not in {err}");
+        }
+        assert!(!err.contains("`trim`"), "{err}");
+    }
 }
