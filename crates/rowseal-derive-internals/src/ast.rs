@@ -9,7 +9,7 @@
 
 use proc_macro2::Span;
 use quote::ToTokens;
-use syn::{Data, DeriveInput, Fields, Ident};
+use syn::{Data, DeriveInput, Fields, Ident, LitStr};
 
 use crate::attr::{ContainerAttrs, FieldAttrs, IndexAttrs};
 use crate::check;
@@ -42,6 +42,55 @@ pub(crate) struct Field<'a> {
     pub(crate) attrs: FieldAttrs,
     /// `column`, or the field name.
     pub(crate) column: String,
+}
+
+/// How a field is stored.
+pub(crate) enum Storage<'f> {
+    /// In the clear, as its own SQL type.
+    Plain,
+    /// Encrypted as its `EncryptedField` type; with the legacy plaintext
+    /// column it migrates from, if any.
+    Encrypted {
+        plaintext_column: Option<&'f LitStr>,
+    },
+    /// Encrypted as JSON (`json`); `nullable` for an `Option<T>` field.
+    Json { nullable: bool },
+}
+
+impl Field<'_> {
+    /// How the field is stored, from its attributes and type.
+    pub(crate) fn storage(&self) -> Storage<'_> {
+        if !self.attrs.encrypt {
+            Storage::Plain
+        } else if self.attrs.json.is_some() {
+            Storage::Json {
+                nullable: option_inner(self.ty).is_some(),
+            }
+        } else {
+            Storage::Encrypted {
+                plaintext_column: self.attrs.plaintext_column.as_ref(),
+            }
+        }
+    }
+}
+
+/// `Option<Inner>` → `Some(Inner)`, recognised by its last path segment.
+fn option_inner(ty: &syn::Type) -> Option<&syn::Type> {
+    let syn::Type::Path(p) = ty else { return None };
+    if p.qself.is_some() {
+        return None;
+    }
+    let seg = p.path.segments.last()?;
+    if seg.ident != "Option" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &seg.arguments else {
+        return None;
+    };
+    match args.args.first() {
+        Some(syn::GenericArgument::Type(t)) if args.args.len() == 1 => Some(t),
+        _ => None,
+    }
 }
 
 /// A blind index after validation.
@@ -281,7 +330,7 @@ impl Index {
 
 /// The four columns of a blind index stored in `column`: value and version of
 /// the main slot (odd index-key versions) and of the alternate slot (even).
-pub(crate) fn index_columns(column: &str) -> [String; 4] {
+fn index_columns(column: &str) -> [String; 4] {
     [
         column.to_owned(),
         format!("{column}_kv"),

@@ -6,7 +6,7 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::Ident;
 
-use crate::ast::{Container, Field, Index};
+use crate::ast::{Container, Field, Index, Storage};
 
 /// The `impl Encrypted` and, with indexes, the inherent impl of the finders.
 pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
@@ -112,93 +112,63 @@ fn default_crate_path() -> syn::Path {
     }
 }
 
-/// `Option<Inner>` → `Some(Inner)`, recognised by its last path segment.
-fn option_inner(ty: &syn::Type) -> Option<&syn::Type> {
-    let syn::Type::Path(p) = ty else { return None };
-    if p.qself.is_some() {
-        return None;
-    }
-    let seg = p.path.segments.last()?;
-    if seg.ident != "Option" {
-        return None;
-    }
-    let syn::PathArguments::AngleBracketed(args) = &seg.arguments else {
-        return None;
-    };
-    match args.args.first() {
-        Some(syn::GenericArgument::Type(t)) if args.args.len() == 1 => Some(t),
-        _ => None,
-    }
-}
-
 /// The field's `FieldDef` in the model.
 fn field_def(krate: &syn::Path, f: &Field<'_>) -> TokenStream {
     let fname = f.ident.to_string();
     let col = &f.column;
     let ty = f.ty;
-    if f.attrs.encrypt {
-        if f.attrs.json.is_some() {
-            let nullable = option_inner(ty).is_some();
+    match f.storage() {
+        Storage::Json { nullable } => {
             quote!(#krate::FieldDef::encrypted(#fname, #col, "json", #nullable))
-        } else if let Some(p) = &f.attrs.plaintext_column {
-            quote_spanned!(ty.span()=> #krate::FieldDef::encrypted(
-                #fname, #col,
-                <#ty as #krate::EncryptedField>::TYPE_NAME,
-                <#ty as #krate::EncryptedField>::NULLABLE)
-                .with_plaintext_column(#p, <#ty as #krate::PlainField>::SQL_TYPE))
-        } else {
-            quote_spanned!(ty.span()=> #krate::FieldDef::encrypted(
-                #fname, #col,
-                <#ty as #krate::EncryptedField>::TYPE_NAME,
-                <#ty as #krate::EncryptedField>::NULLABLE))
         }
-    } else {
-        quote_spanned!(ty.span()=> #krate::FieldDef::plain(
+        Storage::Encrypted {
+            plaintext_column: Some(p),
+        } => quote_spanned!(ty.span()=> #krate::FieldDef::encrypted(
+            #fname, #col,
+            <#ty as #krate::EncryptedField>::TYPE_NAME,
+            <#ty as #krate::EncryptedField>::NULLABLE)
+            .with_plaintext_column(#p, <#ty as #krate::PlainField>::SQL_TYPE)),
+        Storage::Encrypted {
+            plaintext_column: None,
+        } => quote_spanned!(ty.span()=> #krate::FieldDef::encrypted(
+            #fname, #col,
+            <#ty as #krate::EncryptedField>::TYPE_NAME,
+            <#ty as #krate::EncryptedField>::NULLABLE)),
+        Storage::Plain => quote_spanned!(ty.span()=> #krate::FieldDef::plain(
             #fname, #col,
             <#ty as #krate::PlainField>::SQL_TYPE,
-            <#ty as #krate::PlainField>::NULLABLE))
+            <#ty as #krate::PlainField>::NULLABLE)),
     }
 }
 
 /// The field's statement in `write_row`.
 fn write(f: &Field<'_>) -> TokenStream {
-    let id = &f.ident;
-    let col = &f.column;
-    let ty = f.ty;
-    if f.attrs.encrypt {
-        if f.attrs.json.is_some() {
-            if option_inner(ty).is_some() {
-                quote!(__w.encrypted_json_opt(#col, self.#id.as_ref())?;)
-            } else {
-                quote!(__w.encrypted_json(#col, &self.#id)?;)
-            }
-        } else {
+    let (id, col, ty) = (&f.ident, &f.column, f.ty);
+    match f.storage() {
+        Storage::Json { nullable: true } => {
+            quote!(__w.encrypted_json_opt(#col, self.#id.as_ref())?;)
+        }
+        Storage::Json { nullable: false } => quote!(__w.encrypted_json(#col, &self.#id)?;),
+        Storage::Encrypted { .. } => {
             quote_spanned!(ty.span()=> __w.encrypted::<#ty>(#col, &self.#id)?;)
         }
-    } else {
-        quote_spanned!(ty.span()=> __w.plain::<#ty>(#col, &self.#id);)
+        Storage::Plain => quote_spanned!(ty.span()=> __w.plain::<#ty>(#col, &self.#id);),
     }
 }
 
 /// The field's initializer in `read_row`.
 fn read(f: &Field<'_>) -> TokenStream {
-    let id = &f.ident;
-    let col = &f.column;
-    let ty = f.ty;
-    if f.attrs.encrypt {
-        if f.attrs.json.is_some() {
-            if option_inner(ty).is_some() {
-                quote!(#id: __r.encrypted_json_opt(#col)?,)
-            } else {
-                quote!(#id: __r.encrypted_json(#col)?,)
-            }
-        } else if f.attrs.plaintext_column.is_some() {
-            quote_spanned!(ty.span()=> #id: __r.encrypted_or_plaintext::<#ty>(#col)?,)
-        } else {
-            quote_spanned!(ty.span()=> #id: __r.encrypted::<#ty>(#col)?,)
-        }
-    } else {
-        quote_spanned!(ty.span()=> #id: __r.plain::<#ty>(#col)?,)
+    let (id, col, ty) = (&f.ident, &f.column, f.ty);
+    match f.storage() {
+        Storage::Json { nullable: true } => quote!(#id: __r.encrypted_json_opt(#col)?,),
+        Storage::Json { nullable: false } => quote!(#id: __r.encrypted_json(#col)?,),
+        Storage::Encrypted {
+            plaintext_column: Some(_),
+        } => quote_spanned!(ty.span()=> #id: __r.encrypted_or_plaintext::<#ty>(#col)?,),
+        Storage::Encrypted {
+            plaintext_column: None,
+        } => quote_spanned!(ty.span()=> #id: __r.encrypted::<#ty>(#col)?,),
+        Storage::Plain => quote_spanned!(ty.span()=> #id: __r.plain::<#ty>(#col)?,),
     }
 }
 
