@@ -42,6 +42,13 @@ pub enum Normalizer {
 }
 
 impl Normalizer {
+    /// The names of the built-in steps, as written in attributes and
+    /// accepted by [`Normalizer::builtin`]; `lastN` stands for `last4`,
+    /// `last(4)` and any other count above zero. (The derive macro checks
+    /// `normalize = "..."` with `builtin` and lists these in its error.)
+    pub const BUILTIN_NAMES: &'static [&'static str] =
+        &["trim", "lowercase", "nfc", "digits", "alnum", "lastN"];
+
     /// A custom step.
     pub fn custom(
         name: impl Into<String>,
@@ -200,6 +207,26 @@ mod tests {
         assert_eq!(Normalizer::builtin("last(2)").unwrap().apply("abcd"), "cd");
         assert!(Normalizer::builtin("last0").is_err());
         assert!(Normalizer::builtin("upper").is_err());
+    }
+
+    #[test]
+    fn builtin_names_are_what_builtin_accepts() {
+        for listed in Normalizer::BUILTIN_NAMES {
+            let name = listed.replace('N', "4");
+            assert_eq!(Normalizer::builtin(&name).unwrap().name(), name);
+        }
+        // Every built-in step is listed.
+        for step in [
+            Normalizer::Trim,
+            Normalizer::Lowercase,
+            Normalizer::Nfc,
+            Normalizer::DigitsOnly,
+            Normalizer::AlphanumericOnly,
+            Normalizer::LastChars(4),
+        ] {
+            let name = step.name().replace('4', "N");
+            assert!(Normalizer::BUILTIN_NAMES.contains(&name.as_str()), "{name}");
+        }
     }
 
     #[test]

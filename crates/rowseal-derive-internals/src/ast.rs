@@ -1,0 +1,387 @@
+//! The model a derive works on once its attributes are parsed and resolved:
+//! the struct ([`Container`]), its fields with their columns ([`Field`]) and
+//! its blind indexes with every default filled in ([`Index`]).
+//!
+//! Building it reports what cannot be resolved (a missing required
+//! attribute, a field name that does not exist) and runs the checks of
+//! `check` at the point where what they look at is known, so that mistakes
+//! are reported in the order of the source.
+
+use proc_macro2::Span;
+use quote::ToTokens;
+use syn::{Data, DeriveInput, Fields, Ident, LitStr};
+
+use crate::attr::{ContainerAttrs, FieldAttrs, IndexAttrs};
+use crate::check;
+use crate::ctxt::Ctxt;
+
+/// A struct that derives `Encrypted`, resolved.
+pub(crate) struct Container<'a> {
+    pub(crate) ident: &'a Ident,
+    pub(crate) table: String,
+    /// `record_type`, or the struct name in snake case.
+    pub(crate) record_type: String,
+    /// `key_mode = "kms"`.
+    pub(crate) kms: bool,
+    pub(crate) bind_primary_key: bool,
+    /// `crate = "..."` (the default is looked up when the code is generated).
+    pub(crate) krate: Option<syn::Path>,
+    pub(crate) fields: Vec<Field<'a>>,
+    /// Position of the tenant field in `fields`.
+    pub(crate) tenant: usize,
+    /// Position of the primary-key field in `fields`.
+    pub(crate) primary_key: usize,
+    /// Field indexes first (in field order), then compound ones.
+    pub(crate) indexes: Vec<Index>,
+}
+
+/// A named field.
+pub(crate) struct Field<'a> {
+    pub(crate) ident: Ident,
+    pub(crate) ty: &'a syn::Type,
+    pub(crate) attrs: FieldAttrs,
+    /// `column`, or the field name.
+    pub(crate) column: String,
+}
+
+/// How a field is stored.
+pub(crate) enum Storage<'f> {
+    /// In the clear, as its own SQL type.
+    Plain,
+    /// Encrypted as its `EncryptedField` type; with the legacy plaintext
+    /// column it migrates from, if any.
+    Encrypted {
+        plaintext_column: Option<&'f LitStr>,
+    },
+    /// Encrypted as JSON (`json`); `nullable` for an `Option<T>` field.
+    Json { nullable: bool },
+}
+
+impl Field<'_> {
+    /// How the field is stored, from its attributes and type.
+    pub(crate) fn storage(&self) -> Storage<'_> {
+        if !self.attrs.encrypt {
+            Storage::Plain
+        } else if self.attrs.json.is_some() {
+            Storage::Json {
+                nullable: option_inner(self.ty).is_some(),
+            }
+        } else {
+            Storage::Encrypted {
+                plaintext_column: self.attrs.plaintext_column.as_ref(),
+            }
+        }
+    }
+}
+
+/// `Option<Inner>` → `Some(Inner)`, recognised by its last path segment.
+fn option_inner(ty: &syn::Type) -> Option<&syn::Type> {
+    let syn::Type::Path(p) = ty else { return None };
+    if p.qself.is_some() {
+        return None;
+    }
+    let seg = p.path.segments.last()?;
+    if seg.ident != "Option" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &seg.arguments else {
+        return None;
+    };
+    match args.args.first() {
+        Some(syn::GenericArgument::Type(t)) if args.args.len() == 1 => Some(t),
+        _ => None,
+    }
+}
+
+/// A blind index after validation.
+pub(crate) struct Index {
+    /// The `blind_index` / `compound_index` path, for errors.
+    pub(crate) span: Span,
+    pub(crate) name: String,
+    pub(crate) column: String,
+    /// Positions in `Container::fields`.
+    pub(crate) fields: Vec<usize>,
+    pub(crate) bits: u16,
+    pub(crate) normalize: String,
+    /// Per field, its steps; empty when no field has its own.
+    pub(crate) part_normalize: Vec<String>,
+    pub(crate) normalize_with: Option<syn::Path>,
+    pub(crate) global: bool,
+    pub(crate) unique: bool,
+}
+
+impl<'a> Container<'a> {
+    /// Parses and resolves `input`, reporting every mistake into `cx`.
+    /// `None` when something could not be resolved (always with an error in
+    /// `cx`).
+    pub(crate) fn from_ast(cx: &mut Ctxt, input: &'a DeriveInput) -> Option<Self> {
+        let attrs = ContainerAttrs::from_ast(cx, input);
+        check::not_generic(cx, input);
+        let named = named_fields(cx, input);
+
+        let mut fields = Vec::new();
+        if let Some(named) = named {
+            for f in &named.named {
+                let attrs = FieldAttrs::from_ast(cx, f);
+                let Some(ident) = f.ident.clone() else {
+                    continue;
+                };
+                let column = attrs
+                    .column
+                    .as_ref()
+                    .map(|c| c.value())
+                    .unwrap_or_else(|| ident.to_string().trim_start_matches("r#").to_owned());
+                check::column_not_reserved(
+                    cx,
+                    attrs
+                        .column
+                        .as_ref()
+                        .map(|c| c.to_token_stream())
+                        .unwrap_or_else(|| ident.to_token_stream()),
+                    &column,
+                );
+                fields.push(Field {
+                    ident,
+                    ty: &f.ty,
+                    attrs,
+                    column,
+                });
+            }
+            check::columns(cx, &fields);
+        }
+
+        if attrs.table.is_none() {
+            cx.error_at(
+                Span::call_site(),
+                "missing #[rowseal(table = \"...\")] on the struct",
+            );
+        }
+        let tenant = key_field(
+            cx,
+            "tenant",
+            attrs.tenant.as_ref(),
+            &fields,
+            named.is_some(),
+        );
+        let primary_key = key_field(
+            cx,
+            "primary_key",
+            attrs.primary_key.as_ref(),
+            &fields,
+            named.is_some(),
+        );
+        check::distinct_key_fields(cx, tenant, primary_key, attrs.primary_key.as_ref());
+        let indexes = Index::resolve(cx, &attrs, &fields);
+        check::indexes(cx, &indexes, &fields);
+
+        Some(Container {
+            ident: &input.ident,
+            table: attrs.table?.value(),
+            record_type: attrs
+                .record_type
+                .map(|r| r.value())
+                .unwrap_or_else(|| snake_case(&input.ident.to_string())),
+            kms: attrs.key_mode.is_some_and(|(_, kms)| kms),
+            bind_primary_key: attrs.bind_primary_key,
+            krate: attrs.krate,
+            fields,
+            tenant: tenant?,
+            primary_key: primary_key?,
+            indexes,
+        })
+    }
+}
+
+/// The fields of a struct with named fields; an error for anything else.
+fn named_fields<'a>(cx: &mut Ctxt, input: &'a DeriveInput) -> Option<&'a syn::FieldsNamed> {
+    match &input.data {
+        Data::Struct(s) => match &s.fields {
+            Fields::Named(n) => Some(n),
+            _ => {
+                cx.error(
+                    &input.ident,
+                    "#[derive(Encrypted)] needs a struct with named fields",
+                );
+                None
+            }
+        },
+        _ => {
+            cx.error(&input.ident, "#[derive(Encrypted)] works on structs only");
+            None
+        }
+    }
+}
+
+/// The position of the field that `which = <field>` names (`tenant` or
+/// `primary_key`). `has_fields`: whether the struct's fields could be read
+/// at all (if not, an unknown name is not reported again).
+fn key_field(
+    cx: &mut Ctxt,
+    which: &str,
+    id: Option<&Ident>,
+    fields: &[Field<'_>],
+    has_fields: bool,
+) -> Option<usize> {
+    let Some(id) = id else {
+        cx.error_at(
+            Span::call_site(),
+            format!("missing #[rowseal({which} = <field>)] on the struct"),
+        );
+        return None;
+    };
+    match fields.iter().position(|f| f.ident == *id) {
+        Some(i) => {
+            check::key_field_in_clear(cx, which, id, &fields[i]);
+            Some(i)
+        }
+        None if has_fields => {
+            cx.error(id, format!("no field named `{id}` for the {which}"));
+            None
+        }
+        None => None,
+    }
+}
+
+impl Index {
+    /// Every index of the struct, defaults filled in: the fields' own
+    /// `blind_index`es first, then the `compound_index`es, whose field names
+    /// are resolved here. An index without a name (already reported) or with
+    /// an unresolved field is left out.
+    fn resolve(cx: &mut Ctxt, attrs: &ContainerAttrs, fields: &[Field<'_>]) -> Vec<Index> {
+        let mut out = Vec::new();
+        for (i, f) in fields.iter().enumerate() {
+            for ia in &f.attrs.indexes {
+                out.extend(Index::new(ia, vec![i]));
+            }
+        }
+        for ia in &attrs.compound {
+            let mut positions = Vec::new();
+            for id in &ia.fields {
+                match fields.iter().position(|f| f.ident == *id) {
+                    Some(p) => {
+                        if fields[p].attrs.json.is_some() {
+                            cx.error(id, format!("the `json` field `{id}` cannot be in an index"));
+                        }
+                        if positions.contains(&p) {
+                            cx.error(id, format!("`{id}` is listed twice"));
+                        }
+                        positions.push(p);
+                    }
+                    None => cx.error(id, format!("no field named `{id}` for this compound index")),
+                }
+            }
+            if ia.fields.len() >= 2 && positions.len() == ia.fields.len() {
+                out.extend(Index::new(ia, positions));
+            }
+        }
+        out
+    }
+
+    /// The index over the fields at `positions`; `None` without a name.
+    fn new(ia: &IndexAttrs, positions: Vec<usize>) -> Option<Index> {
+        let name = ia.name.as_ref()?;
+        let column = ia
+            .column
+            .as_ref()
+            .map(|c| c.value())
+            .unwrap_or_else(|| name.value());
+        let shared = ia.normalize.as_ref().map(|n| n.value()).unwrap_or_default();
+        let bits = ia
+            .bits
+            .as_ref()
+            .and_then(|b| b.base10_parse::<u16>().ok())
+            .unwrap_or(32);
+        Some(Index {
+            span: ia.span,
+            name: name.value(),
+            column,
+            fields: positions,
+            bits,
+            normalize: shared.clone(),
+            part_normalize: if ia.part_normalize.iter().any(Option::is_some) {
+                ia.part_normalize
+                    .iter()
+                    .map(|p| {
+                        p.as_ref()
+                            .map(|v| v.value())
+                            .unwrap_or_else(|| shared.clone())
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            normalize_with: ia.normalize_with.clone(),
+            global: ia.global,
+            unique: ia.unique,
+        })
+    }
+
+    /// The name without a trailing `_idx` or `_index`: what its finders are
+    /// called after.
+    pub(crate) fn stem(&self) -> &str {
+        stem(&self.name)
+    }
+
+    /// See [`index_columns`].
+    pub(crate) fn columns(&self) -> [String; 4] {
+        index_columns(&self.column)
+    }
+}
+
+/// The four columns of a blind index stored in `column`: value and version of
+/// the main slot (odd index-key versions) and of the alternate slot (even).
+fn index_columns(column: &str) -> [String; 4] {
+    [
+        column.to_owned(),
+        format!("{column}_kv"),
+        format!("{column}_alt"),
+        format!("{column}_alt_kv"),
+    ]
+}
+
+/// `email_idx` → `email`.
+fn stem(name: &str) -> &str {
+    let s = name
+        .strip_suffix("_idx")
+        .or_else(|| name.strip_suffix("_index"))
+        .unwrap_or(name);
+    if s.is_empty() {
+        name
+    } else {
+        s
+    }
+}
+
+/// `PatientRecord` → `patient_record`.
+fn snake_case(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if c.is_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stems() {
+        assert_eq!(stem("email_idx"), "email");
+        assert_eq!(stem("ssn_index"), "ssn");
+        assert_eq!(stem("login"), "login");
+        assert_eq!(stem("_idx"), "_idx");
+    }
+
+    #[test]
+    fn snake_cases() {
+        assert_eq!(snake_case("PatientRecord"), "patient_record");
+    }
+}

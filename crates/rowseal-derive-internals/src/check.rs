@@ -1,0 +1,176 @@
+//! Checks across attributes and fields: how a field's attributes combine,
+//! reserved and duplicate columns, the tenant and primary-key fields, and
+//! clashes between blind indexes. Each reports into the context and goes on.
+
+use quote::ToTokens;
+use syn::Ident;
+
+use crate::ast::{Field, Index};
+use crate::attr::FieldAttrs;
+use crate::ctxt::Ctxt;
+
+/// Column names rowseal uses for itself (`rowseal_sqlx::HEADER_COLUMN` and
+/// `KEY_VERSION_COLUMN`, which this crate cannot name: rowseal-sqlx depends
+/// on the derive).
+const RESERVED_COLUMNS: [&str; 2] = ["rowseal_header", "rowseal_key_version"];
+
+/// `encrypt`, `json`, `blind_index` and `plaintext_column` on one field.
+pub(crate) fn field_attrs(cx: &mut Ctxt, attrs: &FieldAttrs) {
+    if !attrs.encrypt {
+        for i in &attrs.indexes {
+            cx.error_at(
+                i.span,
+                "`blind_index` needs `encrypt`: a plain field is queried directly",
+            );
+        }
+    } else if attrs.json.is_some() {
+        for i in &attrs.indexes {
+            cx.error_at(i.span, "a `json` field cannot have a blind index");
+        }
+    }
+    if let Some(p) = &attrs.plaintext_column {
+        if !attrs.encrypt {
+            cx.error(
+                p,
+                "`plaintext_column` needs `encrypt`: it names the legacy plaintext column an encrypted field migrates from",
+            );
+        } else if attrs.json.is_some() {
+            cx.error(
+                p,
+                "`plaintext_column` is not supported on a `json` field (the legacy column would need the application's JSON type)",
+            );
+        }
+    }
+    if let (Some(span), false) = (attrs.json, attrs.encrypt) {
+        cx.error_at(
+            span,
+            "`json` needs `encrypt`: plain fields are stored as they are",
+        );
+    }
+}
+
+/// The derive does not support generic structs.
+pub(crate) fn not_generic(cx: &mut Ctxt, input: &syn::DeriveInput) {
+    if !input.generics.params.is_empty() {
+        cx.error(
+            &input.generics,
+            "#[derive(Encrypted)] does not support generic structs",
+        );
+    }
+}
+
+/// A field's column must not be one rowseal uses; `span` is its `column`
+/// attribute or, without one, the field name.
+pub(crate) fn column_not_reserved(cx: &mut Ctxt, span: impl ToTokens, column: &str) {
+    if RESERVED_COLUMNS.contains(&column) {
+        cx.error(
+            span,
+            format!("column name `{column}` is reserved by rowseal"),
+        );
+    }
+}
+
+/// No two fields share a column, and each `plaintext_column` is a column of
+/// its own.
+pub(crate) fn columns(cx: &mut Ctxt, fields: &[Field<'_>]) {
+    for (i, f) in fields.iter().enumerate() {
+        if fields[..i].iter().any(|g| g.column == f.column) {
+            cx.error(
+                &f.ident,
+                format!("two fields use the column `{}`", f.column),
+            );
+        }
+    }
+    for (i, f) in fields.iter().enumerate() {
+        let Some(p) = &f.attrs.plaintext_column else {
+            continue;
+        };
+        let pv = p.value();
+        if pv == f.column {
+            cx.error(
+                p,
+                format!("`plaintext_column` must differ from the field's encrypted column `{}`: set `column = \"...\"` for the ciphertext", f.column),
+            );
+        } else if fields.iter().any(|g| g.column == pv)
+            || RESERVED_COLUMNS.contains(&pv.as_str())
+            || fields[..i].iter().any(|g| {
+                g.attrs
+                    .plaintext_column
+                    .as_ref()
+                    .is_some_and(|q| q.value() == pv)
+            })
+        {
+            cx.error(
+                p,
+                format!(
+                    "the plaintext column `{pv}` is already used by another field or by rowseal"
+                ),
+            );
+        }
+    }
+}
+
+/// The tenant and primary-key fields (`which`, named by `id`) stay in the
+/// clear.
+pub(crate) fn key_field_in_clear(cx: &mut Ctxt, which: &str, id: &Ident, field: &Field<'_>) {
+    if field.attrs.encrypt {
+        cx.error(
+            id,
+            format!("the {which} field `{id}` cannot be encrypted: rowseal needs it in the clear to find and key the row"),
+        );
+    }
+}
+
+/// The tenant and the primary key are two fields (`primary_key` names the
+/// latter, for the span).
+pub(crate) fn distinct_key_fields(
+    cx: &mut Ctxt,
+    tenant: Option<usize>,
+    primary_key: Option<usize>,
+    primary_key_id: Option<&Ident>,
+) {
+    if let (Some(t), Some(p)) = (tenant, primary_key) {
+        if t == p {
+            if let Some(id) = primary_key_id {
+                cx.error(
+                    id,
+                    "the tenant and the primary key must be different fields",
+                );
+            }
+        }
+    }
+}
+
+/// Index names, columns and finder names are unique, and an index's columns
+/// clash with no field's and none of rowseal's.
+pub(crate) fn indexes(cx: &mut Ctxt, indexes: &[Index], fields: &[Field<'_>]) {
+    for (i, ix) in indexes.iter().enumerate() {
+        let earlier = &indexes[..i];
+        if earlier.iter().any(|o| o.name == ix.name) {
+            cx.error_at(
+                ix.span,
+                format!("two blind indexes are named `{}`", ix.name),
+            );
+        }
+        for c in &ix.columns() {
+            if fields.iter().any(|f| f.column == *c)
+                || RESERVED_COLUMNS.contains(&c.as_str())
+                || earlier.iter().any(|o| o.columns().contains(c))
+            {
+                cx.error_at(
+                    ix.span,
+                    format!("the blind index column `{c}` clashes with another column; set `column = \"...\"`"),
+                );
+            }
+        }
+        if earlier.iter().any(|o| o.stem() == ix.stem()) {
+            cx.error_at(
+                ix.span,
+                format!(
+                    "two blind indexes would both generate `find_by_{}`",
+                    ix.stem()
+                ),
+            );
+        }
+    }
+}

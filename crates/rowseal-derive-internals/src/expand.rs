@@ -1,0 +1,336 @@
+//! Code generation: the `Encrypted` impl of a resolved [`Container`] and, for
+//! its blind indexes, the `find_by_*` lookups.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::Ident;
+
+use crate::ast::{Container, Field, Index, Storage};
+
+/// The `impl Encrypted` and, with indexes, the inherent impl of the finders.
+pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
+    let krate = cont.krate.clone().unwrap_or_else(default_crate_path);
+    let krate = &krate;
+    let name = cont.ident;
+    let record_type = &cont.record_type;
+    let mode = if cont.kms {
+        quote!(#krate::KeyMode::Kms)
+    } else {
+        quote!(#krate::KeyMode::Derived)
+    };
+    let bind = cont.bind_primary_key;
+    let fields = &cont.fields;
+
+    let field_defs = fields.iter().map(|f| field_def(krate, f));
+    let writes = fields.iter().map(|f| write(f));
+    let reads = fields.iter().map(|f| read(f));
+    let index_defs = cont.indexes.iter().map(|ix| index_def(krate, ix));
+    let index_parts = index_part_fn(krate, fields, &cont.indexes);
+    let finders = finders(krate, name, fields, &cont.indexes);
+
+    let (tenant_idx, pk_idx) = (cont.tenant, cont.primary_key);
+    let tenant_f = &fields[tenant_idx];
+    let (tenant_id, tenant_ty) = (&tenant_f.ident, tenant_f.ty);
+    let tenant_expr = quote_spanned!(tenant_ty.span()=>
+        <#tenant_ty as #krate::TenantField>::tenant_str(&self.#tenant_id));
+    let pk_f = &fields[pk_idx];
+    let (pk_id, pk_ty) = (&pk_f.ident, pk_f.ty);
+    let pk_assoc = quote_spanned!(pk_ty.span()=> type PrimaryKey = #pk_ty;);
+    let pk_expr = quote_spanned!(pk_ty.span()=>
+        <#pk_ty as #krate::PrimaryKeyField>::key_value(&self.#pk_id));
+    let table_s = &cont.table;
+
+    quote! {
+        #[automatically_derived]
+        impl #krate::Encrypted for #name {
+            #pk_assoc
+
+            fn model() -> &'static #krate::Model {
+                static MODEL: #krate::Model = #krate::Model::__new_indexed(
+                    #krate::RecordSpec::new(#record_type, #table_s)
+                        .with_key_mode(#mode)
+                        .with_primary_key_bound(#bind),
+                    #tenant_idx,
+                    #pk_idx,
+                    &[#(#field_defs),*],
+                    &[#(#index_defs),*],
+                );
+                &MODEL
+            }
+
+            fn tenant(&self) -> &str {
+                #tenant_expr
+            }
+
+            fn primary_key_value(&self) -> #krate::Value {
+                #pk_expr
+            }
+
+            fn write_row(&self, __w: &mut #krate::RowWriter<'_>) -> ::core::result::Result<(), #krate::Error> {
+                #(#writes)*
+                ::core::result::Result::Ok(())
+            }
+
+            fn read_row(__r: &mut #krate::RowReader<'_>) -> ::core::result::Result<Self, #krate::Error> {
+                ::core::result::Result::Ok(#name {
+                    #(#reads)*
+                })
+            }
+
+            #index_parts
+        }
+
+        #finders
+    }
+}
+
+/// Where the rowseal sqlx runtime is: through the `rowseal` facade if the
+/// crate depends on it, else `rowseal-sqlx`.
+fn default_crate_path() -> syn::Path {
+    use proc_macro_crate::{crate_name, FoundCrate};
+    match crate_name("rowseal") {
+        Ok(FoundCrate::Name(name)) => {
+            let id = format_ident!("{}", name);
+            return syn::parse_quote!(::#id::__sqlx);
+        }
+        // Doctests of the facade (its README) compile as other crates that
+        // see `rowseal` as "itself": name it by its path. (The facade's own
+        // code does not derive; if it ever does, it needs
+        // `extern crate self as rowseal;`.)
+        Ok(FoundCrate::Itself) => return syn::parse_quote!(::rowseal::__sqlx),
+        Err(_) => {}
+    }
+    match crate_name("rowseal-sqlx") {
+        Ok(FoundCrate::Name(name)) => {
+            let id = format_ident!("{}", name);
+            syn::parse_quote!(::#id)
+        }
+        // Tests and benches of rowseal-sqlx itself.
+        Ok(FoundCrate::Itself) => syn::parse_quote!(::rowseal_sqlx),
+        Err(_) => syn::parse_quote!(::rowseal::__sqlx),
+    }
+}
+
+/// The field's `FieldDef` in the model.
+fn field_def(krate: &syn::Path, f: &Field<'_>) -> TokenStream {
+    let fname = f.ident.to_string();
+    let col = &f.column;
+    let ty = f.ty;
+    match f.storage() {
+        Storage::Json { nullable } => {
+            quote!(#krate::FieldDef::encrypted(#fname, #col, #krate::ValueType::Json, #nullable))
+        }
+        Storage::Encrypted {
+            plaintext_column: Some(p),
+        } => quote_spanned!(ty.span()=> #krate::FieldDef::encrypted(
+            #fname, #col,
+            <#ty as #krate::EncryptedField>::TYPE,
+            <#ty as #krate::EncryptedField>::NULLABLE)
+            .with_plaintext_column(#p, <#ty as #krate::PlainField>::SQL_TYPE)),
+        Storage::Encrypted {
+            plaintext_column: None,
+        } => quote_spanned!(ty.span()=> #krate::FieldDef::encrypted(
+            #fname, #col,
+            <#ty as #krate::EncryptedField>::TYPE,
+            <#ty as #krate::EncryptedField>::NULLABLE)),
+        Storage::Plain => quote_spanned!(ty.span()=> #krate::FieldDef::plain(
+            #fname, #col,
+            <#ty as #krate::PlainField>::SQL_TYPE,
+            <#ty as #krate::PlainField>::NULLABLE)),
+    }
+}
+
+/// The field's statement in `write_row`.
+fn write(f: &Field<'_>) -> TokenStream {
+    let (id, col, ty) = (&f.ident, &f.column, f.ty);
+    match f.storage() {
+        Storage::Json { nullable: true } => {
+            quote!(__w.encrypted_json_opt(#col, self.#id.as_ref())?;)
+        }
+        Storage::Json { nullable: false } => quote!(__w.encrypted_json(#col, &self.#id)?;),
+        Storage::Encrypted { .. } => {
+            quote_spanned!(ty.span()=> __w.encrypted::<#ty>(#col, &self.#id)?;)
+        }
+        Storage::Plain => quote_spanned!(ty.span()=> __w.plain::<#ty>(#col, &self.#id);),
+    }
+}
+
+/// The field's initializer in `read_row`.
+fn read(f: &Field<'_>) -> TokenStream {
+    let (id, col, ty) = (&f.ident, &f.column, f.ty);
+    match f.storage() {
+        Storage::Json { nullable: true } => quote!(#id: __r.encrypted_json_opt(#col)?,),
+        Storage::Json { nullable: false } => quote!(#id: __r.encrypted_json(#col)?,),
+        Storage::Encrypted {
+            plaintext_column: Some(_),
+        } => quote_spanned!(ty.span()=> #id: __r.encrypted_or_plaintext::<#ty>(#col)?,),
+        Storage::Encrypted {
+            plaintext_column: None,
+        } => quote_spanned!(ty.span()=> #id: __r.encrypted::<#ty>(#col)?,),
+        Storage::Plain => quote_spanned!(ty.span()=> #id: __r.plain::<#ty>(#col)?,),
+    }
+}
+
+/// The index's `IndexDef` in the model.
+fn index_def(krate: &syn::Path, ix: &Index) -> TokenStream {
+    let (iname, col, bits, norm, global, unique) = (
+        &ix.name,
+        &ix.column,
+        ix.bits,
+        &ix.normalize,
+        ix.global,
+        ix.unique,
+    );
+    let [_, vcol, acol, avcol] = ix.columns();
+    let pos = &ix.fields;
+    let parts = &ix.part_normalize;
+    let custom = match &ix.normalize_with {
+        Some(p) => {
+            let pname = p.to_token_stream().to_string().replace(' ', "");
+            quote_spanned!(p.span()=> ::core::option::Option::Some(#krate::CustomNormalizer {
+                name: #pname,
+                f: #p,
+            }))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    quote!(#krate::IndexDef {
+        name: #iname,
+        column: #col,
+        version_column: #vcol,
+        alt_column: #acol,
+        alt_version_column: #avcol,
+        fields: &[#(#pos),*],
+        bits: #bits,
+        normalize: #norm,
+        part_normalize: &[#(#parts),*],
+        custom: #custom,
+        global: #global,
+        unique: #unique,
+    })
+}
+
+/// `Encrypted::index_part` over every indexed field (nothing without indexes).
+fn index_part_fn(krate: &syn::Path, fields: &[Field<'_>], indexes: &[Index]) -> TokenStream {
+    let mut covered: Vec<usize> = indexes.iter().flat_map(|i| i.fields.clone()).collect();
+    covered.sort_unstable();
+    covered.dedup();
+    if covered.is_empty() {
+        return TokenStream::new();
+    }
+    let arms = covered.iter().map(|&p| {
+        let f = &fields[p];
+        let (id, ty) = (&f.ident, f.ty);
+        quote_spanned!(ty.span()=> #p => <#ty as #krate::IndexSource>::index_str(&self.#id),)
+    });
+    quote! {
+        fn index_part(&self, __field: usize) -> ::core::option::Option<::std::borrow::Cow<'_, str>> {
+            match __field {
+                #(#arms)*
+                _ => ::core::option::Option::None,
+            }
+        }
+    }
+}
+
+/// `impl Name { find_by_<stem>, find_by_<stem>_in, ... }` (nothing without
+/// indexes).
+fn finders(
+    krate: &syn::Path,
+    name: &Ident,
+    fields: &[Field<'_>],
+    indexes: &[Index],
+) -> TokenStream {
+    if indexes.is_empty() {
+        return TokenStream::new();
+    }
+    let methods = indexes.iter().map(|ix| finder_pair(krate, fields, ix));
+    quote! {
+        #[automatically_derived]
+        impl #name {
+            #(#methods)*
+        }
+    }
+}
+
+/// `find_by_<stem>` and `find_by_<stem>_in` of one index.
+fn finder_pair(krate: &syn::Path, fields: &[Field<'_>], ix: &Index) -> TokenStream {
+    let iname = &ix.name;
+    let st = ix.stem();
+    let one = format_ident!("find_by_{}", st);
+    let many = format_ident!("find_by_{}_in", st);
+    let params: Vec<Ident> = ix
+        .fields
+        .iter()
+        .map(|&p| {
+            let id = fields[p].ident.to_string();
+            let id = id.trim_start_matches("r#");
+            if id == "tenant" || id.starts_with("__") {
+                format_ident!("{}_value", id.trim_start_matches('_'))
+            } else {
+                format_ident!("{}", id)
+            }
+        })
+        .collect();
+    let n = params.len();
+    let field_list = ix
+        .fields
+        .iter()
+        .map(|&p| format!("`{}`", fields[p].ident))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (tenant_param, tenant_arg, scope_doc) = if ix.global {
+        (
+            quote!(),
+            quote!(::core::option::Option::None),
+            "Global index: searches every tenant.",
+        )
+    } else {
+        (
+            quote!(tenant: &str,),
+            quote!(::core::option::Option::Some(tenant)),
+            "Tenant-scoped: searches `tenant` only.",
+        )
+    };
+    let doc_one = format!(
+        "Rows whose blind index `{iname}` (over {field_list}) matches, decrypted; false positives of the truncated index are removed. {scope_doc}"
+    );
+    let doc_many = format!(
+        "Rows whose blind index `{iname}` (over {field_list}) matches any of `values`, decrypted, false positives removed. {scope_doc}"
+    );
+    quote! {
+        #[doc = #doc_one]
+        pub async fn #one<'c, __E>(
+            encryptor: &#krate::Encryptor,
+            executor: __E,
+            #tenant_param
+            #(#params: &str),*
+        ) -> ::core::result::Result<::std::vec::Vec<Self>, #krate::Error>
+        where
+            __E: #krate::sqlx::Executor<'c>,
+            __E::Database: #krate::Backend,
+        {
+            encryptor
+                .find_by::<Self, __E>(executor, #tenant_arg, #iname, &[&[#(#params),*]])
+                .await
+        }
+
+        #[doc = #doc_many]
+        pub async fn #many<'c, __E>(
+            encryptor: &#krate::Encryptor,
+            executor: __E,
+            #tenant_param
+            values: &[[&str; #n]],
+        ) -> ::core::result::Result<::std::vec::Vec<Self>, #krate::Error>
+        where
+            __E: #krate::sqlx::Executor<'c>,
+            __E::Database: #krate::Backend,
+        {
+            let __v: ::std::vec::Vec<&[&str]> = values.iter().map(|v| &v[..]).collect();
+            encryptor
+                .find_by::<Self, __E>(executor, #tenant_arg, #iname, &__v)
+                .await
+        }
+    }
+}
