@@ -17,8 +17,8 @@ use crate::error::Result;
 /// works in a running process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheConfig {
-    /// Most entries kept per cache (tenant keys, index keys, row data keys are
-    /// cached separately). The oldest entry is evicted first.
+    /// Most entries kept per cache (tenant keys, record keys, index keys, row
+    /// data keys are cached separately). The oldest entry is evicted first.
     pub max_entries: usize,
     /// Lifetime of an entry from the moment it was fetched.
     pub ttl: Duration,
@@ -59,12 +59,31 @@ impl<K: Eq + Hash + Clone, V> KeyCache<K, V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V>>,
     {
+        let (value, _) = self
+            .get_or_fetch_dated(key, || async { fetch().await.map(|v| (v, Instant::now())) })
+            .await?;
+        Ok(value)
+    }
+
+    /// Like [`get_or_fetch`](Self::get_or_fetch), for a value derived from
+    /// another cached one: `fetch` returns the value with the moment its
+    /// lifetime starts (the source's fetch time, so the derived entry never
+    /// outlives its source), and the caller gets that moment back.
+    pub(crate) async fn get_or_fetch_dated<F, Fut>(
+        &self,
+        key: &K,
+        fetch: F,
+    ) -> Result<(Arc<V>, Instant)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(V, Instant)>>,
+    {
         let flight = self.flight(key);
         let result = flight
-            .get_or_init(|| async { fetch().await.map(|v| (Arc::new(v), Instant::now())) })
+            .get_or_init(|| async { fetch().await.map(|(v, at)| (Arc::new(v), at)) })
             .await;
         match result {
-            Ok((value, _)) => Ok(value.clone()),
+            Ok((value, at)) => Ok((value.clone(), *at)),
             Err(e) => {
                 let e = e.clone();
                 self.remove_if_same(key, &flight);

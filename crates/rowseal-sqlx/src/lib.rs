@@ -144,22 +144,24 @@
 mod backend;
 mod blind;
 pub mod encoding;
+mod encryptor;
 mod error;
 mod keystore;
 mod model;
-mod ops;
 pub mod schema;
 mod value;
 
 pub use backend::{Backend, DbRow};
 pub use encoding::{DecodedValue, EncryptedField, EncryptedValue, ValueType};
+pub use encryptor::{
+    Encryptor, DEFAULT_PARALLEL_THRESHOLD, DEFAULT_STREAM_CHUNK, MAX_STATEMENT_BYTES,
+};
 pub use error::{Error, Result};
 pub use keystore::SqlxKeyStore;
 pub use model::{
     CustomNormalizer, Encrypted, FieldDef, IndexDef, IndexSource, Model, RowReader, RowWriter,
     HEADER_COLUMN, KEY_VERSION_COLUMN,
 };
-pub use ops::{Encryptor, DEFAULT_PARALLEL_THRESHOLD, DEFAULT_STREAM_CHUNK, MAX_STATEMENT_BYTES};
 pub use rowseal_core::BlindIndexValue;
 pub use value::{PlainField, PrimaryKeyField, SqlType, TenantField, Value};
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
@@ -11,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::format::header::{KeyMode, RowHeader};
 use crate::format::wrapped::WrappedKey;
 use crate::keys::row::{RecordSpec, RowKey, RowKeyFactory};
-use crate::keys::scoped::{IndexKey, TenantKey};
+use crate::keys::scoped::{IndexKey, RecordKeys, TenantKey};
 use crate::provider::{EncryptionContext, KeyProvider};
 use crate::secret::SecretKey;
 use crate::store::{KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore};
@@ -70,6 +71,9 @@ impl IndexKeyVersions {
 ///   tenant, wrapped by the provider and kept in the [`KeyStore`]. Unwrapped
 ///   keys are cached, so in `derived` mode a workload over T tenants costs O(T)
 ///   provider calls per cache lifetime, whatever the number of rows.
+/// - Record keys: what a tenant key derives for one record type
+///   ([`record_keys`](Self::record_keys)), cached per tenant, version and
+///   [`RecordSpec`]; an entry expires with the tenant key it came from.
 /// - Index keys: the same, per tenant or global, for blind indexes.
 /// - Per-row data keys (`kms` mode): one provider data key per new row; an
 ///   opened row's unwrapped key is cached by its wrapped form.
@@ -102,6 +106,7 @@ pub struct KeyHierarchy {
     store: Arc<dyn KeyStore>,
     current: KeyCache<(KeyPurpose, KeyScope), u32>,
     tenant_keys: KeyCache<(String, u32), TenantKey>,
+    record_keys: KeyCache<(String, u32, RecordSpec), RecordKeys>,
     index_keys: KeyCache<(KeyScope, u32), IndexKey>,
     index_versions: KeyCache<KeyScope, IndexKeyVersions>,
     data_keys: KeyCache<[u8; 32], SecretKey>,
@@ -124,6 +129,7 @@ impl KeyHierarchy {
             store,
             current: KeyCache::new(cache),
             tenant_keys: KeyCache::new(cache),
+            record_keys: KeyCache::new(cache),
             index_keys: KeyCache::new(cache),
             index_versions: KeyCache::new(cache),
             data_keys: KeyCache::new(cache),
@@ -144,6 +150,7 @@ impl KeyHierarchy {
     pub fn forget_cached_keys(&self) {
         self.current.clear();
         self.tenant_keys.clear();
+        self.record_keys.clear();
         self.index_keys.clear();
         self.index_versions.clear();
         self.data_keys.clear();
@@ -159,15 +166,63 @@ impl KeyHierarchy {
 
     /// One version of a tenant's key.
     pub async fn tenant_key(&self, tenant: &str, version: u32) -> Result<Arc<TenantKey>> {
+        Ok(self.tenant_key_dated(tenant, version).await?.0)
+    }
+
+    /// A tenant key with the moment its cache lifetime started.
+    async fn tenant_key_dated(
+        &self,
+        tenant: &str,
+        version: u32,
+    ) -> Result<(Arc<TenantKey>, Instant)> {
         self.tenant_keys
-            .get_or_fetch(&(tenant.to_owned(), version), || async {
+            .get_or_fetch_dated(&(tenant.to_owned(), version), || async {
                 let scope = KeyScope::Tenant(tenant.to_owned());
                 let key = self
                     .unwrap_stored(KeyPurpose::Tenant, &scope, version)
                     .await?;
-                Ok(TenantKey::new(tenant, version, &key))
+                Ok((TenantKey::new(tenant, version, &key), Instant::now()))
             })
             .await
+    }
+
+    /// The record keys of `spec` under version `version` of `tenant`'s key
+    /// (`derived` mode): they open that version's rows, and make new rows'
+    /// keys, with no I/O.
+    ///
+    /// Cached per tenant, version and spec (record type, table, key mode,
+    /// primary-key binding): repeated calls return the same `Arc`, a burst of
+    /// calls for a cold entry makes one provider call, and an entry expires
+    /// with the tenant key it was derived from (so it never outlives the
+    /// cache lifetime). [`forget_cached_keys`](Self::forget_cached_keys)
+    /// drops them; they are zeroized once no caller holds them.
+    pub async fn record_keys(
+        &self,
+        spec: &RecordSpec,
+        tenant: &str,
+        version: u32,
+    ) -> Result<Arc<RecordKeys>> {
+        let (keys, _) = self
+            .record_keys
+            .get_or_fetch_dated(&(tenant.to_owned(), version, spec.clone()), || async {
+                let (tenant_key, at) = self.tenant_key_dated(tenant, version).await?;
+                Ok((tenant_key.record_keys(spec)?, at))
+            })
+            .await?;
+        Ok(keys)
+    }
+
+    /// The record keys of `spec` under the tenant key new rows of `tenant`
+    /// are written under (created, version 1, if the tenant has none). See
+    /// [`record_keys`](Self::record_keys).
+    pub async fn current_record_keys(
+        &self,
+        spec: &RecordSpec,
+        tenant: &str,
+    ) -> Result<Arc<RecordKeys>> {
+        let scope = KeyScope::Tenant(tenant.to_owned());
+        let version = self.current_version(KeyPurpose::Tenant, &scope).await?;
+        self.record_keys(spec, tenant, version).await
     }
 
     /// Creates the next version of a tenant's key and makes it current for new
@@ -357,13 +412,9 @@ impl KeyHierarchy {
         tenant: &str,
         primary_key: Option<&[u8]>,
     ) -> Result<RowKey> {
-        match spec.key_mode() {
-            KeyMode::Derived => self
-                .current_tenant_key(tenant)
-                .await?
-                .record_keys(spec)?
-                .new_row(primary_key),
-            KeyMode::Kms => {
+        match self.new_rows_record_keys(spec, tenant).await? {
+            Some(keys) => keys.new_row(primary_key),
+            None => {
                 let ctx = EncryptionContext::row_data_key(spec.record_type(), tenant);
                 let data_key = self.provider.generate_data_key(&ctx).await?;
                 let mac = HmacKey::new(data_key.plaintext.expose_secret());
@@ -376,6 +427,27 @@ impl KeyHierarchy {
                     .insert(wrapped_digest(&data_key.wrapped), data_key.plaintext);
                 Ok(row)
             }
+        }
+    }
+
+    /// How new rows of `spec` in `tenant` get their keys, decided by the key
+    /// mode: in `derived` mode, `Some` record keys (the
+    /// [`current_record_keys`](Self::current_record_keys)) whose
+    /// [`RecordKeys::new_row`] makes any number of new row keys with no I/O,
+    /// exactly as [`new_row_key`](Self::new_row_key) does; in `kms` mode,
+    /// `None` and no I/O: each new row needs its own data key, from
+    /// [`new_row_key`](Self::new_row_key) (one GenerateDataKey per row).
+    ///
+    /// For batches: ask once per tenant, then make the rows' keys without
+    /// awaiting.
+    pub async fn new_rows_record_keys(
+        &self,
+        spec: &RecordSpec,
+        tenant: &str,
+    ) -> Result<Option<Arc<RecordKeys>>> {
+        match spec.key_mode() {
+            KeyMode::Derived => Ok(Some(self.current_record_keys(spec, tenant).await?)),
+            KeyMode::Kms => Ok(None),
         }
     }
 
@@ -396,9 +468,8 @@ impl KeyHierarchy {
         }
         match (header.tenant_key_version(), header.wrapped_data_key()) {
             (Some(version), _) => self
-                .tenant_key(tenant, version)
+                .record_keys(spec, tenant, version)
                 .await?
-                .record_keys(spec)?
                 .open_parsed(primary_key, header),
             (None, Some(wrapped)) => {
                 let ctx = EncryptionContext::row_data_key(spec.record_type(), tenant);

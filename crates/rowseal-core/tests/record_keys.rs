@@ -1,0 +1,187 @@
+//! The record-keys cache of `KeyHierarchy`: shared `Arc`s, single flight,
+//! expiry with the tenant key, `forget_cached_keys`, one entry per spec.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{fixture, fixture_with, local_provider, SlowProvider};
+use rowseal_core::{CacheConfig, KeyMode, KeyStore, LocalKeyProvider, RecordSpec};
+
+const SPEC: RecordSpec = RecordSpec::new("user", "users");
+
+fn short_ttl(ms: u64) -> CacheConfig {
+    CacheConfig {
+        max_entries: 100,
+        ttl: Duration::from_millis(ms),
+    }
+}
+
+#[tokio::test]
+async fn repeated_calls_return_the_same_arc() {
+    let f = fixture();
+    let a = f.keys.current_record_keys(&SPEC, "acme").await.unwrap();
+    let b = f.keys.current_record_keys(&SPEC, "acme").await.unwrap();
+    let c = f.keys.record_keys(&SPEC, "acme", 1).await.unwrap();
+    let d = f
+        .keys
+        .new_rows_record_keys(&SPEC, "acme")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    assert!(Arc::ptr_eq(&a, &c));
+    assert!(Arc::ptr_eq(&a, &d));
+    assert_eq!(a.tenant_key_version(), 1);
+    // One GenerateDataKey (the tenant key), nothing else.
+    assert_eq!(f.counting.counts().total(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_concurrent_cold_calls_make_one_provider_call() {
+    let keyring = LocalKeyProvider::generate_keyring();
+    let slow = |k: &str| {
+        Arc::new(SlowProvider {
+            inner: LocalKeyProvider::from_keyring_str(k).unwrap(),
+            delay: Duration::from_millis(50),
+        })
+    };
+    let writer = fixture_with(slow(&keyring), CacheConfig::default());
+    let row = writer.keys.new_row_key(&SPEC, "acme", None).await.unwrap();
+    let header = row.header_bytes();
+    let sealed = row.seal("email", b"ada@example.com").unwrap();
+
+    let reader = fixture_with(slow(&keyring), CacheConfig::default());
+    for rec in writer.store.records() {
+        reader.store.insert(&rec).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let keys = reader.keys.clone();
+        tasks.push(tokio::spawn(async move {
+            keys.record_keys(&SPEC, "acme", 1).await
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.push(t.await.unwrap().unwrap());
+    }
+    assert!(all.iter().all(|k| Arc::ptr_eq(k, &all[0])));
+    let row = all[0].open_row(None, &header).unwrap();
+    assert_eq!(row.open("email", &sealed).unwrap(), b"ada@example.com");
+    assert_eq!(reader.counting.counts().decrypt, 1);
+    assert_eq!(reader.counting.counts().total(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_entry_is_fetched_again() {
+    let f = fixture_with(Arc::new(local_provider()), short_ttl(100));
+    f.keys.new_row_key(&SPEC, "acme", None).await.unwrap();
+    f.keys.forget_cached_keys();
+    let a = f.keys.record_keys(&SPEC, "acme", 1).await.unwrap();
+    let b = f.keys.record_keys(&SPEC, "acme", 1).await.unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!(f.counting.counts().decrypt, 1, "second call is cached");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let c = f.keys.record_keys(&SPEC, "acme", 1).await.unwrap();
+    assert!(!Arc::ptr_eq(&a, &c));
+    assert_eq!(
+        f.counting.counts().decrypt,
+        2,
+        "expired entry fetched again"
+    );
+}
+
+#[tokio::test]
+async fn an_entry_expires_with_the_tenant_key_it_came_from() {
+    let f = fixture_with(Arc::new(local_provider()), short_ttl(400));
+    f.keys.new_row_key(&SPEC, "acme", None).await.unwrap();
+    f.keys.forget_cached_keys();
+    f.keys.tenant_key("acme", 1).await.unwrap();
+    assert_eq!(f.counting.counts().decrypt, 1);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Derived from the cached tenant key: no provider call...
+    let a = f.keys.record_keys(&SPEC, "acme", 1).await.unwrap();
+    assert_eq!(f.counting.counts().decrypt, 1);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // ...and gone when that tenant key expires, not a lifetime after.
+    let b = f.keys.record_keys(&SPEC, "acme", 1).await.unwrap();
+    assert!(!Arc::ptr_eq(&a, &b));
+    assert_eq!(f.counting.counts().decrypt, 2);
+}
+
+#[tokio::test]
+async fn forget_cached_keys_clears_them() {
+    let f = fixture();
+    let a = f.keys.current_record_keys(&SPEC, "acme").await.unwrap();
+    f.keys.forget_cached_keys();
+    let b = f.keys.current_record_keys(&SPEC, "acme").await.unwrap();
+    assert!(!Arc::ptr_eq(&a, &b));
+    assert_eq!(f.counting.counts().generate, 1);
+    assert_eq!(f.counting.counts().decrypt, 1, "fetched again after forget");
+    // Same tenant key, so the same keys.
+    let row = a.new_row(None).unwrap();
+    let sealed = row.seal("email", b"x").unwrap();
+    let opened = b.open_row(None, &row.header_bytes()).unwrap();
+    assert_eq!(opened.open("email", &sealed).unwrap(), b"x");
+}
+
+#[tokio::test]
+async fn different_specs_get_different_keys() {
+    let f = fixture();
+    let specs = [
+        SPEC,
+        RecordSpec::new("admin", "users"),
+        RecordSpec::new("user", "people"),
+        RecordSpec::new("user", "users").with_primary_key_bound(true),
+        RecordSpec::owned("user".into(), "users2".into()),
+    ];
+    let mut keys = Vec::new();
+    for s in &specs {
+        keys.push(f.keys.current_record_keys(s, "acme").await.unwrap());
+    }
+    for i in 0..keys.len() {
+        for j in 0..keys.len() {
+            assert_eq!(Arc::ptr_eq(&keys[i], &keys[j]), i == j, "{i} {j}");
+        }
+    }
+    // An equal spec built another way shares the entry.
+    let again = f
+        .keys
+        .current_record_keys(&RecordSpec::owned("user".into(), "users".into()), "acme")
+        .await
+        .unwrap();
+    assert!(Arc::ptr_eq(&again, &keys[0]));
+    // A row of one spec does not open under another's keys.
+    let row = keys[0].new_row(None).unwrap();
+    let sealed = row.seal("email", b"x").unwrap();
+    for k in &keys[1..3] {
+        let other = k.open_row(None, &row.header_bytes());
+        assert!(other.map_or(true, |r| r.open("email", &sealed).is_err()));
+    }
+    // Another tenant: other keys.
+    let other_tenant = f.keys.current_record_keys(&SPEC, "globex").await.unwrap();
+    assert!(!Arc::ptr_eq(&other_tenant, &keys[0]));
+    assert!(other_tenant.open_row(None, &row.header_bytes()).is_err());
+    // One tenant key per tenant, whatever the number of specs.
+    assert_eq!(f.counting.counts().generate, 2);
+    assert_eq!(f.counting.counts().total(), 2);
+}
+
+#[tokio::test]
+async fn kms_mode_has_no_record_keys_and_costs_nothing_to_ask() {
+    const PER_ROW: RecordSpec = RecordSpec::new("user", "users").with_key_mode(KeyMode::Kms);
+    let f = fixture();
+    assert!(f
+        .keys
+        .new_rows_record_keys(&PER_ROW, "acme")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(f.counting.counts().total(), 0);
+    f.keys.new_row_key(&PER_ROW, "acme", None).await.unwrap();
+    assert_eq!(f.counting.counts().generate, 1);
+}

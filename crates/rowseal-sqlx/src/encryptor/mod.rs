@@ -1,0 +1,252 @@
+//! [`Encryptor`]: insert, fetch, update, delete and decrypt encrypted models
+//! through any sqlx executor.
+//!
+//! This module holds the struct, its configuration and the helpers every
+//! operation shares (blind-index keys, the primary-key condition); the
+//! operations are in `write` (insert, update, delete: sealing), `read`
+//! (fetch and decrypt, the stream pipeline), `lookup` (blind-index lookups
+//! and backfill) and `parallel` (the bounded parallel chunk helpers). The
+//! blind-index computation itself is pure, in `crate::blind`.
+
+mod lookup;
+mod parallel;
+mod read;
+mod write;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use rowseal_core::{BlindIndexKey, KeyHierarchy, KeyScope};
+
+use crate::backend::Backend;
+use crate::blind::{IndexPlan, WriteKeys};
+use crate::error::{Error, Result};
+use crate::model::{Encrypted, IndexDef, Model, HEADER_COLUMN, KEY_VERSION_COLUMN};
+
+pub use write::MAX_STATEMENT_BYTES;
+
+/// Rows at or above which sealing and opening are spread over threads.
+pub const DEFAULT_PARALLEL_THRESHOLD: usize = 512;
+/// Rows decrypted at a time by [`Encryptor::fetch_stream`].
+pub const DEFAULT_STREAM_CHUNK: usize = 1024;
+
+/// Reads and writes encrypted models through sqlx.
+///
+/// Holds the [`KeyHierarchy`]; cheap to clone and share. Every operation takes
+/// anything that is an sqlx executor for a supported database: `&Pool`,
+/// `&mut PgConnection` (and the MySQL and SQLite ones), or `&mut *transaction`.
+/// Operations of several statements ([`insert_many`](Self::insert_many),
+/// [`update_fields`](Self::update_fields)) take an [`sqlx::Acquire`] instead:
+/// `&Pool`, `&mut connection` or `&mut transaction`.
+///
+/// On SQLite, create a tenant's key before writing to it inside a long
+/// transaction (for example with `keys().current_tenant_key(tenant)`): the key
+/// store writes through its own connection, and SQLite has one writer.
+#[derive(Clone, Debug)]
+pub struct Encryptor {
+    keys: Arc<KeyHierarchy>,
+    parallel_threshold: usize,
+    threads: usize,
+    stream_chunk: usize,
+    index_versions: Arc<std::sync::Mutex<IndexVersions>>,
+}
+
+/// Blind-index keys per (index-key scope, table, index, index-key version),
+/// derived once. Which versions are used comes from the key hierarchy each
+/// time (cached there with a lifetime), so a retired or destroyed version is
+/// never used from here.
+type IndexVersions = HashMap<BlindKeyId, BlindIndexKey>;
+
+/// (index-key scope, table, index, index-key version).
+type BlindKeyId = (KeyScope, &'static str, &'static str, u32);
+
+/// A column the query did not return as expected.
+fn sqlx_col(model: &Model, column: &str, e: sqlx::Error) -> Error {
+    Error::Schema {
+        table: model.table().to_owned(),
+        column: column.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+impl Encryptor {
+    /// An encryptor over a key hierarchy.
+    pub fn new(keys: Arc<KeyHierarchy>) -> Self {
+        Encryptor {
+            keys,
+            parallel_threshold: DEFAULT_PARALLEL_THRESHOLD,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            stream_chunk: DEFAULT_STREAM_CHUNK,
+            index_versions: Arc::default(),
+        }
+    }
+
+    fn cached_blind_key(&self, key: &BlindKeyId) -> Option<BlindIndexKey> {
+        let map = self.index_versions.lock().ok()?;
+        map.get(key).cloned()
+    }
+
+    fn cache_blind_key(&self, key: BlindKeyId, value: BlindIndexKey) {
+        if let Ok(mut map) = self.index_versions.lock() {
+            if map.len() > 100_000 {
+                map.clear();
+            }
+            map.insert(key, value);
+        }
+    }
+
+    /// Rows per pipelined chunk of `fetch_all`.
+    fn fetch_chunk(&self) -> usize {
+        self.parallel_threshold.max(self.stream_chunk).max(1024)
+    }
+
+    /// The key hierarchy.
+    pub fn keys(&self) -> &Arc<KeyHierarchy> {
+        &self.keys
+    }
+
+    /// Batches of at least `rows` rows are sealed and opened on several threads.
+    pub fn with_parallel_threshold(mut self, rows: usize) -> Self {
+        self.parallel_threshold = rows.max(1);
+        self
+    }
+
+    /// How many threads large batches use (default: the available cores).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// How many rows [`fetch_stream`](Self::fetch_stream) decrypts at a time
+    /// (its memory bound).
+    pub fn with_stream_chunk(mut self, rows: usize) -> Self {
+        self.stream_chunk = rows.max(1);
+        self
+    }
+
+    /// The columns of `T`, quoted for `DB` and comma-separated, to put in your
+    /// own `SELECT` so that its rows can be decrypted.
+    pub fn select_list<T: Encrypted, DB: Backend>() -> String {
+        let model = T::model();
+        let mut sql = String::new();
+        for f in model.fields {
+            DB::push_ident(&mut sql, f.column);
+            sql.push_str(", ");
+        }
+        DB::push_ident(&mut sql, HEADER_COLUMN);
+        sql.push_str(", ");
+        DB::push_ident(&mut sql, KEY_VERSION_COLUMN);
+        for (c, _) in model.fields.iter().filter_map(|f| f.plaintext_column) {
+            sql.push_str(", ");
+            DB::push_ident(&mut sql, c);
+        }
+        sql
+    }
+
+    /// Appends ` WHERE <pk> = $n AND <tenant> = $n+1`.
+    fn where_pk<T: Encrypted, DB: Backend>(sql: &mut String, first_param: usize) {
+        let model = T::model();
+        sql.push_str(" WHERE ");
+        DB::push_ident(sql, model.primary_key_field().column);
+        sql.push_str(" = ");
+        DB::push_placeholder(sql, first_param);
+        sql.push_str(" AND ");
+        DB::push_ident(sql, model.tenant_field().column);
+        sql.push_str(" = ");
+        DB::push_placeholder(sql, first_param + 1);
+    }
+
+    /// The blind-index keys of every written index-key version, for every
+    /// index (or only those in `only`) and scope the rows need.
+    async fn write_index_keys<'r, T: Encrypted>(
+        &self,
+        plans: &[IndexPlan],
+        rows: impl Iterator<Item = &'r T>,
+        only: Option<&[usize]>,
+    ) -> Result<WriteKeys> {
+        let mut out = WriteKeys::default();
+        if plans.is_empty() {
+            return Ok(out);
+        }
+        let model = T::model();
+        let tenants: HashSet<&str> = rows.map(|r| r.tenant()).collect();
+        for (i, plan) in plans.iter().enumerate() {
+            if only.is_some_and(|o| !o.contains(&i)) {
+                continue;
+            }
+            if plan.def.global {
+                let keys = self
+                    .written_keys(model, plan.def, &KeyScope::Global)
+                    .await?;
+                out.insert_global(i, keys);
+            } else {
+                for t in &tenants {
+                    let scope = KeyScope::Tenant((*t).to_owned());
+                    let keys = self.written_keys(model, plan.def, &scope).await?;
+                    out.insert_tenant(i, t, keys);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn written_keys(
+        &self,
+        model: &'static Model,
+        def: &'static IndexDef,
+        scope: &KeyScope,
+    ) -> Result<Vec<BlindIndexKey>> {
+        let versions = self.keys().index_key_versions(scope).await?;
+        let mut keys = Vec::with_capacity(2);
+        for v in versions.written() {
+            keys.push(self.blind_key(model, def, scope, v).await?);
+        }
+        Ok(keys)
+    }
+
+    /// The blind-index key of one index and index-key version, derived once.
+    async fn blind_key(
+        &self,
+        model: &'static Model,
+        def: &'static IndexDef,
+        scope: &KeyScope,
+        version: u32,
+    ) -> Result<BlindIndexKey> {
+        let cache_key = (scope.clone(), model.table(), def.name, version);
+        if let Some(k) = self.cached_blind_key(&cache_key) {
+            return Ok(k);
+        }
+        let k = self
+            .keys()
+            .index_key(scope, version)
+            .await?
+            .blind_index_key(model.table(), def.column, def.name)?;
+        self.cache_blind_key(cache_key, k.clone());
+        Ok(k)
+    }
+
+    /// The blind-index keys lookups query for `scope` (the written versions,
+    /// then older active ones); empty if the scope never had an index key (no
+    /// key is created: a lookup with an unknown tenant stays read-only).
+    async fn lookup_index_keys(
+        &self,
+        model: &'static Model,
+        def: &'static IndexDef,
+        scope: &KeyScope,
+    ) -> Result<Vec<BlindIndexKey>> {
+        let Some(versions) = self.keys().lookup_index_key_versions(scope).await? else {
+            return Ok(Vec::new());
+        };
+        let mut keys = Vec::with_capacity(2);
+        for v in versions.queried() {
+            keys.push(self.blind_key(model, def, scope, v).await?);
+        }
+        Ok(keys)
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_types() {
+    fn send<T: Send + Sync>() {}
+    send::<Encryptor>();
+}

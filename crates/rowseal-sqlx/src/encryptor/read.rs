@@ -1,0 +1,408 @@
+//! Reading: fetch by primary key, run your query and decrypt its rows
+//! (`fetch_all`, `fetch_optional`, `fetch_stream` and the pipeline behind
+//! them), and decrypt rows you fetched yourself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_core::stream::BoxStream;
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use rowseal_core::{KeyMode, RecordKeys, RowHeader, RowKey};
+
+use super::{sqlx_col, Encryptor};
+use crate::backend::{Backend, DbRow};
+use crate::error::{Error, Result};
+use crate::model::{Cell, Encrypted, Model, RowReader, HEADER_COLUMN};
+use crate::value::{PrimaryKeyField, SqlType, Value};
+
+/// Column positions of a model in a result row.
+struct ColumnMap {
+    fields: Vec<usize>,
+    header: usize,
+    /// Per field: the position of its legacy plaintext column, if it has one.
+    plaintext: Vec<Option<usize>>,
+}
+
+impl ColumnMap {
+    fn resolve<R: DbRow>(model: &Model, row: &R) -> Result<Self> {
+        let find = |name: &str| {
+            row.column_index(name).ok_or_else(|| Error::Schema {
+                table: model.table().to_owned(),
+                column: name.to_owned(),
+                reason: "the query did not select this column".into(),
+            })
+        };
+        Ok(ColumnMap {
+            fields: model
+                .fields
+                .iter()
+                .map(|f| find(f.column))
+                .collect::<Result<_>>()?,
+            header: find(HEADER_COLUMN)?,
+            plaintext: model
+                .fields
+                .iter()
+                .map(|f| f.plaintext_column.map(|(c, _)| find(c)).transpose())
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+/// The record keys of each (tenant, tenant-key version) a batch of rows names,
+/// or why they could not be had (reported per row).
+type KeyTable =
+    HashMap<String, HashMap<u32, std::result::Result<Arc<RecordKeys>, rowseal_core::Error>>>;
+
+impl Encryptor {
+    /// Fetches and decrypts one row by primary key within a tenant.
+    pub async fn fetch<'c, T, E>(
+        &self,
+        executor: E,
+        tenant: &str,
+        primary_key: &T::PrimaryKey,
+    ) -> Result<Option<T>>
+    where
+        T: Encrypted,
+        E: sqlx::Executor<'c>,
+        E::Database: Backend,
+    {
+        let mut sql = String::from("SELECT ");
+        sql.push_str(&Self::select_list::<T, E::Database>());
+        sql.push_str(" FROM ");
+        E::Database::push_ident(&mut sql, T::model().table());
+        Self::where_pk::<T, E::Database>(&mut sql, 1);
+        let values = vec![primary_key.key_value(), Value::Text(tenant.to_owned())];
+        match <E::Database as Backend>::fetch_optional(executor, &sql, values).await? {
+            Some(row) => Ok(Some(self.decrypt(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs your query (which must select the model's columns, see
+    /// [`select_list`](Self::select_list)) and decrypts every row.
+    pub async fn fetch_all<'q, 'c, T, DB, E>(
+        &self,
+        query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+        executor: E,
+    ) -> Result<Vec<T>>
+    where
+        T: Encrypted,
+        DB: Backend,
+        E: 'q + sqlx::Executor<'c, Database = DB>,
+        'c: 'q,
+    {
+        let mut out = Vec::new();
+        let mut chunks =
+            self.pipeline::<T, DB::Row>(DB::query_stream(query, executor), self.fetch_chunk());
+        while let Some(mut v) = chunks.try_next().await? {
+            out.append(&mut v);
+        }
+        Ok(out)
+    }
+
+    /// Runs your query and decrypts the row it returns, if any.
+    pub async fn fetch_optional<'q, 'c, T, DB, E>(
+        &self,
+        query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+        executor: E,
+    ) -> Result<Option<T>>
+    where
+        T: Encrypted,
+        DB: Backend,
+        E: 'q + sqlx::Executor<'c, Database = DB>,
+        'c: 'q,
+    {
+        match DB::query_optional(query, executor).await? {
+            Some(row) => Ok(Some(self.decrypt(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs your query and yields decrypted rows as a stream, decrypting
+    /// [`with_stream_chunk`](Self::with_stream_chunk) rows at a time (on all
+    /// cores for large chunks): memory stays bounded whatever the row count.
+    pub fn fetch_stream<'e, 'q, 'c, T, DB, E>(
+        &'e self,
+        query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+        executor: E,
+    ) -> BoxStream<'e, Result<T>>
+    where
+        T: Encrypted,
+        DB: Backend,
+        E: 'e + sqlx::Executor<'c, Database = DB>,
+        'q: 'e,
+        'c: 'e,
+    {
+        self.pipeline::<T, DB::Row>(DB::query_stream(query, executor), self.stream_chunk)
+            .map_ok(|v| futures_util::stream::iter(v.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
+    }
+
+    /// Decrypts one row of your own query.
+    pub async fn decrypt<T: Encrypted, R: DbRow>(&self, row: &R) -> Result<T> {
+        self.decrypt_all(std::slice::from_ref(row))
+            .await?
+            .pop()
+            .ok_or(Error::Worker)
+    }
+
+    /// Decrypts rows of your own query; the first failing row fails the call
+    /// (see [`decrypt_each`](Self::decrypt_each) to keep the others). Large
+    /// batches are decrypted on all cores.
+    pub async fn decrypt_all<T: Encrypted, R: DbRow>(&self, rows: &[R]) -> Result<Vec<T>> {
+        self.decrypt_each(rows).await?.into_iter().collect()
+    }
+
+    /// Decrypts rows of your own query, one result per row: a tampered row
+    /// fails alone. The outer error is for what fails the whole batch (a
+    /// column missing from the query, the key store).
+    pub async fn decrypt_each<T: Encrypted, R: DbRow>(&self, rows: &[R]) -> Result<Vec<Result<T>>> {
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let model = T::model();
+        let map = ColumnMap::resolve(model, first)?;
+        match model.spec.key_mode() {
+            KeyMode::Derived => {
+                let table = self.key_table(model, &map, rows).await?;
+                Ok(self.decrypt_derived::<T, R>(&map, &table, rows))
+            }
+            _ => {
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let key = self.kms_row_key(model, &map, row).await;
+                    out.push(decrypt_row::<T, R>(model, &map, row, move |_, _, _| key));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The record keys of every (tenant, key version) the rows name.
+    async fn key_table<R: DbRow>(
+        &self,
+        model: &Model,
+        map: &ColumnMap,
+        rows: &[R],
+    ) -> Result<KeyTable> {
+        let tenant_idx = map.fields[model.tenant];
+        let mut table: KeyTable = HashMap::new();
+        let mut wanted: Vec<(String, u32)> = Vec::new();
+        for row in rows {
+            let (Ok(tenant), Ok(header)) = (row.read_str(tenant_idx), row.read_bytes(map.header))
+            else {
+                continue; // reported per row
+            };
+            let Some(version) = header_version(header) else {
+                continue;
+            };
+            let known = table.get(tenant).is_some_and(|m| m.contains_key(&version));
+            if !known {
+                table
+                    .entry(tenant.to_owned())
+                    .or_default()
+                    .insert(version, Err(rowseal_core::Error::Decrypt));
+                wanted.push((tenant.to_owned(), version));
+            }
+        }
+        for (tenant, version) in wanted {
+            let r = match self.keys.record_keys(&model.spec, &tenant, version).await {
+                Err(e @ rowseal_core::Error::Store { .. }) => return Err(e.into()),
+                r => r,
+            };
+            if let Some(m) = table.get_mut(&tenant) {
+                m.insert(version, r);
+            }
+        }
+        Ok(table)
+    }
+
+    /// Decrypts `derived`-mode rows with their keys at hand (no I/O), on
+    /// several threads for large batches.
+    fn decrypt_derived<T: Encrypted, R: DbRow>(
+        &self,
+        map: &ColumnMap,
+        table: &KeyTable,
+        rows: &[R],
+    ) -> Vec<Result<T>> {
+        let model = T::model();
+        self.par_map_each(rows, |row| {
+            decrypt_row::<T, R>(model, map, row, |tenant, pk, header| {
+                let version = header_version(header).ok_or(rowseal_core::Error::Decrypt)?;
+                match table.get(tenant).and_then(|m| m.get(&version)) {
+                    Some(Ok(rk)) => rk.open_row(pk, header),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err(rowseal_core::Error::Decrypt),
+                }
+            })
+        })
+    }
+
+    /// Pipelined decryption of a row stream: while one chunk is decrypted on
+    /// a blocking thread (and its helpers), the next chunk is received.
+    /// Yields one `Vec` of results per chunk.
+    fn pipeline<'e, T, R>(
+        &'e self,
+        rows: BoxStream<'e, Result<R>>,
+        chunk: usize,
+    ) -> BoxStream<'e, Result<Vec<T>>>
+    where
+        T: Encrypted,
+        R: DbRow,
+    {
+        let model = T::model();
+        if model.spec.key_mode() != KeyMode::Derived {
+            return rows
+                .try_chunks(chunk)
+                .map_err(|e| e.1)
+                .and_then(move |rows| async move { self.decrypt_all::<T, R>(&rows).await })
+                .boxed();
+        }
+        type Pending<T> = tokio::task::JoinHandle<Result<Vec<T>>>;
+        let state: (BoxStream<'e, Result<R>>, Option<Pending<T>>, bool) = (rows, None, false);
+        futures_util::stream::try_unfold(state, move |(mut rows, pending, done)| async move {
+            let mut next_pending = None;
+            if !done {
+                let mut buf = Vec::with_capacity(chunk);
+                while buf.len() < chunk {
+                    match rows.try_next().await? {
+                        Some(r) => buf.push(r),
+                        None => break,
+                    }
+                }
+                let finished = buf.len() < chunk;
+                if let Some(first) = buf.first() {
+                    let map = ColumnMap::resolve(model, first)?;
+                    let table = self.key_table(model, &map, &buf).await?;
+                    let this = self.clone();
+                    next_pending = Some(tokio::task::spawn_blocking(move || {
+                        this.decrypt_derived::<T, R>(&map, &table, &buf)
+                            .into_iter()
+                            .collect::<Result<Vec<T>>>()
+                    }));
+                }
+                if finished {
+                    // Drain what is pending, then stop.
+                    let out = match pending {
+                        Some(p) => Some(p.await.map_err(|_| Error::Worker)??),
+                        None => None,
+                    };
+                    return match (out, next_pending) {
+                        (Some(out), next) => Ok(Some((out, (rows, next, true)))),
+                        (None, Some(next)) => {
+                            let out = next.await.map_err(|_| Error::Worker)??;
+                            Ok(Some((out, (rows, None, true))))
+                        }
+                        (None, None) => Ok(None),
+                    };
+                }
+            }
+            match pending {
+                Some(p) => {
+                    let out = p.await.map_err(|_| Error::Worker)??;
+                    Ok(Some((out, (rows, next_pending, done))))
+                }
+                None if next_pending.is_some() => {
+                    Ok(Some((Vec::new(), (rows, next_pending, done))))
+                }
+                None => Ok(None),
+            }
+        })
+        .boxed()
+    }
+
+    async fn kms_row_key<R: DbRow>(
+        &self,
+        model: &Model,
+        map: &ColumnMap,
+        row: &R,
+    ) -> std::result::Result<RowKey, rowseal_core::Error> {
+        let tenant = row
+            .read_str(map.fields[model.tenant])
+            .map_err(|_| rowseal_core::Error::Decrypt)?;
+        let header = row
+            .read_bytes(map.header)
+            .map_err(|_| rowseal_core::Error::Decrypt)?;
+        let pk_field = model.primary_key_field();
+        let pk = row
+            .read_value(map.fields[model.primary_key], pk_field.sql_type)
+            .map_err(|_| rowseal_core::Error::Decrypt)?;
+        let pk = model.primary_key_bytes(&pk)?;
+        self.keys
+            .open_row_key(&model.spec, tenant, pk.as_deref(), header)
+            .await
+    }
+}
+
+/// The tenant-key version a header names, without a full parse.
+fn header_version(header: &[u8]) -> Option<u32> {
+    RowHeader::peek_tenant_key_version(header)
+}
+
+/// Reads one row: plain values and borrowed ciphertexts, then the row key
+/// from `open_key(tenant, pk bytes, header)`, then the model.
+fn decrypt_row<T: Encrypted, R: DbRow>(
+    model: &Model,
+    map: &ColumnMap,
+    row: &R,
+    open_key: impl FnOnce(
+        &str,
+        Option<&[u8]>,
+        &[u8],
+    ) -> std::result::Result<RowKey, rowseal_core::Error>,
+) -> Result<T> {
+    let mut cells = Vec::with_capacity(model.fields.len());
+    let mut any_sealed = false;
+    for ((f, &idx), legacy) in model.fields.iter().zip(&map.fields).zip(&map.plaintext) {
+        let cell = if f.is_encrypted() {
+            let sealed = row
+                .read_opt_bytes(idx)
+                .map_err(|e| sqlx_col(model, f.column, e))?;
+            any_sealed |= sealed.is_some();
+            match (legacy, f.plaintext_column) {
+                (Some(l), Some((c, t))) => Cell::SealedOr(
+                    sealed,
+                    row.read_value(*l, t).map_err(|e| sqlx_col(model, c, e))?,
+                ),
+                _ => Cell::Sealed(sealed),
+            }
+        } else {
+            Cell::Plain(
+                row.read_value(idx, f.sql_type)
+                    .map_err(|e| sqlx_col(model, f.column, e))?,
+            )
+        };
+        cells.push(cell);
+    }
+    let pk_value = match &cells[model.primary_key] {
+        Cell::Plain(v) => v.clone(),
+        Cell::Sealed(_) | Cell::SealedOr(..) => Value::Null(SqlType::Bytes),
+    };
+    let tenant = row
+        .read_str(map.fields[model.tenant])
+        .map_err(|e| sqlx_col(model, model.tenant_field().column, e))?;
+    let header = row
+        .read_opt_bytes(map.header)
+        .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?;
+    let decrypt_err = |e| Error::Decrypt {
+        table: model.table().to_owned(),
+        column: HEADER_COLUMN.to_owned(),
+        primary_key: pk_value.key_display(),
+        source: Box::new(e),
+    };
+    let pk = model.primary_key_bytes(&pk_value).map_err(decrypt_err)?;
+    let key = match header {
+        Some(header) => Some(open_key(tenant, pk.as_deref(), header).map_err(decrypt_err)?),
+        // A legacy row (from before the table was adopted): no key header,
+        // so no ciphertext either; its values are in the plaintext columns.
+        None if !any_sealed => None,
+        None => return Err(decrypt_err(rowseal_core::Error::Decrypt)),
+    };
+    T::read_row(&mut RowReader::new(
+        key.as_ref(),
+        cells,
+        model.table(),
+        &pk_value,
+    ))
+}
