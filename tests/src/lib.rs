@@ -2,11 +2,12 @@
 //!
 //! The checks are this crate's integration tests (`tests/tests/*.rs`): the
 //! fault matrix, the soak test and the leak check, run against real
-//! PostgreSQL, MariaDB, SQLite and a KMS-compatible server. This library holds
-//! only what they share:
+//! PostgreSQL, MariaDB, SQLite and a KMS-compatible server. What they share
+//! comes from rowseal-test-support, re-exported here:
 //! - [`db`]: a fresh database per test on each server, dropped at the end;
 //! - [`kms`]: the KMS test server (moto, started by
-//!   `scripts/with-kms-server.sh`), an admin client and provider builders;
+//!   `scripts/with-kms-server.sh`), an admin client, and the builder of the
+//!   provider under test (this crate's own settings);
 //! - [`proxy`]: a fault-injecting HTTP proxy to put between the KMS provider
 //!   and the server;
 //! - [`unreachable`]: a missing service is a loud skip locally and a failure
@@ -16,27 +17,6 @@
 //! that the checks can run it as a subprocess
 //! (`env!("CARGO_BIN_EXE_e2e-rowseal")`).
 
-// Test support: a failed set-up step is a failed test, reported with its
-// cause, so unwrapping and panicking are what these helpers are for.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-pub mod db;
 pub mod kms;
-#[path = "../../crates/rowseal-kms/tests/common/proxy.rs"]
-pub mod proxy;
 
-/// A required service is unreachable: panics under `CI=true`, else prints a
-/// loud skip message (the caller then returns).
-pub fn unreachable(what: &str, err: &dyn std::fmt::Display) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{what} is unreachable under CI=true: {err}");
-    }
-    eprintln!(
-        "\n!!!!!!!! SKIPPED: {what} is unreachable ({err}); set CI=true to make this a failure !!!!!!!!\n"
-    );
-}
-
-/// A random database (or file) name for one test.
-pub fn random_name() -> String {
-    format!("rowseal_e2e_{:016x}", rand::random::<u64>())
-}
+pub use rowseal_test_support::{db, proxy, random_name, unreachable};

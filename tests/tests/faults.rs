@@ -29,7 +29,7 @@ use rowseal::{
     SqlxError, SqlxKeyStore,
 };
 use rowseal_e2e::db::{self, TestDb};
-use rowseal_e2e::kms::{admin_client, aws_detail, create_key, provider_builder};
+use rowseal_e2e::kms::{admin_client, aws_detail, create_key, provider_builder, REGION};
 use rowseal_e2e::proxy::{Fault, FaultProxy};
 use rowseal_sqlx::{Backend, DbRow, SqlType, Value};
 
@@ -94,8 +94,8 @@ where
 {
     schema::install(&db.pool).await.unwrap();
     schema::create_table::<Account, _>(&db.pool).await.unwrap();
-    let admin = admin_client(endpoint);
-    let arn = create_key(&admin).await;
+    let admin = admin_client(endpoint, REGION);
+    let arn = create_key(&admin, false).await;
     let proxy = FaultProxy::start(endpoint).await;
     let app_kms = tune(provider_builder(&arn, &proxy.url))
         .build()

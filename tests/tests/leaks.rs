@@ -36,7 +36,7 @@ use rowseal::{
     KeyProvider, KeyScope, LocalKeyProvider, SecretKey, SqlxError, SqlxKeyStore, WrappedKey,
 };
 use rowseal_e2e::db;
-use rowseal_e2e::kms::{admin_client, create_key, provider_builder};
+use rowseal_e2e::kms::{admin_client, create_key, provider_builder, REGION};
 use rowseal_e2e::proxy::{Fault, FaultProxy};
 use rowseal_sqlx::{Backend, Value};
 
@@ -685,8 +685,8 @@ async fn no_plaintext_or_key_bytes_in_any_output() {
     let mut kms_ran = false;
     if let Some(endpoint) = rowseal_e2e::kms::endpoint() {
         if let Some(pg) = db::postgres(8).await {
-            let admin = admin_client(&endpoint);
-            let arn = create_key(&admin).await;
+            let admin = admin_client(&endpoint, REGION);
+            let arn = create_key(&admin, false).await;
             let proxy = FaultProxy::start(&endpoint).await;
             let kms = provider_builder(&arn, &proxy.url).build().await.unwrap();
             record("AwsKmsProvider (Debug)", &format!("{kms:?}"));

@@ -2,18 +2,19 @@
 //! `rowseal rotate` throughput on PostgreSQL: seeds a table (default 100,000
 //! rows over 20 tenants, `ROWSEAL_BENCH_ROWS`), runs the built binary with
 //! `--workers 2` (`ROWSEAL_BENCH_WORKERS`), and prints rows per second.
+//! `ROWSEAL_TEST_POSTGRES_URL`; a fresh database, dropped at the end
+//! (rowseal-test-support; unreachable: a loud skip, a failure under
+//! `CI=true`).
 //!
 //! ```text
 //! cargo bench -p rowseal-cli --bench rotate_throughput
 //! ```
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use rowseal_core::{KeyHierarchy, LocalKeyProvider};
 use rowseal_sqlx::{schema, Encrypted, Encryptor, SqlxKeyStore};
-use sqlx::{ConnectOptions, Connection};
 
 #[derive(Encrypted, Debug, Clone)]
 #[rowseal(table = "people", record_type = "person", tenant = tenant_id, primary_key = id, bind_primary_key)]
@@ -42,32 +43,10 @@ async fn main() {
     let rows = env_num("ROWSEAL_BENCH_ROWS", 100_000) as i64;
     let workers = env_num("ROWSEAL_BENCH_WORKERS", 2);
     let batch = env_num("ROWSEAL_BENCH_BATCH", 1000);
-    let base_url = std::env::var("ROWSEAL_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
-    let base = sqlx::postgres::PgConnectOptions::from_str(&base_url).unwrap();
-    let mut admin = match base.connect().await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("SKIPPED: PostgreSQL unreachable: {e}");
-            return;
-        }
+    let Some(db) = rowseal_test_support::db::postgres(4).await else {
+        return;
     };
-    let name = format!("rowseal_bench_{:016x}", rand::random::<u64>());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let url = format!(
-        "{}/{name}",
-        base_url
-            .rsplit_once('/')
-            .map_or(base_url.as_str(), |(a, _)| a)
-    );
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(base.clone().database(&name))
-        .await
-        .unwrap();
+    let (url, pool) = (db.url.clone(), db.pool.clone());
     schema::install(&pool).await.unwrap();
     schema::create_table::<Person, _>(&pool).await.unwrap();
     schema::register::<Person, _>(&pool).await.unwrap();
@@ -132,9 +111,5 @@ async fn main() {
         rows as f64 / secs,
         done["rows_per_second"]
     );
-    pool.close().await;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await;
-    admin.close().await.unwrap();
+    db.finish().await;
 }

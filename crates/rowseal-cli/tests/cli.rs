@@ -1,12 +1,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Configuration, exit codes and rewrap cost, on SQLite (no service needed),
 //! and the AWS KMS provider against the test KMS server when
-//! `ROWSEAL_TEST_KMS_ENDPOINT` is set.
+//! `ROWSEAL_TEST_KMS_ENDPOINT` is set (unset: a loud skip, a failure under
+//! `CI=true`).
 
 mod common;
 
 use common::{Person, Secret};
 use rowseal_sqlx::Encrypted;
+use rowseal_test_support::kms;
 
 /// A model with a blind index, for `status`'s index coverage.
 #[derive(Encrypted, Debug, Clone)]
@@ -151,20 +153,13 @@ async fn rewrap_cost_does_not_grow_with_rows() {
 /// rewrapped to key B (tenant keys and per-row data keys), verified with B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_kms_rotate_rewrap_verify() {
-    let endpoint = match std::env::var("ROWSEAL_TEST_KMS_ENDPOINT") {
-        Ok(e) if !e.is_empty() => e,
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("ROWSEAL_TEST_KMS_ENDPOINT is not set and CI=true");
-            }
-            eprintln!("\n!!!!!!!! SKIPPED: ROWSEAL_TEST_KMS_ENDPOINT is not set; run via scripts/with-kms-server.sh !!!!!!!!\n");
-            return;
-        }
+    let Some(endpoint) = kms::endpoint() else {
+        return;
     };
-    let region = "us-east-1";
-    let admin = kms_admin(&endpoint, region);
-    let key_a = create_key(&admin).await;
-    let key_b = create_key(&admin).await;
+    let region = kms::REGION;
+    let admin = kms::admin_client(&endpoint, region);
+    let key_a = kms::create_key(&admin, false).await;
+    let key_b = kms::create_key(&admin, false).await;
 
     let db = common::sqlite().await.unwrap();
     common::prepare(&db).await;
@@ -275,47 +270,6 @@ async fn aws_kms_rotate_rewrap_verify() {
     let r = run(kms(&key_b, &["rewrap", "--to", &key_b])).await;
     assert_eq!(r.event("done").unwrap()["provider_calls"]["total"], 0);
     db.finish().await;
-}
-
-fn kms_admin(endpoint: &str, region: &str) -> aws_sdk_kms::Client {
-    use aws_sdk_kms::config::{Credentials, Region, SharedCredentialsProvider};
-    let conf = aws_sdk_kms::config::Builder::new()
-        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            "rowseal-test",
-            "rowseal-test",
-            None,
-            None,
-            "rowseal-test",
-        )))
-        .endpoint_url(endpoint)
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
-        .build();
-    aws_sdk_kms::Client::from_conf(conf)
-}
-
-async fn create_key(admin: &aws_sdk_kms::Client) -> String {
-    admin
-        .create_key()
-        .key_usage(aws_sdk_kms::types::KeyUsageType::EncryptDecrypt)
-        .key_spec(aws_sdk_kms::types::KeySpec::SymmetricDefault)
-        .multi_region(false)
-        .description("rowseal-cli test key")
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_owned()
 }
 
 /// `rotate --tenant` touches one tenant; `status` shows versions per tenant;

@@ -13,18 +13,16 @@
 //! on a pool of one connection) so that both see the same cache state; the
 //! report gives p50, p99 and their ratio. `ROWSEAL_TEST_POSTGRES_URL`
 //! (default `postgres://root@127.0.0.1:5432/test`); a fresh database is made
-//! and dropped.
+//! and dropped (rowseal-test-support; unreachable: a loud skip, a failure
+//! under `CI=true`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rowseal_core::{KeyHierarchy, LocalKeyProvider};
 use rowseal_sqlx::{schema, Encrypted, Encryptor, SqlxKeyStore};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection};
 
 #[derive(Encrypted, Clone)]
 #[rowseal(table = "bench_people", record_type = "person", tenant = tenant_id, primary_key = id)]
@@ -83,26 +81,10 @@ fn main() {
 }
 
 async fn run(rows: usize, lookups: usize) {
-    let url = std::env::var("ROWSEAL_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
-    let base = PgConnectOptions::from_str(&url).unwrap();
-    let mut admin = match base.connect().await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("!!!! PostgreSQL unreachable, skipped: {e}");
-            return;
-        }
+    let Some(db) = rowseal_test_support::db::postgres(2).await else {
+        return;
     };
-    let name = format!("rowseal_bl_{:x}", rand::random::<u64>());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(base.clone().database(&name))
-        .await
-        .unwrap();
+    let pool = db.pool.clone();
     schema::install(&pool).await.unwrap();
     schema::create_table::<Person, _>(&pool).await.unwrap();
     sqlx::query(
@@ -209,10 +191,5 @@ async fn run(rows: usize, lookups: usize) {
         ms(e99) / ms(p99)
     );
 
-    pool.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
+    db.finish().await;
 }

@@ -11,17 +11,18 @@
 //! clear; both get the same rows, in the same batches (one multi-row INSERT of
 //! the same number of rows per round trip). PostgreSQL:
 //! `ROWSEAL_TEST_POSTGRES_URL` (default `postgres://root@127.0.0.1:5432/test`),
-//! a fresh database dropped at the end.
+//! a fresh database dropped at the end (rowseal-test-support; unreachable: a
+//! loud skip, a failure under `CI=true`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use rowseal_core::{BlindIndexKey, KeyHierarchy, KeyScope, LocalKeyProvider};
 use rowseal_sqlx::{schema, Backend, Encrypted, Encryptor, SqlxKeyStore};
+use rowseal_test_support::db;
 
 #[derive(Encrypted, Clone)]
 #[rowseal(table = "bench_enc", record_type = "person", tenant = tenant_id, primary_key = id)]
@@ -358,58 +359,22 @@ macro_rules! run_db {
 }
 
 async fn sqlite(args: &Args) {
-    use sqlx::sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-    };
-    let path = std::env::temp_dir().join(format!("rowseal_bench_{:x}.db", rand::random::<u64>()));
-    let opts = SqliteConnectOptions::from_str("sqlite://")
-        .unwrap()
-        .filename(&path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(opts)
-        .await
-        .unwrap();
-    run_db!(sqlx::Sqlite, pool, args, "SQLite");
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.clone().into_os_string();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
-    }
+    use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+    let db = db::sqlite_with(4, |o| {
+        o.journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+    })
+    .await;
+    run_db!(sqlx::Sqlite, db.pool.clone(), args, "SQLite");
+    db.finish().await;
 }
 
 async fn postgres(args: &Args) {
-    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-    use sqlx::{ConnectOptions, Connection};
-    let url = std::env::var("ROWSEAL_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
-    let base = PgConnectOptions::from_str(&url).unwrap();
-    let mut admin = match base.connect().await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("!!!! PostgreSQL unreachable, skipped: {e}");
-            return;
-        }
+    let Some(db) = db::postgres(4).await else {
+        return;
     };
-    let name = format!("rowseal_b_{:x}", rand::random::<u64>());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(base.clone().database(&name))
-        .await
-        .unwrap();
-    run_db!(sqlx::Postgres, pool, args, "PostgreSQL");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
+    run_db!(sqlx::Postgres, db.pool.clone(), args, "PostgreSQL");
+    db.finish().await;
 }
 
 fn main() {

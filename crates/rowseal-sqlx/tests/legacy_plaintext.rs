@@ -7,10 +7,8 @@
 
 mod suite;
 
-use std::str::FromStr;
-
 use rowseal_sqlx::{schema, Backend, DbRow, Encrypted, Encryptor, Error, SqlType, Value};
-use sqlx::{ConnectOptions, Connection};
+use rowseal_test_support::db::{self, TestDb};
 
 /// The application's model after adoption: `email` and `phone` migrate from
 /// their legacy plaintext columns into `email_ct` and `phone_ct`.
@@ -33,12 +31,10 @@ struct Patient {
     visits: i64,
 }
 
-type Teardown = Box<dyn FnOnce() -> futures_util::future::BoxFuture<'static, ()> + Send>;
-
 struct Cx<DB: sqlx::Database> {
     pool: sqlx::Pool<DB>,
     enc: Encryptor,
-    teardown: Option<Teardown>,
+    db: TestDb<DB>,
 }
 
 /// The legacy table, as the application had it before rowseal (SQLite cannot
@@ -51,10 +47,11 @@ fn legacy_ddl(dialect: &str) -> String {
     )
 }
 
-async fn prepare<DB: Backend>(pool: sqlx::Pool<DB>, teardown: Teardown) -> Cx<DB>
+async fn prepare<DB: Backend>(db: TestDb<DB>) -> Cx<DB>
 where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
 {
+    let pool = db.pool.clone();
     schema::install(&pool).await.unwrap();
     DB::execute(&pool, &legacy_ddl(DB::DIALECT), vec![])
         .await
@@ -71,11 +68,7 @@ where
     schema::register::<Patient, _>(&pool).await.unwrap();
     let keyring = rowseal_core::LocalKeyProvider::generate_keyring().to_string();
     let enc = suite::encryptor(&pool, &keyring);
-    Cx {
-        pool,
-        enc,
-        teardown: Some(teardown),
-    }
+    Cx { pool, enc, db }
 }
 
 async fn insert_legacy<DB: Backend>(
@@ -115,11 +108,8 @@ async fn insert_legacy<DB: Backend>(
 }
 
 impl<DB: sqlx::Database> Cx<DB> {
-    async fn finish(mut self) {
-        self.pool.close().await;
-        if let Some(t) = self.teardown.take() {
-            t().await;
-        }
+    async fn finish(self) {
+        self.db.finish().await;
     }
 }
 
@@ -459,95 +449,16 @@ where
 // ---- databases -----------------------------------------------------------
 
 async fn sqlite() -> Option<Cx<sqlx::Sqlite>> {
-    let path = std::env::temp_dir().join(format!("{}.db", suite::random_name()));
-    let opts = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")
-        .unwrap()
-        .filename(&path)
-        .create_if_missing(true)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(opts)
-        .await
-        .unwrap();
-    let teardown: Teardown = Box::new(move || {
-        Box::pin(async move {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut p = path.clone().into_os_string();
-                p.push(suffix);
-                let _ = std::fs::remove_file(p);
-            }
-        })
-    });
-    Some(prepare(pool, teardown).await)
+    let db = db::sqlite_with(4, |o| o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)).await;
+    Some(prepare(db).await)
 }
 
 async fn postgres() -> Option<Cx<sqlx::Postgres>> {
-    let url = std::env::var("ROWSEAL_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
-    let base = sqlx::postgres::PgConnectOptions::from_str(&url).unwrap();
-    let mut admin = match base.connect().await {
-        Ok(c) => c,
-        Err(e) => {
-            suite::unreachable("PostgreSQL", &e);
-            return None;
-        }
-    };
-    let name = suite::random_name();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(base.clone().database(&name))
-        .await
-        .unwrap();
-    let teardown: Teardown = Box::new(move || {
-        Box::pin(async move {
-            if let Ok(mut admin) = base.connect().await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await;
-            }
-        })
-    });
-    Some(prepare(pool, teardown).await)
+    Some(prepare(db::postgres(4).await?).await)
 }
 
 async fn mysql() -> Option<Cx<sqlx::MySql>> {
-    let url = std::env::var("ROWSEAL_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
-    let base = sqlx::mysql::MySqlConnectOptions::from_str(&url).unwrap();
-    let mut admin = match base.connect().await {
-        Ok(c) => c,
-        Err(e) => {
-            suite::unreachable("MariaDB/MySQL", &e);
-            return None;
-        }
-    };
-    let name = suite::random_name();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    let pool = sqlx::mysql::MySqlPoolOptions::new()
-        .max_connections(4)
-        .connect_with(base.clone().database(&name))
-        .await
-        .unwrap();
-    let teardown: Teardown = Box::new(move || {
-        Box::pin(async move {
-            if let Ok(mut admin) = base.connect().await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-                    .execute(&mut admin)
-                    .await;
-            }
-        })
-    });
-    Some(prepare(pool, teardown).await)
+    Some(prepare(db::mysql(4).await?).await)
 }
 
 macro_rules! legacy_cases {

@@ -1,35 +1,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! The suite on SQLite (a temporary database file per test).
+//! The suite on SQLite (a temporary database file per test, in WAL mode).
 
 mod suite;
 
-use std::str::FromStr;
-
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use rowseal_test_support::db;
+use sqlx::sqlite::SqliteJournalMode;
 use suite::Ctx;
 
 async fn setup() -> Option<Ctx<sqlx::Sqlite>> {
-    let path = std::env::temp_dir().join(format!("{}.db", suite::random_name()));
-    let opts = SqliteConnectOptions::from_str("sqlite://")
-        .unwrap()
-        .filename(&path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(opts)
-        .await
-        .unwrap();
-    let teardown = Box::new(move || -> futures_util::future::BoxFuture<'static, ()> {
-        Box::pin(async move {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut p = path.clone().into_os_string();
-                p.push(suffix);
-                let _ = std::fs::remove_file(p);
-            }
-        })
-    });
-    Some(Ctx::new(pool, teardown).await)
+    let db = db::sqlite_with(4, |o| o.journal_mode(SqliteJournalMode::Wal)).await;
+    Some(Ctx::new(db).await)
 }
 
 all_cases!();

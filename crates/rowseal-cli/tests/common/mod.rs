@@ -5,14 +5,13 @@
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use rowseal_core::{KeyHierarchy, LocalKeyProvider};
 use rowseal_sqlx::{schema, Backend, Encrypted, Encryptor, SqlxKeyStore};
-use sqlx::{ConnectOptions, Connection};
+use rowseal_test_support::db::{self, TestDb};
+#[allow(unused_imports)] // not every test binary uses it
+pub use rowseal_test_support::random_name;
 
 #[derive(Encrypted, Debug, Clone, PartialEq)]
 #[rowseal(
@@ -42,152 +41,23 @@ pub struct Secret {
     pub body: String,
 }
 
-pub type Teardown = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
+/// A database made for one test (rowseal-test-support): `kind`, `url`,
+/// `pool`, dropped by `finish`.
+pub type Db<DB> = TestDb<DB>;
 
-/// A database made for one test.
-pub struct Db<DB: sqlx::Database> {
-    pub kind: &'static str,
-    pub url: String,
-    pub pool: sqlx::Pool<DB>,
-    teardown: Option<Teardown>,
-}
-
-impl<DB: sqlx::Database> Db<DB> {
-    pub async fn finish(mut self) {
-        self.pool.close().await;
-        if let Some(t) = self.teardown.take() {
-            t().await;
-        }
-    }
-}
-
-/// Service unreachable: fail under CI, else skip loudly.
-pub fn unreachable(what: &str, err: &dyn std::fmt::Display) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{what} is unreachable under CI=true: {err}");
-    }
-    eprintln!("\n!!!!!!!! SKIPPED: {what} is unreachable ({err}); set CI=true to make this a failure !!!!!!!!\n");
-}
-
-pub fn random_name() -> String {
-    format!("rowseal_cli_{:016x}", rand::random::<u64>())
-}
-
+/// A fresh PostgreSQL database with a pool of 12.
 pub async fn postgres() -> Option<Db<sqlx::Postgres>> {
-    let base_url = std::env::var("ROWSEAL_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
-    let base = sqlx::postgres::PgConnectOptions::from_str(&base_url).unwrap();
-    let mut admin = match base.connect().await {
-        Ok(c) => c,
-        Err(e) => {
-            unreachable("PostgreSQL", &e);
-            return None;
-        }
-    };
-    let name = random_name();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    let url = format!(
-        "{}/{name}",
-        base_url
-            .rsplit_once('/')
-            .map_or(base_url.as_str(), |(a, _)| a)
-    );
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(12)
-        .connect_with(base.clone().database(&name))
-        .await
-        .unwrap();
-    let teardown: Teardown = Box::new(move || {
-        Box::pin(async move {
-            if let Ok(mut admin) = base.connect().await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await;
-            }
-        })
-    });
-    Some(Db {
-        kind: "postgres",
-        url,
-        pool,
-        teardown: Some(teardown),
-    })
+    db::postgres(12).await
 }
 
+/// A fresh MariaDB database with a pool of 12.
 pub async fn mysql() -> Option<Db<sqlx::MySql>> {
-    let base_url = std::env::var("ROWSEAL_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
-    let base = sqlx::mysql::MySqlConnectOptions::from_str(&base_url).unwrap();
-    let mut admin = match base.connect().await {
-        Ok(c) => c,
-        Err(e) => {
-            unreachable("MariaDB", &e);
-            return None;
-        }
-    };
-    let name = random_name();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    let url = format!(
-        "{}/{name}",
-        base_url
-            .rsplit_once('/')
-            .map_or(base_url.as_str(), |(a, _)| a)
-    );
-    let pool = sqlx::mysql::MySqlPoolOptions::new()
-        .max_connections(12)
-        .connect_with(base.clone().database(&name))
-        .await
-        .unwrap();
-    let teardown: Teardown = Box::new(move || {
-        Box::pin(async move {
-            if let Ok(mut admin) = base.connect().await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-                    .execute(&mut admin)
-                    .await;
-            }
-        })
-    });
-    Some(Db {
-        kind: "mysql",
-        url,
-        pool,
-        teardown: Some(teardown),
-    })
+    db::mysql(12).await
 }
 
+/// A fresh SQLite database file with a pool of 12 (always there).
 pub async fn sqlite() -> Option<Db<sqlx::Sqlite>> {
-    let path = std::env::temp_dir().join(format!("{}.db", random_name()));
-    let url = format!("sqlite://{}", path.display());
-    let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
-        .unwrap()
-        .create_if_missing(true)
-        .busy_timeout(Duration::from_secs(60));
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(12)
-        .connect_with(opts)
-        .await
-        .unwrap();
-    let teardown: Teardown = Box::new(move || {
-        Box::pin(async move {
-            for suffix in ["", "-wal", "-shm", "-journal"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-            }
-        })
-    });
-    Some(Db {
-        kind: "sqlite",
-        url,
-        pool,
-        teardown: Some(teardown),
-    })
+    Some(db::sqlite(12).await)
 }
 
 /// An application's encryptor over `pool` with `keyring`.

@@ -15,20 +15,20 @@ use futures_util::TryStreamExt;
 use models::{Audited, Everything, Patient, User};
 use rowseal_core::{KeyHierarchy, LocalKeyProvider};
 use rowseal_sqlx::{schema, Backend, DbRow, Encrypted, Encryptor, Error, SqlxKeyStore, Value};
+use rowseal_test_support::db::TestDb;
 
-/// A database made for one test, dropped by `teardown`.
+/// A database made for one test (dropped by `finish`), with the suite's
+/// tables and an encryptor on a fresh keyring.
 pub struct Ctx<DB: sqlx::Database> {
     pub pool: sqlx::Pool<DB>,
     pub enc: Encryptor,
     pub keyring: String,
-    pub teardown: Option<Box<dyn FnOnce() -> futures_util::future::BoxFuture<'static, ()> + Send>>,
+    db: TestDb<DB>,
 }
 
 impl<DB: Backend> Ctx<DB> {
-    pub async fn new(
-        pool: sqlx::Pool<DB>,
-        teardown: Box<dyn FnOnce() -> futures_util::future::BoxFuture<'static, ()> + Send>,
-    ) -> Self {
+    pub async fn new(db: TestDb<DB>) -> Self {
+        let pool = db.pool.clone();
         schema::install(&pool)
             .await
             .expect("install rowseal tables");
@@ -48,15 +48,12 @@ impl<DB: Backend> Ctx<DB> {
             pool,
             enc,
             keyring,
-            teardown: Some(teardown),
+            db,
         }
     }
 
-    pub async fn finish(mut self) {
-        self.pool.close().await;
-        if let Some(t) = self.teardown.take() {
-            t().await;
-        }
+    pub async fn finish(self) {
+        self.db.finish().await;
     }
 }
 
@@ -67,18 +64,6 @@ pub fn encryptor<DB: Backend>(pool: &sqlx::Pool<DB>, keyring: &str) -> Encryptor
         Arc::new(SqlxKeyStore::new(pool.clone())),
     );
     Encryptor::new(Arc::new(keys))
-}
-
-/// Service unreachable: fail under CI, else skip loudly.
-pub fn unreachable(what: &str, err: &dyn std::fmt::Display) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{what} is unreachable under CI=true: {err}");
-    }
-    eprintln!("\n!!!!!!!! SKIPPED: {what} is unreachable ({err}); set CI=true to make this a failure !!!!!!!!\n");
-}
-
-pub fn random_name() -> String {
-    format!("rowseal_t_{:016x}", rand::random::<u64>())
 }
 
 /// Every column of every row, as bytes or text where the column is one.

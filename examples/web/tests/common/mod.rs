@@ -12,7 +12,6 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -20,7 +19,9 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rowseal::sqlx::{self, ConnectOptions, Connection, Row};
+use rowseal::sqlx::{self, Row};
+use rowseal_test_support::db::{self, TestDb};
+use rowseal_test_support::{kms, random_name};
 use serde_json::Value;
 use web_example::{Config, DatabaseConfig, KeyConfig};
 
@@ -49,7 +50,8 @@ pub enum RawDb {
 
 enum Cleanup {
     Dir(PathBuf),
-    Postgres { admin_url: String, name: String },
+    /// Dropped with the app (rowseal-test-support drops the database).
+    Postgres(Box<TestDb<sqlx::Postgres>>),
 }
 
 /// An HTTP answer.
@@ -62,24 +64,9 @@ pub struct Answer {
     pub json: Value,
 }
 
-/// Service unreachable: fail under CI, else skip loudly.
-fn unreachable(what: &str, err: &dyn std::fmt::Display) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{what} is unreachable under CI=true: {err}");
-    }
-    eprintln!(
-        "\n!!!!!!!! SKIPPED: {what} is unreachable ({err}); run under \
-         `bash scripts/with-kms-server.sh` with PostgreSQL up, or set CI=true to make this a failure !!!!!!!!\n"
-    );
-}
-
-fn random_suffix() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
 /// The app on SQLite and a generated local keyring, in a fresh directory.
 pub async fn sqlite_app() -> TestApp {
-    let dir = std::env::temp_dir().join(format!("rowseal-web-test-{}", random_suffix()));
+    let dir = std::env::temp_dir().join(random_name());
     std::fs::create_dir_all(&dir).unwrap();
     let db_file = dir.join("web.db");
     let config = Config {
@@ -98,85 +85,21 @@ pub async fn sqlite_app() -> TestApp {
 /// KMS server; `None` (after a loud message) when either is unavailable
 /// outside CI.
 pub async fn postgres_kms_app() -> Option<TestApp> {
-    let endpoint = match std::env::var("ROWSEAL_TEST_KMS_ENDPOINT") {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            unreachable(
-                "the KMS test server (ROWSEAL_TEST_KMS_ENDPOINT is not set)",
-                &"unset",
-            );
-            return None;
-        }
-    };
-    let admin_url = std::env::var("ROWSEAL_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
-    let base = sqlx::postgres::PgConnectOptions::from_str(&admin_url).unwrap();
-    let mut admin = match base.connect().await {
-        Ok(c) => c,
-        Err(e) => {
-            unreachable("PostgreSQL", &e);
-            return None;
-        }
-    };
-    let name = format!("rowseal_web_{}", random_suffix());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    let cleanup = Cleanup::Postgres {
-        admin_url,
-        name: name.clone(),
-    };
-    let db_options = base.database(&name);
-    let url = db_options.to_url_lossy().to_string();
-    let key_arn = create_kms_key(&endpoint).await;
+    let endpoint = kms::endpoint()?;
+    let db = db::postgres(1).await?;
+    let admin = kms::admin_client(&endpoint, kms::REGION);
+    let key_arn = kms::create_key(&admin, false).await;
     let config = Config {
-        database: DatabaseConfig::Postgres(url),
+        database: DatabaseConfig::Postgres(db.url.clone()),
         keys: KeyConfig::Kms {
             key_id: key_arn,
-            region: Some("us-east-1".into()),
+            region: Some(kms::REGION.into()),
             endpoint: Some(endpoint),
         },
         addr: "127.0.0.1:0".parse().unwrap(),
     };
-    let raw = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with(db_options);
-    Some(start("postgres+kms", &config, RawDb::Postgres(raw), cleanup).await)
-}
-
-/// Creates a symmetric KMS key in the test server (as an administrator
-/// would), with the dummy credentials; returns its ARN.
-async fn create_kms_key(endpoint: &str) -> String {
-    use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let conf = aws_sdk_kms::config::Builder::new()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "rowseal-test",
-            "rowseal-test",
-            None,
-            None,
-            "rowseal-test",
-        ))
-        .endpoint_url(endpoint)
-        .http_client(http)
-        .build();
-    let out = aws_sdk_kms::Client::from_conf(conf)
-        .create_key()
-        .description("rowseal web example test key")
-        .send()
-        .await
-        .expect("CreateKey on the KMS test server");
-    out.key_metadata()
-        .map(|m| m.arn().expect("key ARN").to_owned())
-        .expect("key metadata")
+    let raw = RawDb::Postgres(db.pool.clone());
+    Some(start("postgres+kms", &config, raw, Cleanup::Postgres(Box::new(db))).await)
 }
 
 async fn start(kind: &'static str, config: &Config, raw: RawDb, cleanup: Cleanup) -> TestApp {
@@ -327,32 +250,9 @@ impl Drop for TestApp {
         if let Some(server) = self.server.take() {
             server.abort();
         }
-        match &self.cleanup {
-            Cleanup::Dir(dir) => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            Cleanup::Postgres { admin_url, name } => {
-                // Drop runs inside the test's runtime: drop the database from
-                // a thread with a runtime of its own.
-                let (admin_url, name) = (admin_url.clone(), name.clone());
-                let dropped = std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    rt.block_on(async {
-                        let mut admin = sqlx::postgres::PgConnection::connect(&admin_url).await?;
-                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .execute(&mut admin)
-                            .await?;
-                        admin.close().await
-                    })
-                })
-                .join();
-                if !matches!(dropped, Ok(Ok(()))) {
-                    eprintln!("warning: could not drop the test database");
-                }
-            }
+        // A PostgreSQL database is dropped with its `TestDb`, right after.
+        if let Cleanup::Dir(dir) = &self.cleanup {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

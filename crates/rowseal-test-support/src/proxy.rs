@@ -7,9 +7,8 @@
 //! recorded with its `X-Amz-Target` operation, so that tests can count exactly
 //! how many HTTP requests the SDK sent.
 //!
-//! One file for two users: the KMS provider's own tests (as
-//! `tests/common/proxy.rs`) and the end-to-end crate (`tests/src/lib.rs`
-//! includes it by path).
+//! Used by the KMS provider's own tests (rowseal-kms) and the end-to-end
+//! crate (rowseal-e2e).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,48 @@
+//! Shared set-up for rowseal's tests and benches (a dev-dependency, never
+//! published).
+//!
+//! - [`db`] (features `postgres`, `mysql`, `sqlite`): a fresh database per
+//!   test on each server, dropped at the end;
+//! - [`kms`] (feature `kms`): the KMS test server (moto, started by
+//!   `scripts/with-kms-server.sh`), an admin client and keys;
+//! - [`proxy`] (feature `kms`): a fault-injecting HTTP proxy to put between
+//!   the KMS provider and that server;
+//! - [`unreachable`]: THE rule for a missing service: a loud skip locally, a
+//!   failure under `CI=true`.
+//!
+//! Only for integration tests (`tests/*.rs`) and benches: a crate's own
+//! `#[cfg(test)]` unit tests must not use it (it links the crate's normal
+//! build, not its test build).
+
+// Test support: a failed set-up step is a failed test, reported with its
+// cause, so unwrapping and panicking are what these helpers are for.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+pub mod db;
+#[cfg(feature = "kms")]
+pub mod kms;
+#[cfg(feature = "kms")]
+pub mod proxy;
+
+/// Whether this is a CI run (`CI=true`): then every service is required.
+pub fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// A required service is unreachable: panics under `CI=true`, else prints a
+/// loud skip message (the caller then skips, i.e. returns).
+pub fn unreachable(what: &str, err: &dyn std::fmt::Display) {
+    if ci() {
+        panic!("{what} is unreachable under CI=true: {err}");
+    }
+    eprintln!(
+        "\n!!!!!!!! SKIPPED: {what} is unreachable ({err}); set CI=true to make this a failure !!!!!!!!\n"
+    );
+}
+
+/// A random name for one test's database, file or directory
+/// (`rowseal_test_` and 16 hex digits: a valid SQL identifier as it is).
+pub fn random_name() -> String {
+    format!("rowseal_test_{:016x}", rand::random::<u64>())
+}
