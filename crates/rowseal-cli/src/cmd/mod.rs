@@ -18,7 +18,7 @@ use rowseal_sqlx::SqlxKeyStore;
 use serde_json::json;
 
 use crate::cli::{Cli, Command};
-use crate::config::Settings;
+use crate::config::{FileConfig, Settings};
 use crate::db::{self, CliDb, Kind};
 use crate::error::{CliError, ExitCode, Result};
 use crate::output::Out;
@@ -64,31 +64,9 @@ impl<D: CliDb> Ctx<D> {
 
 /// Runs the command; returns the exit code.
 pub async fn run(cli: Cli) -> ExitCode {
-    let jobs = match &cli.command {
-        Command::Rotate { job_args, .. }
-        | Command::Verify { job_args }
-        | Command::Rewrap { job_args, .. }
-        | Command::Reindex { job_args, .. } => Some(job_args.clone()),
-        Command::DecryptColumn { batch_size, .. } => Some(crate::cli::JobArgs {
-            batch_size: *batch_size,
-            workers: None,
-            tables: Vec::new(),
-            max_rows_per_second: None,
-        }),
-        Command::EncryptColumn {
-            batch_size,
-            workers,
-            max_rows_per_second,
-            ..
-        } => Some(crate::cli::JobArgs {
-            batch_size: *batch_size,
-            workers: *workers,
-            tables: Vec::new(),
-            max_rows_per_second: *max_rows_per_second,
-        }),
-        _ => None,
-    };
-    let settings = match Settings::resolve(&cli.global, jobs.as_ref()) {
+    let settings = match FileConfig::read(cli.global.config.as_deref())
+        .and_then(|file| Settings::of(&cli, file))
+    {
         Ok(s) => s,
         Err(e) => {
             Out {
@@ -111,12 +89,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn dispatch(command: Command, settings: Settings) -> Result<ExitCode> {
-    let url = settings.database_url.clone().ok_or_else(|| {
-        CliError::config(
-            "no database: set DATABASE_URL, --database-url or database_url in the config file",
-        )
-    })?;
-    let (kind, url) = db::kind(&url)?;
+    let (kind, url) = settings.database()?;
     let out = Out {
         json: settings.json,
     };
