@@ -15,6 +15,7 @@ mod jobs;
 mod output;
 mod provider;
 mod registry;
+mod scan;
 
 pub use cli::{Cli, Command};
 pub use error::{CliError, ExitCode as Exit};
