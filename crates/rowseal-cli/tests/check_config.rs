@@ -161,7 +161,11 @@ fn batch_options_of_every_batch_command_are_checked() {
     ] {
         let mut args = cmd.clone();
         args.extend([URL, "--batch-size", "0"]);
-        assert_eq!(check_both(&args, None, &dir, 0).0, Exit::Config as u8, "{args:?}");
+        assert_eq!(
+            check_both(&args, None, &dir, 0).0,
+            Exit::Config as u8,
+            "{args:?}"
+        );
         let mut args = cmd.clone();
         args.push(URL);
         assert_eq!(check_both(&args, None, &dir, 0).0, 0, "{args:?}");
@@ -171,7 +175,11 @@ fn batch_options_of_every_batch_command_are_checked() {
             let mut args = cmd.clone();
             args.push(URL);
             args.extend(bad);
-            assert_eq!(check_both(&args, None, &dir, 0).0, Exit::Config as u8, "{args:?}");
+            assert_eq!(
+                check_both(&args, None, &dir, 0).0,
+                Exit::Config as u8,
+                "{args:?}"
+            );
         }
     }
 }

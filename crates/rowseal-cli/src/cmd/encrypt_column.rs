@@ -509,7 +509,8 @@ fn plaintext_rows<'a, D: CliDb>(
     failed: Vec<Value>,
     batch: usize,
 ) -> BatchScanner<'a, D> {
-    let mut scan = BatchScanner::new(def, select, batch).filter(plaintext_filter::<D>(targets), vec![]);
+    let mut scan =
+        BatchScanner::new(def, select, batch).filter(plaintext_filter::<D>(targets), vec![]);
     scan.skip(failed);
     scan
 }

@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::cli::{Cli, Command};
 use crate::config::{FileConfig, Settings};
 use crate::db::{self, CliDb, Kind};
-use crate::error::{CliError, ExitCode, Result};
+use crate::error::{ExitCode, Result};
 use crate::output::Out;
 use crate::registry::TableDef;
 

@@ -41,7 +41,7 @@ use zeroize::Zeroizing;
 
 use super::index_check::TableIndexes;
 use super::{Ctx, RowOpener};
-use crate::db::{ident, ph, read_i64, read_text, CliDb};
+use crate::db::{ident, ph, read_text, CliDb};
 use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;

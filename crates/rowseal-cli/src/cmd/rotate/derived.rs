@@ -233,4 +233,3 @@ async fn write_rows<D: CliDb>(
     let written = written.min(attempted);
     Ok((written, attempted - written))
 }
-

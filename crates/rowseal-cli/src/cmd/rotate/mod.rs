@@ -146,7 +146,8 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         let mut total = 0u64;
         let mut kms_rows = 0u64;
         for def in &kms_wanted {
-            let n = kms::count::<D>(&mut conn, def, req.tenant.as_deref(), &destroyed, None).await?;
+            let n =
+                kms::count::<D>(&mut conn, def, req.tenant.as_deref(), &destroyed, None).await?;
             kms_rows += n;
             ctx.out.emit(
                 json!({"event": "plan", "table": def.table, "key_mode": "kms",
@@ -529,7 +530,6 @@ fn failed_of(shared: &Mutex<Shared>, def: &TableDef, tenant: &str) -> Vec<Value>
         .unwrap_or_default()
 }
 
-
 /// What a worker does.
 struct Work<'a> {
     tables: &'a [TableDef],
@@ -615,4 +615,3 @@ async fn worker<D: CliDb>(
     }
     Ok(())
 }
-
