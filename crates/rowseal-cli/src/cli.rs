@@ -215,3 +215,37 @@ pub enum Command {
         dry_run: bool,
     },
 }
+
+impl Command {
+    /// The batch options of the command (`None` for the commands that run no
+    /// batch job), merged with the config file by
+    /// [`Settings`](crate::config::Settings). The one place that maps the
+    /// commands to their batch options: `rowseal` and
+    /// [`check_config`](crate::check_config) both go through it.
+    pub fn job_args(&self) -> Option<JobArgs> {
+        match self {
+            Command::Rotate { job_args, .. }
+            | Command::Verify { job_args }
+            | Command::Rewrap { job_args, .. }
+            | Command::Reindex { job_args, .. } => Some(job_args.clone()),
+            Command::DecryptColumn { batch_size, .. } => Some(JobArgs {
+                batch_size: *batch_size,
+                workers: None,
+                tables: Vec::new(),
+                max_rows_per_second: None,
+            }),
+            Command::EncryptColumn {
+                batch_size,
+                workers,
+                max_rows_per_second,
+                ..
+            } => Some(JobArgs {
+                batch_size: *batch_size,
+                workers: *workers,
+                tables: Vec::new(),
+                max_rows_per_second: *max_rows_per_second,
+            }),
+            Command::Init | Command::Status { .. } | Command::Shred { .. } => None,
+        }
+    }
+}

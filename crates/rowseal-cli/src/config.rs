@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::cli::{GlobalArgs, JobArgs};
+use crate::cli::{Cli, GlobalArgs, JobArgs};
+use crate::db::Kind;
 use crate::error::{CliError, Result};
 
 /// The config file. Every key is optional; flags and environment win.
@@ -24,6 +25,22 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
+    /// Reads and parses the config file at `path` (`None`: no config file,
+    /// every key unset).
+    pub fn read(path: Option<&std::path::Path>) -> Result<Self> {
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CliError::config(format!(
+                "cannot read config file {}: {}",
+                path.display(),
+                e.kind()
+            ))
+        })?;
+        Self::parse(path, &text)
+    }
+
     /// Parses a config file's text (`path` only names it in errors).
     pub fn parse(path: &std::path::Path, text: &str) -> Result<Self> {
         toml::from_str::<FileConfig>(text).map_err(|e| {
@@ -105,27 +122,28 @@ pub struct Settings {
 pub const DEFAULT_BATCH: usize = 500;
 
 impl Settings {
-    /// Merges flags/environment with the config file.
-    pub fn resolve(g: &GlobalArgs, jobs: Option<&JobArgs>) -> Result<Self> {
-        let file = match &g.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    CliError::config(format!(
-                        "cannot read config file {}: {}",
-                        path.display(),
-                        e.kind()
-                    ))
-                })?;
-                FileConfig::parse(path, &text)?
-            }
-            None => FileConfig::default(),
-        };
-        Self::merge(g, jobs, file)
+    /// The settings of a command line: its flags and environment over the
+    /// config file `file`, checked. `rowseal` and
+    /// [`check_config`](crate::check_config) both resolve settings here.
+    pub fn of(cli: &Cli, file: FileConfig) -> Result<Self> {
+        Self::merge(&cli.global, cli.command.job_args().as_ref(), file)
+    }
+
+    /// The database to connect to: its kind and the URL as sqlx wants it.
+    /// An error when none is configured or its scheme is not supported (the
+    /// URL is never echoed).
+    pub fn database(&self) -> Result<(Kind, String)> {
+        let url = self.database_url.as_deref().ok_or_else(|| {
+            CliError::config(
+                "no database: set DATABASE_URL, --database-url or database_url in the config file",
+            )
+        })?;
+        crate::db::kind(url)
     }
 
     /// Merges flags/environment with an already parsed config file, and
     /// checks the values.
-    pub fn merge(g: &GlobalArgs, jobs: Option<&JobArgs>, file: FileConfig) -> Result<Self> {
+    fn merge(g: &GlobalArgs, jobs: Option<&JobArgs>, file: FileConfig) -> Result<Self> {
         let kms_key_id = g.kms_key_id.clone().or(file.kms_key_id);
         let keys = match kms_key_id {
             Some(key_id) => KeySource::Kms {

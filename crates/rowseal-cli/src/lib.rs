@@ -15,6 +15,7 @@ mod jobs;
 mod output;
 mod provider;
 mod registry;
+mod scan;
 
 pub use cli::{Cli, Command};
 pub use error::{CliError, ExitCode as Exit};
@@ -25,8 +26,10 @@ use clap::Parser;
 /// before it runs a command, and runs nothing: parses the flags (`args`, without
 /// the program name; environment variables apply as usual), parses
 /// `config_text` as the TOML config file (in place of reading the file named
-/// by `--config`), merges and validates the settings, and checks the database
-/// URL's scheme. Reads no file and contacts no database or key provider.
+/// by `--config`), merges and validates the settings, and checks that a
+/// database URL is set and has a supported scheme. Reads no file and contacts
+/// no database or key provider. Apart from where the config file's text comes
+/// from, this is the code `rowseal` runs before it connects.
 ///
 /// Errors are the ones the tool would print, with their exit codes: `Usage`
 /// for the command line, `Config` for the rest. Like every [`CliError`] they
@@ -37,21 +40,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let argv = std::iter::once(std::ffi::OsString::from("rowseal"))
-        .chain(args.into_iter().map(Into::into));
-    let cli = Cli::try_parse_from(argv).map_err(|e| CliError::new(Exit::Usage, e.to_string()))?;
-    let jobs = match &cli.command {
-        Command::Rotate { job_args, .. }
-        | Command::Verify { job_args }
-        | Command::Rewrap { job_args, .. } => Some(job_args.clone()),
-        Command::DecryptColumn { batch_size, .. } => Some(cli::JobArgs {
-            batch_size: *batch_size,
-            workers: None,
-            tables: Vec::new(),
-            max_rows_per_second: None,
-        }),
-        _ => None,
-    };
+    let cli = parse_args(args)?;
     let file = match config_text {
         Some(text) => {
             let path = cli
@@ -63,10 +52,38 @@ where
         }
         None => config::FileConfig::default(),
     };
-    let settings = config::Settings::merge(&cli.global, jobs.as_ref(), file)?;
-    if let Some(url) = &settings.database_url {
-        db::kind(url)?;
-    }
+    preflight(&cli, file)
+}
+
+/// Like [`check_config`], but reads the config file named by `--config` (or
+/// `ROWSEAL_CONFIG`) from disk, as `rowseal` does: the tool's own checks
+/// before it connects, for the tests that hold [`check_config`] to them.
+#[doc(hidden)]
+pub fn check_command_line<I, T>(args: I) -> Result<(), CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = parse_args(args)?;
+    let file = config::FileConfig::read(cli.global.config.as_deref())?;
+    preflight(&cli, file)
+}
+
+/// Parses `args` (without the program name) as `rowseal`'s command line.
+fn parse_args<I, T>(args: I) -> Result<Cli, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let argv = std::iter::once(std::ffi::OsString::from("rowseal"))
+        .chain(args.into_iter().map(Into::into));
+    Cli::try_parse_from(argv).map_err(|e| CliError::new(Exit::Usage, e.to_string()))
+}
+
+/// What `cmd::run` checks before it connects: the settings (flags and
+/// environment over the config file), then the database URL.
+fn preflight(cli: &Cli, file: config::FileConfig) -> Result<(), CliError> {
+    config::Settings::of(cli, file)?.database()?;
     Ok(())
 }
 

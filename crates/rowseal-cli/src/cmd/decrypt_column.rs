@@ -23,6 +23,7 @@ use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
 use crate::registry::{self, read_pk};
+use crate::scan::BatchScanner;
 
 /// Decodes rowseal's value encoding into a SQL value, for the types that
 /// map onto one without loss (rowseal-sqlx's value codec).
@@ -64,13 +65,14 @@ pub async fn run<D: CliDb>(
         ident::<D>(into),
         ident::<D>(&def.header_column),
     );
-    let todo_sql = format!("SELECT COUNT(*) FROM {t} WHERE {c} IS NOT NULL AND {p} IS NULL");
-    let total = D::fetch_all_on(&mut conn, &todo_sql, vec![])
-        .await?
-        .first()
-        .map(|r| crate::db::read_i64(r, 0))
-        .transpose()?
-        .unwrap_or(0);
+    // The values still to copy, in primary-key order.
+    let mut scan = BatchScanner::<D>::new(
+        &def,
+        format!("{pkc}, {}, {h}, {c}", ident::<D>(&def.tenant)),
+        ctx.settings.batch_size,
+    )
+    .filter(format!("{c} IS NOT NULL AND {p} IS NULL"), vec![]);
+    let total = scan.remaining(&mut conn).await?;
     if dry_run {
         ctx.out.emit(
             json!({"event": "plan", "command": "decrypt-column", "table": table, "column": column,
@@ -85,12 +87,7 @@ pub async fn run<D: CliDb>(
         &json!({"table": table, "column": column, "into": into}),
     )
     .await?;
-    let (progress, handle) =
-        Progress::start(ctx.out, job.clone(), u64::try_from(total).unwrap_or(0));
-    let base = format!(
-        "SELECT {pkc}, {}, {h}, {c} FROM {t} WHERE {c} IS NOT NULL AND {p} IS NULL",
-        ident::<D>(&def.tenant)
-    );
+    let (progress, handle) = Progress::start(ctx.out, job.clone(), total);
     let update = format!(
         "UPDATE {t} SET {p} = {} WHERE {pkc} = {} AND {h} = {} AND {c} = {}",
         ph::<D>(1),
@@ -98,21 +95,9 @@ pub async fn run<D: CliDb>(
         ph::<D>(3),
         ph::<D>(4)
     );
-    let batch = ctx.settings.batch_size;
-    let mut last: Option<Value> = None;
     let (mut done, mut failed, mut conflicts) = (0u64, 0u64, 0u64);
     loop {
-        let (sql, values) = match &last {
-            None => (format!("{base} ORDER BY {pkc} LIMIT {batch}"), vec![]),
-            Some(v) => (
-                format!(
-                    "{base} AND {pkc} > {} ORDER BY {pkc} LIMIT {batch}",
-                    ph::<D>(1)
-                ),
-                vec![v.clone()],
-            ),
-        };
-        let rows = D::fetch_all_on(&mut conn, &sql, values).await?;
+        let rows = scan.next(&mut conn).await?;
         if rows.is_empty() {
             break;
         }
@@ -183,7 +168,6 @@ pub async fn run<D: CliDb>(
         tx.commit().await?;
         done += batch_done;
         progress.add(batch_done);
-        last = rows.last().map(|r| read_pk(r, pk_type)).transpose()?;
     }
     progress.finish(handle).await;
     let state = if failed == 0 { "done" } else { "failed" };

@@ -48,6 +48,7 @@ use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
 use crate::registry::{self, read_pk, TableDef};
+use crate::scan::BatchScanner;
 
 /// Failed rows beyond which the job stops.
 const MAX_FAILURES: usize = 1000;
@@ -161,16 +162,9 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             .unwrap_or(0);
         per_column.insert(t.legacy.clone(), n);
     }
-    let total = {
-        let (pred, values) = predicate::<D>(&def, &targets, &[], None);
-        let sql = format!("SELECT COUNT(*) FROM {}{pred}", ident::<D>(&def.table));
-        D::fetch_all_on(&mut conn, &sql, values)
-            .await?
-            .first()
-            .map(|r| read_i64(r, 0))
-            .transpose()?
-            .unwrap_or(0)
-    };
+    let total = plaintext_rows::<D>(&def, &targets, String::new(), Vec::new(), 0)
+        .remaining(&mut conn)
+        .await?;
     if req.dry_run {
         ctx.out.emit(
             json!({"event": "plan", "command": "encrypt-column", "table": def.table,
@@ -197,11 +191,11 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
     // (through another connection: on SQLite, a batch holding the write lock
     // would wait for itself).
     {
-        let (pred, values) = predicate::<D>(&def, &targets, &[], None);
         let sql = format!(
-            "SELECT DISTINCT {} FROM {}{pred}",
+            "SELECT DISTINCT {} FROM {} WHERE {}",
             ident::<D>(&def.tenant),
-            ident::<D>(&def.table)
+            ident::<D>(&def.table),
+            plaintext_filter::<D>(&targets)
         );
         let spec = def.spec();
         let mut global_done = false;
@@ -216,7 +210,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
                 _ => Ok(()),
             }
         };
-        for r in &D::fetch_all_on(&mut conn, &sql, values).await? {
+        for r in &D::fetch_all_on(&mut conn, &sql, vec![]).await? {
             let tenant = read_text(r, 0)?;
             if spec.key_mode() == KeyMode::Derived {
                 fatal(keys.hierarchy.current_tenant_key(&tenant).await.map(|_| ()))?;
@@ -271,8 +265,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
     );
     drop(conn);
 
-    let (progress, handle) =
-        Progress::start(ctx.out, job.clone(), u64::try_from(total).unwrap_or(0));
+    let (progress, handle) = Progress::start(ctx.out, job.clone(), total);
     let shared = Arc::new(Mutex::new(Shared::default()));
     let workers = if D::CONCURRENT_WRITERS {
         ctx.settings.workers.max(1)
@@ -317,19 +310,14 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             break;
         }
         let failed = lock(&shared).failed.clone();
-        let (pred, values) = predicate::<D>(&def, &targets, &failed, None);
-        let sql = format!("SELECT COUNT(*) FROM {}{pred}", ident::<D>(&def.table));
         let mut conn = ctx.conn().await?;
-        left = D::fetch_all_on(&mut conn, &sql, values)
-            .await?
-            .first()
-            .map(|r| read_i64(r, 0))
-            .transpose()?
-            .unwrap_or(0);
+        left = plaintext_rows::<D>(&def, &targets, String::new(), failed, 0)
+            .remaining(&mut conn)
+            .await?;
         if left == 0 {
             break;
         }
-        progress.raise_total(progress.done() + u64::try_from(left).unwrap_or(0));
+        progress.raise_total(progress.done() + left);
     }
     progress.finish(handle).await;
     result?;
@@ -439,30 +427,28 @@ fn index_plans(def: &TableDef, targets: &[Target]) -> Result<Vec<IndexPlan>> {
     Ok(out)
 }
 
-/// ` WHERE (legacy IS NOT NULL OR ...) [AND pk NOT IN (...)] [AND pk > ?]`.
-fn predicate<D: CliDb>(
-    def: &TableDef,
-    targets: &[Target],
-    failed: &[Value],
-    after: Option<&Value>,
-) -> (String, Vec<Value>) {
-    let any: Vec<String> = targets
+/// `legacy IS NOT NULL OR ...`: the rows with a value still in plaintext.
+fn plaintext_filter<D: CliDb>(targets: &[Target]) -> String {
+    targets
         .iter()
         .map(|t| format!("{} IS NOT NULL", ident::<D>(&t.legacy)))
-        .collect();
-    let mut sql = format!(" WHERE ({})", any.join(" OR "));
-    let mut values = Vec::new();
-    let pk = ident::<D>(&def.primary_key);
-    if !failed.is_empty() {
-        let phs: Vec<String> = (1..=failed.len()).map(ph::<D>).collect();
-        sql.push_str(&format!(" AND {pk} NOT IN ({})", phs.join(", ")));
-        values.extend(failed.iter().cloned());
-    }
-    if let Some(a) = after {
-        values.push(a.clone());
-        sql.push_str(&format!(" AND {pk} > {}", ph::<D>(values.len())));
-    }
-    (sql, values)
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// The rows with a value still in plaintext but those in `failed`, in
+/// primary-key order, selecting `select` (SQL).
+fn plaintext_rows<'a, D: CliDb>(
+    def: &'a TableDef,
+    targets: &[Target],
+    select: String,
+    failed: Vec<Value>,
+    batch: usize,
+) -> BatchScanner<'a, D> {
+    let mut scan =
+        BatchScanner::new(def, select, batch).filter(plaintext_filter::<D>(targets), vec![]);
+    scan.skip(failed);
+    scan
 }
 
 struct Worker<D: CliDb> {
@@ -521,7 +507,16 @@ impl<D: CliDb> Worker<D> {
     async fn run(self) -> Result<()> {
         let layout = self.layout();
         let mut opener = RowOpener::new(self.keys.clone());
-        let mut last: Option<Value> = None;
+        // This worker's own cursor: workers skip each other's claimed rows.
+        let cols: Vec<String> = layout.select.iter().map(|c| ident::<D>(c)).collect();
+        let mut scan = plaintext_rows::<D>(
+            &self.def,
+            &self.targets,
+            cols.join(", "),
+            Vec::new(),
+            self.batch,
+        )
+        .claim(D::CLAIM);
         loop {
             if let Some(rate) = self.limit {
                 while self.progress.done() as f64 > rate * self.progress.elapsed() {
@@ -529,10 +524,9 @@ impl<D: CliDb> Worker<D> {
                 }
             }
             let started = std::time::Instant::now();
-            let Some(next) = self.batch_once(&layout, &mut opener, last.as_ref()).await? else {
+            if !self.batch_once(&layout, &mut opener, &mut scan).await? {
                 return Ok(());
-            };
-            last = Some(next);
+            }
             if !D::CONCURRENT_WRITERS {
                 // SQLite has one writer: leave the lock free as long as the
                 // batch held it, so that the application is not starved.
@@ -541,34 +535,22 @@ impl<D: CliDb> Worker<D> {
         }
     }
 
-    /// One batch after primary key `after`; returns the last primary key
-    /// seen, or `None` when this pass is over.
+    /// The next batch of `scan`; returns `false` when this pass is over.
     async fn batch_once(
         &self,
         layout: &Layout,
         opener: &mut RowOpener,
-        after: Option<&Value>,
-    ) -> Result<Option<Value>> {
+        scan: &mut BatchScanner<'_, D>,
+    ) -> Result<bool> {
         let def = &*self.def;
         let pk_type = def.primary_key_type;
-        let failed = lock(&self.shared).failed.clone();
-        let (pred, values) = predicate::<D>(def, &self.targets, &failed, after);
-        let cols: Vec<String> = layout.select.iter().map(|c| ident::<D>(c)).collect();
-        let pk = ident::<D>(&def.primary_key);
-        let sql = format!(
-            "SELECT {} FROM {}{pred} ORDER BY {pk} LIMIT {}{}",
-            cols.join(", "),
-            ident::<D>(&def.table),
-            self.batch,
-            D::CLAIM
-        );
+        scan.skip(lock(&self.shared).failed.clone());
         let mut tx = self.pool.begin_with(D::BEGIN).await?;
-        let rows = D::fetch_all_on(&mut *tx, &sql, values).await?;
-        let Some(last_row) = rows.last() else {
+        let rows = scan.next(&mut *tx).await?;
+        if rows.is_empty() {
             tx.commit().await?;
-            return Ok(None);
-        };
-        let last = read_pk(last_row, pk_type)?;
+            return Ok(false);
+        }
         let mut written = 0u64;
         let mut values_done = 0u64;
         let mut conflicted = 0u64;
@@ -619,7 +601,7 @@ impl<D: CliDb> Worker<D> {
                 format!("more than {MAX_FAILURES} rows could not be encrypted; stopping"),
             ));
         }
-        Ok(Some(last))
+        Ok(true)
     }
 
     /// The conditional UPDATE of one row, its values, and the number of

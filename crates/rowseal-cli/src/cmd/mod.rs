@@ -10,7 +10,6 @@ mod shred;
 mod status;
 mod verify;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rowseal_core::{CountingKeyProvider, KeyHierarchy, KeyMode, RecordKeys, RowKey};
@@ -18,9 +17,9 @@ use rowseal_sqlx::SqlxKeyStore;
 use serde_json::json;
 
 use crate::cli::{Cli, Command};
-use crate::config::Settings;
+use crate::config::{FileConfig, Settings};
 use crate::db::{self, CliDb, Kind};
-use crate::error::{CliError, ExitCode, Result};
+use crate::error::{ExitCode, Result};
 use crate::output::Out;
 use crate::registry::TableDef;
 
@@ -64,31 +63,9 @@ impl<D: CliDb> Ctx<D> {
 
 /// Runs the command; returns the exit code.
 pub async fn run(cli: Cli) -> ExitCode {
-    let jobs = match &cli.command {
-        Command::Rotate { job_args, .. }
-        | Command::Verify { job_args }
-        | Command::Rewrap { job_args, .. }
-        | Command::Reindex { job_args, .. } => Some(job_args.clone()),
-        Command::DecryptColumn { batch_size, .. } => Some(crate::cli::JobArgs {
-            batch_size: *batch_size,
-            workers: None,
-            tables: Vec::new(),
-            max_rows_per_second: None,
-        }),
-        Command::EncryptColumn {
-            batch_size,
-            workers,
-            max_rows_per_second,
-            ..
-        } => Some(crate::cli::JobArgs {
-            batch_size: *batch_size,
-            workers: *workers,
-            tables: Vec::new(),
-            max_rows_per_second: *max_rows_per_second,
-        }),
-        _ => None,
-    };
-    let settings = match Settings::resolve(&cli.global, jobs.as_ref()) {
+    let settings = match FileConfig::read(cli.global.config.as_deref())
+        .and_then(|file| Settings::of(&cli, file))
+    {
         Ok(s) => s,
         Err(e) => {
             Out {
@@ -111,12 +88,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn dispatch(command: Command, settings: Settings) -> Result<ExitCode> {
-    let url = settings.database_url.clone().ok_or_else(|| {
-        CliError::config(
-            "no database: set DATABASE_URL, --database-url or database_url in the config file",
-        )
-    })?;
-    let (kind, url) = db::kind(&url)?;
+    let (kind, url) = settings.database()?;
     let out = Out {
         json: settings.json,
     };
@@ -251,44 +223,27 @@ async fn init<D: CliDb>(ctx: &Ctx<D>) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
-/// Opens rows of one table: caches the record keys of each (tenant, version)
-/// in `derived` mode; asks the hierarchy (data-key cache) in `kms` mode.
+/// Opens rows of registered tables through the key hierarchy's caches
+/// (record keys per tenant-key version in `derived` mode, data keys in `kms`
+/// mode).
 pub struct RowOpener {
     keys: Arc<KeyHierarchy>,
-    /// Per (table, tenant, version): record keys are specific to a record
-    /// type and table, so one opener can serve several tables.
-    cache: HashMap<(String, String, u32), Arc<RecordKeys>>,
 }
 
 impl RowOpener {
     /// An opener over `keys`.
     pub fn new(keys: Arc<KeyHierarchy>) -> Self {
-        RowOpener {
-            keys,
-            cache: HashMap::new(),
-        }
+        RowOpener { keys }
     }
 
-    /// Record keys of a tenant-key version.
+    /// Record keys of a tenant-key version (cached by the key hierarchy).
     pub async fn record_keys(
         &mut self,
         def: &TableDef,
         tenant: &str,
         version: u32,
     ) -> rowseal_core::Result<Arc<RecordKeys>> {
-        let key = (def.table.clone(), tenant.to_owned(), version);
-        if let Some(k) = self.cache.get(&key) {
-            return Ok(k.clone());
-        }
-        let spec = def.spec();
-        let rk = Arc::new(
-            self.keys
-                .tenant_key(tenant, version)
-                .await?
-                .record_keys(&spec)?,
-        );
-        self.cache.insert(key, rk.clone());
-        Ok(rk)
+        self.keys.record_keys(&def.spec(), tenant, version).await
     }
 
     /// The row key of a stored row.

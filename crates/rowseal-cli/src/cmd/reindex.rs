@@ -42,11 +42,12 @@ use zeroize::Zeroizing;
 
 use super::index_check::TableIndexes;
 use super::{Ctx, RowOpener};
-use crate::db::{ident, ph, read_i64, read_text, CliDb};
+use crate::db::{ident, ph, read_text, CliDb};
 use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
 use crate::registry::{self, read_pk, TableDef, FIRST_ENCRYPTED};
+use crate::scan::BatchScanner;
 
 /// What to reindex.
 pub struct Request {
@@ -130,18 +131,13 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
 
     let keys = ctx.keys().await?;
     if req.dry_run {
-        let mut todo = 0i64;
+        let mut todo = 0u64;
         for (def, indexes) in &tables {
             for tenant in &tenants {
                 let targets = current_targets(&keys.hierarchy, tenant, global).await?;
-                let (pred, binds) = todo_predicate::<D>(def, indexes, tenant, &targets, 1);
-                let sql = format!(
-                    "SELECT COUNT(*) FROM {} WHERE {pred}",
-                    ident::<D>(&def.table)
-                );
-                if let Some(r) = D::fetch_all_on(&mut conn, &sql, binds).await?.first() {
-                    todo += read_i64(r, 0)?;
-                }
+                todo += todo_scan::<D>(def, indexes, tenant, &targets, 0)
+                    .remaining(&mut conn)
+                    .await?;
             }
         }
         ctx.out.emit(
@@ -253,15 +249,9 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
     }
     for (def, indexes) in &tables {
         for tenant in &tenants {
-            let (pred, binds) =
-                todo_predicate::<D>(def, indexes, tenant, &per_tenant_targets[tenant], 1);
-            let sql = format!(
-                "SELECT COUNT(*) FROM {} WHERE {pred}",
-                ident::<D>(&def.table)
-            );
-            if let Some(r) = D::fetch_all_on(&mut conn, &sql, binds).await?.first() {
-                total += u64::try_from(read_i64(r, 0)?).unwrap_or(0);
-            }
+            total += todo_scan::<D>(def, indexes, tenant, &per_tenant_targets[tenant], 0)
+                .remaining(&mut conn)
+                .await?;
         }
     }
     // The sweeps take their own connections (and the key store one more).
@@ -297,15 +287,10 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             // their value (a tenant-key rotation rewrites the header without
             // touching index columns): count what is left.
             if changing {
-                let (pred, binds) = todo_predicate::<D>(def, indexes, tenant, targets, 1);
-                let sql = format!(
-                    "SELECT COUNT(*) FROM {} WHERE {pred}",
-                    ident::<D>(&def.table)
-                );
                 let mut conn = ctx.conn().await?;
-                if let Some(r) = D::fetch_all_on(&mut conn, &sql, binds).await?.first() {
-                    left += u64::try_from(read_i64(r, 0)?).unwrap_or(0);
-                }
+                left += todo_scan::<D>(def, indexes, tenant, targets, 0)
+                    .remaining(&mut conn)
+                    .await?;
             }
         }
     }
@@ -408,9 +393,12 @@ async fn clear_retired<D: CliDb>(
                 ph::<D>(2)
             ));
         }
+        // Each batch's update takes its rows out of `cond`.
+        let mut scan = BatchScanner::<D>::new(def, pkc.clone(), batch)
+            .filter(cond.clone(), binds.clone())
+            .draining();
         loop {
-            let sql = format!("SELECT {pkc} FROM {t} WHERE {cond} LIMIT {batch}");
-            let rows = D::fetch_all_on(conn, &sql, binds.clone()).await?;
+            let rows = scan.next(conn).await?;
             if rows.is_empty() {
                 break;
             }
@@ -462,16 +450,18 @@ fn target_of<'a>(targets: &'a Targets, tenant: &'a str) -> impl Fn(bool) -> u32 
     }
 }
 
-/// `tenant = ? AND (<target version column> IS NULL OR <> v OR ...)`.
-fn todo_predicate<D: CliDb>(
-    def: &TableDef,
+/// The rows of `tenant` still to do: `tenant = ? AND (<target version
+/// column> IS NULL OR <> v OR ...)`, in primary-key order, selecting the
+/// table's select list and `indexes`' extra columns.
+fn todo_scan<'a, D: CliDb>(
+    def: &'a TableDef,
     indexes: &TableIndexes,
     tenant: &str,
     targets: &Targets,
-    first: usize,
-) -> (String, Vec<Value>) {
+    batch: usize,
+) -> BatchScanner<'a, D> {
     let mut binds = vec![Value::Text(tenant.to_owned())];
-    let mut sql = format!("{} = {} AND (", ident::<D>(&def.tenant), ph::<D>(first));
+    let mut sql = format!("{} = {} AND (", ident::<D>(&def.tenant), ph::<D>(1));
     for (i, (kv, v)) in indexes
         .target_slots(target_of(targets, tenant))
         .into_iter()
@@ -483,12 +473,17 @@ fn todo_predicate<D: CliDb>(
         binds.push(Value::I64(i64::from(v)));
         sql.push_str(&format!(
             "{c} IS NULL OR {c} <> {}",
-            ph::<D>(first + binds.len() - 1),
+            ph::<D>(binds.len()),
             c = ident::<D>(&kv)
         ));
     }
     sql.push(')');
-    (sql, binds)
+    let mut select = registry::select_list::<D>(def);
+    for c in &indexes.extra_columns {
+        select.push_str(", ");
+        select.push_str(&ident::<D>(c));
+    }
+    BatchScanner::new(def, select, batch).filter(sql, binds)
 }
 
 #[derive(Default)]
@@ -519,26 +514,10 @@ async fn backfill_sweep<D: CliDb>(
         .iter()
         .map(|c| (*c).to_owned())
         .collect();
-    let mut select = registry::select_list::<D>(def);
-    for c in &indexes.extra_columns {
-        select.push_str(", ");
-        select.push_str(&ident::<D>(c));
-    }
     let (t, pkc) = (ident::<D>(&def.table), ident::<D>(&def.primary_key));
-    let batch = ctx.settings.batch_size;
-    let mut last: Option<Value> = None;
+    let mut scan = todo_scan::<D>(def, indexes, tenant, targets, ctx.settings.batch_size);
     loop {
-        let (pred, mut binds) = todo_predicate::<D>(def, indexes, tenant, targets, 1);
-        let after = match &last {
-            Some(v) => {
-                binds.push(v.clone());
-                format!(" AND {pkc} > {}", ph::<D>(binds.len()))
-            }
-            None => String::new(),
-        };
-        let sql =
-            format!("SELECT {select} FROM {t} WHERE {pred}{after} ORDER BY {pkc} LIMIT {batch}");
-        let rows = D::fetch_all_on(&mut conn, &sql, binds).await?;
+        let rows = scan.next(&mut conn).await?;
         if rows.is_empty() {
             break;
         }
@@ -680,7 +659,6 @@ async fn backfill_sweep<D: CliDb>(
         tx.commit().await?;
         sweep.written += batch_written;
         progress.add(batch_written);
-        last = rows.last().map(|r| read_pk(r, pk_type)).transpose()?;
     }
     Ok(sweep)
 }

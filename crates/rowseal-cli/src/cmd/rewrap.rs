@@ -21,6 +21,7 @@ use crate::error::{ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
 use crate::registry::{self, read_pk};
+use crate::scan::BatchScanner;
 
 pub async fn run<D: CliDb>(
     ctx: &Ctx<D>,
@@ -115,16 +116,15 @@ pub async fn run<D: CliDb>(
         if def.key_mode != rowseal_core::KeyMode::Kms {
             continue;
         }
-        let total = D::fetch_all_on(
-            &mut conn,
-            &format!("SELECT COUNT(*) FROM {}", ident::<D>(&def.table)),
-            vec![],
-        )
-        .await?
-        .first()
-        .map(|r| read_i64(r, 0))
-        .transpose()?
-        .map_or(0, |n| u64::try_from(n).unwrap_or(0));
+        let batch = ctx.settings.batch_size;
+        let select = format!(
+            "{}, {}, {}",
+            ident::<D>(&def.primary_key),
+            ident::<D>(&def.tenant),
+            ident::<D>(&def.header_column),
+        );
+        let mut scan = BatchScanner::<D>::new(&def, select.clone(), batch);
+        let total = scan.remaining(&mut conn).await?;
         let mut fail = |pk: &Value, tenant: &str, error: &str| {
             failed += 1;
             ctx.out.emit(
@@ -141,15 +141,6 @@ pub async fn run<D: CliDb>(
             );
         };
         let pk_type = def.primary_key_type;
-        let batch = ctx.settings.batch_size;
-        let base = format!(
-            "SELECT {}, {}, {} FROM {}",
-            ident::<D>(&def.primary_key),
-            ident::<D>(&def.tenant),
-            ident::<D>(&def.header_column),
-            ident::<D>(&def.table)
-        );
-        let order = format!(" ORDER BY {} LIMIT {batch}", ident::<D>(&def.primary_key));
         let update = format!(
             "UPDATE {} SET {} = {} WHERE {} = {} AND {} = {}",
             ident::<D>(&def.table),
@@ -161,25 +152,14 @@ pub async fn run<D: CliDb>(
             ph::<D>(3)
         );
         let reread = format!(
-            "{base} WHERE {} = {}",
+            "SELECT {select} FROM {} WHERE {} = {}",
+            ident::<D>(&def.table),
             ident::<D>(&def.primary_key),
             ph::<D>(1)
         );
         let (progress, handle) = Progress::start(ctx.out, format!("rewrap {}", def.table), total);
-        let mut last: Option<Value> = None;
         loop {
-            let (sql, values) = match &last {
-                None => (format!("{base}{order}"), vec![]),
-                Some(v) => (
-                    format!(
-                        "{base} WHERE {} > {}{order}",
-                        ident::<D>(&def.primary_key),
-                        ph::<D>(1)
-                    ),
-                    vec![v.clone()],
-                ),
-            };
-            let page = D::fetch_all_on(&mut conn, &sql, values).await?;
+            let page = scan.next(&mut conn).await?;
             if page.is_empty() {
                 break;
             }
@@ -254,7 +234,6 @@ pub async fn run<D: CliDb>(
                     );
                 }
             }
-            last = page.last().map(|r| read_pk(r, pk_type)).transpose()?;
         }
         progress.finish(handle).await;
     }

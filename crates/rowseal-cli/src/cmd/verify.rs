@@ -2,8 +2,8 @@
 //! commitment, then every encrypted field), recompute every blind index from
 //! the decrypted fields under the index-key version stored beside it, and
 //! report the primary keys that fail — never a value. Rows are read in
-//! primary-key order, a batch at a time (keyset pagination), so memory stays
-//! bounded.
+//! primary-key order, a batch at a time (keyset pagination,
+//! [`BatchScanner`]), so memory stays bounded.
 
 use rowseal_core::KeyMode;
 use rowseal_sqlx::{DbRow, SqlType, Value};
@@ -11,10 +11,11 @@ use serde_json::json;
 
 use super::index_check::TableIndexes;
 use super::{Ctx, RowOpener};
-use crate::db::{ident, ph, read_i64, read_text, CliDb};
+use crate::db::{ident, read_i64, read_text, CliDb};
 use crate::error::{ExitCode, Result};
 use crate::output::Progress;
 use crate::registry::{self, read_pk, FIRST_ENCRYPTED};
+use crate::scan::BatchScanner;
 
 pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
     let mut conn = ctx.conn().await?;
@@ -23,13 +24,9 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
     let mut opener = RowOpener::new(keys.hierarchy.clone());
     let mut total = 0u64;
     for def in &tables {
-        let sql = format!("SELECT COUNT(*) FROM {}", ident::<D>(&def.table));
-        let rows = D::fetch_all_on(&mut conn, &sql, vec![]).await?;
-        total += rows
-            .first()
-            .map(|r| read_i64(r, 0))
-            .transpose()?
-            .map_or(0, |n| u64::try_from(n).unwrap_or(0));
+        total += BatchScanner::<D>::new(def, "", 0)
+            .remaining(&mut conn)
+            .await?;
     }
     let (progress, handle) = Progress::start(ctx.out, "verify".into(), total);
     let mut failed = 0u64;
@@ -61,22 +58,9 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
             select.push_str(", ");
             select.push_str(&ident::<D>(c));
         }
-        let base = format!("SELECT {select} FROM {}", ident::<D>(&def.table));
-        let order = format!(" ORDER BY {} LIMIT {batch}", ident::<D>(&def.primary_key));
-        let mut last: Option<Value> = None;
+        let mut scan = BatchScanner::<D>::new(def, select, batch);
         loop {
-            let (sql, values) = match &last {
-                None => (format!("{base}{order}"), vec![]),
-                Some(v) => (
-                    format!(
-                        "{base} WHERE {} > {}{order}",
-                        ident::<D>(&def.primary_key),
-                        ph::<D>(1)
-                    ),
-                    vec![v.clone()],
-                ),
-            };
-            let rows = D::fetch_all_on(&mut conn, &sql, values).await?;
+            let rows = scan.next(&mut conn).await?;
             if rows.is_empty() {
                 break;
             }
@@ -193,7 +177,6 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
             }
             checked += rows.len() as u64;
             progress.add(rows.len() as u64);
-            last = rows.last().map(|r| read_pk(r, pk_type)).transpose()?;
         }
         for (name, st) in &indexes.stats {
             index_report.push(

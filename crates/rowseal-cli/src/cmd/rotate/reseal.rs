@@ -1,0 +1,182 @@
+//! The re-seal loop of both key modes: open each row of a batch with its old
+//! row key and seal every encrypted field under a new one. The modes differ
+//! only in where the new row key comes from ([`NewKeys`]) and in how the rows
+//! are written back (see `derived` and `kms`); both write with a
+//! compare-and-swap on the old header ([`per_row_update`]).
+
+use std::sync::Arc;
+
+use rowseal_core::{KeyHierarchy, RecordKeys, RecordSpec, RowKey};
+use rowseal_sqlx::{DbRow, SqlType, Value};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::cmd::{describe, RowOpener};
+use crate::db::{ident, ph, read_text, CliDb};
+use crate::error::Result;
+use crate::registry::{read_pk, TableDef, FIRST_ENCRYPTED};
+
+/// Where the new row keys of a batch come from.
+pub(super) enum NewKeys<'a> {
+    /// `derived` mode: the batch holds rows of one tenant, re-sealed under
+    /// the record keys of its target tenant-key version.
+    Derived {
+        tenant: &'a str,
+        keys: Arc<RecordKeys>,
+    },
+    /// `kms` mode: a new provider data key per row (of any tenant).
+    Kms {
+        hierarchy: &'a KeyHierarchy,
+        spec: RecordSpec,
+    },
+}
+
+impl NewKeys<'_> {
+    /// The tenant of a row (read from the row in `kms` mode).
+    fn tenant_of<R: DbRow>(&self, row: &R) -> Result<String> {
+        match self {
+            NewKeys::Derived { tenant, .. } => Ok((*tenant).to_owned()),
+            NewKeys::Kms { .. } => read_text(row, 1),
+        }
+    }
+
+    /// A new row key. A failure (the provider's) ends the job's run: the
+    /// batch's transaction rolls back, and nothing is lost.
+    async fn new_row(&self, tenant: &str, pk: Option<&[u8]>) -> Result<RowKey> {
+        Ok(match self {
+            NewKeys::Derived { keys, .. } => keys.new_row(pk)?,
+            NewKeys::Kms { hierarchy, spec } => hierarchy.new_row_key(spec, tenant, pk).await?,
+        })
+    }
+}
+
+/// A re-sealed row waiting to be written.
+pub(super) struct Resealed {
+    pub pk: Value,
+    pub tenant: String,
+    /// The new envelopes (NULL stays NULL), in the order of the table's
+    /// encrypted columns.
+    pub sealed: Vec<Value>,
+    /// The new key header.
+    pub header: Vec<u8>,
+    /// The header read, for the compare-and-swap.
+    pub old_header: Vec<u8>,
+}
+
+impl Resealed {
+    /// The binds of [`per_row_update`], writing key version `version`.
+    pub fn update_values(self, version: i64) -> Vec<Value> {
+        let mut values = self.sealed;
+        values.push(Value::Bytes(self.header));
+        values.push(Value::I64(version));
+        values.push(self.pk);
+        values.push(Value::Text(self.tenant));
+        values.push(Value::Bytes(self.old_header));
+        values
+    }
+}
+
+/// A row that could not be opened: reported once, skipped by this process.
+pub(super) struct Failed {
+    pub pk: Value,
+    pub tenant: String,
+    /// The `failure` event (primary key, column, error; never a value).
+    pub event: serde_json::Value,
+}
+
+/// Opens every row of a batch (selected with [`TableDef::select_list`]) and
+/// seals its fields under a new row key from `new_keys`.
+pub(super) async fn reseal<D: CliDb>(
+    rows: &[D::Row],
+    def: &TableDef,
+    pk_type: SqlType,
+    opener: &mut RowOpener,
+    new_keys: &NewKeys<'_>,
+) -> Result<(Vec<Resealed>, Vec<Failed>)> {
+    let enc_cols = def.encrypted_columns();
+    let mut resealed = Vec::with_capacity(rows.len());
+    let mut failures = Vec::new();
+    for row in rows {
+        let pk = read_pk(row, pk_type)?;
+        let tenant = new_keys.tenant_of(row)?;
+        let header = row.read_bytes(2)?.to_vec();
+        let fail = |column: &str, e: &rowseal_core::Error| Failed {
+            pk: pk.clone(),
+            tenant: tenant.clone(),
+            event: json!({"event": "failure", "table": def.table, "tenant": tenant,
+                   "primary_key": pk.key_display(), "column": column, "error": describe(e)}),
+        };
+        let pkb = match def.primary_key_bytes(&pk) {
+            Ok(b) => b,
+            Err(e) => {
+                failures.push(fail(&def.header_column, &e));
+                continue;
+            }
+        };
+        let old = match opener.open(def, &tenant, pkb.as_deref(), &header).await {
+            Ok(k) => k,
+            Err(e) => {
+                failures.push(fail(&def.header_column, &e));
+                continue;
+            }
+        };
+        let new = new_keys.new_row(&tenant, pkb.as_deref()).await?;
+        let mut sealed = Vec::with_capacity(enc_cols.len() + 5);
+        let mut bad = None;
+        for (i, col) in enc_cols.iter().enumerate() {
+            match row.read_value(FIRST_ENCRYPTED + i, SqlType::Bytes)? {
+                Value::Bytes(env) => match old.open(col, &env) {
+                    Ok(pt) => {
+                        let pt = Zeroizing::new(pt);
+                        sealed.push(Value::Bytes(new.seal(col, &pt)?));
+                    }
+                    Err(e) => {
+                        bad = Some(fail(col, &e));
+                        break;
+                    }
+                },
+                _ => sealed.push(Value::Null(SqlType::Bytes)),
+            }
+        }
+        if let Some(f) = bad {
+            failures.push(f);
+            continue;
+        }
+        resealed.push(Resealed {
+            pk,
+            tenant,
+            sealed,
+            header: new.header_bytes(),
+            old_header: header,
+        });
+    }
+    Ok((resealed, failures))
+}
+
+/// `UPDATE t SET enc..., header = ?, version = ? WHERE pk = ? AND tenant = ?
+/// AND header = ?` (a compare-and-swap on the old header).
+pub(super) fn per_row_update<D: CliDb>(def: &TableDef, enc_cols: &[&str]) -> String {
+    let mut update = format!("UPDATE {} SET ", ident::<D>(&def.table));
+    let mut n = 0;
+    for c in enc_cols
+        .iter()
+        .copied()
+        .chain([def.header_column.as_str(), def.key_version_column.as_str()])
+    {
+        if n > 0 {
+            update.push_str(", ");
+        }
+        n += 1;
+        update.push_str(&format!("{} = {}", ident::<D>(c), ph::<D>(n)));
+    }
+    update.push_str(&format!(
+        " WHERE {} = {} AND {} = {} AND {} = {}",
+        ident::<D>(&def.primary_key),
+        ph::<D>(n + 1),
+        ident::<D>(&def.tenant),
+        ph::<D>(n + 2),
+        ident::<D>(&def.header_column),
+        ph::<D>(n + 3)
+    ));
+    update
+}

@@ -1,0 +1,185 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+//! `check_config` (the config fuzz target's entry point) against the checks
+//! `rowseal` itself runs before it connects (`check_command_line`, which
+//! reads the config file from disk as the tool does): the same command lines
+//! and config files must be accepted and rejected alike, with the same exit
+//! codes, for every command — including `reindex` and `encrypt-column`.
+
+use rowseal_cli::{check_command_line, check_config, Exit};
+
+/// The exit code of a check (0: accepted).
+fn code(r: Result<(), rowseal_cli::CliError>) -> u8 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.code as u8,
+    }
+}
+
+const URL: &str = "--database-url=sqlite://rowseal-check-config-never-opened.db";
+
+/// Every command, with its required arguments.
+fn commands() -> Vec<Vec<&'static str>> {
+    vec![
+        vec!["init"],
+        vec!["status"],
+        vec!["verify"],
+        vec!["rotate", "--all-tenants"],
+        vec!["rewrap", "--to", "local:v2"],
+        vec![
+            "decrypt-column",
+            "--table",
+            "t",
+            "--column",
+            "c",
+            "--into",
+            "p",
+        ],
+        vec!["encrypt-column", "--table", "t"],
+        vec!["reindex"],
+        vec!["shred", "--tenant", "acme"],
+    ]
+}
+
+/// Extra arguments tried with every command (whatever the command accepts
+/// or refuses).
+fn variants() -> Vec<Vec<&'static str>> {
+    vec![
+        vec![URL],
+        vec![URL, "--batch-size", "0"],
+        vec![URL, "--batch-size", "10001"],
+        vec![URL, "--batch-size", "25"],
+        vec![URL, "--workers", "0"],
+        vec![URL, "--workers", "65"],
+        vec![URL, "--workers", "4"],
+        vec![URL, "--max-rows-per-second", "0"],
+        vec![URL, "--max-rows-per-second", "nan"],
+        vec![URL, "--max-rows-per-second", "inf"],
+        vec![URL, "--max-rows-per-second", "abc"],
+        vec![URL, "--max-rows-per-second", "12.5"],
+        vec![URL, "--kms-rate", "0"],
+        vec![URL, "--kms-rate", "3"],
+        vec![URL, "--bogus"],
+        vec![URL, "--table", "people"],
+        vec!["--database-url", "oracle://scott:tiger@db/x"],
+        vec!["--database-url", "postgres://u:pw@127.0.0.1:1/x"],
+        vec!["--database-url", "mariadb://u:pw@127.0.0.1:1/x"],
+        vec!["--database-url", "nonsense"],
+        vec!["--database-url", ""],
+        vec![],
+    ]
+}
+
+/// Config files tried with a few command lines.
+fn files() -> Vec<&'static str> {
+    vec![
+        "",
+        "batch_size = 0\n",
+        "batch_size = 50\nworkers = 8\n",
+        "workers = 0\n",
+        "workers = 65\n",
+        "max_rows_per_second = -1.0\n",
+        "max_rows_per_second = 100.0\n",
+        "kms_rate = 0.0\n",
+        "database_url = \"oracle://scott:tiger@db/x\"\n",
+        "database_url = \"sqlite://x.db\"\n",
+        "database_url = \"sqlite://x.db\"\nbatch_size = 0\n",
+        "database_url = \"sqlite://x.db\"\nworkers = 0\n",
+        "password = \"s3cret\"\n",
+        "batch_size = \"many\"\n",
+        "this is not toml",
+    ]
+}
+
+fn check_both(args: &[&str], file: Option<&str>, dir: &std::path::Path, n: usize) -> (u8, u8) {
+    let mut args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    if let Some(text) = file {
+        let path = dir.join(format!("rowseal-{n}.toml"));
+        std::fs::write(&path, text).unwrap();
+        args.push("--config".into());
+        args.push(path.display().to_string());
+    }
+    let real = code(check_command_line(&args));
+    let fuzzed = code(check_config(&args, file));
+    assert_eq!(
+        real, fuzzed,
+        "rowseal exits {real} but check_config {fuzzed} for {args:?} with config {file:?}"
+    );
+    (real, fuzzed)
+}
+
+#[test]
+fn check_config_accepts_and_rejects_what_rowseal_does() {
+    let dir = std::env::temp_dir().join(format!(
+        "rowseal-check-config-{:016x}",
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut n = 0;
+    let mut outcomes = std::collections::BTreeMap::new();
+    for cmd in commands() {
+        for extra in variants() {
+            let args: Vec<&str> = cmd.iter().chain(&extra).copied().collect();
+            n += 1;
+            let (code, _) = check_both(&args, None, &dir, n);
+            *outcomes.entry(code).or_insert(0) += 1;
+        }
+        for text in files() {
+            for extra in [vec![], vec![URL], vec![URL, "--batch-size", "9"]] {
+                let args: Vec<&str> = cmd.iter().chain(&extra).copied().collect();
+                n += 1;
+                let (code, _) = check_both(&args, Some(text), &dir, n);
+                *outcomes.entry(code).or_insert(0) += 1;
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    // The lists cover every outcome: accepted, usage and config errors.
+    for c in [0, Exit::Usage as u8, Exit::Config as u8] {
+        assert!(outcomes.get(&c).copied().unwrap_or(0) > 0, "{outcomes:?}");
+    }
+}
+
+/// The batch options of every batch command are checked, by both paths.
+#[test]
+fn batch_options_of_every_batch_command_are_checked() {
+    let dir = std::env::temp_dir();
+    for cmd in [
+        vec!["rotate", "--all-tenants"],
+        vec!["verify"],
+        vec!["rewrap", "--to", "local:v2"],
+        vec!["reindex"],
+        vec!["encrypt-column", "--table", "t"],
+        vec![
+            "decrypt-column",
+            "--table",
+            "t",
+            "--column",
+            "c",
+            "--into",
+            "p",
+        ],
+    ] {
+        let mut args = cmd.clone();
+        args.extend([URL, "--batch-size", "0"]);
+        assert_eq!(
+            check_both(&args, None, &dir, 0).0,
+            Exit::Config as u8,
+            "{args:?}"
+        );
+        let mut args = cmd.clone();
+        args.push(URL);
+        assert_eq!(check_both(&args, None, &dir, 0).0, 0, "{args:?}");
+    }
+    for cmd in [vec!["reindex"], vec!["encrypt-column", "--table", "t"]] {
+        for bad in [["--workers", "0"], ["--max-rows-per-second", "nan"]] {
+            let mut args = cmd.clone();
+            args.push(URL);
+            args.extend(bad);
+            assert_eq!(
+                check_both(&args, None, &dir, 0).0,
+                Exit::Config as u8,
+                "{args:?}"
+            );
+        }
+    }
+}
