@@ -120,11 +120,11 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             }
         }
         let ty = f.plaintext_type.ok_or_else(|| {
-                CliError::config(format!(
-                    "{}.{legacy}: the registry gives no supported type for the plaintext column",
-                    def.table
-                ))
-            })?;
+            CliError::config(format!(
+                "{}.{legacy}: the registry gives no supported type for the plaintext column",
+                def.table
+            ))
+        })?;
         targets.push(Target {
             ct: f.column.clone(),
             legacy: legacy.clone(),
@@ -680,10 +680,7 @@ impl<D: CliDb> Worker<D> {
                 n_values += 1;
                 if self.plans.iter().any(|p| p.columns.contains(&t.ct)) {
                     let text = legacy.index_text().map_err(|e| fail(&t.ct, e.into()))?;
-                    sealed_now.insert(
-                        t.ct.as_str(),
-                        text.map(|t| Zeroizing::new(t.into_owned())),
-                    );
+                    sealed_now.insert(t.ct.as_str(), text.map(|t| Zeroizing::new(t.into_owned())));
                 }
             }
             sets.push(ident::<D>(&t.legacy));

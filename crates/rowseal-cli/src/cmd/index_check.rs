@@ -265,10 +265,7 @@ impl TableIndexes {
                     Ok(Value::I32(v)) => Some(i64::from(v)),
                     Ok(Value::Null(_)) => None,
                     _ => {
-                        out.push(fail(
-                            &slot.column,
-                            "the index version is not an integer",
-                        ));
+                        out.push(fail(&slot.column, "the index version is not an integer"));
                         self.stats[pi].1.failures += 1;
                         continue;
                     }

@@ -15,10 +15,8 @@
 
 mod table;
 
-pub use table::{
-    FieldSchema, IndexSchema, IndexScope, IndexSlot, TableSchema, REGISTRY_FORMAT,
-};
 pub(crate) use table::bound_primary_key;
+pub use table::{FieldSchema, IndexSchema, IndexScope, IndexSlot, TableSchema, REGISTRY_FORMAT};
 
 use crate::backend::{Backend, DbRow};
 use crate::error::{Error, Result};
@@ -401,7 +399,8 @@ where
     E: sqlx::Executor<'c>,
     E::Database: Backend,
 {
-    let mut sql = String::from("SELECT table_name, definition FROM rowseal_schema WHERE table_name = ");
+    let mut sql =
+        String::from("SELECT table_name, definition FROM rowseal_schema WHERE table_name = ");
     E::Database::push_placeholder(&mut sql, 1);
     let row = <E::Database as Backend>::fetch_optional(
         executor,

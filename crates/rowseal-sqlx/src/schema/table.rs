@@ -243,10 +243,7 @@ impl IndexSchema {
 
 /// The one rule for binding a primary key into ciphertexts: nothing unless
 /// the model binds it, else [`Value::key_bytes`].
-pub(crate) fn bound_primary_key(
-    binds: bool,
-    pk: &Value,
-) -> rowseal_core::Result<Option<Vec<u8>>> {
+pub(crate) fn bound_primary_key(binds: bool, pk: &Value) -> rowseal_core::Result<Option<Vec<u8>>> {
     if !binds {
         return Ok(None);
     }
@@ -279,8 +276,8 @@ impl TableSchema {
                 format,
             });
         }
-        let schema: TableSchema = serde_json::from_value(value)
-            .map_err(|e| bad(format!("not understood: {e}")))?;
+        let schema: TableSchema =
+            serde_json::from_value(value).map_err(|e| bad(format!("not understood: {e}")))?;
         schema.check().map_err(|r| bad(r.into()))?;
         Ok(schema)
     }
@@ -301,7 +298,9 @@ impl TableSchema {
             if f.plaintext_column.is_some() != f.plaintext_type.is_some()
                 || (f.plaintext_column.is_some() && f.encoding.is_none())
             {
-                return Err("a legacy plaintext column is declared without its type or on a plain field");
+                return Err(
+                    "a legacy plaintext column is declared without its type or on a plain field",
+                );
             }
         }
         for i in &self.blind_indexes {

@@ -27,7 +27,12 @@ where
         .iter()
         .find(|t| t.table == T::model().table())
         .expect("listed");
-    assert_eq!(listed, &expected, "{}: registered_tables()", T::model().table());
+    assert_eq!(
+        listed,
+        &expected,
+        "{}: registered_tables()",
+        T::model().table()
+    );
 }
 
 /// Every model of the suite, written to the registry and read back through
@@ -53,7 +58,11 @@ where
     assert_eq!(email.slot(3), email.slot(1));
     let def = User::model().index("email_idx").unwrap();
     for v in 1..6 {
-        assert_eq!(def.slot(v), email.slot(v), "model and schema agree on slots");
+        assert_eq!(
+            def.slot(v),
+            email.slot(v),
+            "model and schema agree on slots"
+        );
     }
     let patients = schema::definition(Patient::model());
     let pk = Value::Text("row-1".into());
@@ -114,7 +123,9 @@ where
         other => panic!("expected UnsupportedRegistryFormat, got {other:?}"),
     }
     let mut conn = cx.pool.acquire().await.unwrap();
-    let err = schema::registered_tables::<DB>(&mut conn).await.unwrap_err();
+    let err = schema::registered_tables::<DB>(&mut conn)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, Error::UnsupportedRegistryFormat { table, .. } if table == "from_the_future"),
         "{err:?}"

@@ -99,7 +99,15 @@ pub async fn postgres_kms_app() -> Option<TestApp> {
         addr: "127.0.0.1:0".parse().unwrap(),
     };
     let raw = RawDb::Postgres(db.pool.clone());
-    Some(start("postgres+kms", &config, raw, Cleanup::Postgres(Box::new(db))).await)
+    Some(
+        start(
+            "postgres+kms",
+            &config,
+            raw,
+            Cleanup::Postgres(Box::new(db)),
+        )
+        .await,
+    )
 }
 
 async fn start(kind: &'static str, config: &Config, raw: RawDb, cleanup: Cleanup) -> TestApp {
