@@ -224,12 +224,15 @@ mod tests {
     use super::*;
 
     fn def() -> TableDef {
-        serde_json::from_value(json!({
+        let field = |name: &str, sql_type: &str| json!({"name": name, "column": name, "sql_type": sql_type, "nullable": false});
+        let entry = json!({
+            "format": rowseal_sqlx::schema::REGISTRY_FORMAT,
             "record_type": "person", "table": "people", "key_mode": "derived",
             "bind_primary_key": true, "tenant": "tenant_id", "primary_key": "id",
-            "primary_key_type": "i64", "fields": []
-        }))
-        .unwrap()
+            "primary_key_type": "i64",
+            "fields": [field("id", "i64"), field("tenant_id", "text")]
+        });
+        TableDef::from_registry_json("people", &entry.to_string()).unwrap()
     }
 
     #[test]
