@@ -122,13 +122,7 @@ pub(crate) fn compute(
     key: &BlindIndexKey,
     parts: &[String],
 ) -> Result<BlindIndexValue> {
-    let mac = if let [one] = parts {
-        key.compute(one.as_bytes())
-    } else {
-        let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
-        key.compute_compound(&slices)?
-    };
-    Ok(plan.bits.truncate(&mac))
+    Ok(key.parts_value(parts, plan.bits)?)
 }
 
 /// Normalizes a row's covered fields; `None` if one of them is NULL.

@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use rowseal_core::{
-    BlindIndexKey, BlindIndexValue, IndexBits, KeyHierarchy, KeyMode, KeyScope, Normalization,
+    BlindIndexKey, IndexBits, KeyHierarchy, KeyMode, KeyScope, Normalization,
     RowKey,
 };
 use rowseal_sqlx::schema::{IndexScope, IndexSlot};
@@ -632,15 +632,7 @@ impl<D: CliDb> Worker<D> {
                 .await
                 .map_err(|e| fail(&header_col, super::describe(&e)))?,
             None => {
-                let r = match spec.key_mode() {
-                    KeyMode::Derived => match self.keys.current_tenant_key(tenant).await {
-                        Ok(tk) => tk
-                            .record_keys(&spec)
-                            .and_then(|rk| rk.new_row(pkb.as_deref())),
-                        Err(e) => Err(e),
-                    },
-                    _ => self.keys.new_row_key(&spec, tenant, pkb.as_deref()).await,
-                };
+                let r = self.keys.new_row_key(&spec, tenant, pkb.as_deref()).await;
                 r.map_err(|e| match e {
                     rowseal_core::Error::Provider(_) | rowseal_core::Error::Store { .. } => {
                         RowError::Fatal(e.into())
@@ -769,17 +761,11 @@ impl<D: CliDb> Worker<D> {
                     Value::Null(SqlType::Bytes)
                 }
             } else {
-                let mac = if let [one] = parts.as_slice() {
-                    bkey.compute(one.as_bytes())
-                } else {
-                    let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
-                    bkey.compute_compound(&slices)
-                        .map_err(|e| fail(&plan.name, super::describe(&e)))?
-                };
-                match plan.bits.truncate(&mac) {
-                    BlindIndexValue::Int(i) => Value::I64(i),
-                    BlindIndexValue::Bytes(b) => Value::Bytes(b),
-                }
+                let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+                Value::from(
+                    bkey.parts_value(&slices, plan.bits)
+                        .map_err(|e| fail(&plan.name, super::describe(&e)))?,
+                )
             };
             let slot = plan
                 .slots

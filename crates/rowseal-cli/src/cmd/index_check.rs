@@ -491,13 +491,8 @@ fn compute(
     bits: IndexBits,
     parts: &[Zeroizing<String>],
 ) -> Result<BlindIndexValue, String> {
-    let mac = if let [one] = parts {
-        key.compute(one.as_bytes())
-    } else {
-        let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
-        key.compute_compound(&slices).map_err(|e| e.to_string())?
-    };
-    Ok(bits.truncate(&mac))
+    let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+    key.parts_value(&slices, bits).map_err(|e| e.to_string())
 }
 
 /// The stored value of a slot (`None`: NULL).

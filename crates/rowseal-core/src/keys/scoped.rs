@@ -230,6 +230,25 @@ impl BlindIndexKey {
         bits.truncate(&self.compute(normalized.as_bytes()))
     }
 
+    /// The stored index value of already normalized parts: one part is
+    /// indexed as itself ([`compute`](Self::compute)), several as a compound
+    /// value ([`compute_compound`](Self::compute_compound)); then truncated to
+    /// `bits`. The one place that choice is made, for the library and the
+    /// command-line tool alike.
+    pub fn parts_value<P: AsRef<[u8]>>(
+        &self,
+        parts: &[P],
+        bits: IndexBits,
+    ) -> Result<BlindIndexValue> {
+        let mac = if let [one] = parts {
+            self.compute(one.as_ref())
+        } else {
+            let slices: Vec<&[u8]> = parts.iter().map(AsRef::as_ref).collect();
+            self.compute_compound(&slices)?
+        };
+        Ok(bits.truncate(&mac))
+    }
+
     /// The index-key version.
     pub fn version(&self) -> u32 {
         self.version
