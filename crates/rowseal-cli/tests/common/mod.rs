@@ -83,6 +83,16 @@ where
     schema::create_table::<Secret, _>(&db.pool).await.unwrap();
     schema::register::<Person, _>(&db.pool).await.unwrap();
     schema::register::<Secret, _>(&db.pool).await.unwrap();
+    // The registry the tool reads gives back exactly what the models declare.
+    let mut conn = db.pool.acquire().await.unwrap();
+    assert_eq!(
+        schema::registered_tables::<DB>(&mut conn).await.unwrap(),
+        vec![
+            schema::definition(Person::model()),
+            schema::definition(Secret::model())
+        ]
+    );
+    drop(conn);
     let stmts: Vec<&str> = match db.kind {
         "postgres" => vec![
             "CREATE TABLE rotations (id BIGINT PRIMARY KEY, n INT NOT NULL)",
