@@ -146,8 +146,7 @@ impl fmt::Display for Error {
             ),
             Error::UnsupportedRegistryFormat { table, format } => write!(
                 f,
-                "the schema registry entry of {table} has format {format}, which this rowseal does not read (it reads format {})",
-                crate::schema::REGISTRY_FORMAT
+                "the schema registry entry of {table} has format {format}, which this rowseal does not read"
             ),
         }
     }

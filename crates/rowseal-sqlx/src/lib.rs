@@ -146,7 +146,9 @@ mod blind;
 pub mod encoding;
 mod encryptor;
 mod error;
+mod index_source;
 mod keystore;
+mod layout;
 mod model;
 pub mod schema;
 mod value;
@@ -157,10 +159,11 @@ pub use encryptor::{
     Encryptor, DEFAULT_PARALLEL_THRESHOLD, DEFAULT_STREAM_CHUNK, MAX_STATEMENT_BYTES,
 };
 pub use error::{Error, Result};
+pub use index_source::IndexSource;
 pub use keystore::SqlxKeyStore;
 pub use model::{
-    CustomNormalizer, Encrypted, FieldDef, IndexDef, IndexSource, Model, RowReader, RowWriter,
-    HEADER_COLUMN, KEY_VERSION_COLUMN,
+    CustomNormalizer, Encrypted, FieldDef, IndexDef, Model, RowReader, RowWriter, HEADER_COLUMN,
+    KEY_VERSION_COLUMN,
 };
 pub use rowseal_core::BlindIndexValue;
 pub use value::{PlainField, PrimaryKeyField, SqlType, TenantField, Value};

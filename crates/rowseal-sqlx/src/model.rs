@@ -7,7 +7,7 @@ use zeroize::Zeroize;
 
 use crate::encoding::{EncryptedField, ValueType};
 use crate::error::{Error, Result};
-use crate::schema::{IndexScope, IndexSlot};
+use crate::layout::{bound_primary_key, IndexScope, IndexSlot};
 use crate::value::{PlainField, PrimaryKeyField, SqlType, Value};
 
 /// The column holding each row's key header.
@@ -297,7 +297,7 @@ impl Model {
     /// (`None` when the model does not bind it): the same rule as
     /// [`TableSchema::primary_key_bytes`](crate::schema::TableSchema::primary_key_bytes).
     pub fn primary_key_bytes(&self, pk: &Value) -> rowseal_core::Result<Option<Vec<u8>>> {
-        crate::schema::bound_primary_key(self.spec.binds_primary_key(), pk)
+        bound_primary_key(self.spec.binds_primary_key(), pk)
     }
 }
 
@@ -329,42 +329,6 @@ pub trait Encrypted: Sized + Send + Sync + 'static {
         None
     }
 }
-
-/// A field type a blind index can cover: its value as text (before
-/// normalization), or `None` for NULL.
-pub trait IndexSource {
-    /// The text indexed.
-    fn index_str(&self) -> Option<std::borrow::Cow<'_, str>>;
-}
-
-impl IndexSource for String {
-    fn index_str(&self) -> Option<std::borrow::Cow<'_, str>> {
-        Some(std::borrow::Cow::Borrowed(self))
-    }
-}
-
-impl IndexSource for Box<str> {
-    fn index_str(&self) -> Option<std::borrow::Cow<'_, str>> {
-        Some(std::borrow::Cow::Borrowed(self))
-    }
-}
-
-impl<T: IndexSource> IndexSource for Option<T> {
-    fn index_str(&self) -> Option<std::borrow::Cow<'_, str>> {
-        self.as_ref().and_then(IndexSource::index_str)
-    }
-}
-
-macro_rules! index_source_display {
-    ($($t:ty),*) => {$(
-        impl IndexSource for $t {
-            fn index_str(&self) -> Option<std::borrow::Cow<'_, str>> {
-                Some(std::borrow::Cow::Owned(self.to_string()))
-            }
-        }
-    )*};
-}
-index_source_display!(i16, i32, i64, u16, u32, u64, char);
 
 /// Collects a row's column values for an insert or update, sealing encrypted
 /// fields with the row key. Used by generated code.

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::model::IndexSource;
+use crate::index_source::IndexSource;
 
 /// The SQL type of a column, independent of the database. Encrypted columns
 /// are always [`SqlType::Bytes`].

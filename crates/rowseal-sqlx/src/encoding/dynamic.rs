@@ -10,7 +10,7 @@ use std::fmt;
 use zeroize::Zeroize;
 
 use super::{DecodeError, EncryptedField, EncryptedValue, ValueType, ENCODING_V1};
-use crate::model::IndexSource;
+use crate::index_source::IndexSource;
 use crate::value::Value;
 
 macro_rules! decoded_values {

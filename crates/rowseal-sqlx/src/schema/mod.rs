@@ -15,8 +15,8 @@
 
 mod table;
 
-pub(crate) use table::bound_primary_key;
-pub use table::{FieldSchema, IndexSchema, IndexScope, IndexSlot, TableSchema, REGISTRY_FORMAT};
+pub use crate::layout::{IndexScope, IndexSlot};
+pub use table::{FieldSchema, IndexSchema, TableSchema, REGISTRY_FORMAT};
 
 use crate::backend::{Backend, DbRow};
 use crate::error::{Error, Result};
