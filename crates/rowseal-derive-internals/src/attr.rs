@@ -12,7 +12,6 @@ use syn::meta::ParseNestedMeta;
 use syn::spanned::Spanned;
 use syn::{Ident, LitStr, Token};
 
-use crate::check;
 use crate::ctxt::Ctxt;
 
 const CONTAINER_ATTRS: &str =
@@ -161,7 +160,6 @@ impl FieldAttrs {
                 _ => unknown(cx, meta, "rowseal attribute", " on a field", FIELD_ATTRS),
             }
         });
-        check::field_attrs(cx, &out);
         out
     }
 }

@@ -54,6 +54,7 @@ mod attr;
 mod check;
 mod ctxt;
 mod expand;
+mod resolve;
 
 use proc_macro2::{Span, TokenStream};
 use syn::DeriveInput;

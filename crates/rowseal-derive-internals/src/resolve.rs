@@ -1,0 +1,147 @@
+//! Building the model's AST from the parsed attributes: resolves names and
+//! positions and runs each check of [`crate::check`] at the point where its
+//! inputs are known (so errors come out in source order). Kept apart from
+//! [`crate::ast`], the types, so that the checks can read those types without
+//! a module cycle.
+
+use proc_macro2::Span;
+use quote::ToTokens;
+use syn::{Data, DeriveInput, Fields, Ident};
+
+use crate::ast::{snake_case, Container, Field, Index};
+use crate::attr::{ContainerAttrs, FieldAttrs};
+use crate::check;
+use crate::ctxt::Ctxt;
+
+impl<'a> Container<'a> {
+    /// Parses and resolves `input`, reporting every mistake into `cx`.
+    /// `None` when something could not be resolved (always with an error in
+    /// `cx`).
+    pub(crate) fn from_ast(cx: &mut Ctxt, input: &'a DeriveInput) -> Option<Self> {
+        let attrs = ContainerAttrs::from_ast(cx, input);
+        check::not_generic(cx, input);
+        let named = named_fields(cx, input);
+
+        let mut fields = Vec::new();
+        if let Some(named) = named {
+            for f in &named.named {
+                let attrs = FieldAttrs::from_ast(cx, f);
+                check::field_attrs(cx, &attrs);
+                let Some(ident) = f.ident.clone() else {
+                    continue;
+                };
+                let column = attrs
+                    .column
+                    .as_ref()
+                    .map(|c| c.value())
+                    .unwrap_or_else(|| ident.to_string().trim_start_matches("r#").to_owned());
+                check::column_not_reserved(
+                    cx,
+                    attrs
+                        .column
+                        .as_ref()
+                        .map(|c| c.to_token_stream())
+                        .unwrap_or_else(|| ident.to_token_stream()),
+                    &column,
+                );
+                fields.push(Field {
+                    ident,
+                    ty: &f.ty,
+                    attrs,
+                    column,
+                });
+            }
+            check::columns(cx, &fields);
+        }
+
+        if attrs.table.is_none() {
+            cx.error_at(
+                Span::call_site(),
+                "missing #[rowseal(table = \"...\")] on the struct",
+            );
+        }
+        let tenant = key_field(
+            cx,
+            "tenant",
+            attrs.tenant.as_ref(),
+            &fields,
+            named.is_some(),
+        );
+        let primary_key = key_field(
+            cx,
+            "primary_key",
+            attrs.primary_key.as_ref(),
+            &fields,
+            named.is_some(),
+        );
+        check::distinct_key_fields(cx, tenant, primary_key, attrs.primary_key.as_ref());
+        let indexes = Index::resolve(cx, &attrs, &fields);
+        check::indexes(cx, &indexes, &fields);
+
+        Some(Container {
+            ident: &input.ident,
+            table: attrs.table?.value(),
+            record_type: attrs
+                .record_type
+                .map(|r| r.value())
+                .unwrap_or_else(|| snake_case(&input.ident.to_string())),
+            kms: attrs.key_mode.is_some_and(|(_, kms)| kms),
+            bind_primary_key: attrs.bind_primary_key,
+            krate: attrs.krate,
+            fields,
+            tenant: tenant?,
+            primary_key: primary_key?,
+            indexes,
+        })
+    }
+}
+
+/// The fields of a struct with named fields; an error for anything else.
+fn named_fields<'a>(cx: &mut Ctxt, input: &'a DeriveInput) -> Option<&'a syn::FieldsNamed> {
+    match &input.data {
+        Data::Struct(s) => match &s.fields {
+            Fields::Named(n) => Some(n),
+            _ => {
+                cx.error(
+                    &input.ident,
+                    "#[derive(Encrypted)] needs a struct with named fields",
+                );
+                None
+            }
+        },
+        _ => {
+            cx.error(&input.ident, "#[derive(Encrypted)] works on structs only");
+            None
+        }
+    }
+}
+
+/// The position of the field that `which = <field>` names (`tenant` or
+/// `primary_key`). `has_fields`: whether the struct's fields could be read
+/// at all (if not, an unknown name is not reported again).
+fn key_field(
+    cx: &mut Ctxt,
+    which: &str,
+    id: Option<&Ident>,
+    fields: &[Field<'_>],
+    has_fields: bool,
+) -> Option<usize> {
+    let Some(id) = id else {
+        cx.error_at(
+            Span::call_site(),
+            format!("missing #[rowseal({which} = <field>)] on the struct"),
+        );
+        return None;
+    };
+    match fields.iter().position(|f| f.ident == *id) {
+        Some(i) => {
+            check::key_field_in_clear(cx, which, id, &fields[i]);
+            Some(i)
+        }
+        None if has_fields => {
+            cx.error(id, format!("no field named `{id}` for the {which}"));
+            None
+        }
+        None => None,
+    }
+}
