@@ -57,8 +57,17 @@ pub struct AwsKmsProviderBuilder {
     replicas: Vec<Replica>,
 }
 
+impl AwsKmsProvider {
+    /// Starts configuring a provider for the KMS key `key_id`: a key id, a key
+    /// ARN, an alias name (`alias/prod-orders-db`) or an alias ARN. (Written
+    /// beside the builder, which depends on the provider, not the other way.)
+    pub fn builder(key_id: impl Into<String>) -> AwsKmsProviderBuilder {
+        AwsKmsProviderBuilder::new(key_id)
+    }
+}
+
 impl AwsKmsProviderBuilder {
-    pub(crate) fn new(key_id: impl Into<String>) -> Self {
+    fn new(key_id: impl Into<String>) -> Self {
         AwsKmsProviderBuilder {
             key_id: key_id.into(),
             client: None,

@@ -19,7 +19,6 @@ use rowseal_core::{
 use zeroize::Zeroizing;
 
 use crate::arn;
-use crate::builder::AwsKmsProviderBuilder;
 use crate::counts::{Counters, KmsCallCounts, KmsOperation};
 use crate::error::{classify, AwsKmsError, Failure};
 use crate::retry::RetryPolicy;
@@ -67,12 +66,6 @@ struct Call<'a> {
 }
 
 impl AwsKmsProvider {
-    /// Starts configuring a provider for the KMS key `key_id`: a key id, a key
-    /// ARN, an alias name (`alias/prod-orders-db`) or an alias ARN.
-    pub fn builder(key_id: impl Into<String>) -> AwsKmsProviderBuilder {
-        AwsKmsProviderBuilder::new(key_id)
-    }
-
     pub(crate) async fn connect(
         configured_key: String,
         primary: RegionClient,
