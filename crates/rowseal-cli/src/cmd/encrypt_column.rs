@@ -34,8 +34,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use rowseal_core::{
-    BlindIndexKey, IndexBits, KeyHierarchy, KeyMode, KeyScope, Normalization,
-    RowKey,
+    BlindIndexKey, IndexBits, KeyHierarchy, KeyMode, KeyScope, Normalization, RowKey,
 };
 use rowseal_sqlx::schema::{IndexScope, IndexSlot};
 use rowseal_sqlx::{DbRow, SqlType, Value, ValueType};
