@@ -47,7 +47,7 @@ fuzz_target!(|input: Input| {
     }
 
     let p = provider(input.root);
-    let mut ctx = EncryptionContext::tenant_key(&input.tenant);
+    let mut ctx = EncryptionContext::tenant_key(&input.tenant, 1);
     if let Some((k, v)) = &input.extra {
         ctx = ctx.with(k.clone(), v.clone());
     }
@@ -91,7 +91,7 @@ fuzz_target!(|input: Input| {
         }
     }
     // Another context.
-    let other = EncryptionContext::tenant_key(&input.other_tenant);
+    let other = EncryptionContext::tenant_key(&input.other_tenant, 1);
     if other != ctx {
         reject(&dk.wrapped, &other);
     }

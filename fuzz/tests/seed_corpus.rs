@@ -76,9 +76,9 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>, Vec<u8>)> {
     for (name, ctx) in [
         (
             "wrapped-tenant-key",
-            EncryptionContext::tenant_key("tenant-1"),
+            EncryptionContext::tenant_key("tenant-1", 1),
         ),
-        ("wrapped-index-key", EncryptionContext::index_key(None)),
+        ("wrapped-index-key", EncryptionContext::index_key(None, 1)),
     ] {
         let dk = block_on(p.generate_data_key(&ctx)).unwrap();
         let w = dk.wrapped.to_bytes();

@@ -116,6 +116,21 @@ impl<K: Eq + Hash + Clone, V> KeyCache<K, V> {
         self.lock().clear();
     }
 
+    /// Drops every expired entry (and failed ones), keeping flights in
+    /// progress.
+    pub(crate) fn sweep(&self) {
+        retain_fresh(&mut self.lock(), self.config.ttl);
+    }
+
+    /// The keys of every entry holding a value (fresh or not yet swept).
+    pub(crate) fn keys(&self) -> Vec<K> {
+        self.lock()
+            .iter()
+            .filter(|(_, f)| matches!(f.get(), Some(Ok(_))))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     pub(crate) fn remove(&self, key: &K) {
         self.lock().remove(key);
     }
@@ -151,12 +166,7 @@ impl<K: Eq + Hash + Clone, V> KeyCache<K, V> {
         if slots.len() < self.config.max_entries.max(1) {
             return;
         }
-        let ttl = self.config.ttl;
-        slots.retain(|_, f| match f.get() {
-            None => true,
-            Some(Ok((_, at))) => at.elapsed() < ttl,
-            Some(Err(_)) => false,
-        });
+        retain_fresh(slots, self.config.ttl);
         while slots.len() >= self.config.max_entries.max(1) {
             let oldest = slots
                 .iter()
@@ -183,6 +193,15 @@ impl<K: Eq + Hash + Clone, V> KeyCache<K, V> {
             slots.remove(key);
         }
     }
+}
+
+/// Keeps flights in progress and fresh values; drops expired and failed ones.
+fn retain_fresh<K, V>(slots: &mut HashMap<K, Flight<V>>, ttl: Duration) {
+    slots.retain(|_, f| match f.get() {
+        None => true,
+        Some(Ok((_, at))) => at.elapsed() < ttl,
+        Some(Err(_)) => false,
+    });
 }
 
 #[cfg(test)]

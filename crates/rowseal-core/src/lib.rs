@@ -31,7 +31,7 @@ pub use cache::CacheConfig;
 pub use error::{Error, ProviderError, ProviderErrorKind, Result};
 pub use format::header::{KeyMode, RowHeader};
 pub use format::wrapped::WrappedKey;
-pub use keys::hierarchy::{IndexKeyVersions, KeyHierarchy};
+pub use keys::hierarchy::{CachedKeys, IndexKeyVersions, KeyHierarchy};
 pub use keys::row::{RecordSpec, RowKey};
 pub use keys::scoped::{BlindIndexKey, IndexKey, RecordKeys, TenantKey};
 pub use local::{LocalKeyProvider, LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV};

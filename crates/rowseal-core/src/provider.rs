@@ -11,20 +11,27 @@ use crate::error::Result;
 use crate::format::canonical::push_lp;
 use crate::format::wrapped::WrappedKey;
 use crate::secret::SecretKey;
+use crate::store::{KeyPurpose, KeyScope};
 
 /// The non-secret key/value pairs bound to every wrapped key: the KMS
 /// encryption context.
 ///
 /// A wrapped key only unwraps under the context it was made with. The context is
 /// written to the KMS audit log (CloudTrail) in clear, so it must never hold
-/// secret values: rowseal puts only the purpose, the tenant id and the record
-/// type in it. Keep tenant ids non-secret (an id, not a name or an email).
+/// secret values: rowseal puts only the purpose, the tenant id, the key version
+/// and the record type in it. Keep tenant ids non-secret (an id, not a name or
+/// an email).
+///
+/// A stored key's context names its version, so a wrapped key only unwraps as
+/// the version it was made for: a destroyed version kept from a backup cannot
+/// be put back as a new version to undo a rotation.
 ///
 /// ```
 /// use rowseal_core::EncryptionContext;
-/// let ctx = EncryptionContext::tenant_key("tenant-42");
+/// let ctx = EncryptionContext::tenant_key("tenant-42", 3);
 /// assert_eq!(ctx.get("rowseal:purpose"), Some("tenant-key"));
 /// assert_eq!(ctx.get("rowseal:tenant"), Some("tenant-42"));
+/// assert_eq!(ctx.get("rowseal:key-version"), Some("3"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct EncryptionContext {
@@ -36,21 +43,44 @@ const PURPOSE: &str = "rowseal:purpose";
 const TENANT: &str = "rowseal:tenant";
 const RECORD_TYPE: &str = "rowseal:record-type";
 const SCOPE: &str = "rowseal:scope";
+const KEY_VERSION: &str = "rowseal:key-version";
 
 impl EncryptionContext {
-    /// The context of a tenant key.
-    pub fn tenant_key(tenant: &str) -> Self {
+    /// The context of version `version` of a tenant key.
+    pub fn tenant_key(tenant: &str, version: u32) -> Self {
         Self::default()
             .with(PURPOSE, "tenant-key")
             .with(TENANT, tenant)
+            .with(KEY_VERSION, version.to_string())
     }
 
-    /// The context of a blind-index key: per tenant, or global (`tenant = None`).
-    pub fn index_key(tenant: Option<&str>) -> Self {
-        let ctx = Self::default().with(PURPOSE, "index-key");
+    /// The context of version `version` of a blind-index key: per tenant, or
+    /// global (`tenant = None`).
+    pub fn index_key(tenant: Option<&str>, version: u32) -> Self {
+        let ctx = Self::default()
+            .with(PURPOSE, "index-key")
+            .with(KEY_VERSION, version.to_string());
         match tenant {
             Some(t) => ctx.with(SCOPE, "tenant").with(TENANT, t),
             None => ctx.with(SCOPE, "global"),
+        }
+    }
+
+    /// The context of a key stored in the key store (`rowseal_keys`): the one
+    /// place that maps a stored key's purpose, scope and version to its
+    /// context, for the hierarchy and for tools that rewrap stored keys.
+    ///
+    /// ```
+    /// use rowseal_core::{EncryptionContext, KeyPurpose, KeyScope};
+    /// assert_eq!(
+    ///     EncryptionContext::stored_key(KeyPurpose::Index, &KeyScope::Global, 2),
+    ///     EncryptionContext::index_key(None, 2),
+    /// );
+    /// ```
+    pub fn stored_key(purpose: KeyPurpose, scope: &KeyScope, version: u32) -> Self {
+        match purpose {
+            KeyPurpose::Tenant => Self::tenant_key(scope.tenant().unwrap_or(""), version),
+            KeyPurpose::Index => Self::index_key(scope.tenant(), version),
         }
     }
 
@@ -166,7 +196,7 @@ impl ProviderCallCounts {
 /// use rowseal_core::{CountingKeyProvider, EncryptionContext, KeyProvider, LocalKeyProvider};
 /// let local = LocalKeyProvider::from_keyring_str(&LocalKeyProvider::generate_keyring())?;
 /// let counting = CountingKeyProvider::new(Arc::new(local));
-/// counting.generate_data_key(&EncryptionContext::tenant_key("t1")).await?;
+/// counting.generate_data_key(&EncryptionContext::tenant_key("t1", 1)).await?;
 /// assert_eq!(counting.counts().generate, 1);
 /// # Ok(()) }
 /// # tokio_test_block_on(demo()).unwrap();

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::format::wrapped::WrappedKey;
+use crate::provider::EncryptionContext;
 
 /// What a stored key is for.
 #[non_exhaustive]
@@ -118,6 +119,14 @@ pub struct KeyRecord {
     pub wrapped: Option<WrappedKey>,
     /// Life-cycle state.
     pub state: KeyState,
+}
+
+impl KeyRecord {
+    /// The encryption context this record's key is wrapped under (see
+    /// [`EncryptionContext::stored_key`]).
+    pub fn encryption_context(&self) -> EncryptionContext {
+        EncryptionContext::stored_key(self.purpose, &self.scope, self.version)
+    }
 }
 
 /// Storage for wrapped tenant and index keys.

@@ -142,7 +142,7 @@ async fn rotations_cannot_overlap_or_start_from_nothing() {
     let provider = LocalKeyProvider::from_keyring_str(&keyring).unwrap();
     let wrapped = rowseal_core::KeyProvider::generate_data_key(
         &provider,
-        &rowseal_core::EncryptionContext::index_key(Some("t")),
+        &rowseal_core::EncryptionContext::index_key(Some("t"), 1),
     )
     .await
     .unwrap()

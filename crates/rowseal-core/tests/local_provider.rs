@@ -61,14 +61,14 @@ fn env_and_file_sources() {
 #[tokio::test]
 async fn a_wrapped_key_only_unwraps_under_its_context_and_root_key() {
     let p = common::local_provider();
-    let ctx = EncryptionContext::tenant_key("a");
+    let ctx = EncryptionContext::tenant_key("a", 1);
     let dk = p.generate_data_key(&ctx).await.unwrap();
     assert_eq!(
         p.decrypt_data_key(&dk.wrapped, &ctx).await.unwrap(),
         dk.plaintext
     );
     let err = p
-        .decrypt_data_key(&dk.wrapped, &EncryptionContext::tenant_key("b"))
+        .decrypt_data_key(&dk.wrapped, &EncryptionContext::tenant_key("b", 1))
         .await
         .unwrap_err();
     assert_eq!(
@@ -89,7 +89,7 @@ async fn root_key_rotation_by_rewrap() {
     let new = LocalKeyProvider::from_keyring_str(&both).unwrap();
     assert_eq!(new.current_key_id(), "local:v2");
 
-    let ctx = EncryptionContext::tenant_key("a");
+    let ctx = EncryptionContext::tenant_key("a", 1);
     let dk = old.generate_data_key(&ctx).await.unwrap();
     let rewrapped = new
         .reencrypt_data_key(&dk.wrapped, &ctx, "local:v2")
@@ -127,7 +127,7 @@ async fn debug_output_holds_no_key_or_plaintext() {
         .1
         .to_owned();
     let provider = LocalKeyProvider::from_keyring_str(&text).unwrap();
-    let ctx = EncryptionContext::tenant_key("a");
+    let ctx = EncryptionContext::tenant_key("a", 1);
     let dk = provider.generate_data_key(&ctx).await.unwrap();
     let dk_hex: String = dk
         .plaintext

@@ -185,3 +185,76 @@ async fn kms_mode_has_no_record_keys_and_costs_nothing_to_ask() {
     f.keys.new_row_key(&PER_ROW, "acme", None).await.unwrap();
     assert_eq!(f.counting.counts().generate, 1);
 }
+
+/// Finding 6 of the v1 review: every cache (tenant, record, index,
+/// blind-index and row data keys) is cleared by `forget_cached_keys`, and
+/// expired entries leave an idle process on their own, seen through the
+/// caches' own introspection.
+#[tokio::test]
+async fn every_key_cache_is_cleared_and_swept() {
+    use rowseal_core::KeyScope;
+    let ttl = Duration::from_millis(150);
+    let f = fixture_with(Arc::new(local_provider()), short_ttl(150));
+    let kms = RecordSpec::new("audit", "audit_log").with_key_mode(KeyMode::Kms);
+    let fill = || async {
+        f.keys.current_record_keys(&SPEC, "acme").await.unwrap();
+        let scope = KeyScope::Tenant("acme".into());
+        let index = f.keys.current_index_key(&scope).await.unwrap();
+        f.keys
+            .blind_index_key(&scope, index.version(), "users", "email", "email_idx")
+            .await
+            .unwrap();
+        let row = f.keys.new_row_key(&kms, "acme", None).await.unwrap();
+        f.keys
+            .open_row_key(&kms, "acme", None, &row.header_bytes())
+            .await
+            .unwrap();
+    };
+    fill().await;
+    let cached = f.keys.cached_keys();
+    assert!(cached.holds_tenant("acme"), "{cached:?}");
+    assert!(!cached.holds_tenant("other"));
+    assert_eq!(cached.tenant_keys, vec![("acme".to_owned(), 1)]);
+    assert_eq!(cached.record_keys.len(), 1);
+    assert_eq!(cached.index_keys.len(), 1);
+    assert_eq!(cached.blind_index_keys.len(), 1);
+    assert_eq!(cached.row_data_keys, vec!["acme".to_owned()]);
+
+    f.keys.forget_cached_keys();
+    assert!(f.keys.cached_keys().is_empty());
+
+    // Idle: no call touches the caches; the sweeper empties them within a
+    // quarter lifetime of expiry.
+    fill().await;
+    assert!(f.keys.cached_keys().holds_tenant("acme"));
+    tokio::time::sleep(ttl + ttl / 2).await;
+    let cached = f.keys.cached_keys();
+    assert!(cached.is_empty(), "after one lifetime: {cached:?}");
+}
+
+/// A kms-mode row data key is cached per context: the same wrapped key
+/// presented for another tenant is not served from the cache but sent to
+/// the provider, which refuses it (and would log the attempt).
+#[tokio::test]
+async fn a_row_data_key_is_cached_per_tenant_and_context() {
+    let f = fixture();
+    let kms = RecordSpec::new("audit", "audit_log").with_key_mode(KeyMode::Kms);
+    let row = f.keys.new_row_key(&kms, "acme", None).await.unwrap();
+    let header = row.header_bytes();
+    f.keys
+        .open_row_key(&kms, "acme", None, &header)
+        .await
+        .unwrap();
+    let before = f.counting.counts();
+    assert!(f
+        .keys
+        .open_row_key(&kms, "other", None, &header)
+        .await
+        .is_err());
+    let after = f.counting.counts();
+    assert_eq!(
+        after.decrypt,
+        before.decrypt + 1,
+        "the other tenant's request went to the provider"
+    );
+}

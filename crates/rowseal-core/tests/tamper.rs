@@ -10,7 +10,7 @@ mod common;
 use common::fixture;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use rowseal_core::{Error, KeyMode, RecordSpec};
+use rowseal_core::{Error, KeyMode, ProviderErrorKind, RecordSpec};
 
 const DERIVED: RecordSpec = RecordSpec::new("patient", "patients").with_primary_key_bound(true);
 const KMS: RecordSpec = RecordSpec::new("patient", "patients")
@@ -301,4 +301,52 @@ fn errors_are_the_same_for_wrong_key_and_tampering() {
         assert_eq!(a.to_string(), b.to_string());
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
     });
+}
+
+/// Finding 3 of the v1 review: a destroyed (say, compromised) tenant key kept
+/// from a backup, put back by a database writer as a new active version,
+/// must not become the key new rows are written under. The key version is in
+/// the wrapped key's encryption context, so version 1's wrapped bytes do not
+/// unwrap as version 3. (Before the version was in the context, this test
+/// wrote a row under the resurrected key.)
+#[tokio::test]
+async fn a_destroyed_key_put_back_as_a_new_version_is_refused() {
+    use rowseal_core::{KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore};
+    let f = common::fixture();
+    let spec = RecordSpec::new("user", "users");
+    f.keys.new_row_key(&spec, "acme", None).await.unwrap();
+    let scope = KeyScope::Tenant("acme".into());
+    let backup = f
+        .store
+        .get(KeyPurpose::Tenant, &scope, 1)
+        .await
+        .unwrap()
+        .unwrap()
+        .wrapped
+        .unwrap();
+    // Rotate away from version 1 and destroy it.
+    assert_eq!(f.keys.rotate_tenant_key("acme").await.unwrap(), 2);
+    assert!(f.store.destroy(KeyPurpose::Tenant, &scope, 1));
+    // The attacker inserts the backup as version 3, active.
+    assert!(f
+        .store
+        .insert(&KeyRecord {
+            purpose: KeyPurpose::Tenant,
+            scope: scope.clone(),
+            version: 3,
+            wrapped: Some(backup),
+            state: KeyState::Active,
+        })
+        .await
+        .unwrap());
+    f.keys.forget_cached_keys();
+    let err = f.keys.new_row_key(&spec, "acme", None).await.unwrap_err();
+    let kind = err.provider_error().map(|e| e.kind());
+    assert_eq!(
+        kind,
+        Some(ProviderErrorKind::InvalidCiphertext),
+        "resurrected key: {err}"
+    );
+    // Version 2, the real current key, still works when asked for by version.
+    f.keys.tenant_key("acme", 2).await.unwrap();
 }

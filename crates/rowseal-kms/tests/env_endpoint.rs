@@ -14,7 +14,7 @@ use rowseal_core::{EncryptionContext, KeyProvider, ProviderErrorKind};
 use rowseal_kms::{AwsKmsProvider, RetryPolicy};
 
 async fn round_trip(kms: &AwsKmsProvider) {
-    let ctx = EncryptionContext::tenant_key("tenant-env");
+    let ctx = EncryptionContext::tenant_key("tenant-env", 1);
     let dk = kms.generate_data_key(&ctx).await.unwrap();
     assert_eq!(
         kms.decrypt_data_key(&dk.wrapped, &ctx).await.unwrap(),

@@ -17,7 +17,7 @@ use rowseal_core::{EncryptionContext, KeyProvider, ProviderErrorKind};
 use rowseal_kms::{AwsKmsProvider, RetryPolicy};
 
 fn ctx() -> EncryptionContext {
-    EncryptionContext::tenant_key("tenant-faults")
+    EncryptionContext::tenant_key("tenant-faults", 1)
 }
 
 /// A key in moto and a provider for it that talks through a fresh proxy.
@@ -332,7 +332,7 @@ async fn multi_region_decrypt_falls_back_to_replicas_in_order() {
     assert_eq!((west.count(None), eu.count(None)), (0, 0));
     primary.clear_faults();
     let err = kms
-        .decrypt_data_key(&dk.wrapped, &EncryptionContext::tenant_key("other"))
+        .decrypt_data_key(&dk.wrapped, &EncryptionContext::tenant_key("other", 1))
         .await
         .unwrap_err();
     assert_eq!(

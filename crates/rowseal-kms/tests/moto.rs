@@ -13,7 +13,7 @@ use std::time::Instant;
 use common::proxy::{Fault, FaultProxy};
 use common::{admin_client, builder, create_key, key_id_of, provider_error, unique_alias, REGION};
 use rowseal_core::{
-    CountingKeyProvider, EncryptionContext, KeyHierarchy, KeyMode, KeyProvider, KeyPurpose,
+    CountingKeyProvider, EncryptionContext, KeyHierarchy, KeyMode, KeyProvider,
     KeyRecord, KeyStore, MemoryKeyStore, ProviderErrorKind, RecordSpec, RowHeader,
 };
 use rowseal_kms::AwsKmsProvider;
@@ -111,20 +111,20 @@ async fn wrong_encryption_context_is_invalid_ciphertext_and_not_retried() {
     let kms = builder(&arn, &endpoint).build().await.unwrap();
 
     let dk = kms
-        .generate_data_key(&EncryptionContext::tenant_key("tenant-1"))
+        .generate_data_key(&EncryptionContext::tenant_key("tenant-1", 1))
         .await
         .unwrap();
     assert_eq!(dk.wrapped.key_id(), arn);
     let back = kms
-        .decrypt_data_key(&dk.wrapped, &EncryptionContext::tenant_key("tenant-1"))
+        .decrypt_data_key(&dk.wrapped, &EncryptionContext::tenant_key("tenant-1", 1))
         .await
         .unwrap();
     assert_eq!(back, dk.plaintext);
 
     let before = kms.call_counts().decrypt;
     for wrong in [
-        EncryptionContext::tenant_key("tenant-2"),
-        EncryptionContext::index_key(Some("tenant-1")),
+        EncryptionContext::tenant_key("tenant-2", 1),
+        EncryptionContext::index_key(Some("tenant-1"), 1),
         EncryptionContext::row_data_key("user", "tenant-1"),
         EncryptionContext::default(),
     ] {
@@ -148,7 +148,7 @@ async fn wrong_encryption_context_is_invalid_ciphertext_and_not_retried() {
     blob[last] ^= 1;
     let tampered = rowseal_core::WrappedKey::new(arn.clone(), blob).unwrap();
     let err = kms
-        .decrypt_data_key(&tampered, &EncryptionContext::tenant_key("tenant-1"))
+        .decrypt_data_key(&tampered, &EncryptionContext::tenant_key("tenant-1", 1))
         .await
         .unwrap_err();
     assert_eq!(
@@ -160,7 +160,7 @@ async fn wrong_encryption_context_is_invalid_ciphertext_and_not_retried() {
     let requests = kms.call_counts().total_requests();
     let local = rowseal_core::WrappedKey::new("local:v1", vec![1; 40]).unwrap();
     let err = kms
-        .decrypt_data_key(&local, &EncryptionContext::tenant_key("tenant-1"))
+        .decrypt_data_key(&local, &EncryptionContext::tenant_key("tenant-1", 1))
         .await
         .unwrap_err();
     assert_eq!(provider_error(&err).kind(), ProviderErrorKind::KeyNotFound);
@@ -174,7 +174,7 @@ async fn decrypt_pins_the_recorded_key() {
     let a = create_key(&admin, false).await;
     let b = create_key(&admin, false).await;
     let kms = builder(&a, &endpoint).build().await.unwrap();
-    let ctx = EncryptionContext::tenant_key("t");
+    let ctx = EncryptionContext::tenant_key("t", 1);
     let dk = kms.generate_data_key(&ctx).await.unwrap();
     // The same ciphertext, relabelled as key B's: KMS must refuse, not use A.
     let relabelled =
@@ -246,11 +246,7 @@ async fn alias_moved_to_a_new_key_still_decrypts_old_data() {
 }
 
 fn context_of(rec: &KeyRecord) -> EncryptionContext {
-    match rec.purpose {
-        KeyPurpose::Tenant => EncryptionContext::tenant_key(rec.scope.tenant().unwrap()),
-        KeyPurpose::Index => EncryptionContext::index_key(rec.scope.tenant()),
-        _ => panic!("unknown purpose"),
-    }
+    rec.encryption_context()
 }
 
 #[tokio::test]
@@ -523,7 +519,7 @@ async fn user_supplied_client_is_used() {
         .await
         .unwrap();
     assert_eq!(kms.region(), REGION);
-    let ctx = EncryptionContext::index_key(None);
+    let ctx = EncryptionContext::index_key(None, 1);
     let dk = kms.generate_data_key(&ctx).await.unwrap();
     assert_eq!(
         kms.decrypt_data_key(&dk.wrapped, &ctx).await.unwrap(),

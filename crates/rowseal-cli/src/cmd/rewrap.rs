@@ -11,7 +11,7 @@
 //! Idempotent: keys already under the destination are skipped, so a killed
 //! rewrap is resumed by running it again.
 
-use rowseal_core::{EncryptionContext, KeyProvider, RowHeader, WrappedKey};
+use rowseal_core::{EncryptionContext, KeyProvider, KeyPurpose, KeyScope, RowHeader, WrappedKey};
 use rowseal_sqlx::{DbRow, SqlType, Value};
 use serde_json::json;
 
@@ -68,16 +68,22 @@ pub async fn run<D: CliDb>(
             keys_skipped += 1;
             continue;
         }
-        let context = match (purpose.as_str(), scope_kind.as_str()) {
-            ("tenant", _) => EncryptionContext::tenant_key(&tenant),
-            ("index", "global") => EncryptionContext::index_key(None),
-            ("index", _) => EncryptionContext::index_key(Some(&tenant)),
+        let Ok(version) = u32::try_from(version) else {
+            ctx.out
+                .warn(&format!("rowseal_keys: version {version} out of range; skipped"));
+            continue;
+        };
+        let (key_purpose, scope) = match (purpose.as_str(), scope_kind.as_str()) {
+            ("tenant", _) => (KeyPurpose::Tenant, KeyScope::Tenant(tenant.clone())),
+            ("index", "global") => (KeyPurpose::Index, KeyScope::Global),
+            ("index", _) => (KeyPurpose::Index, KeyScope::Tenant(tenant.clone())),
             _ => {
                 ctx.out
                     .warn(&format!("rowseal_keys: unknown purpose {purpose}; skipped"));
                 continue;
             }
         };
+        let context = EncryptionContext::stored_key(key_purpose, &scope, version);
         if dry_run {
             keys_done += 1;
             continue;
@@ -93,7 +99,7 @@ pub async fn run<D: CliDb>(
                 Value::Text(purpose),
                 Value::Text(scope_kind),
                 Value::Text(tenant),
-                Value::I64(version),
+                Value::I64(i64::from(version)),
                 Value::Bytes(bytes),
             ],
         )

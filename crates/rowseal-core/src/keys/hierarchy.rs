@@ -1,8 +1,8 @@
 //! [`KeyHierarchy`]: the one object an application holds to get keys.
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::format::header::{KeyMode, RowHeader};
 use crate::format::wrapped::WrappedKey;
 use crate::keys::row::{RecordSpec, RowKey, RowKeyFactory};
-use crate::keys::scoped::{IndexKey, RecordKeys, TenantKey};
+use crate::keys::scoped::{BlindIndexKey, IndexKey, RecordKeys, TenantKey};
 use crate::provider::{EncryptionContext, KeyProvider};
 use crate::secret::SecretKey;
 use crate::store::{KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore};
@@ -104,12 +104,118 @@ impl IndexKeyVersions {
 pub struct KeyHierarchy {
     provider: Arc<dyn KeyProvider>,
     store: Arc<dyn KeyStore>,
+    caches: Arc<Caches>,
+}
+
+/// Every cache of unwrapped (or derived) keys. Shared with the sweeper thread
+/// through a `Weak`, so the thread ends with the hierarchy.
+struct Caches {
     current: KeyCache<(KeyPurpose, KeyScope), u32>,
     tenant_keys: KeyCache<(String, u32), TenantKey>,
     record_keys: KeyCache<(String, u32, RecordSpec), RecordKeys>,
     index_keys: KeyCache<(KeyScope, u32), IndexKey>,
     index_versions: KeyCache<KeyScope, IndexKeyVersions>,
-    data_keys: KeyCache<[u8; 32], SecretKey>,
+    blind_keys: KeyCache<BlindKeySlot, BlindIndexKey>,
+    /// Row data keys (`kms` mode), by tenant and [`data_key_slot`].
+    data_keys: KeyCache<(String, [u8; 32]), SecretKey>,
+}
+
+/// (index-key scope, index-key version, table, column, index name).
+type BlindKeySlot = (KeyScope, u32, String, String, String);
+
+impl Caches {
+    fn new(config: CacheConfig) -> Self {
+        Caches {
+            current: KeyCache::new(config),
+            tenant_keys: KeyCache::new(config),
+            record_keys: KeyCache::new(config),
+            index_keys: KeyCache::new(config),
+            index_versions: KeyCache::new(config),
+            blind_keys: KeyCache::new(config),
+            data_keys: KeyCache::new(config),
+        }
+    }
+
+    fn clear(&self) {
+        self.current.clear();
+        self.tenant_keys.clear();
+        self.record_keys.clear();
+        self.index_keys.clear();
+        self.index_versions.clear();
+        self.blind_keys.clear();
+        self.data_keys.clear();
+    }
+
+    fn sweep(&self) {
+        self.current.sweep();
+        self.tenant_keys.sweep();
+        self.record_keys.sweep();
+        self.index_keys.sweep();
+        self.index_versions.sweep();
+        self.blind_keys.sweep();
+        self.data_keys.sweep();
+    }
+
+    /// Drops expired entries every `period` until the hierarchy is gone, so
+    /// that an idle process does not keep keys past their lifetime (after a
+    /// tenant is shredded, say). A plain thread: a hierarchy may be built
+    /// outside any async runtime.
+    fn start_sweeper(caches: &Arc<Caches>, period: Duration) {
+        let weak: Weak<Caches> = Arc::downgrade(caches);
+        let spawned = std::thread::Builder::new()
+            .name("rowseal-key-sweeper".into())
+            .spawn(move || loop {
+                std::thread::sleep(period);
+                match weak.upgrade() {
+                    Some(c) => c.sweep(),
+                    None => return,
+                }
+            });
+        if let Err(e) = spawned {
+            // Entries still expire on access; only idle eviction is lost.
+            tracing::warn!(error = %e, "could not start the key cache sweeper");
+        }
+    }
+}
+
+/// Which keys a [`KeyHierarchy`] holds in memory right now (expired entries
+/// the sweeper has not dropped yet included), for audits and for checking
+/// that a shredded tenant left nothing behind. Names and versions only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CachedKeys {
+    /// Tenant keys: (tenant, version).
+    pub tenant_keys: Vec<(String, u32)>,
+    /// Record keys derived from tenant keys: (tenant, version, record type).
+    pub record_keys: Vec<(String, u32, String)>,
+    /// Index keys: (scope, version).
+    pub index_keys: Vec<(KeyScope, u32)>,
+    /// Blind-index keys: (scope, version, table, index name).
+    pub blind_index_keys: Vec<(KeyScope, u32, String, String)>,
+    /// Per-row data keys (`kms` mode), by tenant.
+    pub row_data_keys: Vec<String>,
+}
+
+impl CachedKeys {
+    /// Whether any cached key belongs to `tenant` (its tenant key, record
+    /// keys, tenant-scoped index and blind-index keys, row data keys).
+    pub fn holds_tenant(&self, tenant: &str) -> bool {
+        let scoped = |s: &KeyScope| s.tenant() == Some(tenant);
+        self.tenant_keys.iter().any(|(t, _)| t == tenant)
+            || self.record_keys.iter().any(|(t, _, _)| t == tenant)
+            || self.index_keys.iter().any(|(s, _)| scoped(s))
+            || self.blind_index_keys.iter().any(|(s, ..)| scoped(s))
+            || self.row_data_keys.iter().any(|t| t == tenant)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.tenant_keys.is_empty()
+            && self.record_keys.is_empty()
+            && self.index_keys.is_empty()
+            && self.blind_index_keys.is_empty()
+            && self.row_data_keys.is_empty()
+    }
 }
 
 impl KeyHierarchy {
@@ -118,21 +224,22 @@ impl KeyHierarchy {
         Self::with_cache_config(provider, store, CacheConfig::default())
     }
 
-    /// A hierarchy with the given cache bounds and lifetime.
+    /// A hierarchy with the given cache bounds and lifetime. Expired keys are
+    /// dropped (and zeroized, once no operation holds them) by a background
+    /// thread within a quarter of the lifetime (at most a second) of expiring,
+    /// even in an idle process.
     pub fn with_cache_config(
         provider: Arc<dyn KeyProvider>,
         store: Arc<dyn KeyStore>,
         cache: CacheConfig,
     ) -> Self {
+        let caches = Arc::new(Caches::new(cache));
+        let period = (cache.ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        Caches::start_sweeper(&caches, period);
         KeyHierarchy {
             provider,
             store,
-            current: KeyCache::new(cache),
-            tenant_keys: KeyCache::new(cache),
-            record_keys: KeyCache::new(cache),
-            index_keys: KeyCache::new(cache),
-            index_versions: KeyCache::new(cache),
-            data_keys: KeyCache::new(cache),
+            caches,
         }
     }
 
@@ -146,14 +253,70 @@ impl KeyHierarchy {
         &self.store
     }
 
-    /// Forgets every cached key (they are zeroized once no row key uses them).
+    /// Forgets every cached key, in every cache: tenant, record, index,
+    /// blind-index and row data keys (each is zeroized once no operation in
+    /// progress holds it).
     pub fn forget_cached_keys(&self) {
-        self.current.clear();
-        self.tenant_keys.clear();
-        self.record_keys.clear();
-        self.index_keys.clear();
-        self.index_versions.clear();
-        self.data_keys.clear();
+        self.caches.clear();
+    }
+
+    /// Which keys are cached right now (names and versions, never values).
+    pub fn cached_keys(&self) -> CachedKeys {
+        CachedKeys {
+            tenant_keys: self.caches.tenant_keys.keys(),
+            record_keys: self
+                .caches
+                .record_keys
+                .keys()
+                .into_iter()
+                .map(|(t, v, spec)| (t, v, spec.record_type().to_owned()))
+                .collect(),
+            index_keys: self.caches.index_keys.keys(),
+            blind_index_keys: self
+                .caches
+                .blind_keys
+                .keys()
+                .into_iter()
+                .map(|(s, v, table, _, index)| (s, v, table, index))
+                .collect(),
+            row_data_keys: self
+                .caches
+                .data_keys
+                .keys()
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect(),
+        }
+    }
+
+    /// The key of one blind index (table, column or compound-index name,
+    /// index name) under version `version` of `scope`'s index key: derived
+    /// once, then cached with the index key's lifetime, and dropped by
+    /// [`forget_cached_keys`](Self::forget_cached_keys) like every other key.
+    pub async fn blind_index_key(
+        &self,
+        scope: &KeyScope,
+        version: u32,
+        table: &str,
+        column: &str,
+        index: &str,
+    ) -> Result<Arc<BlindIndexKey>> {
+        let slot = (
+            scope.clone(),
+            version,
+            table.to_owned(),
+            column.to_owned(),
+            index.to_owned(),
+        );
+        let (key, _) = self
+            .caches
+            .blind_keys
+            .get_or_fetch_dated(&slot, || async {
+                let (index_key, at) = self.index_key_dated(scope, version).await?;
+                Ok((index_key.blind_index_key(table, column, index)?, at))
+            })
+            .await?;
+        Ok(key)
     }
 
     /// The tenant key new rows of `tenant` are written under; created (version 1)
@@ -175,7 +338,7 @@ impl KeyHierarchy {
         tenant: &str,
         version: u32,
     ) -> Result<(Arc<TenantKey>, Instant)> {
-        self.tenant_keys
+        self.caches.tenant_keys
             .get_or_fetch_dated(&(tenant.to_owned(), version), || async {
                 let scope = KeyScope::Tenant(tenant.to_owned());
                 let key = self
@@ -202,8 +365,7 @@ impl KeyHierarchy {
         tenant: &str,
         version: u32,
     ) -> Result<Arc<RecordKeys>> {
-        let (keys, _) = self
-            .record_keys
+        let (keys, _) = self.caches.record_keys
             .get_or_fetch_dated(&(tenant.to_owned(), version, spec.clone()), || async {
                 let (tenant_key, at) = self.tenant_key_dated(tenant, version).await?;
                 Ok((tenant_key.record_keys(spec)?, at))
@@ -244,12 +406,22 @@ impl KeyHierarchy {
 
     /// One version of an index key (active, pending or retired).
     pub async fn index_key(&self, scope: &KeyScope, version: u32) -> Result<Arc<IndexKey>> {
-        self.index_keys
-            .get_or_fetch(&(scope.clone(), version), || async {
+        Ok(self.index_key_dated(scope, version).await?.0)
+    }
+
+    /// An index key with the moment its cache lifetime started.
+    async fn index_key_dated(
+        &self,
+        scope: &KeyScope,
+        version: u32,
+    ) -> Result<(Arc<IndexKey>, Instant)> {
+        self.caches
+            .index_keys
+            .get_or_fetch_dated(&(scope.clone(), version), || async {
                 let key = self
                     .unwrap_stored(KeyPurpose::Index, scope, version)
                     .await?;
-                Ok(IndexKey::new(scope.clone(), version, &key))
+                Ok((IndexKey::new(scope.clone(), version, &key), Instant::now()))
             })
             .await
     }
@@ -259,7 +431,7 @@ impl KeyHierarchy {
     /// change of state reaches this process within one cache lifetime — which
     /// is why a rotation goes through a pending state first.
     pub async fn index_key_versions(&self, scope: &KeyScope) -> Result<Arc<IndexKeyVersions>> {
-        self.index_versions
+        self.caches.index_versions
             .get_or_fetch(scope, || async {
                 match self.load_index_versions(scope).await? {
                     Some(v) => Ok(v),
@@ -286,11 +458,11 @@ impl KeyHierarchy {
         &self,
         scope: &KeyScope,
     ) -> Result<Option<Arc<IndexKeyVersions>>> {
-        if let Some(v) = self.index_versions.get(scope) {
+        if let Some(v) = self.caches.index_versions.get(scope) {
             return Ok(Some(v));
         }
         match self.load_index_versions(scope).await? {
-            Some(v) => Ok(Some(self.index_versions.insert(scope.clone(), v))),
+            Some(v) => Ok(Some(self.caches.index_versions.insert(scope.clone(), v))),
             None => Ok(None),
         }
     }
@@ -339,7 +511,7 @@ impl KeyHierarchy {
         let v = self
             .create(KeyPurpose::Index, scope, next, KeyState::Pending)
             .await?;
-        self.index_versions.remove(scope);
+        self.caches.index_versions.remove(scope);
         Ok(v)
     }
 
@@ -394,7 +566,7 @@ impl KeyHierarchy {
                 )
                 .await?;
         }
-        self.index_versions.remove(scope);
+        self.caches.index_versions.remove(scope);
         Ok(())
     }
 
@@ -423,8 +595,11 @@ impl KeyHierarchy {
                     Some(data_key.wrapped.clone()),
                     primary_key,
                 )?;
-                self.data_keys
-                    .insert(wrapped_digest(&data_key.wrapped), data_key.plaintext);
+                self.caches.data_keys
+                    .insert(
+                    (tenant.to_owned(), data_key_slot(&ctx, &data_key.wrapped)),
+                    data_key.plaintext,
+                );
                 Ok(row)
             }
         }
@@ -467,15 +642,13 @@ impl KeyHierarchy {
             return Err(Error::Decrypt);
         }
         match (header.tenant_key_version(), header.wrapped_data_key()) {
-            (Some(version), _) => self
-                .record_keys(spec, tenant, version)
+            (Some(version), _) => self.record_keys(spec, tenant, version)
                 .await?
                 .open_parsed(primary_key, header),
             (None, Some(wrapped)) => {
                 let ctx = EncryptionContext::row_data_key(spec.record_type(), tenant);
-                let key = self
-                    .data_keys
-                    .get_or_fetch(&wrapped_digest(wrapped), || {
+                let key = self.caches.data_keys
+                    .get_or_fetch(&(tenant.to_owned(), data_key_slot(&ctx, wrapped)), || {
                         self.provider.decrypt_data_key(wrapped, &ctx)
                     })
                     .await?;
@@ -487,8 +660,7 @@ impl KeyHierarchy {
     }
 
     async fn current_version(&self, purpose: KeyPurpose, scope: &KeyScope) -> Result<u32> {
-        let v = self
-            .current
+        let v = self.caches.current
             .get_or_fetch(&(purpose, scope.clone()), || async {
                 match self.store.latest(purpose, scope).await? {
                     Some(rec) if rec.state == KeyState::Active => Ok(rec.version),
@@ -510,7 +682,7 @@ impl KeyHierarchy {
             None => 1,
         };
         let v = self.create(purpose, scope, next, KeyState::Active).await?;
-        self.current.remove(&(purpose, scope.clone()));
+        self.caches.current.remove(&(purpose, scope.clone()));
         Ok(v)
     }
 
@@ -523,7 +695,7 @@ impl KeyHierarchy {
         version: u32,
         state: KeyState,
     ) -> Result<u32> {
-        let ctx = context(purpose, scope);
+        let ctx = EncryptionContext::stored_key(purpose, scope, version);
         let data_key = self.provider.generate_data_key(&ctx).await?;
         let record = KeyRecord {
             purpose,
@@ -543,13 +715,13 @@ impl KeyHierarchy {
             // Seed the cache: the first rows need no Decrypt call.
             match (purpose, scope) {
                 (KeyPurpose::Tenant, KeyScope::Tenant(t)) => {
-                    self.tenant_keys.insert(
+                    self.caches.tenant_keys.insert(
                         (t.clone(), version),
                         TenantKey::new(t, version, &data_key.plaintext),
                     );
                 }
                 (KeyPurpose::Index, _) => {
-                    self.index_keys.insert(
+                    self.caches.index_keys.insert(
                         (scope.clone(), version),
                         IndexKey::new(scope.clone(), version, &data_key.plaintext),
                     );
@@ -600,15 +772,8 @@ impl KeyHierarchy {
             "unwrapping key"
         );
         self.provider
-            .decrypt_data_key(wrapped, &context(purpose, scope))
+            .decrypt_data_key(wrapped, &EncryptionContext::stored_key(purpose, scope, version))
             .await
-    }
-}
-
-fn context(purpose: KeyPurpose, scope: &KeyScope) -> EncryptionContext {
-    match purpose {
-        KeyPurpose::Tenant => EncryptionContext::tenant_key(scope.tenant().unwrap_or("")),
-        KeyPurpose::Index => EncryptionContext::index_key(scope.tenant()),
     }
 }
 
@@ -616,8 +781,17 @@ fn describe(purpose: KeyPurpose, scope: &KeyScope, version: u32) -> String {
     format!("{} key, {scope}, v{version}", purpose.as_str())
 }
 
-fn wrapped_digest(w: &WrappedKey) -> [u8; 32] {
-    Sha256::digest(w.to_bytes()).into()
+/// A row data key's cache slot: the wrapped bytes *and* the context they were
+/// asked for under, so that a wrapped key copied into another tenant's or
+/// record type's row is a cache miss, and goes to the provider, which checks
+/// (and audits) the context, rather than being served from memory.
+fn data_key_slot(ctx: &EncryptionContext, w: &WrappedKey) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let ctx = ctx.canonical_bytes();
+    h.update((ctx.len() as u64).to_be_bytes());
+    h.update(&ctx);
+    h.update(w.to_bytes());
+    h.finalize().into()
 }
 
 impl fmt::Debug for KeyHierarchy {

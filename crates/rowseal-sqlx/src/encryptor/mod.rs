@@ -13,7 +13,7 @@ mod parallel;
 mod read;
 mod write;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use rowseal_core::{BlindIndexKey, KeyHierarchy, KeyScope};
@@ -22,6 +22,7 @@ use crate::backend::Backend;
 use crate::blind::{IndexPlan, WriteKeys};
 use crate::error::{Error, Result};
 use crate::model::{Encrypted, IndexDef, Model, HEADER_COLUMN, KEY_VERSION_COLUMN};
+use crate::value::SqlType;
 
 pub use write::MAX_STATEMENT_BYTES;
 
@@ -48,17 +49,7 @@ pub struct Encryptor {
     parallel_threshold: usize,
     threads: usize,
     stream_chunk: usize,
-    index_versions: Arc<std::sync::Mutex<IndexVersions>>,
 }
-
-/// Blind-index keys per (index-key scope, table, index, index-key version),
-/// derived once. Which versions are used comes from the key hierarchy each
-/// time (cached there with a lifetime), so a retired or destroyed version is
-/// never used from here.
-type IndexVersions = HashMap<BlindKeyId, BlindIndexKey>;
-
-/// (index-key scope, table, index, index-key version).
-type BlindKeyId = (KeyScope, &'static str, &'static str, u32);
 
 /// A column the query did not return as expected.
 fn sqlx_col(model: &Model, column: &str, e: sqlx::Error) -> Error {
@@ -77,21 +68,6 @@ impl Encryptor {
             parallel_threshold: DEFAULT_PARALLEL_THRESHOLD,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             stream_chunk: DEFAULT_STREAM_CHUNK,
-            index_versions: Arc::default(),
-        }
-    }
-
-    fn cached_blind_key(&self, key: &BlindKeyId) -> Option<BlindIndexKey> {
-        let map = self.index_versions.lock().ok()?;
-        map.get(key).cloned()
-    }
-
-    fn cache_blind_key(&self, key: BlindKeyId, value: BlindIndexKey) {
-        if let Ok(mut map) = self.index_versions.lock() {
-            if map.len() > 100_000 {
-                map.clear();
-            }
-            map.insert(key, value);
         }
     }
 
@@ -143,17 +119,25 @@ impl Encryptor {
         sql
     }
 
-    /// Appends ` WHERE <pk> = $n AND <tenant> = $n+1`.
+    /// Appends ` WHERE <pk> = $n AND <tenant> = $n+1`, the tenant (and a
+    /// text primary key) compared byte for byte whatever the column's
+    /// collation: fetch, update and delete by primary key never reach
+    /// another tenant's row. (MariaDB still uses the primary-key and tenant
+    /// indexes for `col = BINARY ?`.)
     fn where_pk<T: Encrypted, DB: Backend>(sql: &mut String, first_param: usize) {
         let model = T::model();
         sql.push_str(" WHERE ");
         DB::push_ident(sql, model.primary_key_field().column);
         sql.push_str(" = ");
-        DB::push_placeholder(sql, first_param);
+        if model.primary_key_field().sql_type == SqlType::Text {
+            DB::push_exact_text_placeholder(sql, first_param);
+        } else {
+            DB::push_placeholder(sql, first_param);
+        }
         sql.push_str(" AND ");
         DB::push_ident(sql, model.tenant_field().column);
         sql.push_str(" = ");
-        DB::push_placeholder(sql, first_param + 1);
+        DB::push_exact_text_placeholder(sql, first_param + 1);
     }
 
     /// The blind-index keys of every written index-key version, for every
@@ -204,7 +188,8 @@ impl Encryptor {
         Ok(keys)
     }
 
-    /// The blind-index key of one index and index-key version, derived once.
+    /// The blind-index key of one index and index-key version (derived once
+    /// and cached by the key hierarchy, with its lifetime).
     async fn blind_key(
         &self,
         model: &'static Model,
@@ -212,17 +197,11 @@ impl Encryptor {
         scope: &KeyScope,
         version: u32,
     ) -> Result<BlindIndexKey> {
-        let cache_key = (scope.clone(), model.table(), def.name, version);
-        if let Some(k) = self.cached_blind_key(&cache_key) {
-            return Ok(k);
-        }
         let k = self
             .keys()
-            .index_key(scope, version)
-            .await?
-            .blind_index_key(model.table(), def.column, def.name)?;
-        self.cache_blind_key(cache_key, k.clone());
-        Ok(k)
+            .blind_index_key(scope, version, model.table(), def.column, def.name)
+            .await?;
+        Ok(BlindIndexKey::clone(&k))
     }
 
     /// The blind-index keys lookups query for `scope` (the written versions,
