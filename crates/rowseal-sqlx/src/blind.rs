@@ -131,7 +131,17 @@ pub(crate) fn row_parts<T: Encrypted>(plan: &IndexPlan, row: &T) -> Option<Vec<S
         .fields
         .iter()
         .zip(&plan.norm)
-        .map(|(&f, n)| row.index_part(f).map(|v| n.apply(&v)))
+        .map(|(&f, n)| {
+            row.index_part(f).map(|v| {
+                let normalized = n.apply(&v);
+                // A value formatted for indexing (a number, a date) is a
+                // plaintext copy of the field: wipe it too.
+                if let std::borrow::Cow::Owned(mut owned) = v {
+                    owned.zeroize();
+                }
+                normalized
+            })
+        })
         .collect()
 }
 

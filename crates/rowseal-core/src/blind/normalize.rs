@@ -162,12 +162,15 @@ impl Normalization {
     }
 
     /// Applies every step in order.
+    ///
+    /// Each intermediate value is zeroized as the next step replaces it (the
+    /// value is plaintext); the caller owns, and should zeroize, the result.
     pub fn apply(&self, s: &str) -> String {
-        let mut out = s.to_owned();
+        let mut out = zeroize::Zeroizing::new(s.to_owned());
         for step in &self.steps {
-            out = step.apply(&out);
+            out = zeroize::Zeroizing::new(step.apply(&out));
         }
-        out
+        std::mem::take(&mut *out)
     }
 
     /// The steps' names, comma-separated (what the schema registry records).
