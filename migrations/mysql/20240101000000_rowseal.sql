@@ -5,7 +5,9 @@
 CREATE TABLE IF NOT EXISTS rowseal_keys (
     purpose     VARCHAR(16)  NOT NULL,               -- 'tenant' | 'index'
     scope_kind  VARCHAR(16)  NOT NULL,               -- 'tenant' | 'global'
-    tenant      VARCHAR(255) NOT NULL DEFAULT '',    -- '' for global keys
+    -- Byte comparison: under the default case-insensitive collation 'ACME'
+    -- would find tenant 'acme''s keys.
+    tenant      VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL DEFAULT '',  -- '' for global keys
     version     BIGINT       NOT NULL,
     wrapped     VARBINARY(4096),                         -- NULL once destroyed
     root_key_id TEXT,                                -- the root key that wraps it

@@ -283,7 +283,7 @@ where
         .await
         .unwrap_or_else(|e| panic!("{}", ctx("select", e)));
     let all: Vec<Account> = enc
-        .decrypt_all(&rows)
+        .decrypt_all(rowseal::TenantScope::Any, &rows)
         .await
         .unwrap_or_else(|e| panic!("{}", ctx("decrypt_all", e)));
     for b in &batch {
@@ -1186,7 +1186,7 @@ where
     let rows = DB::fetch_all(pool, &sql, vec![Value::Text("batch".into())])
         .await
         .unwrap();
-    let stored: Vec<Account> = enc.decrypt_all(&rows).await.unwrap();
+    let stored: Vec<Account> = enc.decrypt_all(rowseal::TenantScope::Any, &rows).await.unwrap();
     for a in big.iter().chain(&small).chain(&earlier) {
         assert!(
             stored.contains(a),

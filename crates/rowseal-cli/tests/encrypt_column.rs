@@ -359,7 +359,7 @@ where
         Encryptor::select_list::<Patient, DB>()
     );
     let rows = DB::fetch_all(&db.pool, &sql, vec![]).await.unwrap();
-    let all: Vec<Patient> = enc.decrypt_all(&rows).await.unwrap();
+    let all: Vec<Patient> = enc.decrypt_all(rowseal_sqlx::TenantScope::Any, &rows).await.unwrap();
     let latest = latest.lock().unwrap().clone();
     assert_eq!(all.len(), latest.len());
     for p in &all {
@@ -486,7 +486,7 @@ async fn sqlite_kms_mode() {
     let enc = common::encryptor(&db.pool, &keyring);
     let before: Vec<Note> = enc
         .fetch_all(
-            sqlx::query(&format!(
+            rowseal_sqlx::TenantScope::Any, sqlx::query(&format!(
                 "SELECT {} FROM notes ORDER BY id",
                 Encryptor::select_list::<Note, sqlx::Sqlite>()
             )),
@@ -526,7 +526,7 @@ async fn sqlite_kms_mode() {
     assert_eq!(common::scalar(&db, left).await, 0);
     let after: Vec<Note> = enc
         .fetch_all(
-            sqlx::query(&format!(
+            rowseal_sqlx::TenantScope::Any, sqlx::query(&format!(
                 "SELECT {} FROM notes ORDER BY id",
                 Encryptor::select_list::<Note, sqlx::Sqlite>()
             )),

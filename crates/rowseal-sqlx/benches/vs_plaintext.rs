@@ -209,7 +209,7 @@ macro_rules! run_db {
             let before = status("VmRSS:");
             let sql = format!("{sel_enc} WHERE id < {limit}");
             let t0 = Instant::now();
-            let mut stream = enc.fetch_stream::<Person, DB, _>(sqlx::query::<DB>(&sql), &pool);
+            let mut stream = enc.fetch_stream::<Person, DB, _>(rowseal_sqlx::TenantScope::Any, sqlx::query::<DB>(&sql), &pool);
             let mut n = 0usize;
             let mut bytes = 0usize;
             while let Some(p) = stream.try_next().await.unwrap() {
@@ -307,7 +307,7 @@ macro_rules! run_db {
             assert_eq!(got.len(), args.rows);
             drop(got);
             let t0 = Instant::now();
-            let got: Vec<Person> = enc.fetch_all(sqlx::query::<DB>(&sel_enc), &pool).await.unwrap();
+            let got: Vec<Person> = enc.fetch_all(rowseal_sqlx::TenantScope::Any, sqlx::query::<DB>(&sel_enc), &pool).await.unwrap();
             let encd = t0.elapsed();
             assert_eq!(got.len(), args.rows);
             drop(got);
@@ -337,7 +337,7 @@ macro_rules! run_db {
         for threads in [1, 2] {
             let e = enc.clone().with_threads(threads);
             let t0 = Instant::now();
-            let got: Vec<Person> = e.decrypt_all(&fetched).await.unwrap();
+            let got: Vec<Person> = e.decrypt_all(rowseal_sqlx::TenantScope::Any, &fetched).await.unwrap();
             let d = t0.elapsed();
             assert_eq!(got.len(), args.rows);
             println!(

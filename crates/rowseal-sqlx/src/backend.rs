@@ -44,6 +44,18 @@ pub trait Backend: sqlx::Database<Row: DbRow> {
     /// indexable (MySQL cannot index `TEXT`).
     fn column_type(t: SqlType, keyed: bool) -> &'static str;
 
+    /// Appends the `n`th bind placeholder for a text value that a text column
+    /// must equal byte for byte, whatever the column's collation (MySQL and
+    /// MariaDB: `BINARY ?`, so that `ACME` never matches `acme` in a table
+    /// created with a case-insensitive collation; elsewhere text equality is
+    /// already byte equality).
+    fn push_exact_text_placeholder(sql: &mut String, n: usize) {
+        if Self::DIALECT == "mysql" {
+            sql.push_str("BINARY ");
+        }
+        Self::push_placeholder(sql, n);
+    }
+
     /// The SQL of rowseal's own tables (the migration file).
     fn migration_sql() -> &'static str;
 
@@ -219,7 +231,20 @@ macro_rules! backend {
                     SqlType::I64 => read_opt!(self, idx, t, i64, I64),
                     SqlType::F32 => read_opt!(self, idx, t, f32, F32),
                     SqlType::F64 => read_opt!(self, idx, t, f64, F64),
-                    SqlType::Text => read_opt!(self, idx, t, String, Text),
+                    SqlType::Text => {
+                        use sqlx::Row as _;
+                        // See `read_str` on MySQL `_bin` text columns.
+                        let v = match self.try_get::<Option<String>, _>(idx) {
+                            Err(sqlx::Error::ColumnDecode { .. }) if $name == "mysql" => {
+                                self.try_get_unchecked::<Option<String>, _>(idx)?
+                            }
+                            r => r?,
+                        };
+                        match v {
+                            Some(v) => Value::Text(v),
+                            None => Value::Null(t),
+                        }
+                    }
                     SqlType::Bytes => read_opt!(self, idx, t, Vec<u8>, Bytes),
                     #[cfg(feature = "uuid")]
                     SqlType::Uuid => read_opt!(self, idx, t, uuid::Uuid, Uuid),
@@ -254,7 +279,15 @@ macro_rules! backend {
 
             fn read_str(&self, idx: usize) -> std::result::Result<&str, sqlx::Error> {
                 use sqlx::Row as _;
-                self.try_get::<&str, _>(idx)
+                match self.try_get::<&str, _>(idx) {
+                    // MySQL reports a text column with a `_bin` collation
+                    // (`rowseal_keys.tenant`) as VARBINARY: read its bytes as
+                    // UTF-8 text (checked by the decode).
+                    Err(sqlx::Error::ColumnDecode { .. }) if $name == "mysql" => {
+                        self.try_get_unchecked::<&str, _>(idx)
+                    }
+                    r => r,
+                }
             }
 
             fn read_bytes(&self, idx: usize) -> std::result::Result<&[u8], sqlx::Error> {
@@ -444,6 +477,12 @@ fn mysql_types(t: SqlType, keyed: bool) -> &'static str {
         SqlType::I64 => "BIGINT",
         SqlType::F32 => "FLOAT",
         SqlType::F64 => "DOUBLE",
+        // The default (case-insensitive) collation, on purpose: a `_bin`
+        // collation makes MySQL report the column as VARBINARY, and sqlx then
+        // refuses to decode it as a `String` (sqlx issue #3387), breaking the
+        // application's own queries. Byte equality is enforced instead by
+        // every statement rowseal writes (`push_exact_text_placeholder`) and
+        // by the tenant check on every decryption.
         SqlType::Text if keyed => "VARCHAR(255)",
         SqlType::Text => "LONGTEXT",
         SqlType::Uuid => "BINARY(16)",

@@ -82,6 +82,17 @@ pub enum Error {
         /// The Rust fields the index covers.
         fields: Vec<String>,
     },
+    /// A row read for one tenant belongs to another: its tenant column is not
+    /// byte-for-byte the tenant the caller asked for (a query without its
+    /// tenant filter, a MySQL/MariaDB collation that matched `ACME` to
+    /// `acme`, a row moved by a database writer). Nothing of the row is
+    /// decrypted; no key of its tenant is fetched. Names neither tenant.
+    TenantMismatch {
+        /// The table.
+        table: String,
+        /// The row's primary key, as text.
+        primary_key: String,
+    },
     /// A schema registry entry was written in a registry format this version
     /// does not read (by a newer rowseal, or damaged).
     UnsupportedRegistryFormat {
@@ -143,6 +154,10 @@ impl fmt::Display for Error {
                 f,
                 "{table}: another row already has this {} (unique blind index {index})",
                 fields.join(", ")
+            ),
+            Error::TenantMismatch { table, primary_key } => write!(
+                f,
+                "the row of {table} with primary key {primary_key} belongs to another tenant than the one asked for; not decrypted"
             ),
             Error::UnsupportedRegistryFormat { table, format } => write!(
                 f,

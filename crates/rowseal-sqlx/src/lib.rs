@@ -108,10 +108,13 @@
 //! enc.insert_many(&mut tx, &patients).await?;          // one round trip per batch
 //! let p: Option<Patient> = enc.fetch(&pool, "tenant-1", &id).await?;
 //! enc.update_fields(&pool, &p, &["name"]).await?;
-//! let sql = format!("SELECT {} FROM patients WHERE visits > $1",
+//! let sql = format!("SELECT {} FROM patients WHERE tenant_id = $1 AND visits > $2",
 //!                   Encryptor::select_list::<Patient, Postgres>());
-//! let rows: Vec<Patient> = enc.fetch_all(sqlx::query(&sql).bind(3), &pool).await?;
-//! let mut stream = enc.fetch_stream::<Patient, _, _>(sqlx::query(&sql).bind(3), &pool);
+//! // Every row must belong to the tenant named (TenantScope::Any to opt out):
+//! let q = sqlx::query(&sql).bind("tenant-1").bind(3);
+//! let rows: Vec<Patient> = enc.fetch_all("tenant-1", q, &pool).await?;
+//! let q = sqlx::query(&sql).bind("tenant-1").bind(3);
+//! let mut stream = enc.fetch_stream::<Patient, _, _>("tenant-1", q, &pool);
 //! ```
 //!
 //! # Performance
@@ -151,6 +154,7 @@ mod keystore;
 mod layout;
 mod model;
 pub mod schema;
+mod tenant_scope;
 mod value;
 
 pub use backend::{Backend, DbRow};
@@ -161,6 +165,7 @@ pub use encryptor::{
 pub use error::{Error, Result};
 pub use index_source::IndexSource;
 pub use keystore::SqlxKeyStore;
+pub use tenant_scope::TenantScope;
 pub use model::{
     CustomNormalizer, Encrypted, FieldDef, IndexDef, Model, RowReader, RowWriter, HEADER_COLUMN,
     KEY_VERSION_COLUMN,

@@ -223,7 +223,7 @@ where
     let rows = DB::fetch_all(&cx.pool, &sql, vec![Value::Text("t1".into())])
         .await
         .unwrap();
-    let all: Vec<Patient> = cx.enc.decrypt_all(&rows).await.unwrap();
+    let all: Vec<Patient> = cx.enc.decrypt_all(rowseal_sqlx::TenantScope::Any, &rows).await.unwrap();
     assert_eq!(
         all,
         vec![
@@ -240,13 +240,13 @@ where
     );
     let fetched: Vec<Patient> = cx
         .enc
-        .fetch_all(sqlx::query::<DB>(&own), &cx.pool)
+        .fetch_all(rowseal_sqlx::TenantScope::Any, sqlx::query::<DB>(&own), &cx.pool)
         .await
         .unwrap();
     assert_eq!(fetched, all);
     let streamed: Vec<Patient> = futures_util::TryStreamExt::try_collect(
         cx.enc
-            .fetch_stream::<Patient, _, _>(sqlx::query::<DB>(&own), &cx.pool),
+            .fetch_stream::<Patient, _, _>(rowseal_sqlx::TenantScope::Any, sqlx::query::<DB>(&own), &cx.pool),
     )
     .await
     .unwrap();

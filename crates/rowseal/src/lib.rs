@@ -53,7 +53,7 @@ pub struct RunbookDoctests;
 
 pub use rowseal_core::{
     BlindIndexKey, CacheConfig, CountingKeyProvider, DataKey, EncryptionContext, Error, IndexKey,
-    KeyHierarchy, KeyMode, KeyProvider, KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore,
+    CachedKeys, KeyHierarchy, KeyMode, KeyProvider, KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore,
     LocalKeyProvider, MemoryKeyStore, ProviderCallCounts, ProviderError, ProviderErrorKind,
     RecordKeys, RecordSpec, Result, RowHeader, RowKey, SecretKey, TenantKey, WrappedKey, KEY_LEN,
     LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV,
@@ -70,7 +70,7 @@ pub mod kms {
 #[cfg(feature = "sqlx")]
 pub use rowseal_sqlx::{
     schema, sqlx, Encrypted, EncryptedField, Encryptor, Error as SqlxError, PlainField,
-    PrimaryKeyField, SqlxKeyStore, TenantField,
+    PrimaryKeyField, SqlxKeyStore, TenantField, TenantScope,
 };
 
 #[doc(hidden)]

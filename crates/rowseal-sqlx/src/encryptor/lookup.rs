@@ -12,6 +12,7 @@ use crate::blind::{
 };
 use crate::error::{Error, Result};
 use crate::model::{Encrypted, HEADER_COLUMN};
+use crate::tenant_scope::TenantScope;
 use crate::value::Value;
 
 impl Encryptor {
@@ -56,7 +57,7 @@ impl Encryptor {
         sql.push_str(" WHERE ");
         A::Database::push_ident(&mut sql, model.tenant_field().column);
         sql.push_str(" = ");
-        A::Database::push_placeholder(&mut sql, 1);
+        A::Database::push_exact_text_placeholder(&mut sql, 1);
         sql.push_str(" AND (");
         let mut binds = vec![Value::Text(tenant.to_owned())];
         for (i, (plan, key)) in plans.iter().zip(&targets).enumerate() {
@@ -77,7 +78,7 @@ impl Encryptor {
         if rows.is_empty() {
             return Ok(0);
         }
-        let decrypted: Vec<T> = self.decrypt_all(&rows).await?;
+        let decrypted: Vec<T> = self.decrypt_all(tenant, &rows).await?;
         // The write is conditional on the covered encrypted columns and the
         // header being unchanged.
         let mut guarded: Vec<&'static str> = Vec::new();
@@ -132,7 +133,7 @@ impl Encryptor {
             A::Database::push_ident(&mut sql, model.tenant_field().column);
             sql.push_str(" = ");
             n += 1;
-            A::Database::push_placeholder(&mut sql, n);
+            A::Database::push_exact_text_placeholder(&mut sql, n);
             values.push(Value::Text(row.tenant().to_owned()));
             for c in &guarded {
                 let idx = raw
@@ -168,7 +169,7 @@ impl Encryptor {
     /// let v = enc.blind_index_value::<Patient>("email_idx", "acme", &["Ada@x.com"]).await?;
     /// let q = sqlx::query(&sql);
     /// let q = match v { BlindIndexValue::Int(i) => q.bind(i), BlindIndexValue::Bytes(b) => q.bind(b) };
-    /// let rows: Vec<Patient> = enc.fetch_all(q, &pool).await?;
+    /// let rows: Vec<Patient> = enc.fetch_all("acme", q, &pool).await?;
     /// // Then re-check the decrypted field: truncated indexes have false positives.
     /// ```
     /// During an index-key rotation use
@@ -303,7 +304,7 @@ impl Encryptor {
             E::Database::push_ident(&mut sql, model.tenant_field().column);
             sql.push_str(" = ");
             n += 1;
-            E::Database::push_placeholder(&mut sql, n);
+            E::Database::push_exact_text_placeholder(&mut sql, n);
             sql.push_str(" AND ");
             binds.push(Value::Text(t.to_owned()));
         }
@@ -337,7 +338,8 @@ impl Encryptor {
             sql.push(')');
         }
         let rows = <E::Database as Backend>::fetch_all(executor, &sql, binds).await?;
-        let decrypted: Vec<T> = self.decrypt_all(&rows).await?;
+        let scope = tenant.map_or(TenantScope::Any, TenantScope::One);
+        let decrypted: Vec<T> = self.decrypt_all(scope, &rows).await?;
         let out = decrypted
             .into_iter()
             .filter(|row| match row_parts(&plan, row) {

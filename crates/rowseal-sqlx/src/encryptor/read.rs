@@ -13,6 +13,7 @@ use super::{sqlx_col, Encryptor};
 use crate::backend::{Backend, DbRow};
 use crate::error::{Error, Result};
 use crate::model::{Cell, Encrypted, Model, RowReader, HEADER_COLUMN};
+use crate::tenant_scope::TenantScope;
 use crate::value::{PrimaryKeyField, SqlType, Value};
 
 /// Column positions of a model in a result row.
@@ -54,7 +55,9 @@ type KeyTable =
     HashMap<String, HashMap<u32, std::result::Result<Arc<RecordKeys>, rowseal_core::Error>>>;
 
 impl Encryptor {
-    /// Fetches and decrypts one row by primary key within a tenant.
+    /// Fetches and decrypts one row by primary key within a tenant. The
+    /// row's tenant column must be byte-for-byte `tenant`
+    /// ([`Error::TenantMismatch`] otherwise).
     pub async fn fetch<'c, T, E>(
         &self,
         executor: E,
@@ -73,15 +76,17 @@ impl Encryptor {
         Self::where_pk::<T, E::Database>(&mut sql, 1);
         let values = vec![primary_key.key_value(), Value::Text(tenant.to_owned())];
         match <E::Database as Backend>::fetch_optional(executor, &sql, values).await? {
-            Some(row) => Ok(Some(self.decrypt(&row).await?)),
+            Some(row) => Ok(Some(self.decrypt(tenant, &row).await?)),
             None => Ok(None),
         }
     }
 
     /// Runs your query (which must select the model's columns, see
-    /// [`select_list`](Self::select_list)) and decrypts every row.
-    pub async fn fetch_all<'q, 'c, T, DB, E>(
+    /// [`select_list`](Self::select_list)) and decrypts every row. Every row
+    /// must belong to `tenant` (a [`TenantScope`]; a `&str` is one tenant).
+    pub async fn fetch_all<'q, 'c, 't, T, DB, E>(
         &self,
+        tenant: impl Into<TenantScope<'t>>,
         query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
         executor: E,
     ) -> Result<Vec<T>>
@@ -91,18 +96,24 @@ impl Encryptor {
         E: 'q + sqlx::Executor<'c, Database = DB>,
         'c: 'q,
     {
+        let scope = tenant.into();
         let mut out = Vec::new();
-        let mut chunks =
-            self.pipeline::<T, DB::Row>(DB::query_stream(query, executor), self.fetch_chunk());
+        let mut chunks = self.pipeline::<T, DB::Row>(
+            scope,
+            DB::query_stream(query, executor),
+            self.fetch_chunk(),
+        );
         while let Some(mut v) = chunks.try_next().await? {
             out.append(&mut v);
         }
         Ok(out)
     }
 
-    /// Runs your query and decrypts the row it returns, if any.
-    pub async fn fetch_optional<'q, 'c, T, DB, E>(
+    /// Runs your query and decrypts the row it returns, if any (which must
+    /// belong to `tenant`).
+    pub async fn fetch_optional<'q, 'c, 't, T, DB, E>(
         &self,
+        tenant: impl Into<TenantScope<'t>>,
         query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
         executor: E,
     ) -> Result<Option<T>>
@@ -112,8 +123,9 @@ impl Encryptor {
         E: 'q + sqlx::Executor<'c, Database = DB>,
         'c: 'q,
     {
+        let scope = tenant.into();
         match DB::query_optional(query, executor).await? {
-            Some(row) => Ok(Some(self.decrypt(&row).await?)),
+            Some(row) => Ok(Some(self.decrypt(scope, &row).await?)),
             None => Ok(None),
         }
     }
@@ -121,8 +133,10 @@ impl Encryptor {
     /// Runs your query and yields decrypted rows as a stream, decrypting
     /// [`with_stream_chunk`](Self::with_stream_chunk) rows at a time (on all
     /// cores for large chunks): memory stays bounded whatever the row count.
+    /// Every row must belong to `tenant`.
     pub fn fetch_stream<'e, 'q, 'c, T, DB, E>(
         &'e self,
+        tenant: impl Into<TenantScope<'e>>,
         query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
         executor: E,
     ) -> BoxStream<'e, Result<T>>
@@ -133,15 +147,23 @@ impl Encryptor {
         'q: 'e,
         'c: 'e,
     {
-        self.pipeline::<T, DB::Row>(DB::query_stream(query, executor), self.stream_chunk)
+        self.pipeline::<T, DB::Row>(
+            tenant.into(),
+            DB::query_stream(query, executor),
+            self.stream_chunk,
+        )
             .map_ok(|v| futures_util::stream::iter(v.into_iter().map(Ok)))
             .try_flatten()
             .boxed()
     }
 
-    /// Decrypts one row of your own query.
-    pub async fn decrypt<T: Encrypted, R: DbRow>(&self, row: &R) -> Result<T> {
-        self.decrypt_all(std::slice::from_ref(row))
+    /// Decrypts one row of your own query, which must belong to `tenant`.
+    pub async fn decrypt<'t, T: Encrypted, R: DbRow>(
+        &self,
+        tenant: impl Into<TenantScope<'t>>,
+        row: &R,
+    ) -> Result<T> {
+        self.decrypt_all(tenant, std::slice::from_ref(row))
             .await?
             .pop()
             .ok_or(Error::Worker)
@@ -149,15 +171,36 @@ impl Encryptor {
 
     /// Decrypts rows of your own query; the first failing row fails the call
     /// (see [`decrypt_each`](Self::decrypt_each) to keep the others). Large
-    /// batches are decrypted on all cores.
-    pub async fn decrypt_all<T: Encrypted, R: DbRow>(&self, rows: &[R]) -> Result<Vec<T>> {
-        self.decrypt_each(rows).await?.into_iter().collect()
+    /// batches are decrypted on all cores. Every row must belong to `tenant`.
+    pub async fn decrypt_all<'t, T: Encrypted, R: DbRow>(
+        &self,
+        tenant: impl Into<TenantScope<'t>>,
+        rows: &[R],
+    ) -> Result<Vec<T>> {
+        self.decrypt_each(tenant, rows)
+            .await?
+            .into_iter()
+            .collect()
     }
 
     /// Decrypts rows of your own query, one result per row: a tampered row
     /// fails alone. The outer error is for what fails the whole batch (a
-    /// column missing from the query, the key store).
-    pub async fn decrypt_each<T: Encrypted, R: DbRow>(&self, rows: &[R]) -> Result<Vec<Result<T>>> {
+    /// column missing from the query, the key store). A row of another
+    /// tenant than `tenant` is [`Error::TenantMismatch`], and no key of its
+    /// tenant is fetched.
+    pub async fn decrypt_each<'t, T: Encrypted, R: DbRow>(
+        &self,
+        tenant: impl Into<TenantScope<'t>>,
+        rows: &[R],
+    ) -> Result<Vec<Result<T>>> {
+        self.decrypt_scoped(tenant.into(), rows).await
+    }
+
+    async fn decrypt_scoped<T: Encrypted, R: DbRow>(
+        &self,
+        scope: TenantScope<'_>,
+        rows: &[R],
+    ) -> Result<Vec<Result<T>>> {
         let Some(first) = rows.first() else {
             return Ok(Vec::new());
         };
@@ -165,14 +208,24 @@ impl Encryptor {
         let map = ColumnMap::resolve(model, first)?;
         match model.spec.key_mode() {
             KeyMode::Derived => {
-                let table = self.key_table(model, &map, rows).await?;
-                Ok(self.decrypt_derived::<T, R>(&map, &table, rows))
+                let table = self.key_table(scope, model, &map, rows).await?;
+                Ok(self.decrypt_derived::<T, R>(scope, &map, &table, rows))
             }
             _ => {
                 let mut out = Vec::with_capacity(rows.len());
                 for row in rows {
-                    let key = self.kms_row_key(model, &map, row).await;
-                    out.push(decrypt_row::<T, R>(model, &map, row, move |_, _, _| key));
+                    // No KMS call for a row the scope refuses.
+                    let admitted = row
+                        .read_str(map.fields[model.tenant])
+                        .is_ok_and(|t| scope.admits(t));
+                    let key = if admitted {
+                        self.kms_row_key(model, &map, row).await
+                    } else {
+                        Err(rowseal_core::Error::Decrypt)
+                    };
+                    out.push(decrypt_row::<T, R>(scope, model, &map, row, move |_, _, _| {
+                        key
+                    }));
                 }
                 Ok(out)
             }
@@ -182,6 +235,7 @@ impl Encryptor {
     /// The record keys of every (tenant, key version) the rows name.
     async fn key_table<R: DbRow>(
         &self,
+        scope: TenantScope<'_>,
         model: &Model,
         map: &ColumnMap,
         rows: &[R],
@@ -194,6 +248,9 @@ impl Encryptor {
             else {
                 continue; // reported per row
             };
+            if !scope.admits(tenant) {
+                continue; // refused per row, with no key fetched
+            }
             let Some(version) = header_version(header) else {
                 continue;
             };
@@ -222,14 +279,21 @@ impl Encryptor {
     /// several threads for large batches.
     fn decrypt_derived<T: Encrypted, R: DbRow>(
         &self,
+        scope: TenantScope<'_>,
         map: &ColumnMap,
         table: &KeyTable,
         rows: &[R],
     ) -> Vec<Result<T>> {
         let model = T::model();
         self.par_map_each(rows, |row| {
-            decrypt_row::<T, R>(model, map, row, |tenant, pk, header| {
-                let version = header_version(header).ok_or(rowseal_core::Error::Decrypt)?;
+            decrypt_row::<T, R>(scope, model, map, row, |tenant, pk, header| {
+                // A header this build cannot peek at is reported for what it
+                // is (another format version: UnsupportedFormat; cut short:
+                // Malformed), not as tampering.
+                let version = match header_version(header) {
+                    Some(v) => v,
+                    None => return Err(header_error(header)),
+                };
                 match table.get(tenant).and_then(|m| m.get(&version)) {
                     Some(Ok(rk)) => rk.open_row(pk, header),
                     Some(Err(e)) => Err(e.clone()),
@@ -244,6 +308,7 @@ impl Encryptor {
     /// Yields one `Vec` of results per chunk.
     fn pipeline<'e, T, R>(
         &'e self,
+        scope: TenantScope<'e>,
         rows: BoxStream<'e, Result<R>>,
         chunk: usize,
     ) -> BoxStream<'e, Result<Vec<T>>>
@@ -256,7 +321,12 @@ impl Encryptor {
             return rows
                 .try_chunks(chunk)
                 .map_err(|e| e.1)
-                .and_then(move |rows| async move { self.decrypt_all::<T, R>(&rows).await })
+                .and_then(move |rows| async move {
+                    self.decrypt_scoped::<T, R>(scope, &rows)
+                        .await?
+                        .into_iter()
+                        .collect()
+                })
                 .boxed();
         }
         type Pending<T> = tokio::task::JoinHandle<Result<Vec<T>>>;
@@ -274,10 +344,11 @@ impl Encryptor {
                 let finished = buf.len() < chunk;
                 if let Some(first) = buf.first() {
                     let map = ColumnMap::resolve(model, first)?;
-                    let table = self.key_table(model, &map, &buf).await?;
+                    let table = self.key_table(scope, model, &map, &buf).await?;
                     let this = self.clone();
+                    let owned = OwnedScope::of(scope);
                     next_pending = Some(tokio::task::spawn_blocking(move || {
-                        this.decrypt_derived::<T, R>(&map, &table, &buf)
+                        this.decrypt_derived::<T, R>(owned.scope(), &map, &table, &buf)
                             .into_iter()
                             .collect::<Result<Vec<T>>>()
                     }));
@@ -335,6 +406,17 @@ impl Encryptor {
     }
 }
 
+/// Why a header has no tenant-key version to peek at: the full parse's
+/// typed error (`UnsupportedFormat` for another format version,
+/// `Malformed`), or the opaque `Decrypt` (a `kms`-mode header in a
+/// `derived`-mode table).
+fn header_error(header: &[u8]) -> rowseal_core::Error {
+    match RowHeader::from_bytes(header) {
+        Err(e) => e,
+        Ok(_) => rowseal_core::Error::Decrypt,
+    }
+}
+
 /// The tenant-key version a header names, without a full parse.
 fn header_version(header: &[u8]) -> Option<u32> {
     RowHeader::peek_tenant_key_version(header)
@@ -343,6 +425,7 @@ fn header_version(header: &[u8]) -> Option<u32> {
 /// Reads one row: plain values and borrowed ciphertexts, then the row key
 /// from `open_key(tenant, pk bytes, header)`, then the model.
 fn decrypt_row<T: Encrypted, R: DbRow>(
+    scope: TenantScope<'_>,
     model: &Model,
     map: &ColumnMap,
     row: &R,
@@ -385,6 +468,12 @@ fn decrypt_row<T: Encrypted, R: DbRow>(
     let header = row
         .read_opt_bytes(map.header)
         .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?;
+    if !scope.admits(tenant) {
+        return Err(Error::TenantMismatch {
+            table: model.table().to_owned(),
+            primary_key: pk_value.key_display(),
+        });
+    }
     let decrypt_err = |e| Error::Decrypt {
         table: model.table().to_owned(),
         column: HEADER_COLUMN.to_owned(),
@@ -405,4 +494,26 @@ fn decrypt_row<T: Encrypted, R: DbRow>(
         model.table(),
         &pk_value,
     ))
+}
+
+/// A [`TenantScope`] that owns its tenant, to cross into a blocking task.
+enum OwnedScope {
+    One(String),
+    Any,
+}
+
+impl OwnedScope {
+    fn of(scope: TenantScope<'_>) -> Self {
+        match scope {
+            TenantScope::One(t) => OwnedScope::One(t.to_owned()),
+            TenantScope::Any => OwnedScope::Any,
+        }
+    }
+
+    fn scope(&self) -> TenantScope<'_> {
+        match self {
+            OwnedScope::One(t) => TenantScope::One(t),
+            OwnedScope::Any => TenantScope::Any,
+        }
+    }
 }

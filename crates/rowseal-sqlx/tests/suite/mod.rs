@@ -5,10 +5,16 @@
 
 pub mod models;
 mod registry;
+mod tenancy;
 
 #[allow(unused_imports)] // the cases! macro names them; not every test binary runs it
 pub use registry::{registry_round_trip, registry_unknown_format};
+#[allow(unused_imports)]
+pub use tenancy::{
+    tenant_checked_on_every_path, tenant_checked_under_case_insensitive_collation,
+};
 
+use rowseal_sqlx::TenantScope;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
@@ -240,7 +246,7 @@ where
     let sql = select::<Everything, DB>(" WHERE tenant = 'big'");
     let mut got: Vec<Everything> = cx
         .enc
-        .fetch_all(sqlx::query::<DB>(&sql), &cx.pool)
+        .fetch_all(TenantScope::Any, sqlx::query::<DB>(&sql), &cx.pool)
         .await
         .unwrap();
     got.sort_by_key(|m| m.id);
@@ -393,7 +399,7 @@ where
     let sql = select::<Patient, DB>("");
     let mut all: Vec<Patient> = cx
         .enc
-        .fetch_all(sqlx::query::<DB>(&sql), &cx.pool)
+        .fetch_all(TenantScope::Any, sqlx::query::<DB>(&sql), &cx.pool)
         .await
         .unwrap();
     all.sort_by_key(|p| p.id);
@@ -404,7 +410,7 @@ where
     let sql = select::<Patient, DB>(" WHERE tenant_id = 'north'");
     let north: Vec<Patient> = cx
         .enc
-        .fetch_all(sqlx::query::<DB>(&sql), &cx.pool)
+        .fetch_all(TenantScope::Any, sqlx::query::<DB>(&sql), &cx.pool)
         .await
         .unwrap();
     assert_eq!(north.len(), 1000);
@@ -412,7 +418,7 @@ where
     let one: Option<Patient> = cx
         .enc
         .fetch_optional(
-            sqlx::query::<DB>(&select::<Patient, DB>(" WHERE visits = 3 LIMIT 1")),
+            TenantScope::Any, sqlx::query::<DB>(&select::<Patient, DB>(" WHERE visits = 3 LIMIT 1")),
             &cx.pool,
         )
         .await
@@ -422,7 +428,7 @@ where
     let enc = cx.enc.clone().with_stream_chunk(700);
     let sql = select::<Patient, DB>("");
     let streamed: Vec<Patient> = enc
-        .fetch_stream(sqlx::query::<DB>(&sql), &cx.pool)
+        .fetch_stream(TenantScope::Any, sqlx::query::<DB>(&sql), &cx.pool)
         .try_collect()
         .await
         .unwrap();
@@ -431,7 +437,7 @@ where
     // Single-threaded decryption gives the same rows.
     let serial = cx.enc.clone().with_threads(1);
     let mut again: Vec<Patient> = serial
-        .fetch_all(sqlx::query::<DB>(&sql), &cx.pool)
+        .fetch_all(TenantScope::Any, sqlx::query::<DB>(&sql), &cx.pool)
         .await
         .unwrap();
     again.sort_by_key(|p| p.id);
@@ -649,7 +655,7 @@ where
     let rows = DB::fetch_all(&cx.pool, &select::<Patient, DB>(""), vec![])
         .await
         .unwrap();
-    let each = cx.enc.decrypt_each::<Patient, _>(&rows).await.unwrap();
+    let each = cx.enc.decrypt_each::<Patient, _>(TenantScope::Any, &rows).await.unwrap();
     assert_eq!(each.len(), 6);
     assert_eq!(each.iter().filter(|r| r.is_ok()).count(), 1);
     assert!(each
@@ -782,7 +788,7 @@ where
     let mut all: Vec<Audited> = cx
         .enc
         .fetch_all(
-            sqlx::query::<DB>(&select::<Audited, DB>(" WHERE org <> 'none'")),
+            TenantScope::Any, sqlx::query::<DB>(&select::<Audited, DB>(" WHERE org <> 'none'")),
             &cx.pool,
         )
         .await
@@ -827,7 +833,7 @@ where
     let r: Result<Vec<Patient>, Error> = cx
         .enc
         .fetch_all(
-            sqlx::query::<DB>("SELECT id, tenant_id, name FROM patients"),
+            TenantScope::Any, sqlx::query::<DB>("SELECT id, tenant_id, name FROM patients"),
             &cx.pool,
         )
         .await;
@@ -845,7 +851,7 @@ where
     );
     let rows: Vec<Patient> = cx
         .enc
-        .fetch_all(sqlx::query::<DB>(&sql), &cx.pool)
+        .fetch_all(TenantScope::Any, sqlx::query::<DB>(&sql), &cx.pool)
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
@@ -1290,7 +1296,7 @@ where
     let rows = DB::fetch_all(&cx.pool, &sql, vec![Value::Text("t1".into()), v.into()])
         .await
         .unwrap();
-    let rows: Vec<User> = cx.enc.decrypt_all(&rows).await.unwrap();
+    let rows: Vec<User> = cx.enc.decrypt_all(TenantScope::Any, &rows).await.unwrap();
     assert_eq!(rows, vec![u]);
 }
 
@@ -1556,6 +1562,8 @@ macro_rules! all_cases {
             blind_index_rotation_mid_backfill,
             registry_round_trip,
             registry_unknown_format,
+            tenant_checked_on_every_path,
+            tenant_checked_under_case_insensitive_collation,
         );
     };
 }
