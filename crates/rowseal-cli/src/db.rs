@@ -174,6 +174,15 @@ pub fn ph<D: Backend>(n: usize) -> String {
     s
 }
 
+/// The `n`th placeholder for a tenant (or other text key) that must match a
+/// column byte for byte, whatever its collation (see
+/// [`Backend::push_exact_text_placeholder`]).
+pub fn exact_ph<D: Backend>(n: usize) -> String {
+    let mut s = String::new();
+    D::push_exact_text_placeholder(&mut s, n);
+    s
+}
+
 /// Reads an integer column that may come back as any integer width.
 pub fn read_i64<R: rowseal_sqlx::DbRow>(row: &R, idx: usize) -> Result<i64> {
     use rowseal_sqlx::SqlType;

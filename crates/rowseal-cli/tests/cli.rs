@@ -497,3 +497,151 @@ fn command_line_is_consistent() {
     use clap::CommandFactory;
     rowseal_cli::Cli::command().debug_assert();
 }
+
+/// A model with a global blind index (lookups across tenants), for `shred`.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "members", record_type = "member", tenant = tenant_id, primary_key = id)]
+struct Member {
+    id: i64,
+    tenant_id: String,
+    #[rowseal(
+        encrypt,
+        blind_index(name = "login_idx", column = "login_bidx", bits = 64, normalize = "trim,lowercase", scope = "global")
+    )]
+    login: String,
+}
+
+/// `shred --tenant ACME` destroys ACME's keys and nothing of tenant `acme`
+/// (byte comparison, whatever the collation), clears ACME's rows' global
+/// blind-index values, and an application that held ACME's keys holds none
+/// of them one cache lifetime later (checked through the caches' own
+/// introspection).
+async fn shred_one_tenant<DB: rowseal_sqlx::Backend>(db: common::Db<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    use rowseal_core::{CacheConfig, KeyHierarchy, KeyScope};
+    use rowseal_sqlx::{schema, Encryptor, SqlxKeyStore};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    schema::install(&db.pool).await.unwrap();
+    schema::create_table::<Member, _>(&db.pool).await.unwrap();
+    schema::register::<Member, _>(&db.pool).await.unwrap();
+    let keyring = LocalKeyProvider::generate_keyring().to_string();
+    let ttl = Duration::from_millis(400);
+    let keys = Arc::new(KeyHierarchy::with_cache_config(
+        Arc::new(LocalKeyProvider::from_keyring_str(&keyring).unwrap()),
+        Arc::new(SqlxKeyStore::new(db.pool.clone())),
+        CacheConfig {
+            max_entries: 1000,
+            ttl,
+        },
+    ));
+    let enc = Encryptor::new(keys.clone());
+    let member = |id: i64, tenant: &str| Member {
+        id,
+        tenant_id: tenant.into(),
+        login: format!("user{id}@example.com"),
+    };
+    let lower: Vec<Member> = (1..=5).map(|i| member(i, "acme")).collect();
+    let upper: Vec<Member> = (6..=10).map(|i| member(i, "ACME")).collect();
+    enc.insert_many(&db.pool, &lower).await.unwrap();
+    enc.insert_many(&db.pool, &upper).await.unwrap();
+    // Both tenants are read, so the application caches keys of both.
+    for m in lower.iter().chain(&upper) {
+        let got = enc
+            .fetch::<Member, _>(&db.pool, &m.tenant_id, &m.id)
+            .await
+            .unwrap();
+        assert_eq!(got.as_ref(), Some(m));
+    }
+    let found = Member::find_by_login(&enc, &db.pool, "user7@example.com")
+        .await
+        .unwrap();
+    assert_eq!(found, vec![upper[1].clone()]);
+    assert!(keys.cached_keys().holds_tenant("ACME"));
+
+    let r = common::rowseal(
+        &db.url,
+        &keyring,
+        &["shred", "--tenant", "ACME", "--yes-destroy-tenant", "ACME"],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let done = r.event("done").unwrap();
+    assert_eq!(done["keys_destroyed"], 1, "ACME's tenant key, nothing of acme's");
+    assert_eq!(done["global_index_rows_cleared"], 5);
+
+    // No global-index value is left for ACME's rows; acme's are intact.
+    let left = |tenant: &str| {
+        format!(
+            "SELECT COUNT(*) FROM members WHERE tenant_id = '{tenant}' AND (login_bidx IS NOT NULL OR login_bidx_alt IS NOT NULL)"
+        )
+    };
+    let sql = left("ACME");
+    let sql = if db.kind == "mysql" {
+        sql.replace("tenant_id = 'ACME'", "tenant_id = BINARY 'ACME'")
+    } else {
+        sql
+    };
+    assert_eq!(common::scalar(&db, &sql).await, 0);
+    let sql = left("acme");
+    let sql = if db.kind == "mysql" {
+        sql.replace("tenant_id = 'acme'", "tenant_id = BINARY 'acme'")
+    } else {
+        sql
+    };
+    assert_eq!(common::scalar(&db, &sql).await, 5);
+
+    // One cache lifetime (and a sweep) later, the idle application holds no
+    // key of ACME in any cache.
+    tokio::time::sleep(ttl + ttl / 2).await;
+    let cached = keys.cached_keys();
+    assert!(!cached.holds_tenant("ACME"), "{cached:?}");
+    assert!(cached.is_empty(), "every entry expired: {cached:?}");
+
+    // A fresh process: acme reads and is found; ACME's rows are gone for good.
+    let fresh = common::encryptor(&db.pool, &keyring);
+    for m in &lower {
+        let got = fresh
+            .fetch::<Member, _>(&db.pool, "acme", &m.id)
+            .await
+            .unwrap();
+        assert_eq!(got.as_ref(), Some(m));
+    }
+    let r = fresh.fetch::<Member, _>(&db.pool, "ACME", &upper[0].id).await;
+    assert!(r.is_err(), "a shredded tenant's row must not read: {r:?}");
+    assert!(Member::find_by_login(&fresh, &db.pool, "user7@example.com")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        Member::find_by_login(&fresh, &db.pool, "user2@example.com")
+            .await
+            .unwrap(),
+        vec![lower[1].clone()]
+    );
+    // The global index key itself lives on (other tenants use it).
+    fresh.keys().current_index_key(&KeyScope::Global).await.unwrap();
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shred_one_tenant_sqlite() {
+    shred_one_tenant(common::sqlite().await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shred_one_tenant_postgres() {
+    if let Some(db) = common::postgres().await {
+        shred_one_tenant(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shred_one_tenant_mariadb() {
+    if let Some(db) = common::mysql().await {
+        shred_one_tenant(db).await;
+    }
+}

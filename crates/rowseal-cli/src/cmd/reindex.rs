@@ -119,6 +119,12 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             }
         }
     }
+    // A shredded tenant's rows have no key left to read them by, and shred
+    // cleared their global index values on purpose: nothing to index.
+    let (_, shredded) = registry::tenant_versions::<D>(&mut conn).await?;
+    for t in &shredded {
+        tenants.remove(t);
+    }
     // A named tenant rotates that tenant's key only, not the global one.
     let rotate_global = global && req.tenant.is_none();
     let mut scopes: Vec<(String, KeyScope)> = tenants

@@ -2,7 +2,10 @@
 //! index key version of T (wrapped key set to NULL, state `destroyed`) and
 //! wipes the per-row wrapped data keys of T's rows in kms-mode tables. T's
 //! rows then fail to open with a typed error (`key destroyed`, or a malformed
-//! header for kms-mode rows); no other tenant is touched.
+//! header for kms-mode rows), and clears T's rows' global blind-index values,
+//! which the live global index key could otherwise still compute and match;
+//! no other tenant is touched. The tenant is compared byte for byte (`ACME`
+//! is not `acme`, whatever the column's collation).
 //!
 //! Caveats (docs/cli.md): application processes keep unwrapped keys in their
 //! caches until the cache lifetime ends; database backups still hold the
@@ -14,7 +17,8 @@ use rowseal_sqlx::Value;
 use serde_json::json;
 
 use super::Ctx;
-use crate::db::{ident, ph, read_i64, CliDb};
+use crate::db::{exact_ph, ident, ph, read_i64, CliDb};
+use rowseal_sqlx::schema::IndexScope;
 use crate::error::{CliError, ExitCode, Result};
 use crate::registry;
 
@@ -27,7 +31,7 @@ pub async fn run<D: CliDb>(
     let mut conn = ctx.conn().await?;
     let sql = format!(
         "SELECT COUNT(*) FROM rowseal_keys WHERE scope_kind = 'tenant' AND tenant = {} AND state = 'active'",
-        ph::<D>(1)
+        exact_ph::<D>(1)
     );
     let rows = D::fetch_all_on(&mut conn, &sql, vec![Value::Text(tenant.to_owned())]).await?;
     let active = rows
@@ -66,33 +70,64 @@ pub async fn run<D: CliDb>(
     }
     let sql = format!(
         "UPDATE rowseal_keys SET wrapped = NULL, root_key_id = NULL, state = 'destroyed' WHERE scope_kind = 'tenant' AND tenant = {}",
-        ph::<D>(1)
+        exact_ph::<D>(1)
     );
     let keys = D::execute_on(&mut conn, &sql, vec![Value::Text(tenant.to_owned())]).await?;
     let mut kms_rows = 0;
+    let mut global_index_rows = 0;
     for def in &tables {
-        if def.key_mode != rowseal_core::KeyMode::Kms {
-            continue;
+        if def.key_mode == rowseal_core::KeyMode::Kms {
+            let sql = format!(
+                "UPDATE {} SET {} = {} WHERE {} = {}",
+                ident::<D>(&def.table),
+                ident::<D>(&def.header_column),
+                ph::<D>(1),
+                ident::<D>(&def.tenant),
+                exact_ph::<D>(2)
+            );
+            kms_rows += D::execute_on(
+                &mut conn,
+                &sql,
+                vec![Value::Bytes(Vec::new()), Value::Text(tenant.to_owned())],
+            )
+            .await?;
         }
-        let sql = format!(
-            "UPDATE {} SET {} = {} WHERE {} = {}",
-            ident::<D>(&def.table),
-            ident::<D>(&def.header_column),
-            ph::<D>(1),
-            ident::<D>(&def.tenant),
-            ph::<D>(2)
-        );
-        kms_rows += D::execute_on(
-            &mut conn,
-            &sql,
-            vec![Value::Bytes(Vec::new()), Value::Text(tenant.to_owned())],
-        )
-        .await?;
+        // Global blind indexes are keyed by a key that outlives the tenant:
+        // left in place, a shredded row would still be found (and its
+        // value confirmed) by anyone who can compute the global index.
+        let global: Vec<&str> = def
+            .blind_indexes
+            .iter()
+            .filter(|i| i.scope == IndexScope::Global)
+            .flat_map(|i| {
+                [
+                    i.column.as_str(),
+                    i.version_column.as_str(),
+                    i.alt_column.as_str(),
+                    i.alt_version_column.as_str(),
+                ]
+            })
+            .collect();
+        if !global.is_empty() {
+            let set: Vec<String> = global
+                .iter()
+                .map(|c| format!("{} = NULL", ident::<D>(c)))
+                .collect();
+            let sql = format!(
+                "UPDATE {} SET {} WHERE {} = {}",
+                ident::<D>(&def.table),
+                set.join(", "),
+                ident::<D>(&def.tenant),
+                exact_ph::<D>(1)
+            );
+            global_index_rows +=
+                D::execute_on(&mut conn, &sql, vec![Value::Text(tenant.to_owned())]).await?;
+        }
     }
     ctx.out.emit(
         json!({"event": "done", "command": "shred", "tenant": tenant, "keys_destroyed": keys,
-               "kms_rows_wiped": kms_rows}),
-        || format!("tenant {tenant} shredded: {keys} keys destroyed, {kms_rows} per-row data keys wiped"),
+               "kms_rows_wiped": kms_rows, "global_index_rows_cleared": global_index_rows}),
+        || format!("tenant {tenant} shredded: {keys} keys destroyed, {kms_rows} per-row data keys wiped, {global_index_rows} rows' global blind-index values cleared"),
     );
     ctx.out.warn("application processes may keep this tenant's unwrapped keys in their caches until the cache lifetime ends (5 minutes by default); restart them to be sure. Database backups still hold the wrapped keys.");
     Ok(ExitCode::Ok)
