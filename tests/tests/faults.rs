@@ -1186,7 +1186,10 @@ where
     let rows = DB::fetch_all(pool, &sql, vec![Value::Text("batch".into())])
         .await
         .unwrap();
-    let stored: Vec<Account> = enc.decrypt_all(rowseal::TenantScope::Any, &rows).await.unwrap();
+    let stored: Vec<Account> = enc
+        .decrypt_all(rowseal::TenantScope::Any, &rows)
+        .await
+        .unwrap();
     for a in big.iter().chain(&small).chain(&earlier) {
         assert!(
             stored.contains(a),

@@ -506,7 +506,13 @@ struct Member {
     tenant_id: String,
     #[rowseal(
         encrypt,
-        blind_index(name = "login_idx", column = "login_bidx", bits = 64, normalize = "trim,lowercase", scope = "global")
+        blind_index(
+            name = "login_idx",
+            column = "login_bidx",
+            bits = 64,
+            normalize = "trim,lowercase",
+            scope = "global"
+        )
     )]
     login: String,
 }
@@ -570,7 +576,10 @@ where
     .await;
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let done = r.event("done").unwrap();
-    assert_eq!(done["keys_destroyed"], 1, "ACME's tenant key, nothing of acme's");
+    assert_eq!(
+        done["keys_destroyed"], 1,
+        "ACME's tenant key, nothing of acme's"
+    );
     assert_eq!(done["global_index_rows_cleared"], 5);
 
     // No global-index value is left for ACME's rows; acme's are intact.
@@ -610,7 +619,9 @@ where
             .unwrap();
         assert_eq!(got.as_ref(), Some(m));
     }
-    let r = fresh.fetch::<Member, _>(&db.pool, "ACME", &upper[0].id).await;
+    let r = fresh
+        .fetch::<Member, _>(&db.pool, "ACME", &upper[0].id)
+        .await;
     assert!(r.is_err(), "a shredded tenant's row must not read: {r:?}");
     assert!(Member::find_by_login(&fresh, &db.pool, "user7@example.com")
         .await
@@ -623,7 +634,11 @@ where
         vec![lower[1].clone()]
     );
     // The global index key itself lives on (other tenants use it).
-    fresh.keys().current_index_key(&KeyScope::Global).await.unwrap();
+    fresh
+        .keys()
+        .current_index_key(&KeyScope::Global)
+        .await
+        .unwrap();
     db.finish().await;
 }
 

@@ -277,7 +277,8 @@ where
     let fresh = common::encryptor(&db.pool, &keyring_v1);
     let all: Vec<Person> = fresh
         .fetch_all(
-            rowseal_sqlx::TenantScope::Any, sqlx::query(&format!(
+            rowseal_sqlx::TenantScope::Any,
+            sqlx::query(&format!(
                 "SELECT {} FROM people",
                 Encryptor::select_list::<Person, DB>()
             )),

@@ -13,8 +13,8 @@ use std::time::Instant;
 use common::proxy::{Fault, FaultProxy};
 use common::{admin_client, builder, create_key, key_id_of, provider_error, unique_alias, REGION};
 use rowseal_core::{
-    CountingKeyProvider, EncryptionContext, KeyHierarchy, KeyMode, KeyProvider,
-    KeyRecord, KeyStore, MemoryKeyStore, ProviderErrorKind, RecordSpec, RowHeader,
+    CountingKeyProvider, EncryptionContext, KeyHierarchy, KeyMode, KeyProvider, KeyRecord,
+    KeyStore, MemoryKeyStore, ProviderErrorKind, RecordSpec, RowHeader,
 };
 use rowseal_kms::AwsKmsProvider;
 

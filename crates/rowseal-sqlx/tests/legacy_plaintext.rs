@@ -13,7 +13,7 @@ use rowseal_test_support::db::{self, TestDb};
 /// The application's model after adoption: `email` and `phone` migrate from
 /// their legacy plaintext columns into `email_ct` and `phone_ct`.
 #[derive(Encrypted, Debug, Clone, PartialEq)]
-#[rowseal(table = "legacy_patients", tenant = tenant_id, primary_key = id, bind_primary_key)]
+#[rowseal(table = "legacy_patients", record_type = "patient", tenant = tenant_id, primary_key = id, bind_primary_key)]
 struct Patient {
     id: i64,
     tenant_id: String,
@@ -223,7 +223,11 @@ where
     let rows = DB::fetch_all(&cx.pool, &sql, vec![Value::Text("t1".into())])
         .await
         .unwrap();
-    let all: Vec<Patient> = cx.enc.decrypt_all(rowseal_sqlx::TenantScope::Any, &rows).await.unwrap();
+    let all: Vec<Patient> = cx
+        .enc
+        .decrypt_all(rowseal_sqlx::TenantScope::Any, &rows)
+        .await
+        .unwrap();
     assert_eq!(
         all,
         vec![
@@ -240,16 +244,22 @@ where
     );
     let fetched: Vec<Patient> = cx
         .enc
-        .fetch_all(rowseal_sqlx::TenantScope::Any, sqlx::query::<DB>(&own), &cx.pool)
+        .fetch_all(
+            rowseal_sqlx::TenantScope::Any,
+            sqlx::query::<DB>(&own),
+            &cx.pool,
+        )
         .await
         .unwrap();
     assert_eq!(fetched, all);
-    let streamed: Vec<Patient> = futures_util::TryStreamExt::try_collect(
-        cx.enc
-            .fetch_stream::<Patient, _, _>(rowseal_sqlx::TenantScope::Any, sqlx::query::<DB>(&own), &cx.pool),
-    )
-    .await
-    .unwrap();
+    let streamed: Vec<Patient> =
+        futures_util::TryStreamExt::try_collect(cx.enc.fetch_stream::<Patient, _, _>(
+            rowseal_sqlx::TenantScope::Any,
+            sqlx::query::<DB>(&own),
+            &cx.pool,
+        ))
+        .await
+        .unwrap();
     assert_eq!(streamed, all);
 
     // A row with NULL in both forms of a field that is not an Option is a

@@ -261,7 +261,8 @@ async fn list_records(
         );
         st.rowseal
             .fetch_all(
-                &tenant, rowseal::sqlx::query(&sql).bind(&tenant).bind(patient_id),
+                &tenant,
+                rowseal::sqlx::query(&sql).bind(&tenant).bind(patient_id),
                 pool,
             )
             .await

@@ -69,8 +69,9 @@ pub async fn run<D: CliDb>(
             continue;
         }
         let Ok(version) = u32::try_from(version) else {
-            ctx.out
-                .warn(&format!("rowseal_keys: version {version} out of range; skipped"));
+            ctx.out.warn(&format!(
+                "rowseal_keys: version {version} out of range; skipped"
+            ));
             continue;
         };
         let (key_purpose, scope) = match (purpose.as_str(), scope_kind.as_str()) {

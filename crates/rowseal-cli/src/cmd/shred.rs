@@ -18,9 +18,9 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::db::{exact_ph, ident, ph, read_i64, CliDb};
-use rowseal_sqlx::schema::IndexScope;
 use crate::error::{CliError, ExitCode, Result};
 use crate::registry;
+use rowseal_sqlx::schema::IndexScope;
 
 pub async fn run<D: CliDb>(
     ctx: &Ctx<D>,

@@ -189,7 +189,8 @@ mod tests {
     #[test]
     fn rfc4231_case_6_a_key_longer_than_a_block() {
         let key = [0xaau8; 131];
-        let out = HmacKey::new(&key).mac(&[b"Test Using Larger Than Block-Size Key - Hash Key First"]);
+        let out =
+            HmacKey::new(&key).mac(&[b"Test Using Larger Than Block-Size Key - Hash Key First"]);
         let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,

@@ -338,7 +338,8 @@ impl KeyHierarchy {
         tenant: &str,
         version: u32,
     ) -> Result<(Arc<TenantKey>, Instant)> {
-        self.caches.tenant_keys
+        self.caches
+            .tenant_keys
             .get_or_fetch_dated(&(tenant.to_owned(), version), || async {
                 let scope = KeyScope::Tenant(tenant.to_owned());
                 let key = self
@@ -365,7 +366,9 @@ impl KeyHierarchy {
         tenant: &str,
         version: u32,
     ) -> Result<Arc<RecordKeys>> {
-        let (keys, _) = self.caches.record_keys
+        let (keys, _) = self
+            .caches
+            .record_keys
             .get_or_fetch_dated(&(tenant.to_owned(), version, spec.clone()), || async {
                 let (tenant_key, at) = self.tenant_key_dated(tenant, version).await?;
                 Ok((tenant_key.record_keys(spec)?, at))
@@ -431,7 +434,8 @@ impl KeyHierarchy {
     /// change of state reaches this process within one cache lifetime — which
     /// is why a rotation goes through a pending state first.
     pub async fn index_key_versions(&self, scope: &KeyScope) -> Result<Arc<IndexKeyVersions>> {
-        self.caches.index_versions
+        self.caches
+            .index_versions
             .get_or_fetch(scope, || async {
                 match self.load_index_versions(scope).await? {
                     Some(v) => Ok(v),
@@ -595,8 +599,7 @@ impl KeyHierarchy {
                     Some(data_key.wrapped.clone()),
                     primary_key,
                 )?;
-                self.caches.data_keys
-                    .insert(
+                self.caches.data_keys.insert(
                     (tenant.to_owned(), data_key_slot(&ctx, &data_key.wrapped)),
                     data_key.plaintext,
                 );
@@ -642,12 +645,15 @@ impl KeyHierarchy {
             return Err(Error::Decrypt);
         }
         match (header.tenant_key_version(), header.wrapped_data_key()) {
-            (Some(version), _) => self.record_keys(spec, tenant, version)
+            (Some(version), _) => self
+                .record_keys(spec, tenant, version)
                 .await?
                 .open_parsed(primary_key, header),
             (None, Some(wrapped)) => {
                 let ctx = EncryptionContext::row_data_key(spec.record_type(), tenant);
-                let key = self.caches.data_keys
+                let key = self
+                    .caches
+                    .data_keys
                     .get_or_fetch(&(tenant.to_owned(), data_key_slot(&ctx, wrapped)), || {
                         self.provider.decrypt_data_key(wrapped, &ctx)
                     })
@@ -660,7 +666,9 @@ impl KeyHierarchy {
     }
 
     async fn current_version(&self, purpose: KeyPurpose, scope: &KeyScope) -> Result<u32> {
-        let v = self.caches.current
+        let v = self
+            .caches
+            .current
             .get_or_fetch(&(purpose, scope.clone()), || async {
                 match self.store.latest(purpose, scope).await? {
                     Some(rec) if rec.state == KeyState::Active => Ok(rec.version),
@@ -772,7 +780,10 @@ impl KeyHierarchy {
             "unwrapping key"
         );
         self.provider
-            .decrypt_data_key(wrapped, &EncryptionContext::stored_key(purpose, scope, version))
+            .decrypt_data_key(
+                wrapped,
+                &EncryptionContext::stored_key(purpose, scope, version),
+            )
             .await
     }
 }

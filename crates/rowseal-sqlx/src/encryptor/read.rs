@@ -152,9 +152,9 @@ impl Encryptor {
             DB::query_stream(query, executor),
             self.stream_chunk,
         )
-            .map_ok(|v| futures_util::stream::iter(v.into_iter().map(Ok)))
-            .try_flatten()
-            .boxed()
+        .map_ok(|v| futures_util::stream::iter(v.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
     }
 
     /// Decrypts one row of your own query, which must belong to `tenant`.
@@ -177,10 +177,7 @@ impl Encryptor {
         tenant: impl Into<TenantScope<'t>>,
         rows: &[R],
     ) -> Result<Vec<T>> {
-        self.decrypt_each(tenant, rows)
-            .await?
-            .into_iter()
-            .collect()
+        self.decrypt_each(tenant, rows).await?.into_iter().collect()
     }
 
     /// Decrypts rows of your own query, one result per row: a tampered row
@@ -223,9 +220,13 @@ impl Encryptor {
                     } else {
                         Err(rowseal_core::Error::Decrypt)
                     };
-                    out.push(decrypt_row::<T, R>(scope, model, &map, row, move |_, _, _| {
-                        key
-                    }));
+                    out.push(decrypt_row::<T, R>(
+                        scope,
+                        model,
+                        &map,
+                        row,
+                        move |_, _, _| key,
+                    ));
                 }
                 Ok(out)
             }

@@ -10,9 +10,7 @@ mod tenancy;
 #[allow(unused_imports)] // the cases! macro names them; not every test binary runs it
 pub use registry::{registry_round_trip, registry_unknown_format};
 #[allow(unused_imports)]
-pub use tenancy::{
-    tenant_checked_on_every_path, tenant_checked_under_case_insensitive_collation,
-};
+pub use tenancy::{tenant_checked_on_every_path, tenant_checked_under_case_insensitive_collation};
 
 use rowseal_sqlx::TenantScope;
 use std::sync::Arc;
@@ -418,7 +416,8 @@ where
     let one: Option<Patient> = cx
         .enc
         .fetch_optional(
-            TenantScope::Any, sqlx::query::<DB>(&select::<Patient, DB>(" WHERE visits = 3 LIMIT 1")),
+            TenantScope::Any,
+            sqlx::query::<DB>(&select::<Patient, DB>(" WHERE visits = 3 LIMIT 1")),
             &cx.pool,
         )
         .await
@@ -655,7 +654,11 @@ where
     let rows = DB::fetch_all(&cx.pool, &select::<Patient, DB>(""), vec![])
         .await
         .unwrap();
-    let each = cx.enc.decrypt_each::<Patient, _>(TenantScope::Any, &rows).await.unwrap();
+    let each = cx
+        .enc
+        .decrypt_each::<Patient, _>(TenantScope::Any, &rows)
+        .await
+        .unwrap();
     assert_eq!(each.len(), 6);
     assert_eq!(each.iter().filter(|r| r.is_ok()).count(), 1);
     assert!(each
@@ -788,7 +791,8 @@ where
     let mut all: Vec<Audited> = cx
         .enc
         .fetch_all(
-            TenantScope::Any, sqlx::query::<DB>(&select::<Audited, DB>(" WHERE org <> 'none'")),
+            TenantScope::Any,
+            sqlx::query::<DB>(&select::<Audited, DB>(" WHERE org <> 'none'")),
             &cx.pool,
         )
         .await
@@ -833,7 +837,8 @@ where
     let r: Result<Vec<Patient>, Error> = cx
         .enc
         .fetch_all(
-            TenantScope::Any, sqlx::query::<DB>("SELECT id, tenant_id, name FROM patients"),
+            TenantScope::Any,
+            sqlx::query::<DB>("SELECT id, tenant_id, name FROM patients"),
             &cx.pool,
         )
         .await;
