@@ -519,7 +519,10 @@ where
         Encryptor::select_list::<Patient, DB>()
     );
     let raw = DB::fetch_all(pool, &sql, vec![]).await.unwrap();
-    let each = enc.decrypt_each::<Patient, _>(rowseal::TenantScope::Any, &raw).await.unwrap();
+    let each = enc
+        .decrypt_each::<Patient, _>(rowseal::TenantScope::Any, &raw)
+        .await
+        .unwrap();
     assert_eq!(each.len(), 6);
     for r in each {
         if let Err(e) = r {

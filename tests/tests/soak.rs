@@ -223,7 +223,8 @@ async fn run_task(
                 );
                 let mut got: Vec<Patient> = enc
                     .fetch_all(
-                        &tenant, sqlx::query(&sql)
+                        &tenant,
+                        sqlx::query(&sql)
                             .bind(&tenant)
                             .bind(base)
                             .bind(base + ID_SPAN),
@@ -555,7 +556,10 @@ async fn soak(db: TestDb<Postgres>, duration: Duration, seed: u64) {
         "SELECT {} FROM soak_patients",
         Encryptor::select_list::<Patient, Postgres>()
     );
-    let stored: Vec<Patient> = fresh.fetch_all(rowseal::TenantScope::Any, sqlx::query(&sql), &pool).await.unwrap();
+    let stored: Vec<Patient> = fresh
+        .fetch_all(rowseal::TenantScope::Any, sqlx::query(&sql), &pool)
+        .await
+        .unwrap();
     assert_eq!(stored.len(), expected.len(), "row count");
     for p in &stored {
         assert_eq!(Some(p), expected.get(&p.id), "row {}", p.id);

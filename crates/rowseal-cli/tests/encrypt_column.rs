@@ -18,7 +18,7 @@ use common::Db;
 use rowseal_sqlx::{schema, Backend, Encrypted, Encryptor, SqlType, Value};
 
 #[derive(Encrypted, Debug, Clone, PartialEq)]
-#[rowseal(table = "patients", tenant = tenant_id, primary_key = id, bind_primary_key)]
+#[rowseal(table = "patients", record_type = "patient", tenant = tenant_id, primary_key = id, bind_primary_key)]
 struct Patient {
     id: i64,
     tenant_id: String,
@@ -359,7 +359,10 @@ where
         Encryptor::select_list::<Patient, DB>()
     );
     let rows = DB::fetch_all(&db.pool, &sql, vec![]).await.unwrap();
-    let all: Vec<Patient> = enc.decrypt_all(rowseal_sqlx::TenantScope::Any, &rows).await.unwrap();
+    let all: Vec<Patient> = enc
+        .decrypt_all(rowseal_sqlx::TenantScope::Any, &rows)
+        .await
+        .unwrap();
     let latest = latest.lock().unwrap().clone();
     assert_eq!(all.len(), latest.len());
     for p in &all {
@@ -448,7 +451,7 @@ where
 /// A kms-mode table: each legacy row gets its own data key from the
 /// provider when the job encrypts it.
 #[derive(Encrypted, Debug, Clone, PartialEq)]
-#[rowseal(table = "notes", tenant = tenant_id, primary_key = id, key_mode = "kms")]
+#[rowseal(table = "notes", record_type = "note", tenant = tenant_id, primary_key = id, key_mode = "kms")]
 struct Note {
     id: i64,
     tenant_id: String,
@@ -486,7 +489,8 @@ async fn sqlite_kms_mode() {
     let enc = common::encryptor(&db.pool, &keyring);
     let before: Vec<Note> = enc
         .fetch_all(
-            rowseal_sqlx::TenantScope::Any, sqlx::query(&format!(
+            rowseal_sqlx::TenantScope::Any,
+            sqlx::query(&format!(
                 "SELECT {} FROM notes ORDER BY id",
                 Encryptor::select_list::<Note, sqlx::Sqlite>()
             )),
@@ -526,7 +530,8 @@ async fn sqlite_kms_mode() {
     assert_eq!(common::scalar(&db, left).await, 0);
     let after: Vec<Note> = enc
         .fetch_all(
-            rowseal_sqlx::TenantScope::Any, sqlx::query(&format!(
+            rowseal_sqlx::TenantScope::Any,
+            sqlx::query(&format!(
                 "SELECT {} FROM notes ORDER BY id",
                 Encryptor::select_list::<Note, sqlx::Sqlite>()
             )),

@@ -17,7 +17,8 @@ use crate::ctxt::Ctxt;
 pub(crate) struct Container<'a> {
     pub(crate) ident: &'a Ident,
     pub(crate) table: String,
-    /// `record_type`, or the struct name in snake case.
+    /// `record_type` (required: it is bound into every ciphertext, so it
+    /// must not follow the struct's name).
     pub(crate) record_type: String,
     /// `key_mode = "kms"`.
     pub(crate) kms: bool,
@@ -40,6 +41,9 @@ pub(crate) struct Field<'a> {
     pub(crate) attrs: FieldAttrs,
     /// `column`, or the field name.
     pub(crate) column: String,
+    /// The logical name: `name`, or the field name. Stable across renames of
+    /// the Rust field and of its column.
+    pub(crate) logical: String,
 }
 
 /// How a field is stored.
@@ -222,22 +226,6 @@ fn stem(name: &str) -> &str {
     }
 }
 
-/// `PatientRecord` → `patient_record`.
-pub(crate) fn snake_case(s: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if c.is_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.extend(c.to_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,10 +236,5 @@ mod tests {
         assert_eq!(stem("ssn_index"), "ssn");
         assert_eq!(stem("login"), "login");
         assert_eq!(stem("_idx"), "_idx");
-    }
-
-    #[test]
-    fn snake_cases() {
-        assert_eq!(snake_case("PatientRecord"), "patient_record");
     }
 }

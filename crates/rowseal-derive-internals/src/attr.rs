@@ -16,7 +16,7 @@ use crate::ctxt::Ctxt;
 
 const CONTAINER_ATTRS: &str =
     "table, record_type, tenant, primary_key, key_mode, bind_primary_key, crate, compound_index";
-const FIELD_ATTRS: &str = "encrypt, column, json, blind_index, plaintext_column";
+const FIELD_ATTRS: &str = "encrypt, name, column, json, blind_index, plaintext_column";
 const INDEX_ATTRS: &str = "name, bits, normalize, normalize_with, scope, unique, column";
 const COMPOUND_ATTRS: &str = "name, fields, bits, normalize, normalize_with, scope, unique, column";
 
@@ -39,6 +39,8 @@ pub(crate) struct ContainerAttrs {
 pub(crate) struct FieldAttrs {
     pub(crate) encrypt: bool,
     pub(crate) json: Option<Span>,
+    /// The field's logical name (`name = "..."`).
+    pub(crate) name: Option<LitStr>,
     pub(crate) column: Option<LitStr>,
     pub(crate) plaintext_column: Option<LitStr>,
     pub(crate) indexes: Vec<IndexAttrs>,
@@ -146,6 +148,12 @@ impl FieldAttrs {
                         cx.error(&v, "column must be a plain SQL name (letters, digits, _)");
                     }
                     set_once(cx, &mut out.column, v, span, "column")
+                }),
+                "name" => parse_lit_str(meta).map(|v| {
+                    if v.value().is_empty() {
+                        cx.error(&v, "name must not be empty");
+                    }
+                    set_once(cx, &mut out.name, v, span, "name")
                 }),
                 "blind_index" => IndexAttrs::parse(cx, meta, false).map(|i| out.indexes.push(i)),
                 "plaintext_column" => parse_lit_str(meta).map(|v| {

@@ -116,8 +116,9 @@ fn default_crate_path() -> syn::Path {
 fn field_def(krate: &syn::Path, f: &Field<'_>) -> TokenStream {
     let fname = f.ident.to_string();
     let col = &f.column;
+    let logical = &f.logical;
     let ty = f.ty;
-    match f.storage() {
+    let def = match f.storage() {
         Storage::Json { nullable } => {
             quote!(#krate::FieldDef::encrypted(#fname, #col, #krate::ValueType::Json, #nullable))
         }
@@ -138,7 +139,8 @@ fn field_def(krate: &syn::Path, f: &Field<'_>) -> TokenStream {
             #fname, #col,
             <#ty as #krate::PlainField>::SQL_TYPE,
             <#ty as #krate::PlainField>::NULLABLE)),
-    }
+    };
+    quote!(#def.with_logical_name(#logical))
 }
 
 /// The field's statement in `write_row`.

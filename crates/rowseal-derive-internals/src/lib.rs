@@ -7,8 +7,9 @@
 //!
 //! Container attributes, on the struct:
 //! - `table = "patients"` (required): the table.
-//! - `record_type = "patient"`: the record type bound into every ciphertext
-//!   (default: the struct name in snake case).
+//! - `record_type = "patient"` (required): the record type bound into every
+//!   ciphertext. Required, not derived from the struct's name, so that
+//!   renaming the struct never makes old rows unreadable.
 //! - `tenant = tenant_id` (required): the field holding the tenant (a `String`).
 //! - `primary_key = id` (required): the primary-key field.
 //! - `key_mode = "derived"` or `"kms"` (default `"derived"`).
@@ -18,6 +19,9 @@
 //!
 //! Field attributes:
 //! - `encrypt`: store the field encrypted.
+//! - `name = "email"`: the field's logical name, bound into its ciphertexts
+//!   and recorded in the schema registry (default: the field name). Keep it
+//!   when renaming the Rust field; `column` may change freely.
 //! - `column = "name"`: the column (default: the field name).
 //! - `json` (with `encrypt`): encode any `Serialize + DeserializeOwned` type as
 //!   JSON before encrypting.
@@ -90,13 +94,39 @@ mod tests {
     #[test]
     fn expands_a_model() {
         let out = expand(
-            r#"#[rowseal(table = "patients", tenant = tenant_id, primary_key = id, bind_primary_key, crate = "x")]
+            r#"#[rowseal(table = "patients", record_type = "patient", tenant = tenant_id, primary_key = id, bind_primary_key, crate = "x")]
             struct Patient { id: i64, tenant_id: String, #[rowseal(encrypt, column = "dob")] birth: Option<String> }"#,
         )
         .unwrap();
         assert!(out.contains("\"patient\""));
         assert!(out.contains("\"dob\""));
         assert!(out.contains("with_primary_key_bound (true)"));
+    }
+
+    #[test]
+    fn logical_names_default_to_the_field_and_can_be_kept_across_renames() {
+        let out = expand(
+            r#"#[rowseal(table = "people", record_type = "person", tenant = t, primary_key = id, crate = "x")]
+            struct Person { id: i64, t: String,
+                #[rowseal(encrypt, name = "email", column = "mail_ct")] contact_email: String,
+                #[rowseal(encrypt)] phone: String }"#,
+        )
+        .unwrap();
+        for needle in [
+            "\"contact_email\" , \"mail_ct\"",
+            "with_logical_name (\"email\")",
+            "with_logical_name (\"phone\")",
+        ] {
+            assert!(out.contains(needle), "{needle} not in {out}");
+        }
+        let err = expand(
+            r#"#[rowseal(table = "people", tenant = t, primary_key = id, crate = "x")]
+            struct Person { id: i64, t: String, #[rowseal(encrypt, name = "")] a: String }"#,
+        )
+        .unwrap_err();
+        for needle in ["missing #[rowseal(record_type = ", "name must not be empty"] {
+            assert!(err.contains(needle), "{needle} not in {err}");
+        }
     }
 
     #[test]
@@ -112,6 +142,7 @@ mod tests {
             "key_mode must be",
             "unknown rowseal attribute `frob`",
             "`json` needs `encrypt`",
+            "missing #[rowseal(record_type = ",
         ] {
             assert!(err.contains(needle), "{needle} not in {err}");
         }
@@ -120,7 +151,7 @@ mod tests {
     #[test]
     fn expands_blind_indexes() {
         let out = expand(
-            r#"#[rowseal(table = "users", tenant = t, primary_key = id, crate = "x",
+            r#"#[rowseal(table = "users", record_type = "user", tenant = t, primary_key = id, crate = "x",
                 compound_index(name = "pair_index", fields(a, b), bits = 16, scope = "global", unique),
                 compound_index(name = "mixed_idx", fields(a = "digits", b), normalize = "trim"))]
             struct U { id: i64, t: String,
@@ -178,7 +209,7 @@ mod tests {
     #[test]
     fn normalization_steps_are_core_builtins() {
         expand(
-            r#"#[rowseal(table = "t", tenant = t, primary_key = id, crate = "x")]
+            r#"#[rowseal(table = "t", record_type = "p", tenant = t, primary_key = id, crate = "x")]
             struct P { id: i64, t: String,
                 #[rowseal(encrypt, blind_index(name = "a_idx", normalize = "trim, lowercase, nfc, digits, alnum, last4, last(2)"))]
                 a: String }"#,

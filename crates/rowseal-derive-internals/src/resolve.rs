@@ -8,7 +8,7 @@ use proc_macro2::Span;
 use quote::ToTokens;
 use syn::{Data, DeriveInput, Fields, Ident};
 
-use crate::ast::{snake_case, Container, Field, Index};
+use crate::ast::{Container, Field, Index};
 use crate::attr::{ContainerAttrs, FieldAttrs};
 use crate::check;
 use crate::ctxt::Ctxt;
@@ -44,16 +44,28 @@ impl<'a> Container<'a> {
                         .unwrap_or_else(|| ident.to_token_stream()),
                     &column,
                 );
+                let logical = attrs
+                    .name
+                    .as_ref()
+                    .map(|n| n.value())
+                    .unwrap_or_else(|| ident.to_string().trim_start_matches("r#").to_owned());
                 fields.push(Field {
                     ident,
                     ty: &f.ty,
                     attrs,
                     column,
+                    logical,
                 });
             }
             check::columns(cx, &fields);
         }
 
+        if attrs.record_type.is_none() {
+            cx.error_at(
+                Span::call_site(),
+                "missing #[rowseal(record_type = \"...\")] on the struct: the record type is bound into every ciphertext, so it is named explicitly and never follows the struct's name (renaming the struct must not make old rows unreadable)",
+            );
+        }
         if attrs.table.is_none() {
             cx.error_at(
                 Span::call_site(),
@@ -81,10 +93,7 @@ impl<'a> Container<'a> {
         Some(Container {
             ident: &input.ident,
             table: attrs.table?.value(),
-            record_type: attrs
-                .record_type
-                .map(|r| r.value())
-                .unwrap_or_else(|| snake_case(&input.ident.to_string())),
+            record_type: attrs.record_type?.value(),
             kms: attrs.key_mode.is_some_and(|(_, kms)| kms),
             bind_primary_key: attrs.bind_primary_key,
             krate: attrs.krate,

@@ -9,7 +9,7 @@ use proc_macro::TokenStream;
 ///
 /// ```ignore
 /// #[derive(Encrypted)]
-/// #[rowseal(table = "patients", tenant = tenant_id, primary_key = id, bind_primary_key)]
+/// #[rowseal(table = "patients", record_type = "patient", tenant = tenant_id, primary_key = id, bind_primary_key)]
 /// struct Patient {
 ///     id: i64,
 ///     tenant_id: String,

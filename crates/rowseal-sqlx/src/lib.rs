@@ -50,7 +50,7 @@
 //! # Blind indexes
 //! ```ignore
 //! #[derive(Encrypted)]
-//! #[rowseal(table = "users", tenant = tenant_id, primary_key = id,
+//! #[rowseal(table = "users", record_type = "user", tenant = tenant_id, primary_key = id,
 //!           compound_index(name = "name_city_idx", fields(last_name, city),
 //!                          bits = 32, normalize = "trim,lowercase"))]
 //! struct User {
@@ -165,12 +165,12 @@ pub use encryptor::{
 pub use error::{Error, Result};
 pub use index_source::IndexSource;
 pub use keystore::SqlxKeyStore;
-pub use tenant_scope::TenantScope;
 pub use model::{
     CustomNormalizer, Encrypted, FieldDef, IndexDef, Model, RowReader, RowWriter, HEADER_COLUMN,
     KEY_VERSION_COLUMN,
 };
 pub use rowseal_core::BlindIndexValue;
+pub use tenant_scope::TenantScope;
 pub use value::{PlainField, PrimaryKeyField, SqlType, TenantField, Value};
 
 #[doc(hidden)]

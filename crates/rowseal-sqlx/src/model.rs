@@ -22,6 +22,10 @@ pub const KEY_VERSION_COLUMN: &str = "rowseal_key_version";
 pub struct FieldDef {
     /// The Rust field name.
     pub name: &'static str,
+    /// The logical name (`#[rowseal(name = "...")]`, else the Rust field
+    /// name): what ciphertexts are bound to, so that the Rust field and its
+    /// column can be renamed.
+    pub logical: &'static str,
     /// The column.
     pub column: &'static str,
     /// The column type (`Bytes` for an encrypted field).
@@ -48,6 +52,7 @@ impl FieldDef {
     ) -> Self {
         FieldDef {
             name,
+            logical: name,
             column,
             sql_type,
             nullable,
@@ -65,12 +70,19 @@ impl FieldDef {
     ) -> Self {
         FieldDef {
             name,
+            logical: name,
             column,
             sql_type: SqlType::Bytes,
             nullable,
             encrypted: Some(value_type),
             plaintext_column: None,
         }
+    }
+
+    /// This field under another logical name.
+    pub const fn with_logical_name(mut self, logical: &'static str) -> Self {
+        self.logical = logical;
+        self
     }
 
     /// This encrypted field, migrating from the legacy plaintext `column` of

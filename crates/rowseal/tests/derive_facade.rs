@@ -6,7 +6,7 @@
 use rowseal::Encrypted;
 
 #[derive(Encrypted)]
-#[rowseal(table = "notes", tenant = tenant, primary_key = id, bind_primary_key)]
+#[rowseal(table = "notes", record_type = "note", tenant = tenant, primary_key = id, bind_primary_key)]
 struct Note {
     id: i64,
     tenant: String,

@@ -64,6 +64,11 @@ pub struct TableSchema {
 pub struct FieldSchema {
     /// The Rust field name.
     pub name: String,
+    /// The logical name ciphertexts are bound to (`#[rowseal(name = ...)]`,
+    /// else the Rust field name). An entry written before logical names were
+    /// recorded reads with the Rust field name.
+    #[serde(default)]
+    pub logical: String,
     /// The column.
     pub column: String,
     /// The column's type (`bytes` for an encrypted field).
@@ -211,8 +216,13 @@ impl TableSchema {
                 format,
             });
         }
-        let schema: TableSchema =
+        let mut schema: TableSchema =
             serde_json::from_value(value).map_err(|e| bad(format!("not understood: {e}")))?;
+        for f in &mut schema.fields {
+            if f.logical.is_empty() {
+                f.logical = f.name.clone();
+            }
+        }
         schema.check().map_err(|r| bad(r.into()))?;
         Ok(schema)
     }
@@ -308,6 +318,7 @@ impl From<&Model> for TableSchema {
                 .iter()
                 .map(|f| FieldSchema {
                     name: f.name.to_owned(),
+                    logical: f.logical.to_owned(),
                     column: f.column.to_owned(),
                     sql_type: f.sql_type,
                     nullable: f.nullable,
@@ -344,8 +355,9 @@ impl From<&Model> for TableSchema {
 
 impl Serialize for FieldSchema {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("FieldSchema", 8)?;
+        let mut st = s.serialize_struct("FieldSchema", 9)?;
         st.serialize_field("name", &self.name)?;
+        st.serialize_field("logical", &self.logical)?;
         st.serialize_field("column", &self.column)?;
         st.serialize_field("sql_type", self.sql_type.as_str())?;
         st.serialize_field("nullable", &self.nullable)?;

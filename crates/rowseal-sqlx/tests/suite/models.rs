@@ -35,7 +35,7 @@ pub struct Address {
 
 /// Every supported encrypted type, and a set of plain ones.
 #[derive(Encrypted, Debug, Clone, PartialEq)]
-#[rowseal(table = "everything", tenant = tenant, primary_key = id)]
+#[rowseal(table = "everything", record_type = "everything", tenant = tenant, primary_key = id)]
 pub struct Everything {
     pub id: i64,
     pub tenant: String,
@@ -233,7 +233,7 @@ impl Patient {
 
 /// One KMS data key per row (here from the local provider).
 #[derive(Encrypted, Debug, Clone, PartialEq)]
-#[rowseal(table = "audited", tenant = org, primary_key = key, key_mode = "kms", bind_primary_key)]
+#[rowseal(table = "audited", record_type = "audited", tenant = org, primary_key = key, key_mode = "kms", bind_primary_key)]
 pub struct Audited {
     pub key: String,
     pub org: String,
@@ -262,7 +262,8 @@ pub fn strip_plus(s: &str) -> String {
     tenant = tenant_id,
     primary_key = id,
     compound_index(name = "name_city_idx", fields(last_name, city), bits = 32, normalize = "trim,lowercase"),
-    compound_index(name = "ssn_city_idx", fields(ssn = "digits", city), normalize = "trim,lowercase")
+    compound_index(name = "ssn_city_idx", fields(ssn = "digits", city), normalize = "trim,lowercase"),
+    record_type = "user",
 )]
 pub struct User {
     pub id: i64,

@@ -7,7 +7,8 @@ use rowseal_sqlx::Encrypted;
     tenant = tenant,
     primary_key = id,
     compound_index(name = "one_idx", fields(a)),
-    compound_index(name = "pair_idx", fields(a, nope), bits = 32)
+    compound_index(name = "pair_idx", fields(a, nope), bits = 32),
+    record_type = "model",
 )]
 struct Model {
     id: i64,

@@ -2,7 +2,7 @@ use rowseal_sqlx::Encrypted;
 
 // `plaintext_column` mistakes, all reported in one compilation.
 #[derive(Encrypted)]
-#[rowseal(table = "t", tenant = tenant, primary_key = id)]
+#[rowseal(table = "t", tenant = tenant, primary_key = id, record_type = "model")]
 struct Model {
     id: i64,
     tenant: String,

@@ -6,7 +6,7 @@ fn wrong_signature(s: String) -> String {
 
 // Type errors point at the field type and the normalizer path.
 #[derive(Encrypted)]
-#[rowseal(table = "t", tenant = tenant, primary_key = id)]
+#[rowseal(table = "t", tenant = tenant, primary_key = id, record_type = "model")]
 struct Model {
     id: i64,
     tenant: String,

@@ -2,7 +2,7 @@ use rowseal_sqlx::Encrypted;
 
 // Every attribute mistake below is reported in one compilation.
 #[derive(Encrypted)]
-#[rowseal(table = "t", tenant = tenant, primary_key = idd, key_mode = "per-row", colour = "red")]
+#[rowseal(table = "t", tenant = tenant, primary_key = idd, key_mode = "per-row", colour = "red", record_type = "model")]
 struct Model {
     id: i64,
     #[rowseal(encrypt)]

@@ -1,7 +1,7 @@
 use rowseal_sqlx::Encrypted;
 
 #[derive(Encrypted)]
-#[rowseal(table = "t", primary_key = id)]
+#[rowseal(table = "t", primary_key = id, record_type = "no_tenant")]
 struct NoTenant {
     id: i64,
     #[rowseal(encrypt)]
@@ -9,7 +9,7 @@ struct NoTenant {
 }
 
 #[derive(Encrypted)]
-#[rowseal(table = "t", tenant = tenant_id, primary_key = pk)]
+#[rowseal(table = "t", tenant = tenant_id, primary_key = pk, record_type = "wrong_names")]
 struct WrongNames {
     id: i64,
     tenant: String,

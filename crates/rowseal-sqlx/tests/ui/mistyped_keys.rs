@@ -1,7 +1,7 @@
 use rowseal_sqlx::Encrypted;
 
 #[derive(Encrypted)]
-#[rowseal(table = "t", tenant = tenant, primary_key = id)]
+#[rowseal(table = "t", tenant = tenant, primary_key = id, record_type = "model")]
 struct Model {
     id: f64,
     tenant: i64,
