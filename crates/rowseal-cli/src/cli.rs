@@ -26,8 +26,9 @@ pub struct Cli {
 /// Options every command accepts.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// TOML config file (keys: database_url, key_file, kms_key_id, aws_region,
-    /// kms_endpoint, kms_rate, batch_size, workers, max_rows_per_second).
+    /// TOML config file (keys: database_url, key_file, kms_key_id,
+    /// kms_allowed_keys, aws_region, kms_endpoint, kms_rate, batch_size,
+    /// workers, max_rows_per_second).
     #[arg(long, global = true, env = "ROWSEAL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Database URL: postgres://, mysql:// (MariaDB too) or sqlite://.
@@ -40,6 +41,19 @@ pub struct GlobalArgs {
     /// AWS KMS root key (ARN, key id or alias): use AWS KMS as key provider.
     #[arg(long, global = true, env = "ROWSEAL_KMS_KEY_ID")]
     pub kms_key_id: Option<String>,
+    /// Another KMS key (full key ARN) whose wrapped keys may be unwrapped and
+    /// rewrapped from, besides --kms-key-id (repeatable, or comma-separated
+    /// in the environment). Wrapped keys naming any other KMS key are
+    /// refused: the database never chooses the root key. A multi-Region key
+    /// also allows its replicas.
+    #[arg(
+        long = "kms-allow-key",
+        value_name = "ARN",
+        global = true,
+        env = "ROWSEAL_KMS_ALLOWED_KEYS",
+        value_delimiter = ','
+    )]
+    pub kms_allow_keys: Vec<String>,
     /// AWS region of the KMS key (else the standard AWS configuration).
     #[arg(long, global = true, env = "AWS_REGION")]
     pub aws_region: Option<String>,

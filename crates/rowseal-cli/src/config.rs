@@ -16,6 +16,7 @@ pub struct FileConfig {
     database_url: Option<String>,
     key_file: Option<PathBuf>,
     kms_key_id: Option<String>,
+    kms_allowed_keys: Option<Vec<String>>,
     aws_region: Option<String>,
     kms_endpoint: Option<String>,
     kms_rate: Option<f64>,
@@ -101,6 +102,9 @@ pub enum KeySource {
     /// AWS KMS.
     Kms {
         key_id: String,
+        /// More KMS key ARNs on the provider's allow-list (the configured
+        /// key is always on it).
+        allowed_keys: Vec<String>,
         region: Option<String>,
         endpoint: Option<String>,
     },
@@ -145,12 +149,41 @@ impl Settings {
     /// checks the values.
     fn merge(g: &GlobalArgs, jobs: Option<&JobArgs>, file: FileConfig) -> Result<Self> {
         let kms_key_id = g.kms_key_id.clone().or(file.kms_key_id);
+        // Flags (or the environment) replace the config file's list, as for
+        // every other key; the two are not merged.
+        let (allowed_keys, source) = if g.kms_allow_keys.is_empty() {
+            (
+                file.kms_allowed_keys.unwrap_or_default(),
+                "kms_allowed_keys entry",
+            )
+        } else {
+            (g.kms_allow_keys.clone(), "--kms-allow-key value")
+        };
+        for (i, key) in allowed_keys.iter().enumerate() {
+            // Said by position, never quoted: like any config value it could
+            // be a misplaced database URL with its password.
+            if rowseal_kms::check_allowed_key(key).is_err() {
+                return Err(CliError::config(format!(
+                    "{source} {} is not a KMS key ARN \
+                     (arn:PARTITION:kms:REGION:ACCOUNT:key/KEY-ID): wrapped keys record the \
+                     key ARN, so an alias or a bare key id would never match",
+                    i + 1
+                )));
+            }
+        }
         let keys = match kms_key_id {
             Some(key_id) => KeySource::Kms {
                 key_id,
+                allowed_keys,
                 region: g.aws_region.clone().or(file.aws_region),
                 endpoint: g.kms_endpoint.clone().or(file.kms_endpoint),
             },
+            None if !allowed_keys.is_empty() => {
+                return Err(CliError::config(
+                    "kms_allowed_keys (--kms-allow-key) is for AWS KMS: set kms_key_id \
+                     (--kms-key-id) too",
+                ))
+            }
             None => match g.key_file.clone().or(file.key_file) {
                 Some(p) => KeySource::LocalFile(p),
                 None => KeySource::LocalEnv,

@@ -21,10 +21,12 @@ pub async fn build(settings: &Settings) -> Result<Arc<CountingKeyProvider>> {
         KeySource::LocalEnv => Arc::new(LocalKeyProvider::from_env()?),
         KeySource::Kms {
             key_id,
+            allowed_keys,
             region,
             endpoint,
         } => {
-            let mut b = rowseal_kms::AwsKmsProvider::builder(key_id.clone());
+            let mut b = rowseal_kms::AwsKmsProvider::builder(key_id.clone())
+                .allow_keys(allowed_keys.iter().cloned());
             if let Some(r) = region {
                 b = b.region(r.clone());
             }

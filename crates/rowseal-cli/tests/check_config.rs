@@ -17,6 +17,10 @@ fn code(r: Result<(), rowseal_cli::CliError>) -> u8 {
 
 const URL: &str = "--database-url=sqlite://rowseal-check-config-never-opened.db";
 
+/// KMS key ARNs, for the allow-list.
+const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const MRK: &str = "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+
 /// Every command, with its required arguments.
 fn commands() -> Vec<Vec<&'static str>> {
     vec![
@@ -58,6 +62,24 @@ fn variants() -> Vec<Vec<&'static str>> {
         vec![URL, "--max-rows-per-second", "12.5"],
         vec![URL, "--kms-rate", "0"],
         vec![URL, "--kms-rate", "3"],
+        vec![URL, "--kms-key-id", "alias/rowseal", "--kms-allow-key", ARN],
+        vec![
+            URL,
+            "--kms-key-id",
+            "alias/rowseal",
+            "--kms-allow-key",
+            ARN,
+            "--kms-allow-key",
+            MRK,
+        ],
+        vec![
+            URL,
+            "--kms-key-id",
+            "alias/rowseal",
+            "--kms-allow-key",
+            "alias/old",
+        ],
+        vec![URL, "--kms-allow-key", ARN],
         vec![URL, "--bogus"],
         vec![URL, "--table", "people"],
         vec!["--database-url", "oracle://scott:tiger@db/x"],
@@ -80,6 +102,10 @@ fn files() -> Vec<&'static str> {
         "max_rows_per_second = -1.0\n",
         "max_rows_per_second = 100.0\n",
         "kms_rate = 0.0\n",
+        "kms_key_id = \"alias/rowseal\"\nkms_allowed_keys = [\"arn:aws:kms:us-east-1:1:key/k\"]\n",
+        "kms_key_id = \"alias/rowseal\"\nkms_allowed_keys = [\"alias/old\"]\n",
+        "kms_key_id = \"alias/rowseal\"\nkms_allowed_keys = \"arn:aws:kms:us-east-1:1:key/k\"\n",
+        "kms_allowed_keys = [\"arn:aws:kms:us-east-1:1:key/k\"]\n",
         "database_url = \"oracle://scott:tiger@db/x\"\n",
         "database_url = \"sqlite://x.db\"\n",
         "database_url = \"sqlite://x.db\"\nbatch_size = 0\n",
@@ -182,4 +208,93 @@ fn batch_options_of_every_batch_command_are_checked() {
             );
         }
     }
+}
+
+/// The KMS allow-list (`--kms-allow-key`, `ROWSEAL_KMS_ALLOWED_KEYS`,
+/// `kms_allowed_keys`): full key ARNs only, only with a KMS key, flags over
+/// the file; a bad entry is a configuration error that never quotes it.
+#[test]
+fn kms_allow_list_is_checked() {
+    let dir = std::env::temp_dir().join(format!(
+        "rowseal-check-config-allow-{:016x}",
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kms = ["status", URL, "--kms-key-id", "alias/rowseal"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        kms.iter().chain(extra).copied().collect()
+    };
+    let file = |keys: &str| format!("kms_key_id = \"alias/rowseal\"\nkms_allowed_keys = {keys}\n");
+    let arn_list = format!("[{ARN:?}, {MRK:?}]");
+    let cases: Vec<(Vec<&str>, Option<String>, u8)> = vec![
+        (with(&["--kms-allow-key", ARN]), None, 0),
+        (
+            with(&["--kms-allow-key", ARN, "--kms-allow-key", MRK]),
+            None,
+            0,
+        ),
+        (
+            with(&["--kms-allow-key", "alias/old"]),
+            None,
+            Exit::Config as u8,
+        ),
+        (
+            with(&["--kms-allow-key", "1234abcd-12ab-34cd-56ef-1234567890ab"]),
+            None,
+            Exit::Config as u8,
+        ),
+        (with(&["--kms-allow-key", ""]), None, Exit::Config as u8),
+        (
+            vec!["status", URL, "--kms-allow-key", ARN],
+            None,
+            Exit::Config as u8,
+        ),
+        (vec!["status", URL], Some(file(&arn_list)), 0),
+        (vec!["status", URL], Some(file("[]")), 0),
+        (
+            vec!["status", URL],
+            Some(file("[\"alias/old\"]")),
+            Exit::Config as u8,
+        ),
+        (
+            vec!["status", URL],
+            Some(file(&format!("{ARN:?}"))),
+            Exit::Config as u8,
+        ),
+        // Flags replace the file's list: a bad file entry is not looked at.
+        (
+            vec!["status", URL, "--kms-allow-key", ARN],
+            Some(file("[\"alias/old\"]")),
+            0,
+        ),
+        (
+            vec!["status", URL],
+            Some(format!("kms_allowed_keys = {arn_list}\n")),
+            Exit::Config as u8,
+        ),
+    ];
+    for (n, (args, text, want)) in cases.into_iter().enumerate() {
+        let got = check_both(&args, text.as_deref(), &dir, n).0;
+        assert_eq!(got, want, "{args:?} with {text:?}");
+    }
+
+    // A database URL given as an entry (a misplaced line) is never quoted.
+    let secret = "postgres://u:pw-SECRET-allow@db/app";
+    for text in [
+        format!("kms_key_id = \"alias/rowseal\"\nkms_allowed_keys = [{secret:?}]\n"),
+        format!("kms_key_id = \"alias/rowseal\"\nkms_allowed_keys = [{ARN:?}, {secret:?}]\n"),
+    ] {
+        let e = check_config(["status", URL], Some(&text)).unwrap_err();
+        assert_eq!(e.code, Exit::Config);
+        assert!(!e.message.contains("pw-SECRET"), "{}", e.message);
+        assert!(
+            e.message.contains("kms_allowed_keys entry"),
+            "{}",
+            e.message
+        );
+    }
+    let flag = format!("--kms-allow-key={secret}");
+    let e = check_config(["status", URL, "--kms-key-id", "k", flag.as_str()], None).unwrap_err();
+    assert!(!e.message.contains("pw-SECRET"), "{}", e.message);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

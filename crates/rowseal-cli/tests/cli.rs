@@ -267,6 +267,28 @@ async fn aws_kms_rotate_rewrap_verify() {
     assert_eq!(not_b, 0);
     let r = run(kms(&key_b, &["verify"])).await;
     assert_eq!(r.code, Some(0), "{}\n{}", r.stderr, r.stdout);
+    // The database never chooses the root key: configured with A alone, the
+    // tool refuses the keys now under B, until B is on its allow-list.
+    // (verify reports each row it cannot open, and exits 1.)
+    let r = run(kms(&key_a, &["verify"])).await;
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stderr, r.stdout);
+    let failures = r.all("failure");
+    assert_eq!(failures.len(), 210, "every row");
+    assert!(failures.iter().all(|f| {
+        let e = f["error"].as_str().unwrap();
+        e.contains("root key not allowed") && e.contains(&key_b)
+    }));
+    let r = run(kms(&key_a, &["verify", "--kms-allow-key", &key_b])).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stderr, r.stdout);
+    // rewrap stops at the first key it may not unwrap (a key-provider error).
+    let r = run(kms(&key_a, &["rewrap", "--to", &key_a])).await;
+    assert_eq!(r.code, Some(5), "{}\n{}", r.stderr, r.stdout);
+    assert!(
+        format!("{}{}", r.stdout, r.stderr).contains("root key not allowed"),
+        "{}\n{}",
+        r.stderr,
+        r.stdout
+    );
     let r = run(kms(&key_b, &["rewrap", "--to", &key_b])).await;
     assert_eq!(r.event("done").unwrap()["provider_calls"]["total"], 0);
     db.finish().await;

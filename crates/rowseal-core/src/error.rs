@@ -156,6 +156,10 @@ pub enum ProviderErrorKind {
     Timeout,
     /// The provider is misconfigured (region, endpoint, credentials missing).
     Config,
+    /// The wrapped key names a root key that is not on the provider's
+    /// allow-list (for example a key id written into the database by someone
+    /// else). Refused before the provider is asked; never retried.
+    KeyNotAllowed,
     /// Anything else.
     Other,
 }
@@ -182,6 +186,7 @@ impl ProviderErrorKind {
             ProviderErrorKind::Unavailable => "unavailable",
             ProviderErrorKind::Timeout => "timed out",
             ProviderErrorKind::Config => "misconfigured",
+            ProviderErrorKind::KeyNotAllowed => "root key not allowed",
             ProviderErrorKind::Other => "failed",
         }
     }

@@ -1,5 +1,5 @@
-//! [`AwsKmsProviderBuilder`]: where the client, key, timeouts, retries and
-//! replica regions are chosen.
+//! [`AwsKmsProviderBuilder`]: where the client, key, allow-list, timeouts,
+//! retries and replica regions are chosen.
 
 use std::fmt;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use aws_sdk_kms::Client;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use rowseal_core::{Error, Result};
 
+use crate::arn;
 use crate::provider::{AwsKmsProvider, RegionClient};
 use crate::retry::RetryPolicy;
 
@@ -43,6 +44,10 @@ enum Replica {
 /// (it retries itself, per [`RetryPolicy`], so that attempts are counted and
 /// final errors are never retried) and its timeouts (connect, attempt and
 /// operation timeouts below).
+///
+/// The provider only unwraps and rewraps keys wrapped under the KMS keys on
+/// its allow-list: the configured key, and the keys added with
+/// [`allow_key`](Self::allow_key) (see there).
 #[must_use]
 pub struct AwsKmsProviderBuilder {
     key_id: String,
@@ -55,6 +60,7 @@ pub struct AwsKmsProviderBuilder {
     operation_timeout: Duration,
     retry: RetryPolicy,
     replicas: Vec<Replica>,
+    allowed_keys: Vec<String>,
 }
 
 impl AwsKmsProvider {
@@ -79,6 +85,7 @@ impl AwsKmsProviderBuilder {
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             retry: RetryPolicy::default(),
             replicas: Vec::new(),
+            allowed_keys: Vec::new(),
         }
     }
 
@@ -155,14 +162,59 @@ impl AwsKmsProviderBuilder {
         self
     }
 
+    /// Also allows keys wrapped under the KMS key `key_arn` to be unwrapped
+    /// (`Decrypt`) and rewrapped from (`ReEncrypt` source). Repeatable.
+    ///
+    /// Every wrapped key names the KMS key it was made under, and that name is
+    /// read from the database (`rowseal_keys`, `kms`-mode row headers). So
+    /// that whoever can write the database cannot make the application use a
+    /// KMS key of their choosing (one of their own that the application's
+    /// role may use, say, to plant a tenant key they know), the provider
+    /// refuses, before any request to KMS, every wrapped key whose key is not
+    /// on its allow-list, with
+    /// [`ProviderErrorKind::KeyNotAllowed`](rowseal_core::ProviderErrorKind::KeyNotAllowed).
+    /// The list is the configured key (as resolved to its ARN by
+    /// [`build`](Self::build)) plus the keys added here: add the keys that
+    /// older data is still wrapped under (the previous key, after an alias
+    /// was re-pointed, until `rowseal rewrap` has moved everything).
+    ///
+    /// `key_arn` must be a full key ARN
+    /// (`arn:aws:kms:REGION:ACCOUNT:key/KEY-ID`): a stored key id is always
+    /// a key ARN, so an alias or a bare key id could never match one (and an
+    /// alias may be re-pointed by whoever controls it). Anything else makes
+    /// [`build`](Self::build) fail with [`Error::KeyConfig`]. A multi-Region
+    /// key (`mrk-...`) allowed by its ARN in one region also allows its
+    /// replicas in the other regions (same partition, account and key id).
+    pub fn allow_key(mut self, key_arn: impl Into<String>) -> Self {
+        self.allowed_keys.push(key_arn.into());
+        self
+    }
+
+    /// Adds each of these key ARNs to the allow-list, as
+    /// [`allow_key`](Self::allow_key) does.
+    pub fn allow_keys<I>(mut self, key_arns: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.allowed_keys
+            .extend(key_arns.into_iter().map(Into::into));
+        self
+    }
+
     /// Loads the configuration if needed, builds the clients and resolves the
     /// key to its ARN with `DescribeKey`, checking that it is an enabled
     /// symmetric encryption key.
     ///
-    /// Fails with [`Error::KeyConfig`] if no region is configured, and with
-    /// [`Error::Provider`] if the key cannot be described (not found, access
-    /// denied, disabled, not a symmetric encryption key, KMS unreachable).
+    /// Fails with [`Error::KeyConfig`] if an allow-list entry is not a key ARN
+    /// (checked first, before anything is loaded or sent) or if no region is
+    /// configured, and with [`Error::Provider`] if the key cannot be
+    /// described (not found, access denied, disabled, not a symmetric
+    /// encryption key, KMS unreachable).
     pub async fn build(self) -> Result<AwsKmsProvider> {
+        for entry in &self.allowed_keys {
+            check_allowed_key(entry)?;
+        }
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(self.connect_timeout)
             .operation_attempt_timeout(self.attempt_timeout)
@@ -261,6 +313,7 @@ impl AwsKmsProviderBuilder {
 
         AwsKmsProvider::connect(
             self.key_id,
+            self.allowed_keys,
             primary,
             replicas,
             self.retry,
@@ -268,6 +321,28 @@ impl AwsKmsProviderBuilder {
         )
         .await
     }
+}
+
+/// Checks an allow-list entry the way [`AwsKmsProviderBuilder::build`] does
+/// (see [`allow_key`](AwsKmsProviderBuilder::allow_key)): it must be a full
+/// KMS key ARN (`arn:PARTITION:kms:REGION:ACCOUNT:key/KEY-ID`), since a stored
+/// key id is always one and an alias or a bare key id could never match.
+/// Fails with [`Error::KeyConfig`] naming the entry (a key name, not a
+/// secret). For configuration front ends that check settings before building
+/// a provider.
+pub fn check_allowed_key(entry: &str) -> Result<()> {
+    if arn::is_key_arn(entry) {
+        return Ok(());
+    }
+    // Bounded: the entry comes from configuration and only names a key.
+    let shown: String = entry.chars().take(200).collect();
+    Err(Error::KeyConfig {
+        reason: format!(
+            "KMS allow-list entry {shown:?} is not a key ARN \
+             (arn:PARTITION:kms:REGION:ACCOUNT:key/KEY-ID): wrapped keys always record \
+             the key ARN, so an alias or a bare key id would never match"
+        ),
+    })
 }
 
 /// The HTTPS client used when none is configured: hyper with rustls (ring),
@@ -290,6 +365,7 @@ impl fmt::Debug for AwsKmsProviderBuilder {
             .field("attempt_timeout", &self.attempt_timeout)
             .field("operation_timeout", &self.operation_timeout)
             .field("retry", &self.retry)
+            .field("allowed_keys", &self.allowed_keys)
             .field(
                 "replicas",
                 &self

@@ -18,6 +18,14 @@
 //!   exponential backoff and jitter, within [`RetryPolicy`] and the operation
 //!   timeout. The AWS error code and request id travel with the error as an
 //!   [`AwsKmsError`] source.
+//! - **The database never chooses the KMS key**: the key ARN recorded in a
+//!   wrapped key is read from the database, so `Decrypt` and `ReEncrypt`
+//!   refuse, before any request, a wrapped key whose key is not on the
+//!   provider's allow-list (the configured key and those added with
+//!   [`AwsKmsProviderBuilder::allow_key`]), with
+//!   [`ProviderErrorKind::KeyNotAllowed`](rowseal_core::ProviderErrorKind::KeyNotAllowed)
+//!   and a `WARN` audit event. Restrict the IAM policy to the same keys too
+//!   (`docs/kms.md`).
 //! - **Multi-Region keys**: `Decrypt` can fall back to replica keys in other
 //!   regions, in the configured order.
 //! - **Counting and audit**: every KMS request is counted per operation
@@ -33,8 +41,10 @@
 //! use rowseal_core::{KeyHierarchy, MemoryKeyStore};
 //! use rowseal_kms::AwsKmsProvider;
 //!
-//! // Standard AWS configuration (environment, profile, IMDS, ...), one key by alias.
+//! // Standard AWS configuration (environment, profile, IMDS, ...), one key by
+//! // alias, and the previous key (by ARN) still readable until data is rewrapped.
 //! let kms = AwsKmsProvider::builder("alias/prod-orders-db")
+//!     .allow_key("arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab")
 //!     .operation_timeout(Duration::from_secs(10))
 //!     .replica_region("us-west-2")
 //!     .build()
@@ -53,7 +63,7 @@ mod error;
 mod provider;
 mod retry;
 
-pub use builder::AwsKmsProviderBuilder;
+pub use builder::{check_allowed_key, AwsKmsProviderBuilder};
 pub use counts::{KmsCallCounts, KmsOperation, OperationCounts};
 pub use error::AwsKmsError;
 pub use provider::AwsKmsProvider;

@@ -46,9 +46,20 @@ pub(crate) struct RegionClient {
 ///   or alias is resolved to its ARN once (then cached for the provider's
 ///   life, so that a long rewrap job targets one key even if an alias moves
 ///   meanwhile), and that ARN is recorded in the result.
+/// - **The database never chooses the KMS key.** The ARN recorded in a
+///   [`WrappedKey`] comes from the database, so both refuse, before any
+///   request to KMS, a wrapped key whose ARN is not on the provider's
+///   [allow-list](Self::allowed_keys) (the configured key and the keys added
+///   with [`allow_key`](crate::AwsKmsProviderBuilder::allow_key); a
+///   multi-Region key also allows its replicas), with
+///   [`ProviderErrorKind::KeyNotAllowed`] and a `WARN` audit event. A rewrap
+///   *destination* is chosen by the operator, not read from the database, so
+///   it need not be on the list; but the providers that read the rewrapped
+///   keys afterwards must have it on theirs.
 pub struct AwsKmsProvider {
     configured_key: String,
     key_arn: String,
+    allowed_keys: Vec<String>,
     primary: RegionClient,
     replicas: Vec<RegionClient>,
     retry: RetryPolicy,
@@ -66,8 +77,12 @@ struct Call<'a> {
 }
 
 impl AwsKmsProvider {
+    /// Resolves the configured key, and makes the allow-list: its ARN first,
+    /// then `allowed_keys` (key ARNs, checked by the builder) in order,
+    /// without duplicates.
     pub(crate) async fn connect(
         configured_key: String,
+        allowed_keys: Vec<String>,
         primary: RegionClient,
         replicas: Vec<RegionClient>,
         retry: RetryPolicy,
@@ -75,6 +90,7 @@ impl AwsKmsProvider {
     ) -> Result<Self> {
         let mut provider = AwsKmsProvider {
             key_arn: String::new(),
+            allowed_keys: Vec::new(),
             configured_key,
             primary,
             replicas,
@@ -86,15 +102,23 @@ impl AwsKmsProvider {
         let arn = provider
             .describe(&provider.primary, &provider.configured_key)
             .await?;
+        let mut allowed = Vec::with_capacity(allowed_keys.len() + 1);
+        for key in std::iter::once(arn.clone()).chain(allowed_keys) {
+            if !allowed.contains(&key) {
+                allowed.push(key);
+            }
+        }
+        provider.key_arn = arn;
+        provider.allowed_keys = allowed;
         tracing::info!(
             target: AUDIT_TARGET,
             key = %provider.configured_key,
-            key_arn = %arn,
+            key_arn = %provider.key_arn,
             region = %provider.primary.region,
             replicas = ?provider.replica_regions().collect::<Vec<_>>(),
+            allowed_keys = ?provider.allowed_keys,
             "KMS key provider ready"
         );
-        provider.key_arn = arn;
         Ok(provider)
     }
 
@@ -107,6 +131,16 @@ impl AwsKmsProvider {
     /// [`KeyProvider::current_key_id`]).
     pub fn key_arn(&self) -> &str {
         &self.key_arn
+    }
+
+    /// The allow-list: the KMS key ARNs whose wrapped keys this provider
+    /// unwraps and rewraps from. The configured key's ARN comes first, then
+    /// the keys added with
+    /// [`allow_key`](crate::AwsKmsProviderBuilder::allow_key), in order. A
+    /// multi-Region key on the list also allows its replicas in other
+    /// regions, which are not listed.
+    pub fn allowed_keys(&self) -> &[String] {
+        &self.allowed_keys
     }
 
     /// The region of the key.
@@ -132,6 +166,41 @@ impl AwsKmsProvider {
 
     fn all_clients(&self) -> impl Iterator<Item = &RegionClient> {
         std::iter::once(&self.primary).chain(self.replicas.iter())
+    }
+
+    /// Whether the key ARN `arn` is on the allow-list (itself, or as a replica
+    /// of an allowed multi-Region key).
+    fn is_allowed(&self, arn: &str) -> bool {
+        self.allowed_keys.iter().any(|a| arn::allows(a, arn))
+    }
+
+    /// Refuses a wrapped key whose key is not on the allow-list, before any
+    /// request: a security event, audited as such.
+    fn check_allowed(
+        &self,
+        op: KmsOperation,
+        arn: &str,
+        context: &EncryptionContext,
+    ) -> Result<(), ProviderError> {
+        if self.is_allowed(arn) {
+            return Ok(());
+        }
+        tracing::warn!(
+            target: AUDIT_TARGET,
+            operation = op.as_str(),
+            key_arn = %arn,
+            encryption_context = %ContextDisplay(Some(context)),
+            allowed_keys = ?self.allowed_keys,
+            outcome = "KeyNotAllowed",
+            "KMS call refused: the wrapped key names a KMS key that is not on the allow-list"
+        );
+        Err(ProviderError::new(
+            ProviderErrorKind::KeyNotAllowed,
+            "the wrapped key names a KMS key that is not on this provider's allow-list (the \
+             configured key and the keys allowed with allow_key, or the rowseal tool's \
+             --kms-allow-key); nothing was sent to KMS",
+        )
+        .with_key_id(arn))
     }
 
     /// The client serving `arn`'s region, or the primary one.
@@ -467,6 +536,7 @@ impl KeyProvider for AwsKmsProvider {
         if arn::region(arn).is_none() {
             return Err(not_kms(arn).into());
         }
+        self.check_allowed(KmsOperation::Decrypt, arn, context)?;
         let home = self.home(arn);
         let first = self
             .decrypt_in(home, arn, wrapped.ciphertext(), context)
@@ -485,6 +555,11 @@ impl KeyProvider for AwsKmsProvider {
             let Some(replica_arn) = arn::in_region(arn, &rc.region) else {
                 break;
             };
+            if !self.is_allowed(&replica_arn) {
+                // Not reachable while `arn` is allowed (an allowed mrk allows
+                // its replicas), but never ask for a key off the list.
+                continue;
+            }
             tracing::warn!(
                 target: AUDIT_TARGET,
                 key_arn = %arn,
@@ -514,6 +589,9 @@ impl KeyProvider for AwsKmsProvider {
         if arn::region(source).is_none() {
             return Err(not_kms(source).into());
         }
+        // The source comes from the database: it must be allowed. The
+        // destination is the operator's choice, so it need not be.
+        self.check_allowed(KmsOperation::ReEncrypt, source, context)?;
         let rc = self.home(source);
         let destination = self.resolve_destination(rc, destination_key_id).await?;
         let map = context_map(context);
@@ -563,6 +641,7 @@ impl fmt::Debug for AwsKmsProvider {
         f.debug_struct("AwsKmsProvider")
             .field("key", &self.configured_key)
             .field("key_arn", &self.key_arn)
+            .field("allowed_keys", &self.allowed_keys)
             .field("region", &self.primary.region)
             .field(
                 "replica_regions",

@@ -102,7 +102,12 @@ async fn every_call_is_audited_and_no_key_material_shows() {
     let capture = Capture::default();
     let guard = tracing::subscriber::set_default(capture.clone());
 
-    let kms = builder(&arn, &endpoint).build().await.unwrap();
+    // The second key is allowed: the rewrapped key is read back below.
+    let kms = builder(&arn, &endpoint)
+        .allow_key(&second)
+        .build()
+        .await
+        .unwrap();
     let ctx = EncryptionContext::row_data_key("patient", "tenant-audit");
     let dk = kms.generate_data_key(&ctx).await.unwrap();
     let key = kms.decrypt_data_key(&dk.wrapped, &ctx).await.unwrap();
@@ -168,6 +173,17 @@ async fn every_call_is_audited_and_no_key_material_shows() {
         .collect();
     assert_eq!(levels[6], "WARN");
     assert!(levels[..6].iter().all(|l| *l == "INFO"));
+    // The start-up line shows the allow-list.
+    let ready = audit
+        .iter()
+        .find(|(_, _, f)| {
+            f.get("message")
+                .is_some_and(|m| m == "KMS key provider ready")
+        })
+        .map(|(_, _, f)| f)
+        .expect("the ready line");
+    assert_eq!(ready["key_arn"], arn);
+    assert_eq!(ready["allowed_keys"], format!("{:?}", [&arn, &second]));
 
     // No key material anywhere: events of every target (the SDK's and
     // hyper's included), span fields, Debug and Display.
@@ -193,4 +209,65 @@ async fn every_call_is_audited_and_no_key_material_shows() {
         audit.len(),
         calls[1]
     );
+}
+
+/// A wrapped key naming a KMS key off the allow-list is a security event: a
+/// `WARN` audit event naming the refused key, and no KMS call.
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_key_is_audited_as_a_warning() {
+    let endpoint = endpoint_or_skip!();
+    let admin = admin_client(&endpoint, REGION);
+    let arn = create_key(&admin, false).await;
+    let other = create_key(&admin, false).await;
+    let ctx = EncryptionContext::tenant_key("tenant-audit", 1);
+    let foreign = builder(&other, &endpoint)
+        .build()
+        .await
+        .unwrap()
+        .generate_data_key(&ctx)
+        .await
+        .unwrap();
+    let kms = builder(&arn, &endpoint).build().await.unwrap();
+
+    let capture = Capture::default();
+    let guard = tracing::subscriber::set_default(capture.clone());
+    let err = kms
+        .decrypt_data_key(&foreign.wrapped, &ctx)
+        .await
+        .unwrap_err();
+    let err2 = kms
+        .reencrypt_data_key(&foreign.wrapped, &ctx, &arn)
+        .await
+        .unwrap_err();
+    drop(guard);
+
+    let events = capture.events.lock().unwrap().clone();
+    let audit: Vec<&(String, String, Fields)> = events
+        .iter()
+        .filter(|(t, _, _)| t == AUDIT_TARGET)
+        .collect();
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    for ((_, level, f), op) in audit.iter().zip(["Decrypt", "ReEncrypt"]) {
+        assert_eq!(level, "WARN");
+        assert_eq!(f["operation"], op);
+        assert_eq!(f["key_arn"], other);
+        assert_eq!(f["outcome"], "KeyNotAllowed");
+        assert_eq!(f["allowed_keys"], format!("{:?}", [&arn]));
+        assert!(f["encryption_context"].contains("rowseal:tenant=tenant-audit"));
+        assert!(f["message"].contains("allow-list"), "{f:?}");
+    }
+    for e in [&err, &err2] {
+        let text = e.to_string();
+        assert!(
+            text.contains(&other) && text.contains("allow-list"),
+            "{text}"
+        );
+    }
+    assert_clean(
+        "refusal",
+        &format!("{events:?} {err:?}"),
+        &encodings(foreign.plaintext.expose_secret()),
+    );
+    let c = kms.call_counts();
+    assert_eq!(c.total_requests(), 1, "only the DescribeKey of the build");
 }

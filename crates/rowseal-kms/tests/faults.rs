@@ -359,6 +359,82 @@ async fn multi_region_decrypt_falls_back_to_replicas_in_order() {
     );
 }
 
+/// The allow-list and multi-Region keys: a multi-Region key allowed in one
+/// region (as the configured key, or by `allow_key`) also allows its replicas
+/// in other regions, and nothing else.
+#[tokio::test]
+async fn replicas_of_an_allowed_multi_region_key_are_allowed() {
+    let endpoint = endpoint_or_skip!();
+    let key = multi_region_key(&endpoint).await;
+    let primary = mrk_proxy(&endpoint, &key, None).await;
+    let west = mrk_proxy(&endpoint, &key, Some("us-west-2")).await;
+
+    // An application in us-west-2 wraps under the replica there.
+    let west_app = builder(&key.1, &west.url)
+        .region("us-west-2")
+        .build()
+        .await
+        .unwrap();
+    let west_arn = west_app.key_arn().to_owned();
+    assert!(west_arn.starts_with("arn:aws:kms:us-west-2:"), "{west_arn}");
+    let dk = west_app.generate_data_key(&ctx()).await.unwrap();
+    assert_eq!(dk.wrapped.key_id(), west_arn);
+
+    // The us-east-1 application (configured with the key there) reads it,
+    // through its us-west-2 client: the replica of its own key is allowed.
+    let east_app = builder(&key.1, &primary.url)
+        .retry_policy(fast_retries(1))
+        .replica_client(admin_client(&west.url, "us-west-2"))
+        .build()
+        .await
+        .unwrap();
+    assert_ne!(east_app.key_arn(), west_arn);
+    assert_eq!(east_app.allowed_keys(), [east_app.key_arn().to_owned()]);
+    assert_eq!(
+        east_app
+            .decrypt_data_key(&dk.wrapped, &ctx())
+            .await
+            .unwrap(),
+        dk.plaintext
+    );
+    assert_eq!(west.count(Some("Decrypt")), 1);
+
+    // Allowed by `allow_key` (the us-west-2 ARN) on a provider whose own key
+    // is another one: the us-east-1 replica is allowed too.
+    let other = create_key(&admin_client(&endpoint, REGION), false).await;
+    let east_dk = east_app.generate_data_key(&ctx()).await.unwrap();
+    let kms = builder(&other, &primary.url)
+        .allow_key(&west_arn)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        kms.decrypt_data_key(&east_dk.wrapped, &ctx())
+            .await
+            .unwrap(),
+        east_dk.plaintext
+    );
+
+    // A multi-Region key id in another account is another key: refused.
+    let foreign = west_arn.replacen(
+        &west_arn.split(':').nth(4).unwrap().to_owned(),
+        "444455556666",
+        1,
+    );
+    let forged = rowseal_core::WrappedKey::new(foreign, dk.wrapped.ciphertext().to_vec()).unwrap();
+    primary.reset_log();
+    west.reset_log();
+    let err = east_app
+        .decrypt_data_key(&forged, &ctx())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        provider_error(&err).kind(),
+        ProviderErrorKind::KeyNotAllowed
+    );
+    assert_eq!((primary.count(None), west.count(None)), (0, 0));
+}
+
 #[tokio::test]
 async fn single_region_keys_do_not_fall_back() {
     let endpoint = endpoint_or_skip!();

@@ -173,7 +173,8 @@ async fn decrypt_pins_the_recorded_key() {
     let admin = admin_client(&endpoint, REGION);
     let a = create_key(&admin, false).await;
     let b = create_key(&admin, false).await;
-    let kms = builder(&a, &endpoint).build().await.unwrap();
+    // B is allowed, so that the request is sent and KMS's answer is checked.
+    let kms = builder(&a, &endpoint).allow_key(&b).build().await.unwrap();
     let ctx = EncryptionContext::tenant_key("t", 1);
     let dk = kms.generate_data_key(&ctx).await.unwrap();
     // The same ciphertext, relabelled as key B's: KMS must refuse, not use A.
@@ -189,6 +190,257 @@ async fn decrypt_pins_the_recorded_key() {
         "{err}"
     );
     assert_eq!(common::aws_detail(provider_error(&err)).attempts(), 1);
+}
+
+/// Issue 13, finding 1: the database must not choose the KMS key. Someone
+/// who can write the database and holds a KMS key of their own that the
+/// application's role may use plants a newer active tenant-key version
+/// wrapped under that key (its plaintext is known to them). The application
+/// must refuse it before asking KMS, not adopt it for new rows.
+#[tokio::test]
+async fn a_tenant_key_planted_under_another_kms_key_is_refused_before_kms_is_asked() {
+    let endpoint = endpoint_or_skip!();
+    let admin = admin_client(&endpoint, REGION);
+    let app_key = create_key(&admin, false).await;
+    let attacker_key = create_key(&admin, false).await;
+    // The application reaches KMS through a proxy that counts every HTTP
+    // request the server receives.
+    let proxy = FaultProxy::start(&endpoint).await;
+    let kms = Arc::new(builder(&app_key, &proxy.url).build().await.unwrap());
+    assert_eq!(
+        kms.allowed_keys(),
+        std::slice::from_ref(&app_key),
+        "the configured key only"
+    );
+    let store = Arc::new(MemoryKeyStore::new());
+    let app = KeyHierarchy::new(kms.clone(), store.clone());
+    let tenant = "tenant-0";
+    let derived = write_rows(&app, &USER, 1, 3).await;
+    let per_row = write_rows(&app, &AUDIT, 1, 1).await;
+    let v1 = store.records();
+    assert_eq!(v1.len(), 1);
+
+    // The attacker makes a tenant key under their own KMS key, with the
+    // context the hierarchy unwraps tenant keys with, and inserts it as the
+    // tenant's newest active version.
+    let attacker = builder(&attacker_key, &endpoint).build().await.unwrap();
+    // Wrapped under the right context (tenant and version), as an attacker
+    // who read the format would: only the root key is wrong.
+    let planted = attacker
+        .generate_data_key(&EncryptionContext::tenant_key(tenant, v1[0].version + 1))
+        .await
+        .unwrap();
+    assert_eq!(planted.wrapped.key_id(), attacker_key);
+    assert!(store
+        .insert(&KeyRecord {
+            version: v1[0].version + 1,
+            wrapped: Some(planted.wrapped.clone()),
+            state: rowseal_core::KeyState::Active,
+            ..v1[0].clone()
+        })
+        .await
+        .unwrap());
+
+    // A fresh hierarchy (a restarted application, cold cache) refuses it,
+    // typed, naming the refused key, and nothing reaches KMS.
+    let before = kms.call_counts();
+    proxy.reset_log();
+    let victim = KeyHierarchy::new(kms.clone(), store.clone());
+    let err = victim
+        .new_row_key(&USER, tenant, None)
+        .await
+        .expect_err("a new row under the planted tenant key");
+    let pe = provider_error(&err);
+    assert_eq!(pe.kind(), ProviderErrorKind::KeyNotAllowed, "{err}");
+    assert_eq!(pe.key_id(), Some(attacker_key.as_str()));
+    assert!(err.to_string().contains("allow-list"), "{err}");
+    assert!(!pe.kind().is_retryable());
+    let err = victim.current_tenant_key(tenant).await.unwrap_err();
+    assert_eq!(
+        provider_error(&err).kind(),
+        ProviderErrorKind::KeyNotAllowed
+    );
+
+    // The same for a kms-mode row whose header the attacker rewrote to carry
+    // a data key wrapped under their key.
+    let header = RowHeader::from_bytes(&per_row[0].header).unwrap();
+    let data_key = attacker
+        .generate_data_key(&EncryptionContext::row_data_key(
+            AUDIT.record_type(),
+            tenant,
+        ))
+        .await
+        .unwrap();
+    let forged = header
+        .with_wrapped_data_key(data_key.wrapped)
+        .unwrap()
+        .to_bytes();
+    let err = victim
+        .open_row_key(&AUDIT, tenant, None, &forged)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        provider_error(&err).kind(),
+        ProviderErrorKind::KeyNotAllowed,
+        "{err}"
+    );
+
+    let after = kms.call_counts();
+    assert_eq!(after.decrypt, before.decrypt, "no Decrypt call or request");
+    assert_eq!(after.total_requests(), before.total_requests());
+    assert_eq!(proxy.count(None), 0, "the KMS server received no request");
+
+    // Rows under the application's own key still open.
+    read_rows(&victim, &USER, &derived).await;
+    read_rows(&victim, &AUDIT, &per_row).await;
+    assert_eq!(proxy.count(Some("Decrypt")), 2);
+}
+
+/// A key put on the allow-list explicitly is used: the same planted record
+/// opens once its key is allowed (here, the application's previous key).
+#[tokio::test]
+async fn a_key_on_the_allow_list_decrypts() {
+    let endpoint = endpoint_or_skip!();
+    let admin = admin_client(&endpoint, REGION);
+    let current = create_key(&admin, false).await;
+    let previous = create_key(&admin, false).await;
+    let old = builder(&previous, &endpoint).build().await.unwrap();
+    let ctx = EncryptionContext::tenant_key("t", 1);
+    let dk = old.generate_data_key(&ctx).await.unwrap();
+
+    let kms = builder(&current, &endpoint)
+        .allow_key(&previous)
+        .allow_keys([previous.clone(), current.clone()])
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        kms.allowed_keys(),
+        [current.clone(), previous.clone()],
+        "the configured key first, then the others in order, once each"
+    );
+    let debug = format!("{kms:?}");
+    assert!(
+        debug.contains("allowed_keys") && debug.contains(&previous),
+        "{debug}"
+    );
+    assert_eq!(
+        kms.decrypt_data_key(&dk.wrapped, &ctx).await.unwrap(),
+        dk.plaintext
+    );
+    assert_eq!(kms.call_counts().decrypt.requests, 1);
+
+    // Through a hierarchy too: a tenant key made under the previous key.
+    let store = Arc::new(MemoryKeyStore::new());
+    store
+        .insert(&KeyRecord {
+            purpose: KeyPurpose::Tenant,
+            scope: rowseal_core::KeyScope::Tenant("t".into()),
+            version: 1,
+            wrapped: Some(dk.wrapped.clone()),
+            state: rowseal_core::KeyState::Active,
+        })
+        .await
+        .unwrap();
+    let keys = KeyHierarchy::new(Arc::new(kms), store);
+    keys.new_row_key(&USER, "t", None).await.unwrap();
+}
+
+/// `ReEncrypt` refuses a source key that is not allowed, before any request
+/// (not even the `DescribeKey` of the destination); the destination is the
+/// operator's choice and need not be on the list.
+#[tokio::test]
+async fn rewrap_from_a_key_not_on_the_allow_list_is_refused() {
+    let endpoint = endpoint_or_skip!();
+    let admin = admin_client(&endpoint, REGION);
+    let app_key = create_key(&admin, false).await;
+    let other = create_key(&admin, false).await;
+    let destination = create_key(&admin, false).await;
+    let ctx = EncryptionContext::index_key(None, 1);
+    let foreign = builder(&other, &endpoint)
+        .build()
+        .await
+        .unwrap()
+        .generate_data_key(&ctx)
+        .await
+        .unwrap();
+
+    let proxy = FaultProxy::start(&endpoint).await;
+    let kms = builder(&app_key, &proxy.url).build().await.unwrap();
+    let before = kms.call_counts();
+    proxy.reset_log();
+    let err = kms
+        .reencrypt_data_key(&foreign.wrapped, &ctx, &destination)
+        .await
+        .unwrap_err();
+    let pe = provider_error(&err);
+    assert_eq!(pe.kind(), ProviderErrorKind::KeyNotAllowed, "{err}");
+    assert_eq!(pe.key_id(), Some(other.as_str()));
+    let after = kms.call_counts();
+    assert_eq!(after.reencrypt, before.reencrypt, "no ReEncrypt call");
+    assert_eq!(after.total_requests(), before.total_requests());
+    assert_eq!(proxy.count(None), 0, "the KMS server received no request");
+
+    // The application's own keys rewrap to a destination not on its list.
+    let own = kms.generate_data_key(&ctx).await.unwrap();
+    let moved = kms
+        .reencrypt_data_key(&own.wrapped, &ctx, &destination)
+        .await
+        .unwrap();
+    assert_eq!(moved.key_id(), destination);
+    assert_eq!(proxy.count(Some("ReEncrypt")), 1);
+    // ...which this provider then does not read back: readers need the
+    // destination on their list.
+    let err = kms.decrypt_data_key(&moved, &ctx).await.unwrap_err();
+    assert_eq!(
+        provider_error(&err).kind(),
+        ProviderErrorKind::KeyNotAllowed
+    );
+}
+
+/// Allow-list entries must be key ARNs: anything else fails the build, before
+/// any request (a stored key id is always an ARN, so an alias or a bare key
+/// id would never match).
+#[tokio::test]
+async fn build_rejects_allow_list_entries_that_are_not_key_arns() {
+    let endpoint = endpoint_or_skip!();
+    let admin = admin_client(&endpoint, REGION);
+    let arn = create_key(&admin, false).await;
+    let alias = unique_alias("allow");
+    admin
+        .create_alias()
+        .alias_name(&alias)
+        .target_key_id(key_id_of(&arn))
+        .send()
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&endpoint).await;
+    let alias_arn = arn.replace(&format!("key/{}", key_id_of(&arn)), &alias);
+    for bad in [
+        alias.as_str(),
+        alias_arn.as_str(),
+        key_id_of(&arn),
+        "arn:aws:kms:us-east-1:111122223333:key/",
+        "",
+    ] {
+        let err = builder(&arn, &proxy.url)
+            .allow_key(bad)
+            .build()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, rowseal_core::Error::KeyConfig { reason } if reason.contains("not a key ARN")),
+            "{bad:?}: {err}"
+        );
+        assert!(rowseal_kms::check_allowed_key(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(proxy.count(None), 0, "rejected before anything was sent");
+    rowseal_kms::check_allowed_key(&arn).unwrap();
+    builder(&arn, &proxy.url)
+        .allow_keys([arn.clone()])
+        .build()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -226,8 +478,25 @@ async fn alias_moved_to_a_new_key_still_decrypts_old_data() {
         .await
         .unwrap();
 
-    // A provider built now follows the alias for new keys...
-    let kms2 = Arc::new(builder(&alias, &endpoint).build().await.unwrap());
+    // A provider built now follows the alias for new keys, and is refused
+    // the old key's wrapped keys until that key is on its allow-list...
+    let strict = Arc::new(builder(&alias, &endpoint).build().await.unwrap());
+    assert_eq!(strict.key_arn(), new);
+    let err = KeyHierarchy::new(strict.clone(), store.clone())
+        .open_row_key(&USER, &derived[0].tenant, None, &derived[0].header)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        provider_error(&err).kind(),
+        ProviderErrorKind::KeyNotAllowed
+    );
+    let kms2 = Arc::new(
+        builder(&alias, &endpoint)
+            .allow_key(&old)
+            .build()
+            .await
+            .unwrap(),
+    );
     assert_eq!(kms2.key_arn(), new);
     let keys2 = KeyHierarchy::new(kms2.clone(), store.clone());
     // ...and still opens everything written under the old key.
@@ -351,9 +620,26 @@ async fn reencrypt_to_a_second_key_then_the_first_is_not_needed() {
     assert!(proxy.faulted().is_empty(), "no request named the first key");
     assert!(proxy.count(Some("Decrypt")) > 0);
 
-    // The enforcement is real: an old, un-rewrapped key now fails, typed.
+    // An old, un-rewrapped key is refused before KMS is asked: the first key
+    // is not on the second provider's allow-list.
     let old = store1.records()[0].wrapped.clone().unwrap();
+    proxy.reset_log();
     let err = kms2
+        .decrypt_data_key(&old, &context_of(&store1.records()[0]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        provider_error(&err).kind(),
+        ProviderErrorKind::KeyNotAllowed
+    );
+    assert_eq!(proxy.count(None), 0);
+    // And KMS's enforcement is real too: allowed, it fails as disabled.
+    let kms3 = builder(&second, &proxy.url)
+        .allow_key(&first)
+        .build()
+        .await
+        .unwrap();
+    let err = kms3
         .decrypt_data_key(&old, &context_of(&store1.records()[0]))
         .await
         .unwrap_err();

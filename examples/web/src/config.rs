@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `DATABASE_URL` | `postgres://…` (or `postgresql://…`): PostgreSQL; `sqlite://path`: that SQLite file; unset: `sqlite://rowseal-web.db` |
 //! | `ROWSEAL_KMS_KEY_ID` | an AWS KMS key (ARN, id or alias) as root key, with the standard AWS configuration (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, …, `AWS_ENDPOINT_URL_KMS`); unset: a local keyring file |
+//! | `ROWSEAL_KMS_ALLOWED_KEYS` | more KMS key ARNs (comma-separated) whose wrapped keys may be unwrapped besides `ROWSEAL_KMS_KEY_ID`'s, e.g. the previous root key until everything is rewrapped |
 //! | `ROWSEAL_KMS_ENDPOINT` | an explicit KMS endpoint (wins over `AWS_ENDPOINT_URL_KMS`) |
 //! | `ROWSEAL_LOCAL_KEY_FILE` | the local keyring file (default `rowseal-web.keys`, generated with mode 0600 if missing) |
 //! | `ROWSEAL_WEB_ADDR` | the address to listen on (default `127.0.0.1:3000`) |
@@ -68,6 +69,9 @@ pub enum KeyConfig {
     Kms {
         /// Key ARN, key id or alias.
         key_id: String,
+        /// More key ARNs on the provider's allow-list (checked when the
+        /// provider is built).
+        allowed_keys: Vec<String>,
         /// The key's region (else the standard AWS configuration's).
         region: Option<String>,
         /// An explicit KMS endpoint (a local KMS-compatible server).
@@ -133,6 +137,15 @@ impl Config {
         let keys = match var("ROWSEAL_KMS_KEY_ID") {
             Some(key_id) => KeyConfig::Kms {
                 key_id,
+                allowed_keys: var("ROWSEAL_KMS_ALLOWED_KEYS")
+                    .map(|v| {
+                        v.split(',')
+                            .map(str::trim)
+                            .filter(|k| !k.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 region: var("AWS_REGION"),
                 endpoint: var("ROWSEAL_KMS_ENDPOINT"),
             },
@@ -187,6 +200,10 @@ mod tests {
             ("DATABASE_URL", "postgres://app:s3cret@db/app"),
             ("ROWSEAL_KMS_KEY_ID", "alias/rowseal-web"),
             ("AWS_REGION", "eu-west-1"),
+            (
+                "ROWSEAL_KMS_ALLOWED_KEYS",
+                "arn:aws:kms:eu-west-1:111122223333:key/a, arn:aws:kms:eu-west-1:111122223333:key/b",
+            ),
         ])
         .unwrap();
         assert!(matches!(c.database, DatabaseConfig::Postgres(_)));
@@ -194,8 +211,12 @@ mod tests {
         assert!(!format!("{:?} {}", c.database, c.database).contains("s3cret"));
         assert!(matches!(
             c.keys,
-            KeyConfig::Kms { ref key_id, ref region, endpoint: None }
+            KeyConfig::Kms { ref key_id, ref region, endpoint: None, ref allowed_keys }
                 if key_id == "alias/rowseal-web" && region.as_deref() == Some("eu-west-1")
+                    && allowed_keys == &[
+                        "arn:aws:kms:eu-west-1:111122223333:key/a",
+                        "arn:aws:kms:eu-west-1:111122223333:key/b",
+                    ]
         ));
     }
 

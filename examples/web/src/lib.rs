@@ -166,10 +166,14 @@ async fn key_provider(keys: &KeyConfig) -> Result<Arc<dyn KeyProvider>, rowseal:
     match keys {
         KeyConfig::Kms {
             key_id,
+            allowed_keys,
             region,
             endpoint,
         } => {
-            let mut builder = rowseal::kms::AwsKmsProvider::builder(key_id.clone());
+            // Wrapped keys naming any other KMS key are refused: the
+            // database never chooses the root key.
+            let mut builder = rowseal::kms::AwsKmsProvider::builder(key_id.clone())
+                .allow_keys(allowed_keys.iter().cloned());
             if let Some(r) = region {
                 builder = builder.region(r.clone());
             }

@@ -93,6 +93,7 @@ pub async fn postgres_kms_app() -> Option<TestApp> {
         database: DatabaseConfig::Postgres(db.url.clone()),
         keys: KeyConfig::Kms {
             key_id: key_arn,
+            allowed_keys: Vec::new(),
             region: Some(kms::REGION.into()),
             endpoint: Some(endpoint),
         },
