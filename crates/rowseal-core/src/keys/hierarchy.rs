@@ -345,8 +345,7 @@ impl KeyHierarchy {
         tenant: &str,
         version: u32,
     ) -> Result<(Arc<TenantKey>, Instant)> {
-        self.caches
-            .tenant_keys
+        self.caches.tenant_keys
             .get_or_fetch_dated(&(tenant.to_owned(), version), || async {
                 let scope = KeyScope::Tenant(tenant.to_owned());
                 let key = self
@@ -373,9 +372,7 @@ impl KeyHierarchy {
         tenant: &str,
         version: u32,
     ) -> Result<Arc<RecordKeys>> {
-        let (keys, _) = self
-            .caches
-            .record_keys
+        let (keys, _) = self.caches.record_keys
             .get_or_fetch_dated(&(tenant.to_owned(), version, spec.clone()), || async {
                 let (tenant_key, at) = self.tenant_key_dated(tenant, version).await?;
                 Ok((tenant_key.record_keys(spec)?, at))
@@ -441,8 +438,7 @@ impl KeyHierarchy {
     /// change of state reaches this process within one cache lifetime — which
     /// is why a rotation goes through a pending state first.
     pub async fn index_key_versions(&self, scope: &KeyScope) -> Result<Arc<IndexKeyVersions>> {
-        self.caches
-            .index_versions
+        self.caches.index_versions
             .get_or_fetch(scope, || async {
                 match self.load_index_versions(scope).await? {
                     Some(v) => Ok(v),
@@ -716,9 +712,7 @@ impl KeyHierarchy {
     }
 
     async fn current_version(&self, purpose: KeyPurpose, scope: &KeyScope) -> Result<u32> {
-        let v = self
-            .caches
-            .current
+        let v = self.caches.current
             .get_or_fetch(&(purpose, scope.clone()), || async {
                 match self.store.latest(purpose, scope).await? {
                     Some(rec) if rec.state == KeyState::Active => Ok(rec.version),
@@ -830,10 +824,7 @@ impl KeyHierarchy {
             "unwrapping key"
         );
         self.provider
-            .decrypt_data_key(
-                wrapped,
-                &EncryptionContext::stored_key(purpose, scope, version),
-            )
+            .decrypt_data_key(wrapped, &EncryptionContext::stored_key(purpose, scope, version))
             .await
     }
 }
