@@ -6,7 +6,10 @@ use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
-use rowseal_core::{Error, KeyHierarchy, LocalKeyProvider, MemoryKeyStore, SecretKey};
+use rowseal_core::{
+    Error, FieldSet, KeyHierarchy, LocalKeyProvider, MemoryKeyStore, RecordSpec, Result, RowKey,
+    SecretKey,
+};
 
 /// Runs a future to completion on a process-wide current-thread runtime.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -96,7 +99,8 @@ impl Mutation {
 }
 
 /// The errors a hostile byte string may cause: typed, saying nothing of the
-/// bytes.
+/// bytes. (`FieldPresence`: a format v2 header whose present-field count
+/// was changed.)
 pub fn is_typed_rejection(e: &Error) -> bool {
     matches!(
         e,
@@ -105,7 +109,37 @@ pub fn is_typed_rejection(e: &Error) -> bool {
             | Error::UnsupportedFormat { .. }
             | Error::KeyNotFound { .. }
             | Error::Provider(_)
+            | Error::FieldPresence { .. }
     )
+}
+
+/// The row format versions the targets write rows in: 2 (what new rows
+/// are) and 1 (old rows, through the test-only v1 entry point).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Format 2.
+    V2,
+    /// Format 1.
+    V1,
+}
+
+/// Both formats, v2 first.
+pub const FORMATS: [Format; 2] = [Format::V2, Format::V1];
+
+/// A new row key of `format` for a row whose present encrypted fields are
+/// `present` (ignored by v1).
+pub fn new_row_key(
+    keys: &KeyHierarchy,
+    format: Format,
+    spec: &RecordSpec,
+    tenant: &str,
+    primary_key: Option<&[u8]>,
+    present: &FieldSet,
+) -> Result<RowKey> {
+    match format {
+        Format::V2 => block_on(keys.new_row_key(spec, tenant, primary_key, present)),
+        Format::V1 => block_on(keys.new_row_key_v1(spec, tenant, primary_key)),
+    }
 }
 
 /// The prefix of plaintext values whose absence from errors is checked.

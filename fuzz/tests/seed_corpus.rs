@@ -1,6 +1,7 @@
 //! The committed seed corpora (`fuzz/corpus/<target>/seed-*`): a few valid
-//! samples per target (real row headers and wrapped-key records, a well-formed
-//! field envelope, values worth normalizing, whole config files), each placed
+//! samples per target (real row headers of format versions 1 and 2 and
+//! wrapped-key records, well-formed field envelopes of both versions, values
+//! worth normalizing, whole config files), each placed
 //! in the target's last input field behind an all-zero prefix of exactly the
 //! length that the other fields consume.
 //!
@@ -13,7 +14,7 @@
 use std::path::PathBuf;
 
 use libfuzzer_sys::arbitrary::{Arbitrary, Unstructured};
-use rowseal_core::{EncryptionContext, KeyMode, KeyProvider, RecordSpec};
+use rowseal_core::{EncryptionContext, FieldSet, KeyMode, KeyProvider, RecordSpec};
 use rowseal_fuzz::inputs::{
     BlindNormalizeInput, CliConfigInput, FieldEnvelopeInput, RowHeaderInput, WrappedKeyInput,
 };
@@ -51,21 +52,34 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     let keys = hierarchy([0x42; 32]);
 
-    // field_envelope: an envelope of the right shape (version 1, nonce, tag).
+    // field_envelope: envelopes of the right shape: version 1, nonce, tag
+    // (v1); ciphertext and tag, nothing else (v2).
     for (name, len) in [("envelope-empty", 0usize), ("envelope-11", 11)] {
         let mut env = vec![1u8];
         env.extend((0..12 + 16 + len).map(|i| i as u8));
         let b = embed::<FieldEnvelopeInput>(&env, |i| i.raw.clone());
         out.push(("field_envelope", name.to_owned(), b, env));
     }
+    for (name, len) in [("envelope-v2-empty", 0usize), ("envelope-v2-11", 11)] {
+        let env: Vec<u8> = (0..16 + len).map(|i| (0xA0 + i) as u8).collect();
+        let b = embed::<FieldEnvelopeInput>(&env, |i| i.raw.clone());
+        out.push(("field_envelope", name.to_owned(), b, env));
+    }
 
-    // row_header: real headers, both modes.
-    for (name, mode) in [
-        ("header-derived", KeyMode::Derived),
-        ("header-kms", KeyMode::Kms),
+    // row_header: real headers, both modes, both format versions.
+    let present = FieldSet::new(["ssn"]).unwrap();
+    for (name, mode, v2) in [
+        ("header-derived", KeyMode::Derived, false),
+        ("header-kms", KeyMode::Kms, false),
+        ("header-v2-derived", KeyMode::Derived, true),
+        ("header-v2-kms", KeyMode::Kms, true),
     ] {
         let spec = RecordSpec::new("patient", "patients").with_key_mode(mode);
-        let row = block_on(keys.new_row_key(&spec, "tenant-1", None)).unwrap();
+        let row = if v2 {
+            block_on(keys.new_row_key(&spec, "tenant-1", None, &present)).unwrap()
+        } else {
+            block_on(keys.new_row_key_v1(&spec, "tenant-1", None)).unwrap()
+        };
         let h = row.header_bytes();
         let b = embed::<RowHeaderInput>(&h, |i| i.raw.clone());
         out.push(("row_header", name.to_owned(), b, h));
@@ -130,10 +144,16 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>, Vec<u8>)> {
 fn still_valid(target: &str, expected: &[u8], committed: &[u8]) -> bool {
     let u = || Unstructured::new(committed);
     match target {
-        "field_envelope" => FieldEnvelopeInput::arbitrary_take_rest(u())
-            .is_ok_and(|i| i.raw.first() == Some(&1) && i.raw.len() >= 29),
-        "row_header" => RowHeaderInput::arbitrary_take_rest(u())
-            .is_ok_and(|i| rowseal_core::RowHeader::from_bytes(&i.raw).is_ok()),
+        // Envelope samples are fixed bytes (v1: version 1, nonce, tag; v2:
+        // at least a tag).
+        "field_envelope" => {
+            FieldEnvelopeInput::arbitrary_take_rest(u()).is_ok_and(|i| i.raw == expected)
+        }
+        // Header samples have a random salt: a header of the same version.
+        "row_header" => RowHeaderInput::arbitrary_take_rest(u()).is_ok_and(|i| {
+            rowseal_core::RowHeader::from_bytes(&i.raw)
+                .is_ok_and(|h| Some(&h.format_version()) == expected.first())
+        }),
         "wrapped_key" => WrappedKeyInput::arbitrary_take_rest(u())
             .is_ok_and(|i| rowseal_core::WrappedKey::from_bytes(&i.raw).is_ok()),
         "blind_normalize" => {

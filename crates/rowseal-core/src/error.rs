@@ -62,6 +62,18 @@ pub enum Error {
         /// The underlying error, if any.
         source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
+    /// A NULLed or filled encrypted field: the row's header was written with
+    /// `stored` non-NULL encrypted fields, the row now has `found` (format v2
+    /// rows, whose key binds the set of present fields). The row is refused as
+    /// a whole: one of its encrypted fields was set to NULL, or a NULL one was
+    /// given a value, outside rowseal (or the header's count was changed).
+    /// A different set of the same size is [`Error::Decrypt`].
+    FieldPresence {
+        /// How many encrypted fields were non-NULL when the row was written.
+        stored: u8,
+        /// How many are non-NULL now.
+        found: u8,
+    },
     /// An argument is outside what the format can represent (for example a
     /// context string longer than 4 GiB, or a wrapped key longer than 64 KiB).
     InvalidInput {
@@ -108,6 +120,11 @@ impl fmt::Display for Error {
             Error::KeyDestroyed { key } => write!(f, "key destroyed: {key}"),
             Error::Provider(e) => write!(f, "key provider: {e}"),
             Error::Store { message, .. } => write!(f, "key store: {message}"),
+            Error::FieldPresence { stored, found } => write!(
+                f,
+                "a NULLed or filled encrypted field: the row's header was written with \
+                 {stored} non-NULL encrypted fields, the row now has {found}"
+            ),
             Error::InvalidInput { reason } => write!(f, "invalid input: {reason}"),
         }
     }

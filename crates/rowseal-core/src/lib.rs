@@ -8,8 +8,9 @@
 //! ```text
 //! root key (KMS or local keyring)
 //!   └─ wraps ─> tenant key (per tenant and version, stored wrapped)
-//!                 └─ derives ─> row key (per row, from a random salt)
-//!                                 └─ encrypts each field (AES-256-GCM-SIV)
+//!                 └─ derives ─> row key (per write of a row: a random salt and
+//!                                         the set of the row's present fields)
+//!                                 └─ encrypts each field once (AES-256-GCM-SIV)
 //!   └─ wraps ─> index key (per tenant or global) ─> blind index keys (HMAC-SHA256)
 //! ```
 //! See [`KeyHierarchy`] for an end-to-end example, and `docs/format.md` for the
@@ -30,9 +31,10 @@ pub use blind::{plan_bits, BitsPlan, BlindIndexValue, IndexBits, Normalization, 
 pub use cache::CacheConfig;
 pub use error::{Error, ProviderError, ProviderErrorKind, Result};
 pub use format::header::{KeyMode, RowHeader};
+pub use format::presence::FieldSet;
 pub use format::wrapped::WrappedKey;
 pub use keys::hierarchy::{CachedKeys, IndexKeyVersions, KeyHierarchy};
-pub use keys::row::{RecordSpec, RowKey};
+pub use keys::row::{FieldName, RecordSpec, RowKey};
 pub use keys::scoped::{BlindIndexKey, IndexKey, RecordKeys, TenantKey};
 pub use local::{LocalKeyProvider, LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV};
 pub use provider::{

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{fixture, fixture_with, local_provider, SlowProvider};
+use common::{email_set, fixture, fixture_with, local_provider, SlowProvider, EMAIL};
 use rowseal_core::{CacheConfig, KeyMode, KeyStore, LocalKeyProvider, RecordSpec};
 
 const SPEC: RecordSpec = RecordSpec::new("user", "users");
@@ -33,9 +33,13 @@ async fn sixty_four_concurrent_requests_for_a_cold_key_make_one_provider_call() 
     // keyring, same key store, separate caches.
     let keyring = LocalKeyProvider::generate_keyring();
     let writer = fixture_with(slow_from(&keyring), CacheConfig::default());
-    let row = writer.keys.new_row_key(&SPEC, "acme", None).await.unwrap();
+    let row = writer
+        .keys
+        .new_row_key(&SPEC, "acme", None, &email_set())
+        .await
+        .unwrap();
     let header = row.header_bytes();
-    let sealed = row.seal("email", b"ada@example.com").unwrap();
+    let sealed = row.seal(EMAIL, b"ada@example.com").unwrap();
 
     let reader = fixture_with(slow_from(&keyring), CacheConfig::default());
     for rec in writer.store.records() {
@@ -46,8 +50,10 @@ async fn sixty_four_concurrent_requests_for_a_cold_key_make_one_provider_call() 
         let keys = reader.keys.clone();
         let (header, sealed) = (header.clone(), sealed.clone());
         tasks.push(tokio::spawn(async move {
-            let row = keys.open_row_key(&SPEC, "acme", None, &header).await?;
-            row.open("email", &sealed)
+            let row = keys
+                .open_row_key(&SPEC, "acme", None, &header, &email_set())
+                .await?;
+            row.open(EMAIL, &sealed)
         }));
     }
     for t in tasks {
@@ -64,7 +70,7 @@ async fn sixty_four_concurrent_first_writes_create_one_tenant_key() {
     for _ in 0..64 {
         let keys = f.keys.clone();
         tasks.push(tokio::spawn(async move {
-            keys.new_row_key(&SPEC, "fresh", None)
+            keys.new_row_key(&SPEC, "fresh", None, &email_set())
                 .await
                 .map(|r| r.header_bytes())
         }));
@@ -86,21 +92,25 @@ async fn an_expired_entry_is_fetched_again() {
             ttl: Duration::from_millis(100),
         },
     );
-    let row = f.keys.new_row_key(&SPEC, "acme", None).await.unwrap();
+    let row = f
+        .keys
+        .new_row_key(&SPEC, "acme", None, &email_set())
+        .await
+        .unwrap();
     let header = row.header_bytes();
     f.keys.forget_cached_keys();
     f.keys
-        .open_row_key(&SPEC, "acme", None, &header)
+        .open_row_key(&SPEC, "acme", None, &header, &email_set())
         .await
         .unwrap();
     f.keys
-        .open_row_key(&SPEC, "acme", None, &header)
+        .open_row_key(&SPEC, "acme", None, &header, &email_set())
         .await
         .unwrap();
     assert_eq!(f.counting.counts().decrypt, 1, "second read is cached");
     tokio::time::sleep(Duration::from_millis(150)).await;
     f.keys
-        .open_row_key(&SPEC, "acme", None, &header)
+        .open_row_key(&SPEC, "acme", None, &header, &email_set())
         .await
         .unwrap();
     assert_eq!(
@@ -116,20 +126,24 @@ async fn derived_mode_costs_provider_calls_per_tenant_not_per_row() {
     let mut rows = Vec::new();
     for i in 0..10_000u32 {
         let tenant = format!("tenant-{}", i % 10);
-        let row = f.keys.new_row_key(&SPEC, &tenant, None).await.unwrap();
+        let row = f
+            .keys
+            .new_row_key(&SPEC, &tenant, None, &email_set())
+            .await
+            .unwrap();
         rows.push((
             tenant,
             row.header_bytes(),
-            row.seal("email", &i.to_be_bytes()).unwrap(),
+            row.seal(EMAIL, &i.to_be_bytes()).unwrap(),
         ));
     }
     for (i, (tenant, header, sealed)) in rows.iter().enumerate() {
         let row = f
             .keys
-            .open_row_key(&SPEC, tenant, None, header)
+            .open_row_key(&SPEC, tenant, None, header, &email_set())
             .await
             .unwrap();
-        assert_eq!(row.open("email", sealed).unwrap(), (i as u32).to_be_bytes());
+        assert_eq!(row.open(EMAIL, sealed).unwrap(), (i as u32).to_be_bytes());
     }
     // One GenerateDataKey per tenant; reads hit the key seeded at creation.
     assert_eq!(f.counting.counts().generate, 10);
@@ -142,18 +156,22 @@ async fn kms_mode_costs_one_data_key_per_row() {
     let f = fixture();
     let mut rows = Vec::new();
     for _ in 0..100 {
-        let row = f.keys.new_row_key(&PER_ROW, "acme", None).await.unwrap();
-        rows.push((row.header_bytes(), row.seal("email", b"x").unwrap()));
+        let row = f
+            .keys
+            .new_row_key(&PER_ROW, "acme", None, &email_set())
+            .await
+            .unwrap();
+        rows.push((row.header_bytes(), row.seal(EMAIL, b"x").unwrap()));
     }
     assert_eq!(f.counting.counts().generate, 100);
     f.keys.forget_cached_keys();
     for (header, sealed) in &rows {
         let row = f
             .keys
-            .open_row_key(&PER_ROW, "acme", None, header)
+            .open_row_key(&PER_ROW, "acme", None, header, &email_set())
             .await
             .unwrap();
-        assert_eq!(row.open("email", sealed).unwrap(), b"x");
+        assert_eq!(row.open(EMAIL, sealed).unwrap(), b"x");
     }
     assert_eq!(
         f.counting.counts().decrypt,

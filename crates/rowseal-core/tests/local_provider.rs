@@ -8,6 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use base64::Engine;
+use common::{email_set, EMAIL};
 use rowseal_core::{
     EncryptionContext, Error, KeyHierarchy, KeyProvider, LocalKeyProvider, MemoryKeyStore,
     ProviderErrorKind, RecordSpec, SecretKey,
@@ -138,13 +139,16 @@ async fn debug_output_holds_no_key_or_plaintext() {
 
     let keys = KeyHierarchy::new(Arc::new(provider), Arc::new(MemoryKeyStore::new()));
     const SPEC: RecordSpec = RecordSpec::new("user", "users");
-    let row = keys.new_row_key(&SPEC, "a", None).await.unwrap();
+    let row = keys
+        .new_row_key(&SPEC, "a", None, &email_set())
+        .await
+        .unwrap();
     let tenant_key = keys.current_tenant_key("a").await.unwrap();
     let index_key = keys
         .current_index_key(&rowseal_core::KeyScope::Global)
         .await
         .unwrap();
-    let err = row.open("email", &[1; 40]).unwrap_err();
+    let err = row.open(EMAIL, &[1; 40]).unwrap_err();
     let printed = format!(
         "{keys:?} {row:?} {tenant_key:?} {index_key:?} {:?} {dk:?} {err:?} {err}",
         index_key.blind_index_key("users", "email", "e").unwrap()

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{fixture, fixture_with, local_provider, SlowProvider};
+use common::{email_set, fixture, fixture_with, local_provider, SlowProvider, EMAIL};
 use rowseal_core::{CacheConfig, KeyMode, KeyStore, LocalKeyProvider, RecordSpec};
 
 const SPEC: RecordSpec = RecordSpec::new("user", "users");
@@ -50,9 +50,13 @@ async fn sixty_four_concurrent_cold_calls_make_one_provider_call() {
         })
     };
     let writer = fixture_with(slow(&keyring), CacheConfig::default());
-    let row = writer.keys.new_row_key(&SPEC, "acme", None).await.unwrap();
+    let row = writer
+        .keys
+        .new_row_key(&SPEC, "acme", None, &email_set())
+        .await
+        .unwrap();
     let header = row.header_bytes();
-    let sealed = row.seal("email", b"ada@example.com").unwrap();
+    let sealed = row.seal(EMAIL, b"ada@example.com").unwrap();
 
     let reader = fixture_with(slow(&keyring), CacheConfig::default());
     for rec in writer.store.records() {
@@ -70,8 +74,8 @@ async fn sixty_four_concurrent_cold_calls_make_one_provider_call() {
         all.push(t.await.unwrap().unwrap());
     }
     assert!(all.iter().all(|k| Arc::ptr_eq(k, &all[0])));
-    let row = all[0].open_row(None, &header).unwrap();
-    assert_eq!(row.open("email", &sealed).unwrap(), b"ada@example.com");
+    let row = all[0].open_row(None, &header, &email_set()).unwrap();
+    assert_eq!(row.open(EMAIL, &sealed).unwrap(), b"ada@example.com");
     assert_eq!(reader.counting.counts().decrypt, 1);
     assert_eq!(reader.counting.counts().total(), 1);
 }
@@ -79,7 +83,10 @@ async fn sixty_four_concurrent_cold_calls_make_one_provider_call() {
 #[tokio::test]
 async fn an_expired_entry_is_fetched_again() {
     let f = fixture_with(Arc::new(local_provider()), short_ttl(100));
-    f.keys.new_row_key(&SPEC, "acme", None).await.unwrap();
+    f.keys
+        .new_row_key(&SPEC, "acme", None, &email_set())
+        .await
+        .unwrap();
     f.keys.forget_cached_keys();
     let a = f.keys.record_keys(&SPEC, "acme", 1).await.unwrap();
     let b = f.keys.record_keys(&SPEC, "acme", 1).await.unwrap();
@@ -98,7 +105,10 @@ async fn an_expired_entry_is_fetched_again() {
 #[tokio::test]
 async fn an_entry_expires_with_the_tenant_key_it_came_from() {
     let f = fixture_with(Arc::new(local_provider()), short_ttl(400));
-    f.keys.new_row_key(&SPEC, "acme", None).await.unwrap();
+    f.keys
+        .new_row_key(&SPEC, "acme", None, &email_set())
+        .await
+        .unwrap();
     f.keys.forget_cached_keys();
     f.keys.tenant_key("acme", 1).await.unwrap();
     assert_eq!(f.counting.counts().decrypt, 1);
@@ -123,10 +133,10 @@ async fn forget_cached_keys_clears_them() {
     assert_eq!(f.counting.counts().generate, 1);
     assert_eq!(f.counting.counts().decrypt, 1, "fetched again after forget");
     // Same tenant key, so the same keys.
-    let row = a.new_row(None).unwrap();
-    let sealed = row.seal("email", b"x").unwrap();
-    let opened = b.open_row(None, &row.header_bytes()).unwrap();
-    assert_eq!(opened.open("email", &sealed).unwrap(), b"x");
+    let row = a.new_row(None, &email_set()).unwrap();
+    let sealed = row.seal(EMAIL, b"x").unwrap();
+    let opened = b.open_row(None, &row.header_bytes(), &email_set()).unwrap();
+    assert_eq!(opened.open(EMAIL, &sealed).unwrap(), b"x");
 }
 
 #[tokio::test]
@@ -155,17 +165,27 @@ async fn different_specs_get_different_keys() {
         .await
         .unwrap();
     assert!(Arc::ptr_eq(&again, &keys[0]));
-    // A row of one spec does not open under another's keys.
-    let row = keys[0].new_row(None).unwrap();
-    let sealed = row.seal("email", b"x").unwrap();
-    for k in &keys[1..3] {
-        let other = k.open_row(None, &row.header_bytes());
-        assert!(other.map_or(true, |r| r.open("email", &sealed).is_err()));
-    }
+    // A row of one record type does not open under another's keys.
+    let row = keys[0].new_row(None, &email_set()).unwrap();
+    let sealed = row.seal(EMAIL, b"x").unwrap();
+    let other = keys[1].open_row(None, &row.header_bytes(), &email_set());
+    assert!(other.map_or(true, |r| r.open(EMAIL, &sealed).is_err()));
+    // Another table of the same record type: a format 2 row opens (tables
+    // may be renamed), a format 1 row, which bound its table, does not.
+    let renamed = keys[2]
+        .open_row(None, &row.header_bytes(), &email_set())
+        .unwrap();
+    assert_eq!(renamed.open(EMAIL, &sealed).unwrap(), b"x");
+    let v1 = keys[0].new_row_v1(None).unwrap();
+    let sealed_v1 = v1.seal(EMAIL, b"x").unwrap();
+    let other = keys[2].open_row(None, &v1.header_bytes(), &email_set());
+    assert!(other.map_or(true, |r| r.open(EMAIL, &sealed_v1).is_err()));
     // Another tenant: other keys.
     let other_tenant = f.keys.current_record_keys(&SPEC, "globex").await.unwrap();
     assert!(!Arc::ptr_eq(&other_tenant, &keys[0]));
-    assert!(other_tenant.open_row(None, &row.header_bytes()).is_err());
+    assert!(other_tenant
+        .open_row(None, &row.header_bytes(), &email_set())
+        .is_err());
     // One tenant key per tenant, whatever the number of specs.
     assert_eq!(f.counting.counts().generate, 2);
     assert_eq!(f.counting.counts().total(), 2);
@@ -182,7 +202,10 @@ async fn kms_mode_has_no_record_keys_and_costs_nothing_to_ask() {
         .unwrap()
         .is_none());
     assert_eq!(f.counting.counts().total(), 0);
-    f.keys.new_row_key(&PER_ROW, "acme", None).await.unwrap();
+    f.keys
+        .new_row_key(&PER_ROW, "acme", None, &email_set())
+        .await
+        .unwrap();
     assert_eq!(f.counting.counts().generate, 1);
 }
 
@@ -204,9 +227,13 @@ async fn every_key_cache_is_cleared_and_swept() {
             .blind_index_key(&scope, index.version(), "users", "email", "email_idx")
             .await
             .unwrap();
-        let row = f.keys.new_row_key(&kms, "acme", None).await.unwrap();
+        let row = f
+            .keys
+            .new_row_key(&kms, "acme", None, &email_set())
+            .await
+            .unwrap();
         f.keys
-            .open_row_key(&kms, "acme", None, &row.header_bytes())
+            .open_row_key(&kms, "acme", None, &row.header_bytes(), &email_set())
             .await
             .unwrap();
     };
@@ -239,16 +266,20 @@ async fn every_key_cache_is_cleared_and_swept() {
 async fn a_row_data_key_is_cached_per_tenant_and_context() {
     let f = fixture();
     let kms = RecordSpec::new("audit", "audit_log").with_key_mode(KeyMode::Kms);
-    let row = f.keys.new_row_key(&kms, "acme", None).await.unwrap();
+    let row = f
+        .keys
+        .new_row_key(&kms, "acme", None, &email_set())
+        .await
+        .unwrap();
     let header = row.header_bytes();
     f.keys
-        .open_row_key(&kms, "acme", None, &header)
+        .open_row_key(&kms, "acme", None, &header, &email_set())
         .await
         .unwrap();
     let before = f.counting.counts();
     assert!(f
         .keys
-        .open_row_key(&kms, "other", None, &header)
+        .open_row_key(&kms, "other", None, &header, &email_set())
         .await
         .is_err());
     let after = f.counting.counts();

@@ -123,12 +123,16 @@ impl HmacKey {
     }
 }
 
-const COMMIT_LABEL: &[u8; 17] = b"rowseal/v1/commit";
+/// The key commitment's label in format v1 headers.
+pub(crate) const COMMIT_LABEL_V1: &[u8; 17] = b"rowseal/v1/commit";
+/// The key commitment's label in format v2 headers (same length).
+pub(crate) const COMMIT_LABEL_V2: &[u8; 17] = b"rowseal/v2/commit";
 
-/// SHA-256(`rowseal/v1/commit` || key): one compression.
-pub(crate) fn key_commitment(key: &[u8; 32]) -> [u8; 32] {
+/// SHA-256(`label` || key), `label` one of the `COMMIT_LABEL_*`: one
+/// compression.
+pub(crate) fn key_commitment(label: &[u8; 17], key: &[u8; 32]) -> [u8; 32] {
     let mut block = [0u8; BLOCK];
-    block[..17].copy_from_slice(COMMIT_LABEL);
+    block[..17].copy_from_slice(label);
     block[17..49].copy_from_slice(key);
     let mut state = H0;
     let out = finish(&mut state, &mut block, 49, 49);
@@ -170,10 +174,19 @@ mod tests {
     fn key_commitment_is_labelled_sha256() {
         use sha2::Digest;
         let key = [9u8; 32];
-        let mut h = sha2::Sha256::new();
-        h.update(b"rowseal/v1/commit");
-        h.update(key);
-        assert_eq!(key_commitment(&key), <[u8; 32]>::from(h.finalize()));
+        for (label, text) in [
+            (COMMIT_LABEL_V1, b"rowseal/v1/commit"),
+            (COMMIT_LABEL_V2, b"rowseal/v2/commit"),
+        ] {
+            let mut h = sha2::Sha256::new();
+            h.update(text);
+            h.update(key);
+            assert_eq!(key_commitment(label, &key), <[u8; 32]>::from(h.finalize()));
+        }
+        assert_ne!(
+            key_commitment(COMMIT_LABEL_V1, &key),
+            key_commitment(COMMIT_LABEL_V2, &key)
+        );
     }
 
     #[test]

@@ -9,9 +9,10 @@ use sha2::{Digest, Sha256};
 use crate::cache::{CacheConfig, KeyCache};
 use crate::crypto::hmac_sha256::HmacKey;
 use crate::error::{Error, Result};
-use crate::format::header::{KeyMode, RowHeader};
+use crate::format::header::{KeyMode, RowHeader, HEADER_V1, HEADER_V2};
+use crate::format::presence::FieldSet;
 use crate::format::wrapped::WrappedKey;
-use crate::keys::row::{RecordSpec, RowKey, RowKeyFactory};
+use crate::keys::row::{check_presence, RecordSpec, RowKey, RowKeyFactory};
 use crate::keys::scoped::{BlindIndexKey, IndexKey, RecordKeys, TenantKey};
 use crate::provider::{EncryptionContext, KeyProvider};
 use crate::secret::SecretKey;
@@ -84,20 +85,26 @@ impl IndexKeyVersions {
 /// ```
 /// # async fn demo() -> rowseal_core::Result<()> {
 /// use std::sync::Arc;
-/// use rowseal_core::{KeyHierarchy, LocalKeyProvider, MemoryKeyStore, RecordSpec};
+/// use rowseal_core::{FieldName, FieldSet, KeyHierarchy, LocalKeyProvider, MemoryKeyStore, RecordSpec};
 ///
 /// let provider = LocalKeyProvider::from_keyring_str(&LocalKeyProvider::generate_keyring())?;
 /// let keys = KeyHierarchy::new(Arc::new(provider), Arc::new(MemoryKeyStore::new()));
 /// const USER: RecordSpec = RecordSpec::new("user", "users");
+/// const EMAIL: FieldName = FieldName::new("email", "email");
 ///
-/// let row = keys.new_row_key(&USER, "tenant-1", None).await?;
+/// // The row's non-NULL encrypted fields (say `phone` is NULL).
+/// let present = FieldSet::new(["email"])?;
+/// let row = keys.new_row_key(&USER, "tenant-1", None, &present).await?;
 /// let header = row.header_bytes();
-/// let email = row.seal("email", b"ada@example.com")?;
+/// let email = row.seal(EMAIL, b"ada@example.com")?;
 ///
-/// let row = keys.open_row_key(&USER, "tenant-1", None, &header).await?;
-/// assert_eq!(row.open("email", &email)?, b"ada@example.com");
+/// let row = keys.open_row_key(&USER, "tenant-1", None, &header, &present).await?;
+/// assert_eq!(row.open(EMAIL, &email)?, b"ada@example.com");
 /// // The same ciphertext read as another tenant's fails.
-/// assert!(keys.open_row_key(&USER, "tenant-2", None, &header).await.is_err());
+/// assert!(keys.open_row_key(&USER, "tenant-2", None, &header, &present).await.is_err());
+/// // So does the row once `phone` was filled outside rowseal.
+/// let now = FieldSet::new(["email", "phone"])?;
+/// assert!(keys.open_row_key(&USER, "tenant-1", None, &header, &now).await.is_err());
 /// # Ok(()) }
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
 /// ```
@@ -579,25 +586,58 @@ impl KeyHierarchy {
         Ok(IndexKeyVersions::from_records(&records))
     }
 
-    /// A row key for a new row of `spec` in `tenant`. In `derived` mode this
-    /// costs no provider call once the tenant key is cached; in `kms` mode it is
-    /// one GenerateDataKey.
+    /// A row key for a new write of a row of `spec` in `tenant` (an insert,
+    /// or an update, which re-keys the row), format 2. `present` names the
+    /// encrypted fields the write seals (its non-NULL ones), by logical
+    /// name. In `derived` mode this costs no provider call once the tenant
+    /// key is cached; in `kms` mode it is one GenerateDataKey.
     pub async fn new_row_key(
         &self,
         spec: &RecordSpec,
         tenant: &str,
         primary_key: Option<&[u8]>,
+        present: &FieldSet,
+    ) -> Result<RowKey> {
+        self.new_row_key_as(HEADER_V2, spec, tenant, primary_key, present)
+            .await
+    }
+
+    /// A row key for a new row of format 1.
+    ///
+    /// Hidden, and not for applications: new rows are format 2. It exists
+    /// because tests of reading old rows and of the v1 -> v2 upgrade
+    /// (`rowseal rotate`) need real v1 rows.
+    #[doc(hidden)]
+    pub async fn new_row_key_v1(
+        &self,
+        spec: &RecordSpec,
+        tenant: &str,
+        primary_key: Option<&[u8]>,
+    ) -> Result<RowKey> {
+        self.new_row_key_as(HEADER_V1, spec, tenant, primary_key, &FieldSet::empty())
+            .await
+    }
+
+    async fn new_row_key_as(
+        &self,
+        format: u8,
+        spec: &RecordSpec,
+        tenant: &str,
+        primary_key: Option<&[u8]>,
+        present: &FieldSet,
     ) -> Result<RowKey> {
         match self.new_rows_record_keys(spec, tenant).await? {
-            Some(keys) => keys.new_row(primary_key),
+            Some(keys) if format == HEADER_V1 => keys.new_row_v1(primary_key),
+            Some(keys) => keys.new_row(primary_key, present),
             None => {
                 let ctx = EncryptionContext::row_data_key(spec.record_type(), tenant);
                 let data_key = self.provider.generate_data_key(&ctx).await?;
                 let mac = HmacKey::new(data_key.plaintext.expose_secret());
-                let row = RowKeyFactory::new(&mac, spec, tenant)?.new_row(
+                let row = RowKeyFactory::new(format, &mac, spec, tenant)?.new_row(
                     0,
                     Some(data_key.wrapped.clone()),
                     primary_key,
+                    present,
                 )?;
                 self.caches.data_keys.insert(
                     (tenant.to_owned(), data_key_slot(&ctx, &data_key.wrapped)),
@@ -630,25 +670,34 @@ impl KeyHierarchy {
     }
 
     /// The row key of an existing row of `spec` in `tenant`, from its stored
-    /// header. The key commitment is checked before any field can be opened: a
-    /// header of another tenant, record type or key, or a changed one, is
-    /// [`Error::Decrypt`].
+    /// header (format 1 or 2). The key commitment is checked before any
+    /// field can be opened: a header of another tenant, record type or key,
+    /// or a changed one, is [`Error::Decrypt`].
+    ///
+    /// `present` names the row's non-NULL encrypted fields as read now, by
+    /// logical name. A format 2 row binds the set it was written with: a
+    /// field NULLed or filled since is [`Error::FieldPresence`] (checked
+    /// before any key is fetched), another set of the same size
+    /// [`Error::Decrypt`]. Format 1 rows did not bind presence; for them it
+    /// is ignored.
     pub async fn open_row_key(
         &self,
         spec: &RecordSpec,
         tenant: &str,
         primary_key: Option<&[u8]>,
         header: &[u8],
+        present: &FieldSet,
     ) -> Result<RowKey> {
         let header = RowHeader::from_bytes(header)?;
         if header.mode() != spec.key_mode() {
             return Err(Error::Decrypt);
         }
+        check_presence(&header, present)?;
         match (header.tenant_key_version(), header.wrapped_data_key()) {
-            (Some(version), _) => self
-                .record_keys(spec, tenant, version)
-                .await?
-                .open_parsed(primary_key, header),
+            (Some(version), _) => {
+                let keys = self.record_keys(spec, tenant, version).await?;
+                keys.open_parsed(primary_key, header, present)
+            }
             (None, Some(wrapped)) => {
                 let ctx = EncryptionContext::row_data_key(spec.record_type(), tenant);
                 let key = self
@@ -659,7 +708,8 @@ impl KeyHierarchy {
                     })
                     .await?;
                 let mac = HmacKey::new(key.expose_secret());
-                RowKeyFactory::new(&mac, spec, tenant)?.open_row(header, primary_key)
+                let factory = RowKeyFactory::new(header.format_version(), &mac, spec, tenant)?;
+                factory.open_row(header, primary_key, present)
             }
             (None, None) => Err(Error::Decrypt),
         }

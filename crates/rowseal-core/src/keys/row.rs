@@ -7,16 +7,51 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 use crate::crypto::aead::Aead;
-use crate::crypto::hmac_sha256::{key_commitment, HmacKey};
-use crate::crypto::rng;
+use crate::crypto::hmac_sha256::{key_commitment, HmacKey, COMMIT_LABEL_V1, COMMIT_LABEL_V2};
 use crate::error::{Error, Result};
 use crate::format::canonical::push_lp;
-use crate::format::field::{self, FIELD_V1};
-use crate::format::header::{KeyMode, RowHeader, BOUND_LEN, SALT_LEN};
+use crate::format::field::{self, FIELD_V1, FIELD_V2};
+use crate::format::header::{KeyMode, RowHeader, HEADER_V1, HEADER_V2};
+use crate::format::presence::FieldSet;
 use crate::format::wrapped::WrappedKey;
 
-const ROW_KEY_LABEL: &[u8] = b"rowseal/v1/row-key";
+const ROW_KEY_LABEL_V1: &[u8] = b"rowseal/v1/row-key";
+const ROW_KEY_LABEL_V2: &[u8] = b"rowseal/v2/row-key";
 const ENC_KEY_TAG: u8 = 0x01;
+
+/// The two names of an encrypted field: its logical name (the model's field
+/// name, which format v2 binds into the ciphertext) and its column (which
+/// format v1 bound, with the table). Tables and columns may be renamed under
+/// format v2 rows; the logical name may not.
+///
+/// ```
+/// use rowseal_core::FieldName;
+/// let f = FieldName::new("email", "email_enc");
+/// assert_eq!((f.logical, f.column), ("email", "email_enc"));
+/// assert_eq!(FieldName::same("ssn"), FieldName::new("ssn", "ssn"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FieldName<'a> {
+    /// The logical name (format v2 associated data).
+    pub logical: &'a str,
+    /// The column (format v1 associated data).
+    pub column: &'a str,
+}
+
+impl<'a> FieldName<'a> {
+    /// A field named `logical`, stored in `column`.
+    pub const fn new(logical: &'a str, column: &'a str) -> Self {
+        FieldName { logical, column }
+    }
+
+    /// A field stored in a column of its own name.
+    pub const fn same(name: &'a str) -> Self {
+        FieldName {
+            logical: name,
+            column: name,
+        }
+    }
+}
 
 /// What rowseal needs to know about a record type (a model): its name, its
 /// table, its key mode, and whether its primary key is bound into the
@@ -98,97 +133,174 @@ impl RecordSpec {
     }
 
     /// The part of every field's associated data shared by all rows of this
-    /// record type and tenant: format version, record type, tenant, table.
-    fn aad_head(&self, tenant: &str) -> Result<Arc<[u8]>> {
+    /// record type and tenant. Format 1: `0x01 || lp(record type) ||
+    /// lp(tenant) || lp(table)`; format 2: `0x02 || lp(record type) ||
+    /// lp(tenant)` (no table: tables may be renamed).
+    fn aad_head(&self, format: u8, tenant: &str) -> Result<Arc<[u8]>> {
         let mut head =
             Vec::with_capacity(1 + 12 + self.record_type.len() + tenant.len() + self.table.len());
-        head.push(FIELD_V1);
-        push_lp(&mut head, self.record_type.as_bytes())?;
-        push_lp(&mut head, tenant.as_bytes())?;
-        push_lp(&mut head, self.table.as_bytes())?;
+        match format {
+            HEADER_V1 => {
+                head.push(FIELD_V1);
+                push_lp(&mut head, self.record_type.as_bytes())?;
+                push_lp(&mut head, tenant.as_bytes())?;
+                push_lp(&mut head, self.table.as_bytes())?;
+            }
+            HEADER_V2 => {
+                head.push(FIELD_V2);
+                push_lp(&mut head, self.record_type.as_bytes())?;
+                push_lp(&mut head, tenant.as_bytes())?;
+            }
+            version => {
+                return Err(Error::UnsupportedFormat {
+                    what: "row header",
+                    version,
+                })
+            }
+        }
         Ok(head.into())
     }
 
-    fn aad_tail(&self, primary_key: Option<&[u8]>) -> Result<Cow<'static, [u8]>> {
-        if !self.bind_primary_key {
-            return Ok(Cow::Borrowed(&[0]));
+    /// The row-key derivation's message prefix: `"rowseal/v<N>/row-key" ||
+    /// lp(record type) || lp(tenant)`.
+    fn row_key_prefix(&self, format: u8, tenant: &str) -> Result<Vec<u8>> {
+        let mut p = if format == HEADER_V1 {
+            ROW_KEY_LABEL_V1
+        } else {
+            ROW_KEY_LABEL_V2
         }
-        let pk = primary_key.ok_or(Error::InvalidInput {
-            reason: "this record type binds its primary key, and none was given",
-        })?;
-        let mut tail = Vec::with_capacity(5 + pk.len());
-        tail.push(1);
-        push_lp(&mut tail, pk)?;
-        Ok(Cow::Owned(tail))
-    }
-
-    fn row_key_prefix(&self, tenant: &str) -> Result<Vec<u8>> {
-        let mut p = ROW_KEY_LABEL.to_vec();
+        .to_vec();
         push_lp(&mut p, self.record_type.as_bytes())?;
         push_lp(&mut p, tenant.as_bytes())?;
         Ok(p)
     }
 }
 
-/// Everything needed to make row keys for one record type under one key (a
-/// tenant key, or a per-row data key): computed once, used for many rows.
+/// The end of every field's associated data: `0x00`, or `0x01 ||
+/// lp(primary key)` when the record type binds its primary key.
+fn aad_tail(bind_primary_key: bool, primary_key: Option<&[u8]>) -> Result<Cow<'static, [u8]>> {
+    if !bind_primary_key {
+        return Ok(Cow::Borrowed(&[0]));
+    }
+    let pk = primary_key.ok_or(Error::InvalidInput {
+        reason: "this record type binds its primary key, and none was given",
+    })?;
+    let mut tail = Vec::with_capacity(5 + pk.len());
+    tail.push(1);
+    push_lp(&mut tail, pk)?;
+    Ok(Cow::Owned(tail))
+}
+
+/// A v2 header must count exactly the fields present now: a field NULLed or
+/// filled since the write is [`Error::FieldPresence`] (before any key is
+/// fetched). v1 headers did not record presence.
+pub(crate) fn check_presence(header: &RowHeader, present: &FieldSet) -> Result<()> {
+    match header.present_count() {
+        Some(stored) if stored != present.count() => Err(Error::FieldPresence {
+            stored,
+            found: present.count(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Everything needed to make row keys of one format version for one record
+/// type under one key (a tenant key, or a per-row data key): computed once,
+/// used for many rows.
 pub(crate) struct RowKeyFactory {
+    format: u8,
     mac: HmacKey,
     aad_head: Arc<[u8]>,
-    spec: RecordSpec,
+    mode: KeyMode,
+    bind_primary_key: bool,
 }
 
 impl RowKeyFactory {
-    pub(crate) fn new(key: &HmacKey, spec: &RecordSpec, tenant: &str) -> Result<Self> {
+    /// Row keys of format `format` (1 or 2; anything else is
+    /// [`Error::UnsupportedFormat`]).
+    pub(crate) fn new(format: u8, key: &HmacKey, spec: &RecordSpec, tenant: &str) -> Result<Self> {
         Ok(RowKeyFactory {
-            mac: key.with_prefix(&spec.row_key_prefix(tenant)?),
-            aad_head: spec.aad_head(tenant)?,
-            spec: spec.clone(),
+            format,
+            aad_head: spec.aad_head(format, tenant)?,
+            mac: key.with_prefix(&spec.row_key_prefix(format, tenant)?),
+            mode: spec.mode,
+            bind_primary_key: spec.bind_primary_key,
         })
     }
 
-    /// A row key under a fresh random salt.
+    /// A row key under a fresh random salt. `present` (the non-NULL
+    /// encrypted fields the write will seal) is bound in format 2, ignored
+    /// in format 1.
     pub(crate) fn new_row(
         &self,
         key_version: u32,
         wrapped: Option<WrappedKey>,
         primary_key: Option<&[u8]>,
+        present: &FieldSet,
     ) -> Result<RowKey> {
-        let mut salt = [0u8; SALT_LEN];
-        rng::fill(&mut salt);
-        let bound = RowHeader::bound_part(self.spec.mode, key_version, &salt);
-        let (enc, commitment) = self.derive(&bound);
-        let header = RowHeader {
-            mode: self.spec.mode,
-            key_version,
-            salt,
-            wrapped,
-            commitment,
+        let mut header = if self.format == HEADER_V1 {
+            RowHeader::fresh_v1(self.mode, key_version, wrapped)
+        } else {
+            RowHeader::fresh_v2(self.mode, key_version, present.count(), wrapped)
         };
+        let (enc, commitment) = self.derive(&header, present);
+        header.commitment = commitment;
         self.finish(header, enc, primary_key)
     }
 
     /// The row key of an existing row, after checking the header's key
     /// commitment. A header from another tenant, record type or key, or with
-    /// any bound byte changed, fails here, before any field is touched.
-    pub(crate) fn open_row(&self, header: RowHeader, primary_key: Option<&[u8]>) -> Result<RowKey> {
-        if header.mode != self.spec.mode {
+    /// any bound byte changed, or (format 2) opened with another set of
+    /// present fields, fails here, before any field is touched.
+    pub(crate) fn open_row(
+        &self,
+        header: RowHeader,
+        primary_key: Option<&[u8]>,
+        present: &FieldSet,
+    ) -> Result<RowKey> {
+        if header.format_version() != self.format {
+            return Err(Error::UnsupportedFormat {
+                what: "row header",
+                version: header.format_version(),
+            });
+        }
+        if header.mode != self.mode {
             return Err(Error::Decrypt);
         }
-        let (enc, commitment) = self.derive(&header.bound());
+        check_presence(&header, present)?;
+        let (enc, commitment) = self.derive(&header, present);
         if !bool::from(commitment.ct_eq(&header.commitment)) {
             return Err(Error::Decrypt);
         }
         self.finish(header, enc, primary_key)
     }
 
-    /// The row's encryption key, HMAC(K', 0x01 || bound header part), and its
-    /// commitment, SHA-256("rowseal/v1/commit" || key): a collision-resistant
-    /// hash of the very key the fields are sealed under, so no header can
-    /// commit to two keys.
-    fn derive(&self, bound: &[u8; BOUND_LEN]) -> (zeroize::Zeroizing<[u8; 32]>, [u8; 32]) {
-        let enc = zeroize::Zeroizing::new(self.mac.mac(&[&[ENC_KEY_TAG], bound]));
-        let commitment = key_commitment(&enc);
+    /// The row's encryption key and its commitment, a collision-resistant
+    /// hash of the very key the fields are sealed under, so that no header
+    /// can commit to two keys:
+    /// - format 1: HMAC(K', 0x01 || bound part), SHA-256("rowseal/v1/commit" || key);
+    /// - format 2: HMAC(K'', 0x01 || bound part || present.canonical_bytes()),
+    ///   SHA-256("rowseal/v2/commit" || key).
+    fn derive(
+        &self,
+        header: &RowHeader,
+        present: &FieldSet,
+    ) -> (zeroize::Zeroizing<[u8; 32]>, [u8; 32]) {
+        let bound = header.bound();
+        let (enc, label) = if self.format == HEADER_V1 {
+            let parts: [&[u8]; 2] = [&[ENC_KEY_TAG], bound.as_slice()];
+            (
+                zeroize::Zeroizing::new(self.mac.mac(&parts)),
+                COMMIT_LABEL_V1,
+            )
+        } else {
+            let parts: [&[u8]; 3] = [&[ENC_KEY_TAG], bound.as_slice(), present.canonical_bytes()];
+            (
+                zeroize::Zeroizing::new(self.mac.mac(&parts)),
+                COMMIT_LABEL_V2,
+            )
+        };
+        let commitment = key_commitment(label, &enc);
         (enc, commitment)
     }
 
@@ -202,7 +314,7 @@ impl RowKeyFactory {
             aead: Aead::new(&enc),
             header,
             aad_head: self.aad_head.clone(),
-            aad_tail: self.spec.aad_tail(primary_key)?,
+            aad_tail: aad_tail(self.bind_primary_key, primary_key)?,
         })
     }
 }
@@ -210,13 +322,21 @@ impl RowKeyFactory {
 /// The key of one row: seals and opens that row's fields.
 ///
 /// Obtained from [`KeyHierarchy::new_row_key`](crate::KeyHierarchy::new_row_key)
-/// for a new row (store [`RowKey::header_bytes`] in the row's key header
-/// column) or [`KeyHierarchy::open_row_key`](crate::KeyHierarchy::open_row_key)
-/// for an existing one. Each field is sealed with associated data that binds
-/// the format version, record type, tenant, table, column and (if the record
-/// type opts in) primary key, so a ciphertext moved anywhere else fails to open.
+/// for a new row or a new write of one (store [`RowKey::header_bytes`] in the
+/// row's key header column; every write re-keys the row) or
+/// [`KeyHierarchy::open_row_key`](crate::KeyHierarchy::open_row_key) for an
+/// existing one. The row key's header version chooses the field format:
 ///
-/// `Debug` shows the header, never the key.
+/// - format 2 (every new row): each field is sealed with associated data that
+///   binds the format version, record type, tenant, the field's *logical*
+///   name and (if the record type opts in) the primary key, under a fixed
+///   nonce (the key seals each field once); tables and columns may be
+///   renamed;
+/// - format 1 (old rows): the same, with the table and the *column* instead
+///   of the logical name, under a random stored nonce.
+///
+/// So a ciphertext moved anywhere else fails to open. `Debug` shows the
+/// header, never the key.
 pub struct RowKey {
     aead: Aead,
     header: RowHeader,
@@ -235,22 +355,42 @@ impl RowKey {
         self.header.to_bytes()
     }
 
-    /// Encrypts one field value into a field envelope.
-    pub fn seal(&self, column: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
-        self.with_aad(column, |aad| field::seal(&self.aead, aad, plaintext))
+    /// Encrypts one field value into a field envelope of the row's format
+    /// version: `plaintext.len() + 16` bytes in format 2 (`+ 29` in
+    /// format 1). In format 2, seal each field once per row key (a new write
+    /// takes a new row key); sealing the same field twice under one key gives
+    /// the same bytes for the same value.
+    pub fn seal(&self, field: FieldName<'_>, plaintext: &[u8]) -> Result<Vec<u8>> {
+        if self.header.format_version() == HEADER_V1 {
+            self.with_aad(field.column, |aad| {
+                field::seal_v1(&self.aead, aad, plaintext)
+            })
+        } else {
+            self.with_aad(field.logical, |aad| {
+                field::seal_v2(&self.aead, aad, plaintext)
+            })
+        }
     }
 
-    /// Decrypts a field envelope sealed for `column` of this row.
-    pub fn open(&self, column: &str, envelope: &[u8]) -> Result<Vec<u8>> {
-        self.with_aad(column, |aad| field::open(&self.aead, aad, envelope))
+    /// Decrypts a field envelope sealed for `field` of this row.
+    pub fn open(&self, field: FieldName<'_>, envelope: &[u8]) -> Result<Vec<u8>> {
+        if self.header.format_version() == HEADER_V1 {
+            self.with_aad(field.column, |aad| {
+                field::open_v1(&self.aead, aad, envelope)
+            })
+        } else {
+            self.with_aad(field.logical, |aad| {
+                field::open_v2(&self.aead, aad, envelope)
+            })
+        }
     }
 
-    /// Builds `head || lp(column) || tail` on the stack when it fits, so the
+    /// Builds `head || lp(name) || tail` on the stack when it fits, so the
     /// hot path allocates nothing but its output.
-    fn with_aad<T>(&self, column: &str, f: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
-        let len = self.aad_head.len() + 4 + column.len() + self.aad_tail.len();
-        let col_len = u32::try_from(column.len()).map_err(|_| Error::InvalidInput {
-            reason: "column name longer than 4 GiB",
+    fn with_aad<T>(&self, name: &str, f: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
+        let len = self.aad_head.len() + 4 + name.len() + self.aad_tail.len();
+        let name_len = u32::try_from(name.len()).map_err(|_| Error::InvalidInput {
+            reason: "field name longer than 4 GiB",
         })?;
         let mut stack = [0u8; 256];
         let mut heap;
@@ -263,9 +403,9 @@ impl RowKey {
         let (head, rest) = buf.split_at_mut(self.aad_head.len());
         head.copy_from_slice(&self.aad_head);
         let (lenb, rest) = rest.split_at_mut(4);
-        lenb.copy_from_slice(&col_len.to_be_bytes());
-        let (col, tail) = rest.split_at_mut(column.len());
-        col.copy_from_slice(column.as_bytes());
+        lenb.copy_from_slice(&name_len.to_be_bytes());
+        let (n, tail) = rest.split_at_mut(name.len());
+        n.copy_from_slice(name.as_bytes());
         tail.copy_from_slice(&self.aad_tail);
         f(buf)
     }

@@ -6,7 +6,8 @@ use crate::blind::{BlindIndexValue, IndexBits, Normalization};
 use crate::crypto::hmac_sha256::HmacKey;
 use crate::error::{Error, Result};
 use crate::format::canonical::push_lp;
-use crate::format::header::{KeyMode, RowHeader};
+use crate::format::header::{KeyMode, RowHeader, HEADER_V1, HEADER_V2};
+use crate::format::presence::FieldSet;
 use crate::keys::row::{RecordSpec, RowKey, RowKeyFactory};
 use crate::secret::SecretKey;
 use crate::store::KeyScope;
@@ -52,7 +53,8 @@ impl TenantKey {
             });
         }
         Ok(RecordKeys {
-            factory: RowKeyFactory::new(&self.mac, spec, &self.tenant)?,
+            v1: RowKeyFactory::new(HEADER_V1, &self.mac, spec, &self.tenant)?,
+            v2: RowKeyFactory::new(HEADER_V2, &self.mac, spec, &self.tenant)?,
             version: self.version,
         })
     }
@@ -68,37 +70,69 @@ impl fmt::Debug for TenantKey {
 }
 
 /// Row keys for one record type under one tenant key version (see
-/// [`TenantKey::record_keys`]). Making or opening a row key costs two HMAC
-/// computations and an AES key schedule.
+/// [`TenantKey::record_keys`]). New rows are format 2; rows of format 1 and 2
+/// open alike. Making or opening a row key costs two HMAC computations and
+/// an AES key schedule.
 pub struct RecordKeys {
-    factory: RowKeyFactory,
+    /// Format 1 derivation: opens old rows (and makes v1 rows for tests).
+    v1: RowKeyFactory,
+    /// Format 2 derivation: makes and opens current rows.
+    v2: RowKeyFactory,
     version: u32,
 }
 
 impl RecordKeys {
-    /// A fresh row key (random salt) for a new row.
-    pub fn new_row(&self, primary_key: Option<&[u8]>) -> Result<RowKey> {
-        self.factory.new_row(self.version, None, primary_key)
+    /// A fresh row key (random salt) for a new write of a row, format 2:
+    /// `present` names the encrypted fields the write seals (its non-NULL
+    /// ones); the row key binds them, and the header counts them.
+    pub fn new_row(&self, primary_key: Option<&[u8]>, present: &FieldSet) -> Result<RowKey> {
+        self.v2.new_row(self.version, None, primary_key, present)
     }
 
-    /// The row key of an existing row from its encoded header, after checking
-    /// the key commitment. The header must name this tenant key version.
-    pub fn open_row(&self, primary_key: Option<&[u8]>, header: &[u8]) -> Result<RowKey> {
+    /// A fresh row key of format 1 (which binds table and column, and not
+    /// which fields are present).
+    ///
+    /// Hidden, and not for applications: new rows are format 2. It exists
+    /// because tests of reading old rows and of the v1 -> v2 upgrade
+    /// (`rowseal rotate`) need real v1 rows.
+    #[doc(hidden)]
+    pub fn new_row_v1(&self, primary_key: Option<&[u8]>) -> Result<RowKey> {
+        self.v1
+            .new_row(self.version, None, primary_key, &FieldSet::empty())
+    }
+
+    /// The row key of an existing row (format 1 or 2) from its encoded
+    /// header, after checking the key commitment. The header must name this
+    /// tenant key version. `present` names the row's non-NULL encrypted
+    /// fields now: a format 2 row written with another set fails
+    /// ([`Error::FieldPresence`] when the count differs, else
+    /// [`Error::Decrypt`]); format 1 rows did not bind presence and ignore it.
+    pub fn open_row(
+        &self,
+        primary_key: Option<&[u8]>,
+        header: &[u8],
+        present: &FieldSet,
+    ) -> Result<RowKey> {
         let header = RowHeader::from_bytes(header)?;
-        self.open_parsed(primary_key, header)
+        self.open_parsed(primary_key, header, present)
     }
 
     pub(crate) fn open_parsed(
         &self,
         primary_key: Option<&[u8]>,
         header: RowHeader,
+        present: &FieldSet,
     ) -> Result<RowKey> {
         if header.tenant_key_version() != Some(self.version) {
             return Err(Error::InvalidInput {
                 reason: "row header names another tenant key version",
             });
         }
-        self.factory.open_row(header, primary_key)
+        if header.format_version() == HEADER_V1 {
+            self.v1.open_row(header, primary_key, present)
+        } else {
+            self.v2.open_row(header, primary_key, present)
+        }
     }
 
     /// The tenant key version these row keys derive from.

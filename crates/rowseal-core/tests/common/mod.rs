@@ -7,9 +7,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rowseal_core::{
-    CacheConfig, CountingKeyProvider, DataKey, EncryptionContext, KeyHierarchy, KeyProvider,
-    LocalKeyProvider, MemoryKeyStore, Result, SecretKey, WrappedKey,
+    CacheConfig, CountingKeyProvider, DataKey, EncryptionContext, FieldName, FieldSet,
+    KeyHierarchy, KeyProvider, LocalKeyProvider, MemoryKeyStore, Result, SecretKey, WrappedKey,
 };
+
+/// The `email` field (stored in an `email` column), which most tests seal.
+pub const EMAIL: FieldName = FieldName::same("email");
+
+/// The present set of a row whose only encrypted field is `email`.
+pub fn email_set() -> FieldSet {
+    FieldSet::new(["email"]).unwrap()
+}
 
 pub fn local_provider() -> LocalKeyProvider {
     LocalKeyProvider::from_keyring_str(&LocalKeyProvider::generate_keyring()).unwrap()
