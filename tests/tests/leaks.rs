@@ -547,7 +547,11 @@ where
     let keys = enc.keys().clone();
     let joined = tokio::spawn(async move {
         let spec = rowseal::RecordSpec::new("leak_patient", "leak_patients");
-        let row = keys.new_row_key(&spec, "clinic-a", None).await.unwrap();
+        let present = rowseal::FieldSet::new(["name", "notes"]).unwrap();
+        let row = keys
+            .new_row_key(&spec, "clinic-a", None, &present)
+            .await
+            .unwrap();
         let tenant = keys.current_tenant_key("clinic-a").await.unwrap();
         let index = keys
             .current_index_key(&KeyScope::Tenant("clinic-a".into()))

@@ -13,10 +13,16 @@ use std::time::Instant;
 use common::proxy::{Fault, FaultProxy};
 use common::{admin_client, builder, create_key, key_id_of, provider_error, unique_alias, REGION};
 use rowseal_core::{
-    CountingKeyProvider, EncryptionContext, KeyHierarchy, KeyMode, KeyProvider, KeyRecord,
-    KeyStore, MemoryKeyStore, ProviderErrorKind, RecordSpec, RowHeader,
+    CountingKeyProvider, EncryptionContext, FieldName, FieldSet, KeyHierarchy, KeyMode,
+    KeyProvider, KeyPurpose, KeyRecord, KeyStore, MemoryKeyStore, ProviderErrorKind, RecordSpec,
+    RowHeader,
 };
 use rowseal_kms::AwsKmsProvider;
+
+/// The rows of these tests have one encrypted field, `email`, always set.
+fn email_only() -> FieldSet {
+    FieldSet::new(["email"]).unwrap()
+}
 
 const USER: RecordSpec = RecordSpec::new("user", "users");
 const AUDIT: RecordSpec = RecordSpec::new("audit", "audit_log").with_key_mode(KeyMode::Kms);
@@ -37,10 +43,15 @@ async fn write_rows(
     let mut out = Vec::with_capacity(rows);
     for i in 0..rows {
         let tenant = format!("tenant-{}", i % tenants);
-        let row = keys.new_row_key(spec, &tenant, None).await.unwrap();
+        let row = keys
+            .new_row_key(spec, &tenant, None, &email_only())
+            .await
+            .unwrap();
         let plain = format!("user{i}@example.com");
         out.push(Written {
-            email: row.seal("email", plain.as_bytes()).unwrap(),
+            email: row
+                .seal(FieldName::same("email"), plain.as_bytes())
+                .unwrap(),
             header: row.header_bytes(),
             tenant,
             plain,
@@ -52,10 +63,13 @@ async fn write_rows(
 async fn read_rows(keys: &KeyHierarchy, spec: &RecordSpec, rows: &[Written]) {
     for w in rows {
         let row = keys
-            .open_row_key(spec, &w.tenant, None, &w.header)
+            .open_row_key(spec, &w.tenant, None, &w.header, &email_only())
             .await
             .unwrap();
-        assert_eq!(row.open("email", &w.email).unwrap(), w.plain.as_bytes());
+        assert_eq!(
+            row.open(FieldName::same("email"), &w.email).unwrap(),
+            w.plain.as_bytes()
+        );
     }
 }
 
@@ -94,7 +108,7 @@ async fn round_trip_in_both_key_modes() {
     // Another tenant's reader cannot open them.
     let w = &derived[0];
     assert!(reader
-        .open_row_key(&USER, "tenant-x", None, &w.header)
+        .open_row_key(&USER, "tenant-x", None, &w.header, &email_only())
         .await
         .is_err());
     let c = kms.call_counts();
@@ -247,7 +261,7 @@ async fn a_tenant_key_planted_under_another_kms_key_is_refused_before_kms_is_ask
     proxy.reset_log();
     let victim = KeyHierarchy::new(kms.clone(), store.clone());
     let err = victim
-        .new_row_key(&USER, tenant, None)
+        .new_row_key(&USER, tenant, None, &email_only())
         .await
         .expect_err("a new row under the planted tenant key");
     let pe = provider_error(&err);
@@ -276,7 +290,7 @@ async fn a_tenant_key_planted_under_another_kms_key_is_refused_before_kms_is_ask
         .unwrap()
         .to_bytes();
     let err = victim
-        .open_row_key(&AUDIT, tenant, None, &forged)
+        .open_row_key(&AUDIT, tenant, None, &forged, &email_only())
         .await
         .unwrap_err();
     assert_eq!(
@@ -343,7 +357,9 @@ async fn a_key_on_the_allow_list_decrypts() {
         .await
         .unwrap();
     let keys = KeyHierarchy::new(Arc::new(kms), store);
-    keys.new_row_key(&USER, "t", None).await.unwrap();
+    keys.new_row_key(&USER, "t", None, &email_only())
+        .await
+        .unwrap();
 }
 
 /// `ReEncrypt` refuses a source key that is not allowed, before any request
@@ -483,7 +499,13 @@ async fn alias_moved_to_a_new_key_still_decrypts_old_data() {
     let strict = Arc::new(builder(&alias, &endpoint).build().await.unwrap());
     assert_eq!(strict.key_arn(), new);
     let err = KeyHierarchy::new(strict.clone(), store.clone())
-        .open_row_key(&USER, &derived[0].tenant, None, &derived[0].header)
+        .open_row_key(
+            &USER,
+            &derived[0].tenant,
+            None,
+            &derived[0].header,
+            &email_only(),
+        )
         .await
         .unwrap_err();
     assert_eq!(

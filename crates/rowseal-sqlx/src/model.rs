@@ -2,7 +2,7 @@
 //! [`Model`] description it returns, and the row writer and reader the
 //! generated code drives.
 
-use rowseal_core::{RecordSpec, RowKey};
+use rowseal_core::{FieldName, RecordSpec, RowKey};
 use zeroize::Zeroize;
 
 use crate::encoding::{EncryptedField, ValueType};
@@ -388,7 +388,7 @@ impl<'a> RowWriter<'a> {
         let key = self.key.ok_or_else(|| Error::InvalidInput {
             reason: "an encrypted field was written without a row key".into(),
         })?;
-        let sealed = key.seal(column, self.scratch);
+        let sealed = key.seal(FieldName::same(column), self.scratch);
         self.scratch.zeroize();
         self.out.push(Value::Bytes(sealed?));
         Ok(())
@@ -558,12 +558,14 @@ impl<'a> RowReader<'a> {
         let key = self.key.ok_or_else(|| Error::InvalidInput {
             reason: "an encrypted field was read without a row key".into(),
         })?;
-        key.open(column, b).map(Some).map_err(|e| Error::Decrypt {
-            table: self.table.to_owned(),
-            column: column.to_owned(),
-            primary_key: self.primary_key.key_display(),
-            source: Box::new(e),
-        })
+        key.open(FieldName::same(column), b)
+            .map(Some)
+            .map_err(|e| Error::Decrypt {
+                table: self.table.to_owned(),
+                column: column.to_owned(),
+                primary_key: self.primary_key.key_display(),
+                source: Box::new(e),
+            })
     }
 
     /// An encrypted field.

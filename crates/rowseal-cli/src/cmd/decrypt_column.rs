@@ -128,7 +128,7 @@ pub async fn run<D: CliDb>(
             let plain = match opener
                 .open(&def, &tenant, pkb.as_deref(), &header)
                 .await
-                .and_then(|k| k.open(column, &envelope))
+                .and_then(|k| k.open(rowseal_core::FieldName::same(column), &envelope))
             {
                 Ok(p) => Zeroizing::new(p),
                 Err(e) => {

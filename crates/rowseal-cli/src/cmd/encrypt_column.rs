@@ -631,7 +631,10 @@ impl<D: CliDb> Worker<D> {
                 .await
                 .map_err(|e| fail(&header_col, super::describe(&e)))?,
             None => {
-                let r = self.keys.new_row_key(&spec, tenant, pkb.as_deref()).await;
+                let r = self
+                    .keys
+                    .new_row_key_v1(&spec, tenant, pkb.as_deref())
+                    .await;
                 r.map_err(|e| match e {
                     rowseal_core::Error::Provider(_) | rowseal_core::Error::Store { .. } => {
                         RowError::Fatal(e.into())
@@ -664,7 +667,7 @@ impl<D: CliDb> Worker<D> {
                     .encode_sql_value(&legacy, &mut encoded)
                     .map_err(|e| fail(&t.ct, e.into()))?;
                 let sealed = key
-                    .seal(&t.ct, &encoded)
+                    .seal(rowseal_core::FieldName::same(&t.ct), &encoded)
                     .map_err(|e| fail(&t.ct, super::describe(&e)))?;
                 sets.push(ident::<D>(&t.ct));
                 values.push(Value::Bytes(sealed));
@@ -835,7 +838,10 @@ impl<D: CliDb> Worker<D> {
             let Some(env) = row.read_opt_bytes(at).map_err(|e| e.to_string())? else {
                 return Ok(None);
             };
-            let plain = Zeroizing::new(key.open(c, env).map_err(|e| super::describe(&e))?);
+            let plain = Zeroizing::new(
+                key.open(rowseal_core::FieldName::same(c), env)
+                    .map_err(|e| super::describe(&e))?,
+            );
             return super::index_check::index_text(&plain)
                 .map(Some)
                 .map_err(str::to_owned);

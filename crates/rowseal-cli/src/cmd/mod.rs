@@ -255,13 +255,24 @@ impl RowOpener {
         header: &[u8],
     ) -> rowseal_core::Result<RowKey> {
         let parsed = rowseal_core::RowHeader::from_bytes(header)?;
+        // The tool re-encrypts and checks format 1 rows; format 2 rows wait
+        // for the sqlx layer's v2 value encoding (see rowseal-sqlx), and are
+        // reported as such rather than as damaged.
+        if parsed.format_version() != 1 {
+            return Err(rowseal_core::Error::UnsupportedFormat {
+                what: "row header",
+                version: parsed.format_version(),
+            });
+        }
+        let v1 = rowseal_core::FieldSet::empty();
         match (parsed.mode(), parsed.tenant_key_version()) {
-            (KeyMode::Derived, Some(v)) => {
-                self.record_keys(def, tenant, v).await?.open_row(pk, header)
-            }
+            (KeyMode::Derived, Some(v)) => self
+                .record_keys(def, tenant, v)
+                .await?
+                .open_row(pk, header, &v1),
             _ => {
                 let spec = def.spec();
-                self.keys.open_row_key(&spec, tenant, pk, header).await
+                self.keys.open_row_key(&spec, tenant, pk, header, &v1).await
             }
         }
     }

@@ -569,7 +569,7 @@ async fn backfill_sweep<D: CliDb>(
             for (i, col) in enc.iter().enumerate() {
                 if let Value::Bytes(env) = row.read_value(FIRST_ENCRYPTED + i, SqlType::Bytes)? {
                     if indexes.covered_encrypted[i] {
-                        match key.open(col, &env) {
+                        match key.open(rowseal_core::FieldName::same(col), &env) {
                             Ok(p) => plain[i] = Some(Zeroizing::new(p)),
                             Err(e) => {
                                 bad = Some(format!("{col}: {}", super::describe(&e)));

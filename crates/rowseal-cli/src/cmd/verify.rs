@@ -137,7 +137,10 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                     if let Value::Bytes(env) =
                         row.read_value(FIRST_ENCRYPTED + i, SqlType::Bytes)?
                     {
-                        match key.open(col, &env).map(zeroize::Zeroizing::new) {
+                        match key
+                            .open(rowseal_core::FieldName::same(col), &env)
+                            .map(zeroize::Zeroizing::new)
+                        {
                             Ok(pt) => {
                                 if indexes.covered_encrypted[i] {
                                     plain[i] = Some(pt);

@@ -51,6 +51,24 @@ pub struct Encryptor {
     stream_chunk: usize,
 }
 
+/// Whether this layer reads a row with this header. It writes and reads
+/// format 1 rows; format 2 rows (which rowseal-core reads) wait for this
+/// layer's v2 value encoding and writers, and until then are refused by
+/// name (`UnsupportedFormat`), never taken for tampered rows.
+pub(crate) fn readable_here(header: &[u8]) -> std::result::Result<(), rowseal_core::Error> {
+    match header.first() {
+        Some(1) => Ok(()),
+        Some(&version) => Err(rowseal_core::Error::UnsupportedFormat {
+            what: "row header",
+            version,
+        }),
+        None => Err(rowseal_core::Error::Malformed {
+            what: "row header",
+            reason: "empty",
+        }),
+    }
+}
+
 /// A column the query did not return as expected.
 fn sqlx_col(model: &Model, column: &str, e: sqlx::Error) -> Error {
     Error::Schema {

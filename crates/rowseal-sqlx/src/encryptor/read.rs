@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use rowseal_core::{KeyMode, RecordKeys, RowHeader, RowKey};
+use rowseal_core::{FieldSet, KeyMode, RecordKeys, RowHeader, RowKey};
 
-use super::{sqlx_col, Encryptor};
+use super::{readable_here, sqlx_col, Encryptor};
 use crate::backend::{Backend, DbRow};
 use crate::error::{Error, Result};
 use crate::model::{Cell, Encrypted, Model, RowReader, HEADER_COLUMN};
@@ -296,7 +296,10 @@ impl Encryptor {
                     None => return Err(header_error(header)),
                 };
                 match table.get(tenant).and_then(|m| m.get(&version)) {
-                    Some(Ok(rk)) => rk.open_row(pk, header),
+                    Some(Ok(rk)) => {
+                        readable_here(header)?;
+                        rk.open_row(pk, header, &FieldSet::empty())
+                    }
                     Some(Err(e)) => Err(e.clone()),
                     None => Err(rowseal_core::Error::Decrypt),
                 }
@@ -401,8 +404,15 @@ impl Encryptor {
             .read_value(map.fields[model.primary_key], pk_field.sql_type)
             .map_err(|_| rowseal_core::Error::Decrypt)?;
         let pk = model.primary_key_bytes(&pk)?;
+        readable_here(header)?;
         self.keys
-            .open_row_key(&model.spec, tenant, pk.as_deref(), header)
+            .open_row_key(
+                &model.spec,
+                tenant,
+                pk.as_deref(),
+                header,
+                &FieldSet::empty(),
+            )
             .await
     }
 }

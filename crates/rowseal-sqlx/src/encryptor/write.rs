@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rowseal_core::{RecordKeys, RowKey};
+use rowseal_core::{FieldSet, RecordKeys, RowKey};
 
-use super::{sqlx_col, Encryptor};
+use super::{readable_here, sqlx_col, Encryptor};
 use crate::backend::{Backend, DbRow};
 use crate::blind::{map_unique, plans, push_index_cells, IndexPlan, WriteKeys};
 use crate::error::{Error, Result};
@@ -37,7 +37,7 @@ impl Encryptor {
     /// A fresh row key under the tenant's current key (a new KMS data key in
     /// `kms` mode): the key hierarchy's choice.
     async fn new_row_key(&self, model: &Model, tenant: &str, pk: Option<&[u8]>) -> Result<RowKey> {
-        Ok(self.keys.new_row_key(&model.spec, tenant, pk).await?)
+        Ok(self.keys.new_row_key_v1(&model.spec, tenant, pk).await?)
     }
 
     /// The record keys new rows of each tenant in `tenants` derive their keys
@@ -97,7 +97,7 @@ impl Encryptor {
                     for row in part {
                         let rk = rks.get(row.tenant()).ok_or(Error::Worker)?;
                         let pk = model.primary_key_bytes(&row.primary_key_value())?;
-                        let key = rk.new_row(pk.as_deref())?;
+                        let key = rk.new_row_v1(pk.as_deref())?;
                         Self::seal_with(&key, row, index, &mut out, &mut scratch)?;
                     }
                     Ok(out)
@@ -362,16 +362,25 @@ impl Encryptor {
                 .map(<[u8]>::to_vec);
             let pk = model.primary_key_bytes(&pk_value)?;
             let key = match &h {
-                Some(h) => self
-                    .keys
-                    .open_row_key(&model.spec, row.tenant(), pk.as_deref(), h)
-                    .await
-                    .map_err(|e| Error::Decrypt {
-                        table: model.table().to_owned(),
-                        column: HEADER_COLUMN.to_owned(),
-                        primary_key: pk_value.key_display(),
-                        source: Box::new(e),
-                    })?,
+                Some(h) => async {
+                    readable_here(h)?;
+                    self.keys
+                        .open_row_key(
+                            &model.spec,
+                            row.tenant(),
+                            pk.as_deref(),
+                            h,
+                            &FieldSet::empty(),
+                        )
+                        .await
+                }
+                .await
+                .map_err(|e| Error::Decrypt {
+                    table: model.table().to_owned(),
+                    column: HEADER_COLUMN.to_owned(),
+                    primary_key: pk_value.key_display(),
+                    source: Box::new(e),
+                })?,
                 None => self.new_row_key(model, row.tenant(), pk.as_deref()).await?,
             };
             header = Some(h);

@@ -44,8 +44,8 @@ impl NewKeys<'_> {
     /// batch's transaction rolls back, and nothing is lost.
     async fn new_row(&self, tenant: &str, pk: Option<&[u8]>) -> Result<RowKey> {
         Ok(match self {
-            NewKeys::Derived { keys, .. } => keys.new_row(pk)?,
-            NewKeys::Kms { hierarchy, spec } => hierarchy.new_row_key(spec, tenant, pk).await?,
+            NewKeys::Derived { keys, .. } => keys.new_row_v1(pk)?,
+            NewKeys::Kms { hierarchy, spec } => hierarchy.new_row_key_v1(spec, tenant, pk).await?,
         })
     }
 }
@@ -125,10 +125,12 @@ pub(super) async fn reseal<D: CliDb>(
         let mut bad = None;
         for (i, col) in enc_cols.iter().enumerate() {
             match row.read_value(FIRST_ENCRYPTED + i, SqlType::Bytes)? {
-                Value::Bytes(env) => match old.open(col, &env) {
+                Value::Bytes(env) => match old.open(rowseal_core::FieldName::same(col), &env) {
                     Ok(pt) => {
                         let pt = Zeroizing::new(pt);
-                        sealed.push(Value::Bytes(new.seal(col, &pt)?));
+                        sealed.push(Value::Bytes(
+                            new.seal(rowseal_core::FieldName::same(col), &pt)?,
+                        ));
                     }
                     Err(e) => {
                         bad = Some(fail(col, &e));
