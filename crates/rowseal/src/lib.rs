@@ -8,14 +8,17 @@
 //! ```
 //! # async fn demo() -> rowseal::Result<()> {
 //! use std::sync::Arc;
-//! use rowseal::{KeyHierarchy, LocalKeyProvider, MemoryKeyStore, RecordSpec};
+//! use rowseal::{FieldName, FieldSet, KeyHierarchy, LocalKeyProvider, MemoryKeyStore, RecordSpec};
 //!
 //! let provider = LocalKeyProvider::from_keyring_str(&LocalKeyProvider::generate_keyring())?;
 //! let keys = KeyHierarchy::new(Arc::new(provider), Arc::new(MemoryKeyStore::new()));
 //! const NOTE: RecordSpec = RecordSpec::new("note", "notes");
-//! let row = keys.new_row_key(&NOTE, "acme", None).await?;
-//! let sealed = row.seal("body", b"secret")?;
-//! assert_eq!(row.open("body", &sealed)?, b"secret");
+//! // A row whose one encrypted field, `body`, is set (format 2 binds the
+//! // set of present fields into the row key).
+//! let present = FieldSet::new(["body"])?;
+//! let row = keys.new_row_key(&NOTE, "acme", None, &present).await?;
+//! let sealed = row.seal(FieldName::same("body"), b"secret")?;
+//! assert_eq!(row.open(FieldName::same("body"), &sealed)?, b"secret");
 //! # Ok(()) }
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
 //! ```
