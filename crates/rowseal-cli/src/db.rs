@@ -22,6 +22,10 @@ pub trait CliDb: Backend {
     /// Whether several writers may run at once.
     const CONCURRENT_WRITERS: bool;
 
+    /// The first byte of a binary column as two uppercase hex digits (NULL
+    /// for NULL): a row header's format version, counted by `status`.
+    fn first_byte_hex(column: &str) -> String;
+
     /// Runs a query on a connection; returns every row.
     fn fetch_all_on<'e>(
         conn: &'e mut Self::Connection,
@@ -31,12 +35,16 @@ pub trait CliDb: Backend {
 }
 
 macro_rules! cli_db {
-    ($db:ty, $claim:expr, $begin:expr, $text:expr, $conc:expr) => {
+    ($db:ty, $claim:expr, $begin:expr, $text:expr, $conc:expr, $first_byte:expr) => {
         impl CliDb for $db {
             const CLAIM: &'static str = $claim;
             const BEGIN: &'static str = $begin;
             const TEXT: &'static str = $text;
             const CONCURRENT_WRITERS: bool = $conc;
+
+            fn first_byte_hex(column: &str) -> String {
+                ($first_byte)(column)
+            }
 
             fn fetch_all_on<'e>(
                 conn: &'e mut Self::Connection,
@@ -54,16 +62,25 @@ cli_db!(
     " FOR UPDATE SKIP LOCKED",
     "BEGIN",
     "TEXT",
-    true
+    true,
+    |c: &str| format!("UPPER(encode(substring({c} from 1 for 1), 'hex'))")
 );
 cli_db!(
     sqlx::MySql,
     " FOR UPDATE SKIP LOCKED",
     "BEGIN",
     "CHAR",
-    true
+    true,
+    |c: &str| format!("HEX(SUBSTRING({c}, 1, 1))")
 );
-cli_db!(sqlx::Sqlite, "", "BEGIN IMMEDIATE", "TEXT", false);
+cli_db!(
+    sqlx::Sqlite,
+    "",
+    "BEGIN IMMEDIATE",
+    "TEXT",
+    false,
+    |c: &str| format!("hex(substr({c}, 1, 1))")
+);
 
 /// The kind of database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -254,16 +254,17 @@ impl RowOpener {
         pk: Option<&[u8]>,
         header: &[u8],
     ) -> rowseal_core::Result<RowKey> {
-        let parsed = rowseal_core::RowHeader::from_bytes(header)?;
         // The tool re-encrypts and checks format 1 rows; format 2 rows wait
         // for the sqlx layer's v2 value encoding (see rowseal-sqlx), and are
-        // reported as such rather than as damaged.
-        if parsed.format_version() != 1 {
+        // reported as such rather than as damaged, by the same first-byte
+        // rule as the library.
+        if let Some(&version) = header.first().filter(|&&v| v != 1) {
             return Err(rowseal_core::Error::UnsupportedFormat {
                 what: "row header",
-                version: parsed.format_version(),
+                version,
             });
         }
+        let parsed = rowseal_core::RowHeader::from_bytes(header)?;
         let v1 = rowseal_core::FieldSet::empty();
         match (parsed.mode(), parsed.tenant_key_version()) {
             (KeyMode::Derived, Some(v)) => self

@@ -58,6 +58,25 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                 e["rows_to_rotate"] = json!(e["rows_to_rotate"].as_i64().unwrap_or(0) + n);
             }
         }
+        // Rows per storage format version (the header's first byte); "none"
+        // for rows without a header (legacy plaintext rows). `rotate` moves
+        // rows between versions like any rotation.
+        let sql = format!(
+            "SELECT {hex}, COUNT(*) FROM {table} GROUP BY {hex}",
+            hex = D::first_byte_hex(&ident::<D>(&def.header_column)),
+            table = ident::<D>(&def.table)
+        );
+        let mut by_format: BTreeMap<String, i64> = BTreeMap::new();
+        for r in &D::fetch_all_on(&mut conn, &sql, vec![]).await? {
+            let n = read_i64(r, 1)?;
+            let version = match r.read_value(0, rowseal_sqlx::SqlType::Text) {
+                Ok(rowseal_sqlx::Value::Text(hex)) => u8::from_str_radix(&hex, 16)
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|_| "unknown".into()),
+                _ => "none".into(),
+            };
+            *by_format.entry(version).or_default() += n;
+        }
         // Blind indexes: rows per index-key version over both slots, rows with
         // no value in any slot, and rows lacking the version every row should
         // hold (the pending one during a rotation: what `reindex` fills).
@@ -146,6 +165,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
         ctx.out.emit(
             json!({"event": "table", "table": def.table, "record_type": def.record_type,
                    "key_mode": mode.as_str(), "rows": total, "rows_by_key_version": by_version_json,
+                   "rows_by_format_version": by_format,
                    "rows_to_rotate": to_rotate, "tenants": tenants,
                    "encrypted_columns": def.encrypted_columns(),
                    "blind_index_coverage": coverage, "plaintext_rows_to_encrypt": plaintext_json}),
@@ -154,12 +174,17 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                     .iter()
                     .map(|(v, n)| format!("v{v}: {n}"))
                     .collect();
+                let formats: Vec<String> = by_format
+                    .iter()
+                    .map(|(v, n)| format!("format {v}: {n}"))
+                    .collect();
                 let mut line = format!(
-                    "{} ({} mode, {} tenants): {total} rows [{}], {to_rotate} to rotate",
+                    "{} ({} mode, {} tenants): {total} rows [{}] [{}], {to_rotate} to rotate",
                     def.table,
                     mode.as_str(),
                     tenants.len(),
-                    versions.join(", ")
+                    versions.join(", "),
+                    formats.join(", ")
                 );
                 for (c, n) in &plaintext {
                     line.push_str(&format!("; {n} values still in plaintext column {c}"));
