@@ -26,7 +26,14 @@ where
 {
     let p = Patient::new("acme", "Ada Lovelace");
     cx.enc.insert(&cx.pool, &p).await.unwrap();
-    let header = raw_get(&cx.pool, "patients", "rowseal_header", "id", Value::Uuid(p.id)).await;
+    let header = raw_get(
+        &cx.pool,
+        "patients",
+        "rowseal_header",
+        "id",
+        Value::Uuid(p.id),
+    )
+    .await;
     let sql = format!(
         "SELECT {} FROM patients",
         Encryptor::select_list::<Patient, DB>()
@@ -36,7 +43,15 @@ where
     for version in [2u8, 0xee] {
         let mut other = header.clone();
         other[0] = version;
-        raw_set(&cx.pool, "patients", "rowseal_header", "id", Value::Uuid(p.id), other).await;
+        raw_set(
+            &cx.pool,
+            "patients",
+            "rowseal_header",
+            "id",
+            Value::Uuid(p.id),
+            other,
+        )
+        .await;
 
         let e = cx
             .enc

@@ -8,10 +8,10 @@ pub mod models;
 mod registry;
 mod tenancy;
 
-#[allow(unused_imports)] // the cases! macro names them; not every test binary runs it
-pub use registry::{registry_round_trip, registry_unknown_format};
 #[allow(unused_imports)]
 pub use formats::other_format_versions_are_typed;
+#[allow(unused_imports)] // the cases! macro names them; not every test binary runs it
+pub use registry::{registry_round_trip, registry_unknown_format};
 #[allow(unused_imports)]
 pub use tenancy::{tenant_checked_on_every_path, tenant_checked_under_case_insensitive_collation};
 
