@@ -69,7 +69,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
         let mut by_format: BTreeMap<String, i64> = BTreeMap::new();
         for r in &D::fetch_all_on(&mut conn, &sql, vec![]).await? {
             let n = read_i64(r, 1)?;
-            let version = match r.read_value(0, rowseal_sqlx::SqlType::Text) {
+            let version = match rowseal_sqlx::DbRow::read_value(r, 0, rowseal_sqlx::SqlType::Text) {
                 Ok(rowseal_sqlx::Value::Text(hex)) => u8::from_str_radix(&hex, 16)
                     .map(|v| v.to_string())
                     .unwrap_or_else(|_| "unknown".into()),
