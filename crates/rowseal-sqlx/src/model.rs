@@ -290,6 +290,13 @@ impl Model {
         self.spec.table()
     }
 
+    /// Whether rows without a key header are legitimate: only a model with
+    /// a field adopted from a legacy plaintext column
+    /// (`plaintext_column`) has them (rows written before the adoption).
+    pub fn has_legacy_rows(&self) -> bool {
+        self.fields.iter().any(|f| f.plaintext_column.is_some())
+    }
+
     /// The tenant field.
     pub fn tenant_field(&self) -> &FieldDef {
         &self.fields[self.tenant]

@@ -496,7 +496,10 @@ fn decrypt_row<T: Encrypted, R: DbRow>(
         Some(header) => Some(open_key(tenant, pk.as_deref(), header).map_err(decrypt_err)?),
         // A legacy row (from before the table was adopted): no key header,
         // so no ciphertext either; its values are in the plaintext columns.
-        None if !any_sealed => None,
+        // Only models adopted from plaintext columns have such rows: for any
+        // other, a NULL header (with its ciphertexts NULLed too) is
+        // tampering, not a row of NULL fields.
+        None if !any_sealed && model.has_legacy_rows() => None,
         None => return Err(decrypt_err(rowseal_core::Error::Decrypt)),
     };
     T::read_row(&mut RowReader::new(

@@ -381,7 +381,20 @@ impl Encryptor {
                     primary_key: pk_value.key_display(),
                     source: Box::new(e),
                 })?,
-                None => self.new_row_key(model, row.tenant(), pk.as_deref()).await?,
+                // Only a model adopted from plaintext columns has rows
+                // without a header; elsewhere a NULL header is tampering,
+                // and must not be made legitimate by a new one.
+                None if model.has_legacy_rows() => {
+                    self.new_row_key(model, row.tenant(), pk.as_deref()).await?
+                }
+                None => {
+                    return Err(Error::Decrypt {
+                        table: model.table().to_owned(),
+                        column: HEADER_COLUMN.to_owned(),
+                        primary_key: pk_value.key_display(),
+                        source: Box::new(rowseal_core::Error::Decrypt),
+                    })
+                }
             };
             header = Some(h);
             Some(key)

@@ -85,3 +85,59 @@ where
         );
     }
 }
+
+/// Finding 4 of the v1 review, the part format 1 can answer: a row whose key
+/// header and ciphertexts were NULLed read without a key, as a row of NULL
+/// fields. Now only a model adopted from plaintext columns accepts rows
+/// without a header (tests/legacy_plaintext.rs); for any other the row is
+/// refused, on read and on update_fields (which used to give it a fresh
+/// header). rowseal's DDL makes the header NOT NULL, so this needs a table
+/// declared without that constraint (PostgreSQL and MariaDB here; SQLite
+/// cannot drop a constraint in place).
+pub async fn null_header_refused_without_legacy_columns<DB: Backend>(cx: &Ctx<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let relax: &[&str] = match DB::DIALECT {
+        "postgres" => &[
+            "ALTER TABLE patients ALTER COLUMN rowseal_header DROP NOT NULL",
+            "ALTER TABLE patients ALTER COLUMN name DROP NOT NULL",
+        ],
+        "mysql" => &[
+            "ALTER TABLE patients MODIFY rowseal_header VARBINARY(1024) NULL",
+            "ALTER TABLE patients MODIFY name LONGBLOB NULL",
+        ],
+        _ => return,
+    };
+    for sql in relax {
+        DB::execute(&cx.pool, sql, vec![]).await.unwrap();
+    }
+    let p = Patient::new("acme", "Ada Lovelace");
+    cx.enc.insert(&cx.pool, &p).await.unwrap();
+    let mut sql = String::from("UPDATE patients SET rowseal_header = NULL, name = NULL, dob = NULL, notes = NULL WHERE id = ");
+    DB::push_placeholder(&mut sql, 1);
+    DB::execute(&cx.pool, &sql, vec![Value::Uuid(p.id)])
+        .await
+        .unwrap();
+    let e = cx
+        .enc
+        .fetch::<Patient, _>(&cx.pool, "acme", &p.id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Decrypt { column, .. } if column == "rowseal_header"),
+        "fetch: {e}"
+    );
+    let e = cx
+        .enc
+        .update_fields(&cx.pool, &p, &["name"])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Decrypt { .. }), "update_fields: {e}");
+    // Still refused afterwards: update_fields did not give it a header.
+    assert!(cx
+        .enc
+        .fetch::<Patient, _>(&cx.pool, "acme", &p.id)
+        .await
+        .is_err());
+}

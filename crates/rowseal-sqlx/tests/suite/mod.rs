@@ -9,7 +9,7 @@ mod registry;
 mod tenancy;
 
 #[allow(unused_imports)]
-pub use formats::other_format_versions_are_typed;
+pub use formats::{null_header_refused_without_legacy_columns, other_format_versions_are_typed};
 #[allow(unused_imports)] // the cases! macro names them; not every test binary runs it
 pub use registry::{registry_round_trip, registry_unknown_format};
 #[allow(unused_imports)]
@@ -1573,6 +1573,7 @@ macro_rules! all_cases {
             tenant_checked_on_every_path,
             tenant_checked_under_case_insensitive_collation,
             other_format_versions_are_typed,
+            null_header_refused_without_legacy_columns,
         );
     };
 }
