@@ -255,10 +255,14 @@ impl Encryptor {
                 })
             }
         };
-        let mut wanted: Vec<Vec<String>> = values
-            .iter()
-            .map(|v| normalize_query(&plan, v))
-            .collect::<Result<_>>()?;
+        // The normalized values are plaintext: wiped on every way out,
+        // errors included.
+        let wanted: zeroize::Zeroizing<Vec<Vec<String>>> = zeroize::Zeroizing::new(
+            values
+                .iter()
+                .map(|v| normalize_query(&plan, v))
+                .collect::<Result<_>>()?,
+        );
         let scope = scope_of(plan.def, tenant.unwrap_or(""));
         let keys = self.lookup_index_keys(model, plan.def, &scope).await?;
         if keys.is_empty() {
@@ -276,7 +280,7 @@ impl Encryptor {
                     slots.len() - 1
                 }
             };
-            for w in &wanted {
+            for w in wanted.iter() {
                 let v = to_value(compute(&plan, k, w)?);
                 if !slots[pos].1.contains(&v) {
                     slots[pos].1.push(v);
@@ -351,9 +355,6 @@ impl Encryptor {
                 None => false,
             })
             .collect();
-        for w in &mut wanted {
-            zeroize_parts(w);
-        }
         Ok(out)
     }
 }

@@ -249,7 +249,7 @@ impl Encryptor {
             else {
                 continue; // reported per row
             };
-            if !scope.admits(tenant) {
+            if !scope.admits(tenant) || readable_here(header).is_err() {
                 continue; // refused per row, with no key fetched
             }
             let Some(version) = header_version(header) else {
@@ -291,15 +291,13 @@ impl Encryptor {
                 // A header this build cannot peek at is reported for what it
                 // is (another format version: UnsupportedFormat; cut short:
                 // Malformed), not as tampering.
+                readable_here(header)?;
                 let version = match header_version(header) {
                     Some(v) => v,
                     None => return Err(header_error(header)),
                 };
                 match table.get(tenant).and_then(|m| m.get(&version)) {
-                    Some(Ok(rk)) => {
-                        readable_here(header)?;
-                        rk.open_row(pk, header, &FieldSet::empty())
-                    }
+                    Some(Ok(rk)) => rk.open_row(pk, header, &FieldSet::empty()),
                     Some(Err(e)) => Err(e.clone()),
                     None => Err(rowseal_core::Error::Decrypt),
                 }
