@@ -442,7 +442,7 @@ fn double_quoted(sql: &mut String, ident: &str) {
     sql.push('"');
 }
 
-#[cfg(feature = "mysql")]
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
 fn backquoted(sql: &mut String, ident: &str) {
     sql.push('`');
     sql.push_str(&ident.replace('`', "``"));
@@ -542,7 +542,14 @@ backend! {
     insert_ignore = ("INSERT", " ON CONFLICT DO NOTHING"),
     migration = include_str!("../../../migrations/sqlite/20240101000000_rowseal.sql"),
     placeholder = question,
-    ident = double_quoted,
+    // Backquotes, not double quotes: SQLite reads a double-quoted name it
+    // cannot resolve as a string literal, so a pooled connection whose
+    // schema predates an ALTER TABLE (a column added by
+    // `schema::adopt_table`) would prepare `SELECT "email_ct"` as the text
+    // 'email_ct', and sqlx would keep that statement's column names. A
+    // backquoted name that does not resolve makes SQLite check its schema
+    // and prepare again against the new one.
+    ident = backquoted,
     types = sqlite_types,
 }
 

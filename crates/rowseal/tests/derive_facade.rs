@@ -20,7 +20,7 @@ fn derive_through_the_facade() {
     assert_eq!(model.table(), "notes");
     assert!(model.spec.binds_primary_key());
     let ddl = rowseal::schema::create_table_sql::<Note, rowseal::sqlx::Sqlite>();
-    assert!(ddl[0].contains("\"body\" BLOB NOT NULL"), "{ddl:?}");
+    assert!(ddl[0].contains("`body` BLOB NOT NULL"), "{ddl:?}");
     assert!(ddl[1].contains("notes_rowseal_kv"), "{ddl:?}");
     let _ = Note {
         id: 1,

@@ -715,7 +715,7 @@ where
             "`name` LONGBLOB NOT NULL",
             "`id` BINARY(16) NOT NULL PRIMARY KEY",
         ),
-        _ => ("\"name\" BLOB NOT NULL", "\"id\" BLOB NOT NULL PRIMARY KEY"),
+        _ => ("`name` BLOB NOT NULL", "`id` BLOB NOT NULL PRIMARY KEY"),
     };
     assert!(ddl.contains(bytes), "{ddl}");
     assert!(ddl.contains(uuid), "{ddl}");
@@ -1112,7 +1112,7 @@ where
     let (bigint, bytes) = match DB::DIALECT {
         "postgres" => ("\"email_idx\" BIGINT", "\"alias_idx\" BYTEA"),
         "mysql" => ("`email_idx` BIGINT", "`alias_idx` VARBINARY(255)"),
-        _ => ("\"email_idx\" INTEGER", "\"alias_idx\" BLOB"),
+        _ => ("`email_idx` INTEGER", "`alias_idx` BLOB"),
     };
     assert!(ddl.contains(bigint), "{ddl}");
     assert!(ddl.contains(bytes), "{ddl}");
