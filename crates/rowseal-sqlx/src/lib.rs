@@ -160,7 +160,8 @@ mod value;
 pub use backend::{Backend, DbRow};
 pub use encoding::{DecodedValue, EncryptedField, EncryptedValue, ValueType};
 pub use encryptor::{
-    Encryptor, DEFAULT_PARALLEL_THRESHOLD, DEFAULT_STREAM_CHUNK, MAX_STATEMENT_BYTES,
+    check_row_format, Encryptor, DEFAULT_PARALLEL_THRESHOLD, DEFAULT_STREAM_CHUNK,
+    MAX_STATEMENT_BYTES,
 };
 pub use error::{Error, Result};
 pub use index_source::IndexSource;

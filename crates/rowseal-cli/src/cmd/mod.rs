@@ -254,16 +254,9 @@ impl RowOpener {
         pk: Option<&[u8]>,
         header: &[u8],
     ) -> rowseal_core::Result<RowKey> {
-        // The tool re-encrypts and checks format 1 rows; format 2 rows wait
-        // for the sqlx layer's v2 value encoding (see rowseal-sqlx), and are
-        // reported as such rather than as damaged, by the same first-byte
-        // rule as the library.
-        if let Some(&version) = header.first().filter(|&&v| v != 1) {
-            return Err(rowseal_core::Error::UnsupportedFormat {
-                what: "row header",
-                version,
-            });
-        }
+        // The library's rule for which row formats it reads, so that the
+        // tool and the library report the same row the same way.
+        rowseal_sqlx::check_row_format(header)?;
         let parsed = rowseal_core::RowHeader::from_bytes(header)?;
         let v1 = rowseal_core::FieldSet::empty();
         match (parsed.mode(), parsed.tenant_key_version()) {

@@ -51,11 +51,21 @@ pub struct Encryptor {
     stream_chunk: usize,
 }
 
-/// Whether this layer reads a row with this header. It writes and reads
-/// format 1 rows; format 2 rows (which rowseal-core reads) wait for this
-/// layer's v2 value encoding and writers, and until then are refused by
-/// name (`UnsupportedFormat`), never taken for tampered rows.
-pub(crate) fn readable_here(header: &[u8]) -> std::result::Result<(), rowseal_core::Error> {
+/// Whether this layer (and the `rowseal` tool, which calls this) reads a row
+/// with this key header. It writes and reads format 1 rows; format 2 rows
+/// (which rowseal-core reads) wait for this layer's v2 value encoding and
+/// writers, and until then are refused by name
+/// ([`rowseal_core::Error::UnsupportedFormat`]), never taken for tampered
+/// rows.
+///
+/// ```
+/// assert!(rowseal_sqlx::check_row_format(&[1, 1, 1]).is_ok());
+/// assert!(matches!(
+///     rowseal_sqlx::check_row_format(&[2, 1, 1]),
+///     Err(rowseal_core::Error::UnsupportedFormat { version: 2, .. })
+/// ));
+/// ```
+pub fn check_row_format(header: &[u8]) -> std::result::Result<(), rowseal_core::Error> {
     match header.first() {
         Some(1) => Ok(()),
         Some(&version) => Err(rowseal_core::Error::UnsupportedFormat {

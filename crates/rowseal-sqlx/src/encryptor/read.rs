@@ -9,7 +9,7 @@ use futures_core::stream::BoxStream;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use rowseal_core::{FieldSet, KeyMode, RecordKeys, RowHeader, RowKey};
 
-use super::{readable_here, sqlx_col, Encryptor};
+use super::{check_row_format, sqlx_col, Encryptor};
 use crate::backend::{Backend, DbRow};
 use crate::error::{Error, Result};
 use crate::model::{Cell, Encrypted, Model, RowReader, HEADER_COLUMN};
@@ -249,7 +249,7 @@ impl Encryptor {
             else {
                 continue; // reported per row
             };
-            if !scope.admits(tenant) || readable_here(header).is_err() {
+            if !scope.admits(tenant) || check_row_format(header).is_err() {
                 continue; // refused per row, with no key fetched
             }
             let Some(version) = header_version(header) else {
@@ -291,7 +291,7 @@ impl Encryptor {
                 // A header this build cannot peek at is reported for what it
                 // is (another format version: UnsupportedFormat; cut short:
                 // Malformed), not as tampering.
-                readable_here(header)?;
+                check_row_format(header)?;
                 let version = match header_version(header) {
                     Some(v) => v,
                     None => return Err(header_error(header)),
@@ -402,7 +402,7 @@ impl Encryptor {
             .read_value(map.fields[model.primary_key], pk_field.sql_type)
             .map_err(|_| rowseal_core::Error::Decrypt)?;
         let pk = model.primary_key_bytes(&pk)?;
-        readable_here(header)?;
+        check_row_format(header)?;
         self.keys
             .open_row_key(
                 &model.spec,

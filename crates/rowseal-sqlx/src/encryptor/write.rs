@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rowseal_core::{FieldSet, RecordKeys, RowKey};
 
-use super::{readable_here, sqlx_col, Encryptor};
+use super::{check_row_format, sqlx_col, Encryptor};
 use crate::backend::{Backend, DbRow};
 use crate::blind::{map_unique, plans, push_index_cells, IndexPlan, WriteKeys};
 use crate::error::{Error, Result};
@@ -363,7 +363,7 @@ impl Encryptor {
             let pk = model.primary_key_bytes(&pk_value)?;
             let key = match &h {
                 Some(h) => async {
-                    readable_here(h)?;
+                    check_row_format(h)?;
                     self.keys
                         .open_row_key(
                             &model.spec,
