@@ -558,7 +558,7 @@ where
             .await
             .unwrap();
         let blind = index
-            .blind_index_key("leak_patients", "email", "leak_email_idx")
+            .blind_index_key("leak_patient", "leak_email_idx")
             .unwrap();
         let rk = tenant.record_keys(&spec).unwrap();
         record(

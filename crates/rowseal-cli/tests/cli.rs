@@ -321,10 +321,10 @@ async fn one_tenant_status_and_dry_runs() {
     enc.insert_many(&db.pool, &contacts).await.unwrap();
     let s = common::rowseal(&db.url, &keyring, &["status", "--table", "contacts"]).await;
     assert_eq!(s.code, Some(0), "{}", s.stderr);
-    // Every row written so far is in storage format 1.
+    // Every row written so far is in storage format 2.
     assert_eq!(
         s.event("table").unwrap()["rows_by_format_version"],
-        serde_json::json!({"1": 30})
+        serde_json::json!({"2": 30})
     );
     let cov = &s.event("table").unwrap()["blind_index_coverage"][0];
     assert_eq!(cov["index"], "email_idx", "{cov}");
@@ -698,8 +698,14 @@ async fn format_versions_in_status_and_verify() {
     common::prepare(&db).await;
     let keyring = LocalKeyProvider::generate_keyring().to_string();
     let enc = common::encryptor(&db.pool, &keyring);
-    enc.insert_many(&db.pool, &people(1, 20)).await.unwrap();
-    for (id, version) in [(1i64, 2u8), (2, 0xee)] {
+    enc.insert_many(&db.pool, &people(1, 10)).await.unwrap();
+    // Rows of an earlier writer (format 1) are counted, and verify.
+    let old_writer = common::encryptor(&db.pool, &keyring).__writing_format_1();
+    old_writer
+        .insert_many(&db.pool, &people(11, 20))
+        .await
+        .unwrap();
+    for (id, version) in [(1i64, 3u8), (2, 0xee)] {
         let rows = sqlx::Sqlite::fetch_all(
             &db.pool,
             "SELECT rowseal_header FROM people WHERE id = ?",
@@ -723,7 +729,7 @@ async fn format_versions_in_status_and_verify() {
     assert_eq!(s.code, Some(0), "{}", s.stderr);
     assert_eq!(
         s.event("table").unwrap()["rows_by_format_version"],
-        serde_json::json!({"1": 18, "2": 1, "238": 1})
+        serde_json::json!({"1": 10, "2": 8, "3": 1, "238": 1})
     );
     let r = common::rowseal(&db.url, &keyring, &["verify", "--table", "people"]).await;
     assert_eq!(r.code, Some(1), "{}", r.stderr);

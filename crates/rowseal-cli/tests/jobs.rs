@@ -54,8 +54,8 @@ where
 }
 
 /// Application writers: each updates its own rows (`update_fields`, which
-/// keeps the row key and is conditional on the header: a lost race with the
-/// rotation is retried) and inserts new rows. Returns the latest names.
+/// re-seals the row on its tenant-key version and is conditional on the
+/// header: a lost race with the rotation is retried) and inserts new rows. Returns the latest names.
 fn start_writers<DB: Backend>(
     db: &Db<DB>,
     enc: Arc<Encryptor>,
@@ -394,6 +394,157 @@ where
 
     let status = common::rowseal(&db.url, &v2, &["status"]).await;
     assert_eq!(status.code, Some(0));
+    db.finish().await;
+}
+
+/// `rows_by_format_version` of one table in `rowseal status`.
+async fn formats_of<DB: Backend>(db: &Db<DB>, keyring: &str, table: &str) -> serde_json::Value {
+    let status = common::rowseal(&db.url, keyring, &["status", "--json"]).await;
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    status
+        .all("table")
+        .into_iter()
+        .find(|t| t["table"] == table)
+        .unwrap()["rows_by_format_version"]
+        .clone()
+}
+
+/// The format upgrade path: 10,000 rows written by a format 1 writer (20
+/// tenants, a third with a NULL field, plus kms-mode rows) are moved to
+/// format 2 by `rowseal rotate` while 4 application writers update and
+/// insert (through the format 2 library) and the tool is killed with SIGKILL
+/// twice. Every row then reads its latest value, no row is left in format
+/// 1, and verify passes.
+async fn format_upgrade<DB: Backend>(db: Db<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let n = 10_000;
+    let keyring = LocalKeyProvider::generate_keyring().to_string();
+    let init = common::rowseal(&db.url, &keyring, &["init"]).await;
+    assert_eq!(init.code, Some(0), "init: {}", init.stderr);
+    common::prepare(&db).await;
+    let old_writer = common::encryptor(&db.pool, &keyring).__writing_format_1();
+    seed(&db, &old_writer, n).await;
+    assert_eq!(
+        formats_of(&db, &keyring, "people").await,
+        serde_json::json!({"1": n})
+    );
+    assert_eq!(
+        formats_of(&db, &keyring, "secrets").await,
+        serde_json::json!({"1": 40})
+    );
+
+    let enc = Arc::new(common::encryptor(&db.pool, &keyring));
+    let stop = Arc::new(AtomicBool::new(false));
+    let latest: Arc<Mutex<HashMap<i64, String>>> = Arc::new(Mutex::new(
+        (1..=n).map(|id| (id, person(id).name)).collect(),
+    ));
+    let next_id = Arc::new(AtomicI64::new(n + 1));
+    let writers = start_writers(
+        &db,
+        enc.clone(),
+        n,
+        4,
+        stop.clone(),
+        latest.clone(),
+        next_id.clone(),
+    );
+    let throttled = [
+        "rotate",
+        "--all-tenants",
+        "--batch-size",
+        "100",
+        "--workers",
+        "2",
+        "--max-rows-per-second",
+        "1000",
+    ];
+    for attempt in 0..2 {
+        let mut child = common::command(&db.url, &keyring, &throttled)
+            .spawn()
+            .unwrap();
+        if attempt > 0 {
+            for _ in 0..500 {
+                let sql = "SELECT COUNT(*) FROM rowseal_jobs WHERE state = 'running'";
+                if common::scalar(&db, sql).await > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let wait = 200 + rand::random::<u64>() % 1300;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "rotate ended before the kill"
+        );
+        child.start_kill().unwrap(); // SIGKILL
+        let status = child.wait().await.unwrap();
+        assert_eq!(status.code(), None, "attempt {attempt}: killed by a signal");
+    }
+    let mid = formats_of(&db, &keyring, "people").await;
+    assert!(
+        mid["1"].as_i64().unwrap_or(0) > 0,
+        "the kills landed before the end: {mid}"
+    );
+    let fin = common::rowseal(&db.url, &keyring, &throttled[..6]).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut writes = 0;
+    for w in writers {
+        writes += w.await.unwrap();
+    }
+    assert_eq!(
+        fin.code,
+        Some(0),
+        "final rotate: {}\n{}",
+        fin.stderr,
+        fin.stdout
+    );
+    assert_eq!(fin.event("done").unwrap()["failed"], 0);
+
+    let total = scalar_rows(&db).await;
+    assert_eq!(total, next_id.load(Ordering::Relaxed) - 1);
+    assert_eq!(
+        formats_of(&db, &keyring, "people").await,
+        serde_json::json!({"2": total}),
+        "no row left in format 1"
+    );
+    assert_eq!(
+        formats_of(&db, &keyring, "secrets").await,
+        serde_json::json!({"2": 40})
+    );
+    let fresh = common::encryptor(&db.pool, &keyring);
+    let all: Vec<Person> = fresh
+        .fetch_all(
+            rowseal_sqlx::TenantScope::Any,
+            sqlx::query(&format!(
+                "SELECT {} FROM people",
+                Encryptor::select_list::<Person, DB>()
+            )),
+            &db.pool,
+        )
+        .await
+        .unwrap();
+    let latest = latest.lock().unwrap().clone();
+    assert_eq!(all.len(), latest.len());
+    for p in &all {
+        assert_eq!(Some(&p.name), latest.get(&p.id), "row {}", p.id);
+        assert_eq!(p.note, person(p.id).note, "row {}", p.id);
+    }
+    let verify = common::rowseal(&db.url, &keyring, &["verify"]).await;
+    assert_eq!(
+        verify.code,
+        Some(0),
+        "verify: {}\n{}",
+        verify.stderr,
+        verify.stdout
+    );
+    assert_eq!(verify.event("done").unwrap()["failures"], 0);
+    eprintln!(
+        "[{}] format upgrade: {n} format 1 rows + 40 kms-mode rows to format 2, {writes} concurrent writes, 2 kills",
+        db.kind
+    );
     db.finish().await;
 }
 
@@ -1108,5 +1259,26 @@ async fn mariadb_two_processes() {
 async fn sqlite_two_processes() {
     if let Some(db) = common::sqlite().await {
         two_processes(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_format_upgrade() {
+    if let Some(db) = common::sqlite().await {
+        format_upgrade(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_format_upgrade() {
+    if let Some(db) = common::postgres().await {
+        format_upgrade(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_format_upgrade() {
+    if let Some(db) = common::mysql().await {
+        format_upgrade(db).await;
     }
 }

@@ -186,9 +186,7 @@ fn main() {
         )
     });
     let keys = tenant_key.record_keys(&SPEC).unwrap();
-    let bi = index_key
-        .blind_index_key("patients", "email", "email")
-        .unwrap();
+    let bi = index_key.blind_index_key("patient", "email").unwrap();
 
     let mut key = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut key);

@@ -70,7 +70,7 @@ async fn pending_version_is_written_and_queried_then_promoted_alone() {
     let k1 = fresh.index_key(&scope, 1).await.unwrap();
     let k2 = fresh.index_key(&scope, 2).await.unwrap();
     let mac = |k: &rowseal_core::IndexKey| {
-        k.blind_index_key("users", "email_idx", "email_idx")
+        k.blind_index_key("user", "email_idx")
             .unwrap()
             .compute(b"ada@example.com")
     };

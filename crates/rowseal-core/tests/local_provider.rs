@@ -151,7 +151,7 @@ async fn debug_output_holds_no_key_or_plaintext() {
     let err = row.open(EMAIL, &[1; 40]).unwrap_err();
     let printed = format!(
         "{keys:?} {row:?} {tenant_key:?} {index_key:?} {:?} {dk:?} {err:?} {err}",
-        index_key.blind_index_key("users", "email", "e").unwrap()
+        index_key.blind_index_key("user", "e").unwrap()
     );
     assert!(!printed.contains(&b64), "{printed}");
     assert!(!printed.contains(&dk_hex), "{printed}");

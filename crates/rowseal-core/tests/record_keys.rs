@@ -224,7 +224,7 @@ async fn every_key_cache_is_cleared_and_swept() {
         let scope = KeyScope::Tenant("acme".into());
         let index = f.keys.current_index_key(&scope).await.unwrap();
         f.keys
-            .blind_index_key(&scope, index.version(), "users", "email", "email_idx")
+            .blind_index_key(&scope, index.version(), "user", "email_idx")
             .await
             .unwrap();
         let row = f

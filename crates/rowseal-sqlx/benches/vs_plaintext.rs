@@ -128,10 +128,7 @@ impl BlindIndexes {
                 .current_index_key(&KeyScope::Tenant(tenant.clone()))
                 .await
                 .unwrap();
-            out.push((
-                tenant,
-                ik.blind_index_key("bench_enc", "email", "email").unwrap(),
-            ));
+            out.push((tenant, ik.blind_index_key("person", "email").unwrap()));
         }
         BlindIndexes { keys: out }
     }

@@ -2,10 +2,10 @@
 //! [`Model`] description it returns, and the row writer and reader the
 //! generated code drives.
 
-use rowseal_core::{FieldName, RecordSpec, RowKey};
+use rowseal_core::{FieldName, FieldSet, RecordSpec, RowKey};
 use zeroize::Zeroize;
 
-use crate::encoding::{EncryptedField, ValueType};
+use crate::encoding::{self, EncryptedField, ValueType};
 use crate::error::{Error, Result};
 use crate::layout::{bound_primary_key, IndexScope, IndexSlot};
 use crate::value::{PlainField, PrimaryKeyField, SqlType, Value};
@@ -349,65 +349,174 @@ pub trait Encrypted: Sized + Send + Sync + 'static {
     }
 }
 
-/// Collects a row's column values for an insert or update, sealing encrypted
-/// fields with the row key. Used by generated code.
+/// One field of a [`CollectedRow`].
+enum CollectedCell {
+    Plain(Value),
+    /// An encrypted field that is NULL (`None`).
+    Null,
+    /// An encrypted field's value encoding, at this range of the row's buffer.
+    Encoded(std::ops::Range<usize>),
+}
+
+/// A row's values before sealing, one per model field in order: plain values
+/// as they are, encrypted ones encoded (never sealed yet). Format 2 derives
+/// the row key from which encrypted fields are present, so a row is collected
+/// whole before its key is made. The encodings are zeroized on drop.
+#[derive(Default)]
+pub(crate) struct CollectedRow {
+    cells: Vec<CollectedCell>,
+    encoded: Vec<u8>,
+}
+
+impl CollectedRow {
+    /// Collects `row` through its generated `write_row`, encoding in
+    /// `scratch` (reused across rows, zeroized after each value).
+    pub(crate) fn of<T: Encrypted>(row: &T, scratch: &mut Vec<u8>) -> Result<Self> {
+        let mut collected = CollectedRow::default();
+        row.write_row(&mut RowWriter {
+            row: &mut collected,
+            scratch,
+        })?;
+        if collected.cells.len() != T::model().fields.len() {
+            return Err(Error::Schema {
+                table: T::model().table().to_owned(),
+                column: String::new(),
+                reason: "write_row wrote another number of values than the model has fields".into(),
+            });
+        }
+        Ok(collected)
+    }
+
+    /// Appends `bytes` to the buffer of encodings, never leaving a copy in
+    /// memory freed by growing it.
+    fn push_encoded(&mut self, bytes: &[u8]) -> std::ops::Range<usize> {
+        let start = self.encoded.len();
+        if self.encoded.capacity() - start < bytes.len() {
+            let mut bigger = Vec::with_capacity((start + bytes.len()).max(2 * start).max(64));
+            bigger.extend_from_slice(&self.encoded);
+            self.encoded.zeroize();
+            self.encoded = bigger;
+        }
+        self.encoded.extend_from_slice(bytes);
+        start..self.encoded.len()
+    }
+
+    /// The logical names of the present (non-NULL) encrypted fields: what a
+    /// format 2 row key binds.
+    pub(crate) fn present(&self, model: &Model) -> rowseal_core::Result<FieldSet> {
+        FieldSet::new(
+            model
+                .fields
+                .iter()
+                .zip(&self.cells)
+                .filter(|(_, c)| matches!(c, CollectedCell::Encoded(_)))
+                .map(|(f, _)| f.logical),
+        )
+    }
+
+    /// This row with the fields `take` chooses replaced by `other`'s.
+    pub(crate) fn merged(
+        mut self,
+        model: &Model,
+        mut other: CollectedRow,
+        take: impl Fn(&FieldDef) -> bool,
+    ) -> Self {
+        for (i, f) in model.fields.iter().enumerate() {
+            if !take(f) {
+                continue;
+            }
+            let cell = match other.cells.get_mut(i) {
+                Some(c) => std::mem::replace(c, CollectedCell::Null),
+                None => continue,
+            };
+            let cell = match cell {
+                CollectedCell::Encoded(r) => {
+                    let bytes = other.encoded.get(r).unwrap_or(&[]).to_vec();
+                    let bytes = zeroize::Zeroizing::new(bytes);
+                    CollectedCell::Encoded(self.push_encoded(&bytes))
+                }
+                c => c,
+            };
+            if let Some(slot) = self.cells.get_mut(i) {
+                *slot = cell;
+            }
+        }
+        self
+    }
+
+    /// Appends the column values of the fields whose column is in `only`
+    /// (every field without it), in field order, sealing the encrypted ones
+    /// with `key`.
+    pub(crate) fn seal_into(
+        mut self,
+        model: &Model,
+        key: Option<&RowKey>,
+        only: Option<&[&str]>,
+        out: &mut Vec<Value>,
+    ) -> Result<()> {
+        let cells = std::mem::take(&mut self.cells);
+        for (f, cell) in model.fields.iter().zip(cells) {
+            if only.is_some_and(|o| !o.contains(&f.column)) {
+                continue;
+            }
+            out.push(match cell {
+                CollectedCell::Plain(v) => v,
+                CollectedCell::Null => Value::Null(SqlType::Bytes),
+                CollectedCell::Encoded(r) => {
+                    let key = key.ok_or_else(|| Error::InvalidInput {
+                        reason: "an encrypted field was written without a row key".into(),
+                    })?;
+                    let encoded = self.encoded.get(r).unwrap_or(&[]);
+                    Value::Bytes(encoding::seal_encoded(
+                        key,
+                        FieldName::new(f.logical, f.column),
+                        encoded,
+                    )?)
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CollectedRow {
+    fn drop(&mut self) {
+        self.encoded.zeroize();
+    }
+}
+
+/// Collects a row's column values for an insert or update, encoding the
+/// encrypted fields (sealed once the whole row is known). Used by generated
+/// code, which writes every field in the model's order.
 pub struct RowWriter<'a> {
-    key: Option<&'a RowKey>,
-    only: Option<&'a [&'a str]>,
-    out: &'a mut Vec<Value>,
+    row: &'a mut CollectedRow,
     scratch: &'a mut Vec<u8>,
 }
 
-impl<'a> RowWriter<'a> {
-    /// A writer that seals with `key` and appends to `out`, encoding values in
-    /// `scratch` (reused across rows, zeroized after each value). With `only`,
-    /// the columns not in it are skipped.
-    pub(crate) fn new(
-        key: Option<&'a RowKey>,
-        only: Option<&'a [&'a str]>,
-        out: &'a mut Vec<Value>,
-        scratch: &'a mut Vec<u8>,
-    ) -> Self {
-        RowWriter {
-            key,
-            only,
-            out,
-            scratch,
-        }
-    }
-
-    fn wants(&self, column: &str) -> bool {
-        self.only.map_or(true, |o| o.contains(&column))
-    }
-
+impl RowWriter<'_> {
     /// A plain field.
     pub fn plain<T: PlainField>(&mut self, column: &str, value: &T) {
-        if self.wants(column) {
-            self.out.push(value.to_value());
-        }
+        let _ = column;
+        self.row.cells.push(CollectedCell::Plain(value.to_value()));
     }
 
-    fn seal(&mut self, column: &str, present: bool) -> Result<()> {
-        if !present {
-            self.out.push(Value::Null(SqlType::Bytes));
-            return Ok(());
-        }
-        let key = self.key.ok_or_else(|| Error::InvalidInput {
-            reason: "an encrypted field was written without a row key".into(),
-        })?;
-        let sealed = key.seal(FieldName::same(column), self.scratch);
+    /// Takes the encoding in `scratch` (if `present`) and wipes it.
+    fn take_encoded(&mut self, present: bool) {
+        let cell = if present {
+            CollectedCell::Encoded(self.row.push_encoded(self.scratch))
+        } else {
+            CollectedCell::Null
+        };
         self.scratch.zeroize();
-        self.out.push(Value::Bytes(sealed?));
-        Ok(())
+        self.row.cells.push(cell);
     }
 
     /// An encrypted field.
     pub fn encrypted<T: EncryptedField>(&mut self, column: &str, value: &T) -> Result<()> {
-        if !self.wants(column) {
-            return Ok(());
-        }
+        let _ = column;
         let present = value.encode_field(self.scratch);
-        self.seal(column, present)
+        self.take_encoded(present);
+        Ok(())
     }
 
     /// An encrypted field in JSON encoding (`#[rowseal(encrypt, json)]`).
@@ -423,9 +532,6 @@ impl<'a> RowWriter<'a> {
         column: &str,
         value: Option<&T>,
     ) -> Result<()> {
-        if !self.wants(column) {
-            return Ok(());
-        }
         let present = match value {
             Some(v) => {
                 crate::encoding::encode_json(v, self.scratch).map_err(|e| {
@@ -439,7 +545,8 @@ impl<'a> RowWriter<'a> {
             }
             None => false,
         };
-        self.seal(column, present)
+        self.take_encoded(present);
+        Ok(())
     }
 }
 
@@ -457,12 +564,6 @@ impl ClassifyReason for serde_json::Error {
     }
 }
 
-impl Drop for RowWriter<'_> {
-    fn drop(&mut self) {
-        self.scratch.zeroize();
-    }
-}
-
 /// One column of a row being read: a plain value, or an encrypted column's
 /// ciphertext borrowed from the database row (`None` for NULL).
 pub(crate) enum Cell<'a> {
@@ -477,31 +578,43 @@ pub(crate) enum Cell<'a> {
 pub struct RowReader<'a> {
     key: Option<&'a RowKey>,
     cells: std::vec::IntoIter<Cell<'a>>,
+    fields: std::slice::Iter<'static, FieldDef>,
     table: &'a str,
     primary_key: &'a Value,
 }
 
 impl<'a> RowReader<'a> {
+    /// `cells` holds one cell per field of `model`, in order.
     pub(crate) fn new(
         key: Option<&'a RowKey>,
         cells: Vec<Cell<'a>>,
-        table: &'a str,
+        model: &'static Model,
         primary_key: &'a Value,
     ) -> Self {
         RowReader {
             key,
             cells: cells.into_iter(),
-            table,
+            fields: model.fields.iter(),
+            table: model.table(),
             primary_key,
         }
     }
 
-    fn next(&mut self, column: &str) -> Result<Cell<'a>> {
-        self.cells.next().ok_or_else(|| Error::Schema {
-            table: self.table.to_owned(),
-            column: column.to_owned(),
-            reason: "fewer values than fields".into(),
-        })
+    /// The next cell and the names of its field (generated code reads every
+    /// field in the model's order).
+    fn next(&mut self, column: &str) -> Result<(Cell<'a>, FieldName<'static>)> {
+        let name = self
+            .fields
+            .next()
+            .map(|f| FieldName::new(f.logical, f.column));
+        match (self.cells.next(), name) {
+            (Some(cell), Some(name)) => Ok((cell, name)),
+            _ => Err(Error::Schema {
+                table: self.table.to_owned(),
+                column: column.to_owned(),
+                reason: "fewer values than fields".into(),
+            }),
+        }
     }
 
     fn decode_err(&self, column: &str, reason: &'static str) -> Error {
@@ -515,7 +628,7 @@ impl<'a> RowReader<'a> {
 
     /// A plain field.
     pub fn plain<T: PlainField>(&mut self, column: &str) -> Result<T> {
-        let v = match self.next(column)? {
+        let v = match self.next(column)?.0 {
             Cell::Plain(v) => v,
             Cell::Sealed(_) | Cell::SealedOr(..) => Value::Null(SqlType::Bytes),
         };
@@ -535,11 +648,12 @@ impl<'a> RowReader<'a> {
     /// Opens an encrypted column: `Ok(None)` for NULL. The plaintext buffer is
     /// zeroized by the caller.
     fn open(&mut self, column: &str) -> Result<Option<Vec<u8>>> {
-        let cell = self.next(column)?;
-        self.open_cell(column, cell)
+        let (cell, name) = self.next(column)?;
+        self.open_cell(name, cell)
     }
 
-    fn open_cell(&self, column: &str, cell: Cell<'a>) -> Result<Option<Vec<u8>>> {
+    fn open_cell(&self, name: FieldName<'_>, cell: Cell<'a>) -> Result<Option<Vec<u8>>> {
+        let column = name.column;
         let sealed = match cell {
             Cell::Sealed(b) | Cell::SealedOr(b, _) => b,
             Cell::Plain(Value::Null(_)) => None,
@@ -565,7 +679,7 @@ impl<'a> RowReader<'a> {
         let key = self.key.ok_or_else(|| Error::InvalidInput {
             reason: "an encrypted field was read without a row key".into(),
         })?;
-        key.open(FieldName::same(column), b)
+        encoding::open_encoded(key, name, b)
             .map(Some)
             .map_err(|e| Error::Decrypt {
                 table: self.table.to_owned(),
@@ -588,7 +702,8 @@ impl<'a> RowReader<'a> {
         &mut self,
         column: &str,
     ) -> Result<T> {
-        match self.next(column)? {
+        let (cell, name) = self.next(column)?;
+        match cell {
             Cell::SealedOr(None, legacy) => {
                 let (found, null) = (legacy.sql_type(), legacy.is_null());
                 T::from_value(legacy).ok_or_else(|| {
@@ -608,7 +723,7 @@ impl<'a> RowReader<'a> {
                 })
             }
             cell => {
-                let plain = self.open_cell(column, cell)?;
+                let plain = self.open_cell(name, cell)?;
                 T::decode_field_owned(plain).map_err(|e| self.decode_err(column, e))
             }
         }

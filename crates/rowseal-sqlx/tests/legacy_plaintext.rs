@@ -288,8 +288,9 @@ async fn writes_leave_no_plaintext<DB: Backend>(cx: &Cx<DB>)
 where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
 {
-    // One field of a legacy row: the row gets a header; the other legacy
-    // fields keep reading from their plaintext columns.
+    // One field of a legacy row: the row gets a header, and is sealed whole
+    // (a write binds all of a row's encrypted fields), so every legacy
+    // column of the row is emptied, not only the updated field's.
     let mut p = cx
         .enc
         .fetch::<Patient, _>(&cx.pool, "t1", &1)
@@ -304,7 +305,7 @@ where
     let r = raw(&cx.pool, 1).await;
     assert!(r.header && r.email_ct && r.key_version.is_some());
     assert_eq!(r.email, None, "the updated field's plaintext is gone");
-    assert_eq!(r.phone.as_deref(), Some("555-0101"), "not updated yet");
+    assert_eq!(r.phone, None, "the other fields moved to their ciphertexts");
     assert_eq!(
         cx.enc
             .fetch::<Patient, _>(&cx.pool, "t1", &1)
@@ -312,7 +313,7 @@ where
             .unwrap(),
         Some(p.clone())
     );
-    // A second field of the same row: under the row's existing key.
+    // A second field of the same row: the row is re-sealed again.
     p.phone = Some("555-0199".into());
     cx.enc
         .update_fields(&cx.pool, &p, &["phone"])

@@ -173,3 +173,56 @@ proptest! {
         }
     }
 }
+
+/// Row keys of both formats for the stored-shape property below.
+fn row_keys() -> (rowseal_core::RowKey, rowseal_core::RowKey) {
+    use rowseal_core::{FieldSet, KeyHierarchy, LocalKeyProvider, MemoryKeyStore, RecordSpec};
+    use std::sync::Arc;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let keys = KeyHierarchy::new(
+            Arc::new(
+                LocalKeyProvider::from_keyring_str(&LocalKeyProvider::generate_keyring()).unwrap(),
+            ),
+            Arc::new(MemoryKeyStore::default()),
+        );
+        let spec = RecordSpec::new("patient", "patients");
+        let present = FieldSet::new(["email"]).unwrap();
+        let v2 = keys
+            .new_row_key(&spec, "acme", None, &present)
+            .await
+            .unwrap();
+        let v1 = keys.new_row_key_v1(&spec, "acme", None).await.unwrap();
+        (v1, v2)
+    })
+}
+
+proptest! {
+    /// The stored shape of a value, owned by `seal_encoded`/`open_encoded`:
+    /// both formats give back the whole encoding (what `decode` reads);
+    /// format 2 stores the tag and payload plus a 16-byte tag (value + 17
+    /// bytes), format 1 the whole encoding plus 29; a changed byte fails.
+    #[test]
+    fn stored_values_round_trip_in_both_formats(s in ".{0,64}", flip in any::<prop::sample::Index>()) {
+        let (v1, v2) = row_keys();
+        let name = rowseal_core::FieldName::new("email", "email_ct");
+        let mut encoded = Vec::new();
+        assert!(s.clone().encode_field(&mut encoded));
+        for (key, stored_len) in [(&v1, encoded.len() + 29), (&v2, encoded.len() - 1 + 16)] {
+            let mut sealed = encoding::seal_encoded(key, name, &encoded).unwrap();
+            prop_assert_eq!(sealed.len(), stored_len);
+            let opened = encoding::open_encoded(key, name, &sealed).unwrap();
+            prop_assert_eq!(&opened, &encoded);
+            prop_assert_eq!(<String as EncryptedField>::decode_field(Some(&opened)).unwrap(), s.clone());
+            let i = flip.index(sealed.len());
+            sealed[i] ^= 1;
+            prop_assert!(encoding::open_encoded(key, name, &sealed).is_err());
+        }
+        prop_assert_eq!(s.len() + 17, encoding::seal_encoded(&v2, name, &encoded).unwrap().len());
+        // Format 2 seals only a value encoding.
+        prop_assert!(encoding::seal_encoded(&v2, name, &[]).is_err());
+        prop_assert!(encoding::seal_encoded(&v2, name, &[2, 1, b'x']).is_err());
+    }
+}

@@ -13,7 +13,7 @@
 //! up to 64 bits, floats, UUIDs and JSON (as text). Other types (dates, times,
 //! unsigned and 128-bit integers) are reported as failures, by primary key.
 
-use rowseal_sqlx::{DbRow, SqlType, Value};
+use rowseal_sqlx::{DbRow, Value};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -66,9 +66,17 @@ pub async fn run<D: CliDb>(
         ident::<D>(&def.header_column),
     );
     // The values still to copy, in primary-key order.
+    // Every encrypted column: a format 2 row opens with the set of its
+    // present fields.
+    let at = def
+        .encrypted_columns()
+        .iter()
+        .position(|e| *e == column)
+        .unwrap_or_default();
+    let name = def.encrypted_field_names()[at];
     let mut scan = BatchScanner::<D>::new(
         &def,
-        format!("{pkc}, {}, {h}, {c}", ident::<D>(&def.tenant)),
+        registry::select_list::<D>(&def),
         ctx.settings.batch_size,
     )
     .filter(format!("{c} IS NOT NULL AND {p} IS NULL"), vec![]);
@@ -107,7 +115,8 @@ pub async fn run<D: CliDb>(
             let pk = read_pk(row, pk_type)?;
             let tenant = read_text(row, 1)?;
             let header = row.read_bytes(2)?.to_vec();
-            let Value::Bytes(envelope) = row.read_value(3, SqlType::Bytes)? else {
+            let envelopes = super::read_envelopes(&def, row)?;
+            let Some(envelope) = envelopes[at].clone() else {
                 continue;
             };
             let mut report = |error: String| {
@@ -126,9 +135,9 @@ pub async fn run<D: CliDb>(
                 }
             };
             let plain = match opener
-                .open(&def, &tenant, pkb.as_deref(), &header)
+                .open_cells(&def, &tenant, pkb.as_deref(), &header, &envelopes)
                 .await
-                .and_then(|k| k.open(rowseal_core::FieldName::same(column), &envelope))
+                .and_then(|k| rowseal_sqlx::encoding::open_encoded(&k, name, &envelope))
             {
                 Ok(p) => Zeroizing::new(p),
                 Err(e) => {

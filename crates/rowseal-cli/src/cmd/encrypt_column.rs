@@ -78,7 +78,6 @@ struct Target {
 /// One blind index covering a target, ready to compute.
 struct IndexPlan {
     name: String,
-    key_column: String,
     global: bool,
     bits: IndexBits,
     norms: Vec<Normalization>,
@@ -411,7 +410,6 @@ fn index_plans(def: &TableDef, targets: &[Target]) -> Result<Vec<IndexPlan>> {
             .map_err(|_| refuse("names a normalization step this rowseal does not know"))?;
         out.push(IndexPlan {
             name: idx.name.clone(),
-            key_column: idx.column.clone(),
             global: idx.scope == IndexScope::Global,
             bits,
             norms,
@@ -464,6 +462,9 @@ struct Worker<D: CliDb> {
 }
 
 /// The columns a batch selects, and where each is in the row.
+/// Where the encrypted columns start in a [`Layout`]'s select list.
+const FIRST_ENCRYPTED_AT: usize = 3;
+
 struct Layout {
     select: Vec<String>,
     /// Per target: (ciphertext, legacy) positions.
@@ -480,16 +481,21 @@ impl<D: CliDb> Worker<D> {
             def.tenant.clone(),
             def.header_column.clone(),
         ];
+        // Every encrypted column (from FIRST_ENCRYPTED_AT): a format 2 row
+        // opens with the set of its present fields, and is re-sealed whole.
+        let enc = def.encrypted_columns();
+        select.extend(enc.iter().map(|c| (*c).to_owned()));
         let mut targets = Vec::new();
         for t in self.targets.iter() {
-            targets.push((select.len(), select.len() + 1));
-            select.push(t.ct.clone());
+            let ct_at =
+                FIRST_ENCRYPTED_AT + enc.iter().position(|c| *c == t.ct).unwrap_or_default();
+            targets.push((ct_at, select.len()));
             select.push(t.legacy.clone());
         }
         let mut extra = HashMap::new();
         for p in self.plans.iter() {
             for c in &p.columns {
-                if self.targets.iter().any(|t| &t.ct == c) || extra.contains_key(c) {
+                if enc.contains(&c.as_str()) || extra.contains_key(c) {
                     continue;
                 }
                 extra.insert(c.clone(), select.len());
@@ -625,31 +631,47 @@ impl<D: CliDb> Worker<D> {
             .map_err(|e| RowError::Fatal(e.into()))?
             .map(<[u8]>::to_vec);
         let spec = def.spec();
-        let key: RowKey = match &header {
-            Some(h) => opener
-                .open(def, tenant, pkb.as_deref(), h)
-                .await
-                .map_err(|e| fail(&header_col, super::describe(&e)))?,
-            None => {
-                let r = self
-                    .keys
-                    .new_row_key_v1(&spec, tenant, pkb.as_deref())
-                    .await;
-                r.map_err(|e| match e {
-                    rowseal_core::Error::Provider(_) | rowseal_core::Error::Store { .. } => {
-                        RowError::Fatal(e.into())
+        let names = def.encrypted_field_names();
+        let envelopes = (0..names.len())
+            .map(|i| {
+                row.read_opt_bytes(FIRST_ENCRYPTED_AT + i)
+                    .map(|o| o.map(<[u8]>::to_vec))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| RowError::Fatal(e.into()))?;
+        // Every present field's value encoding: the row is re-sealed whole
+        // under a new row key, since format 2 binds which fields are present.
+        let mut encoded: Vec<Option<Zeroizing<Vec<u8>>>> = vec![None; names.len()];
+        match &header {
+            Some(h) => {
+                let old = opener
+                    .open_cells(def, tenant, pkb.as_deref(), h, &envelopes)
+                    .await
+                    .map_err(|e| fail(&header_col, super::describe(&e)))?;
+                for ((slot, name), env) in encoded.iter_mut().zip(&names).zip(&envelopes) {
+                    if let Some(env) = env {
+                        *slot = Some(Zeroizing::new(
+                            rowseal_sqlx::encoding::open_encoded(&old, *name, env)
+                                .map_err(|e| fail(name.column, super::describe(&e)))?,
+                        ));
                     }
-                    e => fail(&header_col, super::describe(&e)),
-                })?
+                }
             }
-        };
+            None if envelopes.iter().any(Option::is_some) => {
+                return Err(fail(
+                    &header_col,
+                    "a ciphertext in a row without a key header".into(),
+                ));
+            }
+            None => {}
+        }
 
         let mut sets: Vec<String> = Vec::new();
         let mut values: Vec<Value> = Vec::new();
         let mut guards: Vec<(String, Value)> = Vec::new();
         let mut n_values = 0u64;
-        // Covered text of each column an index may need (targets sealed now).
-        let mut sealed_now: HashMap<&str, Option<Zeroizing<String>>> = HashMap::new();
+        // The ciphertext columns sealed from their plaintext now.
+        let mut sealed_now: Vec<&str> = Vec::new();
         for (t, &(ct_at, legacy_at)) in self.targets.iter().zip(&layout.targets) {
             let legacy = row
                 .read_value(legacy_at, t.ty)
@@ -657,25 +679,15 @@ impl<D: CliDb> Worker<D> {
             if legacy.is_null() {
                 continue;
             }
-            let ct_present = row
-                .read_opt_bytes(ct_at)
-                .map_err(|e| RowError::Fatal(e.into()))?
-                .is_some();
-            if !ct_present {
-                let mut encoded = Zeroizing::new(Vec::new());
+            let slot = &mut encoded[ct_at - FIRST_ENCRYPTED_AT];
+            if slot.is_none() {
+                let mut e = Zeroizing::new(Vec::new());
                 t.encoding
-                    .encode_sql_value(&legacy, &mut encoded)
+                    .encode_sql_value(&legacy, &mut e)
                     .map_err(|e| fail(&t.ct, e.into()))?;
-                let sealed = key
-                    .seal(rowseal_core::FieldName::same(&t.ct), &encoded)
-                    .map_err(|e| fail(&t.ct, super::describe(&e)))?;
-                sets.push(ident::<D>(&t.ct));
-                values.push(Value::Bytes(sealed));
+                *slot = Some(e);
                 n_values += 1;
-                if self.plans.iter().any(|p| p.columns.contains(&t.ct)) {
-                    let text = legacy.index_text().map_err(|e| fail(&t.ct, e.into()))?;
-                    sealed_now.insert(t.ct.as_str(), text.map(|t| Zeroizing::new(t.into_owned())));
-                }
+                sealed_now.push(t.ct.as_str());
             }
             sets.push(ident::<D>(&t.legacy));
             values.push(Value::Null(t.ty));
@@ -684,41 +696,60 @@ impl<D: CliDb> Worker<D> {
         if guards.is_empty() {
             return Err(fail(&header_col, "no plaintext value left".into()));
         }
-        if header.is_none() {
-            sets.push(ident::<D>(&header_col));
-            values.push(Value::Bytes(key.header_bytes()));
-            sets.push(ident::<D>(&def.key_version_column));
-            values.push(Value::I64(i64::from(
-                key.header().tenant_key_version().unwrap_or(0),
-            )));
+        let present = def
+            .present_fields(encoded.iter().map(Option::is_some))
+            .map_err(|e| fail(&header_col, super::describe(&e)))?;
+        let key: RowKey = self
+            .keys
+            .new_row_key(&spec, tenant, pkb.as_deref(), &present)
+            .await
+            .map_err(|e| match e {
+                rowseal_core::Error::Provider(_) | rowseal_core::Error::Store { .. } => {
+                    RowError::Fatal(e.into())
+                }
+                e => fail(&header_col, super::describe(&e)),
+            })?;
+        for (name, plain) in names.iter().zip(&encoded) {
+            if let Some(plain) = plain {
+                let sealed = rowseal_sqlx::encoding::seal_encoded(&key, *name, plain)
+                    .map_err(|e| fail(name.column, super::describe(&e)))?;
+                sets.push(ident::<D>(name.column));
+                values.push(Value::Bytes(sealed));
+            }
         }
+        sets.push(ident::<D>(&header_col));
+        values.push(Value::Bytes(key.header_bytes()));
+        sets.push(ident::<D>(&def.key_version_column));
+        values.push(Value::I64(i64::from(
+            key.header().tenant_key_version().unwrap_or(0),
+        )));
 
         // Blind indexes over a field sealed now.
         for (pi, plan) in self.plans.iter().enumerate() {
             if !plan
                 .columns
                 .iter()
-                .any(|c| sealed_now.contains_key(c.as_str()))
+                .any(|c| sealed_now.contains(&c.as_str()))
             {
                 continue;
             }
             let mut parts: Vec<Zeroizing<String>> = Vec::new();
             let mut null = false;
             for (i, c) in plan.columns.iter().enumerate() {
-                let text: Option<Zeroizing<String>> = if let Some(t) = sealed_now.get(c.as_str()) {
-                    t.clone()
-                } else if let Some(&at) = layout.extra.get(c) {
-                    self.covered_text(def, &key, row, c, at)
-                        .map_err(|e| fail(c, e))?
-                } else {
-                    // A target whose ciphertext was already there: read it.
-                    let at = layout
-                        .select
-                        .iter()
-                        .position(|s| s == c)
-                        .ok_or_else(|| fail(c, "not selected".into()))?;
-                    self.covered_text(def, &key, row, c, at)
-                        .map_err(|e| fail(c, e))?
+                let text = match names.iter().position(|n| n.column == c) {
+                    Some(i) => encoded[i]
+                        .as_ref()
+                        .map(|plain| super::index_check::index_text(plain))
+                        .transpose()
+                        .map_err(|e| fail(c, e.to_owned()))?,
+                    None => {
+                        let at = layout
+                            .extra
+                            .get(c)
+                            .copied()
+                            .ok_or_else(|| fail(c, "not selected".into()))?;
+                        plain_text(def, row, c, at).map_err(|e| fail(c, e))?
+                    }
                 };
                 match text {
                     Some(t) => {
@@ -750,7 +781,7 @@ impl<D: CliDb> Worker<D> {
                         .await
                         .map_err(|e| RowError::classify(e, &plan.name))?;
                     let bk = ik
-                        .blind_index_key(&def.table, &plan.key_column, &plan.name)
+                        .blind_index_key(&def.record_type, &plan.name)
                         .map_err(|e| RowError::Fatal(e.into()))?;
                     index_keys.insert((pi, scope_key), (ik.version(), bk.clone()));
                     (ik.version(), bk)
@@ -822,39 +853,25 @@ impl<D: CliDb> Worker<D> {
         }
         Ok((sql, values, n_values))
     }
+}
 
-    /// The covered text of column `c` (at position `at`): decrypted for an
-    /// encrypted column, as stored for a plain one; `None` for NULL.
-    fn covered_text(
-        &self,
-        def: &TableDef,
-        key: &RowKey,
-        row: &D::Row,
-        c: &str,
-        at: usize,
-    ) -> std::result::Result<Option<Zeroizing<String>>, String> {
-        let field = def.field_by_column(c);
-        if field.is_some_and(|f| f.is_encrypted()) {
-            let Some(env) = row.read_opt_bytes(at).map_err(|e| e.to_string())? else {
-                return Ok(None);
-            };
-            let plain = Zeroizing::new(
-                key.open(rowseal_core::FieldName::same(c), env)
-                    .map_err(|e| super::describe(&e))?,
-            );
-            return super::index_check::index_text(&plain)
-                .map(Some)
-                .map_err(str::to_owned);
-        }
-        let ty = field
-            .map(|f| f.sql_type)
-            .filter(|t| t.is_indexable())
-            .unwrap_or(SqlType::I64);
-        let v = row.read_value(at, ty).map_err(|e| e.to_string())?;
-        v.index_text()
-            .map(|o| o.map(|t| Zeroizing::new(t.into_owned())))
-            .map_err(str::to_owned)
-    }
+/// The covered text of the plain column `c` (at position `at`) as stored;
+/// `None` for NULL.
+fn plain_text<R: DbRow>(
+    def: &TableDef,
+    row: &R,
+    c: &str,
+    at: usize,
+) -> std::result::Result<Option<Zeroizing<String>>, String> {
+    let ty = def
+        .field_by_column(c)
+        .map(|f| f.sql_type)
+        .filter(|t| t.is_indexable())
+        .unwrap_or(SqlType::I64);
+    let v = row.read_value(at, ty).map_err(|e| e.to_string())?;
+    v.index_text()
+        .map(|o| o.map(|t| Zeroizing::new(t.into_owned())))
+        .map_err(str::to_owned)
 }
 
 /// Why one row was not written.

@@ -42,8 +42,6 @@ struct Slot {
 /// One checkable index.
 struct Plan {
     name: String,
-    /// The column the index key is derived for (the registry's `column`).
-    key_column: String,
     global: bool,
     bits: IndexBits,
     parts: Vec<Part>,
@@ -95,6 +93,8 @@ pub struct TableIndexes {
     /// Which encrypted columns (positions) some checked index covers.
     pub covered_encrypted: Vec<bool>,
     keys: HashMap<(usize, String, u32), Result<BlindIndexKey, String>>,
+    /// What blind-index keys are derived for, with each index's name.
+    record_type: String,
 }
 
 impl TableIndexes {
@@ -187,7 +187,6 @@ impl TableIndexes {
                 .collect();
             plans.push(Plan {
                 name: idx.name.clone(),
-                key_column: idx.column.clone(),
                 global: idx.scope == IndexScope::Global,
                 bits,
                 parts,
@@ -206,6 +205,7 @@ impl TableIndexes {
             stats,
             covered_encrypted,
             keys: HashMap::new(),
+            record_type: def.record_type.clone(),
         }
     }
 
@@ -221,7 +221,6 @@ impl TableIndexes {
     pub async fn check_row<R: DbRow>(
         &mut self,
         hierarchy: &Arc<KeyHierarchy>,
-        table: &str,
         tenant: &str,
         row: &R,
         plain: &[Option<Zeroizing<Vec<u8>>>],
@@ -303,7 +302,7 @@ impl TableIndexes {
                     self.stats[pi].1.failures += 1;
                     continue;
                 }
-                let key = match self.key(hierarchy, pi, table, &scope, version).await {
+                let key = match self.key(hierarchy, pi, &scope, version).await {
                     Ok(k) => k,
                     Err(e) => {
                         out.push(fail(&slot.column, &e));
@@ -349,7 +348,6 @@ impl TableIndexes {
     pub async fn reindex_writes<R: DbRow>(
         &mut self,
         hierarchy: &Arc<KeyHierarchy>,
-        table: &str,
         tenant: &str,
         row: &R,
         plain: &[Option<Zeroizing<Vec<u8>>>],
@@ -375,7 +373,7 @@ impl TableIndexes {
                 .map_err(|e| format!("blind index {}: {e}", plan.name))?;
             let (bits, global) = (plan.bits, plan.global);
             let scope = if global { "" } else { tenant }.to_owned();
-            let key = self.key(hierarchy, pi, table, &scope, version).await?;
+            let key = self.key(hierarchy, pi, &scope, version).await?;
             let value = parts
                 .as_ref()
                 .map(|ps| compute(&key, bits, ps))
@@ -422,7 +420,6 @@ impl TableIndexes {
         &mut self,
         hierarchy: &Arc<KeyHierarchy>,
         plan: usize,
-        table: &str,
         scope: &str,
         version: u32,
     ) -> Result<BlindIndexKey, String> {
@@ -438,7 +435,7 @@ impl TableIndexes {
         };
         let k = match hierarchy.index_key(&key_scope, version).await {
             Ok(ik) => ik
-                .blind_index_key(table, &p.key_column, &p.name)
+                .blind_index_key(&self.record_type, &p.name)
                 .map_err(|e| e.to_string()),
             Err(e) => Err(format!("index key v{version} not available: {e}")),
         };

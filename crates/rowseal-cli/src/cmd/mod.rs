@@ -12,7 +12,7 @@ mod verify;
 
 use std::sync::Arc;
 
-use rowseal_core::{CountingKeyProvider, KeyHierarchy, KeyMode, RecordKeys, RowKey};
+use rowseal_core::{CountingKeyProvider, FieldSet, KeyHierarchy, KeyMode, RecordKeys, RowKey};
 use rowseal_sqlx::SqlxKeyStore;
 use serde_json::json;
 
@@ -246,30 +246,69 @@ impl RowOpener {
         self.keys.record_keys(&def.spec(), tenant, version).await
     }
 
-    /// The row key of a stored row.
+    /// The row key of a stored row whose encrypted cells (in the order of
+    /// [`TableDef::encrypted_columns`]; NULL is `None`) are `envelopes`, as
+    /// [`read_envelopes`] reads them.
+    pub async fn open_cells(
+        &mut self,
+        def: &TableDef,
+        tenant: &str,
+        pk: Option<&[u8]>,
+        header: &[u8],
+        envelopes: &[Option<Vec<u8>>],
+    ) -> rowseal_core::Result<RowKey> {
+        let present = def.present_fields(envelopes.iter().map(Option::is_some))?;
+        self.open(def, tenant, pk, header, &present).await
+    }
+
+    /// The row key of a stored row whose present (non-NULL) encrypted
+    /// fields are `present` (see [`TableDef::present_fields`]; format 2
+    /// binds them).
     pub async fn open(
         &mut self,
         def: &TableDef,
         tenant: &str,
         pk: Option<&[u8]>,
         header: &[u8],
+        present: &FieldSet,
     ) -> rowseal_core::Result<RowKey> {
         // The library's rule for which row formats it reads, so that the
         // tool and the library report the same row the same way.
         rowseal_sqlx::check_row_format(header)?;
         let parsed = rowseal_core::RowHeader::from_bytes(header)?;
-        let v1 = rowseal_core::FieldSet::empty();
         match (parsed.mode(), parsed.tenant_key_version()) {
             (KeyMode::Derived, Some(v)) => self
                 .record_keys(def, tenant, v)
                 .await?
-                .open_row(pk, header, &v1),
+                .open_row(pk, header, present),
             _ => {
                 let spec = def.spec();
-                self.keys.open_row_key(&spec, tenant, pk, header, &v1).await
+                self.keys
+                    .open_row_key(&spec, tenant, pk, header, present)
+                    .await
             }
         }
     }
+}
+
+/// The encrypted cells (NULL is `None`) of a row selected with
+/// [`crate::registry::select_list`], in the order of
+/// [`TableDef::encrypted_columns`].
+pub fn read_envelopes<R: rowseal_sqlx::DbRow>(
+    def: &TableDef,
+    row: &R,
+) -> Result<Vec<Option<Vec<u8>>>> {
+    (0..def.encrypted_columns().len())
+        .map(|i| {
+            match row.read_value(
+                crate::registry::FIRST_ENCRYPTED + i,
+                rowseal_sqlx::SqlType::Bytes,
+            )? {
+                rowseal_sqlx::Value::Bytes(env) => Ok(Some(env)),
+                _ => Ok(None),
+            }
+        })
+        .collect()
 }
 
 /// A short, value-free description of a core error for reports.

@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rowseal_core::KeyScope;
 use rowseal_sqlx::schema::IndexScope;
-use rowseal_sqlx::{DbRow, SqlType, Value};
+use rowseal_sqlx::{DbRow, Value};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -520,6 +520,7 @@ async fn backfill_sweep<D: CliDb>(
         .iter()
         .map(|c| (*c).to_owned())
         .collect();
+    let names = def.encrypted_field_names();
     let (t, pkc) = (ident::<D>(&def.table), ident::<D>(&def.primary_key));
     let mut scan = todo_scan::<D>(def, indexes, tenant, targets, ctx.settings.batch_size);
     loop {
@@ -554,30 +555,30 @@ async fn backfill_sweep<D: CliDb>(
                     continue;
                 }
             };
-            let key = match opener.open(def, tenant, pkb.as_deref(), &header).await {
+            // Every ciphertext is kept for the compare-and-swap.
+            let mut sealed = super::read_envelopes(def, row)?;
+            let key = match opener
+                .open_cells(def, tenant, pkb.as_deref(), &header, &sealed)
+                .await
+            {
                 Ok(k) => k,
                 Err(e) => {
                     report(super::describe(&e));
                     continue;
                 }
             };
-            // Decrypt the covered fields; keep every ciphertext for the
-            // compare-and-swap.
+            // Decrypt the covered fields.
             let mut plain: Vec<Option<Zeroizing<Vec<u8>>>> = vec![None; enc.len()];
-            let mut sealed: Vec<Option<Vec<u8>>> = vec![None; enc.len()];
             let mut bad = None;
-            for (i, col) in enc.iter().enumerate() {
-                if let Value::Bytes(env) = row.read_value(FIRST_ENCRYPTED + i, SqlType::Bytes)? {
-                    if indexes.covered_encrypted[i] {
-                        match key.open(rowseal_core::FieldName::same(col), &env) {
-                            Ok(p) => plain[i] = Some(Zeroizing::new(p)),
-                            Err(e) => {
-                                bad = Some(format!("{col}: {}", super::describe(&e)));
-                                break;
-                            }
+            for (i, (name, env)) in names.iter().zip(&sealed).enumerate() {
+                if let (Some(env), true) = (env, indexes.covered_encrypted[i]) {
+                    match rowseal_sqlx::encoding::open_encoded(&key, *name, env) {
+                        Ok(p) => plain[i] = Some(Zeroizing::new(p)),
+                        Err(e) => {
+                            bad = Some(format!("{}: {}", name.column, super::describe(&e)));
+                            break;
                         }
                     }
-                    sealed[i] = Some(env);
                 }
             }
             if let Some(e) = bad {
@@ -587,7 +588,6 @@ async fn backfill_sweep<D: CliDb>(
             let writes = match indexes
                 .reindex_writes(
                     &keys.hierarchy,
-                    &def.table,
                     tenant,
                     row,
                     &plain,

@@ -6,7 +6,7 @@
 //! [`BatchScanner`]), so memory stays bounded.
 
 use rowseal_core::KeyMode;
-use rowseal_sqlx::{DbRow, SqlType, Value};
+use rowseal_sqlx::DbRow;
 use serde_json::json;
 
 use super::index_check::TableIndexes;
@@ -39,6 +39,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
         let pk_type = def.primary_key_type;
         let mode = def.key_mode;
         let enc = def.encrypted_columns();
+        let names = def.encrypted_field_names();
         let mut indexes = TableIndexes::new(def, FIRST_ENCRYPTED + enc.len());
         for n in &indexes.not_checked {
             not_checked.push(json!({"table": def.table, "index": n.index, "reason": n.reason}));
@@ -114,7 +115,11 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                         continue;
                     }
                 };
-                let key = match opener.open(def, &tenant, pkb.as_deref(), &header).await {
+                let envelopes = super::read_envelopes(def, row)?;
+                let key = match opener
+                    .open_cells(def, &tenant, pkb.as_deref(), &header, &envelopes)
+                    .await
+                {
                     Ok(k) => k,
                     Err(e) => {
                         report(&def.header_column, super::describe(&e));
@@ -133,12 +138,9 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                 }
                 let mut plain: Vec<Option<zeroize::Zeroizing<Vec<u8>>>> = vec![None; enc.len()];
                 let mut opened = vec![true; enc.len()];
-                for (i, col) in enc.iter().enumerate() {
-                    if let Value::Bytes(env) =
-                        row.read_value(FIRST_ENCRYPTED + i, SqlType::Bytes)?
-                    {
-                        match key
-                            .open(rowseal_core::FieldName::same(col), &env)
+                for (i, (name, env)) in names.iter().zip(&envelopes).enumerate() {
+                    if let Some(env) = env {
+                        match rowseal_sqlx::encoding::open_encoded(&key, *name, env)
                             .map(zeroize::Zeroizing::new)
                         {
                             Ok(pt) => {
@@ -148,14 +150,14 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                             }
                             Err(e) => {
                                 opened[i] = false;
-                                report(col, super::describe(&e));
+                                report(name.column, super::describe(&e));
                             }
                         }
                     }
                 }
                 if !indexes.is_empty() {
                     let fails = indexes
-                        .check_row(&keys.hierarchy, &def.table, &tenant, row, &plain, &opened)
+                        .check_row(&keys.hierarchy, &tenant, row, &plain, &opened)
                         .await;
                     for f in fails {
                         failed += 1;

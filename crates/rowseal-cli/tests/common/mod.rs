@@ -73,7 +73,7 @@ pub fn encryptor<DB: Backend>(pool: &sqlx::Pool<DB>, keyring: &str) -> Encryptor
 /// rowseal tables, the model tables, the registry, and a trigger that counts
 /// every change of `people.rowseal_key_version` per row in `rotations`
 /// (application writers in the tests never change it: they use
-/// `update_fields`, which keeps the row key).
+/// `update_fields`, which re-seals a row on the tenant-key version it has).
 pub async fn prepare<DB: Backend>(db: &Db<DB>)
 where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,

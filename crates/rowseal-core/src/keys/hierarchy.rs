@@ -128,7 +128,7 @@ struct Caches {
 }
 
 /// (index-key scope, index-key version, table, column, index name).
-type BlindKeySlot = (KeyScope, u32, String, String, String);
+type BlindKeySlot = (KeyScope, u32, String, String);
 
 impl Caches {
     fn new(config: CacheConfig) -> Self {
@@ -197,7 +197,7 @@ pub struct CachedKeys {
     pub record_keys: Vec<(String, u32, String)>,
     /// Index keys: (scope, version).
     pub index_keys: Vec<(KeyScope, u32)>,
-    /// Blind-index keys: (scope, version, table, index name).
+    /// Blind-index keys: (scope, version, record type, index name).
     pub blind_index_keys: Vec<(KeyScope, u32, String, String)>,
     /// Per-row data keys (`kms` mode), by tenant.
     pub row_data_keys: Vec<String>,
@@ -279,13 +279,7 @@ impl KeyHierarchy {
                 .map(|(t, v, spec)| (t, v, spec.record_type().to_owned()))
                 .collect(),
             index_keys: self.caches.index_keys.keys(),
-            blind_index_keys: self
-                .caches
-                .blind_keys
-                .keys()
-                .into_iter()
-                .map(|(s, v, table, _, index)| (s, v, table, index))
-                .collect(),
+            blind_index_keys: self.caches.blind_keys.keys(),
             row_data_keys: self
                 .caches
                 .data_keys
@@ -296,23 +290,20 @@ impl KeyHierarchy {
         }
     }
 
-    /// The key of one blind index (table, column or compound-index name,
-    /// index name) under version `version` of `scope`'s index key: derived
+    /// The key of one blind index (record type, index name) under version `version` of `scope`'s index key: derived
     /// once, then cached with the index key's lifetime, and dropped by
     /// [`forget_cached_keys`](Self::forget_cached_keys) like every other key.
     pub async fn blind_index_key(
         &self,
         scope: &KeyScope,
         version: u32,
-        table: &str,
-        column: &str,
+        record_type: &str,
         index: &str,
     ) -> Result<Arc<BlindIndexKey>> {
         let slot = (
             scope.clone(),
             version,
-            table.to_owned(),
-            column.to_owned(),
+            record_type.to_owned(),
             index.to_owned(),
         );
         let (key, _) = self
@@ -320,7 +311,7 @@ impl KeyHierarchy {
             .blind_keys
             .get_or_fetch_dated(&slot, || async {
                 let (index_key, at) = self.index_key_dated(scope, version).await?;
-                Ok((index_key.blind_index_key(table, column, index)?, at))
+                Ok((index_key.blind_index_key(record_type, index)?, at))
             })
             .await?;
         Ok(key)

@@ -12,7 +12,7 @@ use crate::keys::row::{RecordSpec, RowKey, RowKeyFactory};
 use crate::secret::SecretKey;
 use crate::store::KeyScope;
 
-const BLIND_INDEX_LABEL: &[u8] = b"rowseal/v1/blind-index";
+const BLIND_INDEX_LABEL: &[u8] = b"rowseal/v2/blind-index";
 
 /// One version of a tenant's key, unwrapped. Derives the row keys of every
 /// `derived`-mode row of that tenant, with no provider call.
@@ -175,13 +175,13 @@ impl IndexKey {
         self.version
     }
 
-    /// The key of one blind index, derived from this key and the table, column
-    /// (or compound index) and index name, so that equal values in two indexes
-    /// give unrelated index values.
-    pub fn blind_index_key(&self, table: &str, column: &str, index: &str) -> Result<BlindIndexKey> {
+    /// The key of one blind index, derived from this key, the record type
+    /// and the index name: logical names only, so that renaming the table
+    /// or the index's columns keeps every stored index value valid, and equal
+    /// values in two indexes give unrelated index values.
+    pub fn blind_index_key(&self, record_type: &str, index: &str) -> Result<BlindIndexKey> {
         let mut prefix = BLIND_INDEX_LABEL.to_vec();
-        push_lp(&mut prefix, table.as_bytes())?;
-        push_lp(&mut prefix, column.as_bytes())?;
+        push_lp(&mut prefix, record_type.as_bytes())?;
         push_lp(&mut prefix, index.as_bytes())?;
         prefix.extend_from_slice(&self.version.to_be_bytes());
         Ok(BlindIndexKey {

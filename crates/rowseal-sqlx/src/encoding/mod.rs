@@ -33,6 +33,7 @@
 //! | 25 | `serde_json::Value` | JSON text |
 //! | 26 | any serde type with `#[rowseal(encrypt, json)]` | JSON text |
 
+use rowseal_core::{FieldName, RowKey};
 use zeroize::Zeroize;
 
 /// The encoding version byte.
@@ -196,6 +197,46 @@ pub trait EncryptedField: Sized {
         bytes.zeroize();
         r
     }
+}
+
+/// Seals a value encoding (as [`EncryptedField::encode_field`] writes it:
+/// version, tag, payload) into the field envelope of `key`'s format: format 1
+/// seals the whole encoding; format 2 drops the encoding version byte, which
+/// the row header's format version implies, and seals the tag and payload.
+/// The one place a stored value's plaintext shape is chosen; the library and
+/// the `rowseal` tool both seal through it.
+pub fn seal_encoded(
+    key: &RowKey,
+    field: FieldName<'_>,
+    encoded: &[u8],
+) -> rowseal_core::Result<Vec<u8>> {
+    match (key.header().format_version(), encoded) {
+        (1, _) => key.seal(field, encoded),
+        (_, [ENCODING_V1, rest @ ..]) if !rest.is_empty() => key.seal(field, rest),
+        _ => Err(rowseal_core::Error::InvalidInput {
+            reason: "not a value encoding",
+        }),
+    }
+}
+
+/// Opens a field envelope sealed by [`seal_encoded`] and returns the value
+/// encoding in the shape [`decode`] and [`EncryptedField::decode_field`] read
+/// (version, tag, payload), whatever the row's format. The caller zeroizes
+/// the returned plaintext.
+pub fn open_encoded(
+    key: &RowKey,
+    field: FieldName<'_>,
+    envelope: &[u8],
+) -> rowseal_core::Result<Vec<u8>> {
+    let mut opened = key.open(field, envelope)?;
+    if key.header().format_version() == 1 {
+        return Ok(opened);
+    }
+    let mut encoded = Vec::with_capacity(opened.len() + 1);
+    encoded.push(ENCODING_V1);
+    encoded.extend_from_slice(&opened);
+    opened.zeroize();
+    Ok(encoded)
 }
 
 pub(crate) fn header(out: &mut Vec<u8>, ty: ValueType) {

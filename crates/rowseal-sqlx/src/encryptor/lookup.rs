@@ -186,7 +186,7 @@ impl Encryptor {
         let mut norm = normalize_query(&plan, parts)?;
         let scope = scope_of(plan.def, tenant);
         let ik = self.keys().current_index_key(&scope).await?;
-        let bk = ik.blind_index_key(model.table(), plan.def.column, plan.def.name)?;
+        let bk = ik.blind_index_key(model.spec.record_type(), plan.def.name)?;
         let v = compute(&plan, &bk, &norm);
         zeroize_parts(&mut norm);
         v

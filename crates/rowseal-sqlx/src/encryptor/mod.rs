@@ -49,25 +49,28 @@ pub struct Encryptor {
     parallel_threshold: usize,
     threads: usize,
     stream_chunk: usize,
+    /// The row format new writes use: 2, or 1 in tests that need rows of an
+    /// older writer.
+    write_format: u8,
 }
 
 /// Whether this layer (and the `rowseal` tool, which calls this) reads a row
-/// with this key header. It writes and reads format 1 rows; format 2 rows
-/// (which rowseal-core reads) wait for this layer's v2 value encoding and
-/// writers, and until then are refused by name
-/// ([`rowseal_core::Error::UnsupportedFormat`]), never taken for tampered
-/// rows.
+/// with this key header: formats 1 and 2 (every write is format 2). Any other
+/// first byte is refused by name ([`rowseal_core::Error::UnsupportedFormat`]),
+/// never taken for a tampered row, so that rows of a newer writer are
+/// reported for what they are.
 ///
 /// ```
 /// assert!(rowseal_sqlx::check_row_format(&[1, 1, 1]).is_ok());
+/// assert!(rowseal_sqlx::check_row_format(&[2, 1, 2]).is_ok());
 /// assert!(matches!(
-///     rowseal_sqlx::check_row_format(&[2, 1, 1]),
-///     Err(rowseal_core::Error::UnsupportedFormat { version: 2, .. })
+///     rowseal_sqlx::check_row_format(&[3, 1, 1]),
+///     Err(rowseal_core::Error::UnsupportedFormat { version: 3, .. })
 /// ));
 /// ```
 pub fn check_row_format(header: &[u8]) -> std::result::Result<(), rowseal_core::Error> {
     match header.first() {
-        Some(1) => Ok(()),
+        Some(1 | 2) => Ok(()),
         Some(&version) => Err(rowseal_core::Error::UnsupportedFormat {
             what: "row header",
             version,
@@ -96,7 +99,16 @@ impl Encryptor {
             parallel_threshold: DEFAULT_PARALLEL_THRESHOLD,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             stream_chunk: DEFAULT_STREAM_CHUNK,
+            write_format: 2,
         }
+    }
+
+    /// Writes format 1 rows, as builds before format 2 did: for tests of the
+    /// upgrade path only (`rowseal rotate` moves such rows to format 2).
+    #[doc(hidden)]
+    pub fn __writing_format_1(mut self) -> Self {
+        self.write_format = 1;
+        self
     }
 
     /// Rows per pipelined chunk of `fetch_all`.
@@ -227,7 +239,7 @@ impl Encryptor {
     ) -> Result<BlindIndexKey> {
         let k = self
             .keys()
-            .blind_index_key(scope, version, model.table(), def.column, def.name)
+            .blind_index_key(scope, version, model.spec.record_type(), def.name)
             .await?;
         Ok(BlindIndexKey::clone(&k))
     }

@@ -225,7 +225,7 @@ impl Encryptor {
                         model,
                         &map,
                         row,
-                        move |_, _, _| key,
+                        move |_, _, _, _| key,
                     ));
                 }
                 Ok(out)
@@ -287,7 +287,7 @@ impl Encryptor {
     ) -> Vec<Result<T>> {
         let model = T::model();
         self.par_map_each(rows, |row| {
-            decrypt_row::<T, R>(scope, model, map, row, |tenant, pk, header| {
+            decrypt_row::<T, R>(scope, model, map, row, |tenant, pk, header, present| {
                 // A header this build cannot peek at is reported for what it
                 // is (another format version: UnsupportedFormat; cut short:
                 // Malformed), not as tampering.
@@ -297,7 +297,7 @@ impl Encryptor {
                     None => return Err(header_error(header)),
                 };
                 match table.get(tenant).and_then(|m| m.get(&version)) {
-                    Some(Ok(rk)) => rk.open_row(pk, header, &FieldSet::empty()),
+                    Some(Ok(rk)) => rk.open_row(pk, header, present),
                     Some(Err(e)) => Err(e.clone()),
                     None => Err(rowseal_core::Error::Decrypt),
                 }
@@ -403,16 +403,30 @@ impl Encryptor {
             .map_err(|_| rowseal_core::Error::Decrypt)?;
         let pk = model.primary_key_bytes(&pk)?;
         check_row_format(header)?;
+        let present = present_fields(model, map, row)?;
         self.keys
-            .open_row_key(
-                &model.spec,
-                tenant,
-                pk.as_deref(),
-                header,
-                &FieldSet::empty(),
-            )
+            .open_row_key(&model.spec, tenant, pk.as_deref(), header, &present)
             .await
     }
+}
+
+/// The logical names of the row's non-NULL encrypted fields: what a format 2
+/// header was sealed with (format 1 ignores it).
+fn present_fields<R: DbRow>(
+    model: &Model,
+    map: &ColumnMap,
+    row: &R,
+) -> std::result::Result<FieldSet, rowseal_core::Error> {
+    FieldSet::new(
+        model
+            .fields
+            .iter()
+            .zip(&map.fields)
+            .filter(|(f, &idx)| {
+                f.is_encrypted() && row.read_opt_bytes(idx).is_ok_and(|b| b.is_some())
+            })
+            .map(|(f, _)| f.logical),
+    )
 }
 
 /// Why a header has no tenant-key version to peek at: the full parse's
@@ -432,16 +446,17 @@ fn header_version(header: &[u8]) -> Option<u32> {
 }
 
 /// Reads one row: plain values and borrowed ciphertexts, then the row key
-/// from `open_key(tenant, pk bytes, header)`, then the model.
+/// from `open_key(tenant, pk bytes, header, present fields)`, then the model.
 fn decrypt_row<T: Encrypted, R: DbRow>(
     scope: TenantScope<'_>,
-    model: &Model,
+    model: &'static Model,
     map: &ColumnMap,
     row: &R,
     open_key: impl FnOnce(
         &str,
         Option<&[u8]>,
         &[u8],
+        &FieldSet,
     ) -> std::result::Result<RowKey, rowseal_core::Error>,
 ) -> Result<T> {
     let mut cells = Vec::with_capacity(model.fields.len());
@@ -491,7 +506,12 @@ fn decrypt_row<T: Encrypted, R: DbRow>(
     };
     let pk = model.primary_key_bytes(&pk_value).map_err(decrypt_err)?;
     let key = match header {
-        Some(header) => Some(open_key(tenant, pk.as_deref(), header).map_err(decrypt_err)?),
+        Some(header) => {
+            // Format 2 binds which encrypted fields are present: a field
+            // NULLed or filled since the write fails here.
+            let present = present_fields(model, map, row).map_err(decrypt_err)?;
+            Some(open_key(tenant, pk.as_deref(), header, &present).map_err(decrypt_err)?)
+        }
         // A legacy row (from before the table was adopted): no key header,
         // so no ciphertext either; its values are in the plaintext columns.
         // Only models adopted from plaintext columns have such rows: for any
@@ -500,12 +520,7 @@ fn decrypt_row<T: Encrypted, R: DbRow>(
         None if !any_sealed && model.has_legacy_rows() => None,
         None => return Err(decrypt_err(rowseal_core::Error::Decrypt)),
     };
-    T::read_row(&mut RowReader::new(
-        key.as_ref(),
-        cells,
-        model.table(),
-        &pk_value,
-    ))
+    T::read_row(&mut RowReader::new(key.as_ref(), cells, model, &pk_value))
 }
 
 /// A [`TenantScope`] that owns its tenant, to cross into a blocking task.

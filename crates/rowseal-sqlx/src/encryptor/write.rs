@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use rowseal_core::{FieldSet, RecordKeys, RowKey};
 
-use super::{check_row_format, sqlx_col, Encryptor};
+use super::{sqlx_col, Encryptor};
 use crate::backend::{Backend, DbRow};
 use crate::blind::{map_unique, plans, push_index_cells, IndexPlan, WriteKeys};
 use crate::error::{Error, Result};
-use crate::model::{Encrypted, Model, RowWriter, HEADER_COLUMN, KEY_VERSION_COLUMN};
+use crate::model::{CollectedRow, Encrypted, Model, HEADER_COLUMN, KEY_VERSION_COLUMN};
 use crate::value::{PrimaryKeyField, SqlType, Value};
 
 impl Encryptor {
@@ -35,9 +35,36 @@ impl Encryptor {
     }
 
     /// A fresh row key under the tenant's current key (a new KMS data key in
-    /// `kms` mode): the key hierarchy's choice.
-    async fn new_row_key(&self, model: &Model, tenant: &str, pk: Option<&[u8]>) -> Result<RowKey> {
-        Ok(self.keys.new_row_key_v1(&model.spec, tenant, pk).await?)
+    /// `kms` mode): the key hierarchy's choice. `present` is the set of
+    /// encrypted fields the write seals (bound by format 2).
+    async fn new_row_key(
+        &self,
+        model: &Model,
+        tenant: &str,
+        pk: Option<&[u8]>,
+        present: &FieldSet,
+    ) -> Result<RowKey> {
+        Ok(if self.write_format == 1 {
+            self.keys.new_row_key_v1(&model.spec, tenant, pk).await?
+        } else {
+            self.keys
+                .new_row_key(&model.spec, tenant, pk, present)
+                .await?
+        })
+    }
+
+    /// A fresh row key from record keys at hand (no I/O).
+    fn new_row(
+        &self,
+        keys: &RecordKeys,
+        pk: Option<&[u8]>,
+        present: &FieldSet,
+    ) -> rowseal_core::Result<RowKey> {
+        if self.write_format == 1 {
+            keys.new_row_v1(pk)
+        } else {
+            keys.new_row(pk, present)
+        }
     }
 
     /// The record keys new rows of each tenant in `tenants` derive their keys
@@ -64,11 +91,11 @@ impl Encryptor {
     fn seal_with<T: Encrypted>(
         key: &RowKey,
         row: &T,
+        collected: CollectedRow,
         index: (&[IndexPlan], &WriteKeys),
         out: &mut Vec<Value>,
-        scratch: &mut Vec<u8>,
     ) -> Result<()> {
-        row.write_row(&mut RowWriter::new(Some(key), None, out, scratch))?;
+        collected.seal_into(T::model(), Some(key), None, out)?;
         out.push(Value::Bytes(key.header_bytes()));
         out.push(Value::I64(i64::from(
             key.header().tenant_key_version().unwrap_or(0),
@@ -97,8 +124,10 @@ impl Encryptor {
                     for row in part {
                         let rk = rks.get(row.tenant()).ok_or(Error::Worker)?;
                         let pk = model.primary_key_bytes(&row.primary_key_value())?;
-                        let key = rk.new_row_v1(pk.as_deref())?;
-                        Self::seal_with(&key, row, index, &mut out, &mut scratch)?;
+                        let collected = CollectedRow::of(row, &mut scratch)?;
+                        let present = collected.present(model)?;
+                        let key = self.new_row(rk, pk.as_deref(), &present)?;
+                        Self::seal_with(&key, row, collected, index, &mut out)?;
                     }
                     Ok(out)
                 };
@@ -109,8 +138,12 @@ impl Encryptor {
                 let mut scratch = Vec::new();
                 for row in rows {
                     let pk = model.primary_key_bytes(&row.primary_key_value())?;
-                    let key = self.new_row_key(model, row.tenant(), pk.as_deref()).await?;
-                    Self::seal_with(&key, row, index, &mut out, &mut scratch)?;
+                    let collected = CollectedRow::of(row, &mut scratch)?;
+                    let present = collected.present(model)?;
+                    let key = self
+                        .new_row_key(model, row.tenant(), pk.as_deref(), &present)
+                        .await?;
+                    Self::seal_with(&key, row, collected, index, &mut out)?;
                 }
                 Ok(out)
             }
@@ -270,10 +303,18 @@ impl Encryptor {
     }
 
     /// Writes only the chosen fields (by Rust field name) of a stored row.
-    /// Encrypted ones are re-encrypted under the row's existing key; the write
-    /// is conditional on the row's key header being unchanged since it was read
-    /// (so it never mixes keys with a concurrent re-encryption), and
-    /// [`Error::NotFound`] reports a missing row or a lost race.
+    ///
+    /// When an encrypted field is among them, the stored row is read and
+    /// decrypted (it must belong to `row`'s tenant), and the whole row is
+    /// re-sealed under a fresh row key (on the tenant-key version the row
+    /// already has; [`update`](Self::update) takes the current one): a write
+    /// binds all of a row's
+    /// encrypted fields together, so no ciphertext of an earlier write can
+    /// ever be mixed in. The write is conditional on the row's key header
+    /// being unchanged since it was read; every write changes the header, so
+    /// a concurrent write is never overwritten half-way, and
+    /// [`Error::NotFound`] reports a missing row or a lost race. Plain fields
+    /// alone are written as they are.
     pub async fn update_fields<'a, T, A>(&self, conn: A, row: &T, fields: &[&str]) -> Result<()>
     where
         T: Encrypted,
@@ -322,14 +363,6 @@ impl Encryptor {
         let ikeys = self
             .write_index_keys(&plans, std::iter::once(row), Some(&touched))
             .await?;
-        let mut set_columns: Vec<&str> = ordered.clone();
-        for &n in &touched {
-            if let Some(i) = model.indexes.get(n) {
-                set_columns.extend(i.columns());
-            }
-        }
-        // The legacy plaintext columns of the updated fields become NULL.
-        set_columns.extend(plaintext_columns(model, Some(&ordered)).map(|(c, _)| c));
         let any_encrypted = model
             .fields
             .iter()
@@ -341,11 +374,15 @@ impl Encryptor {
             primary_key: pk_value.key_display(),
         };
 
-        // `Some(None)`: a legacy row without a key header, which gets one.
-        let mut header: Option<Option<Vec<u8>>> = None;
-        let key = if any_encrypted {
+        let mut scratch = Vec::new();
+        let mut values = Vec::with_capacity(model.fields.len() + 8);
+        let mut set_columns: Vec<&str>;
+        // The header read, for the compare-and-swap (`Some(None)`: a legacy
+        // row without one).
+        let mut read_header: Option<Option<Vec<u8>>> = None;
+        if any_encrypted {
             let mut sql = String::from("SELECT ");
-            A::Database::push_ident(&mut sql, HEADER_COLUMN);
+            sql.push_str(&Self::select_list::<T, A::Database>());
             sql.push_str(" FROM ");
             A::Database::push_ident(&mut sql, model.table());
             Self::where_pk::<T, A::Database>(&mut sql, 1);
@@ -356,75 +393,85 @@ impl Encryptor {
             )
             .await?
             .ok_or_else(not_found)?;
-            let h = found
-                .read_opt_bytes(0)
-                .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?
-                .map(<[u8]>::to_vec);
-            let pk = model.primary_key_bytes(&pk_value)?;
-            let key = match &h {
-                Some(h) => async {
-                    check_row_format(h)?;
-                    self.keys
-                        .open_row_key(
-                            &model.spec,
-                            row.tenant(),
-                            pk.as_deref(),
-                            h,
-                            &FieldSet::empty(),
-                        )
-                        .await
-                }
-                .await
-                .map_err(|e| Error::Decrypt {
+            let at = found
+                .column_index(HEADER_COLUMN)
+                .ok_or_else(|| Error::Schema {
                     table: model.table().to_owned(),
                     column: HEADER_COLUMN.to_owned(),
-                    primary_key: pk_value.key_display(),
-                    source: Box::new(e),
-                })?,
-                // Only a model adopted from plaintext columns has rows
-                // without a header; elsewhere a NULL header is tampering,
-                // and must not be made legitimate by a new one.
-                None if model.has_legacy_rows() => {
-                    self.new_row_key(model, row.tenant(), pk.as_deref()).await?
+                    reason: "the query did not select this column".into(),
+                })?;
+            read_header = Some(
+                found
+                    .read_opt_bytes(at)
+                    .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?
+                    .map(<[u8]>::to_vec),
+            );
+            let stored: T = self.decrypt(row.tenant(), &found).await?;
+            let merged = CollectedRow::of(&stored, &mut scratch)?.merged(
+                model,
+                CollectedRow::of(row, &mut scratch)?,
+                |f| ordered.contains(&f.column),
+            );
+            drop(stored);
+            let present = merged.present(model)?;
+            let pk = model.primary_key_bytes(&pk_value)?;
+            // A fresh row key under the tenant-key version the row already
+            // has (derived mode): moving rows between versions is the
+            // rotation's job, so a writer with an older cached version never
+            // moves a rotated row back.
+            let version = read_header
+                .as_ref()
+                .and_then(|h| h.as_deref())
+                .and_then(rowseal_core::RowHeader::peek_tenant_key_version);
+            let key = match version {
+                Some(v) if model.spec.key_mode() == rowseal_core::KeyMode::Derived => {
+                    let keys = self.keys.record_keys(&model.spec, row.tenant(), v).await?;
+                    self.new_row(&keys, pk.as_deref(), &present)?
                 }
-                None => {
-                    return Err(Error::Decrypt {
-                        table: model.table().to_owned(),
-                        column: HEADER_COLUMN.to_owned(),
-                        primary_key: pk_value.key_display(),
-                        source: Box::new(rowseal_core::Error::Decrypt),
-                    })
+                _ => {
+                    self.new_row_key(model, row.tenant(), pk.as_deref(), &present)
+                        .await?
                 }
             };
-            header = Some(h);
-            Some(key)
-        } else {
-            None
-        };
-
-        let mut values = Vec::with_capacity(ordered.len() + 3);
-        let mut scratch = Vec::new();
-        row.write_row(&mut RowWriter::new(
-            key.as_ref(),
-            Some(&ordered),
-            &mut values,
-            &mut scratch,
-        ))?;
-        push_index_cells(&plans, &ikeys, row, Some(&touched), &mut values)?;
-        push_plaintext_nulls(model, Some(&ordered), &mut values);
-        if let (Some(None), Some(key)) = (&header, &key) {
+            // Every encrypted column (re-sealed), and the plain ones updated.
+            set_columns = model
+                .fields
+                .iter()
+                .filter(|f| f.is_encrypted() || ordered.contains(&f.column))
+                .map(|f| f.column)
+                .collect();
+            merged.seal_into(model, Some(&key), Some(&set_columns), &mut values)?;
             set_columns.push(HEADER_COLUMN);
             set_columns.push(KEY_VERSION_COLUMN);
             values.push(Value::Bytes(key.header_bytes()));
             values.push(Value::I64(i64::from(
                 key.header().tenant_key_version().unwrap_or(0),
             )));
+        } else {
+            set_columns = ordered.clone();
+            CollectedRow::of(row, &mut scratch)?.seal_into(
+                model,
+                None,
+                Some(&ordered),
+                &mut values,
+            )?;
         }
-        let ordered = set_columns;
+        for &n in &touched {
+            if let Some(i) = model.indexes.get(n) {
+                set_columns.extend(i.columns());
+            }
+        }
+        push_index_cells(&plans, &ikeys, row, Some(&touched), &mut values)?;
+        // A re-sealed row holds every value encrypted: no legacy plaintext
+        // column keeps one.
+        let nulled: Option<&[&str]> = if any_encrypted { None } else { Some(&ordered) };
+        set_columns.extend(plaintext_columns(model, nulled).map(|(c, _)| c));
+        push_plaintext_nulls(model, nulled, &mut values);
+
         let mut sql = String::from("UPDATE ");
         A::Database::push_ident(&mut sql, model.table());
         sql.push_str(" SET ");
-        for (i, c) in ordered.iter().enumerate() {
+        for (i, c) in set_columns.iter().enumerate() {
             if i > 0 {
                 sql.push_str(", ");
             }
@@ -432,15 +479,15 @@ impl Encryptor {
             sql.push_str(" = ");
             A::Database::push_placeholder(&mut sql, i + 1);
         }
-        Self::where_pk::<T, A::Database>(&mut sql, ordered.len() + 1);
+        Self::where_pk::<T, A::Database>(&mut sql, set_columns.len() + 1);
         values.push(pk_value.clone());
         values.push(Value::Text(row.tenant().to_owned()));
-        match header {
+        match read_header {
             Some(Some(h)) => {
                 sql.push_str(" AND ");
                 A::Database::push_ident(&mut sql, HEADER_COLUMN);
                 sql.push_str(" = ");
-                A::Database::push_placeholder(&mut sql, ordered.len() + 3);
+                A::Database::push_placeholder(&mut sql, set_columns.len() + 3);
                 values.push(Value::Bytes(h));
             }
             Some(None) => {

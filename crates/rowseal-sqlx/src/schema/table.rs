@@ -9,7 +9,7 @@
 //! [`REGISTRY_FORMAT`]), plus values derived from them that are written for
 //! people reading the table (`encrypted`, `storage`) and ignored on read.
 
-use rowseal_core::{KeyMode, RecordSpec};
+use rowseal_core::{FieldName, FieldSet, KeyMode, RecordSpec};
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -290,6 +290,33 @@ impl TableSchema {
             .filter(|f| f.is_encrypted())
             .map(|f| f.column.as_str())
             .collect()
+    }
+
+    /// The names (logical, column) of the encrypted fields, in the order of
+    /// [`encrypted_columns`](Self::encrypted_columns).
+    pub fn encrypted_field_names(&self) -> Vec<FieldName<'_>> {
+        self.fields
+            .iter()
+            .filter(|f| f.is_encrypted())
+            .map(|f| FieldName::new(&f.logical, &f.column))
+            .collect()
+    }
+
+    /// The present encrypted fields of a row, given whether each encrypted
+    /// column (in the order of [`encrypted_columns`](Self::encrypted_columns))
+    /// is non-NULL: the set a format 2 row key binds, by logical name.
+    pub fn present_fields(
+        &self,
+        present: impl IntoIterator<Item = bool>,
+    ) -> rowseal_core::Result<FieldSet> {
+        FieldSet::new(
+            self.fields
+                .iter()
+                .filter(|f| f.is_encrypted())
+                .zip(present)
+                .filter(|(_, p)| *p)
+                .map(|(f, _)| f.logical.as_str()),
+        )
     }
 }
 

@@ -38,9 +38,9 @@ where
         "SELECT {} FROM patients",
         Encryptor::select_list::<Patient, DB>()
     );
-    // 0x02: format 2, which this layer does not read yet; 0xee: unknown to
-    // every reader.
-    for version in [2u8, 0xee] {
+    // 0x03: the next format, which this build does not read; 0xee: unknown
+    // to every reader.
+    for version in [3u8, 0xee] {
         let mut other = header.clone();
         other[0] = version;
         raw_set(

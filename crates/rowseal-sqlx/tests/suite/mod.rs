@@ -3,11 +3,17 @@
 
 #![allow(dead_code)]
 
+mod format_v2;
 mod formats;
 pub mod models;
 mod registry;
 mod tenancy;
 
+#[allow(unused_imports)]
+pub use format_v2::{
+    format_1_rows_read_and_upgrade, presence_and_mixing_refused, renames_keep_rows_readable,
+    stored_bytes_per_row,
+};
 #[allow(unused_imports)]
 pub use formats::{null_header_refused_without_legacy_columns, other_format_versions_are_typed};
 #[allow(unused_imports)] // the cases! macro names them; not every test binary runs it
@@ -314,7 +320,8 @@ where
         .await
     );
 
-    // Field update: only the chosen columns change, under the same row key.
+    // Field update: only the chosen fields change, and the row is re-sealed
+    // whole under a fresh row key (format 2: every write re-keys the row).
     let header = raw_get(
         &cx.pool,
         "patients",
@@ -340,7 +347,7 @@ where
     assert_eq!(back.notes.as_deref(), Some("updated notes"));
     assert_eq!(back.visits, 99);
     assert_eq!(back.name, stored.name);
-    assert_eq!(
+    assert_ne!(
         header,
         raw_get(
             &cx.pool,
@@ -1574,6 +1581,10 @@ macro_rules! all_cases {
             tenant_checked_under_case_insensitive_collation,
             other_format_versions_are_typed,
             null_header_refused_without_legacy_columns,
+            presence_and_mixing_refused,
+            renames_keep_rows_readable,
+            format_1_rows_read_and_upgrade,
+            stored_bytes_per_row,
         );
     };
 }

@@ -305,3 +305,58 @@ impl User {
         }
     }
 }
+
+/// A model before a rename: its struct, table and one column are renamed
+/// below ([`Renamed`]); its record type and logical names stay.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "rn_before", record_type = "contact", tenant = tenant_id, primary_key = id)]
+pub struct BeforeRename {
+    pub id: i64,
+    pub tenant_id: String,
+    #[rowseal(
+        encrypt,
+        blind_index(name = "phone_idx", bits = 32, normalize = "digits")
+    )]
+    pub phone: String,
+    #[rowseal(encrypt)]
+    pub note: Option<String>,
+}
+
+/// [`BeforeRename`] after `ALTER TABLE rn_before RENAME TO rn_after` and
+/// `RENAME COLUMN phone TO phone_enc`, with the Rust field renamed too: the
+/// attributes name the new physical names and keep the logical one.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "rn_after", record_type = "contact", tenant = tenant_id, primary_key = id)]
+pub struct Renamed {
+    pub id: i64,
+    pub tenant_id: String,
+    #[rowseal(
+        encrypt,
+        name = "phone",
+        column = "phone_enc",
+        blind_index(
+            name = "phone_idx",
+            column = "phone_idx",
+            bits = 32,
+            normalize = "digits"
+        )
+    )]
+    pub telephone: String,
+    #[rowseal(encrypt)]
+    pub note: Option<String>,
+}
+
+/// Three encrypted text fields: the row shape the stored-size figures of
+/// docs/format.md are measured on.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "triples", record_type = "triple", tenant = tenant_id, primary_key = id)]
+pub struct Triple {
+    pub id: i64,
+    pub tenant_id: String,
+    #[rowseal(encrypt)]
+    pub a: String,
+    #[rowseal(encrypt)]
+    pub b: String,
+    #[rowseal(encrypt)]
+    pub c: String,
+}

@@ -6,15 +6,16 @@
 
 use std::sync::Arc;
 
-use rowseal_core::{KeyHierarchy, RecordKeys, RecordSpec, RowKey};
+use rowseal_core::{FieldSet, KeyHierarchy, RecordKeys, RecordSpec, RowKey};
+use rowseal_sqlx::encoding::{open_encoded, seal_encoded};
 use rowseal_sqlx::{DbRow, SqlType, Value};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::cmd::{describe, RowOpener};
+use crate::cmd::{describe, read_envelopes, RowOpener};
 use crate::db::{ident, ph, read_text, CliDb};
 use crate::error::Result;
-use crate::registry::{read_pk, TableDef, FIRST_ENCRYPTED};
+use crate::registry::{read_pk, TableDef};
 
 /// Where the new row keys of a batch come from.
 pub(super) enum NewKeys<'a> {
@@ -40,12 +41,16 @@ impl NewKeys<'_> {
         }
     }
 
-    /// A new row key. A failure (the provider's) ends the job's run: the
-    /// batch's transaction rolls back, and nothing is lost.
-    async fn new_row(&self, tenant: &str, pk: Option<&[u8]>) -> Result<RowKey> {
+    /// A new row key (format 2, whatever the old row's format: this is how
+    /// rows move from format 1 to 2), bound to the row's present fields. A
+    /// failure (the provider's) ends the job's run: the batch's transaction
+    /// rolls back, and nothing is lost.
+    async fn new_row(&self, tenant: &str, pk: Option<&[u8]>, present: &FieldSet) -> Result<RowKey> {
         Ok(match self {
-            NewKeys::Derived { keys, .. } => keys.new_row_v1(pk)?,
-            NewKeys::Kms { hierarchy, spec } => hierarchy.new_row_key_v1(spec, tenant, pk).await?,
+            NewKeys::Derived { keys, .. } => keys.new_row(pk, present)?,
+            NewKeys::Kms { hierarchy, spec } => {
+                hierarchy.new_row_key(spec, tenant, pk, present).await?
+            }
         })
     }
 }
@@ -93,7 +98,7 @@ pub(super) async fn reseal<D: CliDb>(
     opener: &mut RowOpener,
     new_keys: &NewKeys<'_>,
 ) -> Result<(Vec<Resealed>, Vec<Failed>)> {
-    let enc_cols = def.encrypted_columns();
+    let names = def.encrypted_field_names();
     let mut resealed = Vec::with_capacity(rows.len());
     let mut failures = Vec::new();
     for row in rows {
@@ -113,31 +118,38 @@ pub(super) async fn reseal<D: CliDb>(
                 continue;
             }
         };
-        let old = match opener.open(def, &tenant, pkb.as_deref(), &header).await {
+        let envelopes = read_envelopes(def, row)?;
+        let opened = match def.present_fields(envelopes.iter().map(Option::is_some)) {
+            Ok(present) => opener
+                .open(def, &tenant, pkb.as_deref(), &header, &present)
+                .await
+                .map(|k| (k, present)),
+            Err(e) => Err(e),
+        };
+        let (old, present) = match opened {
             Ok(k) => k,
             Err(e) => {
                 failures.push(fail(&def.header_column, &e));
                 continue;
             }
         };
-        let new = new_keys.new_row(&tenant, pkb.as_deref()).await?;
-        let mut sealed = Vec::with_capacity(enc_cols.len() + 5);
+        let new = new_keys.new_row(&tenant, pkb.as_deref(), &present).await?;
+        let mut sealed = Vec::with_capacity(names.len() + 5);
         let mut bad = None;
-        for (i, col) in enc_cols.iter().enumerate() {
-            match row.read_value(FIRST_ENCRYPTED + i, SqlType::Bytes)? {
-                Value::Bytes(env) => match old.open(rowseal_core::FieldName::same(col), &env) {
-                    Ok(pt) => {
-                        let pt = Zeroizing::new(pt);
-                        sealed.push(Value::Bytes(
-                            new.seal(rowseal_core::FieldName::same(col), &pt)?,
-                        ));
-                    }
-                    Err(e) => {
-                        bad = Some(fail(col, &e));
-                        break;
-                    }
-                },
-                _ => sealed.push(Value::Null(SqlType::Bytes)),
+        for (name, env) in names.iter().zip(&envelopes) {
+            let Some(env) = env else {
+                sealed.push(Value::Null(SqlType::Bytes));
+                continue;
+            };
+            match open_encoded(&old, *name, env) {
+                Ok(pt) => {
+                    let pt = Zeroizing::new(pt);
+                    sealed.push(Value::Bytes(seal_encoded(&new, *name, &pt)?));
+                }
+                Err(e) => {
+                    bad = Some(fail(name.column, &e));
+                    break;
+                }
             }
         }
         if let Some(f) = bad {
