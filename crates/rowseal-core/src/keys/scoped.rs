@@ -244,7 +244,7 @@ impl BlindIndexKey {
     /// # let p = LocalKeyProvider::from_keyring_str(&LocalKeyProvider::generate_keyring())?;
     /// # let keys = KeyHierarchy::new(Arc::new(p), Arc::new(MemoryKeyStore::new()));
     /// let index_key = keys.current_index_key(&KeyScope::Tenant("acme".into())).await?;
-    /// let email = index_key.blind_index_key("users", "email", "email_idx")?;
+    /// let email = index_key.blind_index_key("user", "email_idx")?;
     /// let norm = Normalization::parse("trim,lowercase")?;
     /// let bits = IndexBits::new(32)?;
     /// assert_eq!(

@@ -344,18 +344,26 @@ impl Encryptor {
         if ordered.is_empty() {
             return Ok(());
         }
-        // Blind indexes covering an updated field are recomputed from `row`.
+        let any_encrypted = model
+            .fields
+            .iter()
+            .any(|f| f.is_encrypted() && ordered.contains(&f.column));
+        // Blind indexes covering an updated field are recomputed from `row`;
+        // all of them when a row of a model adopted from plaintext columns
+        // is re-sealed, since its other fields may move from a legacy
+        // column (never indexed) into their ciphertexts now.
         let touched: Vec<usize> = model
             .indexes
             .iter()
             .enumerate()
             .filter(|(_, i)| {
-                i.fields.iter().any(|&f| {
-                    model
-                        .fields
-                        .get(f)
-                        .is_some_and(|fd| ordered.contains(&fd.column))
-                })
+                (any_encrypted && model.has_legacy_rows())
+                    || i.fields.iter().any(|&f| {
+                        model
+                            .fields
+                            .get(f)
+                            .is_some_and(|fd| ordered.contains(&fd.column))
+                    })
             })
             .map(|(n, _)| n)
             .collect();
@@ -363,10 +371,6 @@ impl Encryptor {
         let ikeys = self
             .write_index_keys(&plans, std::iter::once(row), Some(&touched))
             .await?;
-        let any_encrypted = model
-            .fields
-            .iter()
-            .any(|f| f.is_encrypted() && ordered.contains(&f.column));
         let mut conn = conn.acquire().await?;
         let pk_value = row.primary_key_value();
         let not_found = || Error::NotFound {
