@@ -31,7 +31,7 @@ fn index_key() -> &'static BlindIndexKey {
         let keys = hierarchy([7; 32]);
         block_on(keys.current_index_key(&KeyScope::Tenant("fuzz".into())))
             .expect("index key")
-            .blind_index_key("users", "email", "email_idx")
+            .blind_index_key("user", "email_idx")
             .expect("blind index key")
     })
 }

@@ -403,28 +403,31 @@ impl Encryptor {
             .map_err(|_| rowseal_core::Error::Decrypt)?;
         let pk = model.primary_key_bytes(&pk)?;
         check_row_format(header)?;
-        let present = present_fields(model, map, row)?;
+        let present = present_fields(
+            model,
+            model.fields.iter().zip(&map.fields).map(|(f, &idx)| {
+                f.is_encrypted() && row.read_opt_bytes(idx).is_ok_and(|b| b.is_some())
+            }),
+        )?;
         self.keys
             .open_row_key(&model.spec, tenant, pk.as_deref(), header, &present)
             .await
     }
 }
 
-/// The logical names of the row's non-NULL encrypted fields: what a format 2
-/// header was sealed with (format 1 ignores it).
-fn present_fields<R: DbRow>(
+/// The logical names of the encrypted fields whose ciphertext is not NULL
+/// (`sealed`: per model field, whether it holds one): what a format 2 header
+/// was sealed with (format 1 ignores it).
+fn present_fields(
     model: &Model,
-    map: &ColumnMap,
-    row: &R,
+    sealed: impl Iterator<Item = bool>,
 ) -> std::result::Result<FieldSet, rowseal_core::Error> {
     FieldSet::new(
         model
             .fields
             .iter()
-            .zip(&map.fields)
-            .filter(|(f, &idx)| {
-                f.is_encrypted() && row.read_opt_bytes(idx).is_ok_and(|b| b.is_some())
-            })
+            .zip(sealed)
+            .filter(|(f, sealed)| f.is_encrypted() && *sealed)
             .map(|(f, _)| f.logical),
     )
 }
@@ -509,7 +512,14 @@ fn decrypt_row<T: Encrypted, R: DbRow>(
         Some(header) => {
             // Format 2 binds which encrypted fields are present: a field
             // NULLed or filled since the write fails here.
-            let present = present_fields(model, map, row).map_err(decrypt_err)?;
+            // From the cells already read: no column is decoded twice.
+            let present = present_fields(
+                model,
+                cells
+                    .iter()
+                    .map(|c| matches!(c, Cell::Sealed(Some(_)) | Cell::SealedOr(Some(_), _))),
+            )
+            .map_err(decrypt_err)?;
             Some(open_key(tenant, pk.as_deref(), header, &present).map_err(decrypt_err)?)
         }
         // A legacy row (from before the table was adopted): no key header,
