@@ -431,9 +431,7 @@ impl CollectedRow {
             };
             let cell = match cell {
                 CollectedCell::Encoded(r) => {
-                    let bytes = other.encoded.get(r).unwrap_or(&[]).to_vec();
-                    let bytes = zeroize::Zeroizing::new(bytes);
-                    CollectedCell::Encoded(self.push_encoded(&bytes))
+                    CollectedCell::Encoded(self.push_encoded(other.encoded.get(r).unwrap_or(&[])))
                 }
                 c => c,
             };

@@ -151,10 +151,22 @@ pub(super) async fn batch_once<D: CliDb>(
     let mut tx = pool.begin_with(D::BEGIN).await?;
     // The job row: serializes the batches of this job, holds the cursor.
     let sql = format!(
-        "SELECT checkpoint FROM rowseal_jobs WHERE id = {}{lock}",
+        "SELECT checkpoint, state FROM rowseal_jobs WHERE id = {}{lock}",
         ph::<D>(1)
     );
     let rows = D::fetch_all_on(&mut *tx, &sql, vec![Value::Text(job_id.to_owned())]).await?;
+    // A job another process has ended (its checkpoint is now the summary,
+    // with no cursor) is not walked again: that would give every kms-mode
+    // row a second data key.
+    let ended = rows
+        .first()
+        .map(|r| crate::db::read_text(r, 1))
+        .transpose()?
+        .is_some_and(|state| state == "done" || state == "failed");
+    if ended {
+        tx.commit().await?;
+        return Ok(0);
+    }
     let text = rows
         .first()
         .map(|r| crate::db::read_text(r, 0))
