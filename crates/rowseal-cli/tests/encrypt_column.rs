@@ -288,37 +288,9 @@ where
         "--max-rows-per-second",
         "1500",
     ];
-    let mut killed = 0;
     for attempt in 0..3 {
-        let mut child = common::command(&url, &keyring, &throttled).spawn().unwrap();
-        if attempt > 0 {
-            for _ in 0..500 {
-                let sql = "SELECT COUNT(*) FROM rowseal_jobs WHERE state = 'running'";
-                if common::scalar(&db, sql).await > 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-        let wait = 100 + rand::random::<u64>() % 300;
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        match child.try_wait().unwrap() {
-            None => {
-                child.start_kill().unwrap(); // SIGKILL
-                let status = child.wait().await.unwrap();
-                assert_eq!(status.code(), None, "attempt {attempt}: killed by a signal");
-                killed += 1;
-            }
-            Some(status) => {
-                let out = child.wait_with_output().await.unwrap();
-                panic!(
-                    "encrypt-column ended before the kill ({status}): {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
+        common::kill_midway(&db, &keyring, &throttled, attempt > 0, (100, 400)).await;
     }
-    assert_eq!(killed, 3);
     let partly = common::scalar(&db, plaintext_left).await;
     assert!(
         partly > 0 && partly < n,

@@ -182,41 +182,11 @@ where
         "1000",
     ];
     let args = &throttled[..6];
-    let mut killed = 0;
     for attempt in 0..5 {
-        let mut child = common::command(&db.url, &keyring_v1, &throttled)
-            .spawn()
-            .unwrap();
-        if attempt > 0 {
-            // The first kill may land before the job exists (during key
-            // creation); later ones land inside the job.
-            for _ in 0..500 {
-                let sql = "SELECT COUNT(*) FROM rowseal_jobs WHERE state = 'running'";
-                if common::scalar(&db, sql).await > 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-        let wait = 30 + rand::random::<u64>() % 470;
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        match child.try_wait().unwrap() {
-            None => {
-                child.start_kill().unwrap(); // SIGKILL
-                let status = child.wait().await.unwrap();
-                assert_eq!(status.code(), None, "attempt {attempt}: killed by a signal");
-                killed += 1;
-            }
-            Some(status) => {
-                let out = child.wait_with_output().await.unwrap();
-                panic!(
-                    "rotate ended before the kill ({status}); make the table bigger: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
+        // The first kill may land before the job exists (during key
+        // creation); later ones land inside the job.
+        common::kill_midway(&db, &keyring_v1, &throttled, attempt > 0, (30, 500)).await;
     }
-    assert_eq!(killed, 5);
     // The last run completes while the writers keep going.
     let fin = common::rowseal(&db.url, &keyring_v1, args).await;
     stop.store(true, Ordering::Relaxed);
@@ -461,27 +431,7 @@ where
         "1000",
     ];
     for attempt in 0..2 {
-        let mut child = common::command(&db.url, &keyring, &throttled)
-            .spawn()
-            .unwrap();
-        if attempt > 0 {
-            for _ in 0..500 {
-                let sql = "SELECT COUNT(*) FROM rowseal_jobs WHERE state = 'running'";
-                if common::scalar(&db, sql).await > 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-        let wait = 200 + rand::random::<u64>() % 1300;
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "rotate ended before the kill"
-        );
-        child.start_kill().unwrap(); // SIGKILL
-        let status = child.wait().await.unwrap();
-        assert_eq!(status.code(), None, "attempt {attempt}: killed by a signal");
+        common::kill_midway(&db, &keyring, &throttled, attempt > 0, (200, 1500)).await;
     }
     let mid = formats_of(&db, &keyring, "people").await;
     assert!(

@@ -45,11 +45,16 @@ pub async fn run<D: CliDb>(
         .await?
         .pop()
         .ok_or_else(|| CliError::config(format!("table {table} is not registered")))?;
-    if !def.encrypted_columns().contains(&column) {
-        return Err(CliError::config(format!(
-            "{column} is not an encrypted column of {table}"
-        )));
-    }
+    // Where the column is among the encrypted ones (all of them are read: a
+    // format 2 row opens with the set of its present fields).
+    let at = def
+        .encrypted_columns()
+        .iter()
+        .position(|e| *e == column)
+        .ok_or_else(|| {
+            CliError::config(format!("{column} is not an encrypted column of {table}"))
+        })?;
+    let name = def.encrypted_field_names()[at];
     if def.fields.iter().any(|f| f.column == into) {
         return Err(CliError::config(format!(
             "{into} is a column of the model; decrypt into a new plaintext column"
@@ -66,14 +71,6 @@ pub async fn run<D: CliDb>(
         ident::<D>(&def.header_column),
     );
     // The values still to copy, in primary-key order.
-    // Every encrypted column: a format 2 row opens with the set of its
-    // present fields.
-    let at = def
-        .encrypted_columns()
-        .iter()
-        .position(|e| *e == column)
-        .unwrap_or_default();
-    let name = def.encrypted_field_names()[at];
     let mut scan = BatchScanner::<D>::new(
         &def,
         registry::select_list::<D>(&def),

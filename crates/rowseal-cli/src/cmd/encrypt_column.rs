@@ -65,6 +65,8 @@ pub struct Request {
 /// One field to migrate.
 #[derive(Debug, Clone)]
 struct Target {
+    /// Its position among the table's encrypted columns.
+    at: usize,
     /// The ciphertext column.
     ct: String,
     /// The legacy plaintext column.
@@ -108,7 +110,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         .pop()
         .ok_or_else(|| CliError::config(format!("table {} is not registered", req.table)))?;
     let mut targets = Vec::new();
-    for f in &def.fields {
+    for (at, f) in def.fields.iter().filter(|f| f.is_encrypted()).enumerate() {
         let (Some(encoding), Some(legacy)) = (f.encoding, &f.plaintext_column) else {
             continue;
         };
@@ -124,6 +126,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             ))
         })?;
         targets.push(Target {
+            at,
             ct: f.column.clone(),
             legacy: legacy.clone(),
             ty,
@@ -467,8 +470,9 @@ const FIRST_ENCRYPTED_AT: usize = 3;
 
 struct Layout {
     select: Vec<String>,
-    /// Per target: (ciphertext, legacy) positions.
-    targets: Vec<(usize, usize)>,
+    /// Per target: the position of its legacy column (its ciphertext is at
+    /// `FIRST_ENCRYPTED_AT + Target::at`).
+    legacy: Vec<usize>,
     /// Other columns an index needs: column → position.
     extra: HashMap<String, usize>,
 }
@@ -485,11 +489,9 @@ impl<D: CliDb> Worker<D> {
         // opens with the set of its present fields, and is re-sealed whole.
         let enc = def.encrypted_columns();
         select.extend(enc.iter().map(|c| (*c).to_owned()));
-        let mut targets = Vec::new();
+        let mut legacy = Vec::new();
         for t in self.targets.iter() {
-            let ct_at =
-                FIRST_ENCRYPTED_AT + enc.iter().position(|c| *c == t.ct).unwrap_or_default();
-            targets.push((ct_at, select.len()));
+            legacy.push(select.len());
             select.push(t.legacy.clone());
         }
         let mut extra = HashMap::new();
@@ -504,7 +506,7 @@ impl<D: CliDb> Worker<D> {
         }
         Layout {
             select,
-            targets,
+            legacy,
             extra,
         }
     }
@@ -672,14 +674,14 @@ impl<D: CliDb> Worker<D> {
         let mut n_values = 0u64;
         // The ciphertext columns sealed from their plaintext now.
         let mut sealed_now: Vec<&str> = Vec::new();
-        for (t, &(ct_at, legacy_at)) in self.targets.iter().zip(&layout.targets) {
+        for (t, &legacy_at) in self.targets.iter().zip(&layout.legacy) {
             let legacy = row
                 .read_value(legacy_at, t.ty)
                 .map_err(|e| fail(&t.legacy, format!("cannot read the plaintext column: {e}")))?;
             if legacy.is_null() {
                 continue;
             }
-            let slot = &mut encoded[ct_at - FIRST_ENCRYPTED_AT];
+            let slot = &mut encoded[t.at];
             if slot.is_none() {
                 let mut e = Zeroizing::new(Vec::new());
                 t.encoding

@@ -216,3 +216,42 @@ where
         _ => panic!("not an integer"),
     }
 }
+
+/// Starts `rowseal args` and kills it with SIGKILL after a random pause of
+/// `pause_ms` (from, to) milliseconds, counted once a job is running when
+/// `after_job` (the first run of a scenario may be killed before its job
+/// exists). Panics if the run ended by itself first: the table is too small
+/// for the kill to land mid-job.
+pub async fn kill_midway<DB: Backend>(
+    db: &Db<DB>,
+    keyring: &str,
+    args: &[&str],
+    after_job: bool,
+    pause_ms: (u64, u64),
+) where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let mut child = command(&db.url, keyring, args).spawn().unwrap();
+    if after_job {
+        for _ in 0..500 {
+            let sql = "SELECT COUNT(*) FROM rowseal_jobs WHERE state = 'running'";
+            if scalar(db, sql).await > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    let pause = pause_ms.0 + rand::random::<u64>() % (pause_ms.1 - pause_ms.0);
+    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+    if let Some(status) = child.try_wait().unwrap() {
+        let out = child.wait_with_output().await.unwrap();
+        panic!(
+            "{} ended before the kill ({status}); make the table bigger: {}",
+            args[0],
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    child.start_kill().unwrap(); // SIGKILL
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), None, "killed by a signal");
+}

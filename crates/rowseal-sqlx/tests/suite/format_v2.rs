@@ -53,6 +53,9 @@ where
     let get = |col: &'static str, id: uuid::Uuid| {
         raw_get(&cx.pool, "patients", col, "id", Value::Uuid(id))
     };
+    let set = |col: &'static str, id: uuid::Uuid, bytes: Vec<u8>| {
+        raw_set(&cx.pool, "patients", col, "id", Value::Uuid(id), bytes)
+    };
     let fetch = |id: uuid::Uuid| fetch_patient(cx, id);
 
     let p = Patient::new("acme", "Ada Lovelace");
@@ -75,15 +78,7 @@ where
         ),
         "NULLed: {e}"
     );
-    raw_set(
-        &cx.pool,
-        "patients",
-        "notes",
-        "id",
-        Value::Uuid(p.id),
-        notes.clone(),
-    )
-    .await;
+    set("notes", p.id, notes.clone()).await;
     assert_eq!(fetch(p.id).await.unwrap().unwrap(), p);
 
     // Filled: a row without notes gets a ciphertext (another of its own
@@ -92,15 +87,7 @@ where
     q.notes = None;
     cx.enc.insert(&cx.pool, &q).await.unwrap();
     for filler in [get("name", q.id).await, notes.clone()] {
-        raw_set(
-            &cx.pool,
-            "patients",
-            "notes",
-            "id",
-            Value::Uuid(q.id),
-            filler,
-        )
-        .await;
+        set("notes", q.id, filler).await;
         let e = fetch(q.id).await.unwrap_err();
         assert!(
             matches!(
@@ -119,57 +106,17 @@ where
     // Swapping two present fields of a row, or names that differ only in
     // which field is present (same count), fails to open too.
     let (name, dob) = (get("name", p.id).await, get("dob", p.id).await);
-    raw_set(
-        &cx.pool,
-        "patients",
-        "name",
-        "id",
-        Value::Uuid(p.id),
-        dob.clone(),
-    )
-    .await;
-    raw_set(
-        &cx.pool,
-        "patients",
-        "dob",
-        "id",
-        Value::Uuid(p.id),
-        name.clone(),
-    )
-    .await;
+    set("name", p.id, dob.clone()).await;
+    set("dob", p.id, name.clone()).await;
     assert!(fetch(p.id).await.unwrap_err().is_decrypt());
-    raw_set(
-        &cx.pool,
-        "patients",
-        "name",
-        "id",
-        Value::Uuid(p.id),
-        name.clone(),
-    )
-    .await;
-    raw_set(
-        &cx.pool,
-        "patients",
-        "dob",
-        "id",
-        Value::Uuid(p.id),
-        dob.clone(),
-    )
-    .await;
+    set("name", p.id, name.clone()).await;
+    set("dob", p.id, dob.clone()).await;
     let mut r = Patient::new("acme", "Alan Turing");
     r.birth_date = None;
     cx.enc.insert(&cx.pool, &r).await.unwrap();
     let r_notes = get("notes", r.id).await;
     set_null(&cx.pool, "notes", r.id).await;
-    raw_set(
-        &cx.pool,
-        "patients",
-        "dob",
-        "id",
-        Value::Uuid(r.id),
-        r_notes,
-    )
-    .await;
+    set("dob", r.id, r_notes).await;
     let e = fetch(r.id).await.unwrap_err();
     assert!(
         matches!(header_failure(&e), rowseal_core::Error::Decrypt),
@@ -194,46 +141,22 @@ where
     for c in ["rowseal_header", "name", "dob", "notes"] {
         latest.push((c, get(c, p.id).await));
     }
-    raw_set(
-        &cx.pool,
-        "patients",
-        "name",
-        "id",
-        Value::Uuid(p.id),
-        name.clone(),
-    )
-    .await;
+    set("name", p.id, name.clone()).await;
     let e = fetch(p.id).await.unwrap_err();
     assert!(e.is_decrypt(), "old name beside the new header: {e}");
-    raw_set(
-        &cx.pool,
-        "patients",
-        "rowseal_header",
-        "id",
-        Value::Uuid(p.id),
-        old_header.clone(),
-    )
-    .await;
+    set("rowseal_header", p.id, old_header.clone()).await;
     assert!(
         fetch(p.id).await.unwrap_err().is_decrypt(),
         "old header and name beside re-sealed fields"
     );
     // What remains possible (docs/threat-model.md): replaying a whole
     // earlier version of the row, every column as it was.
-    raw_set(
-        &cx.pool,
-        "patients",
-        "notes",
-        "id",
-        Value::Uuid(p.id),
-        notes,
-    )
-    .await;
-    raw_set(&cx.pool, "patients", "dob", "id", Value::Uuid(p.id), dob).await;
+    set("notes", p.id, notes).await;
+    set("dob", p.id, dob).await;
     assert_eq!(fetch(p.id).await.unwrap().unwrap(), p, "whole-row replay");
     // Back to the latest version, then a plain field alone: no re-key.
     for (col, v) in latest {
-        raw_set(&cx.pool, "patients", col, "id", Value::Uuid(p.id), v).await;
+        set(col, p.id, v).await;
     }
     assert_eq!(fetch(p.id).await.unwrap().unwrap(), renamed);
     let reseal_cols = ["rowseal_header", "dob", "notes"];
@@ -299,22 +222,22 @@ where
     };
     v1.insert(&cx.pool, &left_behind).await.unwrap();
 
-    let (rename_table, rename_column) = match DB::DIALECT {
-        "mysql" => (
-            "ALTER TABLE `rn_before` RENAME TO `rn_after`",
-            "ALTER TABLE `rn_after` RENAME COLUMN `phone` TO `phone_enc`",
-        ),
-        "postgres" => (
-            "ALTER TABLE \"rn_before\" RENAME TO \"rn_after\"",
-            "ALTER TABLE \"rn_after\" RENAME COLUMN \"phone\" TO \"phone_enc\"",
-        ),
-        _ => (
-            "ALTER TABLE `rn_before` RENAME TO `rn_after`",
-            "ALTER TABLE `rn_after` RENAME COLUMN `phone` TO `phone_enc`",
-        ),
+    let ident = |name: &str| {
+        let mut quoted = String::new();
+        DB::push_ident(&mut quoted, name);
+        quoted
     };
-    DB::execute(&cx.pool, rename_table, vec![]).await.unwrap();
-    DB::execute(&cx.pool, rename_column, vec![]).await.unwrap();
+    let (before, after) = (ident("rn_before"), ident("rn_after"));
+    for ddl in [
+        format!("ALTER TABLE {before} RENAME TO {after}"),
+        format!(
+            "ALTER TABLE {after} RENAME COLUMN {} TO {}",
+            ident("phone"),
+            ident("phone_enc")
+        ),
+    ] {
+        DB::execute(&cx.pool, &ddl, vec![]).await.unwrap();
+    }
 
     // Finding 5 reproduced on the format 1 row: its ciphertexts bound the
     // old table and column names, and no longer open.
