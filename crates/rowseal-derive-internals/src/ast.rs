@@ -16,6 +16,8 @@ use crate::ctxt::Ctxt;
 /// A struct that derives `Encrypted`, resolved.
 pub(crate) struct Container<'a> {
     pub(crate) ident: &'a Ident,
+    /// The struct's visibility, which its sealed row type shares.
+    pub(crate) vis: &'a syn::Visibility,
     pub(crate) table: String,
     /// `record_type` (required: it is bound into every ciphertext, so it
     /// must not follow the struct's name).

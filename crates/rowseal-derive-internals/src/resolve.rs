@@ -92,6 +92,7 @@ impl<'a> Container<'a> {
 
         Some(Container {
             ident: &input.ident,
+            vis: &input.vis,
             table: attrs.table?.value(),
             record_type: attrs.record_type?.value(),
             kms: attrs.key_mode.is_some_and(|(_, kms)| kms),

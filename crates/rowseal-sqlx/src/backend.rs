@@ -15,6 +15,24 @@ pub trait DbRow: sqlx::Row {
     fn read_value(&self, idx: usize, t: SqlType) -> std::result::Result<Value, sqlx::Error>;
     /// Reads a text column without copying.
     fn read_str(&self, idx: usize) -> std::result::Result<&str, sqlx::Error>;
+    /// Reads a tenant column of type `t` as the tenant's canonical id
+    /// ([`TenantField::tenant_id`](crate::TenantField::tenant_id)), without
+    /// copying text.
+    fn read_tenant(
+        &self,
+        idx: usize,
+        t: SqlType,
+    ) -> std::result::Result<std::borrow::Cow<'_, str>, sqlx::Error> {
+        if t == SqlType::Text {
+            return self.read_str(idx).map(std::borrow::Cow::Borrowed);
+        }
+        let v = self.read_value(idx, t)?;
+        crate::value::tenant_id_of(&v)
+            .map(std::borrow::Cow::Owned)
+            .ok_or_else(|| {
+                sqlx::Error::Decode(format!("a tenant cannot be {}", v.sql_type().as_str()).into())
+            })
+    }
     /// Reads a bytes column without copying.
     fn read_bytes(&self, idx: usize) -> std::result::Result<&[u8], sqlx::Error>;
     /// Reads a nullable bytes column without copying.

@@ -197,7 +197,7 @@ pub(crate) fn push_index_cells<T: Encrypted>(
         if only.is_some_and(|o| !o.contains(&i)) {
             continue;
         }
-        let keys = keys.get(i, plan.def, row.tenant()).ok_or(Error::Worker)?;
+        let keys = keys.get(i, plan.def, &row.tenant()).ok_or(Error::Worker)?;
         let mut parts = row_parts(plan, row);
         for odd in [true, false] {
             match keys.iter().find(|k| (k.version() % 2 == 1) == odd) {

@@ -154,6 +154,7 @@ mod keystore;
 mod layout;
 mod model;
 pub mod schema;
+mod sealed;
 mod tenant_scope;
 mod value;
 
@@ -171,6 +172,9 @@ pub use model::{
     KEY_VERSION_COLUMN,
 };
 pub use rowseal_core::BlindIndexValue;
+#[doc(hidden)]
+pub use sealed::__sealed_column;
+pub use sealed::{Sealed, SealedReader};
 pub use tenant_scope::TenantScope;
 pub use value::{PlainField, PrimaryKeyField, SqlType, TenantField, Value};
 

@@ -312,6 +312,21 @@ impl Model {
         self.fields.iter().find(|f| f.name == name)
     }
 
+    /// The value to bind for tenant `id` (a canonical id) against the
+    /// tenant column: [`Error::InvalidInput`] for text that is not the
+    /// canonical id of any value of the column's type (a malformed UUID,
+    /// `"042"`).
+    pub fn tenant_value(&self, id: &str) -> Result<Value> {
+        let t = self.tenant_field().sql_type;
+        crate::value::tenant_value(t, id).ok_or_else(|| Error::InvalidInput {
+            reason: format!(
+                "not a tenant of `{}`: its tenant column holds {} and this is not the canonical id of one",
+                self.table(),
+                t.as_str()
+            ),
+        })
+    }
+
     /// The bytes a row's primary key is bound into its ciphertexts as
     /// (`None` when the model does not bind it): the same rule as
     /// [`TableSchema::primary_key_bytes`](crate::schema::TableSchema::primary_key_bytes).
@@ -329,8 +344,9 @@ pub trait Encrypted: Sized + Send + Sync + 'static {
     /// The model description.
     fn model() -> &'static Model;
 
-    /// The tenant of this row.
-    fn tenant(&self) -> &str;
+    /// The tenant of this row: its canonical id
+    /// ([`TenantField::tenant_id`](crate::TenantField::tenant_id)).
+    fn tenant(&self) -> std::borrow::Cow<'_, str>;
 
     /// The primary key of this row, as a value.
     fn primary_key_value(&self) -> Value;
@@ -562,6 +578,30 @@ impl ClassifyReason for serde_json::Error {
     }
 }
 
+/// Opens one encrypted field's stored value with the row key: `Ok(None)` for
+/// NULL. The one place the sqlx layer opens a field, for rows read from the
+/// database ([`RowReader`]) and sealed rows ([`crate::SealedReader`]) alike.
+pub(crate) fn open_field(
+    key: Option<&RowKey>,
+    table: &str,
+    primary_key: &Value,
+    name: FieldName<'_>,
+    sealed: Option<&[u8]>,
+) -> Result<Option<Vec<u8>>> {
+    let Some(b) = sealed else { return Ok(None) };
+    let key = key.ok_or_else(|| Error::InvalidInput {
+        reason: "an encrypted field was read without a row key".into(),
+    })?;
+    encoding::open_encoded(key, name, b)
+        .map(Some)
+        .map_err(|e| Error::Decrypt {
+            table: table.to_owned(),
+            column: name.column.to_owned(),
+            primary_key: primary_key.key_display(),
+            source: Box::new(e),
+        })
+}
+
 /// One column of a row being read: a plain value, or an encrypted column's
 /// ciphertext borrowed from the database row (`None` for NULL).
 pub(crate) enum Cell<'a> {
@@ -673,18 +713,7 @@ impl<'a> RowReader<'a> {
                 })
             }
         };
-        let Some(b) = sealed else { return Ok(None) };
-        let key = self.key.ok_or_else(|| Error::InvalidInput {
-            reason: "an encrypted field was read without a row key".into(),
-        })?;
-        encoding::open_encoded(key, name, b)
-            .map(Some)
-            .map_err(|e| Error::Decrypt {
-                table: self.table.to_owned(),
-                column: column.to_owned(),
-                primary_key: self.primary_key.key_display(),
-                source: Box::new(e),
-            })
+        open_field(self.key, self.table, self.primary_key, name, sealed)
     }
 
     /// An encrypted field.

@@ -329,20 +329,100 @@ impl<T: PlainField> PlainField for Option<T> {
     }
 }
 
-/// A type that can hold a model's tenant: `String`.
+/// A type that can hold a model's tenant: `String`, `uuid::Uuid`, `i64`,
+/// `i32`, or a newtype over one of them that implements this trait.
+///
+/// Every tenant has one canonical id, its [`tenant_id`](Self::tenant_id):
+/// the text the key hierarchy keys the tenant by and the tenant arguments of
+/// [`Encryptor`](crate::Encryptor) take. `String` is its own id (so tables of
+/// text tenants read as before), a UUID is its lowercase hyphenated form
+/// (what `Uuid`'s `Display` prints), an integer its decimal form. The same
+/// tenant therefore has the same keys whichever type a model stores it as.
+///
+/// A newtype implements [`PlainField`] and this trait by delegating:
+///
+/// ```
+/// use std::borrow::Cow;
+/// use rowseal_sqlx::{PlainField, SqlType, TenantField, Value};
+///
+/// struct OrgId(i64);
+///
+/// impl PlainField for OrgId {
+///     const SQL_TYPE: SqlType = SqlType::I64;
+///     fn to_value(&self) -> Value { self.0.to_value() }
+///     fn from_value(v: Value) -> Option<Self> { i64::from_value(v).map(OrgId) }
+/// }
+///
+/// impl TenantField for OrgId {
+///     fn tenant_id(&self) -> Cow<'_, str> { self.0.tenant_id() }
+/// }
+///
+/// assert_eq!(OrgId(42).tenant_id(), "42");
+/// ```
 #[diagnostic::on_unimplemented(
-    message = "the tenant field must be a `String`, not `{Self}`",
-    label = "the field named by #[rowseal(tenant = ...)]"
+    message = "`{Self}` cannot be a rowseal tenant",
+    label = "the field named by #[rowseal(tenant = ...)]",
+    note = "tenants may be String, uuid::Uuid, i64, i32, or a newtype over one of them implementing `TenantField`"
 )]
 pub trait TenantField: PlainField {
-    /// The tenant as text.
-    fn tenant_str(&self) -> &str;
+    /// The tenant's canonical id.
+    fn tenant_id(&self) -> Cow<'_, str>;
 }
 
 impl TenantField for String {
-    fn tenant_str(&self) -> &str {
-        self
+    fn tenant_id(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self)
     }
+}
+
+impl TenantField for i64 {
+    fn tenant_id(&self) -> Cow<'_, str> {
+        Cow::Owned(self.to_string())
+    }
+}
+
+impl TenantField for i32 {
+    fn tenant_id(&self) -> Cow<'_, str> {
+        Cow::Owned(self.to_string())
+    }
+}
+
+#[cfg(feature = "uuid")]
+impl TenantField for uuid::Uuid {
+    fn tenant_id(&self) -> Cow<'_, str> {
+        Cow::Owned(self.hyphenated().to_string())
+    }
+}
+
+/// The canonical tenant id of a tenant column's value (see
+/// [`TenantField::tenant_id`]); `None` for NULL or a type no tenant has.
+pub(crate) fn tenant_id_of(value: &Value) -> Option<String> {
+    match value {
+        Value::Text(s) => Some(s.clone()),
+        Value::I64(v) => Some(v.to_string()),
+        Value::I32(v) => Some(v.to_string()),
+        #[cfg(feature = "uuid")]
+        Value::Uuid(u) => Some(u.hyphenated().to_string()),
+        _ => None,
+    }
+}
+
+/// The value to bind for tenant `id` (a canonical id) against a tenant
+/// column of type `t`: the inverse of [`tenant_id_of`]. Fails for text that
+/// is not the canonical id of any value of that type (`"0042"`, an
+/// uppercase UUID): such a tenant has no rows and no keys.
+pub(crate) fn tenant_value(t: SqlType, id: &str) -> Option<Value> {
+    let v = match t {
+        SqlType::Text => Value::Text(id.to_owned()),
+        SqlType::I64 => Value::I64(id.parse().ok()?),
+        SqlType::I32 => Value::I32(id.parse().ok()?),
+        #[cfg(feature = "uuid")]
+        SqlType::Uuid => Value::Uuid(uuid::Uuid::parse_str(id).ok()?),
+        _ => return None,
+    };
+    // Only the canonical form: `+42`, `042` or a braced UUID would be a
+    // second name for one tenant, with keys of its own.
+    (tenant_id_of(&v).as_deref() == Some(id)).then_some(v)
 }
 
 /// A type that can be a model's primary key: integers, `String`, `Vec<u8>`,

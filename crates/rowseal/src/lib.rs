@@ -73,7 +73,7 @@ pub mod kms {
 #[cfg(feature = "sqlx")]
 pub use rowseal_sqlx::{
     schema, sqlx, Encrypted, EncryptedField, Encryptor, Error as SqlxError, PlainField,
-    PrimaryKeyField, SqlxKeyStore, TenantField, TenantScope,
+    PrimaryKeyField, Sealed, SqlType, SqlxKeyStore, TenantField, TenantScope, Value,
 };
 
 #[doc(hidden)]

@@ -4,7 +4,7 @@
 
 use rowseal_core::BlindIndexValue;
 
-use super::Encryptor;
+use super::{push_tenant_condition, Encryptor};
 use crate::backend::{Backend, DbRow};
 use crate::blind::{
     cell_value, compute, index_plan, map_unique, normalize_query, plans, row_parts, scope_of,
@@ -55,11 +55,9 @@ impl Encryptor {
         sql.push_str(" FROM ");
         A::Database::push_ident(&mut sql, model.table());
         sql.push_str(" WHERE ");
-        A::Database::push_ident(&mut sql, model.tenant_field().column);
-        sql.push_str(" = ");
-        A::Database::push_exact_text_placeholder(&mut sql, 1);
+        push_tenant_condition::<A::Database>(model, &mut sql, 1);
         sql.push_str(" AND (");
-        let mut binds = vec![Value::Text(tenant.to_owned())];
+        let mut binds = vec![model.tenant_value(tenant)?];
         for (i, (plan, key)) in plans.iter().zip(&targets).enumerate() {
             let (_, kv) = plan.def.slot(key.version());
             if i > 0 {
@@ -130,11 +128,9 @@ impl Encryptor {
             A::Database::push_placeholder(&mut sql, n);
             values.push(row.primary_key_value());
             sql.push_str(" AND ");
-            A::Database::push_ident(&mut sql, model.tenant_field().column);
-            sql.push_str(" = ");
             n += 1;
-            A::Database::push_exact_text_placeholder(&mut sql, n);
-            values.push(Value::Text(row.tenant().to_owned()));
+            push_tenant_condition::<A::Database>(model, &mut sql, n);
+            values.push(model.tenant_value(&row.tenant())?);
             for c in &guarded {
                 let idx = raw
                     .column_index(c)
@@ -305,12 +301,10 @@ impl Encryptor {
         sql.push_str(" WHERE ");
         let mut n = 0;
         if let Some(t) = tenant {
-            E::Database::push_ident(&mut sql, model.tenant_field().column);
-            sql.push_str(" = ");
             n += 1;
-            E::Database::push_exact_text_placeholder(&mut sql, n);
+            push_tenant_condition::<E::Database>(model, &mut sql, n);
             sql.push_str(" AND ");
-            binds.push(Value::Text(t.to_owned()));
+            binds.push(model.tenant_value(t)?);
         }
         let grouped = slots.len() > 1;
         if grouped {

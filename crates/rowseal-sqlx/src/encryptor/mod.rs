@@ -82,6 +82,18 @@ pub fn check_row_format(header: &[u8]) -> std::result::Result<(), rowseal_core::
     }
 }
 
+/// Appends `<tenant column> = <placeholder n>`, a text tenant compared byte
+/// for byte whatever the column's collation.
+fn push_tenant_condition<DB: Backend>(model: &Model, sql: &mut String, n: usize) {
+    DB::push_ident(sql, model.tenant_field().column);
+    sql.push_str(" = ");
+    if model.tenant_field().sql_type == SqlType::Text {
+        DB::push_exact_text_placeholder(sql, n);
+    } else {
+        DB::push_placeholder(sql, n);
+    }
+}
+
 /// A column the query did not return as expected.
 fn sqlx_col(model: &Model, column: &str, e: sqlx::Error) -> Error {
     Error::Schema {
@@ -159,6 +171,39 @@ impl Encryptor {
         sql
     }
 
+    /// The columns a sealed row of `T` reads (every field's column and
+    /// `rowseal_header`), each taken from table or alias `table` and named
+    /// `prefix` + column, for a join of several models: read each model's
+    /// part with its sealed type's `from_row_prefixed(&row, prefix)`.
+    ///
+    /// ```ignore
+    /// let sql = format!(
+    ///     "SELECT {}, {} FROM visits v JOIN patients p ON p.id = v.patient_id WHERE v.tenant_id = $1",
+    ///     Encryptor::select_list_as::<Visit, Postgres>("v", "v_"),
+    ///     Encryptor::select_list_as::<Patient, Postgres>("p", "p_"),
+    /// );
+    /// for row in sqlx::query(&sql).bind(tenant).fetch_all(&pool).await? {
+    ///     let visit = enc.open(VisitSealed::from_row_prefixed(&row, "v_")?, tenant).await?;
+    ///     let patient = enc.open(PatientSealed::from_row_prefixed(&row, "p_")?, tenant).await?;
+    /// }
+    /// ```
+    pub fn select_list_as<T: Encrypted, DB: Backend>(table: &str, prefix: &str) -> String {
+        let model = T::model();
+        let mut sql = String::new();
+        let columns = model.fields.iter().map(|f| f.column).chain([HEADER_COLUMN]);
+        for (i, c) in columns.enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            DB::push_ident(&mut sql, table);
+            sql.push('.');
+            DB::push_ident(&mut sql, c);
+            sql.push_str(" AS ");
+            DB::push_ident(&mut sql, &format!("{prefix}{c}"));
+        }
+        sql
+    }
+
     /// Appends ` WHERE <pk> = $n AND <tenant> = $n+1`, the tenant (and a
     /// text primary key) compared byte for byte whatever the column's
     /// collation: fetch, update and delete by primary key never reach
@@ -175,9 +220,7 @@ impl Encryptor {
             DB::push_placeholder(sql, first_param);
         }
         sql.push_str(" AND ");
-        DB::push_ident(sql, model.tenant_field().column);
-        sql.push_str(" = ");
-        DB::push_exact_text_placeholder(sql, first_param + 1);
+        push_tenant_condition::<DB>(model, sql, first_param + 1);
     }
 
     /// The blind-index keys of every written index-key version, for every
@@ -193,7 +236,7 @@ impl Encryptor {
             return Ok(out);
         }
         let model = T::model();
-        let tenants: HashSet<&str> = rows.map(|r| r.tenant()).collect();
+        let tenants: HashSet<std::borrow::Cow<'_, str>> = rows.map(|r| r.tenant()).collect();
         for (i, plan) in plans.iter().enumerate() {
             if only.is_some_and(|o| !o.contains(&i)) {
                 continue;
@@ -205,7 +248,7 @@ impl Encryptor {
                 out.insert_global(i, keys);
             } else {
                 for t in &tenants {
-                    let scope = KeyScope::Tenant((*t).to_owned());
+                    let scope = KeyScope::Tenant(t.to_string());
                     let keys = self.written_keys(model, plan.def, &scope).await?;
                     out.insert_tenant(i, t, keys);
                 }

@@ -2,6 +2,7 @@
 //! (`fetch_all`, `fetch_optional`, `fetch_stream` and the pipeline behind
 //! them), and decrypt rows you fetched yourself.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use super::{check_row_format, sqlx_col, Encryptor};
 use crate::backend::{Backend, DbRow};
 use crate::error::{Error, Result};
 use crate::model::{Cell, Encrypted, Model, RowReader, HEADER_COLUMN};
+use crate::sealed::{Sealed, SealedReader};
 use crate::tenant_scope::TenantScope;
 use crate::value::{PrimaryKeyField, SqlType, Value};
 
@@ -74,7 +76,7 @@ impl Encryptor {
         sql.push_str(" FROM ");
         E::Database::push_ident(&mut sql, T::model().table());
         Self::where_pk::<T, E::Database>(&mut sql, 1);
-        let values = vec![primary_key.key_value(), Value::Text(tenant.to_owned())];
+        let values = vec![primary_key.key_value(), T::model().tenant_value(tenant)?];
         match <E::Database as Backend>::fetch_optional(executor, &sql, values).await? {
             Some(row) => Ok(Some(self.decrypt(tenant, &row).await?)),
             None => Ok(None),
@@ -213,8 +215,8 @@ impl Encryptor {
                 for row in rows {
                     // No KMS call for a row the scope refuses.
                     let admitted = row
-                        .read_str(map.fields[model.tenant])
-                        .is_ok_and(|t| scope.admits(t));
+                        .read_tenant(map.fields[model.tenant], model.tenant_field().sql_type)
+                        .is_ok_and(|t| scope.admits(&t));
                     let key = if admitted {
                         self.kms_row_key(model, &map, row).await
                     } else {
@@ -241,27 +243,47 @@ impl Encryptor {
         map: &ColumnMap,
         rows: &[R],
     ) -> Result<KeyTable> {
-        let tenant_idx = map.fields[model.tenant];
+        let (tenant_idx, tenant_type) = (map.fields[model.tenant], model.tenant_field().sql_type);
+        self.key_table_of(
+            scope,
+            model,
+            rows.iter().map(|row| {
+                // Unreadable rows are reported per row.
+                Some((
+                    row.read_tenant(tenant_idx, tenant_type).ok()?,
+                    row.read_bytes(map.header).ok()?,
+                ))
+            }),
+        )
+        .await
+    }
+
+    /// The record keys of every (tenant, key version) named by `heads`, each
+    /// row's tenant and key header (`None`: a row reported on its own).
+    async fn key_table_of<'a>(
+        &self,
+        scope: TenantScope<'_>,
+        model: &Model,
+        heads: impl Iterator<Item = Option<(Cow<'a, str>, &'a [u8])>>,
+    ) -> Result<KeyTable> {
         let mut table: KeyTable = HashMap::new();
         let mut wanted: Vec<(String, u32)> = Vec::new();
-        for row in rows {
-            let (Ok(tenant), Ok(header)) = (row.read_str(tenant_idx), row.read_bytes(map.header))
-            else {
-                continue; // reported per row
-            };
-            if !scope.admits(tenant) || check_row_format(header).is_err() {
+        for (tenant, header) in heads.flatten() {
+            if !scope.admits(&tenant) || check_row_format(header).is_err() {
                 continue; // refused per row, with no key fetched
             }
             let Some(version) = header_version(header) else {
                 continue;
             };
-            let known = table.get(tenant).is_some_and(|m| m.contains_key(&version));
+            let known = table
+                .get(&*tenant)
+                .is_some_and(|m| m.contains_key(&version));
             if !known {
                 table
-                    .entry(tenant.to_owned())
+                    .entry(tenant.clone().into_owned())
                     .or_default()
                     .insert(version, Err(rowseal_core::Error::Decrypt));
-                wanted.push((tenant.to_owned(), version));
+                wanted.push((tenant.into_owned(), version));
             }
         }
         for (tenant, version) in wanted {
@@ -288,19 +310,7 @@ impl Encryptor {
         let model = T::model();
         self.par_map_each(rows, |row| {
             decrypt_row::<T, R>(scope, model, map, row, |tenant, pk, header, present| {
-                // A header this build cannot peek at is reported for what it
-                // is (another format version: UnsupportedFormat; cut short:
-                // Malformed), not as tampering.
-                check_row_format(header)?;
-                let version = match header_version(header) {
-                    Some(v) => v,
-                    None => return Err(header_error(header)),
-                };
-                match table.get(tenant).and_then(|m| m.get(&version)) {
-                    Some(Ok(rk)) => rk.open_row(pk, header, present),
-                    Some(Err(e)) => Err(e.clone()),
-                    None => Err(rowseal_core::Error::Decrypt),
-                }
+                derived_row_key(table, tenant, pk, header, present)
             })
         })
     }
@@ -385,6 +395,117 @@ impl Encryptor {
         .boxed()
     }
 
+    /// Opens a sealed row (from `sqlx::query_as!`, `query_as` or the
+    /// generated type's `FromRow`) into its model. The row must belong to
+    /// `tenant` (a [`TenantScope`]; a `&str` is one tenant, by canonical id):
+    /// a row of another tenant is [`Error::TenantMismatch`] and no key of
+    /// its tenant is fetched.
+    ///
+    /// ```ignore
+    /// let rows = sqlx::query_as!(PatientSealed,
+    ///         "SELECT id, tenant_id, name, dob, visits, rowseal_header
+    ///          FROM patients WHERE tenant_id = $1 AND visits > $2", tenant, 3)
+    ///     .fetch_all(&pool).await?;
+    /// let patients: Vec<Patient> = enc.open_all(rows, &*tenant.to_string()).await?;
+    /// ```
+    pub async fn open<'t, S: Sealed>(
+        &self,
+        sealed: S,
+        tenant: impl Into<TenantScope<'t>>,
+    ) -> Result<S::Model> {
+        self.open_each(vec![sealed], tenant)
+            .await?
+            .pop()
+            .ok_or(Error::Worker)?
+    }
+
+    /// Opens sealed rows; the first failing row fails the call (see
+    /// [`open_each`](Self::open_each) to keep the others). Large batches
+    /// are opened on all cores, off the async runtime's threads, with each
+    /// (tenant, key version) looked up once.
+    pub async fn open_all<'t, S: Sealed>(
+        &self,
+        rows: Vec<S>,
+        tenant: impl Into<TenantScope<'t>>,
+    ) -> Result<Vec<S::Model>> {
+        self.open_each(rows, tenant).await?.into_iter().collect()
+    }
+
+    /// Opens sealed rows, one result per row: a tampered row, or a row of
+    /// another tenant than `tenant` ([`Error::TenantMismatch`]), fails
+    /// alone. The outer error is for what fails the whole batch (the key
+    /// store).
+    pub async fn open_each<'t, S: Sealed>(
+        &self,
+        rows: Vec<S>,
+        tenant: impl Into<TenantScope<'t>>,
+    ) -> Result<Vec<Result<S::Model>>> {
+        let scope = tenant.into();
+        let model = S::Model::model();
+        if model.spec.key_mode() != KeyMode::Derived {
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let key = if scope.admits(&row.tenant_id()) {
+                    self.kms_sealed_key(model, &row).await
+                } else {
+                    Err(rowseal_core::Error::Decrypt) // refused below, by name
+                };
+                out.push(open_sealed(scope, model, row, move |_, _, _, _| key));
+            }
+            return Ok(out);
+        }
+        let table = self
+            .key_table_of(
+                scope,
+                model,
+                rows.iter().map(|r| Some((r.tenant_id(), r.header()?))),
+            )
+            .await?;
+        if rows.len() < self.parallel_threshold {
+            return Ok(rows
+                .into_iter()
+                .map(|row| {
+                    open_sealed(scope, model, row, |t, pk, h, p| {
+                        derived_row_key(&table, t, pk, h, p)
+                    })
+                })
+                .collect());
+        }
+        let this = self.clone();
+        let owned = OwnedScope::of(scope);
+        tokio::task::spawn_blocking(move || {
+            let scope = owned.scope();
+            this.par_map_owned(rows, |row| {
+                open_sealed(scope, model, row, |t, pk, h, p| {
+                    derived_row_key(&table, t, pk, h, p)
+                })
+            })
+        })
+        .await
+        .map_err(|_| Error::Worker)
+    }
+
+    /// The row key of a `kms`-mode sealed row (one key-provider call).
+    async fn kms_sealed_key<S: Sealed>(
+        &self,
+        model: &Model,
+        row: &S,
+    ) -> std::result::Result<RowKey, rowseal_core::Error> {
+        let header = row.header().ok_or(rowseal_core::Error::Decrypt)?;
+        check_row_format(header)?;
+        let pk = model.primary_key_bytes(&row.primary_key_value())?;
+        let present = sealed_present(model, row)?;
+        self.keys
+            .open_row_key(
+                &model.spec,
+                &row.tenant_id(),
+                pk.as_deref(),
+                header,
+                &present,
+            )
+            .await
+    }
+
     async fn kms_row_key<R: DbRow>(
         &self,
         model: &Model,
@@ -392,7 +513,7 @@ impl Encryptor {
         row: &R,
     ) -> std::result::Result<RowKey, rowseal_core::Error> {
         let tenant = row
-            .read_str(map.fields[model.tenant])
+            .read_tenant(map.fields[model.tenant], model.tenant_field().sql_type)
             .map_err(|_| rowseal_core::Error::Decrypt)?;
         let header = row
             .read_bytes(map.header)
@@ -410,7 +531,7 @@ impl Encryptor {
             }),
         )?;
         self.keys
-            .open_row_key(&model.spec, tenant, pk.as_deref(), header, &present)
+            .open_row_key(&model.spec, &tenant, pk.as_deref(), header, &present)
             .await
     }
 }
@@ -430,6 +551,79 @@ fn present_fields(
             .filter(|(f, sealed)| f.is_encrypted() && *sealed)
             .map(|(f, _)| f.logical),
     )
+}
+
+/// The present encrypted fields of a sealed row.
+fn sealed_present<S: Sealed>(
+    model: &Model,
+    row: &S,
+) -> std::result::Result<FieldSet, rowseal_core::Error> {
+    present_fields(
+        model,
+        (0..model.fields.len()).map(|i| row.ciphertext(i).is_some()),
+    )
+}
+
+/// Opens one sealed row: the tenant check, then the row key from
+/// `open_key(tenant, pk bytes, header, present fields)`, then the model.
+fn open_sealed<S: Sealed>(
+    scope: TenantScope<'_>,
+    model: &'static Model,
+    row: S,
+    open_key: impl FnOnce(
+        &str,
+        Option<&[u8]>,
+        &[u8],
+        &FieldSet,
+    ) -> std::result::Result<RowKey, rowseal_core::Error>,
+) -> Result<S::Model> {
+    let pk_value = row.primary_key_value();
+    let tenant = row.tenant_id();
+    if !scope.admits(&tenant) {
+        return Err(Error::TenantMismatch {
+            table: model.table().to_owned(),
+            primary_key: pk_value.key_display(),
+        });
+    }
+    let decrypt_err = |e| Error::Decrypt {
+        table: model.table().to_owned(),
+        column: HEADER_COLUMN.to_owned(),
+        primary_key: pk_value.key_display(),
+        source: Box::new(e),
+    };
+    // Sealed types exist only for models without legacy (header-less) rows:
+    // a NULL header is tampering.
+    let header = row
+        .header()
+        .ok_or_else(|| decrypt_err(rowseal_core::Error::Decrypt))?;
+    let pk = model.primary_key_bytes(&pk_value).map_err(decrypt_err)?;
+    let present = sealed_present(model, &row).map_err(decrypt_err)?;
+    let key = open_key(&tenant, pk.as_deref(), header, &present).map_err(decrypt_err)?;
+    drop(tenant);
+    row.open_with(&SealedReader::new(Some(&key), model, &pk_value))
+}
+
+/// A `derived`-mode row key from the record keys at hand.
+fn derived_row_key(
+    table: &KeyTable,
+    tenant: &str,
+    pk: Option<&[u8]>,
+    header: &[u8],
+    present: &FieldSet,
+) -> std::result::Result<RowKey, rowseal_core::Error> {
+    // A header this build cannot peek at is reported for what it is
+    // (another format version: UnsupportedFormat; cut short: Malformed), not
+    // as tampering.
+    check_row_format(header)?;
+    let version = match header_version(header) {
+        Some(v) => v,
+        None => return Err(header_error(header)),
+    };
+    match table.get(tenant).and_then(|m| m.get(&version)) {
+        Some(Ok(rk)) => rk.open_row(pk, header, present),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err(rowseal_core::Error::Decrypt),
+    }
 }
 
 /// Why a header has no tenant-key version to peek at: the full parse's
@@ -490,12 +684,12 @@ fn decrypt_row<T: Encrypted, R: DbRow>(
         Cell::Sealed(_) | Cell::SealedOr(..) => Value::Null(SqlType::Bytes),
     };
     let tenant = row
-        .read_str(map.fields[model.tenant])
+        .read_tenant(map.fields[model.tenant], model.tenant_field().sql_type)
         .map_err(|e| sqlx_col(model, model.tenant_field().column, e))?;
     let header = row
         .read_opt_bytes(map.header)
         .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?;
-    if !scope.admits(tenant) {
+    if !scope.admits(&tenant) {
         return Err(Error::TenantMismatch {
             table: model.table().to_owned(),
             primary_key: pk_value.key_display(),
@@ -520,7 +714,7 @@ fn decrypt_row<T: Encrypted, R: DbRow>(
                     .map(|c| matches!(c, Cell::Sealed(Some(_)) | Cell::SealedOr(Some(_), _))),
             )
             .map_err(decrypt_err)?;
-            Some(open_key(tenant, pk.as_deref(), header, &present).map_err(decrypt_err)?)
+            Some(open_key(&tenant, pk.as_deref(), header, &present).map_err(decrypt_err)?)
         }
         // A legacy row (from before the table was adopted): no key header,
         // so no ciphertext either; its values are in the plaintext columns.

@@ -113,8 +113,9 @@ impl Encryptor {
         let plans = plans(model)?;
         let ikeys = self.write_index_keys(&plans, rows.iter(), None).await?;
         let index = (&plans[..], &ikeys);
+        let tenants: Vec<_> = rows.iter().map(|r| r.tenant()).collect();
         let rks = self
-            .new_rows_record_keys(model, rows.iter().map(|r| r.tenant()))
+            .new_rows_record_keys(model, tenants.iter().map(|t| &**t))
             .await?;
         match rks {
             Some(rks) => {
@@ -122,7 +123,7 @@ impl Encryptor {
                     let mut out = Vec::with_capacity(part.len() * cols);
                     let mut scratch = Vec::new();
                     for row in part {
-                        let rk = rks.get(row.tenant()).ok_or(Error::Worker)?;
+                        let rk = rks.get(&*row.tenant()).ok_or(Error::Worker)?;
                         let pk = model.primary_key_bytes(&row.primary_key_value())?;
                         let collected = CollectedRow::of(row, &mut scratch)?;
                         let present = collected.present(model)?;
@@ -141,7 +142,7 @@ impl Encryptor {
                     let collected = CollectedRow::of(row, &mut scratch)?;
                     let present = collected.present(model)?;
                     let key = self
-                        .new_row_key(model, row.tenant(), pk.as_deref(), &present)
+                        .new_row_key(model, &row.tenant(), pk.as_deref(), &present)
                         .await?;
                     Self::seal_with(&key, row, collected, index, &mut out)?;
                 }
@@ -289,7 +290,7 @@ impl Encryptor {
         }
         Self::where_pk::<T, E::Database>(&mut sql, n + 1);
         values.push(row.primary_key_value());
-        values.push(Value::Text(row.tenant().to_owned()));
+        values.push(model.tenant_value(&row.tenant())?);
         let affected = <E::Database as Backend>::execute(executor, &sql, values)
             .await
             .map_err(|e| map_unique(model, e))?;
@@ -393,7 +394,7 @@ impl Encryptor {
             let found = <A::Database as Backend>::fetch_optional_on(
                 &mut conn,
                 &sql,
-                vec![pk_value.clone(), Value::Text(row.tenant().to_owned())],
+                vec![pk_value.clone(), model.tenant_value(&row.tenant())?],
             )
             .await?
             .ok_or_else(not_found)?;
@@ -410,7 +411,7 @@ impl Encryptor {
                     .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?
                     .map(<[u8]>::to_vec),
             );
-            let stored: T = self.decrypt(row.tenant(), &found).await?;
+            let stored: T = self.decrypt(&*row.tenant(), &found).await?;
             let merged = CollectedRow::of(&stored, &mut scratch)?.merged(
                 model,
                 CollectedRow::of(row, &mut scratch)?,
@@ -429,11 +430,11 @@ impl Encryptor {
                 .and_then(rowseal_core::RowHeader::peek_tenant_key_version);
             let key = match version {
                 Some(v) if model.spec.key_mode() == rowseal_core::KeyMode::Derived => {
-                    let keys = self.keys.record_keys(&model.spec, row.tenant(), v).await?;
+                    let keys = self.keys.record_keys(&model.spec, &row.tenant(), v).await?;
                     self.new_row(&keys, pk.as_deref(), &present)?
                 }
                 _ => {
-                    self.new_row_key(model, row.tenant(), pk.as_deref(), &present)
+                    self.new_row_key(model, &row.tenant(), pk.as_deref(), &present)
                         .await?
                 }
             };
@@ -485,7 +486,7 @@ impl Encryptor {
         }
         Self::where_pk::<T, A::Database>(&mut sql, set_columns.len() + 1);
         values.push(pk_value.clone());
-        values.push(Value::Text(row.tenant().to_owned()));
+        values.push(model.tenant_value(&row.tenant())?);
         match read_header {
             Some(Some(h)) => {
                 sql.push_str(" AND ");
@@ -526,7 +527,7 @@ impl Encryptor {
         let mut sql = String::from("DELETE FROM ");
         E::Database::push_ident(&mut sql, T::model().table());
         Self::where_pk::<T, E::Database>(&mut sql, 1);
-        let values = vec![primary_key.key_value(), Value::Text(tenant.to_owned())];
+        let values = vec![primary_key.key_value(), T::model().tenant_value(tenant)?];
         Ok(<E::Database as Backend>::execute(executor, &sql, values).await? > 0)
     }
 }

@@ -7,6 +7,7 @@ mod format_v2;
 mod formats;
 pub mod models;
 mod registry;
+mod sealed;
 mod tenancy;
 
 #[allow(unused_imports)]
@@ -18,6 +19,8 @@ pub use format_v2::{
 pub use formats::{null_header_refused_without_legacy_columns, other_format_versions_are_typed};
 #[allow(unused_imports)] // the cases! macro names them; not every test binary runs it
 pub use registry::{registry_round_trip, registry_unknown_format};
+#[allow(unused_imports)]
+pub use sealed::{join_of_two_models, sealed_rows_open_for_their_tenant, typed_tenants};
 #[allow(unused_imports)]
 pub use tenancy::{tenant_checked_on_every_path, tenant_checked_under_case_insensitive_collation};
 
@@ -1585,6 +1588,9 @@ macro_rules! all_cases {
             renames_keep_rows_readable,
             format_1_rows_read_and_upgrade,
             stored_bytes_per_row,
+            sealed_rows_open_for_their_tenant,
+            join_of_two_models,
+            typed_tenants,
         );
     };
 }

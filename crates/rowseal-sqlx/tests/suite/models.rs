@@ -360,3 +360,73 @@ pub struct Triple {
     #[rowseal(encrypt)]
     pub c: String,
 }
+
+/// Visits of a patient (joined with `patients`); its `name` column has the
+/// same name as a column of `patients`.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "visits", record_type = "visit", tenant = tenant_id, primary_key = id)]
+pub struct Visit {
+    pub id: i64,
+    pub tenant_id: String,
+    pub patient_id: Uuid,
+    #[rowseal(encrypt)]
+    pub reason: String,
+    #[rowseal(encrypt)]
+    pub name: String,
+}
+
+/// A model whose tenant is a UUID column, with a tenant-scoped blind index.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "uuid_tenants", record_type = "uuid_tenant", tenant = org, primary_key = id, bind_primary_key)]
+pub struct UuidTenant {
+    pub id: i64,
+    pub org: Uuid,
+    #[rowseal(
+        encrypt,
+        blind_index(name = "ut_email_idx", bits = 32, normalize = "trim,lowercase")
+    )]
+    pub email: String,
+    #[rowseal(encrypt)]
+    pub secret: String,
+}
+
+impl UuidTenant {
+    pub fn new(id: i64, org: Uuid, email: &str) -> Self {
+        UuidTenant {
+            id,
+            org,
+            email: email.into(),
+            secret: format!("secret of {id}"),
+        }
+    }
+}
+
+/// An application's tenant type: a newtype over an integer column.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OrgId(pub i64);
+
+impl rowseal_sqlx::PlainField for OrgId {
+    const SQL_TYPE: rowseal_sqlx::SqlType = rowseal_sqlx::SqlType::I64;
+    fn to_value(&self) -> rowseal_sqlx::Value {
+        rowseal_sqlx::PlainField::to_value(&self.0)
+    }
+    fn from_value(v: rowseal_sqlx::Value) -> Option<Self> {
+        <i64 as rowseal_sqlx::PlainField>::from_value(v).map(OrgId)
+    }
+}
+
+impl rowseal_sqlx::TenantField for OrgId {
+    fn tenant_id(&self) -> std::borrow::Cow<'_, str> {
+        rowseal_sqlx::TenantField::tenant_id(&self.0)
+    }
+}
+
+/// A model whose tenant is an integer newtype.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "org_notes", record_type = "org_note", tenant = org, primary_key = id)]
+pub struct OrgNote {
+    pub id: i64,
+    pub org: OrgId,
+    #[rowseal(encrypt)]
+    pub body: String,
+}
