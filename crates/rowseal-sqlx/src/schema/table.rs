@@ -195,6 +195,24 @@ impl IndexSchema {
 }
 
 impl TableSchema {
+    /// The SQL type of the tenant column (`Text` for a registry entry that
+    /// does not say).
+    pub fn tenant_type(&self) -> SqlType {
+        self.fields
+            .iter()
+            .find(|f| f.column == self.tenant)
+            .map_or(SqlType::Text, |f| f.sql_type)
+    }
+
+    /// The value to bind for tenant `id` (a canonical id, see
+    /// [`TenantField::tenant_id`](crate::TenantField::tenant_id)) against
+    /// the tenant column: the same rule as the library's. `None` for text
+    /// that is the canonical id of no value of the column's type; such a
+    /// tenant has no rows here.
+    pub fn tenant_value(&self, id: &str) -> Option<Value> {
+        crate::value::tenant_value(self.tenant_type(), id)
+    }
+
     /// Parses a registry entry's JSON `definition` of `table`. An entry of
     /// another format is [`Error::UnsupportedRegistryFormat`]; one that does
     /// not fit this format is [`Error::Schema`]. Either names the table.
