@@ -9,7 +9,6 @@
 use std::borrow::Cow;
 
 use rowseal_core::{FieldName, RowKey};
-use zeroize::Zeroize;
 
 use crate::encoding::EncryptedField;
 use crate::error::{Error, Result};
@@ -136,7 +135,7 @@ impl<'a> SealedReader<'a> {
                 .map(Some)
                 .map_err(|e| self.decode_err(field, e)),
         };
-        plain.zeroize();
+        zeroize::Zeroize::zeroize(&mut plain);
         r
     }
 }

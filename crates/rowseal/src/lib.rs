@@ -72,7 +72,7 @@ pub mod kms {
 /// models on PostgreSQL, MySQL/MariaDB and SQLite.
 #[cfg(feature = "sqlx")]
 pub use rowseal_sqlx::{
-    schema, sqlx, Encrypted, EncryptedField, Encryptor, Error as SqlxError, PlainField,
+    schema, sqlx, Backend, Encrypted, EncryptedField, Encryptor, Error as SqlxError, PlainField,
     PrimaryKeyField, Sealed, SqlType, SqlxKeyStore, TenantField, TenantScope, Value,
 };
 
