@@ -63,3 +63,4 @@ CREATE TABLE IF NOT EXISTS `appointments` (
     `rowseal_key_version` BIGINT NOT NULL,
     INDEX `appointments_rowseal_kv` (`clinic_id`, `rowseal_key_version`)
 );
+CREATE TABLE IF NOT EXISTS plain_patients (id BINARY(16) NOT NULL PRIMARY KEY, clinic_id BINARY(16) NOT NULL, name LONGTEXT NOT NULL, birth_date DATE, visits BIGINT NOT NULL);

@@ -61,3 +61,4 @@ CREATE TABLE IF NOT EXISTS "appointments" (
     "rowseal_key_version" BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS "appointments_rowseal_kv" ON "appointments" ("clinic_id", "rowseal_key_version");
+CREATE TABLE IF NOT EXISTS plain_patients (id UUID NOT NULL PRIMARY KEY, clinic_id UUID NOT NULL, name TEXT NOT NULL, birth_date DATE, visits BIGINT NOT NULL);

@@ -113,6 +113,38 @@ impl ScheduleRow {
     }
 }
 
+/// The benchmark's baseline: the same patients without rowseal, every
+/// column in the clear (`benches/query_as.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlainPatient {
+    /// The patient.
+    pub id: Uuid,
+    /// The clinic.
+    pub clinic_id: Uuid,
+    /// In the clear.
+    pub name: String,
+    /// In the clear.
+    pub birth_date: Option<NaiveDate>,
+    /// In the clear.
+    pub visits: i64,
+}
+
+/// `CREATE TABLE plain_patients`: [`PlainPatient`]'s table, with the same
+/// column types as rowseal gives `patients` and an index on the clinic.
+pub fn plain_patients_sql<DB: rowseal::Backend>() -> String {
+    use rowseal::SqlType;
+    let t = |t: SqlType, keyed: bool| DB::column_type(t, keyed);
+    format!(
+        "CREATE TABLE IF NOT EXISTS plain_patients (id {} NOT NULL PRIMARY KEY, clinic_id {} NOT NULL, \
+         name {} NOT NULL, birth_date {}, visits {} NOT NULL)",
+        t(SqlType::Uuid, true),
+        t(SqlType::Uuid, true),
+        t(SqlType::Text, false),
+        t(SqlType::Date, false),
+        t(SqlType::I64, false),
+    )
+}
+
 /// The DDL of rowseal's tables and of the models' tables on `DB`: what
 /// `schema/<dialect>.sql` holds, and what the queries are prepared against.
 pub fn ddl<DB: rowseal::Backend>() -> String {
@@ -121,6 +153,7 @@ pub fn ddl<DB: rowseal::Backend>() -> String {
     let tables = [
         rowseal::schema::create_table_sql::<Patient, DB>(),
         rowseal::schema::create_table_sql::<Appointment, DB>(),
+        vec![plain_patients_sql::<DB>()],
     ];
     for statement in tables.iter().flatten() {
         out.push_str(statement);

@@ -13,6 +13,8 @@ type Error = Box<dyn std::error::Error>;
 async fn apply<DB: rowseal::Backend>(url: &str) -> Result<(), Error>
 where
     for<'c> &'c mut DB::Connection: rowseal::sqlx::Executor<'c, Database = DB>,
+    for<'c> &'c rowseal::sqlx::Pool<DB>: rowseal::sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: rowseal::sqlx::IntoArguments<'q, DB>,
 {
     let pool = rowseal::sqlx::pool::PoolOptions::<DB>::new()
         .max_connections(1)
@@ -21,6 +23,9 @@ where
     schema::install(&pool).await?;
     schema::create_table::<Patient, _>(&pool).await?;
     schema::create_table::<Appointment, _>(&pool).await?;
+    rowseal::sqlx::query(&own_queries::plain_patients_sql::<DB>())
+        .execute(&pool)
+        .await?;
     pool.close().await;
     Ok(())
 }
