@@ -191,9 +191,10 @@ pub fn ph<D: Backend>(n: usize) -> String {
     s
 }
 
-/// The `n`th placeholder for a tenant (or other text key) that must match a
-/// column byte for byte, whatever its collation (see
-/// [`Backend::push_exact_text_placeholder`]).
+/// The `n`th placeholder for a text key (`rowseal_keys.tenant`, a text
+/// tenant column) that must match a column byte for byte, whatever its
+/// collation (see [`Backend::push_exact_text_placeholder`]). Never for a
+/// tenant column of another type: see [`crate::registry::tenant_ph`].
 pub fn exact_ph<D: Backend>(n: usize) -> String {
     let mut s = String::new();
     D::push_exact_text_placeholder(&mut s, n);
@@ -214,7 +215,9 @@ pub fn read_i64<R: rowseal_sqlx::DbRow>(row: &R, idx: usize) -> Result<i64> {
     Err(CliError::db(format!("column {idx}: expected an integer")))
 }
 
-/// Reads a text column (NULL as empty).
+/// Reads a text column (NULL as empty). Not for the tenant column of an
+/// application table, which may be a UUID or an integer: see
+/// [`crate::registry::read_tenant`].
 pub fn read_text<R: rowseal_sqlx::DbRow>(row: &R, idx: usize) -> Result<String> {
     match row.read_value(idx, rowseal_sqlx::SqlType::Text) {
         Ok(Value::Text(s)) => Ok(s),

@@ -18,7 +18,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::{Ctx, RowOpener};
-use crate::db::{ident, ph, read_text, CliDb};
+use crate::db::{ident, ph, CliDb};
 use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
@@ -110,7 +110,7 @@ pub async fn run<D: CliDb>(
         let mut batch_done = 0u64;
         for row in &rows {
             let pk = read_pk(row, pk_type)?;
-            let tenant = read_text(row, 1)?;
+            let tenant = registry::read_tenant(&def, row, 1)?;
             let header = row.read_bytes(2)?.to_vec();
             let envelopes = super::read_envelopes(&def, row)?;
             let Some(envelope) = envelopes[at].clone() else {

@@ -42,7 +42,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::{Ctx, RowOpener};
-use crate::db::{ident, ph, read_i64, read_text, CliDb};
+use crate::db::{ident, ph, read_i64, CliDb};
 use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
@@ -212,7 +212,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             }
         };
         for r in &D::fetch_all_on(&mut conn, &sql, vec![]).await? {
-            let tenant = read_text(r, 0)?;
+            let tenant = registry::read_tenant(&def, r, 0)?;
             if spec.key_mode() == KeyMode::Derived {
                 fatal(keys.hierarchy.current_tenant_key(&tenant).await.map(|_| ()))?;
             }
@@ -565,7 +565,7 @@ impl<D: CliDb> Worker<D> {
         let mut index_keys: HashMap<(usize, String), (u32, BlindIndexKey)> = HashMap::new();
         for row in &rows {
             let pk = read_pk(row, pk_type)?;
-            let tenant = read_text(row, 1)?;
+            let tenant = registry::read_tenant(def, row, 1)?;
             match self
                 .row_update(layout, opener, &mut index_keys, row, &pk, &tenant)
                 .await
@@ -826,11 +826,12 @@ impl<D: CliDb> Worker<D> {
             ident::<D>(&def.primary_key),
             ph::<D>(values.len())
         ));
-        values.push(Value::Text(tenant.to_owned()));
+        // The tenant as its column holds it (text byte for byte).
+        values.push(registry::bind_tenant(def, tenant).map_err(RowError::Fatal)?);
         sql.push_str(&format!(
             " AND {} = {}",
             ident::<D>(&def.tenant),
-            ph::<D>(values.len())
+            registry::tenant_ph::<D>(def, values.len())
         ));
         match header {
             Some(h) => {

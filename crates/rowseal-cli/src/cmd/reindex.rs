@@ -30,6 +30,10 @@
 //! An index whose normalization includes the application's own function
 //! (`normalize_with`) cannot be computed here: the rotation is refused, and
 //! the application must backfill with `Encryptor::reindex_batch`.
+//!
+//! Tenants are canonical ids (read from the tables' tenant columns, whatever
+//! their type, and named so in `rowseal_keys` and on the command line); a
+//! table whose tenant column cannot hold a tenant has none of its rows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,7 +46,7 @@ use zeroize::Zeroizing;
 
 use super::index_check::TableIndexes;
 use super::{Ctx, RowOpener};
-use crate::db::{ident, ph, read_text, CliDb};
+use crate::db::{ident, ph, CliDb};
 use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
@@ -95,6 +99,10 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         return Ok(ExitCode::Refused);
     }
 
+    if let Some(one) = &req.tenant {
+        let defs: Vec<TableDef> = tables.iter().map(|(d, _)| d.clone()).collect();
+        registry::check_tenant_arg::<D>(&mut conn, &defs, one).await?;
+    }
     // The scopes: tenants with rows (or the one named), and global.
     let mut tenants: BTreeSet<String> = BTreeSet::new();
     let mut global = false;
@@ -113,7 +121,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
                         ident::<D>(&def.table)
                     );
                     for r in D::fetch_all_on(&mut conn, &sql, vec![]).await? {
-                        tenants.insert(read_text(&r, 0)?);
+                        tenants.insert(registry::read_tenant(def, &r, 0)?);
                     }
                 }
             }
@@ -141,9 +149,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
         for (def, indexes) in &tables {
             for tenant in &tenants {
                 let targets = current_targets(&keys.hierarchy, tenant, global).await?;
-                todo += todo_scan::<D>(def, indexes, tenant, &targets, 0)
-                    .remaining(&mut conn)
-                    .await?;
+                todo += remaining::<D>(&mut conn, def, indexes, tenant, &targets).await?;
             }
         }
         ctx.out.emit(
@@ -255,8 +261,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
     }
     for (def, indexes) in &tables {
         for tenant in &tenants {
-            total += todo_scan::<D>(def, indexes, tenant, &per_tenant_targets[tenant], 0)
-                .remaining(&mut conn)
+            total += remaining::<D>(&mut conn, def, indexes, tenant, &per_tenant_targets[tenant])
                 .await?;
         }
     }
@@ -294,9 +299,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
             // touching index columns): count what is left.
             if changing {
                 let mut conn = ctx.conn().await?;
-                left += todo_scan::<D>(def, indexes, tenant, targets, 0)
-                    .remaining(&mut conn)
-                    .await?;
+                left += remaining::<D>(&mut conn, def, indexes, tenant, targets).await?;
             }
         }
     }
@@ -392,12 +395,14 @@ async fn clear_retired<D: CliDb>(
         let mut cond = format!("{kv} = {}", ph::<D>(1));
         let mut binds = vec![Value::I64(i64::from(old))];
         if let KeyScope::Tenant(tenant) = scope {
-            binds.push(Value::Text(tenant.clone()));
-            cond.push_str(&format!(
-                " AND {} = {}",
-                ident::<D>(&def.tenant),
-                ph::<D>(2)
-            ));
+            // A table whose tenant column cannot hold the tenant has none
+            // of its values.
+            let Some((is_tenant, tenant_value)) = registry::tenant_filter::<D>(def, tenant, 2)
+            else {
+                return Ok(cleared);
+            };
+            binds.push(tenant_value);
+            cond.push_str(&format!(" AND {is_tenant}"));
         }
         // Each batch's update takes its rows out of `cond`.
         let mut scan = BatchScanner::<D>::new(def, pkc.clone(), batch)
@@ -458,16 +463,18 @@ fn target_of<'a>(targets: &'a Targets, tenant: &'a str) -> impl Fn(bool) -> u32 
 
 /// The rows of `tenant` still to do: `tenant = ? AND (<target version
 /// column> IS NULL OR <> v OR ...)`, in primary-key order, selecting the
-/// table's select list and `indexes`' extra columns.
+/// table's select list and `indexes`' extra columns. `None` when the table's
+/// tenant column cannot hold `tenant` (none of its rows are here).
 fn todo_scan<'a, D: CliDb>(
     def: &'a TableDef,
     indexes: &TableIndexes,
     tenant: &str,
     targets: &Targets,
     batch: usize,
-) -> BatchScanner<'a, D> {
-    let mut binds = vec![Value::Text(tenant.to_owned())];
-    let mut sql = format!("{} = {} AND (", ident::<D>(&def.tenant), ph::<D>(1));
+) -> Option<BatchScanner<'a, D>> {
+    let (is_tenant, tenant_value) = registry::tenant_filter::<D>(def, tenant, 1)?;
+    let mut binds = vec![tenant_value];
+    let mut sql = format!("{is_tenant} AND (");
     for (i, (kv, v)) in indexes
         .target_slots(target_of(targets, tenant))
         .into_iter()
@@ -489,7 +496,21 @@ fn todo_scan<'a, D: CliDb>(
         select.push_str(", ");
         select.push_str(&ident::<D>(c));
     }
-    BatchScanner::new(def, select, batch).filter(sql, binds)
+    Some(BatchScanner::new(def, select, batch).filter(sql, binds))
+}
+
+/// How many rows of `tenant` in `def`'s table are still to do.
+async fn remaining<D: CliDb>(
+    conn: &mut D::Connection,
+    def: &TableDef,
+    indexes: &TableIndexes,
+    tenant: &str,
+    targets: &Targets,
+) -> Result<u64> {
+    match todo_scan::<D>(def, indexes, tenant, targets, 0) {
+        Some(scan) => scan.remaining(conn).await,
+        None => Ok(0),
+    }
 }
 
 #[derive(Default)]
@@ -513,6 +534,10 @@ async fn backfill_sweep<D: CliDb>(
     progress: &Progress,
 ) -> Result<Sweep> {
     let mut sweep = Sweep::default();
+    let Some(mut scan) = todo_scan::<D>(def, indexes, tenant, targets, ctx.settings.batch_size)
+    else {
+        return Ok(sweep);
+    };
     let mut conn = ctx.conn().await?;
     let pk_type = def.primary_key_type;
     let enc: Vec<String> = def
@@ -522,7 +547,6 @@ async fn backfill_sweep<D: CliDb>(
         .collect();
     let names = def.encrypted_field_names();
     let (t, pkc) = (ident::<D>(&def.table), ident::<D>(&def.primary_key));
-    let mut scan = todo_scan::<D>(def, indexes, tenant, targets, ctx.settings.batch_size);
     loop {
         let rows = scan.next(&mut conn).await?;
         if rows.is_empty() {

@@ -172,7 +172,8 @@ pub async fn run<D: CliDb>(
             }
             for row in &page {
                 let pk = read_pk(row, pk_type)?;
-                let mut tenant = read_text(row, 1)?;
+                // The canonical id (the data key's context names it).
+                let mut tenant = registry::read_tenant(&def, row, 1)?;
                 let mut header = row.read_bytes(2)?.to_vec();
                 // Retry on a concurrent application write: re-read, rewrap again.
                 let mut settled = false;
@@ -230,7 +231,7 @@ pub async fn run<D: CliDb>(
                         settled = true;
                         break;
                     };
-                    tenant = read_text(r, 1)?;
+                    tenant = registry::read_tenant(&def, r, 1)?;
                     header = r.read_bytes(2)?.to_vec();
                 }
                 if !settled {

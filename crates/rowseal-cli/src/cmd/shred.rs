@@ -7,6 +7,14 @@
 //! no other tenant is touched. The tenant is compared byte for byte (`ACME`
 //! is not `acme`, whatever the column's collation).
 //!
+//! T is a canonical tenant id, whatever the type of the tenant columns: a
+//! UUID lowercase and hyphenated, an integer in plain decimal (the text
+//! `rowseal_keys` knows the tenant by). A table whose tenant column cannot
+//! hold T (an integer column for a UUID tenant) has none of its rows and is
+//! left alone; an id no registered table can hold and that has no keys (a
+//! typo, an uppercase UUID) is refused before anything is destroyed (exit
+//! 2), since shredding it would destroy nothing and report success.
+//!
 //! Caveats (docs/cli.md): application processes keep unwrapped keys in their
 //! caches until the cache lifetime ends; database backups still hold the
 //! wrapped keys, which stay openable as long as the root key exists.
@@ -29,6 +37,9 @@ pub async fn run<D: CliDb>(
     dry_run: bool,
 ) -> Result<ExitCode> {
     let mut conn = ctx.conn().await?;
+    let tables = registry::tables::<D>(&mut conn, &[]).await?;
+    registry::check_tenant_arg::<D>(&mut conn, &tables, tenant).await?;
+    // rowseal_keys: the tenant column is always text.
     let sql = format!(
         "SELECT COUNT(*) FROM rowseal_keys WHERE scope_kind = 'tenant' AND tenant = {} AND state = 'active'",
         exact_ph::<D>(1)
@@ -39,7 +50,6 @@ pub async fn run<D: CliDb>(
         .map(|r| read_i64(r, 0))
         .transpose()?
         .unwrap_or(0);
-    let tables = registry::tables::<D>(&mut conn, &[]).await?;
     if dry_run {
         ctx.out.emit(
             json!({"event": "plan", "command": "shred", "tenant": tenant, "keys": active}),
@@ -76,19 +86,30 @@ pub async fn run<D: CliDb>(
     let mut kms_rows = 0;
     let mut global_index_rows = 0;
     for def in &tables {
+        // The tenant as this table's tenant column holds it; none of its
+        // rows belong to a tenant the column cannot hold.
+        let Some(tenant_value) = def.tenant_value(tenant) else {
+            continue;
+        };
+        let is_tenant = |n| {
+            format!(
+                "{} = {}",
+                ident::<D>(&def.tenant),
+                registry::tenant_ph::<D>(def, n)
+            )
+        };
         if def.key_mode == rowseal_core::KeyMode::Kms {
             let sql = format!(
-                "UPDATE {} SET {} = {} WHERE {} = {}",
+                "UPDATE {} SET {} = {} WHERE {}",
                 ident::<D>(&def.table),
                 ident::<D>(&def.header_column),
                 ph::<D>(1),
-                ident::<D>(&def.tenant),
-                exact_ph::<D>(2)
+                is_tenant(2)
             );
             kms_rows += D::execute_on(
                 &mut conn,
                 &sql,
-                vec![Value::Bytes(Vec::new()), Value::Text(tenant.to_owned())],
+                vec![Value::Bytes(Vec::new()), tenant_value.clone()],
             )
             .await?;
         }
@@ -114,14 +135,12 @@ pub async fn run<D: CliDb>(
                 .map(|c| format!("{} = NULL", ident::<D>(c)))
                 .collect();
             let sql = format!(
-                "UPDATE {} SET {} WHERE {} = {}",
+                "UPDATE {} SET {} WHERE {}",
                 ident::<D>(&def.table),
                 set.join(", "),
-                ident::<D>(&def.tenant),
-                exact_ph::<D>(1)
+                is_tenant(1)
             );
-            global_index_rows +=
-                D::execute_on(&mut conn, &sql, vec![Value::Text(tenant.to_owned())]).await?;
+            global_index_rows += D::execute_on(&mut conn, &sql, vec![tenant_value]).await?;
         }
     }
     ctx.out.emit(

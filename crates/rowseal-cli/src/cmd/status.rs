@@ -39,7 +39,8 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
         let mut by_version: BTreeMap<i64, i64> = BTreeMap::new();
         let mut tenants: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         for r in &rows {
-            let tenant = read_text(r, 0)?;
+            // The canonical id, as `rowseal_keys` (and `current`) key it.
+            let tenant = registry::read_tenant(def, r, 0)?;
             let version = read_i64(r, 1)?;
             let n = read_i64(r, 2)?;
             total += n;
@@ -92,7 +93,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
                     table = ident::<D>(&def.table)
                 );
                 for r in &D::fetch_all_on(&mut conn, &sql, vec![]).await? {
-                    let tenant = read_text(r, 0)?;
+                    let tenant = registry::read_tenant(def, r, 0)?;
                     let version = read_i64(r, 1)?;
                     let n = read_i64(r, 2)?;
                     *by_version.entry(version.to_string()).or_default() += n;

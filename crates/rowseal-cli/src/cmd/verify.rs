@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::index_check::TableIndexes;
 use super::{Ctx, RowOpener};
-use crate::db::{ident, read_i64, read_text, CliDb};
+use crate::db::{ident, read_i64, CliDb};
 use crate::error::{ExitCode, Result};
 use crate::output::Progress;
 use crate::registry::{self, read_pk, FIRST_ENCRYPTED};
@@ -67,7 +67,7 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
             }
             for row in &rows {
                 let pk = read_pk(row, pk_type)?;
-                let tenant = read_text(row, 1)?;
+                let tenant = registry::read_tenant(def, row, 1)?;
                 let Some(header) = row.read_opt_bytes(2)?.map(<[u8]>::to_vec) else {
                     // A legacy row of a table adopted from plaintext (see
                     // `encrypt-column`): no key header and nothing encrypted

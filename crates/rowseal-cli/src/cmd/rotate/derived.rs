@@ -6,6 +6,10 @@
 //! the set when it is re-encrypted (a draining [`BatchScanner`]), and a
 //! resumed or second process simply runs the same predicate. Workers and
 //! processes claim their batches with `FOR UPDATE SKIP LOCKED`.
+//!
+//! The tenant is a canonical id (from `rowseal_keys`), bound as the table's
+//! tenant column holds it (text, UUID or integer); a table whose column
+//! cannot hold it has no row of that tenant and is skipped.
 
 use std::sync::Mutex;
 
@@ -22,30 +26,27 @@ use crate::registry::{self, TableDef};
 use crate::scan::BatchScanner;
 
 /// The rows of `tenant` not on key version `target` yet but those in
-/// `failed`: `tenant = $1 AND version < $2 [AND pk NOT IN (...)]`.
+/// `failed`: `tenant = $1 AND version < $2 [AND pk NOT IN (...)]`. `None`
+/// when the table's tenant column cannot hold `tenant` (no row to do).
 fn rows_to_do<'a, D: CliDb>(
     def: &'a TableDef,
     tenant: &str,
     target: u32,
     failed: Vec<Value>,
     batch: usize,
-) -> BatchScanner<'a, D> {
+) -> Option<BatchScanner<'a, D>> {
+    let (is_tenant, tenant_value) = registry::tenant_filter::<D>(def, tenant, 1)?;
     let filter = format!(
-        "{} = {} AND {} < {}",
-        ident::<D>(&def.tenant),
-        ph::<D>(1),
+        "{is_tenant} AND {} < {}",
         ident::<D>(&def.key_version_column),
         ph::<D>(2)
     );
-    let binds = vec![
-        Value::Text(tenant.to_owned()),
-        Value::I64(i64::from(target)),
-    ];
+    let binds = vec![tenant_value, Value::I64(i64::from(target))];
     let mut scan = BatchScanner::new(def, registry::select_list::<D>(def), batch)
         .filter(filter, binds)
         .draining();
     scan.skip(failed);
-    scan
+    Some(scan)
 }
 
 /// The rows of `tenant` still to re-encrypt under `target`, but `failed`.
@@ -56,9 +57,10 @@ pub(super) async fn count<D: CliDb>(
     target: u32,
     failed: &[Value],
 ) -> Result<u64> {
-    rows_to_do::<D>(def, tenant, target, failed.to_vec(), 0)
-        .remaining(conn)
-        .await
+    match rows_to_do::<D>(def, tenant, target, failed.to_vec(), 0) {
+        Some(scan) => scan.remaining(conn).await,
+        None => Ok(0),
+    }
 }
 
 /// One batch; returns the rows claimed (0: nothing left for this worker).
@@ -77,7 +79,15 @@ pub(super) async fn batch_once<D: CliDb>(
     let failed = failed_of(shared, def, tenant);
     let pk_type = def.primary_key_type;
     let enc_cols = def.encrypted_columns();
-    let mut scan = rows_to_do::<D>(def, tenant, target, failed, batch).claim(D::CLAIM);
+    // The tenant as this table's column holds it: a column that cannot hold
+    // it has no row of it.
+    let (Some(tenant_value), Some(scan)) = (
+        def.tenant_value(tenant),
+        rows_to_do::<D>(def, tenant, target, failed, batch),
+    ) else {
+        return Ok(0);
+    };
+    let mut scan = scan.claim(D::CLAIM);
     let update = per_row_update::<D>(def, &enc_cols);
 
     let new_keys = NewKeys::Derived {
@@ -94,8 +104,16 @@ pub(super) async fn batch_once<D: CliDb>(
     // The application may have changed a row since it was read: the
     // compare-and-swap on the old header leaves it alone; a later batch
     // reads it again if it is still on an old version.
-    let (done, conflicts) =
-        write_rows::<D>(&mut tx, def, &enc_cols, &update, tenant, target, pending).await?;
+    let (done, conflicts) = write_rows::<D>(
+        &mut tx,
+        def,
+        &enc_cols,
+        &update,
+        &tenant_value,
+        target,
+        pending,
+    )
+    .await?;
     if done > 0 {
         jobs::add_progress::<D>(&mut *tx, job_id, done).await?;
     }
@@ -118,7 +136,7 @@ async fn write_rows<D: CliDb>(
     def: &TableDef,
     enc_cols: &[&str],
     per_row: &str,
-    tenant: &str,
+    tenant: &Value,
     target: u32,
     pending: Vec<Resealed>,
 ) -> Result<(u64, u64)> {
@@ -145,10 +163,7 @@ async fn write_rows<D: CliDb>(
                     .collect();
                 sql.push_str(&sets.join(", "));
                 sql.push_str(" FROM (VALUES ");
-                let mut values = vec![
-                    Value::I64(i64::from(target)),
-                    Value::Text(tenant.to_owned()),
-                ];
+                let mut values = vec![Value::I64(i64::from(target)), tenant.clone()];
                 let mut n = 2;
                 for (r, p) in part.iter().enumerate() {
                     if r > 0 {
@@ -175,7 +190,7 @@ async fn write_rows<D: CliDb>(
                     if names.is_empty() { "" } else { ", " },
                     ident::<D>(&def.primary_key),
                     ident::<D>(&def.tenant),
-                    ph::<D>(2),
+                    registry::tenant_ph::<D>(def, 2),
                     ident::<D>(&def.header_column),
                 ));
                 written += D::execute_on(&mut **tx, &sql, values).await?;
@@ -211,15 +226,16 @@ async fn write_rows<D: CliDb>(
                         format!("x.{} = ?", ident::<D>(&def.key_version_column)),
                     ])
                     .collect();
+                values.push(Value::I64(i64::from(target)));
+                values.push(tenant.clone());
                 sql.push_str(&format!(
-                    ") AS v ON x.{} = v.k AND x.{} = v.oh SET {} WHERE x.{} = ?",
+                    ") AS v ON x.{} = v.k AND x.{} = v.oh SET {} WHERE x.{} = {}",
                     ident::<D>(&def.primary_key),
                     ident::<D>(&def.header_column),
                     sets.join(", "),
                     ident::<D>(&def.tenant),
+                    registry::tenant_ph::<D>(def, values.len()),
                 ));
-                values.push(Value::I64(i64::from(target)));
-                values.push(Value::Text(tenant.to_owned()));
                 written += D::execute_on(&mut **tx, &sql, values).await?;
             }
         }

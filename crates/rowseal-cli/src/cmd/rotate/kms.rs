@@ -85,24 +85,31 @@ fn rows_to_do<'a, D: CliDb>(
     // and no data key to rotate.
     let mut conds = vec![format!("{} IS NOT NULL", ident::<D>(&def.header_column))];
     let mut values = Vec::new();
+    // Tenants are canonical ids, bound as the tenant column holds them.
     if let Some(t) = tenant {
-        values.push(Value::Text(t.to_owned()));
-        conds.push(format!(
-            "{} = {}",
-            ident::<D>(&def.tenant),
-            ph::<D>(values.len())
-        ));
-    } else if !shredded.is_empty() {
-        let mut list = Vec::new();
-        for t in shredded {
-            values.push(Value::Text(t.clone()));
-            list.push(ph::<D>(values.len()));
+        match registry::tenant_filter::<D>(def, t, values.len() + 1) {
+            Some((is_tenant, v)) => {
+                values.push(v);
+                conds.push(is_tenant);
+            }
+            // A column that cannot hold the tenant has none of its rows:
+            // the walk finds nothing and records the table done.
+            None => conds.push("1 = 0".to_owned()),
         }
-        conds.push(format!(
-            "{} NOT IN ({})",
-            ident::<D>(&def.tenant),
-            list.join(", ")
-        ));
+    } else {
+        // Shredded tenants the column cannot hold have no rows here.
+        let mut list = Vec::new();
+        for v in shredded.iter().filter_map(|t| def.tenant_value(t)) {
+            values.push(v);
+            list.push(registry::tenant_ph::<D>(def, values.len()));
+        }
+        if !list.is_empty() {
+            conds.push(format!(
+                "{} NOT IN ({})",
+                ident::<D>(&def.tenant),
+                list.join(", ")
+            ));
+        }
     }
     BatchScanner::new(def, registry::select_list::<D>(def), batch)
         .filter(conds.join(" AND "), values)

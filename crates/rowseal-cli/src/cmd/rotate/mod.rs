@@ -17,6 +17,9 @@
 //! - A row whose header changed since it was read (the application wrote it)
 //!   is never overwritten: the update matches nothing, and the row is read
 //!   again by a later batch if it is still on an old version.
+//! - Tenants are canonical ids (the text `rowseal_keys` keys them by): each
+//!   table binds a tenant as its tenant column holds it (text, UUID or
+//!   integer), and has no row of a tenant its column cannot hold.
 
 mod derived;
 mod kms;
@@ -135,6 +138,12 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, req: Request) -> Result<ExitCode> {
     };
 
     let (derived_wanted, kms_wanted) = scope_tables::<D>(&mut conn, &wanted).await?;
+    if let Some(t) = &req.tenant {
+        // A tenant is named by its canonical id; one no table in scope can
+        // hold and without keys is a mistyped id, not a tenant to rotate.
+        let in_scope: Vec<TableDef> = derived_wanted.iter().chain(&kms_wanted).cloned().collect();
+        registry::check_tenant_arg::<D>(&mut conn, &in_scope, t).await?;
+    }
     // No derived-mode table in scope: no tenant key to create.
     let key_tenants: Vec<String> = if derived_wanted.is_empty() {
         Vec::new()

@@ -13,9 +13,9 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::cmd::{describe, read_envelopes, RowOpener};
-use crate::db::{ident, ph, read_text, CliDb};
+use crate::db::{ident, ph, CliDb};
 use crate::error::Result;
-use crate::registry::{read_pk, TableDef};
+use crate::registry::{self, read_pk, TableDef};
 
 /// Where the new row keys of a batch come from.
 pub(super) enum NewKeys<'a> {
@@ -33,11 +33,12 @@ pub(super) enum NewKeys<'a> {
 }
 
 impl NewKeys<'_> {
-    /// The tenant of a row (read from the row in `kms` mode).
-    fn tenant_of<R: DbRow>(&self, row: &R) -> Result<String> {
+    /// The tenant (canonical id) of a row of `def`'s table (read from the
+    /// row in `kms` mode).
+    fn tenant_of<R: DbRow>(&self, def: &TableDef, row: &R) -> Result<String> {
         match self {
             NewKeys::Derived { tenant, .. } => Ok((*tenant).to_owned()),
-            NewKeys::Kms { .. } => read_text(row, 1),
+            NewKeys::Kms { .. } => registry::read_tenant(def, row, 1),
         }
     }
 
@@ -58,7 +59,8 @@ impl NewKeys<'_> {
 /// A re-sealed row waiting to be written.
 pub(super) struct Resealed {
     pub pk: Value,
-    pub tenant: String,
+    /// The row's tenant, as its tenant column holds it (the bind).
+    pub tenant: Value,
     /// The new envelopes (NULL stays NULL), in the order of the table's
     /// encrypted columns.
     pub sealed: Vec<Value>,
@@ -75,7 +77,7 @@ impl Resealed {
         values.push(Value::Bytes(self.header));
         values.push(Value::I64(version));
         values.push(self.pk);
-        values.push(Value::Text(self.tenant));
+        values.push(self.tenant);
         values.push(Value::Bytes(self.old_header));
         values
     }
@@ -103,7 +105,7 @@ pub(super) async fn reseal<D: CliDb>(
     let mut failures = Vec::new();
     for row in rows {
         let pk = read_pk(row, pk_type)?;
-        let tenant = new_keys.tenant_of(row)?;
+        let tenant = new_keys.tenant_of(def, row)?;
         let header = row.read_bytes(2)?.to_vec();
         let fail = |column: &str, e: &rowseal_core::Error| Failed {
             pk: pk.clone(),
@@ -158,7 +160,7 @@ pub(super) async fn reseal<D: CliDb>(
         }
         resealed.push(Resealed {
             pk,
-            tenant,
+            tenant: registry::bind_tenant(def, &tenant)?,
             sealed,
             header: new.header_bytes(),
             old_header: header,
@@ -188,7 +190,7 @@ pub(super) fn per_row_update<D: CliDb>(def: &TableDef, enc_cols: &[&str]) -> Str
         ident::<D>(&def.primary_key),
         ph::<D>(n + 1),
         ident::<D>(&def.tenant),
-        ph::<D>(n + 2),
+        registry::tenant_ph::<D>(def, n + 2),
         ident::<D>(&def.header_column),
         ph::<D>(n + 3)
     ));
