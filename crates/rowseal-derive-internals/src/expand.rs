@@ -382,8 +382,8 @@ fn index_part_fn(krate: &syn::Path, fields: &[Field<'_>], indexes: &[Index]) -> 
     }
 }
 
-/// `impl Name { find_by_<stem>, find_by_<stem>_in, ... }` (nothing without
-/// indexes).
+/// `impl Name { find_by_<stem>, find_by_<stem>_in, find_by_<stem>_with,
+/// count_by_<stem>, exists_by_<stem>, ... }` (nothing without indexes).
 fn finders(
     krate: &syn::Path,
     name: &Ident,
@@ -402,19 +402,28 @@ fn finders(
     }
 }
 
-/// `find_by_<stem>` and `find_by_<stem>_in` of one index.
+/// Parameter names of the generated lookups: a covered field of one of
+/// these names is passed as `<name>_value`.
+const LOOKUP_PARAMS: [&str; 5] = ["tenant", "encryptor", "executor", "conn", "options"];
+
+/// `find_by_<stem>`, `find_by_<stem>_in`, and the thin wrappers over the
+/// bounded lookups, `find_by_<stem>_with`, `count_by_<stem>` and
+/// `exists_by_<stem>`, of one index.
 fn finder_pair(krate: &syn::Path, fields: &[Field<'_>], ix: &Index) -> TokenStream {
     let iname = &ix.name;
     let st = ix.stem();
     let one = format_ident!("find_by_{}", st);
     let many = format_ident!("find_by_{}_in", st);
+    let with = format_ident!("find_by_{}_with", st);
+    let count = format_ident!("count_by_{}", st);
+    let exists = format_ident!("exists_by_{}", st);
     let params: Vec<Ident> = ix
         .fields
         .iter()
         .map(|&p| {
             let id = fields[p].ident.to_string();
             let id = id.trim_start_matches("r#");
-            if id == "tenant" || id.starts_with("__") {
+            if LOOKUP_PARAMS.contains(&id) || id.starts_with("__") {
                 format_ident!("{}_value", id.trim_start_matches('_'))
             } else {
                 format_ident!("{}", id)
@@ -447,6 +456,15 @@ fn finder_pair(krate: &syn::Path, fields: &[Field<'_>], ix: &Index) -> TokenStre
     let doc_many = format!(
         "Rows whose blind index `{iname}` (over {field_list}) matches any of `values`, decrypted, false positives removed. {scope_doc}"
     );
+    let doc_with = format!(
+        "Rows whose blind index `{iname}` (over {field_list}) matches, with `options`: at most `limit` true matches (candidates read in pages until that many survive the false-positive check), ordered by plain columns, with conditions of your own (see `Lookup`). {scope_doc}"
+    );
+    let doc_count = format!(
+        "How many rows truly match on the blind index `{iname}` (over {field_list}): exact, so every candidate is decrypted and false positives are not counted. {scope_doc}"
+    );
+    let doc_exists = format!(
+        "Whether a row truly matches on the blind index `{iname}` (over {field_list}): exact, candidates are decrypted until the first true match. {scope_doc}"
+    );
     quote! {
         #[doc = #doc_one]
         pub async fn #one<'c, __E>(
@@ -478,6 +496,55 @@ fn finder_pair(krate: &syn::Path, fields: &[Field<'_>], ix: &Index) -> TokenStre
             let __v: ::std::vec::Vec<&[&str]> = values.iter().map(|v| &v[..]).collect();
             encryptor
                 .find_by::<Self, __E>(executor, #tenant_arg, #iname, &__v)
+                .await
+        }
+
+        #[doc = #doc_with]
+        pub async fn #with<'a, __A>(
+            encryptor: &#krate::Encryptor,
+            conn: __A,
+            #tenant_param
+            #(#params: &str,)*
+            options: &#krate::Lookup,
+        ) -> ::core::result::Result<::std::vec::Vec<Self>, #krate::Error>
+        where
+            __A: #krate::sqlx::Acquire<'a>,
+            __A::Database: #krate::Backend,
+        {
+            encryptor
+                .find_by_with::<Self, __A>(conn, #tenant_arg, #iname, &[&[#(#params),*]], options)
+                .await
+        }
+
+        #[doc = #doc_count]
+        pub async fn #count<'a, __A>(
+            encryptor: &#krate::Encryptor,
+            conn: __A,
+            #tenant_param
+            #(#params: &str),*
+        ) -> ::core::result::Result<u64, #krate::Error>
+        where
+            __A: #krate::sqlx::Acquire<'a>,
+            __A::Database: #krate::Backend,
+        {
+            encryptor
+                .count_by::<Self, __A>(conn, #tenant_arg, #iname, &[&[#(#params),*]])
+                .await
+        }
+
+        #[doc = #doc_exists]
+        pub async fn #exists<'a, __A>(
+            encryptor: &#krate::Encryptor,
+            conn: __A,
+            #tenant_param
+            #(#params: &str),*
+        ) -> ::core::result::Result<bool, #krate::Error>
+        where
+            __A: #krate::sqlx::Acquire<'a>,
+            __A::Database: #krate::Backend,
+        {
+            encryptor
+                .exists_by::<Self, __A>(conn, #tenant_arg, #iname, &[&[#(#params),*]])
                 .await
         }
     }

@@ -46,8 +46,13 @@
 //!
 //! Each index generates `T::find_by_<stem>(&encryptor, executor, tenant,
 //! value...)` and `T::find_by_<stem>_in(&encryptor, executor, tenant, &[...])`,
-//! where `<stem>` is the index name without a trailing `_idx` or `_index`;
-//! global indexes take no tenant.
+//! and, over the bounded lookups, `T::find_by_<stem>_with(&encryptor, conn,
+//! tenant, value..., &options)`, `T::count_by_<stem>(&encryptor, conn, tenant,
+//! value...)` and `T::exists_by_<stem>(...)` (thin wrappers: the logic is in
+//! rowseal-sqlx), where `<stem>` is the index name without a trailing `_idx`
+//! or `_index`; global indexes take no tenant. A covered field named like a
+//! parameter (`tenant`, `encryptor`, `executor`, `conn`, `options`) is passed
+//! as `<name>_value`.
 
 // Laid out as serde_derive's internals: `attr` parses the attributes, `ast`
 // resolves them into the model (fields, columns, indexes), `check` holds the
@@ -170,6 +175,13 @@ mod tests {
             "fn find_by_a <",
             "fn find_by_a_in <",
             "fn find_by_pair <",
+            "fn find_by_a_with <",
+            "fn count_by_a <",
+            "fn exists_by_a <",
+            "fn find_by_pair_with <",
+            ". find_by_with :: < Self , __A >",
+            ". count_by :: < Self , __A >",
+            ". exists_by :: < Self , __A >",
             "part_normalize : & [\"digits\" , \"trim\"]",
             "part_normalize : & []",
             "values : & [[& str ; 2usize]]",
@@ -183,6 +195,30 @@ mod tests {
         let pair = out.split("fn find_by_pair <").nth(1).unwrap_or("");
         let sig = pair.split("->").next().unwrap_or("");
         assert!(!sig.contains("tenant"), "{sig}");
+        for f in ["find_by_pair_with", "count_by_pair", "exists_by_pair"] {
+            let rest = out.split(&format!("fn {f} <")).nth(1).unwrap_or("");
+            let sig = rest.split("->").next().unwrap_or("");
+            assert!(!sig.contains("tenant"), "{f}: {sig}");
+        }
+    }
+
+    #[test]
+    fn lookup_parameter_names_do_not_clash() {
+        let out = expand(
+            r#"#[rowseal(table = "t", record_type = "p", tenant = t, primary_key = id, crate = "x",
+                compound_index(name = "both_idx", fields(options, conn)))]
+            struct P { id: i64, t: String,
+                #[rowseal(encrypt, blind_index(name = "options_idx"))] options: String,
+                #[rowseal(encrypt)] conn: String }"#,
+        )
+        .unwrap();
+        for needle in [
+            "options_value : & str , options : & x :: Lookup",
+            "conn : __A",
+            "& [& [options_value , conn_value]]",
+        ] {
+            assert!(out.contains(needle), "{needle} not in {out}");
+        }
     }
 
     #[test]

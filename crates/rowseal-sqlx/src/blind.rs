@@ -151,6 +151,187 @@ pub(crate) fn zeroize_parts(parts: &mut [String]) {
     }
 }
 
+/// Whether `row`'s normalized covered fields are one of `wanted` (a
+/// lookup's normalized values): what drops the false positives of a
+/// truncated index. The row's normalized copy is wiped.
+pub(crate) fn matches_wanted<T: Encrypted>(
+    plan: &IndexPlan,
+    wanted: &[Vec<String>],
+    row: &T,
+) -> bool {
+    match row_parts(plan, row) {
+        Some(mut parts) => {
+            let hit = wanted.contains(&parts);
+            zeroize_parts(&mut parts);
+            hit
+        }
+        None => false,
+    }
+}
+
+/// The index values a lookup matches, per value column: for each queried
+/// index key (`keys`), the value of each of `wanted` in the column of the
+/// key's slot (the main slot holds odd versions, the alternate slot even
+/// ones; a slot no queried version uses is not searched), without
+/// duplicates. Empty when there is no key: nothing can match.
+pub(crate) fn lookup_slots(
+    plan: &IndexPlan,
+    keys: &[BlindIndexKey],
+    wanted: &[Vec<String>],
+) -> Result<Vec<(&'static str, Vec<Value>)>> {
+    let mut slots: Vec<(&'static str, Vec<Value>)> = Vec::with_capacity(2);
+    for k in keys {
+        let column = plan.def.slot(k.version()).0;
+        let pos = match slots.iter().position(|(c, _)| *c == column) {
+            Some(p) => p,
+            None => {
+                slots.push((column, Vec::new()));
+                slots.len() - 1
+            }
+        };
+        for w in wanted {
+            let v = to_value(compute(plan, k, w)?);
+            if let Some((_, values)) = slots.get_mut(pos) {
+                if !values.contains(&v) {
+                    values.push(v);
+                }
+            }
+        }
+    }
+    slots.retain(|(_, v)| !v.is_empty());
+    Ok(slots)
+}
+
+/// A blind-index condition for your own query, from
+/// [`Encryptor::index_condition`](crate::Encryptor::index_condition): its SQL
+/// (the same condition `find_by` uses, over both slots of the index during
+/// an index-key rotation), the values to bind to its placeholders, and the
+/// re-check that drops the false positives of a truncated index after
+/// decryption.
+///
+/// ```ignore
+/// // $1 is the tenant; the condition's placeholders start at $2.
+/// let cond = enc.index_condition::<User, Postgres>(Some("acme"), "email_idx", &[&["ada@x.com"]], 2).await?;
+/// let n = cond.next_placeholder();
+/// let sql = format!(
+///     "SELECT {} FROM users WHERE tenant_id = $1 AND {} AND created_at > ${n}",
+///     Encryptor::select_list::<User, Postgres>(),
+///     cond.sql(),
+/// );
+/// let q = cond.bind_to(sqlx::query(&sql).bind("acme")).bind(since);
+/// let mut users: Vec<User> = enc.fetch_all("acme", q, &pool).await?;
+/// cond.retain_matches(&mut users); // drop the false positives
+/// ```
+///
+/// Holds the normalized values looked up (plaintext), wiped on drop; its
+/// `Debug` shows the SQL and the number of binds only.
+pub struct IndexCondition<T> {
+    sql: String,
+    binds: Vec<Value>,
+    /// `binds`, typed for [`IndexCondition::bind_to`].
+    typed: Vec<BlindIndexValue>,
+    next: usize,
+    plan: IndexPlan,
+    wanted: zeroize::Zeroizing<Vec<Vec<String>>>,
+    _model: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Encrypted> IndexCondition<T> {
+    pub(crate) fn new(
+        sql: String,
+        binds: Vec<Value>,
+        next: usize,
+        plan: IndexPlan,
+        wanted: zeroize::Zeroizing<Vec<Vec<String>>>,
+    ) -> Result<Self> {
+        let typed = binds
+            .iter()
+            .map(|v| match v {
+                Value::I64(i) => Ok(BlindIndexValue::Int(*i)),
+                Value::Bytes(b) => Ok(BlindIndexValue::Bytes(b.clone())),
+                other => Err(Error::InvalidInput {
+                    reason: format!(
+                        "blind index `{}`: an index value of type {}",
+                        plan.def.name,
+                        other.sql_type().as_str()
+                    ),
+                }),
+            })
+            .collect::<Result<_>>()?;
+        Ok(IndexCondition {
+            sql,
+            binds,
+            typed,
+            next,
+            plan,
+            wanted,
+            _model: std::marker::PhantomData,
+        })
+    }
+
+    /// The condition, in parentheses: `("email_idx" IN ($2, $3))`, or
+    /// `("email_idx" = $2 OR "email_idx_alt" = $3)` during an index-key
+    /// rotation; `(1 = 0)` (no binds) when nothing can match (the tenant has
+    /// no index key yet, or no values were given).
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// The values to bind to the condition's placeholders, in order (each a
+    /// [`Value::I64`] or [`Value::Bytes`]).
+    pub fn binds(&self) -> &[Value] {
+        &self.binds
+    }
+
+    /// The number of the first placeholder after the condition's.
+    pub fn next_placeholder(&self) -> usize {
+        self.next
+    }
+
+    /// Binds [`binds`](Self::binds) to `query`, in order: call it where the
+    /// condition's placeholders come in your statement.
+    pub fn bind_to<'q, DB>(
+        &self,
+        mut query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+    where
+        DB: sqlx::Database,
+        i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        Vec<u8>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        for v in &self.typed {
+            query = match v {
+                BlindIndexValue::Int(i) => query.bind(*i),
+                BlindIndexValue::Bytes(b) => query.bind(b.clone()),
+            };
+        }
+        query
+    }
+
+    /// Whether `row` (decrypted) really matches one of the values looked up:
+    /// its covered fields, normalized as the index normalizes them, equal
+    /// one of the values. False for a false positive of a truncated index.
+    pub fn matches(&self, row: &T) -> bool {
+        matches_wanted(&self.plan, &self.wanted, row)
+    }
+
+    /// Keeps the rows that really match (see [`matches`](Self::matches)),
+    /// in their order.
+    pub fn retain_matches(&self, rows: &mut Vec<T>) {
+        rows.retain(|r| self.matches(r));
+    }
+}
+
+impl<T> std::fmt::Debug for IndexCondition<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexCondition")
+            .field("sql", &self.sql)
+            .field("binds", &self.binds.len())
+            .field("index", &self.plan.def.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The blind-index keys a batch writes under: per index, the global keys or
 /// the keys of each tenant; one per written index-key version (two during a
 /// rotation).

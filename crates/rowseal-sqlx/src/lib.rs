@@ -73,6 +73,14 @@
 //! let users = User::find_by_name_city(&enc, &pool, "acme", "Lovelace", "London").await?;
 //! // Your own query: bind the index value (an i64 up to 64 bits, else bytes).
 //! let v = enc.blind_index_value::<User>("email_idx", "acme", &["ada@example.com"]).await?;
+//! // Bounded: at most 10 true matches, ordered by a plain column, with a condition.
+//! let opts = Lookup::new().limit(10).order_by("id", Order::Desc).filter("id > {}", vec![Value::I64(7)]);
+//! let users = User::find_by_ssn_with(&enc, &pool, "acme", "123-45-6789", &opts).await?;
+//! let n: u64 = User::count_by_ssn(&enc, &pool, "acme", "123-45-6789").await?;    // exact
+//! let any: bool = User::exists_by_email(&enc, &pool, "acme", "ada@example.com").await?;
+//! let some: Vec<User> = enc.fetch_many(&pool, "acme", &[1, 2, 3]).await?;      // one statement per chunk
+//! // The index condition in your own SQL, and the re-check after decryption.
+//! let cond = enc.index_condition::<User, Postgres>(Some("acme"), "ssn_idx", &[&["123-45-6789"]], 2).await?;
 //! ```
 //! Each index is two columns: the truncated HMAC-SHA256 of the normalized
 //! value (named after the index, or `column = "..."`) and `<column>_kv`, the
@@ -83,7 +91,16 @@
 //! behind the generated methods; [`Encryptor::blind_index_values`] gives the
 //! values to bind while an index key is being rotated; and
 //! [`Encryptor::reindex_batch`] rebuilds index columns after
-//! `rotate_index_key` (or for rows from before the index). See `docs/blind-indexes.md` for what an index
+//! `rotate_index_key` (or for rows from before the index).
+//! [`Encryptor::find_by_with`] bounds a lookup with a [`Lookup`] (a limit
+//! that counts true matches, reading candidates page by page until enough
+//! survive the false-positive check; an [`Order`] over plain columns;
+//! conditions of your own); [`Encryptor::count_by`] and
+//! [`Encryptor::exists_by`] are exact (they decrypt the candidates);
+//! [`Encryptor::fetch_many`] reads many primary keys in one statement per
+//! chunk; and [`Encryptor::index_condition`] gives the lookup's SQL
+//! condition and binds for your own query, with the re-check
+//! ([`IndexCondition::retain_matches`]). See `docs/blind-indexes.md` for what an index
 //! reveals, choosing bits and scope, and index-key rotation.
 //!
 //! Each encrypted field is its own bytes column holding the field envelope;
@@ -152,6 +169,7 @@ mod error;
 mod index_source;
 mod keystore;
 mod layout;
+mod lookup_options;
 mod model;
 pub mod schema;
 mod sealed;
@@ -159,6 +177,7 @@ mod tenant_scope;
 mod value;
 
 pub use backend::{Backend, DbRow};
+pub use blind::IndexCondition;
 pub use encoding::{DecodedValue, EncryptedField, EncryptedValue, ValueType};
 pub use encryptor::{
     check_row_format, Encryptor, DEFAULT_PARALLEL_THRESHOLD, DEFAULT_STREAM_CHUNK,
@@ -167,6 +186,7 @@ pub use encryptor::{
 pub use error::{Error, Result};
 pub use index_source::IndexSource;
 pub use keystore::SqlxKeyStore;
+pub use lookup_options::{Lookup, Order};
 pub use model::{
     CustomNormalizer, Encrypted, FieldDef, IndexDef, Model, RowReader, RowWriter, HEADER_COLUMN,
     KEY_VERSION_COLUMN,

@@ -72,8 +72,9 @@ pub mod kms {
 /// models on PostgreSQL, MySQL/MariaDB and SQLite.
 #[cfg(feature = "sqlx")]
 pub use rowseal_sqlx::{
-    schema, sqlx, Backend, Encrypted, EncryptedField, Encryptor, Error as SqlxError, PlainField,
-    PrimaryKeyField, Sealed, SqlType, SqlxKeyStore, TenantField, TenantScope, Value,
+    schema, sqlx, Backend, Encrypted, EncryptedField, Encryptor, Error as SqlxError,
+    IndexCondition, Lookup, Order, PlainField, PrimaryKeyField, Sealed, SqlType, SqlxKeyStore,
+    TenantField, TenantScope, Value,
 };
 
 #[doc(hidden)]

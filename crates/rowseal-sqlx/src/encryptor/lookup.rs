@@ -2,16 +2,19 @@
 //! values for your own queries, and [`Encryptor::reindex_batch`]. The index
 //! values themselves are computed by the pure `crate::blind`.
 
+use std::collections::HashSet;
+
 use rowseal_core::BlindIndexValue;
 
-use super::{push_tenant_condition, Encryptor};
+use super::{push_tenant_condition, sqlx_col, Encryptor};
 use crate::backend::{Backend, DbRow};
 use crate::blind::{
-    cell_value, compute, index_plan, map_unique, normalize_query, plans, row_parts, scope_of,
-    to_value, zeroize_parts,
+    cell_value, compute, index_plan, lookup_slots, map_unique, matches_wanted, normalize_query,
+    plans, row_parts, scope_of, zeroize_parts, IndexCondition, IndexPlan,
 };
 use crate::error::{Error, Result};
-use crate::model::{Encrypted, HEADER_COLUMN};
+use crate::lookup_options::{push_after, push_filter, push_order_by, sort_keys, Lookup, SortKey};
+use crate::model::{Encrypted, Model, HEADER_COLUMN};
 use crate::tenant_scope::TenantScope;
 use crate::value::Value;
 
@@ -221,7 +224,9 @@ impl Encryptor {
     ///
     /// `tenant` is required for a tenant-scoped index; for a global index it
     /// is optional (`None` searches every tenant). The generated
-    /// `T::find_by_<index>` and `T::find_by_<index>_in` call this.
+    /// `T::find_by_<index>` and `T::find_by_<index>_in` call this. For a
+    /// limit, an order or conditions of your own, see
+    /// [`find_by_with`](Self::find_by_with).
     pub async fn find_by<'c, T, E>(
         &self,
         executor: E,
@@ -235,9 +240,175 @@ impl Encryptor {
         E::Database: Backend,
     {
         let model = T::model();
-        let plan = index_plan(model, index)?;
-        if values.is_empty() {
+        let p = self.prepare_lookup(model, tenant, index, values).await?;
+        if p.slots.is_empty() {
             return Ok(Vec::new());
+        }
+        let mut binds: Vec<Value> = Vec::new();
+        let mut n = 0;
+        let sql = Self::candidates_sql::<T, E::Database>(&p, &mut n, &mut binds)?;
+        check_params::<E::Database>(&p, binds.len())?;
+        let rows = <E::Database as Backend>::fetch_all(executor, &sql, binds).await?;
+        let decrypted: Vec<T> = self.decrypt_all(p.scope(), &rows).await?;
+        Ok(decrypted.into_iter().filter(|row| p.matches(row)).collect())
+    }
+
+    /// [`find_by`](Self::find_by) with options: at most
+    /// [`limit`](Lookup::limit) rows, all true matches (the candidates are
+    /// read in pages until that many survive the false-positive check, see
+    /// [`Lookup`] for the cost), in the [`order_by`](Lookup::order_by) order
+    /// of plain columns, matching the [`filter`](Lookup::filter) conditions.
+    /// A bad order column or condition is [`Error::InvalidInput`], whatever
+    /// the data. The generated `T::find_by_<index>_with` calls this.
+    ///
+    /// Takes an [`sqlx::Acquire`] (`&Pool`, `&mut connection`, `&mut
+    /// transaction`): a limited lookup may run several statements, on one
+    /// connection.
+    ///
+    /// ```ignore
+    /// let recent = enc
+    ///     .find_by_with::<Patient, _>(&pool, Some("acme"), "email_idx", &[&["ada@x.com"]],
+    ///         &Lookup::new().limit(10).order_by("visits", Order::Desc)
+    ///             .filter("\"visits\" > {}", vec![Value::I64(2)]))
+    ///     .await?;
+    /// ```
+    pub async fn find_by_with<'a, T, A>(
+        &self,
+        conn: A,
+        tenant: Option<&str>,
+        index: &str,
+        values: &[&[&str]],
+        options: &Lookup,
+    ) -> Result<Vec<T>>
+    where
+        T: Encrypted,
+        A: sqlx::Acquire<'a>,
+        A::Database: Backend,
+    {
+        let mut out = Vec::new();
+        let limit = options.limit;
+        self.scan::<T, A, _>(conn, tenant, index, values, options, |row| {
+            out.push(row);
+            limit.map_or(true, |l| out.len() < l)
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// How many rows of `T` truly match `values` on the blind index `index`
+    /// (`tenant` as for [`find_by`](Self::find_by)). Exact: false positives
+    /// of a truncated index are not counted, which takes decrypting every
+    /// candidate (read in pages of 1,024, so memory stays bounded; the cost
+    /// grows with the candidates, false positives included, not with the
+    /// count). The generated `T::count_by_<index>` calls this.
+    pub async fn count_by<'a, T, A>(
+        &self,
+        conn: A,
+        tenant: Option<&str>,
+        index: &str,
+        values: &[&[&str]],
+    ) -> Result<u64>
+    where
+        T: Encrypted,
+        A: sqlx::Acquire<'a>,
+        A::Database: Backend,
+    {
+        let mut count = 0u64;
+        let options = Lookup::new().page_size(COUNT_PAGE);
+        self.scan::<T, A, _>(conn, tenant, index, values, &options, |_row| {
+            count += 1;
+            true
+        })
+        .await?;
+        Ok(count)
+    }
+
+    /// Whether a row of `T` truly matches `values` on the blind index
+    /// `index` (`tenant` as for [`find_by`](Self::find_by)). Exact: false
+    /// positives are decrypted and dropped; it reads candidates in growing
+    /// pages until the first true match (what `find_by_with` with
+    /// `limit(1)` does). The generated `T::exists_by_<index>` calls this.
+    pub async fn exists_by<'a, T, A>(
+        &self,
+        conn: A,
+        tenant: Option<&str>,
+        index: &str,
+        values: &[&[&str]],
+    ) -> Result<bool>
+    where
+        T: Encrypted,
+        A: sqlx::Acquire<'a>,
+        A::Database: Backend,
+    {
+        let mut found = false;
+        let options = Lookup::new().limit(1);
+        self.scan::<T, A, _>(conn, tenant, index, values, &options, |_row| {
+            found = true;
+            false
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// The blind-index condition `find_by` uses, for your own query on
+    /// database `DB`: its placeholders numbered from `first_placeholder`
+    /// (1-based; ignored on MySQL and SQLite, whose placeholders are `?`),
+    /// the values to bind, and the re-check to drop false positives after
+    /// decryption ([`IndexCondition::retain_matches`]). During an index-key
+    /// rotation it covers both slots, exactly as `find_by`. `tenant` names
+    /// the index key as for [`find_by`](Self::find_by) (required for a
+    /// tenant-scoped index); the condition does not filter on the tenant:
+    /// your query does (and decryption checks every row's tenant).
+    pub async fn index_condition<T, DB>(
+        &self,
+        tenant: Option<&str>,
+        index: &str,
+        values: &[&[&str]],
+        first_placeholder: usize,
+    ) -> Result<IndexCondition<T>>
+    where
+        T: Encrypted,
+        DB: Backend,
+    {
+        if first_placeholder == 0 {
+            return Err(Error::InvalidInput {
+                reason: "placeholders are numbered from 1".into(),
+            });
+        }
+        let p = self
+            .prepare_lookup(T::model(), tenant, index, values)
+            .await?;
+        let mut n = first_placeholder - 1;
+        let mut binds = Vec::new();
+        let mut sql = String::new();
+        push_slots_condition::<DB>(&mut sql, &p.slots, &mut n, &mut binds);
+        if n > DB::MAX_PARAMS {
+            return Err(too_many::<DB>(&p, n));
+        }
+        IndexCondition::new(sql, binds, n + 1, p.plan, p.wanted)
+    }
+
+    /// What every lookup does first: the index's plan, the tenant check
+    /// (required for a tenant-scoped index), the normalized values (wiped on
+    /// drop), and the index values per slot under every queried index-key
+    /// version (none without values or without an index key: nothing can
+    /// match, and no key is created).
+    async fn prepare_lookup<'t>(
+        &self,
+        model: &'static Model,
+        tenant: Option<&'t str>,
+        index: &str,
+        values: &[&[&str]],
+    ) -> Result<Prepared<'t>> {
+        let plan = index_plan(model, index)?;
+        let empty = |plan, tenant| Prepared {
+            plan,
+            tenant,
+            wanted: zeroize::Zeroizing::new(Vec::new()),
+            slots: Vec::new(),
+        };
+        if values.is_empty() {
+            return Ok(empty(plan, tenant));
         }
         let tenant = match (tenant, plan.def.global) {
             (Some(t), _) => Some(t),
@@ -261,94 +432,234 @@ impl Encryptor {
         );
         let scope = scope_of(plan.def, tenant.unwrap_or(""));
         let keys = self.lookup_index_keys(model, plan.def, &scope).await?;
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Values per slot: the main slot holds odd versions, the alternate
-        // slot even ones; a slot no queried version uses is not searched.
-        let mut slots: Vec<(&'static str, Vec<Value>)> = Vec::with_capacity(2);
-        for k in &keys {
-            let column = plan.def.slot(k.version()).0;
-            let pos = match slots.iter().position(|(c, _)| *c == column) {
-                Some(p) => p,
-                None => {
-                    slots.push((column, Vec::new()));
-                    slots.len() - 1
-                }
-            };
-            for w in wanted.iter() {
-                let v = to_value(compute(&plan, k, w)?);
-                if !slots[pos].1.contains(&v) {
-                    slots[pos].1.push(v);
-                }
-            }
-        }
-        let total: usize = slots.iter().map(|(_, v)| v.len()).sum();
-        let max = <E::Database as Backend>::MAX_PARAMS.saturating_sub(1);
-        if total > max {
-            return Err(Error::InvalidInput {
-                reason: format!(
-                    "a lookup on `{}` binds {total} index values, more than the {max} one statement takes; split the values",
-                    plan.def.name,
-                ),
-            });
-        }
-        let mut binds: Vec<Value> = Vec::with_capacity(total + 1);
+        let slots = lookup_slots(&plan, &keys, &wanted)?;
+        Ok(Prepared {
+            plan,
+            tenant,
+            wanted,
+            slots,
+        })
+    }
+
+    /// `SELECT <T's columns> FROM <table> WHERE [<tenant> = ? AND]
+    /// (<index condition>)`, placeholders numbered after `n`.
+    fn candidates_sql<T: Encrypted, DB: Backend>(
+        p: &Prepared<'_>,
+        n: &mut usize,
+        binds: &mut Vec<Value>,
+    ) -> Result<String> {
+        let model = T::model();
         let mut sql = String::from("SELECT ");
-        sql.push_str(&Self::select_list::<T, E::Database>());
+        sql.push_str(&Self::select_list::<T, DB>());
         sql.push_str(" FROM ");
-        E::Database::push_ident(&mut sql, model.table());
+        DB::push_ident(&mut sql, model.table());
         sql.push_str(" WHERE ");
-        let mut n = 0;
-        if let Some(t) = tenant {
-            n += 1;
-            push_tenant_condition::<E::Database>(model, &mut sql, n);
+        if let Some(t) = p.tenant {
+            *n += 1;
+            push_tenant_condition::<DB>(model, &mut sql, *n);
             sql.push_str(" AND ");
             binds.push(model.tenant_value(t)?);
         }
-        let grouped = slots.len() > 1;
-        if grouped {
-            sql.push('(');
-        }
-        for (s_i, (column, values)) in slots.into_iter().enumerate() {
-            if s_i > 0 {
-                sql.push_str(" OR ");
+        push_slots_condition::<DB>(&mut sql, &p.slots, n, binds);
+        Ok(sql)
+    }
+
+    /// Runs a lookup with `options`, passing each true match, in order and
+    /// once, to `on_match` until it returns false or the candidates run out.
+    /// Paged (see [`Lookup`]) when the options limit or page it: ordered by
+    /// the sort keys and the primary key, each page after the last candidate
+    /// of the one before (keyset), `LIMIT page`.
+    async fn scan<'a, T, A, F>(
+        &self,
+        conn: A,
+        tenant: Option<&str>,
+        index: &str,
+        values: &[&[&str]],
+        options: &Lookup,
+        mut on_match: F,
+    ) -> Result<()>
+    where
+        T: Encrypted,
+        A: sqlx::Acquire<'a>,
+        A::Database: Backend,
+        F: FnMut(T) -> bool + Send,
+    {
+        let model = T::model();
+        let paged = options.paged();
+        // The options are checked before anything runs, whatever the data.
+        let keys = sort_keys(model, options, paged || !options.order.is_empty())?;
+        {
+            let (mut sql, mut n, mut binds) = (String::new(), 0, Vec::new());
+            for (fragment, fb) in &options.filters {
+                push_filter::<A::Database>(&mut sql, fragment, fb, &mut n, &mut binds)?;
             }
-            E::Database::push_ident(&mut sql, column);
-            if values.len() == 1 {
-                sql.push_str(" = ");
-                n += 1;
-                E::Database::push_placeholder(&mut sql, n);
-            } else {
-                sql.push_str(" IN (");
-                for i in 0..values.len() {
-                    if i > 0 {
-                        sql.push_str(", ");
-                    }
-                    n += 1;
-                    E::Database::push_placeholder(&mut sql, n);
+        }
+        let p = self.prepare_lookup(model, tenant, index, values).await?;
+        if p.slots.is_empty() || options.limit == Some(0) {
+            return Ok(());
+        }
+        let mut binds: Vec<Value> = Vec::new();
+        let mut n = 0;
+        let mut base = Self::candidates_sql::<T, A::Database>(&p, &mut n, &mut binds)?;
+        for (fragment, fb) in &options.filters {
+            base.push_str(" AND (");
+            push_filter::<A::Database>(&mut base, fragment, fb, &mut n, &mut binds)?;
+            base.push(')');
+        }
+        let scope = p.scope();
+        let mut page = match (options.page_size, options.limit) {
+            (Some(size), _) => size,
+            (None, Some(limit)) => limit.min(MAX_PAGE),
+            (None, None) => usize::MAX,
+        };
+        let grow = options.page_size.is_none();
+        let mut cursor: Option<Vec<Value>> = None;
+        // Primary keys already passed on: a row moved by a concurrent
+        // writer between two pages is not returned twice.
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut conn = conn.acquire().await?;
+        loop {
+            let mut sql = base.clone();
+            let mut page_binds = binds.clone();
+            let mut m = n;
+            if let Some(c) = &cursor {
+                push_after::<A::Database>(&mut sql, &keys, c, &mut m, &mut page_binds);
+            }
+            push_order_by::<A::Database>(&mut sql, &keys);
+            if paged {
+                sql.push_str(&format!(" LIMIT {page}"));
+            }
+            check_params::<A::Database>(&p, page_binds.len())?;
+            let rows =
+                <A::Database as Backend>::__fetch_all_on(&mut conn, &sql, page_binds).await?;
+            let more = paged && rows.len() >= page;
+            if more {
+                cursor = match rows.last() {
+                    Some(last) => Some(sort_values(model, &keys, last)?),
+                    None => None,
+                };
+            }
+            let decrypted: Vec<T> = self.decrypt_all(scope, &rows).await?;
+            drop(rows);
+            for row in decrypted {
+                if !p.matches(&row) {
+                    continue;
                 }
-                sql.push(')');
+                if paged && !seen.insert(row.primary_key_value().key_display()) {
+                    continue;
+                }
+                if !on_match(row) {
+                    return Ok(());
+                }
             }
-            binds.extend(values);
+            if !more || cursor.is_none() {
+                return Ok(());
+            }
+            if grow {
+                page = page.saturating_mul(2).min(MAX_PAGE);
+            }
         }
-        if grouped {
+    }
+}
+
+/// Candidates per page of [`Encryptor::count_by`].
+const COUNT_PAGE: usize = 1024;
+/// The largest page a limited lookup grows to.
+const MAX_PAGE: usize = 4096;
+
+/// A lookup ready to run (see `Encryptor::prepare_lookup`).
+struct Prepared<'t> {
+    plan: IndexPlan,
+    /// `None`: a global index searched across every tenant.
+    tenant: Option<&'t str>,
+    /// The normalized values looked up: plaintext, wiped on drop.
+    wanted: zeroize::Zeroizing<Vec<Vec<String>>>,
+    /// Per value column, the index values to match; empty: nothing can match.
+    slots: Vec<(&'static str, Vec<Value>)>,
+}
+
+impl Prepared<'_> {
+    /// Whose rows the candidates may be.
+    fn scope(&self) -> TenantScope<'_> {
+        self.tenant.map_or(TenantScope::Any, TenantScope::One)
+    }
+
+    /// Whether a decrypted candidate truly matches.
+    fn matches<T: Encrypted>(&self, row: &T) -> bool {
+        matches_wanted(&self.plan, &self.wanted, row)
+    }
+}
+
+/// Appends the index condition of `slots`, in parentheses:
+/// `(<column> = $n)`, `(<column> IN ($n, ...))`, and with both slots
+/// `(<column> IN (...) OR <alt column> IN (...))`; `(1 = 0)` without slots.
+/// Placeholders are numbered after `n`; the values are pushed on `binds`.
+fn push_slots_condition<DB: Backend>(
+    sql: &mut String,
+    slots: &[(&'static str, Vec<Value>)],
+    n: &mut usize,
+    binds: &mut Vec<Value>,
+) {
+    sql.push('(');
+    if slots.is_empty() {
+        sql.push_str("1 = 0");
+    }
+    for (s_i, (column, values)) in slots.iter().enumerate() {
+        if s_i > 0 {
+            sql.push_str(" OR ");
+        }
+        DB::push_ident(sql, column);
+        if values.len() == 1 {
+            sql.push_str(" = ");
+            *n += 1;
+            DB::push_placeholder(sql, *n);
+        } else {
+            sql.push_str(" IN (");
+            for i in 0..values.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                *n += 1;
+                DB::push_placeholder(sql, *n);
+            }
             sql.push(')');
         }
-        let rows = <E::Database as Backend>::fetch_all(executor, &sql, binds).await?;
-        let scope = tenant.map_or(TenantScope::Any, TenantScope::One);
-        let decrypted: Vec<T> = self.decrypt_all(scope, &rows).await?;
-        let out = decrypted
-            .into_iter()
-            .filter(|row| match row_parts(&plan, row) {
-                Some(mut parts) => {
-                    let hit = wanted.contains(&parts);
-                    zeroize_parts(&mut parts);
-                    hit
-                }
-                None => false,
-            })
-            .collect();
-        Ok(out)
+        binds.extend(values.iter().cloned());
     }
+    sql.push(')');
+}
+
+/// A statement of `binds` values must fit the database's limit.
+fn check_params<DB: Backend>(p: &Prepared<'_>, binds: usize) -> Result<()> {
+    if binds > DB::MAX_PARAMS {
+        return Err(too_many::<DB>(p, binds));
+    }
+    Ok(())
+}
+
+fn too_many<DB: Backend>(p: &Prepared<'_>, binds: usize) -> Error {
+    Error::InvalidInput {
+        reason: format!(
+            "a lookup on `{}` binds {binds} values, more than the {} one statement takes; split the values",
+            p.plan.def.name,
+            DB::MAX_PARAMS,
+        ),
+    }
+}
+
+/// The sort keys' values of a candidate row: where the next page starts.
+fn sort_values<R: DbRow>(model: &Model, keys: &[SortKey], row: &R) -> Result<Vec<Value>> {
+    keys.iter()
+        .map(|k| {
+            let idx = row
+                .column_index(k.field.column)
+                .ok_or_else(|| Error::Schema {
+                    table: model.table().to_owned(),
+                    column: k.field.column.to_owned(),
+                    reason: "the query did not select this column".into(),
+                })?;
+            row.read_value(idx, k.field.sql_type)
+                .map_err(|e| sqlx_col(model, k.field.column, e))
+        })
+        .collect()
 }

@@ -83,6 +83,133 @@ impl Encryptor {
         }
     }
 
+    /// Fetches and decrypts the rows of `primary_keys` within a tenant, in
+    /// the order of `primary_keys` (a key given twice: its row once; a key
+    /// with no row in `tenant`: skipped). One statement (`WHERE <tenant> = ?
+    /// AND <primary key> IN (...)`) per chunk of keys, each within the
+    /// database's bind limit ([`Backend::MAX_PARAMS`]) and
+    /// [`MAX_STATEMENT_BYTES`](crate::MAX_STATEMENT_BYTES) of keys. Text keys
+    /// and the tenant are compared byte for byte whatever the collation, and
+    /// every row's tenant is checked again before decryption
+    /// ([`Error::TenantMismatch`]): a row of another tenant never comes back.
+    ///
+    /// Takes an [`sqlx::Acquire`] (`&Pool`, `&mut connection`, `&mut
+    /// transaction`): the chunks run on one connection, each its own
+    /// statement (use a transaction for one snapshot).
+    pub async fn fetch_many<'a, T, A>(
+        &self,
+        conn: A,
+        tenant: &str,
+        primary_keys: &[T::PrimaryKey],
+    ) -> Result<Vec<T>>
+    where
+        T: Encrypted,
+        A: sqlx::Acquire<'a>,
+        A::Database: Backend,
+    {
+        self.__fetch_many_in_chunks(conn, tenant, primary_keys, usize::MAX)
+            .await
+    }
+
+    /// [`fetch_many`](Self::fetch_many) with at most `chunk` keys per
+    /// statement (for tests of the chunking; `fetch_many` uses the
+    /// database's limit).
+    #[doc(hidden)]
+    pub async fn __fetch_many_in_chunks<'a, T, A>(
+        &self,
+        conn: A,
+        tenant: &str,
+        primary_keys: &[T::PrimaryKey],
+        chunk: usize,
+    ) -> Result<Vec<T>>
+    where
+        T: Encrypted,
+        A: sqlx::Acquire<'a>,
+        A::Database: Backend,
+    {
+        let model = T::model();
+        let tenant_value = model.tenant_value(tenant)?;
+        // Distinct keys, in first-seen order; a key's position by its
+        // printable form (one per value of the key's type).
+        let mut position: HashMap<String, usize> = HashMap::new();
+        let mut keys: Vec<Value> = Vec::new();
+        for pk in primary_keys {
+            let v = pk.key_value();
+            if let std::collections::hash_map::Entry::Vacant(e) = position.entry(v.key_display()) {
+                e.insert(keys.len());
+                keys.push(v);
+            }
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One bind is the tenant.
+        let chunk = chunk.clamp(
+            1,
+            <A::Database as Backend>::MAX_PARAMS
+                .saturating_sub(1)
+                .max(1),
+        );
+        let size = |v: &Value| match v {
+            Value::Bytes(b) => b.len() + 8,
+            Value::Text(t) => t.len() + 8,
+            _ => 16,
+        };
+        let pk_field = model.primary_key_field();
+        let exact = pk_field.sql_type == SqlType::Text;
+        let mut found: Vec<Option<T>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
+        let mut conn = conn.acquire().await?;
+        let mut rest = keys.as_slice();
+        while !rest.is_empty() {
+            let mut take = 0;
+            let mut bytes = 0;
+            for v in rest.iter().take(chunk) {
+                let s = size(v);
+                if take > 0 && bytes + s > crate::MAX_STATEMENT_BYTES {
+                    break;
+                }
+                bytes += s;
+                take += 1;
+            }
+            let (group, tail) = rest.split_at(take);
+            rest = tail;
+            let mut sql = String::from("SELECT ");
+            sql.push_str(&Self::select_list::<T, A::Database>());
+            sql.push_str(" FROM ");
+            A::Database::push_ident(&mut sql, model.table());
+            sql.push_str(" WHERE ");
+            super::push_tenant_condition::<A::Database>(model, &mut sql, 1);
+            sql.push_str(" AND ");
+            A::Database::push_ident(&mut sql, pk_field.column);
+            sql.push_str(" IN (");
+            for i in 0..group.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                if exact {
+                    A::Database::push_exact_text_placeholder(&mut sql, i + 2);
+                } else {
+                    A::Database::push_placeholder(&mut sql, i + 2);
+                }
+            }
+            sql.push(')');
+            let mut binds = Vec::with_capacity(group.len() + 1);
+            binds.push(tenant_value.clone());
+            binds.extend(group.iter().cloned());
+            let rows = <A::Database as Backend>::__fetch_all_on(&mut conn, &sql, binds).await?;
+            let decrypted: Vec<T> = self.decrypt_all(tenant, &rows).await?;
+            for row in decrypted {
+                // Only rows of the keys asked for (byte for byte).
+                if let Some(&i) = position.get(&row.primary_key_value().key_display()) {
+                    if let Some(slot) = found.get_mut(i) {
+                        *slot = Some(row);
+                    }
+                }
+            }
+        }
+        Ok(found.into_iter().flatten().collect())
+    }
+
     /// Runs your query (which must select the model's columns, see
     /// [`select_list`](Self::select_list)) and decrypts every row. Every row
     /// must belong to `tenant` (a [`TenantScope`]; a `&str` is one tenant).

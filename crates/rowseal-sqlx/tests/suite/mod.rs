@@ -5,6 +5,7 @@
 
 mod format_v2;
 mod formats;
+mod lookups;
 pub mod models;
 mod registry;
 mod sealed;
@@ -17,6 +18,11 @@ pub use format_v2::{
 };
 #[allow(unused_imports)]
 pub use formats::{null_header_refused_without_legacy_columns, other_format_versions_are_typed};
+#[allow(unused_imports)]
+pub use lookups::{
+    bounded_lookup_counts_true_matches, bounded_lookup_order_and_filter,
+    count_and_exists_are_exact, fetch_many_in_chunks, index_condition_in_own_query,
+};
 #[allow(unused_imports)] // the cases! macro names them; not every test binary runs it
 pub use registry::{registry_round_trip, registry_unknown_format};
 #[allow(unused_imports)]
@@ -1591,6 +1597,11 @@ macro_rules! all_cases {
             sealed_rows_open_for_their_tenant,
             join_of_two_models,
             typed_tenants,
+            bounded_lookup_counts_true_matches,
+            bounded_lookup_order_and_filter,
+            fetch_many_in_chunks,
+            count_and_exists_are_exact,
+            index_condition_in_own_query,
         );
     };
 }

@@ -430,3 +430,44 @@ pub struct OrgNote {
     #[rowseal(encrypt)]
     pub body: String,
 }
+
+/// Members of teams: a 2-bit blind index on the team (four index values,
+/// so lookups meet many false positives, and a team has many rows), and
+/// plain columns to order and filter bounded lookups by.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "members", record_type = "member", tenant = tenant_id, primary_key = id)]
+pub struct Member {
+    pub id: i64,
+    pub tenant_id: String,
+    #[rowseal(
+        encrypt,
+        blind_index(name = "team_idx", bits = 2, normalize = "trim,lowercase")
+    )]
+    pub team: String,
+    #[rowseal(encrypt)]
+    pub name: String,
+    /// Plain, nullable: NULLs sort last ascending, first descending.
+    pub tier: Option<i32>,
+    /// Plain.
+    pub score: i64,
+    /// Plain text.
+    pub label: String,
+}
+
+impl Member {
+    pub fn new(id: i64, tenant: &str, team: &str, score: i64) -> Self {
+        Member {
+            id,
+            tenant_id: tenant.into(),
+            team: team.into(),
+            name: format!("member {id}"),
+            tier: if id % 3 == 0 {
+                None
+            } else {
+                Some((id % 4) as i32)
+            },
+            score,
+            label: format!("label-{}", id % 2),
+        }
+    }
+}
