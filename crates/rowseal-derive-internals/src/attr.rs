@@ -16,7 +16,7 @@ use crate::ctxt::Ctxt;
 
 const CONTAINER_ATTRS: &str =
     "table, record_type, tenant, primary_key, key_mode, bind_primary_key, crate, compound_index";
-const FIELD_ATTRS: &str = "encrypt, name, column, json, blind_index, plaintext_column";
+const FIELD_ATTRS: &str = "encrypt, name, column, json, blind_index, plaintext_column, generated";
 const INDEX_ATTRS: &str = "name, bits, normalize, normalize_with, scope, unique, column";
 const COMPOUND_ATTRS: &str = "name, fields, bits, normalize, normalize_with, scope, unique, column";
 
@@ -43,6 +43,9 @@ pub(crate) struct FieldAttrs {
     pub(crate) name: Option<LitStr>,
     pub(crate) column: Option<LitStr>,
     pub(crate) plaintext_column: Option<LitStr>,
+    /// `generated` (the database fills the column), with its SQL default
+    /// if given (`generated = "..."`).
+    pub(crate) generated: Option<(Span, Option<LitStr>)>,
     pub(crate) indexes: Vec<IndexAttrs>,
 }
 
@@ -165,6 +168,26 @@ impl FieldAttrs {
                     }
                     set_once(cx, &mut out.plaintext_column, v, span, "plaintext_column")
                 }),
+                "generated" => {
+                    let default = if meta.input.peek(Token![=]) {
+                        match parse_lit_str(meta) {
+                            Ok(v) => {
+                                if v.value().trim().is_empty() {
+                                    cx.error(&v, "generated = \"...\" needs an SQL default expression (or write `generated` alone)");
+                                }
+                                Some(v)
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    } else {
+                        None
+                    };
+                    if out.generated.is_some() {
+                        cx.error_at(span, "duplicate rowseal attribute `generated`");
+                    }
+                    out.generated = Some((span, default));
+                    Ok(())
+                }
                 _ => unknown(cx, meta, "rowseal attribute", " on a field", FIELD_ATTRS),
             }
         });

@@ -41,6 +41,12 @@ pub(crate) fn field_attrs(cx: &mut Ctxt, attrs: &FieldAttrs) {
             );
         }
     }
+    if let (Some((span, _)), true) = (&attrs.generated, attrs.encrypt) {
+        cx.error_at(
+            *span,
+            "a `generated` field cannot be encrypted: the database writes it, so rowseal never sees a value to seal",
+        );
+    }
     if let (Some(span), false) = (attrs.json, attrs.encrypt) {
         cx.error_at(
             span,
@@ -137,6 +143,46 @@ pub(crate) fn distinct_key_fields(
                     "the tenant and the primary key must be different fields",
                 );
             }
+        }
+    }
+}
+
+/// Generated fields (the database fills them): never the tenant, never a
+/// primary key bound into the ciphertexts (it does not exist before the row
+/// is sealed), never covered by a blind index (computed on write from the
+/// struct's value).
+pub(crate) fn generated_fields(
+    cx: &mut Ctxt,
+    fields: &[Field<'_>],
+    tenant: Option<usize>,
+    primary_key: Option<usize>,
+    bind_primary_key: bool,
+    indexes: &[Index],
+) {
+    for (i, f) in fields.iter().enumerate() {
+        let Some((span, _)) = &f.attrs.generated else {
+            continue;
+        };
+        if tenant == Some(i) {
+            cx.error_at(
+                *span,
+                "the tenant cannot be `generated`: it keys the row's encryption, so it must be known before the row is written",
+            );
+        }
+        if primary_key == Some(i) && bind_primary_key {
+            cx.error_at(
+                *span,
+                "a `generated` primary key cannot be bound into the ciphertexts (`bind_primary_key`): the database assigns it after the row is sealed; drop `bind_primary_key`, or let the application choose the key",
+            );
+        }
+        for ix in indexes.iter().filter(|ix| ix.fields.contains(&i)) {
+            cx.error_at(
+                ix.span,
+                format!(
+                    "blind index `{}` covers `{}`, which is `generated`: an index is computed from the value written, and rowseal never writes a generated field",
+                    ix.name, f.ident
+                ),
+            );
         }
     }
 }

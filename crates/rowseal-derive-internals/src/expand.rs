@@ -27,6 +27,7 @@ pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
     let reads = fields.iter().map(|f| read(f));
     let index_defs = cont.indexes.iter().map(|ix| index_def(krate, ix));
     let index_parts = index_part_fn(krate, fields, &cont.indexes);
+    let set_generated = set_generated_fn(krate, fields);
     let finders = finders(krate, name, fields, &cont.indexes);
     let sealed = sealed_type(krate, cont);
 
@@ -80,6 +81,8 @@ pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
             }
 
             #index_parts
+
+            #set_generated
         }
 
         #finders
@@ -286,7 +289,41 @@ fn field_def(krate: &syn::Path, f: &Field<'_>) -> TokenStream {
             <#ty as #krate::PlainField>::SQL_TYPE,
             <#ty as #krate::PlainField>::NULLABLE)),
     };
-    quote!(#def.with_logical_name(#logical))
+    let def = quote!(#def.with_logical_name(#logical));
+    match &f.attrs.generated {
+        Some((_, Some(default))) => {
+            quote!(#def.with_generated(::core::option::Option::Some(#default)))
+        }
+        Some((_, None)) => quote!(#def.with_generated(::core::option::Option::None)),
+        None => def,
+    }
+}
+
+/// `Encrypted::set_generated` over the generated fields (nothing without).
+fn set_generated_fn(krate: &syn::Path, fields: &[Field<'_>]) -> TokenStream {
+    let arms: Vec<TokenStream> = fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.attrs.generated.is_some())
+        .map(|(i, f)| {
+            let (id, ty) = (&f.ident, f.ty);
+            quote_spanned!(ty.span()=> #i => {
+                self.#id = #krate::__generated_value::<#ty>(Self::model(), #i, __value)?;
+                ::core::result::Result::Ok(())
+            })
+        })
+        .collect();
+    if arms.is_empty() {
+        return TokenStream::new();
+    }
+    quote! {
+        fn set_generated(&mut self, __field: usize, __value: #krate::Value) -> ::core::result::Result<(), #krate::Error> {
+            match __field {
+                #(#arms)*
+                _ => ::core::result::Result::Err(#krate::__not_generated(Self::model(), __field)),
+            }
+        }
+    }
 }
 
 /// The field's statement in `write_row`.

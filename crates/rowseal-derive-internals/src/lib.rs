@@ -10,7 +10,8 @@
 //! - `record_type = "patient"` (required): the record type bound into every
 //!   ciphertext. Required, not derived from the struct's name, so that
 //!   renaming the struct never makes old rows unreadable.
-//! - `tenant = tenant_id` (required): the field holding the tenant (a `String`).
+//! - `tenant = tenant_id` (required): the field holding the tenant (`String`,
+//!   `Uuid`, `i64`, `i32` or a newtype implementing `TenantField`).
 //! - `primary_key = id` (required): the primary-key field.
 //! - `key_mode = "derived"` or `"kms"` (default `"derived"`).
 //! - `bind_primary_key`: bind the primary key into each ciphertext.
@@ -36,6 +37,11 @@
 //!   to the name. `normalize` names built-in steps (trim, lowercase, nfc,
 //!   digits, alnum, lastN); `normalize_with` names a `fn(&str) -> String`
 //!   applied after them. Repeat the attribute for several indexes.
+//! - `generated` or `generated = "<SQL default>"` (plain fields only): the
+//!   database fills the column (an identity primary key, a `DEFAULT now()`
+//!   timestamp); rowseal never writes it and `insert_returning` reads it
+//!   back. Not on the tenant, not on a primary key with `bind_primary_key`,
+//!   not under a blind index.
 //!
 //! Container attribute for compound indexes:
 //! - `compound_index(name = "name_dob_idx", fields(last_name, dob), bits = 32,
@@ -53,6 +59,11 @@
 //! or `_index`; global indexes take no tenant. A covered field named like a
 //! parameter (`tenant`, `encryptor`, `executor`, `conn`, `options`) is passed
 //! as `<name>_value`.
+//!
+//! Every model also gets `<Name>Sealed`: the row as stored, one public field
+//! per column (named after it; encrypted columns as their bytes, plus
+//! `rowseal_header`), with `sqlx::FromRow` and `from_row_prefixed`, opened by
+//! `Encryptor::open`. Not for a model with `plaintext_column` fields.
 
 // Laid out as serde_derive's internals: `attr` parses the attributes, `ast`
 // resolves them into the model (fields, columns, indexes), `check` holds the

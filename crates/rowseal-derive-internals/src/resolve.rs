@@ -89,6 +89,14 @@ impl<'a> Container<'a> {
         check::distinct_key_fields(cx, tenant, primary_key, attrs.primary_key.as_ref());
         let indexes = Index::resolve(cx, &attrs, &fields);
         check::indexes(cx, &indexes, &fields);
+        check::generated_fields(
+            cx,
+            &fields,
+            tenant,
+            primary_key,
+            attrs.bind_primary_key,
+            &indexes,
+        );
 
         Some(Container {
             ident: &input.ident,

@@ -35,8 +35,18 @@
 //! attributes: `encrypt`, `column = "name"`, and `json` (with `encrypt`: any
 //! `Serialize + DeserializeOwned` type, JSON-encoded),
 //! `plaintext_column = "name"` (with `encrypt`: the legacy plaintext column
-//! the field migrates from, see below) and `blind_index(...)`; on the
-//! struct, `compound_index(...)`.
+//! the field migrates from, see below), `blind_index(...)`, and
+//! `generated` (a plain column the database fills: an identity primary key,
+//! a `DEFAULT now()` timestamp, or `generated = "<SQL default>"`; rowseal
+//! never writes it, and [`Encryptor::insert_returning`] reads it back); on
+//! the struct, `compound_index(...)`.
+//!
+//! # Sealed rows: your own queries
+//! The derive also generates `<Model>Sealed`, the row as stored (one field
+//! per column; encrypted ones as their bytes), which implements
+//! `sqlx::FromRow` and fits `sqlx::query_as!`; [`Encryptor::open`] and
+//! [`Encryptor::open_all`] decrypt it for one tenant. See
+//! `docs/own-queries.md`.
 //!
 //! # Adopting a table of plaintext rows
 //! Mark each field `#[rowseal(encrypt, column = "email_ct", plaintext_column
@@ -187,6 +197,8 @@ pub use error::{Error, Result};
 pub use index_source::IndexSource;
 pub use keystore::SqlxKeyStore;
 pub use lookup_options::{Lookup, Order};
+#[doc(hidden)]
+pub use model::{__generated_value, __not_generated};
 pub use model::{
     CustomNormalizer, Encrypted, FieldDef, IndexDef, Model, RowReader, RowWriter, HEADER_COLUMN,
     KEY_VERSION_COLUMN,

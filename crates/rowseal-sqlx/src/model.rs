@@ -40,6 +40,15 @@ pub struct FieldDef {
     /// SQL type. Reads fall back to it while the ciphertext column is NULL;
     /// writes set it to NULL.
     pub plaintext_column: Option<(&'static str, SqlType)>,
+    /// A column the database fills (`#[rowseal(generated)]`: an identity
+    /// primary key, a `DEFAULT` timestamp): rowseal never writes it, and
+    /// [`Encryptor::insert_returning`](crate::Encryptor::insert_returning)
+    /// reads it back. Always a plain field.
+    pub generated: bool,
+    /// The SQL default of a generated column (`generated = "..."`), for the
+    /// DDL rowseal writes; `None`: the type's (identity for an integer
+    /// primary key, the current time for a timestamp).
+    pub default_sql: Option<&'static str>,
 }
 
 impl FieldDef {
@@ -58,6 +67,8 @@ impl FieldDef {
             nullable,
             encrypted: None,
             plaintext_column: None,
+            generated: false,
+            default_sql: None,
         }
     }
 
@@ -76,6 +87,8 @@ impl FieldDef {
             nullable,
             encrypted: Some(value_type),
             plaintext_column: None,
+            generated: false,
+            default_sql: None,
         }
     }
 
@@ -89,6 +102,14 @@ impl FieldDef {
     /// type `sql_type` (see [`FieldDef::plaintext_column`]).
     pub const fn with_plaintext_column(mut self, column: &'static str, sql_type: SqlType) -> Self {
         self.plaintext_column = Some((column, sql_type));
+        self
+    }
+
+    /// This plain field, filled by the database (see
+    /// [`FieldDef::generated`]), with its SQL default if it names one.
+    pub const fn with_generated(mut self, default_sql: Option<&'static str>) -> Self {
+        self.generated = true;
+        self.default_sql = default_sql;
         self
     }
 
@@ -357,12 +378,53 @@ pub trait Encrypted: Sized + Send + Sync + 'static {
     /// Reads a row back, in field order, decrypting the encrypted columns.
     fn read_row(r: &mut RowReader<'_>) -> Result<Self>;
 
+    /// Sets generated field number `field` (a position in
+    /// [`Model::fields`]) to the value the database gave it
+    /// ([`Encryptor::insert_returning`](crate::Encryptor::insert_returning)).
+    fn set_generated(&mut self, field: usize, value: Value) -> Result<()> {
+        let _ = value;
+        Err(__not_generated(Self::model(), field))
+    }
+
     /// The value of field number `field` (a position in [`Model::fields`]) as
     /// indexed by a blind index; `None` for NULL or a field no index covers.
     fn index_part(&self, field: usize) -> Option<std::borrow::Cow<'_, str>> {
         let _ = field;
         None
     }
+}
+
+/// Why field number `field` of `model` cannot be set from the database
+/// (generated code).
+#[doc(hidden)]
+pub fn __not_generated(model: &Model, field: usize) -> Error {
+    Error::Schema {
+        table: model.table().to_owned(),
+        column: model
+            .fields
+            .get(field)
+            .map_or_else(String::new, |f| f.column.to_owned()),
+        reason: "not a generated field".into(),
+    }
+}
+
+/// The value the database gave generated field number `field` of `model`,
+/// as the field's type (generated code).
+#[doc(hidden)]
+pub fn __generated_value<T: PlainField>(model: &Model, field: usize, value: Value) -> Result<T> {
+    let found = value.sql_type();
+    T::from_value(value).ok_or_else(|| Error::Schema {
+        table: model.table().to_owned(),
+        column: model
+            .fields
+            .get(field)
+            .map_or_else(String::new, |f| f.column.to_owned()),
+        reason: format!(
+            "the database returned {} for a field of type {}",
+            found.as_str(),
+            T::SQL_TYPE.as_str()
+        ),
+    })
 }
 
 /// One field of a [`CollectedRow`].
@@ -460,7 +522,7 @@ impl CollectedRow {
 
     /// Appends the column values of the fields whose column is in `only`
     /// (every field without it), in field order, sealing the encrypted ones
-    /// with `key`.
+    /// with `key`; never a generated field's.
     pub(crate) fn seal_into(
         mut self,
         model: &Model,
@@ -470,7 +532,8 @@ impl CollectedRow {
     ) -> Result<()> {
         let cells = std::mem::take(&mut self.cells);
         for (f, cell) in model.fields.iter().zip(cells) {
-            if only.is_some_and(|o| !o.contains(&f.column)) {
+            // The database fills generated columns; rowseal never writes them.
+            if f.generated || only.is_some_and(|o| !o.contains(&f.column)) {
                 continue;
             }
             out.push(match cell {

@@ -14,11 +14,16 @@ use crate::model::{CollectedRow, Encrypted, Model, HEADER_COLUMN, KEY_VERSION_CO
 use crate::value::{PrimaryKeyField, SqlType, Value};
 
 impl Encryptor {
-    /// The columns every write fills: the fields, the header, the key
+    /// The columns every write fills: the fields (but generated ones), the header, the key
     /// version, then each blind index's value and version columns.
     fn write_columns<T: Encrypted>() -> Vec<&'static str> {
         let model = T::model();
-        let mut cols: Vec<&'static str> = model.fields.iter().map(|f| f.column).collect();
+        let mut cols: Vec<&'static str> = model
+            .fields
+            .iter()
+            .filter(|f| !f.generated)
+            .map(|f| f.column)
+            .collect();
         cols.push(HEADER_COLUMN);
         cols.push(KEY_VERSION_COLUMN);
         for i in model.indexes {
@@ -200,6 +205,61 @@ impl Encryptor {
         Ok(())
     }
 
+    /// Inserts one row and returns it with the values the database gave its
+    /// generated fields (`#[rowseal(generated)]`: an identity primary key, a
+    /// `DEFAULT now()` timestamp), read back in the same statement with
+    /// `INSERT ... RETURNING` (PostgreSQL, SQLite 3.35+, MariaDB 10.5+;
+    /// MySQL has no `RETURNING`). The values `row` holds in its generated
+    /// fields are ignored. Without generated fields, the same as
+    /// [`insert`](Self::insert).
+    ///
+    /// ```ignore
+    /// let note = enc.insert_returning(&pool, Note { id: 0, created_at: Utc::now(), .. }).await?;
+    /// println!("{} at {}", note.id, note.created_at); // the database's id and time
+    /// ```
+    pub async fn insert_returning<'c, T, E>(&self, executor: E, mut row: T) -> Result<T>
+    where
+        T: Encrypted,
+        E: sqlx::Executor<'c>,
+        E::Database: Backend,
+    {
+        let model = T::model();
+        let generated: Vec<usize> = (0..model.fields.len())
+            .filter(|&i| model.fields[i].generated)
+            .collect();
+        let values = self.seal_rows(std::slice::from_ref(&row)).await?;
+        let mut sql = Self::insert_sql::<T, E::Database>(1);
+        if generated.is_empty() {
+            <E::Database as Backend>::execute(executor, &sql, values)
+                .await
+                .map_err(|e| map_unique(model, e))?;
+            return Ok(row);
+        }
+        sql.push_str(" RETURNING ");
+        for (k, &i) in generated.iter().enumerate() {
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            E::Database::push_ident(&mut sql, model.fields[i].column);
+        }
+        let returned = <E::Database as Backend>::fetch_optional(executor, &sql, values)
+            .await
+            .map_err(|e| map_unique(model, e))?
+            .ok_or_else(|| Error::Schema {
+                table: model.table().to_owned(),
+                column: String::new(),
+                reason: "INSERT ... RETURNING returned no row".into(),
+            })?;
+        for (k, &i) in generated.iter().enumerate() {
+            let f = &model.fields[i];
+            let value = returned
+                .read_value(k, f.sql_type)
+                .map_err(|e| sqlx_col(model, f.column, e))?;
+            row.set_generated(i, value)?;
+        }
+        Ok(row)
+    }
+
     /// Inserts many rows, one statement (one round trip) per batch of as many
     /// rows as the database takes bind parameters for. Encryption of large
     /// batches is spread over the cores. Pass a transaction to make the whole
@@ -331,6 +391,13 @@ impl Encryptor {
             if f.name == model.primary_key_field().name || f.name == model.tenant_field().name {
                 return Err(Error::InvalidInput {
                     reason: "the primary key and the tenant cannot be updated in place".into(),
+                });
+            }
+            if f.generated {
+                return Err(Error::InvalidInput {
+                    reason: format!(
+                        "`{name}` is generated: the database fills it, rowseal never writes it"
+                    ),
                 });
             }
             columns.push(f.column);

@@ -5,6 +5,7 @@
 
 mod format_v2;
 mod formats;
+mod generated;
 mod lookups;
 pub mod models;
 mod registry;
@@ -18,6 +19,8 @@ pub use format_v2::{
 };
 #[allow(unused_imports)]
 pub use formats::{null_header_refused_without_legacy_columns, other_format_versions_are_typed};
+#[allow(unused_imports)]
+pub use generated::generated_columns;
 #[allow(unused_imports)]
 pub use lookups::{
     bounded_lookup_counts_true_matches, bounded_lookup_order_and_filter,
@@ -1602,6 +1605,7 @@ macro_rules! all_cases {
             fetch_many_in_chunks,
             count_and_exists_are_exact,
             index_condition_in_own_query,
+            generated_columns,
         );
     };
 }

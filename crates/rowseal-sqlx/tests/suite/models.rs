@@ -471,3 +471,32 @@ impl Member {
         }
     }
 }
+
+/// Columns the database fills: an identity primary key, a `DEFAULT now()`
+/// timestamp and a default of the application's; the tenant is a UUID.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "notes", record_type = "note", tenant = org, primary_key = id)]
+pub struct Note {
+    #[rowseal(generated)]
+    pub id: i64,
+    pub org: Uuid,
+    #[rowseal(encrypt)]
+    pub body: String,
+    #[rowseal(generated)]
+    pub created_at: DateTime<Utc>,
+    #[rowseal(generated = "7")]
+    pub revision: i64,
+}
+
+impl Note {
+    /// A note whose generated fields hold values the database must replace.
+    pub fn new(org: Uuid, body: &str) -> Self {
+        Note {
+            id: -1,
+            org,
+            body: body.into(),
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            revision: -1,
+        }
+    }
+}

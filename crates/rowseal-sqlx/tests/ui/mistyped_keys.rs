@@ -4,7 +4,7 @@ use rowseal_sqlx::Encrypted;
 #[rowseal(table = "t", tenant = tenant, primary_key = id, record_type = "model")]
 struct Model {
     id: f64,
-    tenant: i64,
+    tenant: f32,
     #[rowseal(encrypt)]
     secret: String,
 }
