@@ -36,6 +36,17 @@ pub(crate) struct Container<'a> {
     pub(crate) indexes: Vec<Index>,
 }
 
+/// A partial view (`#[rowseal(partial_of = Model)]`): some of a model's
+/// fields, read and decrypted without the others; everything else comes
+/// from the model at run time.
+pub(crate) struct Partial<'a> {
+    pub(crate) ident: &'a Ident,
+    /// The model it is a view of.
+    pub(crate) of: syn::Path,
+    pub(crate) krate: Option<syn::Path>,
+    pub(crate) fields: Vec<Field<'a>>,
+}
+
 /// A named field.
 pub(crate) struct Field<'a> {
     pub(crate) ident: Ident,

@@ -14,8 +14,7 @@ use syn::{Ident, LitStr, Token};
 
 use crate::ctxt::Ctxt;
 
-const CONTAINER_ATTRS: &str =
-    "table, record_type, tenant, primary_key, key_mode, bind_primary_key, crate, compound_index";
+const CONTAINER_ATTRS: &str = "table, record_type, tenant, primary_key, key_mode, bind_primary_key, crate, compound_index, partial_of";
 const FIELD_ATTRS: &str = "encrypt, name, column, json, blind_index, plaintext_column, generated";
 const INDEX_ATTRS: &str = "name, bits, normalize, normalize_with, scope, unique, column";
 const COMPOUND_ATTRS: &str = "name, fields, bits, normalize, normalize_with, scope, unique, column";
@@ -32,6 +31,10 @@ pub(crate) struct ContainerAttrs {
     pub(crate) bind_primary_key: bool,
     pub(crate) krate: Option<syn::Path>,
     pub(crate) compound: Vec<IndexAttrs>,
+    /// `partial_of = Model`: a read-only view of some of `Model`'s fields.
+    pub(crate) partial_of: Option<syn::Path>,
+    /// Where `bind_primary_key` was written (a partial view refuses it).
+    pub(crate) bind_primary_key_span: Option<Span>,
 }
 
 /// The attributes on one field.
@@ -103,8 +106,13 @@ impl ContainerAttrs {
                         cx.error_at(span, "duplicate rowseal attribute `bind_primary_key`");
                     }
                     out.bind_primary_key = true;
+                    out.bind_primary_key_span = Some(span);
                     Ok(())
                 }
+                "partial_of" => meta
+                    .value()
+                    .and_then(|v| v.parse::<syn::Path>())
+                    .map(|p| set_once(cx, &mut out.partial_of, p, span, "partial_of")),
                 "crate" => parse_lit_str(meta).and_then(|v| {
                     let p: syn::Path = v.parse()?;
                     set_once(cx, &mut out.krate, p, span, "crate");

@@ -55,6 +55,33 @@ pub(crate) fn field_attrs(cx: &mut Ctxt, attrs: &FieldAttrs) {
     }
 }
 
+/// A field of a partial view: `encrypt` and `json` say how its model stores
+/// it (checked against the model at compile time); the rest comes from the
+/// model.
+pub(crate) fn partial_field_attrs(cx: &mut Ctxt, attrs: &FieldAttrs) {
+    let mut refuse = |span: proc_macro2::Span, what: &str| {
+        cx.error_at(
+            span,
+            format!("a partial view takes `{what}` from its model: declare the field as the model names it, with `encrypt` (and `json`) as the model has them"),
+        );
+    };
+    if let Some(c) = &attrs.column {
+        refuse(c.span(), "column");
+    }
+    if let Some(n) = &attrs.name {
+        refuse(n.span(), "name");
+    }
+    if let Some(p) = &attrs.plaintext_column {
+        refuse(p.span(), "plaintext_column");
+    }
+    if let Some((span, _)) = &attrs.generated {
+        refuse(*span, "generated");
+    }
+    for i in &attrs.indexes {
+        refuse(i.span, "blind_index");
+    }
+}
+
 /// The derive does not support generic structs.
 pub(crate) fn not_generic(cx: &mut Ctxt, input: &syn::DeriveInput) {
     if !input.generics.params.is_empty() {

@@ -6,7 +6,7 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::Ident;
 
-use crate::ast::{Container, Field, Index, Storage};
+use crate::ast::{Container, Field, Index, Partial, Storage};
 
 /// The `impl Encrypted` and, with indexes, the inherent impl of the finders.
 pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
@@ -43,9 +43,11 @@ pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
         <#pk_ty as #krate::PrimaryKeyField>::key_value(&self.#pk_id));
     let table_s = &cont.table;
 
+    let storage = storage_consts(name, fields);
+
     quote! {
         #[automatically_derived]
-        impl #krate::Encrypted for #name {
+        impl #krate::ReadModel for #name {
             #pk_assoc
 
             fn model() -> &'static #krate::Model {
@@ -61,6 +63,15 @@ pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
                 &MODEL
             }
 
+            fn read_row(__r: &mut #krate::RowReader<'_>) -> ::core::result::Result<Self, #krate::Error> {
+                ::core::result::Result::Ok(#name {
+                    #(#reads)*
+                })
+            }
+        }
+
+        #[automatically_derived]
+        impl #krate::Encrypted for #name {
             fn tenant(&self) -> ::std::borrow::Cow<'_, str> {
                 #tenant_expr
             }
@@ -74,20 +85,111 @@ pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
                 ::core::result::Result::Ok(())
             }
 
-            fn read_row(__r: &mut #krate::RowReader<'_>) -> ::core::result::Result<Self, #krate::Error> {
-                ::core::result::Result::Ok(#name {
-                    #(#reads)*
-                })
-            }
-
             #index_parts
 
             #set_generated
         }
 
+        #storage
+
         #finders
 
         #sealed
+    }
+}
+
+/// How each field is stored, as hidden constants on the model
+/// (`__rowseal_storage_<field>`: 0 plain, 1 encrypted, 2 JSON), which a
+/// partial view of it checks its own declarations against at compile time.
+fn storage_consts(name: &Ident, fields: &[Field<'_>]) -> TokenStream {
+    let consts = fields.iter().map(|f| {
+        let c = storage_const(&f.ident);
+        let k = storage_kind(f);
+        quote!(pub const #c: u8 = #k;)
+    });
+    quote! {
+        #[automatically_derived]
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        impl #name {
+            #(#consts)*
+        }
+    }
+}
+
+fn storage_const(field: &Ident) -> Ident {
+    format_ident!(
+        "__rowseal_storage_{}",
+        field.to_string().trim_start_matches("r#")
+    )
+}
+
+fn storage_kind(f: &Field<'_>) -> u8 {
+    match f.storage() {
+        Storage::Plain => 0,
+        Storage::Encrypted { .. } => 1,
+        Storage::Json { .. } => 2,
+    }
+}
+
+/// A partial view's `ReadModel` impl: its model built once from the full
+/// model's (`Model::partial_of`), its fields read in order; and the
+/// compile-time checks that each field is the model's, of the same type,
+/// stored the same way.
+pub(crate) fn expand_partial(p: &Partial<'_>) -> TokenStream {
+    let krate = p.krate.clone().unwrap_or_else(default_crate_path);
+    let krate = &krate;
+    let (name, of) = (p.ident, &p.of);
+    let names: Vec<String> = p
+        .fields
+        .iter()
+        .map(|f| f.ident.to_string().trim_start_matches("r#").to_owned())
+        .collect();
+    let reads = p.fields.iter().map(|f| read(f));
+    let types = p.fields.iter().map(|f| {
+        let (id, ty) = (&f.ident, f.ty);
+        quote_spanned!(ty.span()=> let _: &#ty = &__model.#id;)
+    });
+    let of_s = of.to_token_stream().to_string().replace(' ', "");
+    let storage = p.fields.iter().map(|f| {
+        let c = storage_const(&f.ident);
+        let k = storage_kind(f);
+        let msg = format!(
+            "field `{}` of partial view `{name}` is declared otherwise than `{of_s}` stores it: give it the model's `encrypt` (and `json`) attributes, no more, no fewer",
+            f.ident
+        );
+        quote_spanned!(f.ident.span()=> ::core::assert!(<#of>::#c == #k, #msg);)
+    });
+    quote! {
+        #[automatically_derived]
+        impl #krate::ReadModel for #name {
+            type PrimaryKey = <#of as #krate::ReadModel>::PrimaryKey;
+
+            fn model() -> &'static #krate::Model {
+                static MODEL: ::std::sync::OnceLock<#krate::Model> = ::std::sync::OnceLock::new();
+                MODEL.get_or_init(|| {
+                    #krate::Model::partial_of(
+                        <#of as #krate::ReadModel>::model(),
+                        &[#(#names),*],
+                    )
+                })
+            }
+
+            fn read_row(__r: &mut #krate::RowReader<'_>) -> ::core::result::Result<Self, #krate::Error> {
+                ::core::result::Result::Ok(#name {
+                    #(#reads)*
+                })
+            }
+        }
+
+        // Each field is the model's, of the same type and stored the same way.
+        const _: () = {
+            #[allow(dead_code)]
+            fn __rowseal_partial_fields(__model: &#of) {
+                #(#types)*
+            }
+            #(#storage)*
+        };
     }
 }
 
@@ -308,7 +410,7 @@ fn set_generated_fn(krate: &syn::Path, fields: &[Field<'_>]) -> TokenStream {
         .map(|(i, f)| {
             let (id, ty) = (&f.ident, f.ty);
             quote_spanned!(ty.span()=> #i => {
-                self.#id = #krate::__generated_value::<#ty>(Self::model(), #i, __value)?;
+                self.#id = #krate::__generated_value::<#ty>(<Self as #krate::ReadModel>::model(), #i, __value)?;
                 ::core::result::Result::Ok(())
             })
         })
@@ -320,7 +422,7 @@ fn set_generated_fn(krate: &syn::Path, fields: &[Field<'_>]) -> TokenStream {
         fn set_generated(&mut self, __field: usize, __value: #krate::Value) -> ::core::result::Result<(), #krate::Error> {
             match __field {
                 #(#arms)*
-                _ => ::core::result::Result::Err(#krate::__not_generated(Self::model(), __field)),
+                _ => ::core::result::Result::Err(#krate::__not_generated(<Self as #krate::ReadModel>::model(), __field)),
             }
         }
     }

@@ -43,6 +43,12 @@
 //!   back. Not on the tenant, not on a primary key with `bind_primary_key`,
 //!   not under a blind index.
 //!
+//! Partial views: `#[rowseal(partial_of = Model)]` alone on a struct whose
+//! fields are some of `Model`'s (same names and types, with `encrypt` and
+//! `json` as `Model` has them: both checked at compile time; no other
+//! attribute) generates a read-only `ReadModel` impl that reads and decrypts
+//! only those fields.
+//!
 //! Container attribute for compound indexes:
 //! - `compound_index(name = "name_dob_idx", fields(last_name, dob), bits = 32,
 //!   normalize = "trim,lowercase", normalize_with = f, scope = "tenant",
@@ -83,7 +89,16 @@ use syn::DeriveInput;
 /// combined error.
 pub fn expand_encrypted(input: &DeriveInput) -> Result<TokenStream, syn::Error> {
     let mut cx = ctxt::Ctxt::new();
-    let cont = ast::Container::from_ast(&mut cx, input);
+    let attrs = attr::ContainerAttrs::from_ast(&mut cx, input);
+    if attrs.partial_of.is_some() {
+        let partial = ast::Partial::from_ast(&mut cx, input, attrs);
+        cx.check()?;
+        let Some(partial) = partial else {
+            return Err(syn::Error::new(Span::call_site(), "invalid attributes"));
+        };
+        return Ok(expand::expand_partial(&partial));
+    }
+    let cont = ast::Container::from_ast(&mut cx, input, attrs);
     cx.check()?;
     let Some(cont) = cont else {
         return Err(syn::Error::new(Span::call_site(), "invalid attributes"));

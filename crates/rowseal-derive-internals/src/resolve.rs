@@ -8,7 +8,7 @@ use proc_macro2::Span;
 use quote::ToTokens;
 use syn::{Data, DeriveInput, Fields, Ident};
 
-use crate::ast::{Container, Field, Index};
+use crate::ast::{Container, Field, Index, Partial};
 use crate::attr::{ContainerAttrs, FieldAttrs};
 use crate::check;
 use crate::ctxt::Ctxt;
@@ -17,8 +17,11 @@ impl<'a> Container<'a> {
     /// Parses and resolves `input`, reporting every mistake into `cx`.
     /// `None` when something could not be resolved (always with an error in
     /// `cx`).
-    pub(crate) fn from_ast(cx: &mut Ctxt, input: &'a DeriveInput) -> Option<Self> {
-        let attrs = ContainerAttrs::from_ast(cx, input);
+    pub(crate) fn from_ast(
+        cx: &mut Ctxt,
+        input: &'a DeriveInput,
+        attrs: ContainerAttrs,
+    ) -> Option<Self> {
         check::not_generic(cx, input);
         let named = named_fields(cx, input);
 
@@ -110,6 +113,68 @@ impl<'a> Container<'a> {
             tenant: tenant?,
             primary_key: primary_key?,
             indexes,
+        })
+    }
+}
+
+impl<'a> Partial<'a> {
+    /// Resolves a partial view: `attrs` names the model (`partial_of`); every
+    /// other container attribute, and every field attribute but `encrypt`
+    /// and `json`, comes from that model and is refused here.
+    pub(crate) fn from_ast(
+        cx: &mut Ctxt,
+        input: &'a DeriveInput,
+        attrs: ContainerAttrs,
+    ) -> Option<Self> {
+        check::not_generic(cx, input);
+        let from_model = |cx: &mut Ctxt, span: Span, what: &str| {
+            cx.error_at(
+                span,
+                format!("a partial view takes `{what}` from the model named by `partial_of`"),
+            );
+        };
+        let spans = [
+            (attrs.table.as_ref().map(|v| v.span()), "table"),
+            (attrs.record_type.as_ref().map(|v| v.span()), "record_type"),
+            (attrs.tenant.as_ref().map(|v| v.span()), "tenant"),
+            (attrs.primary_key.as_ref().map(|v| v.span()), "primary_key"),
+            (attrs.key_mode.as_ref().map(|v| v.0.span()), "key_mode"),
+            (attrs.bind_primary_key_span, "bind_primary_key"),
+        ];
+        for (span, what) in spans {
+            if let Some(span) = span {
+                from_model(cx, span, what);
+            }
+        }
+        for ix in &attrs.compound {
+            cx.error_at(
+                ix.span,
+                "a partial view has no blind indexes: look rows up through its model",
+            );
+        }
+        let named = named_fields(cx, input)?;
+        let mut fields = Vec::new();
+        for f in &named.named {
+            let fa = FieldAttrs::from_ast(cx, f);
+            check::field_attrs(cx, &fa);
+            check::partial_field_attrs(cx, &fa);
+            let Some(ident) = f.ident.clone() else {
+                continue;
+            };
+            let name = ident.to_string().trim_start_matches("r#").to_owned();
+            fields.push(Field {
+                ident,
+                ty: &f.ty,
+                attrs: fa,
+                column: name.clone(),
+                logical: name,
+            });
+        }
+        Some(Partial {
+            ident: &input.ident,
+            of: attrs.partial_of?,
+            krate: attrs.krate,
+            fields,
         })
     }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use rowseal_core::{BlindIndexKey, KeyHierarchy, KeyScope, LocalKeyProvider};
-use rowseal_sqlx::{schema, Backend, Encrypted, Encryptor, SqlxKeyStore};
+use rowseal_sqlx::{schema, Backend, Encrypted, Encryptor, ReadModel, SqlxKeyStore};
 use rowseal_test_support::db;
 
 #[derive(Encrypted, Clone)]

@@ -41,6 +41,15 @@
 //! never writes it, and [`Encryptor::insert_returning`] reads it back); on
 //! the struct, `compound_index(...)`.
 //!
+//! # Partial views
+//! `#[rowseal(partial_of = Patient)]` on a struct of some of `Patient`'s
+//! fields (same names and types; `encrypt`/`json` as `Patient` has them,
+//! checked at compile time) makes a read-only view: [`Encryptor::fetch`],
+//! `fetch_all`, `fetch_stream` and `decrypt_*` select and decrypt only its
+//! fields, and only whether each other encrypted field is present (the row
+//! key binds the set). It implements [`ReadModel`], not [`Encrypted`]: it
+//! can never be written.
+//!
 //! # Sealed rows: your own queries
 //! The derive also generates `<Model>Sealed`, the row as stored (one field
 //! per column; encrypted ones as their bytes), which implements
@@ -200,8 +209,8 @@ pub use lookup_options::{Lookup, Order};
 #[doc(hidden)]
 pub use model::{__generated_value, __not_generated};
 pub use model::{
-    CustomNormalizer, Encrypted, FieldDef, IndexDef, Model, RowReader, RowWriter, HEADER_COLUMN,
-    KEY_VERSION_COLUMN,
+    CustomNormalizer, Encrypted, FieldDef, IndexDef, Model, ReadModel, RowReader, RowWriter,
+    HEADER_COLUMN, KEY_VERSION_COLUMN, PRESENT_PREFIX,
 };
 pub use rowseal_core::BlindIndexValue;
 #[doc(hidden)]

@@ -265,9 +265,62 @@ pub struct Model {
     pub fields: &'static [FieldDef],
     /// The blind indexes.
     pub indexes: &'static [IndexDef],
+    /// Of a partial view ([`Model::partial_of`]): the encrypted fields of
+    /// its model it does not read. Reads select whether each is present
+    /// (not its ciphertext): format 2 binds the set of present fields into
+    /// the row key. Empty for a whole model.
+    pub absent: &'static [FieldDef],
 }
 
+/// The prefix of the column a read of a partial view selects for each
+/// encrypted field it does not read: `(<column> IS NOT NULL) AS
+/// rowseal_present__<column>`.
+pub const PRESENT_PREFIX: &str = "rowseal_present__";
+
 impl Model {
+    /// The model of a partial view of `full` that reads the fields named
+    /// `names` (Rust names, in the view's order), built once per view type
+    /// by generated code. The view's fields are `full`'s (same columns,
+    /// logical names, encryption); `full`'s tenant and primary key are read
+    /// too, after them, if the view does not name them; `full`'s other
+    /// encrypted fields are [`absent`](Self::absent). A view has no blind
+    /// indexes. The field lists are allocated once and live as long as the
+    /// program (one per view type).
+    pub fn partial_of(full: &'static Model, names: &[&str]) -> Model {
+        let mut fields: Vec<FieldDef> = names
+            .iter()
+            .filter_map(|n| full.field(n).copied())
+            .collect();
+        let mut position = |f: &FieldDef| match fields.iter().position(|g| g.name == f.name) {
+            Some(i) => i,
+            None => {
+                fields.push(*f);
+                fields.len() - 1
+            }
+        };
+        let tenant = position(full.tenant_field());
+        let primary_key = position(full.primary_key_field());
+        let absent: Vec<FieldDef> = full
+            .fields
+            .iter()
+            .filter(|f| f.is_encrypted() && !fields.iter().any(|g| g.name == f.name))
+            .copied()
+            .collect();
+        Model {
+            spec: full.spec.clone(),
+            tenant,
+            primary_key,
+            fields: Box::leak(fields.into_boxed_slice()),
+            indexes: &[],
+            absent: Box::leak(absent.into_boxed_slice()),
+        }
+    }
+
+    /// Whether this is a partial view (it leaves encrypted fields unread).
+    pub fn is_partial(&self) -> bool {
+        !self.absent.is_empty()
+    }
+
     #[doc(hidden)]
     pub const fn __new(
         spec: RecordSpec,
@@ -281,6 +334,7 @@ impl Model {
             primary_key,
             fields,
             indexes: &[],
+            absent: &[],
         }
     }
 
@@ -298,6 +352,7 @@ impl Model {
             primary_key,
             fields,
             indexes,
+            absent: &[],
         }
     }
 
@@ -356,15 +411,28 @@ impl Model {
     }
 }
 
-/// A model whose fields rowseal encrypts. Implement it with
-/// `#[derive(Encrypted)]`; the methods are for the sqlx layer.
-pub trait Encrypted: Sized + Send + Sync + 'static {
+/// A type rowseal reads rows into: every [`Encrypted`] model, and the
+/// partial views of one (`#[rowseal(partial_of = Model)]`), which read and
+/// decrypt only the fields they name and can never be written. The read
+/// operations of [`Encryptor`](crate::Encryptor) (`fetch`, `fetch_all`,
+/// `fetch_stream`, `decrypt_*`, `fetch_many`) take any `ReadModel`.
+/// Implemented by `#[derive(Encrypted)]`.
+pub trait ReadModel: Sized + Send + Sync + 'static {
     /// The type of the primary-key field.
     type PrimaryKey: PrimaryKeyField;
 
-    /// The model description.
+    /// The model description (of a partial view: the fields it reads, and
+    /// the other encrypted fields of its model, whose presence the row key
+    /// binds).
     fn model() -> &'static Model;
 
+    /// Reads a row back, in field order, decrypting the encrypted columns.
+    fn read_row(r: &mut RowReader<'_>) -> Result<Self>;
+}
+
+/// A model whose fields rowseal encrypts. Implement it with
+/// `#[derive(Encrypted)]`; the methods are for the sqlx layer.
+pub trait Encrypted: ReadModel {
     /// The tenant of this row: its canonical id
     /// ([`TenantField::tenant_id`](crate::TenantField::tenant_id)).
     fn tenant(&self) -> std::borrow::Cow<'_, str>;
@@ -375,15 +443,12 @@ pub trait Encrypted: Sized + Send + Sync + 'static {
     /// Writes the row's columns, in field order, encrypting the encrypted ones.
     fn write_row(&self, w: &mut RowWriter<'_>) -> Result<()>;
 
-    /// Reads a row back, in field order, decrypting the encrypted columns.
-    fn read_row(r: &mut RowReader<'_>) -> Result<Self>;
-
     /// Sets generated field number `field` (a position in
     /// [`Model::fields`]) to the value the database gave it
     /// ([`Encryptor::insert_returning`](crate::Encryptor::insert_returning)).
     fn set_generated(&mut self, field: usize, value: Value) -> Result<()> {
         let _ = value;
-        Err(__not_generated(Self::model(), field))
+        Err(__not_generated(<Self as ReadModel>::model(), field))
     }
 
     /// The value of field number `field` (a position in [`Model::fields`]) as

@@ -7,7 +7,9 @@
 
 mod suite;
 
-use rowseal_sqlx::{schema, Backend, DbRow, Encrypted, Encryptor, Error, SqlType, Value};
+use rowseal_sqlx::{
+    schema, Backend, DbRow, Encrypted, Encryptor, Error, ReadModel, SqlType, Value,
+};
 use rowseal_test_support::db::{self, TestDb};
 
 /// The application's model after adoption: `email` and `phone` migrate from

@@ -73,8 +73,8 @@ pub mod kms {
 #[cfg(feature = "sqlx")]
 pub use rowseal_sqlx::{
     schema, sqlx, Backend, Encrypted, EncryptedField, Encryptor, Error as SqlxError,
-    IndexCondition, Lookup, Order, PlainField, PrimaryKeyField, Sealed, SqlType, SqlxKeyStore,
-    TenantField, TenantScope, Value,
+    IndexCondition, Lookup, Order, PlainField, PrimaryKeyField, ReadModel, Sealed, SqlType,
+    SqlxKeyStore, TenantField, TenantScope, Value,
 };
 
 #[doc(hidden)]

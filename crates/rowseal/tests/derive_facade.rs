@@ -16,7 +16,7 @@ struct Note {
 
 #[test]
 fn derive_through_the_facade() {
-    let model = <Note as Encrypted>::model();
+    let model = <Note as rowseal::ReadModel>::model();
     assert_eq!(model.table(), "notes");
     assert!(model.spec.binds_primary_key());
     let ddl = rowseal::schema::create_table_sql::<Note, rowseal::sqlx::Sqlite>();

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use rowseal_core::{KeyHierarchy, LocalKeyProvider};
-use rowseal_sqlx::{schema, Backend, Encrypted, Encryptor, SqlxKeyStore};
+use rowseal_sqlx::{schema, Backend, Encrypted, Encryptor, ReadModel, SqlxKeyStore};
 use rowseal_test_support::db::{self, TestDb};
 #[allow(unused_imports)] // not every test binary uses it
 pub use rowseal_test_support::random_name;

@@ -21,7 +21,9 @@ use rowseal_core::{BlindIndexKey, KeyHierarchy, KeyScope};
 use crate::backend::Backend;
 use crate::blind::{IndexPlan, WriteKeys};
 use crate::error::{Error, Result};
-use crate::model::{Encrypted, IndexDef, Model, HEADER_COLUMN, KEY_VERSION_COLUMN};
+use crate::model::{
+    Encrypted, IndexDef, Model, ReadModel, HEADER_COLUMN, KEY_VERSION_COLUMN, PRESENT_PREFIX,
+};
 use crate::value::SqlType;
 
 pub use write::MAX_STATEMENT_BYTES;
@@ -154,7 +156,7 @@ impl Encryptor {
 
     /// The columns of `T`, quoted for `DB` and comma-separated, to put in your
     /// own `SELECT` so that its rows can be decrypted.
-    pub fn select_list<T: Encrypted, DB: Backend>() -> String {
+    pub fn select_list<T: ReadModel, DB: Backend>() -> String {
         let model = T::model();
         let mut sql = String::new();
         for f in model.fields {
@@ -167,6 +169,14 @@ impl Encryptor {
         for (c, _) in model.fields.iter().filter_map(|f| f.plaintext_column) {
             sql.push_str(", ");
             DB::push_ident(&mut sql, c);
+        }
+        // A partial view: whether each encrypted field it does not read is
+        // present (the row key binds the set), never its ciphertext.
+        for f in model.absent {
+            sql.push_str(", (");
+            DB::push_ident(&mut sql, f.column);
+            sql.push_str(" IS NOT NULL) AS ");
+            DB::push_ident(&mut sql, &format!("{PRESENT_PREFIX}{}", f.column));
         }
         sql
     }
@@ -209,7 +219,7 @@ impl Encryptor {
     /// collation: fetch, update and delete by primary key never reach
     /// another tenant's row. (MariaDB still uses the primary-key and tenant
     /// indexes for `col = BINARY ?`.)
-    fn where_pk<T: Encrypted, DB: Backend>(sql: &mut String, first_param: usize) {
+    fn where_pk<T: ReadModel, DB: Backend>(sql: &mut String, first_param: usize) {
         let model = T::model();
         sql.push_str(" WHERE ");
         DB::push_ident(sql, model.primary_key_field().column);

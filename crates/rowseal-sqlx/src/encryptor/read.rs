@@ -13,7 +13,7 @@ use rowseal_core::{FieldSet, KeyMode, RecordKeys, RowHeader, RowKey};
 use super::{check_row_format, sqlx_col, Encryptor};
 use crate::backend::{Backend, DbRow};
 use crate::error::{Error, Result};
-use crate::model::{Cell, Encrypted, Model, RowReader, HEADER_COLUMN};
+use crate::model::{Cell, Encrypted, Model, ReadModel, RowReader, HEADER_COLUMN, PRESENT_PREFIX};
 use crate::sealed::{Sealed, SealedReader};
 use crate::tenant_scope::TenantScope;
 use crate::value::{PrimaryKeyField, SqlType, Value};
@@ -22,6 +22,8 @@ use crate::value::{PrimaryKeyField, SqlType, Value};
 struct ColumnMap {
     fields: Vec<usize>,
     header: usize,
+    /// Per absent field of a partial view: the position of its presence flag.
+    absent: Vec<usize>,
     /// Per field: the position of its legacy plaintext column, if it has one.
     plaintext: Vec<Option<usize>>,
 }
@@ -42,6 +44,11 @@ impl ColumnMap {
                 .map(|f| find(f.column))
                 .collect::<Result<_>>()?,
             header: find(HEADER_COLUMN)?,
+            absent: model
+                .absent
+                .iter()
+                .map(|f| find(&format!("{PRESENT_PREFIX}{}", f.column)))
+                .collect::<Result<_>>()?,
             plaintext: model
                 .fields
                 .iter()
@@ -67,7 +74,7 @@ impl Encryptor {
         primary_key: &T::PrimaryKey,
     ) -> Result<Option<T>>
     where
-        T: Encrypted,
+        T: ReadModel,
         E: sqlx::Executor<'c>,
         E::Database: Backend,
     {
@@ -220,7 +227,7 @@ impl Encryptor {
         executor: E,
     ) -> Result<Vec<T>>
     where
-        T: Encrypted,
+        T: ReadModel,
         DB: Backend,
         E: 'q + sqlx::Executor<'c, Database = DB>,
         'c: 'q,
@@ -247,7 +254,7 @@ impl Encryptor {
         executor: E,
     ) -> Result<Option<T>>
     where
-        T: Encrypted,
+        T: ReadModel,
         DB: Backend,
         E: 'q + sqlx::Executor<'c, Database = DB>,
         'c: 'q,
@@ -270,7 +277,7 @@ impl Encryptor {
         executor: E,
     ) -> BoxStream<'e, Result<T>>
     where
-        T: Encrypted,
+        T: ReadModel,
         DB: Backend,
         E: 'e + sqlx::Executor<'c, Database = DB>,
         'q: 'e,
@@ -287,7 +294,7 @@ impl Encryptor {
     }
 
     /// Decrypts one row of your own query, which must belong to `tenant`.
-    pub async fn decrypt<'t, T: Encrypted, R: DbRow>(
+    pub async fn decrypt<'t, T: ReadModel, R: DbRow>(
         &self,
         tenant: impl Into<TenantScope<'t>>,
         row: &R,
@@ -301,7 +308,7 @@ impl Encryptor {
     /// Decrypts rows of your own query; the first failing row fails the call
     /// (see [`decrypt_each`](Self::decrypt_each) to keep the others). Large
     /// batches are decrypted on all cores. Every row must belong to `tenant`.
-    pub async fn decrypt_all<'t, T: Encrypted, R: DbRow>(
+    pub async fn decrypt_all<'t, T: ReadModel, R: DbRow>(
         &self,
         tenant: impl Into<TenantScope<'t>>,
         rows: &[R],
@@ -314,7 +321,7 @@ impl Encryptor {
     /// column missing from the query, the key store). A row of another
     /// tenant than `tenant` is [`Error::TenantMismatch`], and no key of its
     /// tenant is fetched.
-    pub async fn decrypt_each<'t, T: Encrypted, R: DbRow>(
+    pub async fn decrypt_each<'t, T: ReadModel, R: DbRow>(
         &self,
         tenant: impl Into<TenantScope<'t>>,
         rows: &[R],
@@ -322,7 +329,7 @@ impl Encryptor {
         self.decrypt_scoped(tenant.into(), rows).await
     }
 
-    async fn decrypt_scoped<T: Encrypted, R: DbRow>(
+    async fn decrypt_scoped<T: ReadModel, R: DbRow>(
         &self,
         scope: TenantScope<'_>,
         rows: &[R],
@@ -427,7 +434,7 @@ impl Encryptor {
 
     /// Decrypts `derived`-mode rows with their keys at hand (no I/O), on
     /// several threads for large batches.
-    fn decrypt_derived<T: Encrypted, R: DbRow>(
+    fn decrypt_derived<T: ReadModel, R: DbRow>(
         &self,
         scope: TenantScope<'_>,
         map: &ColumnMap,
@@ -452,7 +459,7 @@ impl Encryptor {
         chunk: usize,
     ) -> BoxStream<'e, Result<Vec<T>>>
     where
-        T: Encrypted,
+        T: ReadModel,
         R: DbRow,
     {
         let model = T::model();
@@ -651,11 +658,18 @@ impl Encryptor {
             .map_err(|_| rowseal_core::Error::Decrypt)?;
         let pk = model.primary_key_bytes(&pk)?;
         check_row_format(header)?;
+        let flags = map
+            .absent
+            .iter()
+            .map(|&i| read_flag(row, i))
+            .collect::<std::result::Result<Vec<bool>, _>>()
+            .map_err(|_| rowseal_core::Error::Decrypt)?;
         let present = present_fields(
             model,
             model.fields.iter().zip(&map.fields).map(|(f, &idx)| {
                 f.is_encrypted() && row.read_opt_bytes(idx).is_ok_and(|b| b.is_some())
             }),
+            flags.into_iter(),
         )?;
         self.keys
             .open_row_key(&model.spec, &tenant, pk.as_deref(), header, &present)
@@ -664,11 +678,13 @@ impl Encryptor {
 }
 
 /// The logical names of the encrypted fields whose ciphertext is not NULL
-/// (`sealed`: per model field, whether it holds one): what a format 2 header
+/// (`sealed`: per model field, whether it holds one; `absent`: per absent
+/// field of a partial view, whether it is present): what a format 2 header
 /// was sealed with (format 1 ignores it).
 fn present_fields(
     model: &Model,
     sealed: impl Iterator<Item = bool>,
+    absent: impl Iterator<Item = bool>,
 ) -> std::result::Result<FieldSet, rowseal_core::Error> {
     FieldSet::new(
         model
@@ -676,8 +692,24 @@ fn present_fields(
             .iter()
             .zip(sealed)
             .filter(|(f, sealed)| f.is_encrypted() && *sealed)
+            .chain(model.absent.iter().zip(absent))
+            .filter(|(_, present)| *present)
             .map(|(f, _)| f.logical),
     )
+}
+
+/// Whether an absent field of a partial view is present in `row` (its
+/// `(<column> IS NOT NULL)` flag: a boolean on PostgreSQL, an integer on
+/// MySQL/MariaDB and SQLite).
+fn read_flag<R: DbRow>(row: &R, idx: usize) -> std::result::Result<bool, sqlx::Error> {
+    match row.read_value(idx, SqlType::Bool) {
+        Ok(Value::Bool(b)) => Ok(b),
+        Ok(_) => Ok(false),
+        Err(_) => match row.read_value(idx, SqlType::I64)? {
+            Value::I64(v) => Ok(v != 0),
+            _ => Ok(false),
+        },
+    }
 }
 
 /// The present encrypted fields of a sealed row.
@@ -688,6 +720,7 @@ fn sealed_present<S: Sealed>(
     present_fields(
         model,
         (0..model.fields.len()).map(|i| row.ciphertext(i).is_some()),
+        std::iter::empty(),
     )
 }
 
@@ -771,7 +804,7 @@ fn header_version(header: &[u8]) -> Option<u32> {
 
 /// Reads one row: plain values and borrowed ciphertexts, then the row key
 /// from `open_key(tenant, pk bytes, header, present fields)`, then the model.
-fn decrypt_row<T: Encrypted, R: DbRow>(
+fn decrypt_row<T: ReadModel, R: DbRow>(
     scope: TenantScope<'_>,
     model: &'static Model,
     map: &ColumnMap,
@@ -810,6 +843,12 @@ fn decrypt_row<T: Encrypted, R: DbRow>(
         Cell::Plain(v) => v.clone(),
         Cell::Sealed(_) | Cell::SealedOr(..) => Value::Null(SqlType::Bytes),
     };
+    let flags = model
+        .absent
+        .iter()
+        .zip(&map.absent)
+        .map(|(f, &i)| read_flag(row, i).map_err(|e| sqlx_col(model, f.column, e)))
+        .collect::<Result<Vec<bool>>>()?;
     let tenant = row
         .read_tenant(map.fields[model.tenant], model.tenant_field().sql_type)
         .map_err(|e| sqlx_col(model, model.tenant_field().column, e))?;
@@ -839,6 +878,7 @@ fn decrypt_row<T: Encrypted, R: DbRow>(
                 cells
                     .iter()
                     .map(|c| matches!(c, Cell::Sealed(Some(_)) | Cell::SealedOr(Some(_), _))),
+                flags.into_iter(),
             )
             .map_err(decrypt_err)?;
             Some(open_key(&tenant, pk.as_deref(), header, &present).map_err(decrypt_err)?)

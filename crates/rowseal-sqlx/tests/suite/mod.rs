@@ -8,6 +8,7 @@ mod formats;
 mod generated;
 mod lookups;
 pub mod models;
+mod partial;
 mod registry;
 mod sealed;
 mod tenancy;
@@ -26,6 +27,8 @@ pub use lookups::{
     bounded_lookup_counts_true_matches, bounded_lookup_order_and_filter,
     count_and_exists_are_exact, fetch_many_in_chunks, index_condition_in_own_query,
 };
+#[allow(unused_imports)]
+pub use partial::partial_views;
 #[allow(unused_imports)] // the cases! macro names them; not every test binary runs it
 pub use registry::{registry_round_trip, registry_unknown_format};
 #[allow(unused_imports)]
@@ -1606,6 +1609,7 @@ macro_rules! all_cases {
             count_and_exists_are_exact,
             index_condition_in_own_query,
             generated_columns,
+            partial_views,
         );
     };
 }

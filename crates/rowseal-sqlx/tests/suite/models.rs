@@ -500,3 +500,36 @@ impl Note {
         }
     }
 }
+
+/// A partial view of [`Patient`]: two of its three encrypted fields and its
+/// primary key (the tenant is read without being declared); `notes` is
+/// neither fetched nor decrypted.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(partial_of = Patient)]
+pub struct PatientCard {
+    pub id: Uuid,
+    #[rowseal(encrypt)]
+    pub name: String,
+    #[rowseal(encrypt)]
+    pub birth_date: Option<NaiveDate>,
+}
+
+impl From<&Patient> for PatientCard {
+    fn from(p: &Patient) -> Self {
+        PatientCard {
+            id: p.id,
+            name: p.name.clone(),
+            birth_date: p.birth_date,
+        }
+    }
+}
+
+/// A partial view of a `kms`-mode model: one of its two encrypted fields.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(partial_of = Audited)]
+pub struct AuditedAmount {
+    pub key: String,
+    pub org: String,
+    #[rowseal(encrypt)]
+    pub amount: Option<i64>,
+}

@@ -2,7 +2,7 @@
 //! round-trip, and entries of another format refused by name.
 
 use rowseal_sqlx::schema::{self, TableSchema, REGISTRY_FORMAT};
-use rowseal_sqlx::{Backend, Encrypted, Error, Value};
+use rowseal_sqlx::{Backend, Encrypted, Error, ReadModel, Value};
 
 use super::models::{Audited, Everything, Patient, User};
 use super::Ctx;
