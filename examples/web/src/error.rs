@@ -188,6 +188,15 @@ mod tests {
             }),
         };
         assert_eq!(ApiError::from(destroyed).status(), StatusCode::GONE);
+        // A sealed row of another tenant, refused by `open`.
+        let theirs = SqlxError::TenantMismatch {
+            table: "patients".into(),
+            primary_key: "1".into(),
+        };
+        assert_eq!(
+            ApiError::from(theirs).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
         let tampered = SqlxError::Decrypt {
             table: "patients".into(),
             column: "name".into(),

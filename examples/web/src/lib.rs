@@ -5,7 +5,10 @@
 //!
 //! - [`config`]: PostgreSQL and an AWS KMS key when the environment names
 //!   them, else an SQLite file and a generated local keyring.
-//! - [`models`]: the encrypted models and the JSON views.
+//! - [`models`]: the encrypted models (tenants are UUIDs) and the JSON views.
+//! - [`schema`]: the tables and indexes, created at start-up.
+//! - [`queries`]: the app's own reads, `sqlx::query_as!` into the sealed row
+//!   types, checked at compile time (offline, from the committed `.sqlx/`).
 //! - [`routes`]: the endpoints; the tenant comes from the `X-Tenant-Id`
 //!   header (a real application takes it from its authentication instead).
 //! - [`error`]: HTTP statuses and JSON error bodies that never hold a value.
@@ -15,20 +18,19 @@
 pub mod config;
 pub mod error;
 pub mod models;
+pub mod queries;
 pub mod routes;
+pub mod schema;
 
 use std::fmt;
 use std::sync::Arc;
 
 use rowseal::sqlx::postgres::{PgPool, PgPoolOptions};
 use rowseal::sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use rowseal::{
-    schema, Encryptor, KeyHierarchy, KeyProvider, KeyStore, LocalKeyProvider, SqlxKeyStore,
-};
+use rowseal::{Encryptor, KeyHierarchy, KeyProvider, KeyStore, LocalKeyProvider, SqlxKeyStore};
 
 pub use config::{Config, DatabaseConfig, KeyConfig};
 pub use error::ApiError;
-use models::{MedicalRecord, Patient};
 
 /// The database pool: the same code runs on either.
 #[derive(Clone, Debug)]
@@ -78,6 +80,9 @@ pub enum StartupError {
     Schema(rowseal::SqlxError),
     /// The root key could not be loaded (keyring file, KMS key).
     Keys(rowseal::Error),
+    /// This build has no queries for the configured database (built without
+    /// its cargo feature, `sqlite` or `postgres`).
+    NotBuilt(&'static str),
 }
 
 impl fmt::Display for StartupError {
@@ -86,6 +91,10 @@ impl fmt::Display for StartupError {
             StartupError::Database(e) => write!(f, "database: {e}"),
             StartupError::Schema(e) => write!(f, "schema: {e}"),
             StartupError::Keys(e) => write!(f, "root key: {e}"),
+            StartupError::NotBuilt(db) => write!(
+                f,
+                "this build has no {db} queries: build with its cargo feature"
+            ),
         }
     }
 }
@@ -110,10 +119,21 @@ impl From<rowseal::Error> for StartupError {
     }
 }
 
-/// Opens the database, creates rowseal's tables and the models' tables if
-/// they do not exist (and registers them for the `rowseal` command-line
-/// tool), loads the root key, and returns the state the routes need.
+/// Opens the database, creates rowseal's tables, the models' tables and the
+/// app's indexes if they do not exist (and registers the tables for the
+/// `rowseal` command-line tool: [`schema::create`]), loads the root key, and
+/// returns the state the routes need.
 pub async fn connect(config: &Config) -> Result<AppState, StartupError> {
+    // Each database's queries are compiled with its cargo feature.
+    match &config.database {
+        DatabaseConfig::Postgres(_) if !cfg!(feature = "postgres") => {
+            return Err(StartupError::NotBuilt("PostgreSQL"));
+        }
+        DatabaseConfig::Sqlite(_) if !cfg!(feature = "sqlite") => {
+            return Err(StartupError::NotBuilt("SQLite"));
+        }
+        _ => {}
+    }
     let db = match &config.database {
         DatabaseConfig::Postgres(url) => Db::Postgres(
             PgPoolOptions::new()
@@ -136,20 +156,7 @@ pub async fn connect(config: &Config) -> Result<AppState, StartupError> {
                 .await?,
         ),
     };
-    with_db!(&db, |pool, DB| {
-        schema::install(pool).await?;
-        schema::create_table::<Patient, _>(pool).await?;
-        schema::create_table::<MedicalRecord, _>(pool).await?;
-        schema::register::<Patient, _>(pool).await?;
-        schema::register::<MedicalRecord, _>(pool).await?;
-        // Records are listed per patient: an index on the plain columns.
-        rowseal::sqlx::query(
-            "CREATE INDEX IF NOT EXISTS medical_records_patient \
-             ON medical_records (tenant_id, patient_id, created_at_ms)",
-        )
-        .execute(pool)
-        .await?;
-    });
+    with_db!(&db, |pool, DB| schema::create::<DB>(pool).await?);
     let provider = key_provider(&config.keys).await?;
     // Wrapped tenant and index keys live in rowseal_keys, beside the data.
     let store: Arc<dyn KeyStore> =

@@ -15,6 +15,10 @@ use crate::error::ApiError;
 /// own column holding an envelope); `email` and `ssn` also have blind
 /// indexes, so that the API can look patients up by them. Every ciphertext is
 /// bound to the tenant and the row's id.
+///
+/// `#[derive(Encrypted)]` also generates [`PatientSealed`], the row as
+/// stored, which the list and join queries read with `sqlx::query_as!`
+/// (see [`crate::queries`]) and `Encryptor::open_all` opens.
 #[derive(Encrypted)]
 #[rowseal(
     table = "patients",
@@ -27,9 +31,14 @@ pub struct Patient {
     /// Chosen by the application (UUID v4), so that it can be bound into the
     /// ciphertexts before the row exists.
     pub id: Uuid,
-    /// The tenant (a clinic): an identifier, never a name, because it is
-    /// part of the KMS encryption context, which KMS logs in clear.
-    pub tenant_id: String,
+    /// The tenant (a clinic), a UUID. Its canonical id, what every read
+    /// names and what is bound into the ciphertexts, is `to_string()` (the
+    /// lowercase hyphenated form). An identifier, never a name: it is part
+    /// of the KMS encryption context, which KMS logs in clear.
+    pub tenant_id: Uuid,
+    /// When the patient was registered (unix milliseconds, UTC), set by the
+    /// application; `GET /patients` lists a clinic's patients in this order.
+    pub created_at_ms: i64,
     /// Full name.
     #[rowseal(encrypt)]
     pub name: String,
@@ -57,7 +66,8 @@ pub struct Patient {
 
 /// A medical record of a patient. The note and the diagnosis code are
 /// encrypted; the patient id and the time are plain columns (the API lists a
-/// patient's records by them).
+/// patient's records by them, and joins records with their patients on the
+/// patient id). Its sealed row type is [`MedicalRecordSealed`].
 #[derive(Encrypted)]
 #[rowseal(
     table = "medical_records",
@@ -70,7 +80,7 @@ pub struct MedicalRecord {
     /// Chosen by the application (UUID v4).
     pub id: Uuid,
     /// The tenant.
-    pub tenant_id: String,
+    pub tenant_id: Uuid,
     /// The patient (same tenant).
     pub patient_id: Uuid,
     /// When the record was written (unix milliseconds, UTC).
@@ -104,6 +114,8 @@ pub struct PatientInput {
 pub struct PatientView {
     /// The id.
     pub id: Uuid,
+    /// When the patient was registered: RFC 3339, UTC.
+    pub created_at: String,
     /// Full name.
     pub name: String,
     /// E-mail address, as entered.
@@ -152,9 +164,26 @@ pub struct RecordView {
     pub diagnosis_code: Option<String>,
 }
 
+/// What `GET /records` says about each record: the record and its patient's
+/// name, both decrypted from one row of a join.
+#[derive(Serialize)]
+pub struct RecordWithPatientView {
+    /// The record.
+    #[serde(flatten)]
+    pub record: RecordView,
+    /// The patient's full name.
+    pub patient_name: String,
+}
+
 impl Patient {
-    /// A patient of `tenant` from validated input.
-    pub fn from_input(id: Uuid, tenant: &str, input: PatientInput) -> Result<Patient, ApiError> {
+    /// A patient of `tenant`, registered at `created_at_ms`, from validated
+    /// input.
+    pub fn from_input(
+        id: Uuid,
+        tenant: Uuid,
+        created_at_ms: i64,
+        input: PatientInput,
+    ) -> Result<Patient, ApiError> {
         let name = input.name.trim();
         if name.is_empty() || name.chars().count() > 200 {
             return Err(ApiError::BadRequest("name: 1 to 200 characters expected"));
@@ -177,7 +206,8 @@ impl Patient {
         };
         Ok(Patient {
             id,
-            tenant_id: tenant.to_owned(),
+            tenant_id: tenant,
+            created_at_ms,
             name: name.to_owned(),
             email: email.to_owned(),
             ssn,
@@ -189,6 +219,7 @@ impl Patient {
     pub fn view(&self) -> PatientView {
         PatientView {
             id: self.id,
+            created_at: rfc3339(self.created_at_ms),
             name: self.name.clone(),
             email: self.email.clone(),
             ssn: self.ssn.clone(),
@@ -201,7 +232,7 @@ impl MedicalRecord {
     /// A record of `patient_id` from validated input.
     pub fn from_input(
         id: Uuid,
-        tenant: &str,
+        tenant: Uuid,
         patient_id: Uuid,
         now: DateTime<Utc>,
         input: RecordInput,
@@ -224,7 +255,7 @@ impl MedicalRecord {
         }
         Ok(MedicalRecord {
             id,
-            tenant_id: tenant.to_owned(),
+            tenant_id: tenant,
             patient_id,
             created_at_ms: now.timestamp_millis(),
             note: input.note,
@@ -237,13 +268,18 @@ impl MedicalRecord {
         RecordView {
             id: self.id,
             patient_id: self.patient_id,
-            created_at: DateTime::<Utc>::from_timestamp_millis(self.created_at_ms)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                .unwrap_or_default(),
+            created_at: rfc3339(self.created_at_ms),
             note: self.note.clone(),
             diagnosis_code: self.diagnosis_code.clone(),
         }
     }
+}
+
+/// Unix milliseconds as RFC 3339 (UTC, milliseconds).
+fn rfc3339(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
 }
 
 /// A deliberately simple check: something@something.something, no spaces,

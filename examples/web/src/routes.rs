@@ -1,15 +1,21 @@
-//! The endpoints. Every one except `/health` is scoped to the tenant named
-//! by the `X-Tenant-Id` header.
+//! The endpoints. Every one except `/health` is scoped to the tenant (a
+//! UUID) named by the `X-Tenant-Id` header.
 //!
 //! | method and path | what |
 //! |---|---|
 //! | `POST /patients` | create a patient (201) |
+//! | `GET /patients?limit=N` | list the tenant's patients, oldest first, at most N (default 50, at most 500) |
 //! | `GET /patients/{id}` | read one (404 if not in this tenant) |
 //! | `PUT /patients/{id}` | replace its fields, re-encrypted under a fresh row key |
 //! | `DELETE /patients/{id}` | delete it and its records (204) |
 //! | `POST /patients/search` | find by `email` or `ssn` (blind indexes) |
 //! | `POST /patients/{id}/records` | add a medical record (201) |
-//! | `GET /patients/{id}/records` | list the patient's records |
+//! | `GET /patients/{id}/records` | list the patient's records, oldest first |
+//! | `GET /records?limit=N` | the tenant's latest records, newest first, each with its patient's name (one join) |
+//!
+//! The lists are the app's own `sqlx::query_as!` queries
+//! ([`crate::queries`]) into sealed rows, opened for the caller's tenant
+//! with `Encryptor::open_all`.
 //!
 //! Lookups are `POST` with a JSON body on purpose: an e-mail or an SSN in a
 //! URL would end up in access logs and proxies.
@@ -17,12 +23,11 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use rowseal::Encryptor;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use uuid::Uuid;
@@ -30,9 +35,9 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::models::{
     valid_email, valid_ssn, MedicalRecord, Patient, PatientInput, PatientView, RecordInput,
-    RecordView, SearchInput,
+    RecordView, RecordWithPatientView, SearchInput,
 };
-use crate::{with_db, AppState};
+use crate::{queries, with_db, AppState};
 
 /// The request header that names the tenant.
 pub const TENANT_HEADER: &str = "x-tenant-id";
@@ -41,13 +46,14 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
-        .route("/patients", post(create_patient))
+        .route("/patients", post(create_patient).get(list_patients))
         .route("/patients/search", post(search_patients))
         .route(
             "/patients/{id}",
             get(get_patient).put(update_patient).delete(delete_patient),
         )
         .route("/patients/{id}/records", post(add_record).get(list_records))
+        .route("/records", get(list_latest_records))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }
@@ -60,30 +66,33 @@ pub fn router(state: AppState) -> Router {
 /// every ciphertext to the tenant it is given, and isolates tenants only as
 /// well as the application names them.
 ///
-/// Tenant ids are identifiers (1 to 64 ASCII letters, digits, `-`, `_`,
-/// `.`): they go into the KMS encryption context, which KMS logs in clear.
-pub struct Tenant(pub String);
+/// Tenants are UUIDs (the models' `tenant_id: Uuid`). A tenant's canonical
+/// id, which rowseal binds into ciphertexts and blind indexes and which goes
+/// into the KMS encryption context (logged by KMS in clear), is the UUID's
+/// lowercase hyphenated form: `X-Tenant-Id` may be written in upper case,
+/// it is the same tenant.
+pub struct Tenant {
+    /// The tenant, as the models and the queries take it.
+    pub uuid: Uuid,
+    /// Its canonical id (`uuid.to_string()`), as the `Encryptor` takes it.
+    pub id: String,
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        const EXPECTED: &str =
-            "X-Tenant-Id header: a tenant id expected (1 to 64 letters, digits, '-', '_', '.')";
-        let value = parts
+        const EXPECTED: &str = "X-Tenant-Id header: a tenant id expected (a UUID)";
+        let uuid = parts
             .headers
             .get(TENANT_HEADER)
             .and_then(|v| v.to_str().ok())
+            .and_then(|v| Uuid::try_parse(v.trim()).ok())
             .ok_or(ApiError::BadRequest(EXPECTED))?;
-        if value.is_empty()
-            || value.len() > 64
-            || !value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            return Err(ApiError::BadRequest(EXPECTED));
-        }
-        Ok(Tenant(value.to_owned()))
+        Ok(Tenant {
+            uuid,
+            id: uuid.to_string(),
+        })
     }
 }
 
@@ -97,6 +106,38 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::BadRequest("id: a UUID expected"))
 }
 
+/// How many rows a list gives without `?limit=`.
+pub const DEFAULT_LIMIT: i64 = 50;
+/// The largest `?limit=` accepted.
+pub const MAX_LIMIT: i64 = 500;
+
+/// The `limit` of a list's query string (`?limit=N`, 1 to [`MAX_LIMIT`];
+/// [`DEFAULT_LIMIT`] without one). Any other parameter is refused, as
+/// unknown JSON fields are.
+fn limit(uri: &Uri) -> Result<i64, ApiError> {
+    const EXPECTED: &str = "query: only ?limit=N expected, N from 1 to 500";
+    let mut limit = None;
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("limit", n)) if limit.is_none() => {
+                limit = Some(
+                    n.parse::<i64>()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or(ApiError::BadRequest(EXPECTED))?,
+                );
+            }
+            _ => return Err(ApiError::BadRequest(EXPECTED)),
+        }
+    }
+    Ok(limit.unwrap_or(DEFAULT_LIMIT))
+}
+
 const PATIENT_BODY: &str =
     "body: JSON {\"name\", \"email\", \"ssn\" (optional), \"birth_date\" (optional, YYYY-MM-DD)} expected";
 
@@ -106,11 +147,12 @@ async fn health() -> Json<serde_json::Value> {
 
 async fn create_patient(
     State(st): State<AppState>,
-    Tenant(tenant): Tenant,
+    tenant: Tenant,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let input: PatientInput = parse(&body, PATIENT_BODY)?;
-    let patient = Patient::from_input(Uuid::new_v4(), &tenant, input)?;
+    let now = Utc::now().timestamp_millis();
+    let patient = Patient::from_input(Uuid::new_v4(), tenant.uuid, now, input)?;
     with_db!(&st.db, |pool, DB| st.rowseal.insert(pool, &patient).await)?;
     let location = format!("/patients/{}", patient.id);
     Ok((
@@ -122,25 +164,44 @@ async fn create_patient(
 
 async fn get_patient(
     State(st): State<AppState>,
-    Tenant(tenant): Tenant,
+    tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<PatientView>, ApiError> {
     let id = parse_id(&id)?;
     let patient = with_db!(&st.db, |pool, DB| {
-        st.rowseal.fetch::<Patient, _>(pool, &tenant, &id).await
+        st.rowseal.fetch::<Patient, _>(pool, &tenant.id, &id).await
     })?;
     patient.map(|p| Json(p.view())).ok_or(ApiError::NotFound)
 }
 
+async fn list_patients(
+    State(st): State<AppState>,
+    tenant: Tenant,
+    uri: Uri,
+) -> Result<Json<Vec<PatientView>>, ApiError> {
+    let limit = limit(&uri)?;
+    // The app's own query (compile-time checked) into sealed rows; opened
+    // for this tenant only, in parallel when there are many.
+    let sealed = queries::patients(&st.db, tenant.uuid, limit).await?;
+    let patients = st.rowseal.open_all(sealed, &tenant.id).await?;
+    Ok(Json(patients.iter().map(Patient::view).collect()))
+}
+
 async fn update_patient(
     State(st): State<AppState>,
-    Tenant(tenant): Tenant,
+    tenant: Tenant,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<PatientView>, ApiError> {
     let id = parse_id(&id)?;
     let input: PatientInput = parse(&body, PATIENT_BODY)?;
-    let patient = Patient::from_input(id, &tenant, input)?;
+    // The registration time stays: read it from the stored row (404 if
+    // there is none in this tenant).
+    let stored = with_db!(&st.db, |pool, DB| {
+        st.rowseal.fetch::<Patient, _>(pool, &tenant.id, &id).await
+    })?
+    .ok_or(ApiError::NotFound)?;
+    let patient = Patient::from_input(id, tenant.uuid, stored.created_at_ms, input)?;
     // Every field re-encrypted under a fresh row key; only a row of this
     // tenant is matched (else 404).
     with_db!(&st.db, |pool, DB| st.rowseal.update(pool, &patient).await)?;
@@ -149,7 +210,7 @@ async fn update_patient(
 
 async fn delete_patient(
     State(st): State<AppState>,
-    Tenant(tenant): Tenant,
+    tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
@@ -158,13 +219,13 @@ async fn delete_patient(
         rowseal::sqlx::query(
             "DELETE FROM medical_records WHERE tenant_id = $1 AND patient_id = $2",
         )
-        .bind(&tenant)
+        .bind(tenant.uuid)
         .bind(id)
         .execute(&mut *tx)
         .await?;
         let deleted = st
             .rowseal
-            .delete::<Patient, _>(&mut *tx, &tenant, &id)
+            .delete::<Patient, _>(&mut *tx, &tenant.id, &id)
             .await?;
         if deleted {
             tx.commit().await?;
@@ -180,7 +241,7 @@ async fn delete_patient(
 
 async fn search_patients(
     State(st): State<AppState>,
-    Tenant(tenant): Tenant,
+    tenant: Tenant,
     body: Bytes,
 ) -> Result<Json<Vec<PatientView>>, ApiError> {
     const EXPECTED: &str = "body: JSON {\"email\"} or {\"ssn\"} expected";
@@ -194,7 +255,7 @@ async fn search_patients(
             // Normalized (trim, lowercase) and HMAC-ed under this tenant's
             // index key; candidates are decrypted and re-checked.
             with_db!(&st.db, |pool, DB| {
-                Patient::find_by_email(rowseal, pool, &tenant, &email).await
+                Patient::find_by_email(rowseal, pool, &tenant.id, &email).await
             })?
         }
         (None, Some(ssn)) => {
@@ -204,7 +265,7 @@ async fn search_patients(
                 ));
             }
             with_db!(&st.db, |pool, DB| {
-                Patient::find_by_ssn(rowseal, pool, &tenant, &ssn).await
+                Patient::find_by_ssn(rowseal, pool, &tenant.id, &ssn).await
             })?
         }
         _ => return Err(ApiError::BadRequest(EXPECTED)),
@@ -212,7 +273,7 @@ async fn search_patients(
     Ok(Json(found.iter().map(Patient::view).collect()))
 }
 
-async fn patient_exists(st: &AppState, tenant: &str, id: Uuid) -> Result<bool, ApiError> {
+async fn patient_exists(st: &AppState, tenant: Uuid, id: Uuid) -> Result<bool, ApiError> {
     // A plain query on the plain columns: no decryption needed.
     Ok(with_db!(&st.db, |pool, DB| {
         rowseal::sqlx::query("SELECT 1 FROM patients WHERE tenant_id = $1 AND id = $2")
@@ -226,7 +287,7 @@ async fn patient_exists(st: &AppState, tenant: &str, id: Uuid) -> Result<bool, A
 
 async fn add_record(
     State(st): State<AppState>,
-    Tenant(tenant): Tenant,
+    tenant: Tenant,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -235,8 +296,9 @@ async fn add_record(
         &body,
         "body: JSON {\"note\", \"diagnosis_code\" (optional)} expected",
     )?;
-    let record = MedicalRecord::from_input(Uuid::new_v4(), &tenant, patient_id, Utc::now(), input)?;
-    if !patient_exists(&st, &tenant, patient_id).await? {
+    let record =
+        MedicalRecord::from_input(Uuid::new_v4(), tenant.uuid, patient_id, Utc::now(), input)?;
+    if !patient_exists(&st, tenant.uuid, patient_id).await? {
         return Err(ApiError::NotFound);
     }
     with_db!(&st.db, |pool, DB| st.rowseal.insert(pool, &record).await)?;
@@ -245,27 +307,41 @@ async fn add_record(
 
 async fn list_records(
     State(st): State<AppState>,
-    Tenant(tenant): Tenant,
+    tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<RecordView>>, ApiError> {
     let patient_id = parse_id(&id)?;
-    if !patient_exists(&st, &tenant, patient_id).await? {
+    if !patient_exists(&st, tenant.uuid, patient_id).await? {
         return Err(ApiError::NotFound);
     }
-    let records: Vec<MedicalRecord> = with_db!(&st.db, |pool, DB| {
-        // Your own query: select the model's columns, rowseal decrypts.
-        let sql = format!(
-            "SELECT {} FROM medical_records WHERE tenant_id = $1 AND patient_id = $2 \
-             ORDER BY created_at_ms, id",
-            Encryptor::select_list::<MedicalRecord, DB>()
-        );
-        st.rowseal
-            .fetch_all(
-                &tenant,
-                rowseal::sqlx::query(&sql).bind(&tenant).bind(patient_id),
-                pool,
-            )
-            .await
-    })?;
+    let sealed = queries::records_of_patient(&st.db, tenant.uuid, patient_id).await?;
+    let records = st.rowseal.open_all(sealed, &tenant.id).await?;
     Ok(Json(records.iter().map(MedicalRecord::view).collect()))
+}
+
+async fn list_latest_records(
+    State(st): State<AppState>,
+    tenant: Tenant,
+    uri: Uri,
+) -> Result<Json<Vec<RecordWithPatientView>>, ApiError> {
+    let limit = limit(&uri)?;
+    // One join, each row split into the record's and the patient's sealed
+    // rows; both opened for this tenant (a row of another tenant, had the
+    // query let one through, would be refused before any key is fetched).
+    let rows = queries::records_with_patients(&st.db, tenant.uuid, limit).await?;
+    let (records, patients): (Vec<_>, Vec<_>) = rows.into_iter().map(|r| r.split()).unzip();
+    let (records, patients) = tokio::try_join!(
+        st.rowseal.open_all(records, &tenant.id),
+        st.rowseal.open_all(patients, &tenant.id),
+    )?;
+    Ok(Json(
+        records
+            .iter()
+            .zip(patients)
+            .map(|(record, patient)| RecordWithPatientView {
+                record: record.view(),
+                patient_name: patient.name,
+            })
+            .collect(),
+    ))
 }

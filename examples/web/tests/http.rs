@@ -7,17 +7,26 @@
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Built without any database (`--no-default-features`), no scenario runs.
+#![cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, unused_imports)
+)]
 
 mod common;
+
+use std::collections::HashMap;
 
 use common::TestApp;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
-/// Generates `<scenario>::sqlite` and `<scenario>::postgres_kms`.
+/// Generates `<scenario>::sqlite` and `<scenario>::postgres_kms` (each in
+/// a build with that database's queries: the default features).
 macro_rules! on_both {
     ($($scenario:ident),* $(,)?) => {$(
         mod $scenario {
+            #[cfg(feature = "sqlite")]
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
                 #[allow(unused_mut)]
@@ -25,6 +34,7 @@ macro_rules! on_both {
                 super::$scenario(&mut app).await;
             }
 
+            #[cfg(feature = "postgres")]
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres_kms() {
                 #[allow(unused_mut)]
@@ -48,10 +58,20 @@ on_both!(
     bad_input_is_400,
     readme_curl_examples,
     shredded_tenant_is_410,
+    list_patients_with_limit,
+    latest_records_with_patient_names,
+    a_row_moved_to_another_tenant_fails_closed,
+    sealed_rows_open_for_their_own_tenant_only,
 );
 
-const A: &str = "clinic-a";
-const B: &str = "clinic-b";
+/// Two clinics (tenants are UUIDs; `X-Tenant-Id` carries them).
+const A: &str = "3f0c2b1e-8c4d-4f6a-9e21-7a5b0c9d1e2f";
+const B: &str = "b7d41e0a-5c2f-4e89-a3b6-0f9e8d7c6b5a";
+
+/// A tenant UUID's 16 bytes, as rowseal stores UUID columns.
+fn uuid_bytes(id: &str) -> [u8; 16] {
+    *uuid::Uuid::parse_str(id).unwrap().as_bytes()
+}
 
 fn ada() -> Value {
     json!({
@@ -103,6 +123,11 @@ async fn create_then_get_round_trips(app: &TestApp) {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let id = r.json["id"].as_str().unwrap().to_owned();
+    let created_at = r.json["created_at"].as_str().unwrap().to_owned();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&created_at).is_ok(),
+        "{created_at}"
+    );
     let r = app
         .call(Method::GET, &format!("/patients/{id}"), Some(A), None)
         .await;
@@ -111,6 +136,7 @@ async fn create_then_get_round_trips(app: &TestApp) {
         r.json,
         json!({
             "id": id,
+            "created_at": created_at,
             "name": "Ada Lovelace",
             "email": "Ada.Lovelace@Example.com",
             "ssn": "123-45-6789",
@@ -173,6 +199,13 @@ async fn tenants_are_isolated(app: &TestApp) {
         search(app, A, json!({"email": "ada.lovelace@example.com"})).await,
         vec![id]
     );
+    // The tenant is the UUID, however it is written: upper case or without
+    // hyphens is the same clinic.
+    for written in [A.to_uppercase(), A.replace('-', "")] {
+        let r = app.call(Method::GET, &path, Some(&written), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{written}: {}", r.text);
+        assert_eq!(r.json["name"], "Ada Lovelace");
+    }
 }
 
 async fn lookups_by_email_and_ssn(app: &TestApp) {
@@ -292,10 +325,12 @@ async fn stored_rows_hold_no_plaintext(app: &TestApp) {
 
     let patients = app.stored_bytes("patients").await;
     assert_eq!(patients.len(), 1);
+    assert!(!contains(&patients[0], A.as_bytes()), "{}", app.kind);
     let row = &patients[0];
-    // The plain columns are there (so the check below can see stored text)...
+    // The plain columns are there (so the check below can see stored
+    // bytes): the tenant, a UUID, as its 16 bytes...
     assert!(
-        contains(row, A.as_bytes()),
+        contains(row, &uuid_bytes(A)),
         "{}: tenant column not found",
         app.kind
     );
@@ -447,6 +482,299 @@ async fn medical_records(app: &TestApp) {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
+/// `GET path` as `tenant`: 200 and a JSON array.
+async fn list(app: &TestApp, path: &str, tenant: &str) -> Vec<Value> {
+    let r = app.call(Method::GET, path, Some(tenant), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}: {path}: {}", app.kind, r.text);
+    r.json.as_array().unwrap().clone()
+}
+
+/// The next write gets a later millisecond (lists order by the time).
+fn tick() {
+    std::thread::sleep(std::time::Duration::from_millis(3));
+}
+
+fn field<'a>(items: &'a [Value], name: &str) -> Vec<&'a str> {
+    items.iter().map(|x| x[name].as_str().unwrap()).collect()
+}
+
+async fn list_patients_with_limit(app: &TestApp) {
+    assert!(list(app, "/patients", A).await.is_empty());
+    let names = [
+        "Ada Lovelace",
+        "Alan Turing",
+        "Grace Hopper",
+        "Edsger Dijkstra",
+    ];
+    let mut ids = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let email = format!("p{i}@example.com");
+        ids.push(
+            create(
+                app,
+                A,
+                &json!({"name": name, "email": email, "ssn": "123-45-6789"}),
+            )
+            .await,
+        );
+        tick();
+        if i == 1 {
+            // Another clinic's patients, written in between.
+            create(
+                app,
+                B,
+                &json!({"name": "Barbara Liskov", "email": "barbara@example.com"}),
+            )
+            .await;
+            tick();
+        }
+    }
+    // A's patients, decrypted, in the order they were registered; none of
+    // B's, not even in the raw answer.
+    let r = app.call(Method::GET, "/patients", Some(A), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}: {}", app.kind, r.text);
+    assert!(!r.text.contains("Barbara"), "{}: {}", app.kind, r.text);
+    let all = r.json.as_array().unwrap().clone();
+    assert_eq!(field(&all, "name"), names, "{}", app.kind);
+    assert_eq!(field(&all, "id"), ids, "{}", app.kind);
+    assert_eq!(all[0]["email"], "p0@example.com");
+    assert_eq!(all[0]["ssn"], "123-45-6789");
+    let times = field(&all, "created_at");
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    // The limit: the first N of the same order.
+    for n in [1, 2, 3] {
+        let some = list(app, &format!("/patients?limit={n}"), A).await;
+        assert_eq!(some, all[..n], "{}: limit={n}", app.kind);
+    }
+    assert_eq!(list(app, "/patients?limit=500", A).await, all);
+    // B sees its own patient only; a clinic with none sees nothing.
+    let theirs = list(app, "/patients", B).await;
+    assert_eq!(field(&theirs, "name"), ["Barbara Liskov"], "{}", app.kind);
+    assert!(theirs
+        .iter()
+        .all(|p| !ids.contains(&p["id"].as_str().unwrap().to_owned())));
+    let nobody = "00000000-0000-4000-8000-00000000000c";
+    assert!(list(app, "/patients", nobody).await.is_empty());
+    // A deleted patient leaves the list.
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/patients/{}", ids[1]),
+            Some(A),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        field(&list(app, "/patients?limit=2", A).await, "name"),
+        ["Ada Lovelace", "Grace Hopper"]
+    );
+    // An update keeps the registration time (and so the place in the list).
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("/patients/{}", ids[0]),
+            Some(A),
+            Some(&json!({"name": "Augusta Ada King", "email": "p0@example.com"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["created_at"], all[0]["created_at"]);
+    let now = list(app, "/patients?limit=1", A).await;
+    assert_eq!(now[0]["name"], "Augusta Ada King");
+    assert_eq!(now[0]["created_at"], all[0]["created_at"]);
+}
+
+async fn latest_records_with_patient_names(app: &TestApp) {
+    assert!(list(app, "/records", A).await.is_empty());
+    let ada = create(
+        app,
+        A,
+        &json!({"name": "Ada Lovelace", "email": "ada@example.com"}),
+    )
+    .await;
+    let alan = create(app, A, &alan()).await;
+    let barbara = create(
+        app,
+        B,
+        &json!({"name": "Barbara Liskov", "email": "barbara@example.com"}),
+    )
+    .await;
+    for (tenant, who, note, code) in [
+        (A, &ada, "first visit", Some("Z00.0")),
+        (B, &barbara, "B's visit", Some("J45")),
+        (A, &alan, "alan's visit", None),
+        (A, &ada, "second visit", None),
+    ] {
+        let mut body = json!({"note": note});
+        if let Some(c) = code {
+            body["diagnosis_code"] = json!(c);
+        }
+        let r = app
+            .call(
+                Method::POST,
+                &format!("/patients/{who}/records"),
+                Some(tenant),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        tick();
+    }
+    // A's records, newest first, each with its patient's name; nothing of
+    // B's, not even in the raw answer.
+    let r = app.call(Method::GET, "/records", Some(A), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}: {}", app.kind, r.text);
+    for theirs in ["B's visit", "Barbara", "J45"] {
+        assert!(!r.text.contains(theirs), "{}: {}", app.kind, r.text);
+    }
+    let all = r.json.as_array().unwrap().clone();
+    assert_eq!(
+        field(&all, "note"),
+        ["second visit", "alan's visit", "first visit"],
+        "{}",
+        app.kind
+    );
+    assert_eq!(
+        field(&all, "patient_name"),
+        ["Ada Lovelace", "Alan Turing", "Ada Lovelace"]
+    );
+    assert_eq!(
+        field(&all, "patient_id"),
+        [ada.as_str(), alan.as_str(), ada.as_str()]
+    );
+    assert_eq!(all[2]["diagnosis_code"], "Z00.0");
+    assert_eq!(all[0]["diagnosis_code"], Value::Null);
+    // The same record as the per-patient list gives, plus the name.
+    let of_ada = list(app, &format!("/patients/{ada}/records"), A).await;
+    let mut first = all[2].clone();
+    first.as_object_mut().unwrap().remove("patient_name");
+    assert_eq!(first, of_ada[0]);
+    // The limit: the newest N.
+    for n in [1, 2] {
+        let some = list(app, &format!("/records?limit={n}"), A).await;
+        assert_eq!(some, all[..n], "{}: limit={n}", app.kind);
+    }
+    // B's clinic sees its own record only.
+    let theirs = list(app, "/records", B).await;
+    assert_eq!(field(&theirs, "note"), ["B's visit"], "{}", app.kind);
+    assert_eq!(field(&theirs, "patient_name"), ["Barbara Liskov"]);
+    // A patient's deletion takes its records out of the join.
+    let r = app
+        .call(Method::DELETE, &format!("/patients/{ada}"), Some(A), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        field(&list(app, "/records", A).await, "note"),
+        ["alan's visit"]
+    );
+}
+
+/// Someone with write access to the database moves a row of clinic B into
+/// clinic A (rewrites its tenant column): A's queries now select it, but
+/// its ciphertexts are bound to B, so it does not open under A's keys. The
+/// list fails closed (500) and shows nothing of it, nor of A's own rows.
+async fn a_row_moved_to_another_tenant_fails_closed(app: &TestApp) {
+    create(app, A, &ada_born_1990()).await;
+    let grace = create(
+        app,
+        B,
+        &json!({"name": "Grace Hopper", "email": "grace@example.com", "ssn": "555-12-0000"}),
+    )
+    .await;
+    let hex = |id: &str| uuid::Uuid::parse_str(id).unwrap().simple().to_string();
+    let sql = if app.kind.starts_with("sqlite") {
+        format!(
+            "UPDATE patients SET tenant_id = X'{}' WHERE id = X'{}'",
+            hex(A),
+            hex(&grace)
+        )
+    } else {
+        format!("UPDATE patients SET tenant_id = '{A}' WHERE id = '{grace}'")
+    };
+    assert_eq!(app.execute(&sql).await, 1, "{}", app.kind);
+    for path in ["/patients".to_owned(), format!("/patients/{grace}")] {
+        let r = app.call(Method::GET, &path, Some(A), None).await;
+        assert_eq!(
+            r.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{}: {path}: {}",
+            app.kind,
+            r.text
+        );
+        assert_eq!(r.json["error"], "internal");
+        for secret in ["Grace", "grace@", "555", "Ada"] {
+            assert!(!r.text.contains(secret), "{}: {}", app.kind, r.text);
+        }
+    }
+    // B no longer selects it.
+    assert!(list(app, "/patients", B).await.is_empty());
+}
+
+/// The app's own queries, called directly, with the tenant condition
+/// pointing at clinic B while the caller is clinic A (what a query that
+/// forgot or botched its `WHERE tenant_id = ...` would return): `open_all`
+/// refuses B's sealed rows for A by name, patients and joined rows alike,
+/// and opens them for B.
+async fn sealed_rows_open_for_their_own_tenant_only(app: &TestApp) {
+    use rowseal::SqlxError;
+    use web_example::queries;
+    let grace = create(
+        app,
+        B,
+        &json!({"name": "Grace Hopper", "email": "grace@example.com"}),
+    )
+    .await;
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/patients/{grace}/records"),
+            Some(B),
+            Some(&json!({"note": "B's visit"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let st = app.state().await;
+    let b = uuid::Uuid::parse_str(B).unwrap();
+    let patients = queries::patients(&st.db, b, 50).await.unwrap();
+    assert_eq!(patients.len(), 1);
+    assert!(matches!(
+        st.rowseal.open_all(patients, A).await,
+        Err(SqlxError::TenantMismatch { .. })
+    ));
+    let records = queries::records_of_patient(&st.db, b, grace.parse().unwrap())
+        .await
+        .unwrap();
+    assert!(matches!(
+        st.rowseal.open_all(records, A).await,
+        Err(SqlxError::TenantMismatch { .. })
+    ));
+    let joined = queries::records_with_patients(&st.db, b, 50).await.unwrap();
+    assert_eq!(joined.len(), 1);
+    let (record, patient) = joined.into_iter().next().unwrap().split();
+    let (record2, patient2) = queries::records_with_patients(&st.db, b, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap()
+        .split();
+    assert!(matches!(
+        st.rowseal.open(record, A).await,
+        Err(SqlxError::TenantMismatch { .. })
+    ));
+    assert!(matches!(
+        st.rowseal.open(patient, A).await,
+        Err(SqlxError::TenantMismatch { .. })
+    ));
+    // For B they open.
+    assert_eq!(st.rowseal.open(record2, B).await.unwrap().note, "B's visit");
+    assert_eq!(
+        st.rowseal.open(patient2, B).await.unwrap().name,
+        "Grace Hopper"
+    );
+}
+
 async fn bad_input_is_400(app: &TestApp) {
     let id = create(app, A, &alan()).await;
     let cases: Vec<(Method, String, Option<&str>, Option<String>)> = vec![
@@ -470,6 +798,29 @@ async fn bad_input_is_400(app: &TestApp) {
             Some(&"x"[..0]),
             None,
         ),
+        // Tenants are UUIDs: an identifier that is not one is refused.
+        (
+            Method::GET,
+            format!("/patients/{id}"),
+            Some("clinic-a"),
+            None,
+        ),
+        (Method::GET, "/patients".into(), Some("not-a-uuid"), None),
+        (Method::GET, "/records".into(), Some(&A[..35]), None),
+        (Method::GET, "/records".into(), None, None),
+        // List limits: 1 to 500, and no other parameter.
+        (Method::GET, "/patients?limit=0".into(), Some(A), None),
+        (Method::GET, "/patients?limit=501".into(), Some(A), None),
+        (Method::GET, "/patients?limit=DROP".into(), Some(A), None),
+        (Method::GET, "/patients?limit=".into(), Some(A), None),
+        (
+            Method::GET,
+            "/patients?limit=1&limit=2".into(),
+            Some(A),
+            None,
+        ),
+        (Method::GET, "/patients?offset=2".into(), Some(A), None),
+        (Method::GET, "/records?limit=-1".into(), Some(A), None),
         // Not JSON, wrong shape, unknown field, wrong types.
         (
             Method::POST,
@@ -602,6 +953,7 @@ async fn bad_input_is_400(app: &TestApp) {
 /// The README's `sql` block (for `sqlite3 rowseal-web.db`) runs on the
 /// SQLite database and shows what it says: the id and the tenant in clear,
 /// the rest as envelopes and index values.
+#[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_sql_block_runs_on_sqlite() {
     use rowseal::sqlx::Row;
@@ -622,7 +974,7 @@ async fn readme_sql_block_runs_on_sqlite() {
     let hex_id: String = rows[0].try_get(0).unwrap();
     assert_eq!(hex_id, id.replace('-', "").to_uppercase());
     let tenant: String = rows[0].try_get(1).unwrap();
-    assert_eq!(tenant, A);
+    assert_eq!(tenant, A.replace('-', "").to_uppercase());
     let name_len: i64 = rows[0].try_get(2).unwrap();
     assert!(name_len > "Ada Lovelace".len() as i64 + 16, "{name_len}");
     let email_idx: i64 = rows[0].try_get(4).unwrap();
@@ -637,19 +989,44 @@ fn ada_born_1990() -> Value {
     body
 }
 
-/// Shell words with '...' quoting; a `#` at the start of a word ends the
-/// line (the rest is returned as the comment).
-fn shell_words(line: &str) -> (Vec<String>, Option<String>) {
+/// Shell words with '...' and "..." quoting and `$NAME` expansion (outside
+/// single quotes; an unknown name stays as written); a `#` at the start of
+/// a word ends the line (the rest is returned as the comment).
+fn shell_words(line: &str, vars: &HashMap<String, String>) -> (Vec<String>, Option<String>) {
     let mut words = Vec::new();
     let mut cur = String::new();
-    let (mut in_word, mut quoted) = (false, false);
-    for (i, c) in line.char_indices() {
+    let (mut in_word, mut single, mut double) = (false, false, false);
+    let mut chars = line.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
         match c {
-            '\'' => {
-                quoted = !quoted;
+            '\'' if !double => {
+                single = !single;
                 in_word = true;
             }
-            c if quoted => cur.push(c),
+            c if single => cur.push(c),
+            '"' => {
+                double = !double;
+                in_word = true;
+            }
+            '$' => {
+                let mut name = String::new();
+                while let Some(&(_, n)) = chars.peek() {
+                    if !(n.is_ascii_alphanumeric() || n == '_') {
+                        break;
+                    }
+                    name.push(n);
+                    chars.next();
+                }
+                match vars.get(&name) {
+                    Some(value) => cur.push_str(value),
+                    None => {
+                        cur.push('$');
+                        cur.push_str(&name);
+                    }
+                }
+                in_word = true;
+            }
+            c if double => cur.push(c),
             '#' if !in_word => return (words, Some(line[i + 1..].trim().to_owned())),
             c if c.is_whitespace() => {
                 if in_word {
@@ -663,7 +1040,7 @@ fn shell_words(line: &str) -> (Vec<String>, Option<String>) {
             }
         }
     }
-    assert!(!quoted, "unclosed quote in {line:?}");
+    assert!(!single && !double, "unclosed quote in {line:?}");
     if in_word {
         words.push(cur);
     }
@@ -673,7 +1050,8 @@ fn shell_words(line: &str) -> (Vec<String>, Option<String>) {
 /// The curl commands of the README's "Try it" block, replayed against the
 /// app: each must succeed (2xx) or give the status its comment names, and a
 /// `# {...}` line after a command is the answer it must give (fields shown
-/// with `…` are not compared).
+/// with `…` are not compared). `NAME=value` lines set shell variables
+/// (the clinics' UUIDs), except `ID=`, which is the first answer's id.
 async fn readme_curl_examples(app: &TestApp) {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
@@ -695,11 +1073,11 @@ async fn readme_curl_examples(app: &TestApp) {
             _ => lines.push(l.to_owned()),
         }
     }
-    let mut id: Option<String> = None;
+    let mut vars: HashMap<String, String> = HashMap::new();
     let mut last: Option<common::Answer> = None;
     let mut replayed = 0;
     for line in &lines {
-        let (words, comment) = shell_words(line);
+        let (words, comment) = shell_words(line, &vars);
         if words.is_empty() {
             // A comment line: the previous command's answer.
             if let (Some(c), Some(prev)) = (comment, &last) {
@@ -714,7 +1092,14 @@ async fn readme_curl_examples(app: &TestApp) {
             }
             continue;
         }
-        if words[0].starts_with("ID=") {
+        if let Some((name, value)) = words[0].split_once('=') {
+            assert!(
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+                "unexpected assignment in the README: {line}"
+            );
+            if name != "ID" {
+                vars.insert(name.to_owned(), value.to_owned());
+            }
             continue;
         }
         assert_eq!(words[0], "curl", "unexpected command in the README: {line}");
@@ -742,16 +1127,13 @@ async fn readme_curl_examples(app: &TestApp) {
         let path = url
             .strip_prefix("localhost:3000")
             .expect("localhost:3000 URLs");
-        let path = match &id {
-            Some(id) => path.replace("$ID", id),
-            None => path.to_owned(),
-        };
+        assert!(!path.contains('$'), "unset variable in {line:?}");
         let method = match (method.as_deref(), &body) {
             (Some(m), _) => Method::from_bytes(m.as_bytes()).unwrap(),
             (None, Some(_)) => Method::POST,
             (None, None) => Method::GET,
         };
-        let answer = app.call_raw(method, &path, tenant.as_deref(), body).await;
+        let answer = app.call_raw(method, path, tenant.as_deref(), body).await;
         let expected_status = comment
             .as_deref()
             .and_then(|c| c.get(..3))
@@ -772,19 +1154,21 @@ async fn readme_curl_examples(app: &TestApp) {
                 answer.text
             ),
         }
-        if id.is_none() {
-            id = answer.json["id"].as_str().map(str::to_owned);
+        if !vars.contains_key("ID") {
+            if let Some(id) = answer.json["id"].as_str() {
+                vars.insert("ID".to_owned(), id.to_owned());
+            }
         }
         last = Some(answer);
         replayed += 1;
     }
-    assert!(replayed >= 8, "only {replayed} curl commands replayed");
-    // The conflict shown in the README happened, and the delete at the end did.
+    assert!(replayed >= 12, "only {replayed} curl commands replayed");
+    // The delete at the end happened.
     let r = app
         .call(
             Method::GET,
-            &format!("/patients/{}", id.unwrap()),
-            Some(A),
+            &format!("/patients/{}", vars["ID"]),
+            Some(&vars["CLINIC_A"]),
             None,
         )
         .await;
@@ -797,16 +1181,23 @@ async fn readme_curl_examples(app: &TestApp) {
 async fn shredded_tenant_is_410(app: &mut TestApp) {
     let a = create(app, A, &ada_born_1990()).await;
     let b = create(app, B, &alan()).await;
-    let n = app
-        .execute(
-            "UPDATE rowseal_keys SET wrapped = NULL, state = 'destroyed' WHERE tenant = 'clinic-a'",
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/patients/{a}/records"),
+            Some(A),
+            Some(&json!({"note": "first visit"})),
         )
         .await;
-    assert!(
-        n >= 2,
-        "{}: tenant and index keys of clinic-a: {n}",
-        app.kind
-    );
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // The keys are stored under the tenant's canonical id: the UUID in
+    // lowercase hyphenated form.
+    let n = app
+        .execute(&format!(
+            "UPDATE rowseal_keys SET wrapped = NULL, state = 'destroyed' WHERE tenant = '{A}'"
+        ))
+        .await;
+    assert!(n >= 2, "{}: tenant and index keys of A: {n}", app.kind);
     app.restart().await;
     let r = app
         .call(Method::GET, &format!("/patients/{a}"), Some(A), None)
@@ -839,4 +1230,19 @@ async fn shredded_tenant_is_410(app: &mut TestApp) {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}: {}", app.kind, r.text);
     assert_eq!(r.json["name"], "Alan Turing");
+    // The lists: A's answers 410 too, B's is untouched.
+    for path in ["/patients", "/records"] {
+        let r = app.call(Method::GET, path, Some(A), None).await;
+        assert_eq!(
+            r.status,
+            StatusCode::GONE,
+            "{}: {path}: {}",
+            app.kind,
+            r.text
+        );
+        assert!(!r.text.contains("Ada"), "{}", r.text);
+    }
+    let r = app.call(Method::GET, "/patients", Some(B), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}: {}", app.kind, r.text);
+    assert_eq!(r.json[0]["name"], "Alan Turing");
 }

@@ -157,6 +157,16 @@ impl TestApp {
         self.launch().await;
     }
 
+    /// Another instance of the app's state on the same database and root
+    /// key (its own pool and key cache), to call the app's queries and
+    /// rowseal directly.
+    pub async fn state(&self) -> web_example::AppState {
+        let kind = self.kind;
+        web_example::connect(&self.config)
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: start-up failed: {e}"))
+    }
+
     /// Runs a statement on the app's database with plain sqlx.
     pub async fn execute(&self, sql: &str) -> u64 {
         match &self.raw {
