@@ -63,6 +63,9 @@ pub(crate) struct Field<'a> {
 pub(crate) enum Storage<'f> {
     /// In the clear, as its own SQL type.
     Plain,
+    /// In the clear, any type sqlx encodes (`sql_type = "..."`), in a column
+    /// of that SQL type.
+    Passthrough(&'f LitStr),
     /// Encrypted as its `EncryptedField` type; with the legacy plaintext
     /// column it migrates from, if any.
     Encrypted {
@@ -76,7 +79,10 @@ impl Field<'_> {
     /// How the field is stored, from its attributes and type.
     pub(crate) fn storage(&self) -> Storage<'_> {
         if !self.attrs.encrypt {
-            Storage::Plain
+            match &self.attrs.sql_type {
+                Some(t) => Storage::Passthrough(t),
+                None => Storage::Plain,
+            }
         } else if self.attrs.json.is_some() {
             Storage::Json {
                 nullable: option_inner(self.ty).is_some(),
@@ -87,6 +93,11 @@ impl Field<'_> {
             }
         }
     }
+}
+
+/// Whether `ty` is an `Option<...>` (by its last path segment).
+pub(crate) fn is_option(ty: &syn::Type) -> bool {
+    option_inner(ty).is_some()
 }
 
 /// `Option<Inner>` → `Some(Inner)`, recognised by its last path segment.

@@ -15,7 +15,8 @@ use syn::{Ident, LitStr, Token};
 use crate::ctxt::Ctxt;
 
 const CONTAINER_ATTRS: &str = "table, record_type, tenant, primary_key, key_mode, bind_primary_key, crate, compound_index, partial_of";
-const FIELD_ATTRS: &str = "encrypt, name, column, json, blind_index, plaintext_column, generated";
+const FIELD_ATTRS: &str =
+    "encrypt, name, column, json, blind_index, plaintext_column, generated, sql_type";
 const INDEX_ATTRS: &str = "name, bits, normalize, normalize_with, scope, unique, column";
 const COMPOUND_ATTRS: &str = "name, fields, bits, normalize, normalize_with, scope, unique, column";
 
@@ -49,6 +50,9 @@ pub(crate) struct FieldAttrs {
     /// `generated` (the database fills the column), with its SQL default
     /// if given (`generated = "..."`).
     pub(crate) generated: Option<(Span, Option<LitStr>)>,
+    /// `sql_type = "..."`: a plain column of any type sqlx encodes, of this
+    /// SQL type.
+    pub(crate) sql_type: Option<LitStr>,
     pub(crate) indexes: Vec<IndexAttrs>,
 }
 
@@ -175,6 +179,15 @@ impl FieldAttrs {
                         );
                     }
                     set_once(cx, &mut out.plaintext_column, v, span, "plaintext_column")
+                }),
+                "sql_type" => parse_lit_str(meta).map(|v| {
+                    if v.value().trim().is_empty() {
+                        cx.error(
+                            &v,
+                            "sql_type needs the column's SQL type (`sql_type = \"INTEGER\"`)",
+                        );
+                    }
+                    set_once(cx, &mut out.sql_type, v, span, "sql_type")
                 }),
                 "generated" => {
                     let default = if meta.input.peek(Token![=]) {

@@ -41,6 +41,18 @@ pub(crate) fn field_attrs(cx: &mut Ctxt, attrs: &FieldAttrs) {
             );
         }
     }
+    if let (Some(t), true) = (&attrs.sql_type, attrs.encrypt) {
+        cx.error(
+            t,
+            "`sql_type` is for plain columns of any sqlx type; an encrypted field is stored as bytes (drop `sql_type`, or `encrypt`)",
+        );
+    }
+    if let (Some(t), Some(_)) = (&attrs.sql_type, &attrs.generated) {
+        cx.error(
+            t,
+            "a `sql_type` field cannot be `generated` (yet): insert_returning reads generated columns as rowseal's own types",
+        );
+    }
     if let (Some((span, _)), true) = (&attrs.generated, attrs.encrypt) {
         cx.error_at(
             *span,
@@ -55,14 +67,14 @@ pub(crate) fn field_attrs(cx: &mut Ctxt, attrs: &FieldAttrs) {
     }
 }
 
-/// A field of a partial view: `encrypt` and `json` say how its model stores
-/// it (checked against the model at compile time); the rest comes from the
-/// model.
+/// A field of a partial view: `encrypt`, `json` and `sql_type` say how its
+/// model stores it (checked against the model at compile time); the rest
+/// comes from the model.
 pub(crate) fn partial_field_attrs(cx: &mut Ctxt, attrs: &FieldAttrs) {
     let mut refuse = |span: proc_macro2::Span, what: &str| {
         cx.error_at(
             span,
-            format!("a partial view takes `{what}` from its model: declare the field as the model names it, with `encrypt` (and `json`) as the model has them"),
+            format!("a partial view takes `{what}` from its model: declare the field as the model names it, with `encrypt`, `json` and `sql_type` as the model has them"),
         );
     };
     if let Some(c) = &attrs.column {
@@ -174,7 +186,8 @@ pub(crate) fn distinct_key_fields(
     }
 }
 
-/// Generated fields (the database fills them): never the tenant, never a
+/// `sql_type` fields: never the tenant or the primary key, never under a
+/// blind index. Generated fields (the database fills them): never the tenant, never a
 /// primary key bound into the ciphertexts (it does not exist before the row
 /// is sealed), never covered by a blind index (computed on write from the
 /// struct's value).
@@ -187,6 +200,23 @@ pub(crate) fn generated_fields(
     indexes: &[Index],
 ) {
     for (i, f) in fields.iter().enumerate() {
+        if let Some(t) = &f.attrs.sql_type {
+            if tenant == Some(i) || primary_key == Some(i) {
+                cx.error(
+                    t,
+                    "the tenant and the primary key are rowseal's own types (`TenantField`, `PrimaryKeyField`), not `sql_type` fields",
+                );
+            }
+            for ix in indexes.iter().filter(|ix| ix.fields.contains(&i)) {
+                cx.error_at(
+                    ix.span,
+                    format!(
+                        "blind index `{}` covers `{}`, a `sql_type` field: an index covers text and integers only",
+                        ix.name, f.ident
+                    ),
+                );
+            }
+        }
         let Some((span, _)) = &f.attrs.generated else {
             continue;
         };

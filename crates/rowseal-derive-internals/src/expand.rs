@@ -127,6 +127,7 @@ fn storage_const(field: &Ident) -> Ident {
 fn storage_kind(f: &Field<'_>) -> u8 {
     match f.storage() {
         Storage::Plain => 0,
+        Storage::Passthrough(_) => 3,
         Storage::Encrypted { .. } => 1,
         Storage::Json { .. } => 2,
     }
@@ -155,7 +156,7 @@ pub(crate) fn expand_partial(p: &Partial<'_>) -> TokenStream {
         let c = storage_const(&f.ident);
         let k = storage_kind(f);
         let msg = format!(
-            "field `{}` of partial view `{name}` is declared otherwise than `{of_s}` stores it: give it the model's `encrypt` (and `json`) attributes, no more, no fewer",
+            "field `{}` of partial view `{name}` is declared otherwise than `{of_s}` stores it: give it the model's `encrypt`, `json` and `sql_type` attributes, no more, no fewer",
             f.ident
         );
         quote_spanned!(f.ident.span()=> ::core::assert!(<#of>::#c == #k, #msg);)
@@ -228,18 +229,20 @@ fn sealed_type(krate: &syn::Path, cont: &Container<'_>) -> TokenStream {
         let (id, col, ty) = (&f.ident, &f.column, f.ty);
         let cid = col_ident(f);
         let field_ty = match f.storage() {
-            Storage::Plain => quote!(#ty),
+            Storage::Plain | Storage::Passthrough(_) => quote!(#ty),
             _ => bytes.clone(),
         };
         let doc = match f.storage() {
-            Storage::Plain => format!("Column `{col}` (field `{id}`), in the clear."),
+            Storage::Plain | Storage::Passthrough(_) => {
+                format!("Column `{col}` (field `{id}`), in the clear.")
+            }
             _ => format!("Column `{col}`: field `{id}` as stored (sealed; NULL for `None`)."),
         };
         decls.push(quote!(#[doc = #doc] pub #cid: #field_ty,));
         gets.push(quote!(#cid: #krate::__sealed_column(__row, __prefix, #col)?,));
         bounds.push(quote_spanned!(ty.span()=> #field_ty: #krate::sqlx::Decode<'r, __R::Database> + #krate::sqlx::Type<__R::Database>,));
         match f.storage() {
-            Storage::Plain => opens.push(quote!(#id: self.#cid,)),
+            Storage::Plain | Storage::Passthrough(_) => opens.push(quote!(#id: self.#cid,)),
             Storage::Json { nullable: true } => {
                 ciphertexts.push(quote!(#i => self.#cid.as_deref(),));
                 opens.push(quote!(#id: __r.encrypted_json_opt(#i, self.#cid.as_deref())?,));
@@ -386,6 +389,10 @@ fn field_def(krate: &syn::Path, f: &Field<'_>) -> TokenStream {
             #fname, #col,
             <#ty as #krate::EncryptedField>::TYPE,
             <#ty as #krate::EncryptedField>::NULLABLE)),
+        Storage::Passthrough(sql) => {
+            let nullable = crate::ast::is_option(ty);
+            quote_spanned!(ty.span()=> #krate::FieldDef::passthrough(#fname, #col, #sql, #nullable))
+        }
         Storage::Plain => quote_spanned!(ty.span()=> #krate::FieldDef::plain(
             #fname, #col,
             <#ty as #krate::PlainField>::SQL_TYPE,
@@ -440,6 +447,9 @@ fn write(f: &Field<'_>) -> TokenStream {
             quote_spanned!(ty.span()=> __w.encrypted::<#ty>(#col, &self.#id)?;)
         }
         Storage::Plain => quote_spanned!(ty.span()=> __w.plain::<#ty>(#col, &self.#id);),
+        Storage::Passthrough(_) => {
+            quote_spanned!(ty.span()=> __w.passthrough::<#ty>(#col, &self.#id);)
+        }
     }
 }
 
@@ -456,6 +466,7 @@ fn read(f: &Field<'_>) -> TokenStream {
             plaintext_column: None,
         } => quote_spanned!(ty.span()=> #id: __r.encrypted::<#ty>(#col)?,),
         Storage::Plain => quote_spanned!(ty.span()=> #id: __r.plain::<#ty>(#col)?,),
+        Storage::Passthrough(_) => quote_spanned!(ty.span()=> #id: __r.passthrough::<#ty>(#col)?,),
     }
 }
 

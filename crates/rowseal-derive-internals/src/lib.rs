@@ -37,6 +37,11 @@
 //!   to the name. `normalize` names built-in steps (trim, lowercase, nfc,
 //!   digits, alnum, lastN); `normalize_with` names a `fn(&str) -> String`
 //!   applied after them. Repeat the attribute for several indexes.
+//! - `sql_type = "INTEGER"` (plain fields only): a field of any type sqlx
+//!   encodes and decodes on every enabled database (`PassthroughField`: a
+//!   `sqlx::Type` enum or newtype), passed through untouched, in a column of
+//!   that SQL type. Not on the tenant or the primary key, not under a blind
+//!   index, not `generated`.
 //! - `generated` or `generated = "<SQL default>"` (plain fields only): the
 //!   database fills the column (an identity primary key, a `DEFAULT now()`
 //!   timestamp); rowseal never writes it and `insert_returning` reads it

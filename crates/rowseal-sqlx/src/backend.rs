@@ -9,6 +9,120 @@ use futures_core::stream::BoxStream;
 use crate::error::Result;
 use crate::value::{SqlType, Value};
 
+/// Whether a type is encoded and decoded by sqlx for PostgreSQL (always
+/// true without the `postgres` feature): part of [`crate::PassthroughField`].
+#[doc(hidden)]
+#[cfg(feature = "postgres")]
+pub trait OnPostgres:
+    for<'q> sqlx::Encode<'q, sqlx::Postgres>
+    + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+    + sqlx::Type<sqlx::Postgres>
+{
+}
+#[cfg(feature = "postgres")]
+impl<T> OnPostgres for T where
+    T: for<'q> sqlx::Encode<'q, sqlx::Postgres>
+        + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>
+{
+}
+#[doc(hidden)]
+#[cfg(not(feature = "postgres"))]
+pub trait OnPostgres {}
+#[cfg(not(feature = "postgres"))]
+impl<T> OnPostgres for T {}
+
+/// The same for MySQL/MariaDB (feature `mysql`).
+#[doc(hidden)]
+#[cfg(feature = "mysql")]
+pub trait OnMySql:
+    for<'q> sqlx::Encode<'q, sqlx::MySql>
+    + for<'r> sqlx::Decode<'r, sqlx::MySql>
+    + sqlx::Type<sqlx::MySql>
+{
+}
+#[cfg(feature = "mysql")]
+impl<T> OnMySql for T where
+    T: for<'q> sqlx::Encode<'q, sqlx::MySql>
+        + for<'r> sqlx::Decode<'r, sqlx::MySql>
+        + sqlx::Type<sqlx::MySql>
+{
+}
+#[doc(hidden)]
+#[cfg(not(feature = "mysql"))]
+pub trait OnMySql {}
+#[cfg(not(feature = "mysql"))]
+impl<T> OnMySql for T {}
+
+/// The same for SQLite (feature `sqlite`).
+#[doc(hidden)]
+#[cfg(feature = "sqlite")]
+pub trait OnSqlite:
+    for<'q> sqlx::Encode<'q, sqlx::Sqlite>
+    + for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+    + sqlx::Type<sqlx::Sqlite>
+{
+}
+#[cfg(feature = "sqlite")]
+impl<T> OnSqlite for T where
+    T: for<'q> sqlx::Encode<'q, sqlx::Sqlite>
+        + for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+        + sqlx::Type<sqlx::Sqlite>
+{
+}
+#[doc(hidden)]
+#[cfg(not(feature = "sqlite"))]
+pub trait OnSqlite {}
+#[cfg(not(feature = "sqlite"))]
+impl<T> OnSqlite for T {}
+
+/// The arguments of a statement, of whichever database.
+#[doc(hidden)]
+pub enum AnyArguments<'a, 'q> {
+    #[cfg(feature = "postgres")]
+    Postgres(&'a mut sqlx::postgres::PgArguments),
+    #[cfg(feature = "mysql")]
+    MySql(&'a mut sqlx::mysql::MySqlArguments),
+    #[cfg(feature = "sqlite")]
+    Sqlite(&'a mut sqlx::sqlite::SqliteArguments<'q>),
+    #[doc(hidden)]
+    __Lifetimes(std::marker::PhantomData<(&'a (), &'q ())>),
+}
+
+/// A result row, of whichever database: what a [`crate::PassthroughField`]
+/// is decoded from.
+#[doc(hidden)]
+pub enum AnyRow<'a> {
+    #[cfg(feature = "postgres")]
+    Postgres(&'a sqlx::postgres::PgRow),
+    #[cfg(feature = "mysql")]
+    MySql(&'a sqlx::mysql::MySqlRow),
+    #[cfg(feature = "sqlite")]
+    Sqlite(&'a sqlx::sqlite::SqliteRow),
+    #[doc(hidden)]
+    __Lifetime(std::marker::PhantomData<&'a ()>),
+}
+
+impl AnyRow<'_> {
+    /// Column `idx` as a `T`, decoded by sqlx.
+    pub(crate) fn decode<T: crate::PassthroughField>(
+        &self,
+        idx: usize,
+    ) -> std::result::Result<T, sqlx::Error> {
+        #[allow(unused_imports)]
+        use sqlx::Row as _;
+        match self {
+            #[cfg(feature = "postgres")]
+            AnyRow::Postgres(r) => r.try_get::<T, _>(idx),
+            #[cfg(feature = "mysql")]
+            AnyRow::MySql(r) => r.try_get::<T, _>(idx),
+            #[cfg(feature = "sqlite")]
+            AnyRow::Sqlite(r) => r.try_get::<T, _>(idx),
+            AnyRow::__Lifetime(_) => Err(sqlx::Error::Decode("no database driver".into())),
+        }
+    }
+}
+
 /// A row type of a supported database: reads [`Value`]s by column index.
 pub trait DbRow: sqlx::Row {
     /// Reads column `idx` as a value of type `t` (NULL as [`Value::Null`]).
@@ -37,6 +151,10 @@ pub trait DbRow: sqlx::Row {
     fn read_bytes(&self, idx: usize) -> std::result::Result<&[u8], sqlx::Error>;
     /// Reads a nullable bytes column without copying.
     fn read_opt_bytes(&self, idx: usize) -> std::result::Result<Option<&[u8]>, sqlx::Error>;
+    /// This row, as a row of whichever database (to decode a
+    /// [`crate::PassthroughField`]).
+    #[doc(hidden)]
+    fn any_row(&self) -> AnyRow<'_>;
     /// The index of the column named `name`, if the query selected it.
     fn column_index(&self, name: &str) -> Option<usize> {
         use sqlx::Column;
@@ -155,7 +273,7 @@ pub trait Backend: sqlx::Database<Row: DbRow> {
 
 /// Binds each value; NULLs are bound with their SQL type.
 macro_rules! bind_values {
-    ($db:ty, $args:expr, $values:expr) => {{
+    ($db:ty, $any:path, $args:expr, $values:expr) => {{
         use sqlx::Arguments as _;
         let mut r: std::result::Result<(), sqlx::error::BoxDynError> = Ok(());
         for v in $values {
@@ -210,6 +328,7 @@ macro_rules! bind_values {
                 Value::TimeOffset(v) => $args.add(v),
                 #[cfg(feature = "json")]
                 Value::Json(v) => $args.add(sqlx::types::Json(v)),
+                Value::Custom(c) => c.bind($any(&mut $args)),
             };
             if r.is_err() {
                 break;
@@ -233,6 +352,7 @@ macro_rules! backend {
     (
         $(#[$m:meta])*
         db = $db:ty, row = $row:ty, conn = $conn:ty, name = $name:literal, max_params = $max:expr,
+        any_args = $any:path, any_row = $any_row:path,
         insert_ignore = $ii:expr,
         migration = $migration:expr,
         placeholder = $ph:expr,
@@ -313,6 +433,10 @@ macro_rules! backend {
                 self.try_get::<&[u8], _>(idx)
             }
 
+            fn any_row(&self) -> AnyRow<'_> {
+                $any_row(self)
+            }
+
             fn read_opt_bytes(&self, idx: usize) -> std::result::Result<Option<&[u8]>, sqlx::Error> {
                 use sqlx::Row as _;
                 self.try_get::<Option<&[u8]>, _>(idx)
@@ -351,7 +475,7 @@ macro_rules! backend {
             {
                 Box::pin(async move {
                     let mut args = <$db as sqlx::Database>::Arguments::default();
-                    bind_values!($db, args, values)?;
+                    bind_values!($db, $any, args, values)?;
                     let r = sqlx::query_with(sql, args).execute(e).await?;
                     Ok(r.rows_affected())
                 })
@@ -375,7 +499,7 @@ macro_rules! backend {
             {
                 Box::pin(async move {
                     let mut args = <$db as sqlx::Database>::Arguments::default();
-                    bind_values!($db, args, values)?;
+                    bind_values!($db, $any, args, values)?;
                     Ok(sqlx::query_with(sql, args).fetch_optional(e).await?)
                 })
             }
@@ -406,7 +530,7 @@ macro_rules! backend {
             {
                 Box::pin(async move {
                     let mut args = <$db as sqlx::Database>::Arguments::default();
-                    bind_values!($db, args, values)?;
+                    bind_values!($db, $any, args, values)?;
                     Ok(sqlx::query_with(sql, args).fetch_all(e).await?)
                 })
             }
@@ -482,6 +606,8 @@ fn pg_types(t: SqlType, _keyed: bool) -> &'static str {
         SqlType::DateTime | SqlType::TimeDateTime => "TIMESTAMP",
         SqlType::Timestamptz | SqlType::TimeTimestamptz => "TIMESTAMPTZ",
         SqlType::Json => "JSONB",
+        // Named by the field's `sql_type` (never reached without one).
+        SqlType::Other => "TEXT",
         SqlType::Bytes => "BYTEA",
     }
 }
@@ -511,6 +637,7 @@ fn mysql_types(t: SqlType, keyed: bool) -> &'static str {
         | SqlType::Timestamptz
         | SqlType::TimeTimestamptz => "DATETIME(6)",
         SqlType::Json => "JSON",
+        SqlType::Other => "LONGTEXT",
         SqlType::Bytes if keyed => "VARBINARY(255)",
         SqlType::Bytes => "LONGBLOB",
     }
@@ -528,6 +655,7 @@ fn sqlite_types(t: SqlType, _keyed: bool) -> &'static str {
         SqlType::DateTime | SqlType::TimeDateTime => "DATETIME",
         SqlType::Timestamptz | SqlType::TimeTimestamptz => "DATETIME",
         SqlType::Json => "TEXT",
+        SqlType::Other => "TEXT",
     }
 }
 
@@ -535,6 +663,7 @@ backend! {
     #[cfg(feature = "postgres")]
     db = sqlx::Postgres, row = sqlx::postgres::PgRow, conn = sqlx::PgConnection,
     name = "postgres", max_params = 65_535,
+    any_args = AnyArguments::Postgres, any_row = AnyRow::Postgres,
     insert_ignore = ("INSERT", " ON CONFLICT DO NOTHING"),
     migration = include_str!("../../../migrations/postgres/20240101000000_rowseal.sql"),
     placeholder = dollar,
@@ -546,6 +675,7 @@ backend! {
     #[cfg(feature = "mysql")]
     db = sqlx::MySql, row = sqlx::mysql::MySqlRow, conn = sqlx::MySqlConnection,
     name = "mysql", max_params = 65_535,
+    any_args = AnyArguments::MySql, any_row = AnyRow::MySql,
     insert_ignore = ("INSERT IGNORE", ""),
     migration = include_str!("../../../migrations/mysql/20240101000000_rowseal.sql"),
     placeholder = question,
@@ -557,6 +687,7 @@ backend! {
     #[cfg(feature = "sqlite")]
     db = sqlx::Sqlite, row = sqlx::sqlite::SqliteRow, conn = sqlx::SqliteConnection,
     name = "sqlite", max_params = 32_766,
+    any_args = AnyArguments::Sqlite, any_row = AnyRow::Sqlite,
     insert_ignore = ("INSERT", " ON CONFLICT DO NOTHING"),
     migration = include_str!("../../../migrations/sqlite/20240101000000_rowseal.sql"),
     placeholder = question,

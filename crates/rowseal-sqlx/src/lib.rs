@@ -36,6 +36,10 @@
 //! `Serialize + DeserializeOwned` type, JSON-encoded),
 //! `plaintext_column = "name"` (with `encrypt`: the legacy plaintext column
 //! the field migrates from, see below), `blind_index(...)`, and
+//! `sql_type = "INTEGER"` (a plain field of any type sqlx encodes and
+//! decodes on every enabled database — a `sqlx::Type` enum or newtype, an
+//! `Option` of one — passed through untouched, in a column of that SQL
+//! type; see [`PassthroughField`]),
 //! `generated` (a plain column the database fills: an identity primary key,
 //! a `DEFAULT now()` timestamp, or `generated = "<SQL default>"`; rowseal
 //! never writes it, and [`Encryptor::insert_returning`] reads it back); on
@@ -195,6 +199,8 @@ mod sealed;
 mod tenant_scope;
 mod value;
 
+#[doc(hidden)]
+pub use backend::{AnyArguments, AnyRow, OnMySql, OnPostgres, OnSqlite};
 pub use backend::{Backend, DbRow};
 pub use blind::IndexCondition;
 pub use encoding::{DecodedValue, EncryptedField, EncryptedValue, ValueType};
@@ -217,7 +223,9 @@ pub use rowseal_core::BlindIndexValue;
 pub use sealed::__sealed_column;
 pub use sealed::{Sealed, SealedReader};
 pub use tenant_scope::TenantScope;
-pub use value::{PlainField, PrimaryKeyField, SqlType, TenantField, Value};
+pub use value::{
+    CustomValue, PassthroughField, PlainField, PrimaryKeyField, SqlType, TenantField, Value,
+};
 
 #[doc(hidden)]
 pub use rowseal_core::{KeyMode, RecordSpec};

@@ -49,6 +49,10 @@ pub struct FieldDef {
     /// DDL rowseal writes; `None`: the type's (identity for an integer
     /// primary key, the current time for a timestamp).
     pub default_sql: Option<&'static str>,
+    /// The SQL type of a [`PassthroughField`](crate::PassthroughField)'s
+    /// column (`#[rowseal(sql_type = "...")]`, [`SqlType::Other`]), for the
+    /// DDL rowseal writes.
+    pub ddl_type: Option<&'static str>,
 }
 
 impl FieldDef {
@@ -69,6 +73,7 @@ impl FieldDef {
             plaintext_column: None,
             generated: false,
             default_sql: None,
+            ddl_type: None,
         }
     }
 
@@ -89,6 +94,7 @@ impl FieldDef {
             plaintext_column: None,
             generated: false,
             default_sql: None,
+            ddl_type: None,
         }
     }
 
@@ -111,6 +117,20 @@ impl FieldDef {
         self.generated = true;
         self.default_sql = default_sql;
         self
+    }
+
+    /// A plain field of any type sqlx encodes
+    /// ([`PassthroughField`](crate::PassthroughField)), in a column of SQL
+    /// type `ddl_type`.
+    pub const fn passthrough(
+        name: &'static str,
+        column: &'static str,
+        ddl_type: &'static str,
+        nullable: bool,
+    ) -> Self {
+        let mut f = FieldDef::plain(name, column, SqlType::Other, nullable);
+        f.ddl_type = Some(ddl_type);
+        f
     }
 
     /// Whether the field is encrypted.
@@ -642,6 +662,13 @@ impl RowWriter<'_> {
         self.row.cells.push(CollectedCell::Plain(value.to_value()));
     }
 
+    /// A plain field of any type sqlx encodes (`sql_type = "..."`), bound as
+    /// sqlx encodes it.
+    pub fn passthrough<T: crate::PassthroughField>(&mut self, column: &str, value: &T) {
+        let _ = column;
+        self.row.cells.push(CollectedCell::Plain(value.to_custom()));
+    }
+
     /// Takes the encoding in `scratch` (if `present`) and wipes it.
     fn take_encoded(&mut self, present: bool) {
         let cell = if present {
@@ -734,6 +761,9 @@ pub(crate) fn open_field(
 /// ciphertext borrowed from the database row (`None` for NULL).
 pub(crate) enum Cell<'a> {
     Plain(Value),
+    /// A plain column of any type sqlx decodes, at this position of the row:
+    /// decoded to the field's own type by [`RowReader::passthrough`].
+    Raw(usize),
     Sealed(Option<&'a [u8]>),
     /// An encrypted column and its legacy plaintext column.
     SealedOr(Option<&'a [u8]>, Value),
@@ -743,6 +773,7 @@ pub(crate) enum Cell<'a> {
 /// the row key. Used by generated code.
 pub struct RowReader<'a> {
     key: Option<&'a RowKey>,
+    row: Option<crate::backend::AnyRow<'a>>,
     cells: std::vec::IntoIter<Cell<'a>>,
     fields: std::slice::Iter<'static, FieldDef>,
     table: &'a str,
@@ -753,12 +784,14 @@ impl<'a> RowReader<'a> {
     /// `cells` holds one cell per field of `model`, in order.
     pub(crate) fn new(
         key: Option<&'a RowKey>,
+        row: Option<crate::backend::AnyRow<'a>>,
         cells: Vec<Cell<'a>>,
         model: &'static Model,
         primary_key: &'a Value,
     ) -> Self {
         RowReader {
             key,
+            row,
             cells: cells.into_iter(),
             fields: model.fields.iter(),
             table: model.table(),
@@ -796,6 +829,7 @@ impl<'a> RowReader<'a> {
     pub fn plain<T: PlainField>(&mut self, column: &str) -> Result<T> {
         let v = match self.next(column)?.0 {
             Cell::Plain(v) => v,
+            Cell::Raw(_) => Value::Null(SqlType::Other),
             Cell::Sealed(_) | Cell::SealedOr(..) => Value::Null(SqlType::Bytes),
         };
         let found = v.sql_type();
@@ -808,6 +842,31 @@ impl<'a> RowReader<'a> {
                 if T::NULLABLE { " or NULL" } else { "" },
                 found.as_str()
             ),
+        })
+    }
+
+    /// A plain field of any type sqlx decodes (`sql_type = "..."`), decoded
+    /// by sqlx from the row as it is.
+    pub fn passthrough<T: crate::PassthroughField>(&mut self, column: &str) -> Result<T> {
+        let idx = match self.next(column)?.0 {
+            Cell::Raw(idx) => idx,
+            _ => {
+                return Err(Error::Schema {
+                    table: self.table.to_owned(),
+                    column: column.to_owned(),
+                    reason: "a sql_type field was not read as one".into(),
+                })
+            }
+        };
+        let row = self.row.as_ref().ok_or_else(|| Error::Schema {
+            table: self.table.to_owned(),
+            column: column.to_owned(),
+            reason: "a sql_type field read without its row".into(),
+        })?;
+        row.decode::<T>(idx).map_err(|e| Error::Schema {
+            table: self.table.to_owned(),
+            column: column.to_owned(),
+            reason: e.to_string(),
         })
     }
 
@@ -828,6 +887,13 @@ impl<'a> RowReader<'a> {
                     table: self.table.to_owned(),
                     column: column.to_owned(),
                     reason: "a plain bytes column was read as an encrypted field".into(),
+                })
+            }
+            Cell::Raw(_) => {
+                return Err(Error::Schema {
+                    table: self.table.to_owned(),
+                    column: column.to_owned(),
+                    reason: "a sql_type column was read as an encrypted field".into(),
                 })
             }
             Cell::Plain(other) => {

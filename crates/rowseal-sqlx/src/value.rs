@@ -44,6 +44,10 @@ pub enum SqlType {
     TimeTimestamptz,
     /// JSON.
     Json,
+    /// A plain column of any type sqlx encodes and decodes for the database
+    /// (`#[rowseal(sql_type = "...")]`: a `sqlx::Type` enum, a newtype, a
+    /// `Decimal`); its SQL type is the one the attribute names.
+    Other,
 }
 
 impl SqlType {
@@ -66,6 +70,7 @@ impl SqlType {
             SqlType::TimeDateTime => "time_datetime",
             SqlType::TimeTimestamptz => "time_timestamptz",
             SqlType::Json => "json",
+            SqlType::Other => "other",
         }
     }
 
@@ -101,6 +106,7 @@ impl SqlType {
         SqlType::TimeDateTime,
         SqlType::TimeTimestamptz,
         SqlType::Json,
+        SqlType::Other,
     ];
 }
 
@@ -153,6 +159,99 @@ pub enum Value {
     /// JSON.
     #[cfg(feature = "json")]
     Json(serde_json::Value),
+    /// A value of a [`PassthroughField`], bound as sqlx encodes it.
+    Custom(CustomValue),
+}
+
+/// A value of a [`PassthroughField`] inside a [`Value`]: bound as sqlx
+/// encodes it for the database. Opaque; `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct CustomValue(std::sync::Arc<dyn BindAny>);
+
+impl CustomValue {
+    fn new<T: PassthroughField>(value: T) -> Self {
+        CustomValue(std::sync::Arc::new(Passthrough(value)))
+    }
+
+    pub(crate) fn bind(
+        &self,
+        args: crate::backend::AnyArguments<'_, '_>,
+    ) -> Result<(), sqlx::error::BoxDynError> {
+        self.0.bind(args)
+    }
+}
+
+impl PartialEq for CustomValue {
+    /// The same value only (the types need not be comparable).
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// Binds a value of some type to the arguments of whichever database.
+trait BindAny: Send + Sync {
+    fn bind(
+        &self,
+        args: crate::backend::AnyArguments<'_, '_>,
+    ) -> Result<(), sqlx::error::BoxDynError>;
+}
+
+struct Passthrough<T>(T);
+
+impl<T: PassthroughField> BindAny for Passthrough<T> {
+    fn bind(
+        &self,
+        args: crate::backend::AnyArguments<'_, '_>,
+    ) -> Result<(), sqlx::error::BoxDynError> {
+        #[allow(unused_imports)]
+        use sqlx::Arguments as _;
+        match args {
+            #[cfg(feature = "postgres")]
+            crate::backend::AnyArguments::Postgres(a) => a.add(self.0.clone()),
+            #[cfg(feature = "mysql")]
+            crate::backend::AnyArguments::MySql(a) => a.add(self.0.clone()),
+            #[cfg(feature = "sqlite")]
+            crate::backend::AnyArguments::Sqlite(a) => a.add(self.0.clone()),
+            #[allow(unreachable_patterns)]
+            _ => Err("no database driver is enabled".into()),
+        }
+    }
+}
+
+/// A plain field stored as sqlx encodes it (`#[rowseal(sql_type =
+/// "...")]`): any type that sqlx encodes and decodes on every database
+/// rowseal-sqlx is built for (its `postgres`, `mysql`, `sqlite` features),
+/// such as a `#[derive(sqlx::Type)]` enum or newtype, or `Option` of one.
+/// rowseal passes it through untouched. A type only one database has (a
+/// PostgreSQL array or enum type) needs a build for that database alone.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a `sql_type` field: sqlx does not encode and decode it on every database this build of rowseal supports",
+    note = "a `sql_type` field's type must implement sqlx::Type, Encode and Decode for each enabled database (features postgres, mysql, sqlite), and Clone"
+)]
+pub trait PassthroughField:
+    crate::backend::OnPostgres
+    + crate::backend::OnMySql
+    + crate::backend::OnSqlite
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    /// The value to bind.
+    fn to_custom(&self) -> Value {
+        Value::Custom(CustomValue::new(self.clone()))
+    }
+}
+
+impl<T> PassthroughField for T where
+    T: crate::backend::OnPostgres
+        + crate::backend::OnMySql
+        + crate::backend::OnSqlite
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
 }
 
 impl Value {
@@ -184,6 +283,7 @@ impl Value {
             Value::TimeOffset(_) => SqlType::TimeTimestamptz,
             #[cfg(feature = "json")]
             Value::Json(_) => SqlType::Json,
+            Value::Custom(_) => SqlType::Other,
         }
     }
 

@@ -831,6 +831,8 @@ fn decrypt_row<T: ReadModel, R: DbRow>(
                 ),
                 _ => Cell::Sealed(sealed),
             }
+        } else if f.sql_type == SqlType::Other {
+            Cell::Raw(idx)
         } else {
             Cell::Plain(
                 row.read_value(idx, f.sql_type)
@@ -841,6 +843,7 @@ fn decrypt_row<T: ReadModel, R: DbRow>(
     }
     let pk_value = match &cells[model.primary_key] {
         Cell::Plain(v) => v.clone(),
+        Cell::Raw(_) => Value::Null(SqlType::Other),
         Cell::Sealed(_) | Cell::SealedOr(..) => Value::Null(SqlType::Bytes),
     };
     let flags = model
@@ -891,7 +894,13 @@ fn decrypt_row<T: ReadModel, R: DbRow>(
         None if !any_sealed && model.has_legacy_rows() => None,
         None => return Err(decrypt_err(rowseal_core::Error::Decrypt)),
     };
-    T::read_row(&mut RowReader::new(key.as_ref(), cells, model, &pk_value))
+    T::read_row(&mut RowReader::new(
+        key.as_ref(),
+        Some(row.any_row()),
+        cells,
+        model,
+        &pk_value,
+    ))
 }
 
 /// A [`TenantScope`] that owns its tenant, to cross into a blocking task.

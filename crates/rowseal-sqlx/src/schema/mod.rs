@@ -69,7 +69,10 @@ fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
         sql.push_str("    ");
         DB::push_ident(&mut sql, f.column);
         sql.push(' ');
-        sql.push_str(DB::column_type(f.sql_type, keyed));
+        sql.push_str(
+            f.ddl_type
+                .unwrap_or_else(|| DB::column_type(f.sql_type, keyed)),
+        );
         if !f.nullable {
             sql.push_str(" NOT NULL");
         }

@@ -9,6 +9,7 @@ mod generated;
 mod lookups;
 pub mod models;
 mod partial;
+mod passthrough;
 mod registry;
 mod sealed;
 mod tenancy;
@@ -29,6 +30,8 @@ pub use lookups::{
 };
 #[allow(unused_imports)]
 pub use partial::partial_views;
+#[allow(unused_imports)]
+pub use passthrough::sql_type_fields;
 #[allow(unused_imports)] // the cases! macro names them; not every test binary runs it
 pub use registry::{registry_round_trip, registry_unknown_format};
 #[allow(unused_imports)]
@@ -1610,6 +1613,7 @@ macro_rules! all_cases {
             index_condition_in_own_query,
             generated_columns,
             partial_views,
+            sql_type_fields,
         );
     };
 }

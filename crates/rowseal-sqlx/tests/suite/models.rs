@@ -533,3 +533,42 @@ pub struct AuditedAmount {
     #[rowseal(encrypt)]
     pub amount: Option<i64>,
 }
+
+/// A `sqlx::Type` enum stored as its integer.
+#[derive(sqlx::Type, Debug, Clone, Copy, PartialEq)]
+#[repr(i32)]
+pub enum Priority {
+    Low = 1,
+    High = 2,
+}
+
+/// A `sqlx::Type` newtype over text.
+#[derive(sqlx::Type, Debug, Clone, PartialEq)]
+#[sqlx(transparent)]
+pub struct Label(pub String);
+
+/// Plain columns of the application's own sqlx types (`sql_type`), passed
+/// through untouched.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(table = "tickets", record_type = "ticket", tenant = tenant_id, primary_key = id)]
+pub struct Ticket {
+    pub id: i64,
+    pub tenant_id: String,
+    #[rowseal(sql_type = "INTEGER")]
+    pub priority: Priority,
+    #[rowseal(sql_type = "INTEGER")]
+    pub escalation: Option<Priority>,
+    #[rowseal(sql_type = "VARCHAR(64)")]
+    pub label: Label,
+    #[rowseal(encrypt)]
+    pub body: String,
+}
+
+/// A partial view of [`Ticket`] with one of its `sql_type` fields.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(partial_of = Ticket)]
+pub struct TicketPriority {
+    pub id: i64,
+    #[rowseal(sql_type = "INTEGER")]
+    pub priority: Priority,
+}
