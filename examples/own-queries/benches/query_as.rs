@@ -222,7 +222,8 @@ async fn sqlite_sealed(pool: &sqlx::SqlitePool, clinic: Uuid) -> Vec<PatientSeal
 async fn pg_plain(pool: &sqlx::PgPool, clinic: Uuid) -> Vec<PlainPatient> {
     sqlx::query_as!(
         PlainPatient,
-        "SELECT id, clinic_id, name, birth_date, visits FROM plain_patients WHERE clinic_id = $1",
+        r#"SELECT id, clinic_id, name, birth_date AS "birth_date: NaiveDate", visits
+           FROM plain_patients WHERE clinic_id = $1"#,
         clinic
     )
     .fetch_all(pool)
