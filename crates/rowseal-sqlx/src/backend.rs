@@ -406,6 +406,11 @@ macro_rules! backend {
                             None => Value::Null(t),
                         }
                     }
+                    SqlType::Other => {
+                        return Err(sqlx::Error::Decode(
+                            "a sql_type column is decoded by its field's own type, not as a rowseal Value".into(),
+                        ))
+                    }
                     #[allow(unreachable_patterns)]
                     _ => {
                         return Err(sqlx::Error::Decode(

@@ -180,6 +180,14 @@ pub(crate) fn sort_keys(
                 ),
             });
         }
+        if field.sql_type == SqlType::Other {
+            return Err(Error::InvalidInput {
+                reason: format!(
+                    "cannot order {} by `{name}`: a `sql_type` field's values are decoded by its own type, which a lookup's page cursor cannot carry",
+                    model.table()
+                ),
+            });
+        }
         if field.sql_type == SqlType::Json {
             return Err(Error::InvalidInput {
                 reason: format!(
@@ -392,6 +400,29 @@ pub(crate) fn push_filter<DB: Backend>(
 #[cfg(all(test, feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orders_by_plain_rowseal_typed_columns_only() {
+        static FIELDS: [FieldDef; 4] = [
+            FieldDef::plain("id", "id", SqlType::I64, false),
+            FieldDef::plain("tenant", "tenant", SqlType::Text, false),
+            FieldDef::passthrough("level", "level", "INTEGER", false),
+            FieldDef::encrypted("secret", "secret", crate::ValueType::String, false),
+        ];
+        static MODEL: Model = Model::__new(rowseal_core::RecordSpec::new("t", "t"), 1, 0, &FIELDS);
+        let keys = sort_keys(&MODEL, &Lookup::new().order_by("tenant", Order::Desc), true)
+            .unwrap_or_default();
+        assert_eq!(
+            keys.iter().map(|k| k.field.name).collect::<Vec<_>>(),
+            ["tenant", "id"]
+        );
+        for refused in ["level", "secret", "nope"] {
+            assert!(matches!(
+                sort_keys(&MODEL, &Lookup::new().order_by(refused, Order::Asc), true),
+                Err(Error::InvalidInput { .. })
+            ));
+        }
+    }
 
     fn render<DB: Backend>(fragment: &str, values: &[Value], after: usize) -> Result<String> {
         let (mut sql, mut n, mut binds) = (String::from("x"), after, Vec::new());
