@@ -64,8 +64,11 @@ pub(crate) enum Storage<'f> {
     /// In the clear, as its own SQL type.
     Plain,
     /// In the clear, any type sqlx encodes (`sql_type = "..."`), in a column
-    /// of that SQL type.
-    Passthrough(&'f LitStr),
+    /// of that SQL type; of one database only with `database = "..."`.
+    Passthrough {
+        sql: &'f LitStr,
+        database: Option<&'f LitStr>,
+    },
     /// Encrypted as its `EncryptedField` type; with the legacy plaintext
     /// column it migrates from, if any.
     Encrypted {
@@ -80,7 +83,10 @@ impl Field<'_> {
     pub(crate) fn storage(&self) -> Storage<'_> {
         if !self.attrs.encrypt {
             match &self.attrs.sql_type {
-                Some(t) => Storage::Passthrough(t),
+                Some(sql) => Storage::Passthrough {
+                    sql,
+                    database: self.attrs.database.as_ref(),
+                },
                 None => Storage::Plain,
             }
         } else if self.attrs.json.is_some() {

@@ -16,7 +16,7 @@ use crate::ctxt::Ctxt;
 
 const CONTAINER_ATTRS: &str = "table, record_type, tenant, primary_key, key_mode, bind_primary_key, crate, compound_index, partial_of";
 const FIELD_ATTRS: &str =
-    "encrypt, name, column, json, blind_index, plaintext_column, generated, sql_type";
+    "encrypt, name, column, json, blind_index, plaintext_column, generated, sql_type, database";
 const INDEX_ATTRS: &str = "name, bits, normalize, normalize_with, scope, unique, column";
 const COMPOUND_ATTRS: &str = "name, fields, bits, normalize, normalize_with, scope, unique, column";
 
@@ -53,6 +53,9 @@ pub(crate) struct FieldAttrs {
     /// `sql_type = "..."`: a plain column of any type sqlx encodes, of this
     /// SQL type.
     pub(crate) sql_type: Option<LitStr>,
+    /// `database = "postgres"` (with `sql_type`): a type only that database
+    /// has.
+    pub(crate) database: Option<LitStr>,
     pub(crate) indexes: Vec<IndexAttrs>,
 }
 
@@ -188,6 +191,12 @@ impl FieldAttrs {
                         );
                     }
                     set_once(cx, &mut out.sql_type, v, span, "sql_type")
+                }),
+                "database" => parse_lit_str(meta).map(|v| {
+                    if !matches!(v.value().as_str(), "postgres" | "mysql" | "sqlite") {
+                        cx.error(&v, "database must be \"postgres\", \"mysql\" or \"sqlite\"");
+                    }
+                    set_once(cx, &mut out.database, v, span, "database")
                 }),
                 "generated" => {
                     let default = if meta.input.peek(Token![=]) {

@@ -41,6 +41,12 @@ pub(crate) fn field_attrs(cx: &mut Ctxt, attrs: &FieldAttrs) {
             );
         }
     }
+    if let (Some(d), None) = (&attrs.database, &attrs.sql_type) {
+        cx.error(
+            d,
+            "`database` goes with `sql_type`: it names the one database a `sql_type` field's type exists on",
+        );
+    }
     if let (Some(t), true) = (&attrs.sql_type, attrs.encrypt) {
         cx.error(
             t,
@@ -74,7 +80,7 @@ pub(crate) fn partial_field_attrs(cx: &mut Ctxt, attrs: &FieldAttrs) {
     let mut refuse = |span: proc_macro2::Span, what: &str| {
         cx.error_at(
             span,
-            format!("a partial view takes `{what}` from its model: declare the field as the model names it, with `encrypt`, `json` and `sql_type` as the model has them"),
+            format!("a partial view takes `{what}` from its model: declare the field as the model names it, with `encrypt`, `json`, `sql_type` and `database` as the model has them"),
         );
     };
     if let Some(c) = &attrs.column {

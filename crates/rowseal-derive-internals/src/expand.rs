@@ -127,7 +127,14 @@ fn storage_const(field: &Ident) -> Ident {
 fn storage_kind(f: &Field<'_>) -> u8 {
     match f.storage() {
         Storage::Plain => 0,
-        Storage::Passthrough(_) => 3,
+        Storage::Passthrough { database: None, .. } => 3,
+        Storage::Passthrough {
+            database: Some(d), ..
+        } => match d.value().as_str() {
+            "postgres" => 4,
+            "mysql" => 5,
+            _ => 6,
+        },
         Storage::Encrypted { .. } => 1,
         Storage::Json { .. } => 2,
     }
@@ -156,7 +163,7 @@ pub(crate) fn expand_partial(p: &Partial<'_>) -> TokenStream {
         let c = storage_const(&f.ident);
         let k = storage_kind(f);
         let msg = format!(
-            "field `{}` of partial view `{name}` is declared otherwise than `{of_s}` stores it: give it the model's `encrypt`, `json` and `sql_type` attributes, no more, no fewer",
+            "field `{}` of partial view `{name}` is declared otherwise than `{of_s}` stores it: give it the model's `encrypt`, `json`, `sql_type` and `database` attributes, no more, no fewer",
             f.ident
         );
         quote_spanned!(f.ident.span()=> ::core::assert!(<#of>::#c == #k, #msg);)
@@ -229,11 +236,11 @@ fn sealed_type(krate: &syn::Path, cont: &Container<'_>) -> TokenStream {
         let (id, col, ty) = (&f.ident, &f.column, f.ty);
         let cid = col_ident(f);
         let field_ty = match f.storage() {
-            Storage::Plain | Storage::Passthrough(_) => quote!(#ty),
+            Storage::Plain | Storage::Passthrough { .. } => quote!(#ty),
             _ => bytes.clone(),
         };
         let doc = match f.storage() {
-            Storage::Plain | Storage::Passthrough(_) => {
+            Storage::Plain | Storage::Passthrough { .. } => {
                 format!("Column `{col}` (field `{id}`), in the clear.")
             }
             _ => format!("Column `{col}`: field `{id}` as stored (sealed; NULL for `None`)."),
@@ -242,7 +249,7 @@ fn sealed_type(krate: &syn::Path, cont: &Container<'_>) -> TokenStream {
         gets.push(quote!(#cid: #krate::__sealed_column(__row, __prefix, #col)?,));
         bounds.push(quote_spanned!(ty.span()=> #field_ty: #krate::sqlx::Decode<'r, __R::Database> + #krate::sqlx::Type<__R::Database>,));
         match f.storage() {
-            Storage::Plain | Storage::Passthrough(_) => opens.push(quote!(#id: self.#cid,)),
+            Storage::Plain | Storage::Passthrough { .. } => opens.push(quote!(#id: self.#cid,)),
             Storage::Json { nullable: true } => {
                 ciphertexts.push(quote!(#i => self.#cid.as_deref(),));
                 opens.push(quote!(#id: __r.encrypted_json_opt(#i, self.#cid.as_deref())?,));
@@ -389,7 +396,7 @@ fn field_def(krate: &syn::Path, f: &Field<'_>) -> TokenStream {
             #fname, #col,
             <#ty as #krate::EncryptedField>::TYPE,
             <#ty as #krate::EncryptedField>::NULLABLE)),
-        Storage::Passthrough(sql) => {
+        Storage::Passthrough { sql, .. } => {
             let nullable = crate::ast::is_option(ty);
             quote_spanned!(ty.span()=> #krate::FieldDef::passthrough(#fname, #col, #sql, #nullable))
         }
@@ -447,8 +454,9 @@ fn write(f: &Field<'_>) -> TokenStream {
             quote_spanned!(ty.span()=> __w.encrypted::<#ty>(#col, &self.#id)?;)
         }
         Storage::Plain => quote_spanned!(ty.span()=> __w.plain::<#ty>(#col, &self.#id);),
-        Storage::Passthrough(_) => {
-            quote_spanned!(ty.span()=> __w.passthrough::<#ty>(#col, &self.#id);)
+        Storage::Passthrough { database, .. } => {
+            let m = passthrough_method(database);
+            quote_spanned!(ty.span()=> __w.#m::<#ty>(#col, &self.#id);)
         }
     }
 }
@@ -466,7 +474,19 @@ fn read(f: &Field<'_>) -> TokenStream {
             plaintext_column: None,
         } => quote_spanned!(ty.span()=> #id: __r.encrypted::<#ty>(#col)?,),
         Storage::Plain => quote_spanned!(ty.span()=> #id: __r.plain::<#ty>(#col)?,),
-        Storage::Passthrough(_) => quote_spanned!(ty.span()=> #id: __r.passthrough::<#ty>(#col)?,),
+        Storage::Passthrough { database, .. } => {
+            let m = passthrough_method(database);
+            quote_spanned!(ty.span()=> #id: __r.#m::<#ty>(#col)?,)
+        }
+    }
+}
+
+/// The writer's and reader's method for a `sql_type` field (of one
+/// database, with `database = "..."`).
+fn passthrough_method(database: Option<&syn::LitStr>) -> Ident {
+    match database.map(|d| d.value()) {
+        Some(d) => format_ident!("passthrough_{}", d),
+        None => format_ident!("passthrough"),
     }
 }
 

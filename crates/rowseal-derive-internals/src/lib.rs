@@ -41,7 +41,9 @@
 //!   encodes and decodes on every enabled database (`PassthroughField`: a
 //!   `sqlx::Type` enum or newtype), passed through untouched, in a column of
 //!   that SQL type. Not on the tenant or the primary key, not under a blind
-//!   index, not `generated`.
+//!   index, not `generated`. With `database = "postgres"` (`"mysql"`,
+//!   `"sqlite"`): a type only that database has (arrays, enum types,
+//!   `Decimal`), refused by a typed error on any other.
 //! - `generated` or `generated = "<SQL default>"` (plain fields only): the
 //!   database fills the column (an identity primary key, a `DEFAULT now()`
 //!   timestamp); rowseal never writes it and `insert_returning` reads it

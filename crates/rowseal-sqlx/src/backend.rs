@@ -103,6 +103,40 @@ pub enum AnyRow<'a> {
     __Lifetime(std::marker::PhantomData<&'a ()>),
 }
 
+/// Decodes column `idx` of a row of one database only (`database =
+/// "..."` fields); any other database's row is a typed error.
+macro_rules! decode_only_on {
+    ($fn:ident, $bound:path, $variant:ident, $feature:literal, $name:literal) => {
+        impl AnyRow<'_> {
+            pub(crate) fn $fn<T: $bound>(&self, idx: usize) -> std::result::Result<T, sqlx::Error> {
+                #[allow(unused_imports)]
+                use sqlx::Row as _;
+                match self {
+                    #[cfg(feature = $feature)]
+                    AnyRow::$variant(r) => r.try_get::<T, _>(idx),
+                    #[allow(unreachable_patterns)]
+                    _ => {
+                        let _ = idx;
+                        Err(sqlx::Error::Decode(
+                            concat!("a column of this type is for ", $name, " only").into(),
+                        ))
+                    }
+                }
+            }
+        }
+    };
+}
+
+decode_only_on!(
+    decode_postgres,
+    OnPostgres,
+    Postgres,
+    "postgres",
+    "PostgreSQL"
+);
+decode_only_on!(decode_mysql, OnMySql, MySql, "mysql", "MySQL/MariaDB");
+decode_only_on!(decode_sqlite, OnSqlite, Sqlite, "sqlite", "SQLite");
+
 impl AnyRow<'_> {
     /// Column `idx` as a `T`, decoded by sqlx.
     pub(crate) fn decode<T: crate::PassthroughField>(

@@ -39,7 +39,9 @@
 //! `sql_type = "INTEGER"` (a plain field of any type sqlx encodes and
 //! decodes on every enabled database — a `sqlx::Type` enum or newtype, an
 //! `Option` of one — passed through untouched, in a column of that SQL
-//! type; see [`PassthroughField`]),
+//! type; see [`PassthroughField`]; add `database = "postgres"` (or
+//! `"mysql"`, `"sqlite"`) for a type only that database has, such as a
+//! PostgreSQL array, enum type or `Decimal`),
 //! `generated` (a plain column the database fills: an identity primary key,
 //! a `DEFAULT now()` timestamp, or `generated = "<SQL default>"`; rowseal
 //! never writes it, and [`Encryptor::insert_returning`] reads it back); on

@@ -669,6 +669,40 @@ impl RowWriter<'_> {
         self.row.cells.push(CollectedCell::Plain(value.to_custom()));
     }
 
+    /// A plain field of a type only PostgreSQL has (`sql_type = "...",
+    /// database = "postgres"`).
+    pub fn passthrough_postgres<T: crate::backend::OnPostgres + Clone + Send + Sync + 'static>(
+        &mut self,
+        column: &str,
+        value: &T,
+    ) {
+        let _ = column;
+        let v = Value::Custom(crate::value::CustomValue::postgres_only(value.clone()));
+        self.row.cells.push(CollectedCell::Plain(v));
+    }
+
+    /// A plain field of a type only MySQL/MariaDB has.
+    pub fn passthrough_mysql<T: crate::backend::OnMySql + Clone + Send + Sync + 'static>(
+        &mut self,
+        column: &str,
+        value: &T,
+    ) {
+        let _ = column;
+        let v = Value::Custom(crate::value::CustomValue::mysql_only(value.clone()));
+        self.row.cells.push(CollectedCell::Plain(v));
+    }
+
+    /// A plain field of a type only SQLite has.
+    pub fn passthrough_sqlite<T: crate::backend::OnSqlite + Clone + Send + Sync + 'static>(
+        &mut self,
+        column: &str,
+        value: &T,
+    ) {
+        let _ = column;
+        let v = Value::Custom(crate::value::CustomValue::sqlite_only(value.clone()));
+        self.row.cells.push(CollectedCell::Plain(v));
+    }
+
     /// Takes the encoding in `scratch` (if `present`) and wipes it.
     fn take_encoded(&mut self, present: bool) {
         let cell = if present {
@@ -848,6 +882,33 @@ impl<'a> RowReader<'a> {
     /// A plain field of any type sqlx decodes (`sql_type = "..."`), decoded
     /// by sqlx from the row as it is.
     pub fn passthrough<T: crate::PassthroughField>(&mut self, column: &str) -> Result<T> {
+        self.raw(column, |row, idx| row.decode::<T>(idx))
+    }
+
+    /// A plain field of a type only PostgreSQL has.
+    pub fn passthrough_postgres<T: crate::backend::OnPostgres>(
+        &mut self,
+        column: &str,
+    ) -> Result<T> {
+        self.raw(column, |row, idx| row.decode_postgres::<T>(idx))
+    }
+
+    /// A plain field of a type only MySQL/MariaDB has.
+    pub fn passthrough_mysql<T: crate::backend::OnMySql>(&mut self, column: &str) -> Result<T> {
+        self.raw(column, |row, idx| row.decode_mysql::<T>(idx))
+    }
+
+    /// A plain field of a type only SQLite has.
+    pub fn passthrough_sqlite<T: crate::backend::OnSqlite>(&mut self, column: &str) -> Result<T> {
+        self.raw(column, |row, idx| row.decode_sqlite::<T>(idx))
+    }
+
+    /// The next field, decoded from the row by `decode`.
+    fn raw<T>(
+        &mut self,
+        column: &str,
+        decode: impl FnOnce(&crate::backend::AnyRow<'a>, usize) -> std::result::Result<T, sqlx::Error>,
+    ) -> Result<T> {
         let idx = match self.next(column)?.0 {
             Cell::Raw(idx) => idx,
             _ => {
@@ -863,7 +924,7 @@ impl<'a> RowReader<'a> {
             column: column.to_owned(),
             reason: "a sql_type field read without its row".into(),
         })?;
-        row.decode::<T>(idx).map_err(|e| Error::Schema {
+        decode(row, idx).map_err(|e| Error::Schema {
             table: self.table.to_owned(),
             column: column.to_owned(),
             reason: e.to_string(),

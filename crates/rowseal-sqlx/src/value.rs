@@ -218,12 +218,69 @@ impl<T: PassthroughField> BindAny for Passthrough<T> {
     }
 }
 
+/// Values of types only one database has (`#[rowseal(sql_type = "...",
+/// database = "postgres")]`): bound there, refused with a typed error by
+/// any other database.
+macro_rules! only_on {
+    ($wrapper:ident, $bound:path, $variant:ident, $feature:literal, $name:literal, $ctor:ident) => {
+        struct $wrapper<T>(T);
+
+        impl<T: $bound + Clone + Send + Sync + 'static> BindAny for $wrapper<T> {
+            fn bind(
+                &self,
+                args: crate::backend::AnyArguments<'_, '_>,
+            ) -> Result<(), sqlx::error::BoxDynError> {
+                #[allow(unused_imports)]
+                use sqlx::Arguments as _;
+                match args {
+                    #[cfg(feature = $feature)]
+                    crate::backend::AnyArguments::$variant(a) => a.add(self.0.clone()),
+                    #[allow(unreachable_patterns)]
+                    _ => Err(concat!("a column of this type is for ", $name, " only").into()),
+                }
+            }
+        }
+
+        impl CustomValue {
+            pub(crate) fn $ctor<T: $bound + Clone + Send + Sync + 'static>(value: T) -> Self {
+                CustomValue(std::sync::Arc::new($wrapper(value)))
+            }
+        }
+    };
+}
+
+only_on!(
+    PostgresOnly,
+    crate::backend::OnPostgres,
+    Postgres,
+    "postgres",
+    "PostgreSQL",
+    postgres_only
+);
+only_on!(
+    MySqlOnly,
+    crate::backend::OnMySql,
+    MySql,
+    "mysql",
+    "MySQL/MariaDB",
+    mysql_only
+);
+only_on!(
+    SqliteOnly,
+    crate::backend::OnSqlite,
+    Sqlite,
+    "sqlite",
+    "SQLite",
+    sqlite_only
+);
+
 /// A plain field stored as sqlx encodes it (`#[rowseal(sql_type =
 /// "...")]`): any type that sqlx encodes and decodes on every database
 /// rowseal-sqlx is built for (its `postgres`, `mysql`, `sqlite` features),
 /// such as a `#[derive(sqlx::Type)]` enum or newtype, or `Option` of one.
 /// rowseal passes it through untouched. A type only one database has (a
-/// PostgreSQL array or enum type) needs a build for that database alone.
+/// PostgreSQL array or enum type) is declared with `database = "postgres"`
+/// instead, and needs only that database's bounds.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a `sql_type` field: sqlx does not encode and decode it on every database this build of rowseal supports",
     note = "a `sql_type` field's type must implement sqlx::Type, Encode and Decode for each enabled database (features postgres, mysql, sqlite), and Clone"

@@ -1,7 +1,8 @@
 use rowseal_sqlx::Encrypted;
 
-// `sql_type` with `encrypt`, on the tenant, with `generated`, empty; and a
-// type sqlx cannot encode.
+// `sql_type` with `encrypt`, on the tenant, with `generated`, empty;
+// `database` without `sql_type` or naming no database; and a type sqlx
+// cannot encode.
 #[derive(Encrypted)]
 #[rowseal(table = "t", tenant = tenant, primary_key = id, record_type = "model")]
 struct Model {
@@ -14,6 +15,10 @@ struct Model {
     counter: i64,
     #[rowseal(sql_type = " ")]
     blank: i64,
+    #[rowseal(database = "postgres")]
+    no_type: i64,
+    #[rowseal(sql_type = "TEXT", database = "oracle")]
+    elsewhere: String,
 }
 
 struct NotSqlx;
