@@ -669,6 +669,14 @@ impl RowWriter<'_> {
         self.row.cells.push(CollectedCell::Plain(value.to_custom()));
     }
 
+    /// A plain field bound as sqlx encodes it, for one database only.
+    fn custom(&mut self, column: &str, value: crate::value::CustomValue) {
+        let _ = column;
+        self.row
+            .cells
+            .push(CollectedCell::Plain(Value::Custom(value)));
+    }
+
     /// A plain field of a type only PostgreSQL has (`sql_type = "...",
     /// database = "postgres"`).
     pub fn passthrough_postgres<T: crate::backend::OnPostgres + Clone + Send + Sync + 'static>(
@@ -676,9 +684,10 @@ impl RowWriter<'_> {
         column: &str,
         value: &T,
     ) {
-        let _ = column;
-        let v = Value::Custom(crate::value::CustomValue::postgres_only(value.clone()));
-        self.row.cells.push(CollectedCell::Plain(v));
+        self.custom(
+            column,
+            crate::value::CustomValue::postgres_only(value.clone()),
+        );
     }
 
     /// A plain field of a type only MySQL/MariaDB has.
@@ -687,9 +696,7 @@ impl RowWriter<'_> {
         column: &str,
         value: &T,
     ) {
-        let _ = column;
-        let v = Value::Custom(crate::value::CustomValue::mysql_only(value.clone()));
-        self.row.cells.push(CollectedCell::Plain(v));
+        self.custom(column, crate::value::CustomValue::mysql_only(value.clone()));
     }
 
     /// A plain field of a type only SQLite has.
@@ -698,9 +705,10 @@ impl RowWriter<'_> {
         column: &str,
         value: &T,
     ) {
-        let _ = column;
-        let v = Value::Custom(crate::value::CustomValue::sqlite_only(value.clone()));
-        self.row.cells.push(CollectedCell::Plain(v));
+        self.custom(
+            column,
+            crate::value::CustomValue::sqlite_only(value.clone()),
+        );
     }
 
     /// Takes the encoding in `scratch` (if `present`) and wipes it.

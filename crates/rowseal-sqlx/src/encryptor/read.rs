@@ -712,6 +712,30 @@ fn read_flag<R: DbRow>(row: &R, idx: usize) -> std::result::Result<bool, sqlx::E
     }
 }
 
+/// [`Error::TenantMismatch`] unless `scope` admits a row of `tenant` (the
+/// check every decryption makes before any key is fetched).
+fn admit(scope: TenantScope<'_>, model: &Model, tenant: &str, pk: &Value) -> Result<()> {
+    if scope.admits(tenant) {
+        Ok(())
+    } else {
+        Err(Error::TenantMismatch {
+            table: model.table().to_owned(),
+            primary_key: pk.key_display(),
+        })
+    }
+}
+
+/// A row whose key could not be had from its header: the core's reason,
+/// named by table and primary key.
+fn header_failure(model: &Model, pk: &Value, e: rowseal_core::Error) -> Error {
+    Error::Decrypt {
+        table: model.table().to_owned(),
+        column: HEADER_COLUMN.to_owned(),
+        primary_key: pk.key_display(),
+        source: Box::new(e),
+    }
+}
+
 /// The present encrypted fields of a sealed row.
 fn sealed_present<S: Sealed>(
     model: &Model,
@@ -739,18 +763,8 @@ fn open_sealed<S: Sealed>(
 ) -> Result<S::Model> {
     let pk_value = row.primary_key_value();
     let tenant = row.tenant_id();
-    if !scope.admits(&tenant) {
-        return Err(Error::TenantMismatch {
-            table: model.table().to_owned(),
-            primary_key: pk_value.key_display(),
-        });
-    }
-    let decrypt_err = |e| Error::Decrypt {
-        table: model.table().to_owned(),
-        column: HEADER_COLUMN.to_owned(),
-        primary_key: pk_value.key_display(),
-        source: Box::new(e),
-    };
+    admit(scope, model, &tenant, &pk_value)?;
+    let decrypt_err = |e| header_failure(model, &pk_value, e);
     // Sealed types exist only for models without legacy (header-less) rows:
     // a NULL header is tampering.
     let header = row
@@ -858,18 +872,8 @@ fn decrypt_row<T: ReadModel, R: DbRow>(
     let header = row
         .read_opt_bytes(map.header)
         .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?;
-    if !scope.admits(&tenant) {
-        return Err(Error::TenantMismatch {
-            table: model.table().to_owned(),
-            primary_key: pk_value.key_display(),
-        });
-    }
-    let decrypt_err = |e| Error::Decrypt {
-        table: model.table().to_owned(),
-        column: HEADER_COLUMN.to_owned(),
-        primary_key: pk_value.key_display(),
-        source: Box::new(e),
-    };
+    admit(scope, model, &tenant, &pk_value)?;
+    let decrypt_err = |e| header_failure(model, &pk_value, e);
     let pk = model.primary_key_bytes(&pk_value).map_err(decrypt_err)?;
     let key = match header {
         Some(header) => {
