@@ -2,7 +2,8 @@
 //! `scripts/sqlx-prepare.sh` asks them to check against a database
 //! (`SQLX_OFFLINE=false` with `DATABASE_URL`). The macros read these
 //! variables inside rustc, which cargo does not track: declared here so that
-//! a change (or a new `.sqlx/`) re-expands the queries.
+//! a change (or a new `.sqlx/`) re-expands the queries. Shared by
+//! examples/web (its `build` key points here).
 
 fn main() {
     for variable in ["DATABASE_URL", "SQLX_OFFLINE", "SQLX_OFFLINE_DIR"] {
@@ -13,7 +14,9 @@ fn main() {
         println!("cargo:rustc-env=SQLX_OFFLINE=true");
     }
     if std::env::var_os("SQLX_OFFLINE_DIR").is_none() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".sqlx");
+        // The crate being built (examples/web uses this script too).
+        let root = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default();
+        let dir = std::path::Path::new(&root).join(".sqlx");
         println!("cargo:rustc-env=SQLX_OFFLINE_DIR={}", dir.display());
     }
 }
