@@ -32,6 +32,9 @@ pub(crate) struct Container<'a> {
     pub(crate) tenant: usize,
     /// Position of the primary-key field in `fields`.
     pub(crate) primary_key: usize,
+    /// `primary_key = (tenant, key)`: the table's primary key is the tenant
+    /// and `primary_key`, in that order.
+    pub(crate) tenant_in_primary_key: bool,
     /// Field indexes first (in field order), then compound ones.
     pub(crate) indexes: Vec<Index>,
 }

@@ -26,7 +26,9 @@ pub(crate) struct ContainerAttrs {
     pub(crate) table: Option<LitStr>,
     pub(crate) record_type: Option<LitStr>,
     pub(crate) tenant: Option<Ident>,
-    pub(crate) primary_key: Option<Ident>,
+    /// `primary_key = id`, or `primary_key = (tenant_id, id)`: the fields
+    /// named, in order, and the span of what was written.
+    pub(crate) primary_key: Option<(Vec<Ident>, Span)>,
     /// The literal and whether it says `"kms"`.
     pub(crate) key_mode: Option<(LitStr, bool)>,
     pub(crate) bind_primary_key: bool,
@@ -95,8 +97,18 @@ impl ContainerAttrs {
                 }),
                 "tenant" => parse_ident_value(meta)
                     .map(|v| set_once(cx, &mut out.tenant, v, span, "tenant")),
-                "primary_key" => parse_ident_value(meta)
-                    .map(|v| set_once(cx, &mut out.primary_key, v, span, "primary_key")),
+                "primary_key" => match parse_key_fields(meta) {
+                    Ok(v) => {
+                        set_once(cx, &mut out.primary_key, v, span, "primary_key");
+                        Ok(())
+                    }
+                    // Written but unreadable: reported once, here, not
+                    // again as missing.
+                    Err(e) => {
+                        out.primary_key.get_or_insert((Vec::new(), span));
+                        Err(e)
+                    }
+                },
                 "key_mode" => parse_lit_str(meta).map(|v| {
                     let kms = match v.value().as_str() {
                         "derived" => false,
@@ -429,6 +441,31 @@ fn parse_ident_value(meta: &ParseNestedMeta<'_>) -> syn::Result<Ident> {
         _ => {}
     }
     Err(syn::Error::new_spanned(expr, "expected a field name"))
+}
+
+/// `= field` or `= (field, field, ...)`, with the span of the value.
+fn parse_key_fields(meta: &ParseNestedMeta<'_>) -> syn::Result<(Vec<Ident>, Span)> {
+    let expr: syn::Expr = meta.value()?.parse()?;
+    let one = |e: &syn::Expr| match e {
+        syn::Expr::Path(p) if p.qself.is_none() => p.path.get_ident().cloned(),
+        _ => None,
+    };
+    let names = match &expr {
+        syn::Expr::Tuple(t) => t.elems.iter().map(one).collect::<Option<Vec<_>>>(),
+        syn::Expr::Paren(p) => one(&p.expr).map(|i| vec![i]),
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(s),
+            ..
+        }) => s.parse::<Ident>().ok().map(|i| vec![i]),
+        e => one(e).map(|i| vec![i]),
+    };
+    match names {
+        Some(names) if !names.is_empty() => Ok((names, expr.span())),
+        _ => Err(syn::Error::new_spanned(
+            expr,
+            "expected a field name, or `(tenant_field, key_field)` for a composite primary key",
+        )),
+    }
 }
 
 fn parse_lit_str(meta: &ParseNestedMeta<'_>) -> syn::Result<LitStr> {

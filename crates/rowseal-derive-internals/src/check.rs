@@ -172,6 +172,43 @@ pub(crate) fn key_field_in_clear(cx: &mut Ctxt, which: &str, id: &Ident, field: 
     }
 }
 
+/// What `primary_key = ...` names: one key field, or `(tenant, key)`, the
+/// tenant first. Returns the key field and whether the tenant is part of the
+/// table's primary key. Any other shape is an error: rowseal binds one key
+/// field into ciphertexts, and scans a table in its primary key's order, which
+/// for a composite key must lead with the tenant so that the tool's keyset
+/// pages (tenant, key) use the primary-key index.
+pub(crate) fn primary_key_shape<'a>(
+    cx: &mut Ctxt,
+    written: Option<&'a (Vec<Ident>, proc_macro2::Span)>,
+    tenant: Option<&Ident>,
+) -> (Option<&'a Ident>, bool) {
+    let Some((names, span)) = written else {
+        return (None, false);
+    };
+    match names.as_slice() {
+        // Unreadable, already reported.
+        [] => (None, false),
+        [key] => (Some(key), false),
+        [first, key] if tenant == Some(first) => (Some(key), true),
+        [first, second] if tenant == Some(second) => {
+            cx.error_at(
+                *span,
+                format!("put the tenant first: `primary_key = ({second}, {first})`; a composite key leads with the tenant so that each tenant's rows are together in the primary-key index, the order lookups and the rowseal tool page in"),
+            );
+            (Some(first), true)
+        }
+        _ => {
+            let tenant = tenant.map_or_else(|| "tenant_id".to_owned(), Ident::to_string);
+            cx.error_at(
+                *span,
+                format!("a composite primary key is the tenant and one key field: `primary_key = ({tenant}, id)`; rowseal binds one key field into the ciphertexts and pages by (tenant, key)"),
+            );
+            (None, false)
+        }
+    }
+}
+
 /// The tenant and the primary key are two fields (`primary_key` names the
 /// latter, for the span).
 pub(crate) fn distinct_key_fields(
@@ -203,6 +240,7 @@ pub(crate) fn generated_fields(
     tenant: Option<usize>,
     primary_key: Option<usize>,
     bind_primary_key: bool,
+    tenant_in_primary_key: bool,
     indexes: &[Index],
 ) {
     for (i, f) in fields.iter().enumerate() {
@@ -236,6 +274,12 @@ pub(crate) fn generated_fields(
             cx.error_at(
                 *span,
                 "a `generated` primary key cannot be bound into the ciphertexts (`bind_primary_key`): the database assigns it after the row is sealed; drop `bind_primary_key`, or let the application choose the key",
+            );
+        }
+        if primary_key == Some(i) && tenant_in_primary_key {
+            cx.error_at(
+                *span,
+                "a `generated` key cannot be part of a composite primary key `(tenant, key)`: SQLite generates only a lone `INTEGER PRIMARY KEY` and MariaDB's AUTO_INCREMENT needs an index of its own; let the application choose the key (a UUID v7), or make the generated key the primary key alone",
             );
         }
         for ix in indexes.iter().filter(|ix| ix.fields.contains(&i)) {

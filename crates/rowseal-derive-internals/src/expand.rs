@@ -20,6 +20,7 @@ pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
         quote!(#krate::KeyMode::Derived)
     };
     let bind = cont.bind_primary_key;
+    let tenant_in_pk = cont.tenant_in_primary_key;
     let fields = &cont.fields;
 
     let field_defs = fields.iter().map(|f| field_def(krate, f));
@@ -59,7 +60,8 @@ pub(crate) fn expand(cont: &Container<'_>) -> TokenStream {
                     #pk_idx,
                     &[#(#field_defs),*],
                     &[#(#index_defs),*],
-                );
+                )
+                .with_tenant_in_primary_key(#tenant_in_pk);
                 &MODEL
             }
 

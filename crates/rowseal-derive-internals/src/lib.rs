@@ -12,7 +12,12 @@
 //!   renaming the struct never makes old rows unreadable.
 //! - `tenant = tenant_id` (required): the field holding the tenant (`String`,
 //!   `Uuid`, `i64`, `i32` or a newtype implementing `TenantField`).
-//! - `primary_key = id` (required): the primary-key field.
+//! - `primary_key = id` (required): the primary-key field; or
+//!   `primary_key = (tenant_id, id)` when the table's primary key is the
+//!   tenant and that field (the norm in multi-tenant schemas: each tenant
+//!   numbers its own rows). The tenant comes first and it is the only
+//!   composite shape; `id` is what `find`, `bind_primary_key` and the
+//!   generated `PrimaryKey` type mean, always together with the tenant.
 //! - `key_mode = "derived"` or `"kms"` (default `"derived"`).
 //! - `bind_primary_key`: bind the primary key into each ciphertext.
 //! - `crate = "path"`: where the rowseal sqlx runtime is (default: found from
@@ -47,8 +52,8 @@
 //! - `generated` or `generated = "<SQL default>"` (plain fields only): the
 //!   database fills the column (an identity primary key, a `DEFAULT now()`
 //!   timestamp); rowseal never writes it and `insert_returning` reads it
-//!   back. Not on the tenant, not on a primary key with `bind_primary_key`,
-//!   not under a blind index.
+//!   back. Not on the tenant, not on a primary key with `bind_primary_key`
+//!   or in a composite primary key, not under a blind index.
 //!
 //! Partial views: `#[rowseal(partial_of = Model)]` alone on a struct whose
 //! fields are some of `Model`'s (same names and types, with `encrypt` and
@@ -139,6 +144,66 @@ mod tests {
         assert!(out.contains("\"patient\""));
         assert!(out.contains("\"dob\""));
         assert!(out.contains("with_primary_key_bound (true)"));
+    }
+
+    #[test]
+    fn composite_primary_keys_lead_with_the_tenant() {
+        let out = expand(
+            r#"#[rowseal(table = "t", record_type = "r", tenant = org, primary_key = (org, id), bind_primary_key, crate = "x")]
+            struct M { id: i64, org: String, #[rowseal(encrypt)] a: String }"#,
+        )
+        .unwrap();
+        assert!(out.contains("with_tenant_in_primary_key (true)"), "{out}");
+        assert!(out.contains("type PrimaryKey = i64"), "{out}");
+        let single = expand(
+            r#"#[rowseal(table = "t", record_type = "r", tenant = org, primary_key = id, crate = "x")]
+            struct M { id: i64, org: String }"#,
+        )
+        .unwrap();
+        assert!(single.contains("with_tenant_in_primary_key (false)"));
+        for (key, needle) in [
+            (
+                "(id, org)",
+                "put the tenant first: `primary_key = (org, id)`",
+            ),
+            (
+                "(id, other)",
+                "a composite primary key is the tenant and one key field",
+            ),
+            (
+                "(org, id, other)",
+                "a composite primary key is the tenant and one key field",
+            ),
+            (
+                "(org, org)",
+                "the tenant and the primary key must be different fields",
+            ),
+            ("(org, nope)", "no field named `nope` for the primary_key"),
+            (
+                "(org, \"id\")",
+                "expected a field name, or `(tenant_field, key_field)`",
+            ),
+        ] {
+            let err = expand(&format!(
+                r#"#[rowseal(table = "t", record_type = "r", tenant = org, primary_key = {key}, crate = "x")]
+                struct M {{ id: i64, org: String, other: i64 }}"#
+            ))
+            .unwrap_err();
+            assert!(err.contains(needle), "{key}: {err}");
+            assert!(
+                !err.contains("missing #[rowseal(primary_key"),
+                "{key}: {err}"
+            );
+        }
+        let err = expand(
+            r#"#[rowseal(table = "t", record_type = "r", tenant = org, primary_key = (org, id), crate = "x")]
+            struct M { #[rowseal(generated)] id: i64, org: String }"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("cannot be part of a composite primary key"),
+            "{err}"
+        );
     }
 
     #[test]

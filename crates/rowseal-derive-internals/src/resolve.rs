@@ -82,14 +82,14 @@ impl<'a> Container<'a> {
             &fields,
             named.is_some(),
         );
-        let primary_key = key_field(
-            cx,
-            "primary_key",
-            attrs.primary_key.as_ref(),
-            &fields,
-            named.is_some(),
-        );
-        check::distinct_key_fields(cx, tenant, primary_key, attrs.primary_key.as_ref());
+        let (key_id, tenant_in_primary_key) =
+            check::primary_key_shape(cx, attrs.primary_key.as_ref(), attrs.tenant.as_ref());
+        // A primary key of the wrong shape has been reported: not again as missing.
+        let primary_key = match (attrs.primary_key.is_some(), key_id) {
+            (true, None) => None,
+            _ => key_field(cx, "primary_key", key_id, &fields, named.is_some()),
+        };
+        check::distinct_key_fields(cx, tenant, primary_key, key_id);
         let indexes = Index::resolve(cx, &attrs, &fields);
         check::indexes(cx, &indexes, &fields);
         check::generated_fields(
@@ -98,6 +98,7 @@ impl<'a> Container<'a> {
             tenant,
             primary_key,
             attrs.bind_primary_key,
+            tenant_in_primary_key,
             &indexes,
         );
 
@@ -112,6 +113,7 @@ impl<'a> Container<'a> {
             fields,
             tenant: tenant?,
             primary_key: primary_key?,
+            tenant_in_primary_key,
             indexes,
         })
     }
@@ -137,7 +139,7 @@ impl<'a> Partial<'a> {
             (attrs.table.as_ref().map(|v| v.span()), "table"),
             (attrs.record_type.as_ref().map(|v| v.span()), "record_type"),
             (attrs.tenant.as_ref().map(|v| v.span()), "tenant"),
-            (attrs.primary_key.as_ref().map(|v| v.span()), "primary_key"),
+            (attrs.primary_key.as_ref().map(|v| v.1), "primary_key"),
             (attrs.key_mode.as_ref().map(|v| v.0.span()), "key_mode"),
             (attrs.bind_primary_key_span, "bind_primary_key"),
         ];

@@ -153,7 +153,8 @@ pub(crate) struct SortKey {
 }
 
 /// The order of `lookup` on `model`, checked, with the primary key appended
-/// (when `with_primary_key` and it is not there yet).
+/// (when `with_primary_key` and it is not there yet), and after it the
+/// tenant when the table's primary key is `(tenant, key)`.
 pub(crate) fn sort_keys(
     model: &'static Model,
     lookup: &Lookup,
@@ -203,12 +204,20 @@ pub(crate) fn sort_keys(
             });
         }
     }
-    let pk = model.primary_key_field();
-    if with_primary_key && !keys.iter().any(|k| std::ptr::eq(k.field, pk)) {
-        keys.push(SortKey {
-            field: pk,
-            order: Order::Asc,
-        });
+    // The primary key makes the order total; under a composite key
+    // `(tenant, key)` a global index's lookup spans tenants that share
+    // keys, so the tenant breaks the last ties.
+    let mut unique = vec![model.primary_key_field()];
+    if model.tenant_in_primary_key {
+        unique.push(model.tenant_field());
+    }
+    for field in unique {
+        if with_primary_key && !keys.iter().any(|k| std::ptr::eq(k.field, field)) {
+            keys.push(SortKey {
+                field,
+                order: Order::Asc,
+            });
+        }
     }
     Ok(keys)
 }

@@ -281,6 +281,11 @@ pub struct Model {
     pub tenant: usize,
     /// Index of the primary-key field in `fields`.
     pub primary_key: usize,
+    /// Whether the table's primary key is `(tenant, primary key)`
+    /// (`#[rowseal(primary_key = (tenant_id, id))]`): the same key may then
+    /// be used by several tenants, so a row is identified by the pair, and
+    /// scans across tenants page by it.
+    pub tenant_in_primary_key: bool,
     /// Every field, in declaration order.
     pub fields: &'static [FieldDef],
     /// The blind indexes.
@@ -330,6 +335,7 @@ impl Model {
             spec: full.spec.clone(),
             tenant,
             primary_key,
+            tenant_in_primary_key: full.tenant_in_primary_key,
             fields: Box::leak(fields.into_boxed_slice()),
             indexes: &[],
             absent: Box::leak(absent.into_boxed_slice()),
@@ -352,6 +358,7 @@ impl Model {
             spec,
             tenant,
             primary_key,
+            tenant_in_primary_key: false,
             fields,
             indexes: &[],
             absent: &[],
@@ -370,10 +377,17 @@ impl Model {
             spec,
             tenant,
             primary_key,
+            tenant_in_primary_key: false,
             fields,
             indexes,
             absent: &[],
         }
+    }
+
+    #[doc(hidden)]
+    pub const fn with_tenant_in_primary_key(mut self, yes: bool) -> Self {
+        self.tenant_in_primary_key = yes;
+        self
     }
 
     /// The blind index with this name.

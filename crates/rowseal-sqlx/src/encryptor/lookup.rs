@@ -514,9 +514,9 @@ impl Encryptor {
         };
         let grow = options.page_size.is_none();
         let mut cursor: Option<Vec<Value>> = None;
-        // Primary keys already passed on: a row moved by a concurrent
-        // writer between two pages is not returned twice.
-        let mut seen: HashSet<String> = HashSet::new();
+        // Rows already passed on, by (tenant, primary key): a row moved by a
+        // concurrent writer between two pages is not returned twice.
+        let mut seen: HashSet<(String, String)> = HashSet::new();
         let mut conn = conn.acquire().await?;
         loop {
             let mut sql = base.clone();
@@ -545,7 +545,12 @@ impl Encryptor {
                 if !p.matches(&row) {
                     continue;
                 }
-                if paged && !seen.insert(row.primary_key_value().key_display()) {
+                if paged
+                    && !seen.insert((
+                        row.tenant().into_owned(),
+                        row.primary_key_value().key_display(),
+                    ))
+                {
                     continue;
                 }
                 if !on_match(row) {

@@ -79,11 +79,12 @@ fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
         if f.generated {
             push_generated::<DB>(&mut sql, f, i == model.primary_key);
         }
-        if i == model.primary_key {
+        if i == model.primary_key && !model.tenant_in_primary_key {
             sql.push_str(" PRIMARY KEY");
         }
         sql.push_str(",\n");
     }
+
     // Legacy plaintext columns (fields declared with `plaintext_column`):
     // nullable, and never filled in a table rowseal created (a fresh
     // database of an application still migrating its production table).
@@ -145,6 +146,14 @@ fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
             DB::push_ident(&mut cols, value);
             index_ddl.push((name, def.unique, cols));
         }
+    }
+    // A table constraint comes after every column (SQLite requires it).
+    if model.tenant_in_primary_key {
+        sql.push_str(",\n    PRIMARY KEY (");
+        DB::push_ident(&mut sql, model.tenant_field().column);
+        sql.push_str(", ");
+        DB::push_ident(&mut sql, model.primary_key_field().column);
+        sql.push(')');
     }
     let index = format!("{}_rowseal_kv", model.table());
     let mut cols = String::new();

@@ -19,9 +19,17 @@ use crate::layout::{bound_primary_key, IndexScope, IndexSlot};
 use crate::model::{IndexDef, Model, HEADER_COLUMN, KEY_VERSION_COLUMN};
 use crate::value::{SqlType, Value};
 
-/// The version of the registry's JSON `definition` that this crate writes and
-/// reads. Reading another is [`Error::UnsupportedRegistryFormat`].
-pub const REGISTRY_FORMAT: u32 = 1;
+/// The newest version of the registry's JSON `definition` that this crate
+/// writes and reads. Reading a newer one is
+/// [`Error::UnsupportedRegistryFormat`].
+///
+/// - 1: every model whose primary key is one column.
+/// - 2: adds `tenant_in_primary_key` (a composite key `(tenant, key)`). Only
+///   such entries are written as format 2, so that a tool that predates
+///   composite keys refuses them rather than paging by the key column alone
+///   (which is not unique there) and skipping rows; every other entry stays
+///   format 1.
+pub const REGISTRY_FORMAT: u32 = 2;
 
 /// One registered table: a model as the registry records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +53,11 @@ pub struct TableSchema {
     /// The primary key's type.
     #[serde(with = "sql_type_name")]
     pub primary_key_type: SqlType,
+    /// Whether the table's primary key is `(tenant, primary_key)`: the key
+    /// column alone is then unique per tenant only, and a row is
+    /// identified, and a scan across tenants paged, by the pair.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tenant_in_primary_key: bool,
     /// The column holding each row's key header.
     #[serde(default = "header_column")]
     pub header_column: String,
@@ -228,7 +241,7 @@ impl TableSchema {
             .get("format")
             .and_then(serde_json::Value::as_u64)
             .ok_or_else(|| bad("no format number".into()))?;
-        if format != u64::from(REGISTRY_FORMAT) {
+        if !(1..=u64::from(REGISTRY_FORMAT)).contains(&format) {
             return Err(Error::UnsupportedRegistryFormat {
                 table: table.to_owned(),
                 format,
@@ -256,6 +269,9 @@ impl TableSchema {
         let has_column = |c: &str| self.fields.iter().any(|f| f.column == c);
         if !has_column(&self.tenant) || !has_column(&self.primary_key) {
             return Err("the tenant or primary-key column is not a field");
+        }
+        if self.tenant_in_primary_key && self.format < 2 {
+            return Err("a composite primary key is recorded in a format 1 entry");
         }
         for f in &self.fields {
             if f.plaintext_column.is_some() != f.plaintext_type.is_some()
@@ -348,7 +364,7 @@ impl From<&Model> for TableSchema {
                 .collect()
         };
         TableSchema {
-            format: REGISTRY_FORMAT,
+            format: if model.tenant_in_primary_key { 2 } else { 1 },
             record_type: model.spec.record_type().to_owned(),
             table: model.table().to_owned(),
             key_mode: model.spec.key_mode(),
@@ -356,6 +372,7 @@ impl From<&Model> for TableSchema {
             tenant: model.tenant_field().column.to_owned(),
             primary_key: model.primary_key_field().column.to_owned(),
             primary_key_type: model.primary_key_field().sql_type,
+            tenant_in_primary_key: model.tenant_in_primary_key,
             header_column: HEADER_COLUMN.to_owned(),
             key_version_column: KEY_VERSION_COLUMN.to_owned(),
             fields: model

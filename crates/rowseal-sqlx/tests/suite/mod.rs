@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+mod composite;
 mod format_v2;
 mod formats;
 mod generated;
@@ -14,6 +15,8 @@ mod registry;
 mod sealed;
 mod tenancy;
 
+#[allow(unused_imports)]
+pub use composite::composite_primary_keys;
 #[allow(unused_imports)]
 pub use format_v2::{
     format_1_rows_read_and_upgrade, presence_and_mixing_refused, renames_keep_rows_readable,
@@ -1614,6 +1617,7 @@ macro_rules! all_cases {
             generated_columns,
             partial_views,
             sql_type_fields,
+            composite_primary_keys,
         );
     };
 }

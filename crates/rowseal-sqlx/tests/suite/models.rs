@@ -572,3 +572,50 @@ pub struct TicketPriority {
     #[rowseal(sql_type = "INTEGER")]
     pub priority: Priority,
 }
+
+/// A composite primary key `(org, number)`: every tenant numbers its own
+/// invoices from 1, so the same number belongs to several tenants. A
+/// tenant-scoped blind index, a global one of 8 bits (false positives across
+/// tenants), the number bound into the ciphertexts, and a `DEFAULT now()`
+/// column.
+#[derive(Encrypted, Debug, Clone, PartialEq)]
+#[rowseal(
+    table = "invoices",
+    record_type = "invoice",
+    tenant = org,
+    primary_key = (org, number),
+    bind_primary_key
+)]
+pub struct Invoice {
+    pub org: Uuid,
+    pub number: i64,
+    #[rowseal(
+        encrypt,
+        blind_index(name = "inv_customer_idx", bits = 16, normalize = "trim,lowercase")
+    )]
+    pub customer: String,
+    #[rowseal(
+        encrypt,
+        blind_index(name = "inv_reference_idx", bits = 8, scope = "global")
+    )]
+    pub reference: String,
+    #[rowseal(encrypt)]
+    pub amount_cents: i64,
+    #[rowseal(generated)]
+    pub issued_at: DateTime<Utc>,
+}
+
+impl Invoice {
+    /// Invoice `number` of `org`; the reference is shared by the invoices
+    /// of that number in every tenant (`REF-<number>`).
+    pub fn new(org: Uuid, number: i64, customer: &str) -> Self {
+        Invoice {
+            org,
+            number,
+            customer: customer.into(),
+            reference: format!("REF-{number}"),
+            amount_cents: number * 1000 + i64::from(org.as_bytes()[0]),
+            issued_at: DateTime::<Utc>::UNIX_EPOCH,
+        }
+    }
+}
