@@ -22,8 +22,8 @@ use crate::db::{ident, ph, CliDb};
 use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
-use crate::registry::{self, read_pk};
-use crate::scan::BatchScanner;
+use crate::registry;
+use crate::scan::{row_match, BatchScanner, RowId};
 
 /// Decodes rowseal's value encoding into a SQL value, for the types that
 /// map onto one without loss (rowseal-sqlx's value codec).
@@ -62,10 +62,8 @@ pub async fn run<D: CliDb>(
     }
     let keys = ctx.keys().await?;
     let mut opener = RowOpener::new(keys.hierarchy.clone());
-    let pk_type = def.primary_key_type;
-    let (t, pkc, c, p, h) = (
+    let (t, c, p, h) = (
         ident::<D>(&def.table),
-        ident::<D>(&def.primary_key),
         ident::<D>(column),
         ident::<D>(into),
         ident::<D>(&def.header_column),
@@ -93,12 +91,14 @@ pub async fn run<D: CliDb>(
     )
     .await?;
     let (progress, handle) = Progress::start(ctx.out, job.clone(), total);
+    // The row by its identity (key and tenant), with a compare-and-swap on
+    // its header and ciphertext.
     let update = format!(
-        "UPDATE {t} SET {p} = {} WHERE {pkc} = {} AND {h} = {} AND {c} = {}",
+        "UPDATE {t} SET {p} = {} WHERE {} AND {h} = {} AND {c} = {}",
         ph::<D>(1),
-        ph::<D>(2),
-        ph::<D>(3),
-        ph::<D>(4)
+        row_match::<D>(&def, 2),
+        ph::<D>(4),
+        ph::<D>(5)
     );
     let (mut done, mut failed, mut conflicts) = (0u64, 0u64, 0u64);
     loop {
@@ -109,7 +109,8 @@ pub async fn run<D: CliDb>(
         let mut tx = ctx.pool.begin_with(D::BEGIN).await?;
         let mut batch_done = 0u64;
         for row in &rows {
-            let pk = read_pk(row, pk_type)?;
+            let id = RowId::read(&def, row)?;
+            let pk = id.key.clone();
             let tenant = registry::read_tenant(&def, row, 1)?;
             let header = row.read_bytes(2)?.to_vec();
             let envelopes = super::read_envelopes(&def, row)?;
@@ -149,17 +150,10 @@ pub async fn run<D: CliDb>(
                     continue;
                 }
             };
-            let n = D::execute_on(
-                &mut *tx,
-                &update,
-                vec![
-                    value,
-                    pk.clone(),
-                    Value::Bytes(header),
-                    Value::Bytes(envelope),
-                ],
-            )
-            .await?;
+            let mut values = vec![value];
+            values.extend(id.match_binds()?);
+            values.extend([Value::Bytes(header), Value::Bytes(envelope)]);
+            let n = D::execute_on(&mut *tx, &update, values).await?;
             if n == 1 {
                 batch_done += 1;
             } else {

@@ -47,7 +47,7 @@ use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
 use crate::registry::{self, read_pk, TableDef};
-use crate::scan::BatchScanner;
+use crate::scan::{push_row_match, BatchScanner, RowId};
 
 /// Failed rows beyond which the job stops.
 const MAX_FAILURES: usize = 1000;
@@ -91,7 +91,9 @@ struct IndexPlan {
 
 #[derive(Default)]
 struct Shared {
-    failed: Vec<Value>,
+    /// Rows that failed, by identity (key and tenant): skipped by this run.
+    failed: Vec<RowId>,
+    /// [`RowId::display`] of each failed row (each reported once).
     failed_keys: HashSet<String>,
     failures: Vec<serde_json::Value>,
     encrypted_values: u64,
@@ -437,12 +439,12 @@ fn plaintext_filter<D: CliDb>(targets: &[Target]) -> String {
 }
 
 /// The rows with a value still in plaintext but those in `failed`, in
-/// primary-key order, selecting `select` (SQL).
+/// primary-key order, selecting `select` (SQL: the key, then the tenant).
 fn plaintext_rows<'a, D: CliDb>(
     def: &'a TableDef,
     targets: &[Target],
     select: String,
-    failed: Vec<Value>,
+    failed: Vec<RowId>,
     batch: usize,
 ) -> BatchScanner<'a, D> {
     let mut scan =
@@ -566,8 +568,9 @@ impl<D: CliDb> Worker<D> {
         for row in &rows {
             let pk = read_pk(row, pk_type)?;
             let tenant = registry::read_tenant(def, row, 1)?;
+            let id = RowId::new(def, pk, &tenant)?;
             match self
-                .row_update(layout, opener, &mut index_keys, row, &pk, &tenant)
+                .row_update(layout, opener, &mut index_keys, row, &id, &tenant)
                 .await
             {
                 Ok((sql, values, n)) => {
@@ -578,7 +581,7 @@ impl<D: CliDb> Worker<D> {
                         conflicted += 1;
                     }
                 }
-                Err(RowError::Fail(column, error)) => failures.push((pk, column, error)),
+                Err(RowError::Fail(column, error)) => failures.push((id, tenant, column, error)),
                 Err(RowError::Fatal(e)) => return Err(e),
             }
         }
@@ -593,13 +596,13 @@ impl<D: CliDb> Worker<D> {
         // A conflicted row (changed by the application since it was read)
         // still matches the predicate: the next pass reads it again.
         s.conflicts += conflicted;
-        for (pk, column, error) in failures {
-            let key = pk.key_display();
-            if s.failed_keys.insert(key.clone()) {
-                s.failures
-                    .push(json!({"event": "failure", "table": def.table,
-                    "primary_key": key, "column": column, "error": error}));
-                s.failed.push(pk);
+        for (id, tenant, column, error) in failures {
+            if s.failed_keys.insert(id.display()) {
+                s.failures.push(
+                    json!({"event": "failure", "table": def.table, "tenant": tenant,
+                    "primary_key": id.key.key_display(), "column": column, "error": error}),
+                );
+                s.failed.push(id);
             }
         }
         if s.failures.len() > MAX_FAILURES {
@@ -619,14 +622,14 @@ impl<D: CliDb> Worker<D> {
         opener: &mut RowOpener,
         index_keys: &mut HashMap<(usize, String), (u32, BlindIndexKey)>,
         row: &D::Row,
-        pk: &Value,
+        id: &RowId,
         tenant: &str,
     ) -> std::result::Result<(String, Vec<Value>, u64), RowError> {
         let def = &*self.def;
         let header_col = def.header_column.clone();
         let fail = |column: &str, e: String| RowError::Fail(column.to_owned(), e);
         let pkb = def
-            .primary_key_bytes(pk)
+            .primary_key_bytes(&id.key)
             .map_err(|e| fail(&header_col, super::describe(&e)))?;
         let header = row
             .read_opt_bytes(2)
@@ -820,19 +823,10 @@ impl<D: CliDb> Worker<D> {
             .map(|(i, c)| format!("{c} = {}", ph::<D>(i + 1)))
             .collect();
         sql.push_str(&assigns.join(", "));
-        values.push(pk.clone());
-        sql.push_str(&format!(
-            " WHERE {} = {}",
-            ident::<D>(&def.primary_key),
-            ph::<D>(values.len())
-        ));
-        // The tenant as its column holds it (text byte for byte).
-        values.push(registry::bind_tenant(def, tenant).map_err(RowError::Fatal)?);
-        sql.push_str(&format!(
-            " AND {} = {}",
-            ident::<D>(&def.tenant),
-            registry::tenant_ph::<D>(def, values.len())
-        ));
+        // The row by its identity: the key and the tenant as its column
+        // holds it (text byte for byte).
+        let is_row = push_row_match::<D>(def, id, &mut values).map_err(RowError::Fatal)?;
+        sql.push_str(&format!(" WHERE {is_row}"));
         match header {
             Some(h) => {
                 values.push(Value::Bytes(h));

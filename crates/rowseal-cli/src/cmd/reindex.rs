@@ -50,8 +50,8 @@ use crate::db::{ident, ph, CliDb};
 use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
-use crate::registry::{self, read_pk, TableDef, FIRST_ENCRYPTED};
-use crate::scan::BatchScanner;
+use crate::registry::{self, TableDef, FIRST_ENCRYPTED};
+use crate::scan::{among, push_row_match, BatchScanner, RowId};
 
 /// What to reindex.
 pub struct Request {
@@ -383,8 +383,14 @@ async fn clear_retired<D: CliDb>(
     if old == 0 {
         return Ok(0);
     }
-    let (t, pkc) = (ident::<D>(&def.table), ident::<D>(&def.primary_key));
-    let pk_type = def.primary_key_type;
+    let t = ident::<D>(&def.table);
+    // The key, then the tenant: a row's identity (under a composite primary
+    // key the key alone names a row per tenant only).
+    let select = format!(
+        "{}, {}",
+        ident::<D>(&def.primary_key),
+        ident::<D>(&def.tenant)
+    );
     let mut cleared = 0u64;
     for idx in &def.blind_indexes {
         if (idx.scope == IndexScope::Global) != matches!(scope, KeyScope::Global) {
@@ -405,7 +411,7 @@ async fn clear_retired<D: CliDb>(
             cond.push_str(&format!(" AND {is_tenant}"));
         }
         // Each batch's update takes its rows out of `cond`.
-        let mut scan = BatchScanner::<D>::new(def, pkc.clone(), batch)
+        let mut scan = BatchScanner::<D>::new(def, select.clone(), batch)
             .filter(cond.clone(), binds.clone())
             .draining();
         loop {
@@ -413,16 +419,14 @@ async fn clear_retired<D: CliDb>(
             if rows.is_empty() {
                 break;
             }
+            let ids = rows
+                .iter()
+                .map(|r| RowId::read(def, r))
+                .collect::<Result<Vec<_>>>()?;
             let mut values = binds.clone();
-            let mut list = Vec::with_capacity(rows.len());
-            for r in &rows {
-                values.push(read_pk(r, pk_type)?);
-                list.push(ph::<D>(values.len()));
-            }
-            let sql = format!(
-                "UPDATE {t} SET {c} = NULL, {kv} = NULL WHERE {cond} AND {pkc} IN ({})",
-                list.join(", ")
-            );
+            // `<pk> IN (...)`, or the (key, tenant) pairs.
+            let is_batch = among::<D>(def, &ids, &mut values, false);
+            let sql = format!("UPDATE {t} SET {c} = NULL, {kv} = NULL WHERE {cond} AND {is_batch}");
             cleared += D::execute_on(conn, &sql, values).await?;
         }
     }
@@ -539,14 +543,13 @@ async fn backfill_sweep<D: CliDb>(
         return Ok(sweep);
     };
     let mut conn = ctx.conn().await?;
-    let pk_type = def.primary_key_type;
     let enc: Vec<String> = def
         .encrypted_columns()
         .iter()
         .map(|c| (*c).to_owned())
         .collect();
     let names = def.encrypted_field_names();
-    let (t, pkc) = (ident::<D>(&def.table), ident::<D>(&def.primary_key));
+    let t = ident::<D>(&def.table);
     loop {
         let rows = scan.next(&mut conn).await?;
         if rows.is_empty() {
@@ -556,7 +559,8 @@ async fn backfill_sweep<D: CliDb>(
         // connection), then apply them in one transaction.
         let mut planned: Vec<(String, Vec<Value>)> = Vec::new();
         for row in &rows {
-            let pk = read_pk(row, pk_type)?;
+            let id = RowId::read(def, row)?;
+            let pk = id.key.clone();
             let header = row.read_bytes(2)?.to_vec();
             let mut report = |error: String| {
                 sweep.failed += 1;
@@ -644,8 +648,8 @@ async fn backfill_sweep<D: CliDb>(
                     ph::<D>(values.len())
                 ));
             }
-            values.push(pk.clone());
-            let mut cond = format!("{pkc} = {}", ph::<D>(values.len()));
+            // The row by its identity (key and tenant), unchanged since read.
+            let mut cond = push_row_match::<D>(def, &id, &mut values)?;
             values.push(Value::Bytes(header));
             cond.push_str(&format!(
                 " AND {} = {}",

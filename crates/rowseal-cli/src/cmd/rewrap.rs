@@ -20,8 +20,8 @@ use crate::db::{ident, ph, read_i64, read_text, CliDb};
 use crate::error::{ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
-use crate::registry::{self, read_pk};
-use crate::scan::BatchScanner;
+use crate::registry;
+use crate::scan::{among, row_match, BatchScanner, RowId};
 
 pub async fn run<D: CliDb>(
     ctx: &Ctx<D>,
@@ -147,22 +147,15 @@ pub async fn run<D: CliDb>(
                 },
             );
         };
-        let pk_type = def.primary_key_type;
+        // The row by its identity (key and tenant) and its old header.
         let update = format!(
-            "UPDATE {} SET {} = {} WHERE {} = {} AND {} = {}",
+            "UPDATE {} SET {} = {} WHERE {} AND {} = {}",
             ident::<D>(&def.table),
             ident::<D>(&def.header_column),
             ph::<D>(1),
-            ident::<D>(&def.primary_key),
-            ph::<D>(2),
+            row_match::<D>(&def, 2),
             ident::<D>(&def.header_column),
-            ph::<D>(3)
-        );
-        let reread = format!(
-            "SELECT {select} FROM {} WHERE {} = {}",
-            ident::<D>(&def.table),
-            ident::<D>(&def.primary_key),
-            ph::<D>(1)
+            ph::<D>(4)
         );
         let (progress, handle) = Progress::start(ctx.out, format!("rewrap {}", def.table), total);
         loop {
@@ -171,7 +164,8 @@ pub async fn run<D: CliDb>(
                 break;
             }
             for row in &page {
-                let pk = read_pk(row, pk_type)?;
+                let mut id = RowId::read(&def, row)?;
+                let pk = id.key.clone();
                 // The canonical id (the data key's context names it).
                 let mut tenant = registry::read_tenant(&def, row, 1)?;
                 let mut header = row.read_bytes(2)?.to_vec();
@@ -208,16 +202,10 @@ pub async fn run<D: CliDb>(
                     let new = provider.reencrypt_data_key(wrapped, &context, to).await?;
                     dest_resolved = Some(new.key_id().to_owned());
                     let new_header = parsed.with_wrapped_data_key(new)?.to_bytes();
-                    let n = D::execute_on(
-                        &mut conn,
-                        &update,
-                        vec![
-                            Value::Bytes(new_header),
-                            pk.clone(),
-                            Value::Bytes(header.clone()),
-                        ],
-                    )
-                    .await?;
+                    let mut values = vec![Value::Bytes(new_header)];
+                    values.extend(id.match_binds()?);
+                    values.push(Value::Bytes(header.clone()));
+                    let n = D::execute_on(&mut conn, &update, values).await?;
                     if n == 1 {
                         rows_done += 1;
                         progress.add(1);
@@ -225,12 +213,21 @@ pub async fn run<D: CliDb>(
                         break;
                     }
                     conflicts += 1;
-                    let again = D::fetch_all_on(&mut conn, &reread, vec![pk.clone()]).await?;
+                    // Read again by the table's own key: the key column, or
+                    // (tenant, key) in a table whose primary key has both.
+                    let mut values = Vec::new();
+                    let reread = format!(
+                        "SELECT {select} FROM {} WHERE {}",
+                        ident::<D>(&def.table),
+                        among::<D>(&def, std::slice::from_ref(&id), &mut values, false)
+                    );
+                    let again = D::fetch_all_on(&mut conn, &reread, values).await?;
                     let Some(r) = again.first() else {
                         // Deleted meanwhile: nothing to move.
                         settled = true;
                         break;
                     };
+                    id = RowId::read(&def, r)?;
                     tenant = registry::read_tenant(&def, r, 1)?;
                     header = r.read_bytes(2)?.to_vec();
                 }

@@ -23,16 +23,17 @@ use crate::error::Result;
 use crate::jobs;
 use crate::output::Progress;
 use crate::registry::{self, TableDef};
-use crate::scan::BatchScanner;
+use crate::scan::{BatchScanner, RowId};
 
 /// The rows of `tenant` not on key version `target` yet but those in
-/// `failed`: `tenant = $1 AND version < $2 [AND pk NOT IN (...)]`. `None`
-/// when the table's tenant column cannot hold `tenant` (no row to do).
+/// `failed`: `tenant = $1 AND version < $2 [AND <not failed>]` (the rows
+/// skipped by their identity, [`crate::scan::among`]). `None` when the
+/// table's tenant column cannot hold `tenant` (no row to do).
 fn rows_to_do<'a, D: CliDb>(
     def: &'a TableDef,
     tenant: &str,
     target: u32,
-    failed: Vec<Value>,
+    failed: Vec<RowId>,
     batch: usize,
 ) -> Option<BatchScanner<'a, D>> {
     let (is_tenant, tenant_value) = registry::tenant_filter::<D>(def, tenant, 1)?;
@@ -55,7 +56,7 @@ pub(super) async fn count<D: CliDb>(
     def: &TableDef,
     tenant: &str,
     target: u32,
-    failed: &[Value],
+    failed: &[RowId],
 ) -> Result<u64> {
     match rows_to_do::<D>(def, tenant, target, failed.to_vec(), 0) {
         Some(scan) => scan.remaining(conn).await,

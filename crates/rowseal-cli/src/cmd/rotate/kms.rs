@@ -2,7 +2,10 @@
 //!
 //! kms-mode rows have no tenant-key version to select "rows still to do" by,
 //! so the job walks each table in primary-key order with a cursor kept in the
-//! job's `checkpoint` (`{"kms": {"<table>": {"after": <pk>, "done": bool}}}`).
+//! job's `checkpoint` (`{"kms": {"<table>": {"after": <pk>, "done": bool}}}`;
+//! for a table whose primary key is `(tenant, key)`, the walk is in
+//! `(tenant, key)` order and the cursor also holds the tenant's canonical id,
+//! `"after_tenant": "<id>"`, see [`crate::scan`]).
 //! A batch is one transaction that locks the job row (`FOR UPDATE`; SQLite's
 //! write lock), reads the cursor, locks the next rows (`FOR UPDATE`, waiting
 //! for the application's locks rather than skipping them, since the cursor
@@ -27,7 +30,7 @@ use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
 use crate::registry::{self, TableDef};
-use crate::scan::{pk_from_json, pk_to_json, BatchScanner};
+use crate::scan::{cursor_from_json, cursor_to_json, BatchScanner, CursorError, RowId};
 
 /// Most rows per kms-mode batch: the batch holds its row locks while it
 /// calls the provider once per row.
@@ -51,34 +54,39 @@ pub(super) async fn cursors<D: CliDb>(
     Ok(serde_json::from_str(&text).unwrap_or_else(|_| json!({})))
 }
 
-/// Where a table's walk stands: `None` when done, else the last primary key
-/// done (`Some(None)`: not started).
-pub(super) fn after(cursors: &serde_json::Value, def: &TableDef) -> Result<Option<Option<Value>>> {
+/// Where a table's walk stands: `None` when done, else the last row done
+/// (`Some(None)`: not started). A cursor of a table whose primary key is
+/// `(tenant, key)` that lacks its tenant is refused: resuming from the key
+/// alone would skip the rows of other tenants sharing it, or redo some.
+pub(super) fn after(cursors: &serde_json::Value, def: &TableDef) -> Result<Option<Option<RowId>>> {
     let entry = &cursors["kms"][&def.table];
     if entry["done"] == json!(true) {
         return Ok(None);
     }
-    if entry["after"].is_null() {
-        return Ok(Some(None));
+    match cursor_from_json(def, entry) {
+        Ok(cursor) => Ok(Some(cursor)),
+        Err(CursorError::NoTenant) => Err(CliError::new(
+            ExitCode::Refused,
+            format!(
+                "the job's cursor for {} has no tenant (\"after_tenant\"), but the table's primary key is (tenant, key): resuming from the key alone would skip or redo rows. The table's model changed while the job ran; mark the job failed in rowseal_jobs and run rotate again",
+                def.table
+            ),
+        )),
+        Err(CursorError::NotUnderstood) => Err(CliError::new(
+            ExitCode::Internal,
+            format!("the job's cursor for {} is not understood", def.table),
+        )),
     }
-    pk_from_json(&entry["after"], def.primary_key_type)
-        .map(|v| Some(Some(v)))
-        .ok_or_else(|| {
-            CliError::new(
-                ExitCode::Internal,
-                format!("the job's cursor for {} is not understood", def.table),
-            )
-        })
 }
 
-/// The rows with a data key to rotate after primary key `after`, in
-/// primary-key order: `header IS NOT NULL [AND tenant = ? | tenant NOT IN
+/// The rows with a data key to rotate after row `after`, in primary-key
+/// order: `header IS NOT NULL [AND tenant = ? | tenant NOT IN
 /// (shredded...)]` (the rows of shredded tenants have no key left to rotate).
 fn rows_to_do<'a, D: CliDb>(
     def: &'a TableDef,
     tenant: Option<&str>,
     shredded: &[String],
-    after: Option<Value>,
+    after: Option<RowId>,
     batch: usize,
 ) -> BatchScanner<'a, D> {
     // Legacy plaintext rows (`encrypt-column` not run yet) have no header
@@ -122,7 +130,7 @@ pub(super) async fn count<D: CliDb>(
     def: &TableDef,
     tenant: Option<&str>,
     shredded: &[String],
-    after: Option<&Value>,
+    after: Option<&RowId>,
 ) -> Result<u64> {
     rows_to_do::<D>(def, tenant, shredded, after.cloned(), 0)
         .remaining(conn)
@@ -193,8 +201,9 @@ pub(super) async fn batch_once<D: CliDb>(
         if !cursors["kms"].is_object() {
             cursors["kms"] = json!({});
         }
-        let after = scan.last().map_or(serde_json::Value::Null, pk_to_json);
-        cursors["kms"][&def.table] = json!({"after": after, "done": done});
+        let mut entry = cursor_to_json(def, scan.last());
+        entry["done"] = json!(done);
+        cursors["kms"][&def.table] = entry;
     };
     let checkpoint_sql = format!(
         "UPDATE rowseal_jobs SET checkpoint = {}, rows_done = rows_done + {}, heartbeat_at = CURRENT_TIMESTAMP, updated_at = CURRENT_TIMESTAMP, worker = {} WHERE id = {}",

@@ -29,7 +29,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use rowseal_core::KeyHierarchy;
-use rowseal_sqlx::Value;
 use serde_json::json;
 
 use super::{Ctx, RowOpener};
@@ -38,6 +37,7 @@ use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
 use crate::registry::{self, TableDef};
+use crate::scan::RowId;
 
 /// What the user asked for.
 pub struct Request {
@@ -55,7 +55,7 @@ const MAX_FAILURES: usize = 1000;
 struct Shared {
     /// Rows that could not be opened, per (table, tenant): skipped by later
     /// batches of this process, reported at the end.
-    failed: HashMap<(String, String), Vec<Value>>,
+    failed: HashMap<(String, String), Vec<RowId>>,
     failures: Vec<serde_json::Value>,
     reencrypted: u64,
     conflicts: u64,
@@ -74,24 +74,25 @@ impl Shared {
     ) -> Result<()> {
         self.reencrypted += done;
         self.conflicts += conflicts;
-        let seen: HashSet<String> = self
-            .failures
-            .iter()
-            .filter_map(|f| {
-                f["primary_key"]
-                    .as_str()
-                    .map(|p| format!("{}/{p}", f["table"]))
-            })
-            .collect();
+        // A row is its table, tenant and key (under a composite primary key
+        // several tenants share a key).
+        let row = |f: &serde_json::Value| {
+            format!(
+                "{}/{}/{}",
+                f["table"],
+                f["tenant"],
+                f["primary_key"].as_str().unwrap_or("")
+            )
+        };
+        let seen: HashSet<String> = self.failures.iter().map(row).collect();
         for f in failures {
-            let key = format!("{}/{}", f.event["table"], f.pk.key_display());
-            if !seen.contains(&key) {
+            if !seen.contains(&row(&f.event)) {
                 self.failures.push(f.event);
             }
             self.failed
                 .entry((table.to_owned(), f.tenant))
                 .or_default()
-                .push(f.pk);
+                .push(f.id);
         }
         if self.failures.len() > MAX_FAILURES {
             return Err(CliError::new(
@@ -529,7 +530,7 @@ async fn lead_start<D: CliDb>(
     Ok((j, false))
 }
 
-fn failed_of(shared: &Mutex<Shared>, def: &TableDef, tenant: &str) -> Vec<Value> {
+fn failed_of(shared: &Mutex<Shared>, def: &TableDef, tenant: &str) -> Vec<RowId> {
     shared
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

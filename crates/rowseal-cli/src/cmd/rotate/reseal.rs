@@ -16,6 +16,7 @@ use crate::cmd::{describe, read_envelopes, RowOpener};
 use crate::db::{ident, ph, CliDb};
 use crate::error::Result;
 use crate::registry::{self, read_pk, TableDef};
+use crate::scan::{row_match, RowId};
 
 /// Where the new row keys of a batch come from.
 pub(super) enum NewKeys<'a> {
@@ -85,7 +86,8 @@ impl Resealed {
 
 /// A row that could not be opened: reported once, skipped by this process.
 pub(super) struct Failed {
-    pub pk: Value,
+    /// The row (key and tenant).
+    pub id: RowId,
     pub tenant: String,
     /// The `failure` event (primary key, column, error; never a value).
     pub event: serde_json::Value,
@@ -107,8 +109,9 @@ pub(super) async fn reseal<D: CliDb>(
         let pk = read_pk(row, pk_type)?;
         let tenant = new_keys.tenant_of(def, row)?;
         let header = row.read_bytes(2)?.to_vec();
+        let id = RowId::new(def, pk.clone(), &tenant)?;
         let fail = |column: &str, e: &rowseal_core::Error| Failed {
-            pk: pk.clone(),
+            id: id.clone(),
             tenant: tenant.clone(),
             event: json!({"event": "failure", "table": def.table, "tenant": tenant,
                    "primary_key": pk.key_display(), "column": column, "error": describe(e)}),
@@ -170,7 +173,8 @@ pub(super) async fn reseal<D: CliDb>(
 }
 
 /// `UPDATE t SET enc..., header = ?, version = ? WHERE pk = ? AND tenant = ?
-/// AND header = ?` (a compare-and-swap on the old header).
+/// AND header = ?` (the row by its identity, [`row_match`], and a
+/// compare-and-swap on the old header).
 pub(super) fn per_row_update<D: CliDb>(def: &TableDef, enc_cols: &[&str]) -> String {
     let mut update = format!("UPDATE {} SET ", ident::<D>(&def.table));
     let mut n = 0;
@@ -186,11 +190,8 @@ pub(super) fn per_row_update<D: CliDb>(def: &TableDef, enc_cols: &[&str]) -> Str
         update.push_str(&format!("{} = {}", ident::<D>(c), ph::<D>(n)));
     }
     update.push_str(&format!(
-        " WHERE {} = {} AND {} = {} AND {} = {}",
-        ident::<D>(&def.primary_key),
-        ph::<D>(n + 1),
-        ident::<D>(&def.tenant),
-        registry::tenant_ph::<D>(def, n + 2),
+        " WHERE {} AND {} = {}",
+        row_match::<D>(def, n + 1),
         ident::<D>(&def.header_column),
         ph::<D>(n + 3)
     ));
