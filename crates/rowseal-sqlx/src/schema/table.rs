@@ -521,23 +521,31 @@ mod tests {
     use super::*;
 
     /// The fuzz target's seeds (fuzz/corpus/registry_entry/) stay what they
-    /// are meant to be: two entries that read, one of a future format.
+    /// are meant to be: three entries that read (format 1, and format 2 with
+    /// a composite primary key), one of a future format.
     #[test]
     fn fuzz_seeds_read_as_intended() {
         for text in [
             include_str!("../../../../fuzz/corpus/registry_entry/seed-people"),
             include_str!("../../../../fuzz/corpus/registry_entry/seed-users-indexed"),
+            include_str!("../../../../fuzz/corpus/registry_entry/seed-composite-key"),
         ] {
             let schema = TableSchema::from_registry_json("t", text).unwrap();
             let again = TableSchema::from_registry_json("t", &schema.to_registry_json()).unwrap();
             assert_eq!(again, schema);
         }
+        let composite = TableSchema::from_registry_json(
+            "t",
+            include_str!("../../../../fuzz/corpus/registry_entry/seed-composite-key"),
+        )
+        .unwrap();
+        assert!(composite.tenant_in_primary_key && composite.format == 2);
         assert!(matches!(
             TableSchema::from_registry_json(
                 "t",
                 include_str!("../../../../fuzz/corpus/registry_entry/seed-future-format")
             ),
-            Err(Error::UnsupportedRegistryFormat { format: 2, .. })
+            Err(Error::UnsupportedRegistryFormat { format: 3, .. })
         ));
     }
 
