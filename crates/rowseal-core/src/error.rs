@@ -119,6 +119,14 @@ impl fmt::Display for Error {
             Error::KeyNotFound { key } => write!(f, "key not found: {key}"),
             Error::KeyDestroyed { key } => write!(f, "key destroyed: {key}"),
             Error::Provider(e) => write!(f, "key provider: {e}"),
+            // The cause is part of the line (a log line or an HTTP 500's body
+            // is often all anyone sees): it is the key store's own error on
+            // its own table, which holds tenant ids and wrapped keys, never
+            // plaintext or a key in the clear.
+            Error::Store {
+                message,
+                source: Some(cause),
+            } => write!(f, "key store: {message}: {cause}"),
             Error::Store { message, .. } => write!(f, "key store: {message}"),
             Error::FieldPresence { stored, found } => write!(
                 f,
@@ -286,3 +294,27 @@ impl std::error::Error for ProviderError {
 
 /// The result type of the core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key-store failure says why on its one line: the cause used to be
+    /// only down the `source()` chain, so a log showed `key store:
+    /// rowseal_keys` and nothing else.
+    #[test]
+    fn a_store_error_shows_its_cause() {
+        let cause = std::io::Error::other("value too long for type character varying(255)");
+        let e = Error::store("rowseal_keys", cause);
+        assert_eq!(
+            e.to_string(),
+            "key store: rowseal_keys: value too long for type character varying(255)"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        let bare = Error::Store {
+            message: "no key".into(),
+            source: None,
+        };
+        assert_eq!(bare.to_string(), "key store: no key");
+    }
+}

@@ -41,4 +41,6 @@ pub use provider::{
     CountingKeyProvider, DataKey, EncryptionContext, KeyProvider, ProviderCallCounts,
 };
 pub use secret::{SecretKey, KEY_LEN};
-pub use store::{KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore, MemoryKeyStore};
+pub use store::{
+    KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore, MemoryKeyStore, MAX_TENANT_ID_BYTES,
+};

@@ -42,6 +42,23 @@ pub enum KeyScope {
     Global,
 }
 
+/// The longest tenant id rowseal takes, in bytes (UTF-8): what every key
+/// store holds the same way (`rowseal_keys.tenant` is a `VARCHAR(255)` on
+/// PostgreSQL and MariaDB, and counts characters, which are never fewer
+/// than bytes). A longer id is [`Error::InvalidInput`](crate::Error) before
+/// any key is looked up or made, on every database and in every key mode.
+pub const MAX_TENANT_ID_BYTES: usize = 255;
+
+/// Refuses a tenant id longer than [`MAX_TENANT_ID_BYTES`].
+pub(crate) fn check_tenant_id(tenant: &str) -> Result<()> {
+    if tenant.len() > MAX_TENANT_ID_BYTES {
+        return Err(crate::Error::InvalidInput {
+            reason: "a tenant id is longer than 255 bytes (MAX_TENANT_ID_BYTES)",
+        });
+    }
+    Ok(())
+}
+
 impl KeyScope {
     /// The tenant, if tenant-scoped.
     pub fn tenant(&self) -> Option<&str> {
@@ -49,6 +66,11 @@ impl KeyScope {
             KeyScope::Tenant(t) => Some(t),
             KeyScope::Global => None,
         }
+    }
+
+    /// A tenant scope's id must fit [`MAX_TENANT_ID_BYTES`].
+    pub(crate) fn check(&self) -> Result<()> {
+        self.tenant().map_or(Ok(()), check_tenant_id)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::keys::row::{check_presence, RecordSpec, RowKey, RowKeyFactory};
 use crate::keys::scoped::{BlindIndexKey, IndexKey, RecordKeys, TenantKey};
 use crate::provider::{EncryptionContext, KeyProvider};
 use crate::secret::SecretKey;
-use crate::store::{KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore};
+use crate::store::{check_tenant_id, KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore};
 
 /// The index-key versions of one scope that matter to writes and lookups,
 /// from [`KeyHierarchy::index_key_versions`].
@@ -486,6 +486,7 @@ impl KeyHierarchy {
     ///
     /// Refused while an older rotation is unfinished (two active versions).
     pub async fn begin_index_key_rotation(&self, scope: &KeyScope) -> Result<u32> {
+        scope.check()?;
         let records = self.store.versions(KeyPurpose::Index, scope).await?;
         if let Some(p) = records.iter().find(|r| r.state == KeyState::Pending) {
             return Ok(p.version);
@@ -522,6 +523,7 @@ impl KeyHierarchy {
     /// or queried). Call it once every row has its `version` value (after the
     /// backfill). Safe to call again.
     pub async fn promote_index_key(&self, scope: &KeyScope, version: u32) -> Result<()> {
+        scope.check()?;
         let records = self.store.versions(KeyPurpose::Index, scope).await?;
         match records
             .iter()
@@ -573,6 +575,7 @@ impl KeyHierarchy {
     }
 
     async fn load_index_versions(&self, scope: &KeyScope) -> Result<Option<IndexKeyVersions>> {
+        scope.check()?;
         let records = self.store.versions(KeyPurpose::Index, scope).await?;
         Ok(IndexKeyVersions::from_records(&records))
     }
@@ -617,6 +620,8 @@ impl KeyHierarchy {
         primary_key: Option<&[u8]>,
         present: &FieldSet,
     ) -> Result<RowKey> {
+        // In kms mode no key store is asked: refused here, before the provider.
+        check_tenant_id(tenant)?;
         match self.new_rows_record_keys(spec, tenant).await? {
             Some(keys) if format == HEADER_V1 => keys.new_row_v1(primary_key),
             Some(keys) => keys.new_row(primary_key, present),
@@ -679,6 +684,7 @@ impl KeyHierarchy {
         header: &[u8],
         present: &FieldSet,
     ) -> Result<RowKey> {
+        check_tenant_id(tenant)?;
         let header = RowHeader::from_bytes(header)?;
         if header.mode() != spec.key_mode() {
             return Err(Error::Decrypt);
@@ -706,7 +712,11 @@ impl KeyHierarchy {
         }
     }
 
+    // Every path to the key store goes through one of the functions below,
+    // which refuse an over-long tenant id first (a cache hit needs no check:
+    // nothing over-long is ever cached).
     async fn current_version(&self, purpose: KeyPurpose, scope: &KeyScope) -> Result<u32> {
+        scope.check()?;
         let v = self
             .caches
             .current
@@ -724,6 +734,7 @@ impl KeyHierarchy {
     }
 
     async fn rotate(&self, purpose: KeyPurpose, scope: &KeyScope) -> Result<u32> {
+        scope.check()?;
         let next = match self.store.latest(purpose, scope).await? {
             Some(rec) => rec.version.checked_add(1).ok_or(Error::InvalidInput {
                 reason: "key version overflow",
@@ -798,6 +809,7 @@ impl KeyHierarchy {
         scope: &KeyScope,
         version: u32,
     ) -> Result<SecretKey> {
+        scope.check()?;
         let rec = self
             .store
             .get(purpose, scope, version)

@@ -40,7 +40,10 @@ pub use registry::{registry_round_trip, registry_unknown_format};
 #[allow(unused_imports)]
 pub use sealed::{join_of_two_models, sealed_rows_open_for_their_tenant, typed_tenants};
 #[allow(unused_imports)]
-pub use tenancy::{tenant_checked_on_every_path, tenant_checked_under_case_insensitive_collation};
+pub use tenancy::{
+    tenant_checked_on_every_path, tenant_checked_under_case_insensitive_collation,
+    tenant_id_length_is_checked,
+};
 
 use rowseal_sqlx::TenantScope;
 use std::sync::Arc;
@@ -1618,6 +1621,7 @@ macro_rules! all_cases {
             partial_views,
             sql_type_fields,
             composite_primary_keys,
+            tenant_id_length_is_checked,
         );
     };
 }

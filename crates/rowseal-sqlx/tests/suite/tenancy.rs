@@ -8,7 +8,7 @@
 
 use rowseal_sqlx::{Backend, DbRow, Encryptor, Error, TenantScope};
 
-use super::models::{Patient, User};
+use super::models::{Audited, Patient, User};
 use super::Ctx;
 
 /// On MariaDB/MySQL: makes the tenant columns case-insensitive again, as the
@@ -176,4 +176,90 @@ where
         .await
         .unwrap();
     tenant_differing_in_case(cx).await;
+}
+
+/// A tenant id is at most `MAX_TENANT_ID_BYTES` (255) bytes on every
+/// database and in both key modes: one of that length (multi-byte
+/// characters included) round-trips; one byte more is `InvalidInput` before
+/// any key is made or any statement runs, and neither the error nor its
+/// Display quotes the id. (Before the check, PostgreSQL and MariaDB failed
+/// in the key store with the cause hidden down the `source()` chain, and
+/// SQLite took any length.)
+pub async fn tenant_id_length_is_checked<DB: Backend>(cx: &Ctx<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    use rowseal_core::MAX_TENANT_ID_BYTES;
+    let longest = format!("{}{}", "é".repeat(126), "abc"); // 126 * 2 + 3 bytes
+    assert_eq!(longest.len(), MAX_TENANT_ID_BYTES);
+    let patient = Patient::new(&longest, "Longest");
+    cx.enc.insert(&cx.pool, &patient).await.unwrap();
+    assert_eq!(
+        cx.enc
+            .fetch::<Patient, _>(&cx.pool, &longest, &patient.id)
+            .await
+            .unwrap(),
+        Some(patient)
+    );
+    let audited = Audited {
+        key: "k-longest".into(),
+        org: longest.clone(),
+        secret: "s".into(),
+        amount: Some(1),
+    };
+    cx.enc.insert(&cx.pool, &audited).await.unwrap();
+    assert_eq!(
+        cx.enc
+            .fetch::<Audited, _>(&cx.pool, &longest, &audited.key)
+            .await
+            .unwrap(),
+        Some(audited)
+    );
+
+    let keys_before = count_rows(cx, "rowseal_keys").await;
+    for too_long in [format!("{longest}x"), "t".repeat(10_000)] {
+        let patient = Patient::new(&too_long, "Too long");
+        let audited = Audited {
+            key: "k-too-long".into(),
+            org: too_long.clone(),
+            secret: "s".into(),
+            amount: None,
+        };
+        let errors = [
+            cx.enc.insert(&cx.pool, &patient).await.unwrap_err(),
+            cx.enc.insert(&cx.pool, &audited).await.unwrap_err(),
+            cx.enc
+                .insert_many(&cx.pool, std::slice::from_ref(&patient))
+                .await
+                .unwrap_err(),
+        ];
+        for e in errors {
+            assert!(
+                matches!(e, Error::Core(rowseal_core::Error::InvalidInput { .. })),
+                "{e:?}"
+            );
+            let text = e.to_string();
+            assert!(text.contains("255 bytes"), "{text}");
+            assert!(!text.contains(&too_long), "the id is not quoted");
+        }
+    }
+    assert_eq!(count_rows(cx, "rowseal_keys").await, keys_before);
+    assert_eq!(
+        count_rows(cx, "audited").await,
+        1,
+        "nothing written for a refused tenant"
+    );
+}
+
+async fn count_rows<DB: Backend>(cx: &Ctx<DB>, table: &str) -> i64
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let rows = DB::fetch_all(&cx.pool, &format!("SELECT COUNT(*) FROM {table}"), vec![])
+        .await
+        .unwrap();
+    match rows[0].read_value(0, rowseal_sqlx::SqlType::I64).unwrap() {
+        rowseal_sqlx::Value::I64(n) => n,
+        other => panic!("count: {other:?}"),
+    }
 }
