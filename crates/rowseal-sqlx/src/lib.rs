@@ -6,7 +6,7 @@
 //! - [`Encryptor`]: insert, insert many (one round trip per batch), fetch by
 //!   primary key within a tenant, update a row or chosen fields, delete, and
 //!   decrypt the rows of your own queries (`fetch_all`, `fetch_optional`, a
-//!   bounded-memory stream), on all cores for large batches;
+//!   bounded-memory stream), large batches on the shared [`CryptoPool`];
 //! - [`SqlxKeyStore`]: the key store over the `rowseal_keys` table;
 //! - [`schema`]: rowseal's own tables, the DDL of a model's table, and the
 //!   schema registry.
@@ -164,9 +164,13 @@
 //! tenant and batch, then each row costs one row-key derivation and one AEAD
 //! operation per encrypted field, with no key-provider call. `insert_many`
 //! seals the next batch while the database inserts the current one;
-//! `fetch_all` and `fetch_stream` decrypt one chunk on a blocking thread (and
-//! its helpers, one per core) while the next chunk arrives. Batches under
-//! [`DEFAULT_PARALLEL_THRESHOLD`] rows stay on the calling thread.
+//! `fetch_all` and `fetch_stream` decrypt one chunk while the next chunk
+//! arrives. Batches of [`DEFAULT_PARALLEL_THRESHOLD`] rows or more are sealed
+//! and opened on one shared, bounded [`CryptoPool`] (one thread per core by
+//! default; [`Encryptor::with_threads`], [`Encryptor::with_crypto_pool`]),
+//! awaited without blocking the async runtime's thread: no thread is started
+//! per call, whatever the number of requests in flight. Smaller batches stay
+//! on the calling thread.
 //!
 //! # Features
 //! `postgres`, `mysql`, `sqlite` (the sqlx drivers), `uuid`, `chrono`, `time`,
@@ -207,7 +211,7 @@ pub use backend::{Backend, DbRow};
 pub use blind::IndexCondition;
 pub use encoding::{DecodedValue, EncryptedField, EncryptedValue, ValueType};
 pub use encryptor::{
-    check_row_format, Encryptor, DEFAULT_PARALLEL_THRESHOLD, DEFAULT_STREAM_CHUNK,
+    check_row_format, CryptoPool, Encryptor, DEFAULT_PARALLEL_THRESHOLD, DEFAULT_STREAM_CHUNK,
     MAX_STATEMENT_BYTES,
 };
 pub use error::{Error, Result};

@@ -24,7 +24,7 @@
 //! ```
 
 #[doc = include_str!("../../../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "derive", feature = "sqlite"))]
 pub struct ReadmeDoctests;
 
 // Every page of docs/ is a doctest module too: its `rust` blocks compile (and
@@ -59,7 +59,7 @@ pub use rowseal_core::{
     FieldName, FieldSet, IndexKey, KeyHierarchy, KeyMode, KeyProvider, KeyPurpose, KeyRecord,
     KeyScope, KeyState, KeyStore, LocalKeyProvider, MemoryKeyStore, ProviderCallCounts,
     ProviderError, ProviderErrorKind, RecordKeys, RecordSpec, Result, RowHeader, RowKey, SecretKey,
-    TenantKey, WrappedKey, KEY_LEN, LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV,
+    TenantKey, WrappedKey, KEY_LEN, LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV, MAX_TENANT_ID_BYTES,
 };
 
 /// The AWS KMS key provider (feature `kms`).
@@ -72,7 +72,7 @@ pub mod kms {
 /// models on PostgreSQL, MySQL/MariaDB and SQLite.
 #[cfg(feature = "sqlx")]
 pub use rowseal_sqlx::{
-    schema, sqlx, Backend, Encrypted, EncryptedField, Encryptor, Error as SqlxError,
+    schema, sqlx, Backend, CryptoPool, Encrypted, EncryptedField, Encryptor, Error as SqlxError,
     IndexCondition, Lookup, Order, PlainField, PrimaryKeyField, ReadModel, Sealed, SqlType,
     SqlxKeyStore, TenantField, TenantScope, Value,
 };

@@ -249,7 +249,8 @@ impl Encryptor {
         let sql = Self::candidates_sql::<T, E::Database>(&p, &mut n, &mut binds)?;
         check_params::<E::Database>(&p, binds.len())?;
         let rows = <E::Database as Backend>::fetch_all(executor, &sql, binds).await?;
-        let decrypted: Vec<T> = self.decrypt_all(p.scope(), &rows).await?;
+        let decrypted = self.decrypt_owned::<T, _>(p.scope(), rows).await?;
+        let decrypted = decrypted.into_iter().collect::<Result<Vec<T>>>()?;
         Ok(decrypted.into_iter().filter(|row| p.matches(row)).collect())
     }
 
@@ -289,7 +290,7 @@ impl Encryptor {
         let limit = options.limit;
         self.scan::<T, A, _>(conn, tenant, index, values, options, |row| {
             out.push(row);
-            limit.map_or(true, |l| out.len() < l)
+            limit.is_none_or(|l| out.len() < l)
         })
         .await?;
         Ok(out)
@@ -539,8 +540,8 @@ impl Encryptor {
                     None => None,
                 };
             }
-            let decrypted: Vec<T> = self.decrypt_all(scope, &rows).await?;
-            drop(rows);
+            let decrypted = self.decrypt_owned::<T, _>(scope, rows).await?;
+            let decrypted = decrypted.into_iter().collect::<Result<Vec<T>>>()?;
             for row in decrypted {
                 if !p.matches(&row) {
                     continue;

@@ -5,7 +5,7 @@
 //! operation shares (blind-index keys, the primary-key condition); the
 //! operations are in `write` (insert, update, delete: sealing), `read`
 //! (fetch and decrypt, the stream pipeline), `lookup` (blind-index lookups
-//! and backfill) and `parallel` (the bounded parallel chunk helpers). The
+//! and backfill) and `parallel` (the crypto pool large batches run on). The
 //! blind-index computation itself is pure, in `crate::blind`.
 
 mod lookup;
@@ -26,18 +26,25 @@ use crate::model::{
 };
 use crate::value::SqlType;
 
+pub use parallel::CryptoPool;
 pub use write::MAX_STATEMENT_BYTES;
 
-/// Rows at or above which sealing and opening are spread over threads.
+/// Rows at or above which a batch is sealed or opened on the
+/// [`CryptoPool`] (below it, on the calling thread).
 pub const DEFAULT_PARALLEL_THRESHOLD: usize = 512;
 /// Rows decrypted at a time by [`Encryptor::fetch_stream`].
 pub const DEFAULT_STREAM_CHUNK: usize = 1024;
+/// Most rows a pipelined chunk of `fetch_all` is made of to reach the
+/// parallel threshold.
+const MAX_FETCH_CHUNK: usize = 1 << 16;
 
 /// Reads and writes encrypted models through sqlx.
 ///
-/// Holds the [`KeyHierarchy`]; cheap to clone and share. Every operation takes
-/// anything that is an sqlx executor for a supported database: `&Pool`,
-/// `&mut PgConnection` (and the MySQL and SQLite ones), or `&mut *transaction`.
+/// Holds the [`KeyHierarchy`] and the [`CryptoPool`] large batches run on;
+/// cheap to clone and share (build it once, clone it per request). Every
+/// operation takes anything that is an sqlx executor for a supported
+/// database: `&Pool`, `&mut PgConnection` (and the MySQL and SQLite ones), or
+/// `&mut *transaction`.
 /// Operations of several statements ([`insert_many`](Self::insert_many),
 /// [`update_fields`](Self::update_fields)) take an [`sqlx::Acquire`] instead:
 /// `&Pool`, `&mut connection` or `&mut transaction`.
@@ -49,7 +56,9 @@ pub const DEFAULT_STREAM_CHUNK: usize = 1024;
 pub struct Encryptor {
     keys: Arc<KeyHierarchy>,
     parallel_threshold: usize,
-    threads: usize,
+    /// Where batches of at least `parallel_threshold` rows are sealed and
+    /// opened.
+    pool: CryptoPool,
     stream_chunk: usize,
     /// The row format new writes use: 2, or 1 in tests that need rows of an
     /// older writer.
@@ -106,12 +115,14 @@ fn sqlx_col(model: &Model, column: &str, e: sqlx::Error) -> Error {
 }
 
 impl Encryptor {
-    /// An encryptor over a key hierarchy.
+    /// An encryptor over a key hierarchy, its large batches on the
+    /// process-wide [`CryptoPool::global`] (one thread per core, started on
+    /// the first large batch).
     pub fn new(keys: Arc<KeyHierarchy>) -> Self {
         Encryptor {
             keys,
             parallel_threshold: DEFAULT_PARALLEL_THRESHOLD,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pool: CryptoPool::global(),
             stream_chunk: DEFAULT_STREAM_CHUNK,
             write_format: 2,
         }
@@ -125,9 +136,16 @@ impl Encryptor {
         self
     }
 
-    /// Rows per pipelined chunk of `fetch_all`.
+    /// Rows per pipelined chunk of `fetch_all`: enough for a chunk to go to
+    /// the crypto pool, unless the threshold is so high (`usize::MAX`: never)
+    /// that chunks of it would hold the whole result twice.
     fn fetch_chunk(&self) -> usize {
-        self.parallel_threshold.max(self.stream_chunk).max(1024)
+        let pooled = if self.parallel_threshold <= MAX_FETCH_CHUNK {
+            self.parallel_threshold
+        } else {
+            0
+        };
+        pooled.max(self.stream_chunk).max(1024)
     }
 
     /// The key hierarchy.
@@ -135,16 +153,39 @@ impl Encryptor {
         &self.keys
     }
 
-    /// Batches of at least `rows` rows are sealed and opened on several threads.
+    /// Batches of at least `rows` rows (default
+    /// [`DEFAULT_PARALLEL_THRESHOLD`]) are sealed and opened on the
+    /// [`CryptoPool`], awaited without blocking the calling thread; smaller
+    /// ones on the calling thread. `usize::MAX` keeps every batch on the
+    /// calling thread.
     pub fn with_parallel_threshold(mut self, rows: usize) -> Self {
         self.parallel_threshold = rows.max(1);
         self
     }
 
-    /// How many threads large batches use (default: the available cores).
-    pub fn with_threads(mut self, threads: usize) -> Self {
-        self.threads = threads.max(1);
+    /// Large batches use at most `threads` threads (at least 1; default: one
+    /// per core): those of the process-wide pool of that size,
+    /// [`CryptoPool::shared`]`(threads)`, which every encryptor given the same
+    /// number shares, so that however many encryptors and requests there
+    /// are, the process runs `threads` crypto threads. No thread is started
+    /// per call. For a pool of its own, see
+    /// [`with_crypto_pool`](Self::with_crypto_pool).
+    pub fn with_threads(self, threads: usize) -> Self {
+        self.with_crypto_pool(CryptoPool::shared(threads))
+    }
+
+    /// Runs large batches on `pool` (shared by this encryptor's clones and
+    /// whatever else holds `pool`): for instance a [`CryptoPool::new`] of its
+    /// own for a background job, so that its batches never wait behind
+    /// requests' (or the other way round).
+    pub fn with_crypto_pool(mut self, pool: CryptoPool) -> Self {
+        self.pool = pool;
         self
+    }
+
+    /// The pool large batches run on.
+    pub fn crypto_pool(&self) -> &CryptoPool {
+        &self.pool
     }
 
     /// How many rows [`fetch_stream`](Self::fetch_stream) decrypts at a time

@@ -4,14 +4,16 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
+use futures_core::future::BoxFuture;
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use rowseal_core::{FieldSet, KeyMode, RecordKeys, RowHeader, RowKey};
 
 use super::{check_row_format, sqlx_col, Encryptor};
-use crate::backend::{Backend, DbRow};
+use crate::backend::{AnyRow, Backend, DbRow};
 use crate::error::{Error, Result};
 use crate::model::{Cell, Encrypted, Model, ReadModel, RowReader, HEADER_COLUMN, PRESENT_PREFIX};
 use crate::sealed::{Sealed, SealedReader};
@@ -204,7 +206,8 @@ impl Encryptor {
             binds.push(tenant_value.clone());
             binds.extend(group.iter().cloned());
             let rows = <A::Database as Backend>::__fetch_all_on(&mut conn, &sql, binds).await?;
-            let decrypted: Vec<T> = self.decrypt_all(tenant, &rows).await?;
+            let decrypted = self.decrypt_owned::<T, _>(tenant.into(), rows).await?;
+            let decrypted = decrypted.into_iter().collect::<Result<Vec<T>>>()?;
             for row in decrypted {
                 // Only rows of the keys asked for (byte for byte).
                 if let Some(&i) = position.get(&row.primary_key_value().key_display()) {
@@ -267,8 +270,9 @@ impl Encryptor {
     }
 
     /// Runs your query and yields decrypted rows as a stream, decrypting
-    /// [`with_stream_chunk`](Self::with_stream_chunk) rows at a time (on all
-    /// cores for large chunks): memory stays bounded whatever the row count.
+    /// [`with_stream_chunk`](Self::with_stream_chunk) rows at a time (on the
+    /// [`CryptoPool`](crate::CryptoPool) for large chunks, while the next
+    /// chunk is received): memory stays bounded whatever the row count.
     /// Every row must belong to `tenant`.
     pub fn fetch_stream<'e, 'q, 'c, T, DB, E>(
         &'e self,
@@ -307,7 +311,12 @@ impl Encryptor {
 
     /// Decrypts rows of your own query; the first failing row fails the call
     /// (see [`decrypt_each`](Self::decrypt_each) to keep the others). Large
-    /// batches are decrypted on all cores. Every row must belong to `tenant`.
+    /// batches are decrypted on the [`CryptoPool`](crate::CryptoPool),
+    /// awaited without blocking the calling thread: each row's columns are
+    /// copied out of `rows` here first (they are only borrowed; rows of a
+    /// model with `sql_type` fields, which decode from the row itself, are
+    /// decrypted on the calling thread instead: [`fetch_all`](Self::fetch_all)
+    /// moves its rows to the pool whole). Every row must belong to `tenant`.
     pub async fn decrypt_all<'t, T: ReadModel, R: DbRow>(
         &self,
         tenant: impl Into<TenantScope<'t>>,
@@ -342,7 +351,38 @@ impl Encryptor {
         match model.spec.key_mode() {
             KeyMode::Derived => {
                 let table = self.key_table(scope, model, &map, rows).await?;
-                Ok(self.decrypt_derived::<T, R>(scope, &map, &table, rows))
+                let decrypt = |row: &R| decrypt_derived_row(scope, model, &map, &table, row);
+                if !self.pooled(rows.len()) {
+                    return Ok(rows.iter().map(decrypt).collect());
+                }
+                if reads_from_row(model) {
+                    // A sql_type field decodes from the row itself, which
+                    // cannot cross to the pool: here, a slice at a time,
+                    // letting the runtime run other tasks in between.
+                    let mut out = Vec::with_capacity(rows.len());
+                    for part in rows.chunks(INLINE_SLICE) {
+                        out.extend(part.iter().map(decrypt));
+                        tokio::task::yield_now().await;
+                    }
+                    return Ok(out);
+                }
+                // The rows are borrowed: their cells are copied here (no
+                // crypto; a slice at a time, letting the runtime run other
+                // tasks in between), then opened on the crypto pool.
+                let mut copies = CopiedRows::default();
+                for part in rows.chunks(COPY_SLICE) {
+                    copies.read(model, &map, part);
+                    tokio::task::yield_now().await;
+                }
+                let CopiedRows { bytes, rows } = copies;
+                let owned = OwnedScope::of(scope);
+                self.map_each_mut(rows, move |copy| match copy {
+                    Ok(copy) => copy.open(&bytes, owned.scope(), model, |t, pk, h, p| {
+                        derived_row_key(&table, t, pk, h, p)
+                    }),
+                    Err(e) => Err(std::mem::replace(e, Error::Worker)),
+                })
+                .await
             }
             _ => {
                 let mut out = Vec::with_capacity(rows.len());
@@ -432,25 +472,32 @@ impl Encryptor {
         Ok(table)
     }
 
-    /// Decrypts `derived`-mode rows with their keys at hand (no I/O), on
-    /// several threads for large batches.
-    fn decrypt_derived<T: ReadModel, R: DbRow>(
+    /// [`decrypt_each`](Self::decrypt_each) of rows the caller gives away:
+    /// a large batch is moved whole to the crypto pool (no copy, `sql_type`
+    /// fields included).
+    pub(super) async fn decrypt_owned<T: ReadModel, R: DbRow>(
         &self,
         scope: TenantScope<'_>,
-        map: &ColumnMap,
-        table: &KeyTable,
-        rows: &[R],
-    ) -> Vec<Result<T>> {
+        rows: Vec<R>,
+    ) -> Result<Vec<Result<T>>> {
         let model = T::model();
-        self.par_map_each(rows, |row| {
-            decrypt_row::<T, R>(scope, model, map, row, |tenant, pk, header, present| {
-                derived_row_key(table, tenant, pk, header, present)
-            })
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        if model.spec.key_mode() != KeyMode::Derived || !self.pooled(rows.len()) {
+            return self.decrypt_scoped(scope, &rows).await;
+        }
+        let map = ColumnMap::resolve(model, first)?;
+        let table = self.key_table(scope, model, &map, &rows).await?;
+        let owned = OwnedScope::of(scope);
+        self.map_each_mut(rows, move |row: &mut R| {
+            decrypt_derived_row(owned.scope(), model, &map, &table, row)
         })
+        .await
     }
 
-    /// Pipelined decryption of a row stream: while one chunk is decrypted on
-    /// a blocking thread (and its helpers), the next chunk is received.
+    /// Pipelined decryption of a row stream: while one chunk is decrypted
+    /// (on the crypto pool, for a large chunk), the next chunk is received.
     /// Yields one `Vec` of results per chunk.
     fn pipeline<'e, T, R>(
         &'e self,
@@ -475,12 +522,13 @@ impl Encryptor {
                 })
                 .boxed();
         }
-        type Pending<T> = tokio::task::JoinHandle<Result<Vec<T>>>;
+        type Pending<T> = BoxFuture<'static, Result<Vec<T>>>;
         let state: (BoxStream<'e, Result<R>>, Option<Pending<T>>, bool) = (rows, None, false);
         futures_util::stream::try_unfold(state, move |(mut rows, pending, done)| async move {
             let mut next_pending = None;
             if !done {
-                let mut buf = Vec::with_capacity(chunk);
+                // Grown as rows come: `chunk` may be far more than arrive.
+                let mut buf = Vec::with_capacity(chunk.min(4096));
                 while buf.len() < chunk {
                     match rows.try_next().await? {
                         Some(r) => buf.push(r),
@@ -491,24 +539,23 @@ impl Encryptor {
                 if let Some(first) = buf.first() {
                     let map = ColumnMap::resolve(model, first)?;
                     let table = self.key_table(scope, model, &map, &buf).await?;
-                    let this = self.clone();
                     let owned = OwnedScope::of(scope);
-                    next_pending = Some(tokio::task::spawn_blocking(move || {
-                        this.decrypt_derived::<T, R>(owned.scope(), &map, &table, &buf)
-                            .into_iter()
-                            .collect::<Result<Vec<T>>>()
+                    // Started now: a large chunk runs on the crypto pool
+                    // while the next one is received.
+                    next_pending = Some(self.spawn_map_all_mut(buf, move |row: &mut R| {
+                        decrypt_derived_row(owned.scope(), model, &map, &table, row)
                     }));
                 }
                 if finished {
                     // Drain what is pending, then stop.
                     let out = match pending {
-                        Some(p) => Some(p.await.map_err(|_| Error::Worker)??),
+                        Some(p) => Some(p.await?),
                         None => None,
                     };
                     return match (out, next_pending) {
                         (Some(out), next) => Ok(Some((out, (rows, next, true)))),
                         (None, Some(next)) => {
-                            let out = next.await.map_err(|_| Error::Worker)??;
+                            let out = next.await?;
                             Ok(Some((out, (rows, None, true))))
                         }
                         (None, None) => Ok(None),
@@ -517,7 +564,7 @@ impl Encryptor {
             }
             match pending {
                 Some(p) => {
-                    let out = p.await.map_err(|_| Error::Worker)??;
+                    let out = p.await?;
                     Ok(Some((out, (rows, next_pending, done))))
                 }
                 None if next_pending.is_some() => {
@@ -555,7 +602,8 @@ impl Encryptor {
 
     /// Opens sealed rows; the first failing row fails the call (see
     /// [`open_each`](Self::open_each) to keep the others). Large batches
-    /// are opened on all cores, off the async runtime's threads, with each
+    /// are opened on the [`CryptoPool`](crate::CryptoPool), awaited without
+    /// blocking the calling thread, with each
     /// (tenant, key version) looked up once.
     pub async fn open_all<'t, S: Sealed>(
         &self,
@@ -595,7 +643,7 @@ impl Encryptor {
                 rows.iter().map(|r| Some((r.tenant_id(), r.header()?))),
             )
             .await?;
-        if rows.len() < self.parallel_threshold {
+        if !self.pooled(rows.len()) {
             return Ok(rows
                 .into_iter()
                 .map(|row| {
@@ -605,18 +653,13 @@ impl Encryptor {
                 })
                 .collect());
         }
-        let this = self.clone();
         let owned = OwnedScope::of(scope);
-        tokio::task::spawn_blocking(move || {
-            let scope = owned.scope();
-            this.par_map_owned(rows, |row| {
-                open_sealed(scope, model, row, |t, pk, h, p| {
-                    derived_row_key(&table, t, pk, h, p)
-                })
+        self.map_each(rows, move |row| {
+            open_sealed(owned.scope(), model, row, |t, pk, h, p| {
+                derived_row_key(&table, t, pk, h, p)
             })
         })
         .await
-        .map_err(|_| Error::Worker)
     }
 
     /// The row key of a `kms`-mode sealed row (one key-provider call).
@@ -816,6 +859,34 @@ fn header_version(header: &[u8]) -> Option<u32> {
     RowHeader::peek_tenant_key_version(header)
 }
 
+/// Rows decrypted on the calling thread between two turns of the runtime
+/// (a large batch that cannot go to the crypto pool).
+const INLINE_SLICE: usize = 128;
+/// Rows copied out of borrowed rows between two turns of the runtime.
+const COPY_SLICE: usize = 1024;
+
+/// Whether `model` has a plain field decoded from the row itself (a
+/// `sql_type` field): its rows can only be decrypted where they are.
+fn reads_from_row(model: &Model) -> bool {
+    model
+        .fields
+        .iter()
+        .any(|f| !f.is_encrypted() && f.sql_type == SqlType::Other)
+}
+
+/// Decrypts one `derived`-mode row with the record keys at hand (no I/O).
+fn decrypt_derived_row<T: ReadModel, R: DbRow>(
+    scope: TenantScope<'_>,
+    model: &'static Model,
+    map: &ColumnMap,
+    table: &KeyTable,
+    row: &R,
+) -> Result<T> {
+    decrypt_row::<T, R>(scope, model, map, row, |tenant, pk, header, present| {
+        derived_row_key(table, tenant, pk, header, present)
+    })
+}
+
 /// Reads one row: plain values and borrowed ciphertexts, then the row key
 /// from `open_key(tenant, pk bytes, header, present fields)`, then the model.
 fn decrypt_row<T: ReadModel, R: DbRow>(
@@ -830,84 +901,237 @@ fn decrypt_row<T: ReadModel, R: DbRow>(
         &FieldSet,
     ) -> std::result::Result<RowKey, rowseal_core::Error>,
 ) -> Result<T> {
-    let mut cells = Vec::with_capacity(model.fields.len());
-    let mut any_sealed = false;
-    for ((f, &idx), legacy) in model.fields.iter().zip(&map.fields).zip(&map.plaintext) {
-        let cell = if f.is_encrypted() {
-            let sealed = row
-                .read_opt_bytes(idx)
-                .map_err(|e| sqlx_col(model, f.column, e))?;
-            any_sealed |= sealed.is_some();
-            match (legacy, f.plaintext_column) {
-                (Some(l), Some((c, t))) => Cell::SealedOr(
-                    sealed,
-                    row.read_value(*l, t).map_err(|e| sqlx_col(model, c, e))?,
-                ),
-                _ => Cell::Sealed(sealed),
-            }
-        } else if f.sql_type == SqlType::Other {
-            Cell::Raw(idx)
-        } else {
-            Cell::Plain(
-                row.read_value(idx, f.sql_type)
-                    .map_err(|e| sqlx_col(model, f.column, e))?,
-            )
-        };
-        cells.push(cell);
-    }
-    let pk_value = match &cells[model.primary_key] {
-        Cell::Plain(v) => v.clone(),
-        Cell::Raw(_) => Value::Null(SqlType::Other),
-        Cell::Sealed(_) | Cell::SealedOr(..) => Value::Null(SqlType::Bytes),
-    };
-    let flags = model
-        .absent
-        .iter()
-        .zip(&map.absent)
-        .map(|(f, &i)| read_flag(row, i).map_err(|e| sqlx_col(model, f.column, e)))
-        .collect::<Result<Vec<bool>>>()?;
-    let tenant = row
-        .read_tenant(map.fields[model.tenant], model.tenant_field().sql_type)
-        .map_err(|e| sqlx_col(model, model.tenant_field().column, e))?;
-    let header = row
-        .read_opt_bytes(map.header)
-        .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?;
-    admit(scope, model, &tenant, &pk_value)?;
-    let decrypt_err = |e| header_failure(model, &pk_value, e);
-    let pk = model.primary_key_bytes(&pk_value).map_err(decrypt_err)?;
-    let key = match header {
-        Some(header) => {
-            // Format 2 binds which encrypted fields are present: a field
-            // NULLed or filled since the write fails here.
-            // From the cells already read: no column is decoded twice.
-            let present = present_fields(
-                model,
-                cells
-                    .iter()
-                    .map(|c| matches!(c, Cell::Sealed(Some(_)) | Cell::SealedOr(Some(_), _))),
-                flags.into_iter(),
-            )
-            .map_err(decrypt_err)?;
-            Some(open_key(&tenant, pk.as_deref(), header, &present).map_err(decrypt_err)?)
-        }
-        // A legacy row (from before the table was adopted): no key header,
-        // so no ciphertext either; its values are in the plaintext columns.
-        // Only models adopted from plaintext columns have such rows: for any
-        // other, a NULL header (with its ciphertexts NULLed too) is
-        // tampering, not a row of NULL fields.
-        None if !any_sealed && model.has_legacy_rows() => None,
-        None => return Err(decrypt_err(rowseal_core::Error::Decrypt)),
-    };
-    T::read_row(&mut RowReader::new(
-        key.as_ref(),
-        Some(row.any_row()),
-        cells,
-        model,
-        &pk_value,
-    ))
+    let cells = RowCells::read(model, map, row)?;
+    cells.open(scope, model, Some(row.any_row()), open_key)
 }
 
-/// A [`TenantScope`] that owns its tenant, to cross into a blocking task.
+/// What decrypting a row reads from it before any key: the cells (plain
+/// values, borrowed ciphertexts), the absent fields' presence flags, the
+/// tenant and the key header.
+struct RowCells<'r> {
+    cells: Vec<Cell<'r>>,
+    any_sealed: bool,
+    flags: Vec<bool>,
+    tenant: Cow<'r, str>,
+    header: Option<&'r [u8]>,
+}
+
+impl<'r> RowCells<'r> {
+    fn read<R: DbRow>(model: &'static Model, map: &ColumnMap, row: &'r R) -> Result<Self> {
+        let mut cells = Vec::with_capacity(model.fields.len());
+        let mut any_sealed = false;
+        for ((f, &idx), legacy) in model.fields.iter().zip(&map.fields).zip(&map.plaintext) {
+            let cell = if f.is_encrypted() {
+                let sealed = row
+                    .read_opt_bytes(idx)
+                    .map_err(|e| sqlx_col(model, f.column, e))?;
+                any_sealed |= sealed.is_some();
+                match (legacy, f.plaintext_column) {
+                    (Some(l), Some((c, t))) => Cell::SealedOr(
+                        sealed,
+                        row.read_value(*l, t).map_err(|e| sqlx_col(model, c, e))?,
+                    ),
+                    _ => Cell::Sealed(sealed),
+                }
+            } else if f.sql_type == SqlType::Other {
+                Cell::Raw(idx)
+            } else {
+                Cell::Plain(
+                    row.read_value(idx, f.sql_type)
+                        .map_err(|e| sqlx_col(model, f.column, e))?,
+                )
+            };
+            cells.push(cell);
+        }
+        let flags = model
+            .absent
+            .iter()
+            .zip(&map.absent)
+            .map(|(f, &i)| read_flag(row, i).map_err(|e| sqlx_col(model, f.column, e)))
+            .collect::<Result<Vec<bool>>>()?;
+        let tenant = row
+            .read_tenant(map.fields[model.tenant], model.tenant_field().sql_type)
+            .map_err(|e| sqlx_col(model, model.tenant_field().column, e))?;
+        let header = row
+            .read_opt_bytes(map.header)
+            .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?;
+        Ok(RowCells {
+            cells,
+            any_sealed,
+            flags,
+            tenant,
+            header,
+        })
+    }
+
+    /// The tenant check, then the row key from `open_key(tenant, pk bytes,
+    /// header, present fields)`, then the model (`row`: the row itself, for
+    /// `sql_type` fields).
+    fn open<T: ReadModel>(
+        self,
+        scope: TenantScope<'_>,
+        model: &'static Model,
+        row: Option<AnyRow<'_>>,
+        open_key: impl FnOnce(
+            &str,
+            Option<&[u8]>,
+            &[u8],
+            &FieldSet,
+        ) -> std::result::Result<RowKey, rowseal_core::Error>,
+    ) -> Result<T> {
+        let RowCells {
+            cells,
+            any_sealed,
+            flags,
+            tenant,
+            header,
+        } = self;
+        let pk_value = match &cells[model.primary_key] {
+            Cell::Plain(v) => v.clone(),
+            Cell::Raw(_) => Value::Null(SqlType::Other),
+            Cell::Sealed(_) | Cell::SealedOr(..) => Value::Null(SqlType::Bytes),
+        };
+        admit(scope, model, &tenant, &pk_value)?;
+        let decrypt_err = |e| header_failure(model, &pk_value, e);
+        let pk = model.primary_key_bytes(&pk_value).map_err(decrypt_err)?;
+        let key = match header {
+            Some(header) => {
+                // Format 2 binds which encrypted fields are present: a field
+                // NULLed or filled since the write fails here.
+                // From the cells already read: no column is decoded twice.
+                let present = present_fields(
+                    model,
+                    cells
+                        .iter()
+                        .map(|c| matches!(c, Cell::Sealed(Some(_)) | Cell::SealedOr(Some(_), _))),
+                    flags.into_iter(),
+                )
+                .map_err(decrypt_err)?;
+                Some(open_key(&tenant, pk.as_deref(), header, &present).map_err(decrypt_err)?)
+            }
+            // A legacy row (from before the table was adopted): no key header,
+            // so no ciphertext either; its values are in the plaintext columns.
+            // Only models adopted from plaintext columns have such rows: for any
+            // other, a NULL header (with its ciphertexts NULLed too) is
+            // tampering, not a row of NULL fields.
+            None if !any_sealed && model.has_legacy_rows() => None,
+            None => return Err(decrypt_err(rowseal_core::Error::Decrypt)),
+        };
+        T::read_row(&mut RowReader::new(
+            key.as_ref(),
+            row,
+            cells,
+            model,
+            &pk_value,
+        ))
+    }
+}
+
+/// Rows' [`RowCells`] copied out of rows that are only borrowed, to be
+/// opened on the crypto pool (never for a model with `sql_type` fields:
+/// those decode from the row itself). The bytes of every row (ciphertexts,
+/// headers, tenants) are in one buffer: a few allocations per batch rather
+/// than several per row.
+#[derive(Default)]
+struct CopiedRows {
+    bytes: Vec<u8>,
+    rows: Vec<Result<CopiedRow>>,
+}
+
+/// One row of [`CopiedRows`]: its bytes as ranges of the buffer.
+struct CopiedRow {
+    cells: Vec<CopiedCell>,
+    any_sealed: bool,
+    flags: Vec<bool>,
+    tenant: Range<usize>,
+    header: Option<Range<usize>>,
+}
+
+/// A [`Cell`] of a [`CopiedRow`].
+enum CopiedCell {
+    Plain(Value),
+    Raw(usize),
+    Sealed(Option<Range<usize>>),
+    SealedOr(Option<Range<usize>>, Value),
+}
+
+impl CopiedRows {
+    /// Copies `rows` in, after those already there.
+    fn read<R: DbRow>(&mut self, model: &'static Model, map: &ColumnMap, rows: &[R]) {
+        let bytes = &mut self.bytes;
+        let mut push = |b: &[u8]| {
+            let start = bytes.len();
+            bytes.extend_from_slice(b);
+            start..bytes.len()
+        };
+        let copied = rows.iter().map(|row| {
+            let c = RowCells::read(model, map, row)?;
+            let cells = c
+                .cells
+                .into_iter()
+                .map(|cell| match cell {
+                    Cell::Plain(v) => CopiedCell::Plain(v),
+                    Cell::Raw(i) => CopiedCell::Raw(i),
+                    Cell::Sealed(b) => CopiedCell::Sealed(b.map(&mut push)),
+                    Cell::SealedOr(b, v) => CopiedCell::SealedOr(b.map(&mut push), v),
+                })
+                .collect();
+            Ok(CopiedRow {
+                cells,
+                any_sealed: c.any_sealed,
+                flags: c.flags,
+                tenant: push(c.tenant.as_bytes()),
+                header: c.header.map(&mut push),
+            })
+        });
+        self.rows.extend(copied);
+    }
+}
+
+impl CopiedRow {
+    /// [`RowCells::open`] of the copy, its bytes in `bytes` (with no row: a
+    /// `sql_type` cell would be a schema error). Its plain values are moved
+    /// out; the rest is dropped with the batch.
+    fn open<T: ReadModel>(
+        &mut self,
+        bytes: &[u8],
+        scope: TenantScope<'_>,
+        model: &'static Model,
+        open_key: impl FnOnce(
+            &str,
+            Option<&[u8]>,
+            &[u8],
+            &FieldSet,
+        ) -> std::result::Result<RowKey, rowseal_core::Error>,
+    ) -> Result<T> {
+        // The ranges were made from this buffer: never out of it.
+        let at = |r: &Range<usize>| bytes.get(r.clone()).ok_or(Error::Worker);
+        let moved = || Value::Null(SqlType::Bytes);
+        let mut cells = Vec::with_capacity(self.cells.len());
+        for cell in &mut self.cells {
+            cells.push(match cell {
+                CopiedCell::Plain(v) => Cell::Plain(std::mem::replace(v, moved())),
+                CopiedCell::Raw(i) => Cell::Raw(*i),
+                CopiedCell::Sealed(b) => Cell::Sealed(b.as_ref().map(at).transpose()?),
+                CopiedCell::SealedOr(b, v) => Cell::SealedOr(
+                    b.as_ref().map(at).transpose()?,
+                    std::mem::replace(v, moved()),
+                ),
+            });
+        }
+        let tenant = std::str::from_utf8(at(&self.tenant)?).map_err(|_| Error::Worker)?;
+        RowCells {
+            cells,
+            any_sealed: self.any_sealed,
+            flags: std::mem::take(&mut self.flags),
+            tenant: Cow::Borrowed(tenant),
+            header: self.header.as_ref().map(at).transpose()?,
+        }
+        .open(scope, model, None, open_key)
+    }
+}
+
+/// A [`TenantScope`] that owns its tenant, to cross to the crypto pool.
 enum OwnedScope {
     One(String),
     Any,

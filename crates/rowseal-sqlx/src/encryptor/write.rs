@@ -65,11 +65,7 @@ impl Encryptor {
         pk: Option<&[u8]>,
         present: &FieldSet,
     ) -> rowseal_core::Result<RowKey> {
-        if self.write_format == 1 {
-            keys.new_row_v1(pk)
-        } else {
-            keys.new_row(pk, present)
-        }
+        new_row_of_format(self.write_format, keys, pk, present)
     }
 
     /// The record keys new rows of each tenant in `tenants` derive their keys
@@ -124,20 +120,42 @@ impl Encryptor {
             .await?;
         match rks {
             Some(rks) => {
-                let seal_part = |part: &[T]| -> Result<Vec<Value>> {
-                    let mut out = Vec::with_capacity(part.len() * cols);
-                    let mut scratch = Vec::new();
-                    for row in part {
-                        let rk = rks.get(&*row.tenant()).ok_or(Error::Worker)?;
+                // Each row read on this thread (its plaintext encoded, its
+                // blind-index cells computed: `rows` is only borrowed), then
+                // the keys derived and the fields sealed: here for a small
+                // batch, on the crypto pool for a large one.
+                let mut scratch = Vec::new();
+                let prepared: Vec<Result<Prepared>> = rows
+                    .iter()
+                    .map(|row| {
+                        let keys = rks.get(&*row.tenant()).ok_or(Error::Worker)?.clone();
                         let pk = model.primary_key_bytes(&row.primary_key_value())?;
                         let collected = CollectedRow::of(row, &mut scratch)?;
                         let present = collected.present(model)?;
-                        let key = self.new_row(rk, pk.as_deref(), &present)?;
-                        Self::seal_with(&key, row, collected, index, &mut out)?;
-                    }
-                    Ok(out)
-                };
-                self.par_chunks(rows, seal_part)
+                        let mut index_cells = Vec::new();
+                        push_index_cells(index.0, index.1, row, None, &mut index_cells)?;
+                        Ok(Prepared {
+                            keys,
+                            pk,
+                            collected,
+                            present,
+                            index_cells,
+                        })
+                    })
+                    .collect();
+                let format = self.write_format;
+                let sealed = self
+                    .map_each(prepared, move |p| {
+                        let mut out = Vec::with_capacity(cols);
+                        p?.seal(format, model, &mut out)?;
+                        Ok(out)
+                    })
+                    .await?;
+                let mut out = Vec::with_capacity(rows.len() * cols);
+                for row in sealed {
+                    out.extend(row?);
+                }
+                Ok(out)
             }
             None => {
                 let mut out = Vec::with_capacity(rows.len() * cols);
@@ -261,9 +279,12 @@ impl Encryptor {
     }
 
     /// Inserts many rows, one statement (one round trip) per batch of as many
-    /// rows as the database takes bind parameters for. Encryption of large
-    /// batches is spread over the cores. Pass a transaction to make the whole
-    /// insert atomic. Returns the number of rows inserted.
+    /// rows as the database takes bind parameters for. The rows of a large
+    /// batch are read here (`rows` is borrowed) and sealed on the
+    /// [`CryptoPool`](crate::CryptoPool), awaited without blocking the
+    /// calling thread, while the database inserts the batch before. Pass a
+    /// transaction to make the whole insert atomic. Returns the number of
+    /// rows inserted.
     pub async fn insert_many<'a, T, A>(&self, conn: A, rows: &[T]) -> Result<u64>
     where
         T: Encrypted,
@@ -603,6 +624,47 @@ impl Encryptor {
 /// `max_allowed_packet` is 16 to 64 MiB).
 pub const MAX_STATEMENT_BYTES: usize = 8 * 1024 * 1024;
 
+/// A fresh row key from record keys at hand, in row format `format` (1 or 2).
+fn new_row_of_format(
+    format: u8,
+    keys: &RecordKeys,
+    pk: Option<&[u8]>,
+    present: &FieldSet,
+) -> rowseal_core::Result<RowKey> {
+    if format == 1 {
+        keys.new_row_v1(pk)
+    } else {
+        keys.new_row(pk, present)
+    }
+}
+
+/// A row read for sealing (`derived` mode): what sealing needs, owned, so
+/// that it can be sealed on the crypto pool. The encoded plaintext is
+/// zeroized on drop.
+struct Prepared {
+    keys: Arc<RecordKeys>,
+    pk: Option<Vec<u8>>,
+    collected: CollectedRow,
+    present: FieldSet,
+    index_cells: Vec<Value>,
+}
+
+impl Prepared {
+    /// Appends the row's column values (fields, header, key version, index
+    /// cells, NULLed plaintext columns) to `out`, under a fresh row key.
+    fn seal(self, format: u8, model: &Model, out: &mut Vec<Value>) -> Result<()> {
+        let key = new_row_of_format(format, &self.keys, self.pk.as_deref(), &self.present)?;
+        self.collected.seal_into(model, Some(&key), None, out)?;
+        out.push(Value::Bytes(key.header_bytes()));
+        out.push(Value::I64(i64::from(
+            key.header().tenant_key_version().unwrap_or(0),
+        )));
+        out.extend(self.index_cells);
+        push_plaintext_nulls(model, None, out);
+        Ok(())
+    }
+}
+
 /// Splits a flat batch of row values (`cols` per row) into groups of whole
 /// rows of at most [`MAX_STATEMENT_BYTES`] (at least one row each).
 fn split_by_bytes(values: Vec<Value>, cols: usize) -> Vec<Vec<Value>> {
@@ -646,7 +708,7 @@ fn plaintext_columns<'m>(
     model
         .fields
         .iter()
-        .filter(move |f| only.map_or(true, |o| o.contains(&f.column)))
+        .filter(move |f| only.is_none_or(|o| o.contains(&f.column)))
         .filter_map(|f| f.plaintext_column)
 }
 
