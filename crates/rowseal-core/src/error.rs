@@ -98,6 +98,26 @@ impl Error {
         Error::Malformed { what, reason }
     }
 
+    /// What kind of failure this is, for a caller to branch on (an HTTP
+    /// status, a retry, an alert). See [`ErrorKind`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            // Authentication failed, or stored bytes are not rowseal's, or a
+            // present field was NULLed or filled: the stored data changed.
+            Error::Decrypt | Error::Malformed { .. } | Error::FieldPresence { .. } => {
+                ErrorKind::Tampered
+            }
+            // A header naming a key version the store does not hold: the
+            // header was changed, or the key store lost a row.
+            Error::KeyNotFound { .. } => ErrorKind::Tampered,
+            Error::UnsupportedFormat { .. } | Error::KeyConfig { .. } => ErrorKind::Configuration,
+            Error::KeyDestroyed { .. } => ErrorKind::KeyDestroyed,
+            Error::Provider(p) => p.kind().into(),
+            Error::Store { .. } => ErrorKind::Database,
+            Error::InvalidInput { .. } => ErrorKind::InvalidInput,
+        }
+    }
+
     /// The provider error inside, if this is an [`Error::Provider`].
     pub fn provider_error(&self) -> Option<&ProviderError> {
         match self {
@@ -153,6 +173,84 @@ impl std::error::Error for Error {
 impl From<ProviderError> for Error {
     fn from(e: ProviderError) -> Self {
         Error::Provider(e)
+    }
+}
+
+/// What kind of failure an error is, across rowseal's crates (the core's
+/// [`Error::kind`], and the sqlx layer's, which adds the database's kinds):
+/// what a service branches on, rather than on variants.
+///
+/// | kind | typical answer |
+/// |---|---|
+/// | `Tampered` | 500 and an alert: stored data does not authenticate |
+/// | `KeyDestroyed` | 410: the tenant was crypto-shredded |
+/// | `ProviderUnavailable` | 503, retry: the key provider is down, throttling or slow |
+/// | `AccessDenied` | 500 and an alert: the provider refuses the key (policy, disabled key, not allowed) |
+/// | `Conflict` | 409 or retry: the row changed under a read-modify-write (a rotation, another writer) |
+/// | `UniqueViolation` | 409: a unique value is taken |
+/// | `NotFound` | 404 |
+/// | `Database` | 500, or 503 when [`retryable`](ErrorKind::is_retryable) at the sqlx layer |
+/// | `InvalidInput` | 400: the caller's argument is invalid |
+/// | `Configuration` | 500: the deployment is wrong (key configuration, schema, a format this build does not read) |
+/// | `Internal` | 500: a bug |
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Stored data failed authentication or is not rowseal's: tampered,
+    /// moved from another row, column or tenant, truncated. Never a
+    /// transient condition: alert on it.
+    Tampered,
+    /// The key that protected the data was destroyed (crypto-shredded).
+    KeyDestroyed,
+    /// The key provider is unreachable, throttling or timed out (after
+    /// retries): transient, retry later.
+    ProviderUnavailable,
+    /// The key provider refuses the key: access denied, the key disabled or
+    /// not found at the provider, or not on the allow-list. Not transient.
+    AccessDenied,
+    /// The row changed between read and write (a rotation re-sealed it,
+    /// another writer updated it): read again and retry.
+    Conflict,
+    /// A unique value is already taken.
+    UniqueViolation,
+    /// No such row.
+    NotFound,
+    /// The database (or the key store in it) failed.
+    Database,
+    /// An argument is invalid.
+    InvalidInput,
+    /// The deployment is misconfigured: key configuration, a schema that
+    /// does not fit the model, a format this build does not read.
+    Configuration,
+    /// A bug (a worker thread panicked).
+    Internal,
+}
+
+impl ErrorKind {
+    /// Whether a later attempt may succeed: a provider outage or a lost
+    /// race. (The sqlx layer's `Error::is_retryable` also counts a database
+    /// that could not be reached.)
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::ProviderUnavailable | ErrorKind::Conflict)
+    }
+}
+
+impl From<ProviderErrorKind> for ErrorKind {
+    fn from(k: ProviderErrorKind) -> Self {
+        match k {
+            ProviderErrorKind::Throttled
+            | ProviderErrorKind::Unavailable
+            | ProviderErrorKind::Timeout
+            | ProviderErrorKind::Other => ErrorKind::ProviderUnavailable,
+            ProviderErrorKind::AccessDenied
+            | ProviderErrorKind::KeyDisabled
+            | ProviderErrorKind::KeyNotFound
+            | ProviderErrorKind::KeyNotAllowed => ErrorKind::AccessDenied,
+            // The provider refused a wrapped key as not its own, changed, or
+            // under another context: the stored data changed.
+            ProviderErrorKind::InvalidCiphertext => ErrorKind::Tampered,
+            ProviderErrorKind::Config => ErrorKind::Configuration,
+        }
     }
 }
 

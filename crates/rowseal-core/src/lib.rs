@@ -29,7 +29,7 @@ mod store;
 
 pub use blind::{plan_bits, BitsPlan, BlindIndexValue, IndexBits, Normalization, Normalizer};
 pub use cache::CacheConfig;
-pub use error::{Error, ProviderError, ProviderErrorKind, Result};
+pub use error::{Error, ErrorKind, ProviderError, ProviderErrorKind, Result};
 pub use format::header::{KeyMode, RowHeader};
 pub use format::presence::FieldSet;
 pub use format::wrapped::WrappedKey;

@@ -225,6 +225,7 @@ pub use model::{
     HEADER_COLUMN, KEY_VERSION_COLUMN, PRESENT_PREFIX,
 };
 pub use rowseal_core::BlindIndexValue;
+pub use rowseal_core::ErrorKind;
 #[doc(hidden)]
 pub use sealed::__sealed_column;
 pub use sealed::{Sealed, SealedReader};

@@ -56,8 +56,8 @@ pub struct RunbookDoctests;
 
 pub use rowseal_core::{
     BlindIndexKey, CacheConfig, CachedKeys, CountingKeyProvider, DataKey, EncryptionContext, Error,
-    FieldName, FieldSet, IndexKey, KeyHierarchy, KeyMode, KeyProvider, KeyPurpose, KeyRecord,
-    KeyScope, KeyState, KeyStore, LocalKeyProvider, MemoryKeyStore, ProviderCallCounts,
+    ErrorKind, FieldName, FieldSet, IndexKey, KeyHierarchy, KeyMode, KeyProvider, KeyPurpose,
+    KeyRecord, KeyScope, KeyState, KeyStore, LocalKeyProvider, MemoryKeyStore, ProviderCallCounts,
     ProviderError, ProviderErrorKind, RecordKeys, RecordSpec, Result, RowHeader, RowKey, SecretKey,
     TenantKey, WrappedKey, KEY_LEN, LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV, MAX_TENANT_ID_BYTES,
 };

@@ -9,7 +9,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rowseal::{ProviderErrorKind, SqlxError};
+use rowseal::{ErrorKind, SqlxError};
 use serde_json::json;
 
 /// An error answered to a client.
@@ -27,6 +27,9 @@ pub enum ApiError {
         /// The field, e.g. `email`.
         field: String,
     },
+    /// 409: the record changed while this request updated it (a key
+    /// rotation, another writer); nothing was written, retry.
+    Changed,
     /// 410: the tenant's keys were destroyed (crypto-shredded).
     Gone,
     /// 500: stored data does not decrypt (tampering, a moved ciphertext) or
@@ -43,7 +46,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::Changed => StatusCode::CONFLICT,
             ApiError::Gone => StatusCode::GONE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -61,6 +64,10 @@ impl IntoResponse for ApiError {
                 "error": "conflict",
                 "field": field,
                 "message": format!("another patient of this tenant already has this {field}"),
+            }),
+            ApiError::Changed => json!({
+                "error": "changed",
+                "message": "the record changed while it was updated; nothing was written, retry",
             }),
             ApiError::Gone => json!({
                 "error": "gone",
@@ -83,46 +90,27 @@ fn log(what: &str, e: &dyn std::fmt::Display) {
     eprintln!("web-example: {what}: {e}");
 }
 
-fn from_sqlx(e: &rowseal::sqlx::Error) -> ApiError {
-    use rowseal::sqlx::Error as E;
-    match e {
-        E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
-            ApiError::Unavailable
-        }
-        _ => ApiError::Internal,
-    }
-}
-
-fn from_core(e: &rowseal::Error) -> ApiError {
-    match e {
-        rowseal::Error::KeyDestroyed { .. } => ApiError::Gone,
-        rowseal::Error::Store { .. } => ApiError::Unavailable,
-        rowseal::Error::Provider(p) => match p.kind() {
-            ProviderErrorKind::Throttled
-            | ProviderErrorKind::Unavailable
-            | ProviderErrorKind::Timeout => ApiError::Unavailable,
-            _ => ApiError::Internal,
-        },
-        _ => ApiError::Internal,
-    }
-}
-
 impl From<SqlxError> for ApiError {
+    /// One match on the error's kind: rowseal classifies a failure by its
+    /// cause (a key-provider outage while opening a row is
+    /// `ProviderUnavailable`, not tampering; a shredded tenant's rows are
+    /// `KeyDestroyed`), so nothing here looks inside variants.
     fn from(e: SqlxError) -> Self {
-        let api = match &e {
-            SqlxError::UniqueViolation { fields, .. } => {
-                return ApiError::Conflict {
-                    field: fields.join(","),
-                }
-            }
-            SqlxError::NotFound { .. } => return ApiError::NotFound,
-            SqlxError::Sqlx(s) => from_sqlx(s),
-            SqlxError::Core(c) => from_core(c),
-            SqlxError::Decrypt { source, .. } => match source.as_ref() {
-                rowseal::Error::KeyDestroyed { .. } => ApiError::Gone,
-                c @ rowseal::Error::Provider(_) | c @ rowseal::Error::Store { .. } => from_core(c),
-                _ => ApiError::Internal,
+        let api = match e.kind() {
+            ErrorKind::NotFound => ApiError::NotFound,
+            ErrorKind::UniqueViolation => ApiError::Conflict {
+                field: match &e {
+                    SqlxError::UniqueViolation { fields, .. } => fields.join(","),
+                    _ => "id".into(),
+                },
             },
+            ErrorKind::KeyDestroyed => ApiError::Gone,
+            ErrorKind::InvalidInput => ApiError::BadRequest("invalid request"),
+            ErrorKind::Conflict => ApiError::Changed,
+            ErrorKind::ProviderUnavailable => ApiError::Unavailable,
+            _ if e.is_retryable() => ApiError::Unavailable,
+            // Tampered, AccessDenied, Configuration, Database, Internal: not
+            // the client's doing; the log says which.
             _ => ApiError::Internal,
         };
         log("request failed", &e);
@@ -132,15 +120,13 @@ impl From<SqlxError> for ApiError {
 
 impl From<rowseal::sqlx::Error> for ApiError {
     fn from(e: rowseal::sqlx::Error) -> Self {
-        log("database", &e);
-        from_sqlx(&e)
+        SqlxError::Sqlx(e).into()
     }
 }
 
 impl From<rowseal::Error> for ApiError {
     fn from(e: rowseal::Error) -> Self {
-        log("keys", &e);
-        from_core(&e)
+        SqlxError::Core(e).into()
     }
 }
 
@@ -148,7 +134,7 @@ impl From<rowseal::Error> for ApiError {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use rowseal::ProviderError;
+    use rowseal::{ProviderError, ProviderErrorKind};
 
     #[test]
     fn statuses() {
@@ -197,6 +183,26 @@ mod tests {
             ApiError::from(theirs).status(),
             StatusCode::INTERNAL_SERVER_ERROR
         );
+        // The key provider down while a row's key is unwrapped: retry, not
+        // tampering.
+        let outage = SqlxError::Decrypt {
+            table: "patients".into(),
+            column: "rowseal_header".into(),
+            primary_key: "1".into(),
+            source: Box::new(rowseal::Error::Provider(ProviderError::new(
+                ProviderErrorKind::Unavailable,
+                "connection refused",
+            ))),
+        };
+        assert_eq!(
+            ApiError::from(outage).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let raced = SqlxError::Conflict {
+            table: "patients".into(),
+            primary_key: "1".into(),
+        };
+        assert_eq!(ApiError::from(raced).status(), StatusCode::CONFLICT);
         let tampered = SqlxError::Decrypt {
             table: "patients".into(),
             column: "name".into(),

@@ -394,9 +394,10 @@ impl Encryptor {
     /// encrypted fields together, so no ciphertext of an earlier write can
     /// ever be mixed in. The write is conditional on the row's key header
     /// being unchanged since it was read; every write changes the header, so
-    /// a concurrent write is never overwritten half-way, and
-    /// [`Error::NotFound`] reports a missing row or a lost race. Plain fields
-    /// alone are written as they are.
+    /// a concurrent write is never overwritten half-way:
+    /// [`Error::NotFound`] reports a missing row, [`Error::Conflict`] a row
+    /// that changed between the read and the write (read it again and
+    /// retry). Plain fields alone are written as they are.
     pub async fn update_fields<'a, T, A>(&self, conn: A, row: &T, fields: &[&str]) -> Result<()>
     where
         T: Encrypted,
@@ -575,6 +576,7 @@ impl Encryptor {
         Self::where_pk::<T, A::Database>(&mut sql, set_columns.len() + 1);
         values.push(pk_value.clone());
         values.push(model.tenant_value(&row.tenant())?);
+        let compared = read_header.is_some();
         match read_header {
             Some(Some(h)) => {
                 sql.push_str(" AND ");
@@ -594,6 +596,14 @@ impl Encryptor {
             .await
             .map_err(|e| map_unique(model, e))?;
         if affected == 0 {
+            // Read a moment ago, gone or re-sealed now: a lost race (a
+            // rotation, another writer), which a retry resolves.
+            if compared {
+                return Err(Error::Conflict {
+                    table: model.table().to_owned(),
+                    primary_key: pk_value.key_display(),
+                });
+            }
             return Err(not_found());
         }
         Ok(())

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod composite;
+mod errors;
 mod format_v2;
 mod formats;
 mod generated;
@@ -17,6 +18,8 @@ mod tenancy;
 
 #[allow(unused_imports)]
 pub use composite::composite_primary_keys;
+#[allow(unused_imports)]
+pub use errors::error_kinds_from_real_faults;
 #[allow(unused_imports)]
 pub use format_v2::{
     format_1_rows_read_and_upgrade, presence_and_mixing_refused, renames_keep_rows_readable,
@@ -1622,6 +1625,7 @@ macro_rules! all_cases {
             sql_type_fields,
             composite_primary_keys,
             tenant_id_length_is_checked,
+            error_kinds_from_real_faults,
         );
     };
 }
