@@ -10,7 +10,7 @@
 //! fresh application) to its expected value, deleted rows are gone, a final
 //! rotation leaves nothing to rotate, `rowseal verify` finds no failure, and
 //! no operation failed: any error fails the test with its typed error. A lost
-//! race of `update_fields` against the rotation (`Error::NotFound`, the
+//! race of `update_fields` against the rotation (`Error::Conflict`, the
 //! documented compare-and-swap on the row header) is retried and counted.
 //!
 //! Duration: `ROWSEAL_SOAK_SECS` (default 45). Seed: `ROWSEAL_SOAK_SEED`
@@ -268,7 +268,7 @@ async fn run_task(
                         }
                         // The rotation re-encrypted the row between our read
                         // of its header and our write: retry.
-                        Err(SqlxError::NotFound { .. }) => out.update_fields_retries += 1,
+                        Err(SqlxError::Conflict { .. }) => out.update_fields_retries += 1,
                         Err(e) => return Err(fail(op, id, e)),
                     }
                 }

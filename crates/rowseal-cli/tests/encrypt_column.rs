@@ -182,7 +182,7 @@ where
                             "phone"
                         };
                         // The job may be changing the row under us:
-                        // update_fields refuses a stale header (NotFound).
+                        // update_fields refuses a stale header (Conflict).
                         if enc.update_fields(&pool, &p, &[field]).await.is_ok() {
                             let mut l = latest.lock().unwrap();
                             let e = l.get_mut(&id).unwrap();

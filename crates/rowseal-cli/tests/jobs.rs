@@ -93,7 +93,7 @@ where
                                 ok = true;
                                 break;
                             }
-                            Err(rowseal_sqlx::Error::NotFound { .. }) => continue,
+                            Err(rowseal_sqlx::Error::Conflict { .. }) => continue,
                             Err(e) => panic!("writer update: {e}"),
                         }
                     }
@@ -871,7 +871,7 @@ where
                             ok = true;
                             break;
                         }
-                        Err(rowseal_sqlx::Error::NotFound { .. }) => continue,
+                        Err(rowseal_sqlx::Error::Conflict { .. }) => continue,
                         Err(e) => panic!("writer: {e}"),
                     }
                 }
