@@ -121,6 +121,20 @@ impl LocalKeyProvider {
         })
     }
 
+    /// A provider with one fresh root key, `v1`, held only in memory: for
+    /// tests and demonstrations (what it wraps cannot be unwrapped by any
+    /// other process). Store a keyring ([`generate_keyring`](Self::generate_keyring))
+    /// for anything that must outlive the process.
+    pub fn generate() -> Self {
+        let mut keys = BTreeMap::new();
+        keys.insert(1, SecretKey::generate());
+        LocalKeyProvider {
+            keys,
+            current: 1,
+            current_id: key_id(1),
+        }
+    }
+
     /// Text of a new keyring with one fresh key, `v1`. Store it like a password;
     /// the returned string is wiped when dropped.
     pub fn generate_keyring() -> Zeroizing<String> {

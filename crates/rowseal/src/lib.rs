@@ -62,6 +62,8 @@ pub use rowseal_core::{
     TenantKey, WrappedKey, KEY_LEN, LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV, MAX_TENANT_ID_BYTES,
 };
 
+pub mod testing;
+
 /// The AWS KMS key provider (feature `kms`).
 #[cfg(feature = "kms")]
 pub mod kms {
