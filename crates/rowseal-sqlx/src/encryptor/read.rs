@@ -797,12 +797,7 @@ fn open_sealed<S: Sealed>(
     scope: TenantScope<'_>,
     model: &'static Model,
     row: S,
-    open_key: impl FnOnce(
-        &str,
-        Option<&[u8]>,
-        &[u8],
-        &FieldSet,
-    ) -> std::result::Result<RowKey, rowseal_core::Error>,
+    open_key: impl OpenRowKey,
 ) -> Result<S::Model> {
     let pk_value = row.primary_key_value();
     let tenant = row.tenant_id();
@@ -859,6 +854,24 @@ fn header_version(header: &[u8]) -> Option<u32> {
     RowHeader::peek_tenant_key_version(header)
 }
 
+/// How every read path finds a row's key once the row is admitted:
+/// `open_key(tenant, primary-key bytes, header, present fields)` (from the
+/// batch's key table in `derived` mode, from the provider in `kms` mode).
+trait OpenRowKey:
+    FnOnce(&str, Option<&[u8]>, &[u8], &FieldSet) -> std::result::Result<RowKey, rowseal_core::Error>
+{
+}
+
+impl<F> OpenRowKey for F where
+    F: FnOnce(
+        &str,
+        Option<&[u8]>,
+        &[u8],
+        &FieldSet,
+    ) -> std::result::Result<RowKey, rowseal_core::Error>
+{
+}
+
 /// Rows decrypted on the calling thread between two turns of the runtime
 /// (a large batch that cannot go to the crypto pool).
 const INLINE_SLICE: usize = 128;
@@ -894,12 +907,7 @@ fn decrypt_row<T: ReadModel, R: DbRow>(
     model: &'static Model,
     map: &ColumnMap,
     row: &R,
-    open_key: impl FnOnce(
-        &str,
-        Option<&[u8]>,
-        &[u8],
-        &FieldSet,
-    ) -> std::result::Result<RowKey, rowseal_core::Error>,
+    open_key: impl OpenRowKey,
 ) -> Result<T> {
     let cells = RowCells::read(model, map, row)?;
     cells.open(scope, model, Some(row.any_row()), open_key)
@@ -972,12 +980,7 @@ impl<'r> RowCells<'r> {
         scope: TenantScope<'_>,
         model: &'static Model,
         row: Option<AnyRow<'_>>,
-        open_key: impl FnOnce(
-            &str,
-            Option<&[u8]>,
-            &[u8],
-            &FieldSet,
-        ) -> std::result::Result<RowKey, rowseal_core::Error>,
+        open_key: impl OpenRowKey,
     ) -> Result<T> {
         let RowCells {
             cells,
@@ -1097,12 +1100,7 @@ impl CopiedRow {
         bytes: &[u8],
         scope: TenantScope<'_>,
         model: &'static Model,
-        open_key: impl FnOnce(
-            &str,
-            Option<&[u8]>,
-            &[u8],
-            &FieldSet,
-        ) -> std::result::Result<RowKey, rowseal_core::Error>,
+        open_key: impl OpenRowKey,
     ) -> Result<T> {
         // The ranges were made from this buffer: never out of it.
         let at = |r: &Range<usize>| bytes.get(r.clone()).ok_or(Error::Worker);
