@@ -6,11 +6,14 @@
 //! millisecond. Prints, for each configuration, the time taken, the thread
 //! count before and at its peak, and how late the health check's timer
 //! fired (p50, p99, max; a health endpoint on the same runtime answers that
-//! much later than it would idle). Asserts nothing.
+//! much later than it would idle). The configurations alternate, round
+//! after round (`--rounds`, 5), each round printing its own line; at the
+//! end, the medians across rounds of each figure, per configuration.
+//! Asserts nothing.
 //!
 //! ```text
 //! cargo bench -p rowseal-sqlx --features sqlite --bench concurrency -- \
-//!     [--tasks 64] [--rows 5000] [--rounds 1] [--mix both|fetch_all|decrypt_all] [--threads N]
+//!     [--tasks 64] [--rows 5000] [--rounds 5] [--mix both|fetch_all|decrypt_all] [--threads N]
 //!     [--modes inline,pool]
 //! ```
 //! Configurations: `pool`, the default encryptor (the process-wide crypto
@@ -61,7 +64,7 @@ fn args() -> Args {
     let mut a = Args {
         tasks: 64,
         rows: 5_000,
-        rounds: 1,
+        rounds: 5,
         mix: "both".into(),
         threads: None,
         modes: "inline,pool".into(),
@@ -126,8 +129,25 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// One round of one configuration.
+#[derive(Clone, Copy)]
+struct Sample {
+    elapsed: Duration,
+    cpu: Duration,
+    peak_threads: usize,
+    p99: Duration,
+    max: Duration,
+}
+
+/// The median of `f` over `samples` (the upper one of an even count).
+fn median<T: Ord + Copy>(samples: &[Sample], f: impl Fn(&Sample) -> T) -> Option<T> {
+    let mut v: Vec<T> = samples.iter().map(f).collect();
+    v.sort();
+    v.get(v.len() / 2).copied()
+}
+
 /// One configuration under the load.
-async fn measure(label: &str, enc: &Encryptor, pool: &sqlx::SqlitePool, args: &Args) {
+async fn measure(label: &str, enc: &Encryptor, pool: &sqlx::SqlitePool, args: &Args) -> Sample {
     let sql = format!(
         "SELECT {} FROM cc_people WHERE tenant_id = ? ORDER BY id",
         Encryptor::select_list::<Person, Sqlite>()
@@ -228,6 +248,13 @@ async fn measure(label: &str, enc: &Encryptor, pool: &sqlx::SqlitePool, args: &A
         over,
         late.len(),
     );
+    Sample {
+        elapsed,
+        cpu,
+        peak_threads: max.load(Ordering::Relaxed),
+        p99: percentile(&late, 0.99),
+        max: late.last().copied().unwrap_or_default(),
+    }
 }
 
 fn main() {
@@ -275,14 +302,29 @@ fn main() {
             std::thread::available_parallelism().map_or(1, |n| n.get()),
             pooled.crypto_pool().threads(),
         );
+        let modes: Vec<&str> = args.modes.split(',').collect();
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); modes.len()];
         for _ in 0..args.rounds {
-            for mode in args.modes.split(',') {
-                match mode {
-                    "inline" => measure("inline", &inline, &pool, &args).await,
-                    "pool" => measure("pool", &pooled, &pool, &args).await,
+            for (mode, out) in modes.iter().zip(&mut samples) {
+                let enc = match *mode {
+                    "inline" => &inline,
+                    "pool" => &pooled,
                     other => panic!("--modes: {other}?"),
-                }
+                };
+                out.push(measure(mode, enc, &pool, &args).await);
             }
+        }
+        println!("--- medians of {} alternating rounds ---", args.rounds);
+        for (mode, s) in modes.iter().zip(&samples) {
+            let d = |f: fn(&Sample) -> Duration| ms(median(s, f).unwrap_or_default());
+            println!(
+                "{mode:<7} {:>6.0} ms (CPU {:>5.0} ms)  peak threads {:>3}  health lateness p99 {:>6.2} ms, max {:>6.2} ms",
+                d(|x| x.elapsed),
+                d(|x| x.cpu),
+                median(s, |x| x.peak_threads).unwrap_or(0),
+                d(|x| x.p99),
+                d(|x| x.max),
+            );
         }
         db.finish().await;
     });
