@@ -10,6 +10,12 @@ fn main() {
         println!("cargo:rerun-if-env-changed={variable}");
     }
     println!("cargo:rerun-if-changed=.sqlx");
+    // `sqlx::migrate!` (examples/web) embeds the files of its folder: a new
+    // one must rebuild the crate (stable Rust cannot tell the macro's
+    // expansion to watch a folder).
+    if std::path::Path::new("migrations").is_dir() {
+        println!("cargo:rerun-if-changed=migrations");
+    }
     if std::env::var_os("SQLX_OFFLINE").is_none() {
         println!("cargo:rustc-env=SQLX_OFFLINE=true");
     }

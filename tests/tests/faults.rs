@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use rowseal::kms::AwsKmsProvider;
 use rowseal::sqlx;
 use rowseal::{
-    schema, CacheConfig, Encrypted, Encryptor, KeyHierarchy, ProviderError, ProviderErrorKind,
-    SqlxError, SqlxKeyStore,
+    schema, CacheConfig, Encrypted, Encryptor, Error, KeyHierarchy, ProviderError,
+    ProviderErrorKind, SqlxKeyStore,
 };
 use rowseal_e2e::db::{self, TestDb};
 use rowseal_e2e::kms::{admin_client, aws_detail, create_key, provider_builder, REGION};
@@ -130,25 +130,21 @@ fn encryptor<DB: Backend>(pool: &sqlx::Pool<DB>, kms: AwsKmsProvider, ttl: Durat
 // ---- typed errors ----------------------------------------------------------
 
 /// The provider error of a failed write: the tenant or index key could not be
-/// obtained, reported as `Error::Core(Error::Provider(..))`.
-fn write_fault(e: &SqlxError) -> &ProviderError {
-    match e {
-        SqlxError::Core(core) => core
-            .provider_error()
-            .unwrap_or_else(|| panic!("expected a provider error, got {core:?}")),
-        other => panic!("expected Error::Core(Provider), got {other:?}"),
-    }
+/// obtained, reported as `Error::Provider(..)`.
+fn write_fault(e: &Error) -> &ProviderError {
+    e.provider_error()
+        .unwrap_or_else(|| panic!("expected Error::Provider, got {e:?}"))
 }
 
 /// The provider error of a failed read (or field update, which opens the
-/// row's key): `Error::Decrypt` of the row, with the provider error as its
+/// row's key): `Error::Field` of the row, with the provider error as its
 /// source (no plaintext, no key bytes).
-fn read_fault(e: &SqlxError) -> &ProviderError {
+fn read_fault(e: &Error) -> &ProviderError {
     match e {
-        SqlxError::Decrypt { source, .. } => source
+        Error::Field { source, .. } => source
             .provider_error()
             .unwrap_or_else(|| panic!("expected a provider error as the source, got {source:?}")),
-        other => panic!("expected Error::Decrypt with a provider source, got {other:?}"),
+        other => panic!("expected Error::Field with a provider source, got {other:?}"),
     }
 }
 
@@ -244,7 +240,7 @@ async fn tenant_works<DB: Backend>(enc: &Encryptor, pool: &sqlx::Pool<DB>, tenan
 where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
 {
-    let ctx = |op: &str, e: SqlxError| -> String { format!("{when}: {op} for {tenant}: {e}") };
+    let ctx = |op: &str, e: Error| -> String { format!("{when}: {op} for {tenant}: {e}") };
     let mut a = account(tenant);
     enc.insert(pool, &a)
         .await
@@ -785,7 +781,7 @@ where
     fx.proxy
         .fail_if_body_contains("\"nokey\"", Fault::code("AccessDeniedException"));
     fx.proxy.reset_log();
-    let denied = |e: &SqlxError| write_fault(e).kind() == ProviderErrorKind::AccessDenied;
+    let denied = |e: &Error| write_fault(e).kind() == ProviderErrorKind::AccessDenied;
 
     // Single insert.
     let one = account("nokey");
@@ -1075,7 +1071,7 @@ impl Killer for sqlx::MySql {
 /// The connection doing an `insert_many` is killed from another connection
 /// while the batch is being written (a trigger stalls on one row of the
 /// second statement, so the first statement has already run): the error is
-/// `Error::Sqlx`, none of the batch is stored (it ran in a transaction),
+/// `Error::Database`, none of the batch is stored (it ran in a transaction),
 /// earlier rows are unchanged, other tenants keep writing during the stall,
 /// and the next call on the pool works. The same with a one-statement batch
 /// on the pool (no transaction): the statement is atomic.
@@ -1132,7 +1128,7 @@ where
         big.len(),
         started.elapsed()
     );
-    assert!(matches!(err, SqlxError::Sqlx(_)), "[{kind}] {err:?}");
+    assert!(matches!(err, Error::Database(_)), "[{kind}] {err:?}");
     drop(tx);
     assert_eq!(
         present(pool, &big_ids).await,
@@ -1157,7 +1153,7 @@ where
         DB::kill_when_stalled(pool, conn_id, async {})
     );
     let err = result.unwrap_err();
-    assert!(matches!(err, SqlxError::Sqlx(_)), "[{kind}] {err:?}");
+    assert!(matches!(err, Error::Database(_)), "[{kind}] {err:?}");
     drop(conn);
     assert_eq!(
         present(pool, &small_ids).await,

@@ -33,7 +33,7 @@ use base64::Engine as _;
 use rowseal::sqlx;
 use rowseal::{
     schema, CacheConfig, DataKey, Encrypted, EncryptionContext, Encryptor, KeyHierarchy,
-    KeyProvider, KeyScope, LocalKeyProvider, SecretKey, SqlxError, SqlxKeyStore, WrappedKey,
+    KeyProvider, KeyScope, LocalKeyProvider, SecretKey, SqlxKeyStore, WrappedKey,
 };
 use rowseal_e2e::db;
 use rowseal_e2e::kms::{admin_client, create_key, provider_builder, REGION};
@@ -503,7 +503,7 @@ where
             .fetch::<Patient, _>(pool, clinic, &id)
             .await
             .expect_err("a tampered row read");
-        assert!(matches!(e, SqlxError::Decrypt { .. }), "{e:?}");
+        assert!(matches!(e, rowseal::Error::Field { .. }), "{e:?}");
         record_error(&format!("{label} tampered row {id}"), &e);
         errors += 1;
     }

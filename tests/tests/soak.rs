@@ -27,8 +27,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rowseal::sqlx::{self, Postgres};
 use rowseal::{
-    schema, CacheConfig, Encrypted, Encryptor, KeyHierarchy, LocalKeyProvider, SqlxError,
-    SqlxKeyStore,
+    schema, CacheConfig, Encrypted, Encryptor, Error, KeyHierarchy, LocalKeyProvider, SqlxKeyStore,
 };
 use rowseal_e2e::db::{self, TestDb};
 use serde_json::Value as Json;
@@ -170,8 +169,7 @@ async fn run_task(
     }
     let base = task as i64 * ID_SPAN;
     let mut next_id = base + SEED_ROWS;
-    let fail =
-        |op: Op, id: i64, e: SqlxError| format!("task {task}: {op:?} of row {id}: {e} ({e:?})");
+    let fail = |op: Op, id: i64, e: Error| format!("task {task}: {op:?} of row {id}: {e} ({e:?})");
     while !stop.load(Ordering::Relaxed) {
         let op = pick(&mut rng);
         // A random row of this task, if it has any.
@@ -268,7 +266,7 @@ async fn run_task(
                         }
                         // The rotation re-encrypted the row between our read
                         // of its header and our write: retry.
-                        Err(SqlxError::Conflict { .. }) => out.update_fields_retries += 1,
+                        Err(Error::Conflict { .. }) => out.update_fields_retries += 1,
                         Err(e) => return Err(fail(op, id, e)),
                     }
                 }

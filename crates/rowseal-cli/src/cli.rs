@@ -89,8 +89,8 @@ pub struct JobArgs {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create rowseal's own tables (rowseal_keys, rowseal_schema,
-    /// rowseal_jobs) if they do not exist.
+    /// Create or upgrade rowseal's own tables (rowseal_keys, rowseal_schema,
+    /// rowseal_jobs): rowseal's migrations, recorded in rowseal_migrations.
     Init,
     /// Per registered table: rows per key mode and tenant-key version, rows
     /// still to rotate; root keys in use; running jobs.

@@ -73,20 +73,12 @@ impl From<rowseal_core::Error> for CliError {
         let code = match &e {
             E::Provider(_) => ExitCode::KeyProvider,
             E::KeyConfig { .. } => ExitCode::Config,
-            E::Store { .. } => ExitCode::Database,
+            // sqlx errors name tables, columns and server messages; they
+            // never hold bound values.
+            E::Store { .. } | E::Database(_) => ExitCode::Database,
             _ => ExitCode::Failures,
         };
         CliError::new(code, e.to_string())
-    }
-}
-
-impl From<rowseal_sqlx::Error> for CliError {
-    fn from(e: rowseal_sqlx::Error) -> Self {
-        match e {
-            rowseal_sqlx::Error::Core(c) => c.into(),
-            rowseal_sqlx::Error::Sqlx(s) => s.into(),
-            other => CliError::new(ExitCode::Failures, other.to_string()),
-        }
     }
 }
 

@@ -352,10 +352,7 @@ where
         .fetch::<Person, _>(&db.pool, "t3", &3)
         .await
         .unwrap_err();
-    assert!(
-        err.is_decrypt() || matches!(err, rowseal_sqlx::Error::Core(_)),
-        "{err}"
-    );
+    assert_eq!(err.kind(), rowseal_sqlx::ErrorKind::KeyDestroyed, "{err}");
     assert!(app
         .fetch::<Person, _>(&db.pool, "t4", &4)
         .await

@@ -1,18 +1,31 @@
-//! The one error type of the core.
+//! rowseal's one error type: the core's failures and the sqlx layer's.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-/// Everything that can go wrong in rowseal's core.
+/// Everything that can go wrong in rowseal: the crypto core, the key
+/// provider and store, and the sqlx layer (every crate of rowseal returns
+/// this type, so a service needs one `From` impl, not three).
 ///
 /// The enum is `#[non_exhaustive]`: match the variants you handle and keep a
-/// wildcard arm. No variant ever carries plaintext or key bytes, so an `Error` is
-/// safe to log, print and send to an error tracker. Its `Debug` output holds the
-/// same information as its `Display` output.
+/// wildcard arm, or better, branch on [`kind`](Error::kind). No variant ever
+/// carries plaintext or key bytes, so an `Error` is safe to log, print and
+/// send to an error tracker. Its `Debug` output holds the same information as
+/// its `Display` output.
 ///
-/// A failed decryption is always [`Error::Decrypt`], whatever the cause (wrong
-/// key, wrong tenant, ciphertext moved to another column, flipped bit, key
-/// commitment mismatch): distinguishing them would help an attacker, never a user.
+/// An authentication failure is always the opaque [`Error::Decrypt`], whatever
+/// the cause (wrong key, wrong tenant, ciphertext moved to another column,
+/// flipped bit, key commitment mismatch): distinguishing them would help an
+/// attacker, never a user. The sqlx layer wraps it in [`Error::Field`], which
+/// names the table, column and row (stored in the clear).
+///
+/// ```
+/// use rowseal_core::{Error, ErrorKind};
+/// let e = Error::NotFound { table: "patients".into(), primary_key: "7".into() };
+/// assert_eq!(e.kind(), ErrorKind::NotFound);
+/// assert_eq!(e.to_string(), "no row of patients with primary key 7 in this tenant");
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone)]
 pub enum Error {
@@ -77,9 +90,171 @@ pub enum Error {
     /// An argument is outside what the format can represent (for example a
     /// context string longer than 4 GiB, or a wrapped key longer than 64 KiB).
     InvalidInput {
-        /// What is wrong.
+        /// What is wrong (never quotes a value).
+        reason: Cow<'static, str>,
+    },
+    /// A field of a row could not be opened: its ciphertext, the row header or
+    /// a key failed (`source` says which kind of failure; for an
+    /// authentication failure always the opaque [`Error::Decrypt`]), or its
+    /// row key could not be fetched (a key-provider outage, a destroyed key).
+    Field {
+        /// The table.
+        table: String,
+        /// The column (`rowseal_header` when the row's key header itself
+        /// failed).
+        column: String,
+        /// The row's primary key, as text.
+        primary_key: String,
+        /// What failed.
+        source: Box<Error>,
+    },
+    /// A decrypted, authenticated value is not a value of the field's type
+    /// (the model's type changed, not the data).
+    Decode {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The row's primary key, as text.
+        primary_key: String,
+        /// Why (never quotes the value).
         reason: &'static str,
     },
+    /// The database failed. See [`DatabaseError`].
+    Database(DatabaseError),
+    /// A row read from the database does not fit the model: a column is
+    /// missing from the query, or has an unexpected type.
+    Schema {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An update or delete found no row with this primary key in this tenant.
+    NotFound {
+        /// The table.
+        table: String,
+        /// The primary key, as text.
+        primary_key: String,
+    },
+    /// The row changed between the read and the write of a read-modify-write
+    /// (the sqlx layer's `update_fields`): a rotation re-sealed it, or another
+    /// writer updated it. Nothing was written; read the row again and retry.
+    Conflict {
+        /// The table.
+        table: String,
+        /// The primary key, as text.
+        primary_key: String,
+    },
+    /// A value could not be serialized (`#[rowseal(encrypt, json)]`).
+    Serialize {
+        /// The column.
+        column: String,
+        /// What serde said (about the type, not the value).
+        reason: String,
+    },
+    /// A crypto worker thread failed (a bug: a panic while sealing or
+    /// opening).
+    Worker,
+    /// A write would give two rows the same value under a `unique` blind
+    /// index. Names the index and its fields, never the value.
+    UniqueViolation {
+        /// The table.
+        table: String,
+        /// The blind index.
+        index: String,
+        /// The Rust fields the index covers.
+        fields: Vec<String>,
+    },
+    /// A row read for one tenant belongs to another: its tenant column is not
+    /// byte-for-byte the tenant the caller asked for (a query without its
+    /// tenant filter, a MySQL/MariaDB collation that matched `ACME` to
+    /// `acme`, a row moved by a database writer). Nothing of the row is
+    /// decrypted; no key of its tenant is fetched. Names neither tenant.
+    TenantMismatch {
+        /// The table.
+        table: String,
+        /// The row's primary key, as text.
+        primary_key: String,
+    },
+    /// A schema registry entry was written in a registry format this version
+    /// does not read (by a newer rowseal, or damaged).
+    UnsupportedRegistryFormat {
+        /// The registered table.
+        table: String,
+        /// The entry's format number.
+        format: u64,
+    },
+}
+
+/// A failure of the database, as the sqlx layer saw it: the driver's error
+/// (reachable through [`get_ref`](DatabaseError::get_ref) or
+/// `std::error::Error::source`, and with the `sqlx` feature as
+/// `Error::as_sqlx`), classified once when it was caught.
+#[derive(Clone)]
+pub struct DatabaseError {
+    source: Arc<dyn std::error::Error + Send + Sync>,
+    unique_violation: bool,
+    retryable: bool,
+}
+
+impl DatabaseError {
+    /// Wraps a driver's error. `unique_violation`: the database refused a
+    /// duplicate value; `retryable`: the database could not be reached (a
+    /// pool timeout, an I/O or TLS failure, a closed pool), so a later
+    /// attempt may succeed.
+    pub fn new<E>(source: E, unique_violation: bool, retryable: bool) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        DatabaseError {
+            source: Arc::new(source),
+            unique_violation,
+            retryable,
+        }
+    }
+
+    /// Whether the database refused a duplicate value.
+    pub fn is_unique_violation(&self) -> bool {
+        self.unique_violation
+    }
+
+    /// Whether a later attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+
+    /// The driver's error.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self.source.as_ref()
+    }
+}
+
+impl fmt::Debug for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.source, f)
+    }
+}
+
+impl fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)
+    }
+}
+
+#[cfg(feature = "sqlx")]
+impl From<sqlx_core::Error> for Error {
+    fn from(e: sqlx_core::Error) -> Self {
+        use sqlx_core::Error as E;
+        let unique = matches!(&e, E::Database(db) if db.is_unique_violation());
+        let retryable = matches!(
+            e,
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed
+        );
+        Error::Database(DatabaseError::new(e, unique, retryable))
+    }
 }
 
 impl Error {
@@ -98,6 +273,48 @@ impl Error {
         Error::Malformed { what, reason }
     }
 
+    /// Shorthand for an [`Error::InvalidInput`].
+    pub fn invalid_input(reason: impl Into<Cow<'static, str>>) -> Self {
+        Error::InvalidInput {
+            reason: reason.into(),
+        }
+    }
+
+    /// The sqlx error inside, if this is an [`Error::Database`] raised by the
+    /// sqlx layer (feature `sqlx`).
+    #[cfg(feature = "sqlx")]
+    pub fn as_sqlx(&self) -> Option<&sqlx_core::Error> {
+        match self {
+            Error::Database(d) => d.get_ref().downcast_ref(),
+            _ => None,
+        }
+    }
+
+    /// Whether a stored value could not be opened, of any cause: tampering,
+    /// but also a destroyed key or a key-provider outage while the row's key
+    /// was fetched. [`kind`](Self::kind) tells them apart;
+    /// [`is_tampered`](Self::is_tampered) is the one to alert on.
+    pub fn is_decrypt(&self) -> bool {
+        matches!(
+            self,
+            Error::Decrypt | Error::Field { .. } | Error::Decode { .. }
+        )
+    }
+
+    /// Whether stored data failed authentication (or a row of another
+    /// tenant was handed in): the kind to alert on.
+    pub fn is_tampered(&self) -> bool {
+        self.kind() == ErrorKind::Tampered
+    }
+
+    /// Whether a later attempt may succeed: the key provider was
+    /// unavailable, the row changed under a read-modify-write, or the
+    /// database could not be reached (a pool timeout, an I/O or TLS
+    /// failure, a closed pool).
+    pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable() || matches!(self, Error::Database(d) if d.is_retryable())
+    }
+
     /// What kind of failure this is, for a caller to branch on (an HTTP
     /// status, a retry, an alert). See [`ErrorKind`].
     pub fn kind(&self) -> ErrorKind {
@@ -114,7 +331,26 @@ impl Error {
             Error::KeyDestroyed { .. } => ErrorKind::KeyDestroyed,
             Error::Provider(p) => p.kind().into(),
             Error::Store { .. } => ErrorKind::Database,
-            Error::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Error::InvalidInput { .. } | Error::Serialize { .. } => ErrorKind::InvalidInput,
+            // A field that failed to open is classified by its cause, so a
+            // provider outage while opening a row is retryable, not tampering.
+            Error::Field { source, .. } => source.kind(),
+            // Authenticated bytes that are not a value of the field's type:
+            // the model's type changed, not the data.
+            Error::Decode { .. } => ErrorKind::Configuration,
+            Error::Database(d) if d.is_unique_violation() => ErrorKind::UniqueViolation,
+            Error::Database(_) => ErrorKind::Database,
+            Error::Schema { .. } | Error::UnsupportedRegistryFormat { .. } => {
+                ErrorKind::Configuration
+            }
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::Worker => ErrorKind::Internal,
+            Error::UniqueViolation { .. } => ErrorKind::UniqueViolation,
+            // A row of another tenant came back (a query without its tenant
+            // filter, a row moved by a database writer): refused unopened,
+            // and worth an alert like tampering.
+            Error::TenantMismatch { .. } => ErrorKind::Tampered,
         }
     }
 
@@ -154,6 +390,64 @@ impl fmt::Display for Error {
                  {stored} non-NULL encrypted fields, the row now has {found}"
             ),
             Error::InvalidInput { reason } => write!(f, "invalid input: {reason}"),
+            Error::Field {
+                table,
+                column,
+                primary_key,
+                source,
+            } => write!(
+                f,
+                "cannot decrypt {table}.{column} of the row with primary key {primary_key}: {source}"
+            ),
+            Error::Decode {
+                table,
+                column,
+                primary_key,
+                reason,
+            } => write!(
+                f,
+                "cannot decode {table}.{column} of the row with primary key {primary_key}: {reason}"
+            ),
+            Error::Database(e) => write!(f, "database: {e}"),
+            Error::Schema {
+                table,
+                column,
+                reason,
+            } => write!(f, "{table}.{column}: {reason}"),
+            Error::NotFound { table, primary_key } => {
+                write!(f, "no row of {table} with primary key {primary_key} in this tenant")
+            }
+            Error::Conflict { table, primary_key } => write!(
+                f,
+                "the row of {table} with primary key {primary_key} changed while it was \
+                 updated (a rotation or another writer); nothing was written, read it again \
+                 and retry"
+            ),
+            Error::Serialize { column, reason } => {
+                write!(f, "cannot serialize the value of {column}: {reason}")
+            }
+            Error::Worker => {
+                f.write_str("a crypto worker failed (a bug: a panic while sealing or opening)")
+            }
+            Error::UniqueViolation {
+                table,
+                index,
+                fields,
+            } => write!(
+                f,
+                "{table}: another row already has this {} (unique blind index {index})",
+                fields.join(", ")
+            ),
+            Error::TenantMismatch { table, primary_key } => write!(
+                f,
+                "the row of {table} with primary key {primary_key} belongs to another tenant \
+                 than the one asked for; not decrypted"
+            ),
+            Error::UnsupportedRegistryFormat { table, format } => write!(
+                f,
+                "the schema registry entry of {table} has format {format}, which this \
+                 rowseal does not read"
+            ),
         }
     }
 }
@@ -165,6 +459,8 @@ impl std::error::Error for Error {
             Error::Store {
                 source: Some(s), ..
             } => Some(s.as_ref()),
+            Error::Field { source, .. } => Some(source.as_ref()),
+            Error::Database(d) => Some(d.get_ref()),
             _ => None,
         }
     }
@@ -176,9 +472,8 @@ impl From<ProviderError> for Error {
     }
 }
 
-/// What kind of failure an error is, across rowseal's crates (the core's
-/// [`Error::kind`], and the sqlx layer's, which adds the database's kinds):
-/// what a service branches on, rather than on variants.
+/// What kind of failure an [`Error`] is ([`Error::kind`]): what a service
+/// branches on, rather than on variants.
 ///
 /// | kind | typical answer |
 /// |---|---|
@@ -189,7 +484,7 @@ impl From<ProviderError> for Error {
 /// | `Conflict` | 409 or retry: the row changed under a read-modify-write (a rotation, another writer) |
 /// | `UniqueViolation` | 409: a unique value is taken |
 /// | `NotFound` | 404 |
-/// | `Database` | 500, or 503 when [`retryable`](ErrorKind::is_retryable) at the sqlx layer |
+/// | `Database` | 500, or 503 when [`Error::is_retryable`] (the database could not be reached) |
 /// | `InvalidInput` | 400: the caller's argument is invalid |
 /// | `Configuration` | 500: the deployment is wrong (key configuration, schema, a format this build does not read) |
 /// | `Internal` | 500: a bug |
@@ -228,8 +523,8 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Whether a later attempt may succeed: a provider outage or a lost
-    /// race. (The sqlx layer's `Error::is_retryable` also counts a database
-    /// that could not be reached.)
+    /// race. ([`Error::is_retryable`] also counts a database that could not
+    /// be reached.)
     pub fn is_retryable(self) -> bool {
         matches!(self, ErrorKind::ProviderUnavailable | ErrorKind::Conflict)
     }
@@ -390,7 +685,7 @@ impl std::error::Error for ProviderError {
     }
 }
 
-/// The result type of the core.
+/// rowseal's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

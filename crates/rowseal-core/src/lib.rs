@@ -26,10 +26,11 @@ mod local;
 mod provider;
 mod secret;
 mod store;
+pub mod telemetry;
 
 pub use blind::{plan_bits, BitsPlan, BlindIndexValue, IndexBits, Normalization, Normalizer};
-pub use cache::CacheConfig;
-pub use error::{Error, ErrorKind, ProviderError, ProviderErrorKind, Result};
+pub use cache::{CacheConfig, CacheStats};
+pub use error::{DatabaseError, Error, ErrorKind, ProviderError, ProviderErrorKind, Result};
 pub use format::header::{KeyMode, RowHeader};
 pub use format::presence::FieldSet;
 pub use format::wrapped::WrappedKey;

@@ -53,7 +53,7 @@ pub const MAX_TENANT_ID_BYTES: usize = 255;
 pub(crate) fn check_tenant_id(tenant: &str) -> Result<()> {
     if tenant.len() > MAX_TENANT_ID_BYTES {
         return Err(crate::Error::InvalidInput {
-            reason: "a tenant id is longer than 255 bytes (MAX_TENANT_ID_BYTES)",
+            reason: "a tenant id is longer than 255 bytes (MAX_TENANT_ID_BYTES)".into(),
         });
     }
     Ok(())

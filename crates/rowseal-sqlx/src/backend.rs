@@ -226,7 +226,9 @@ pub trait Backend: sqlx::Database<Row: DbRow> {
         Self::push_placeholder(sql, n);
     }
 
-    /// The SQL of rowseal's own tables (the migration file).
+    /// The SQL of rowseal's own tables as [`crate::schema::install`]
+    /// creates them: rowseal's first migration (`migrations/<database>/0001_tables.sql`;
+    /// all of them, applied and recorded: [`crate::migrate`]).
     fn migration_sql() -> &'static str;
 
     /// Runs a statement with bound values; returns the rows affected.
@@ -368,7 +370,7 @@ macro_rules! bind_values {
                 break;
             }
         }
-        r.map_err(|e| crate::error::Error::Sqlx(sqlx::Error::Encode(e)))
+        r.map_err(|e| crate::error::Error::from(sqlx::Error::Encode(e)))
     }};
 }
 
@@ -602,7 +604,7 @@ macro_rules! backend {
                 E: 'e + sqlx::Executor<'c, Database = Self>,
             {
                 use futures_util::TryStreamExt as _;
-                Box::pin(q.fetch(e).map_err(crate::error::Error::Sqlx))
+                Box::pin(q.fetch(e).map_err(crate::error::Error::from))
             }
         }
     };
@@ -704,7 +706,7 @@ backend! {
     name = "postgres", max_params = 65_535,
     any_args = AnyArguments::Postgres, any_row = AnyRow::Postgres,
     insert_ignore = ("INSERT", " ON CONFLICT DO NOTHING"),
-    migration = include_str!("../../../migrations/postgres/20240101000000_rowseal.sql"),
+    migration = crate::migrate::POSTGRES[0].sql,
     placeholder = dollar,
     ident = double_quoted,
     types = pg_types,
@@ -716,7 +718,7 @@ backend! {
     name = "mysql", max_params = 65_535,
     any_args = AnyArguments::MySql, any_row = AnyRow::MySql,
     insert_ignore = ("INSERT IGNORE", ""),
-    migration = include_str!("../../../migrations/mysql/20240101000000_rowseal.sql"),
+    migration = crate::migrate::MYSQL[0].sql,
     placeholder = question,
     ident = backquoted,
     types = mysql_types,
@@ -728,7 +730,7 @@ backend! {
     name = "sqlite", max_params = 32_766,
     any_args = AnyArguments::Sqlite, any_row = AnyRow::Sqlite,
     insert_ignore = ("INSERT", " ON CONFLICT DO NOTHING"),
-    migration = include_str!("../../../migrations/sqlite/20240101000000_rowseal.sql"),
+    migration = crate::migrate::SQLITE[0].sql,
     placeholder = question,
     // Backquotes, not double quotes: SQLite reads a double-quoted name it
     // cannot resolve as a string literal, so a pooled connection whose

@@ -61,7 +61,7 @@ pub(crate) fn plans(model: &'static Model) -> Result<Vec<IndexPlan>> {
 /// The plan of the index named `index`.
 pub(crate) fn index_plan(model: &'static Model, index: &str) -> Result<IndexPlan> {
     let def = model.index(index).ok_or_else(|| Error::InvalidInput {
-        reason: format!("{} has no blind index `{index}`", model.table()),
+        reason: format!("{} has no blind index `{index}`", model.table()).into(),
     })?;
     IndexPlan::new(def)
 }
@@ -75,7 +75,8 @@ pub(crate) fn normalize_query(plan: &IndexPlan, parts: &[&str]) -> Result<Vec<St
                 plan.def.name,
                 plan.def.fields.len(),
                 parts.len()
-            ),
+            )
+            .into(),
         });
     }
     Ok(parts
@@ -122,7 +123,7 @@ pub(crate) fn compute(
     key: &BlindIndexKey,
     parts: &[String],
 ) -> Result<BlindIndexValue> {
-    Ok(key.parts_value(parts, plan.bits)?)
+    key.parts_value(parts, plan.bits)
 }
 
 /// Normalizes a row's covered fields; `None` if one of them is NULL.
@@ -254,7 +255,8 @@ impl<T: Encrypted> IndexCondition<T> {
                         "blind index `{}`: an index value of type {}",
                         plan.def.name,
                         other.sql_type().as_str()
-                    ),
+                    )
+                    .into(),
                 }),
             })
             .collect::<Result<_>>()?;
@@ -417,7 +419,7 @@ pub(crate) fn cell_value(
 /// [`Error::UniqueViolation`]; other errors pass through. The database's
 /// message (which may quote the stored index value) is dropped.
 pub(crate) fn map_unique(model: &Model, e: Error) -> Error {
-    let Error::Sqlx(sqlx::Error::Database(db)) = &e else {
+    let Some(sqlx::Error::Database(db)) = e.as_sqlx() else {
         return e;
     };
     if !db.is_unique_violation() {

@@ -69,6 +69,6 @@ pub(crate) fn bound_primary_key(binds: bool, pk: &Value) -> rowseal_core::Result
     pk.key_bytes()
         .map(Some)
         .ok_or(rowseal_core::Error::InvalidInput {
-            reason: "the primary key has a type that cannot be bound",
+            reason: "the primary key has a type that cannot be bound".into(),
         })
 }

@@ -171,14 +171,15 @@ pub(crate) fn sort_keys(
                 reason: format!(
                     "{} has no field or column `{name}` to order by",
                     model.table()
-                ),
+                )
+                .into(),
             })?;
         if field.is_encrypted() {
             return Err(Error::InvalidInput {
                 reason: format!(
                     "cannot order {} by `{name}`: it is encrypted (only plain columns can be ordered by)",
                     model.table()
-                ),
+                ).into(),
             });
         }
         if field.sql_type == SqlType::Other {
@@ -186,7 +187,7 @@ pub(crate) fn sort_keys(
                 reason: format!(
                     "cannot order {} by `{name}`: a `sql_type` field's values are decoded by its own type, which a lookup's page cursor cannot carry",
                     model.table()
-                ),
+                ).into(),
             });
         }
         if field.sql_type == SqlType::Json {
@@ -194,7 +195,8 @@ pub(crate) fn sort_keys(
                 reason: format!(
                     "cannot order {} by `{name}`: a JSON column has no portable order",
                     model.table()
-                ),
+                )
+                .into(),
             });
         }
         if !keys.iter().any(|k| std::ptr::eq(k.field, field)) {
@@ -317,7 +319,7 @@ pub(crate) fn push_filter<DB: Backend>(
     binds: &mut Vec<Value>,
 ) -> Result<()> {
     let bad = |what: &str| Error::InvalidInput {
-        reason: format!("lookup condition: {what}"),
+        reason: format!("lookup condition: {what}").into(),
     };
     if fragment.trim().is_empty() {
         return Err(bad("empty"));

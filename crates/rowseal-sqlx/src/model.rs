@@ -433,7 +433,7 @@ impl Model {
                 "not a tenant of `{}`: its tenant column holds {} and this is not the canonical id of one",
                 self.table(),
                 t.as_str()
-            ),
+            ).into(),
         })
     }
 
@@ -805,7 +805,7 @@ pub(crate) fn open_field(
     })?;
     encoding::open_encoded(key, name, b)
         .map(Some)
-        .map_err(|e| Error::Decrypt {
+        .map_err(|e| Error::Field {
             table: table.to_owned(),
             column: name.column.to_owned(),
             primary_key: primary_key.key_display(),

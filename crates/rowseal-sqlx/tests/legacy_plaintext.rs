@@ -279,7 +279,7 @@ where
         "UPDATE legacy_patients SET email_ct = rowseal_header, rowseal_header = NULL WHERE id = 10";
     DB::execute(&cx.pool, ct_sql, vec![]).await.unwrap();
     match cx.enc.fetch::<Patient, _>(&cx.pool, "t1", &10).await {
-        Err(Error::Decrypt { .. }) => {}
+        Err(Error::Field { .. }) => {}
         other => panic!("expected a decrypt error, got {other:?}"),
     }
 }

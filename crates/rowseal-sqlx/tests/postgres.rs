@@ -116,7 +116,7 @@ async fn postgres_only_types() {
     );
     let e = enc.insert(&lite.pool, &a).await.unwrap_err();
     assert!(
-        matches!(&e, rowseal_sqlx::Error::Sqlx(_)) && e.to_string().contains("PostgreSQL only"),
+        matches!(&e, rowseal_sqlx::Error::Database(_)) && e.to_string().contains("PostgreSQL only"),
         "{e}"
     );
     lite.finish().await;

@@ -55,11 +55,12 @@ pub struct ThreatModelDoctests;
 pub struct RunbookDoctests;
 
 pub use rowseal_core::{
-    BlindIndexKey, CacheConfig, CachedKeys, CountingKeyProvider, DataKey, EncryptionContext, Error,
-    ErrorKind, FieldName, FieldSet, IndexKey, KeyHierarchy, KeyMode, KeyProvider, KeyPurpose,
-    KeyRecord, KeyScope, KeyState, KeyStore, LocalKeyProvider, MemoryKeyStore, ProviderCallCounts,
-    ProviderError, ProviderErrorKind, RecordKeys, RecordSpec, Result, RowHeader, RowKey, SecretKey,
-    TenantKey, WrappedKey, KEY_LEN, LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV, MAX_TENANT_ID_BYTES,
+    BlindIndexKey, CacheConfig, CacheStats, CachedKeys, CountingKeyProvider, DataKey,
+    EncryptionContext, Error, ErrorKind, FieldName, FieldSet, IndexKey, KeyHierarchy, KeyMode,
+    KeyProvider, KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore, LocalKeyProvider,
+    MemoryKeyStore, ProviderCallCounts, ProviderError, ProviderErrorKind, RecordKeys, RecordSpec,
+    Result, RowHeader, RowKey, SecretKey, TenantKey, WrappedKey, KEY_LEN, LOCAL_KEYS_ENV,
+    LOCAL_KEY_FILE_ENV, MAX_TENANT_ID_BYTES,
 };
 
 pub mod testing;
@@ -74,10 +75,16 @@ pub mod kms {
 /// models on PostgreSQL, MySQL/MariaDB and SQLite.
 #[cfg(feature = "sqlx")]
 pub use rowseal_sqlx::{
-    schema, sqlx, Backend, CryptoPool, Encrypted, EncryptedField, Encryptor, Error as SqlxError,
+    schema, sqlx, Backend, CryptoPool, Encrypted, EncryptedField, Encryptor, EncryptorBuilder,
     IndexCondition, Lookup, Order, PlainField, PrimaryKeyField, ReadModel, Sealed, SqlType,
     SqlxKeyStore, TenantField, TenantScope, Value,
 };
+
+/// rowseal's own tables, created and upgraded by numbered migrations
+/// recorded in `rowseal_migrations`, beside your own `sqlx::migrate!`
+/// history: `rowseal::migrate::run(&pool)` at start-up.
+#[cfg(feature = "sqlx")]
+pub use rowseal_sqlx::migrate;
 
 #[doc(hidden)]
 #[cfg(feature = "sqlx")]

@@ -100,7 +100,7 @@ async fn check_list(s: &Seed, list: Vec<PatientSealed>, theirs: Vec<PatientSeale
     assert_eq!(theirs.len(), 1);
     assert!(matches!(
         s.enc.open_all(theirs, &*tenant).await,
-        Err(rowseal::SqlxError::TenantMismatch { .. })
+        Err(rowseal::Error::TenantMismatch { .. })
     ));
 }
 

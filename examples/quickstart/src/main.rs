@@ -74,7 +74,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .create_if_missing(true),
     )
     .await?;
-    schema::install(&pool).await?; // rowseal_keys, rowseal_schema, rowseal_jobs
+    // rowseal's own tables (rowseal_keys, rowseal_schema, rowseal_jobs), by
+    // rowseal's migrator: applied once, recorded in rowseal_migrations, beside
+    // any sqlx::migrate! history of your own.
+    rowseal::migrate::run(&pool).await?;
     schema::create_table::<Patient, _>(&pool).await?; // DDL generated from the model
     schema::register::<Patient, _>(&pool).await?; // so the `rowseal` CLI knows the table
 

@@ -41,6 +41,11 @@ CREATE TABLE IF NOT EXISTS rowseal_jobs (
     updated_at   DATETIME     NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
 CREATE INDEX IF NOT EXISTS rowseal_jobs_state ON rowseal_jobs (state, kind);
+-- The web example's own tables: patients and their medical records, as
+-- rowseal's DDL for the models gives them (rowseal::schema::create_table_sql),
+-- and the app's indexes for its lists. IF NOT EXISTS: a database the example
+-- made at start-up before it had migrations is adopted. rowseal's own tables
+-- are rowseal's migrations (rowseal::migrate), not the app's.
 CREATE TABLE IF NOT EXISTS `patients` (
     `id` BLOB NOT NULL PRIMARY KEY,
     `tenant_id` BLOB NOT NULL,

@@ -8,6 +8,7 @@
 //! | `ROWSEAL_KMS_ENDPOINT` | an explicit KMS endpoint (wins over `AWS_ENDPOINT_URL_KMS`) |
 //! | `ROWSEAL_LOCAL_KEY_FILE` | the local keyring file (default `rowseal-web.keys`, generated with mode 0600 if missing) |
 //! | `ROWSEAL_WEB_ADDR` | the address to listen on (default `127.0.0.1:3000`) |
+//! | `ROWSEAL_CRYPTO_THREADS` | threads that decrypt and encrypt large batches (a list of 512 rows or more), shared by all requests (default: one per core); with tokio's `TOKIO_WORKER_THREADS` (the runtime's workers, default one per core) it bounds the process's threads. `ROWSEAL_KEY_CACHE_MAX_ENTRIES` and `ROWSEAL_KEY_CACHE_TTL_SECS` size the key cache. Read by `Encryptor::builder().tuning_from_env()` |
 //!
 //! Nothing here is ever printed in full: the database URL may hold a
 //! password, so [`DatabaseConfig`]'s `Display` shows only the kind.

@@ -9,7 +9,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rowseal::{ErrorKind, SqlxError};
+use rowseal::{Error, ErrorKind};
 use serde_json::json;
 
 /// An error answered to a client.
@@ -90,17 +90,17 @@ fn log(what: &str, e: &dyn std::fmt::Display) {
     eprintln!("web-example: {what}: {e}");
 }
 
-impl From<SqlxError> for ApiError {
+impl From<Error> for ApiError {
     /// One match on the error's kind: rowseal classifies a failure by its
     /// cause (a key-provider outage while opening a row is
     /// `ProviderUnavailable`, not tampering; a shredded tenant's rows are
     /// `KeyDestroyed`), so nothing here looks inside variants.
-    fn from(e: SqlxError) -> Self {
+    fn from(e: Error) -> Self {
         let api = match e.kind() {
             ErrorKind::NotFound => ApiError::NotFound,
             ErrorKind::UniqueViolation => ApiError::Conflict {
                 field: match &e {
-                    SqlxError::UniqueViolation { fields, .. } => fields.join(","),
+                    Error::UniqueViolation { fields, .. } => fields.join(","),
                     _ => "id".into(),
                 },
             },
@@ -118,15 +118,11 @@ impl From<SqlxError> for ApiError {
     }
 }
 
+/// The service's own queries: classified by rowseal's one error type (a
+/// pool timeout is retryable, a unique violation is a conflict).
 impl From<rowseal::sqlx::Error> for ApiError {
     fn from(e: rowseal::sqlx::Error) -> Self {
-        SqlxError::Sqlx(e).into()
-    }
-}
-
-impl From<rowseal::Error> for ApiError {
-    fn from(e: rowseal::Error) -> Self {
-        SqlxError::Core(e).into()
+        Error::from(e).into()
     }
 }
 
@@ -138,7 +134,7 @@ mod tests {
 
     #[test]
     fn statuses() {
-        let unique = SqlxError::UniqueViolation {
+        let unique = Error::UniqueViolation {
             table: "patients".into(),
             index: "email_idx".into(),
             fields: vec!["email".into()],
@@ -151,7 +147,7 @@ mod tests {
             "slow down",
         ));
         assert_eq!(
-            ApiError::from(SqlxError::Core(throttled)).status(),
+            ApiError::from(throttled).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
         let denied =
@@ -165,7 +161,7 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         // A shredded tenant: its rows' keys are destroyed.
-        let destroyed = SqlxError::Decrypt {
+        let destroyed = Error::Field {
             table: "patients".into(),
             column: "rowseal_header".into(),
             primary_key: "1".into(),
@@ -175,7 +171,7 @@ mod tests {
         };
         assert_eq!(ApiError::from(destroyed).status(), StatusCode::GONE);
         // A sealed row of another tenant, refused by `open`.
-        let theirs = SqlxError::TenantMismatch {
+        let theirs = Error::TenantMismatch {
             table: "patients".into(),
             primary_key: "1".into(),
         };
@@ -185,7 +181,7 @@ mod tests {
         );
         // The key provider down while a row's key is unwrapped: retry, not
         // tampering.
-        let outage = SqlxError::Decrypt {
+        let outage = Error::Field {
             table: "patients".into(),
             column: "rowseal_header".into(),
             primary_key: "1".into(),
@@ -198,12 +194,12 @@ mod tests {
             ApiError::from(outage).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
-        let raced = SqlxError::Conflict {
+        let raced = Error::Conflict {
             table: "patients".into(),
             primary_key: "1".into(),
         };
         assert_eq!(ApiError::from(raced).status(), StatusCode::CONFLICT);
-        let tampered = SqlxError::Decrypt {
+        let tampered = Error::Field {
             table: "patients".into(),
             column: "name".into(),
             primary_key: "1".into(),

@@ -12,11 +12,14 @@
 //! - [`routes`]: the endpoints; the tenant comes from the `X-Tenant-Id`
 //!   header (a real application takes it from its authentication instead).
 //! - [`error`]: HTTP statuses and JSON error bodies that never hold a value.
+//! - [`metrics`]: `GET /metrics`, rowseal's metrics in the Prometheus text
+//!   format.
 //!
 //! See the example's README for the endpoints and curl commands.
 
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod models;
 pub mod queries;
 pub mod routes;
@@ -27,7 +30,7 @@ use std::sync::Arc;
 
 use rowseal::sqlx::postgres::{PgPool, PgPoolOptions};
 use rowseal::sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use rowseal::{Encryptor, KeyHierarchy, KeyProvider, KeyStore, LocalKeyProvider, SqlxKeyStore};
+use rowseal::{Encryptor, KeyProvider, KeyStore, LocalKeyProvider, SqlxKeyStore};
 
 pub use config::{Config, DatabaseConfig, KeyConfig};
 pub use error::ApiError;
@@ -76,10 +79,10 @@ pub struct AppState {
 pub enum StartupError {
     /// The database could not be opened or prepared.
     Database(rowseal::sqlx::Error),
-    /// rowseal's tables or the models' tables could not be created.
-    Schema(rowseal::SqlxError),
-    /// The root key could not be loaded (keyring file, KMS key).
-    Keys(rowseal::Error),
+    /// rowseal failed: its tables or the models' tables could not be
+    /// created, or the root key could not be loaded (keyring file, KMS key).
+    /// The error's own line says which.
+    Rowseal(rowseal::Error),
     /// This build has no queries for the configured database (built without
     /// its cargo feature, `sqlite` or `postgres`).
     NotBuilt(&'static str),
@@ -89,8 +92,7 @@ impl fmt::Display for StartupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartupError::Database(e) => write!(f, "database: {e}"),
-            StartupError::Schema(e) => write!(f, "schema: {e}"),
-            StartupError::Keys(e) => write!(f, "root key: {e}"),
+            StartupError::Rowseal(e) => write!(f, "{e}"),
             StartupError::NotBuilt(db) => write!(
                 f,
                 "this build has no {db} queries: build with its cargo feature"
@@ -107,15 +109,9 @@ impl From<rowseal::sqlx::Error> for StartupError {
     }
 }
 
-impl From<rowseal::SqlxError> for StartupError {
-    fn from(e: rowseal::SqlxError) -> Self {
-        StartupError::Schema(e)
-    }
-}
-
 impl From<rowseal::Error> for StartupError {
     fn from(e: rowseal::Error) -> Self {
-        StartupError::Keys(e)
+        StartupError::Rowseal(e)
     }
 }
 
@@ -162,11 +158,15 @@ pub async fn connect(config: &Config) -> Result<AppState, StartupError> {
     let store: Arc<dyn KeyStore> =
         with_db!(&db, |pool, DB| Arc::new(SqlxKeyStore::new(pool.clone()))
             as Arc<dyn KeyStore>);
-    let keys = KeyHierarchy::new(provider, store);
-    Ok(AppState {
-        db,
-        rowseal: Encryptor::new(Arc::new(keys)),
-    })
+    // The key cache and the crypto pool's threads from the environment
+    // (`ROWSEAL_CRYPTO_THREADS`, `ROWSEAL_KEY_CACHE_MAX_ENTRIES`,
+    // `ROWSEAL_KEY_CACHE_TTL_SECS`; see [`config`]).
+    let rowseal = Encryptor::builder()
+        .shared_provider(provider)
+        .shared_key_store(store)
+        .tuning_from_env()?
+        .build()?;
+    Ok(AppState { db, rowseal })
 }
 
 async fn key_provider(keys: &KeyConfig) -> Result<Arc<dyn KeyProvider>, rowseal::Error> {

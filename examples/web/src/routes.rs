@@ -1,10 +1,10 @@
-//! The endpoints. Every one except `/health` is scoped to the tenant (a
-//! UUID) named by the `X-Tenant-Id` header.
+//! The endpoints. Every one except `/health` and `/metrics` is scoped to
+//! the tenant (a UUID) named by the `X-Tenant-Id` header.
 //!
 //! | method and path | what |
 //! |---|---|
 //! | `POST /patients` | create a patient (201) |
-//! | `GET /patients?limit=N` | list the tenant's patients, oldest first, at most N (default 50, at most 500) |
+//! | `GET /patients?limit=N` | list the tenant's patients, oldest first, at most N (default 50, at most 5,000) |
 //! | `GET /patients/{id}` | read one (404 if not in this tenant) |
 //! | `PUT /patients/{id}` | replace its fields, re-encrypted under a fresh row key |
 //! | `DELETE /patients/{id}` | delete it and its records (204) |
@@ -12,6 +12,7 @@
 //! | `POST /patients/{id}/records` | add a medical record (201) |
 //! | `GET /patients/{id}/records` | list the patient's records, oldest first |
 //! | `GET /records?limit=N` | the tenant's latest records, newest first, each with its patient's name (one join) |
+//! | `GET /metrics` | rowseal's metrics, Prometheus text format ([`crate::metrics`]): no tenant, no value |
 //!
 //! The lists are the app's own `sqlx::query_as!` queries
 //! ([`crate::queries`]) into sealed rows, opened for the caller's tenant
@@ -44,8 +45,11 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 
 /// The API.
 pub fn router(state: AppState) -> Router {
+    // The process's `metrics` recorder, before the first request records.
+    crate::metrics::install();
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(crate::metrics::serve))
         .route("/patients", post(create_patient).get(list_patients))
         .route("/patients/search", post(search_patients))
         .route(
@@ -109,13 +113,13 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 /// How many rows a list gives without `?limit=`.
 pub const DEFAULT_LIMIT: i64 = 50;
 /// The largest `?limit=` accepted.
-pub const MAX_LIMIT: i64 = 500;
+pub const MAX_LIMIT: i64 = 5_000;
 
 /// The `limit` of a list's query string (`?limit=N`, 1 to [`MAX_LIMIT`];
 /// [`DEFAULT_LIMIT`] without one). Any other parameter is refused, as
 /// unknown JSON fields are.
 fn limit(uri: &Uri) -> Result<i64, ApiError> {
-    const EXPECTED: &str = "query: only ?limit=N expected, N from 1 to 500";
+    const EXPECTED: &str = "query: only ?limit=N expected, N from 1 to 5000";
     let mut limit = None;
     for pair in uri
         .query()

@@ -717,7 +717,7 @@ async fn a_row_moved_to_another_tenant_fails_closed(app: &TestApp) {
 /// refuses B's sealed rows for A by name, patients and joined rows alike,
 /// and opens them for B.
 async fn sealed_rows_open_for_their_own_tenant_only(app: &TestApp) {
-    use rowseal::SqlxError;
+    use rowseal::Error;
     use web_example::queries;
     let grace = create(
         app,
@@ -740,14 +740,14 @@ async fn sealed_rows_open_for_their_own_tenant_only(app: &TestApp) {
     assert_eq!(patients.len(), 1);
     assert!(matches!(
         st.rowseal.open_all(patients, A).await,
-        Err(SqlxError::TenantMismatch { .. })
+        Err(Error::TenantMismatch { .. })
     ));
     let records = queries::records_of_patient(&st.db, b, grace.parse().unwrap())
         .await
         .unwrap();
     assert!(matches!(
         st.rowseal.open_all(records, A).await,
-        Err(SqlxError::TenantMismatch { .. })
+        Err(Error::TenantMismatch { .. })
     ));
     let joined = queries::records_with_patients(&st.db, b, 50).await.unwrap();
     assert_eq!(joined.len(), 1);
@@ -761,11 +761,11 @@ async fn sealed_rows_open_for_their_own_tenant_only(app: &TestApp) {
         .split();
     assert!(matches!(
         st.rowseal.open(record, A).await,
-        Err(SqlxError::TenantMismatch { .. })
+        Err(Error::TenantMismatch { .. })
     ));
     assert!(matches!(
         st.rowseal.open(patient, A).await,
-        Err(SqlxError::TenantMismatch { .. })
+        Err(Error::TenantMismatch { .. })
     ));
     // For B they open.
     assert_eq!(st.rowseal.open(record2, B).await.unwrap().note, "B's visit");
@@ -808,9 +808,9 @@ async fn bad_input_is_400(app: &TestApp) {
         (Method::GET, "/patients".into(), Some("not-a-uuid"), None),
         (Method::GET, "/records".into(), Some(&A[..35]), None),
         (Method::GET, "/records".into(), None, None),
-        // List limits: 1 to 500, and no other parameter.
+        // List limits: 1 to 5,000, and no other parameter.
         (Method::GET, "/patients?limit=0".into(), Some(A), None),
-        (Method::GET, "/patients?limit=501".into(), Some(A), None),
+        (Method::GET, "/patients?limit=5001".into(), Some(A), None),
         (Method::GET, "/patients?limit=DROP".into(), Some(A), None),
         (Method::GET, "/patients?limit=".into(), Some(A), None),
         (

@@ -215,10 +215,23 @@ async fn exec<D: CliDb>(ctx: Ctx<D>, command: Command) -> Result<ExitCode> {
 }
 
 async fn init<D: CliDb>(ctx: &Ctx<D>) -> Result<ExitCode> {
-    rowseal_sqlx::schema::install(&ctx.pool).await?;
+    // rowseal's migrator, as the application runs it: creates the tables or
+    // upgrades them, recorded in rowseal_migrations.
+    let applied = rowseal_sqlx::migrate::run(&ctx.pool).await?;
+    let version = rowseal_sqlx::migrate::latest::<D>();
     ctx.out.emit(
-        json!({"event": "init", "tables": ["rowseal_keys", "rowseal_schema", "rowseal_jobs"]}),
-        || "rowseal tables ready: rowseal_keys, rowseal_schema, rowseal_jobs".into(),
+        json!({
+            "event": "init",
+            "tables": ["rowseal_keys", "rowseal_schema", "rowseal_jobs"],
+            "migrations_applied": applied,
+            "version": version,
+        }),
+        || {
+            format!(
+                "rowseal tables ready: rowseal_keys, rowseal_schema, rowseal_jobs (version {version}, {} migration(s) applied)",
+                applied.len()
+            )
+        },
     );
     Ok(ExitCode::Ok)
 }

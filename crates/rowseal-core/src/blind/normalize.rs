@@ -106,7 +106,7 @@ impl Normalizer {
                 Some(n) if n > 0 => Normalizer::LastChars(n),
                 _ => {
                     return Err(Error::InvalidInput {
-                        reason: "unknown normalization (expected trim, lowercase, nfc, digits, alnum or lastN)",
+                        reason: "unknown normalization (expected trim, lowercase, nfc, digits, alnum or lastN)".into(),
                     })
                 }
             },

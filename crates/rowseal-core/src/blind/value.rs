@@ -16,7 +16,7 @@ impl IndexBits {
             Ok(IndexBits(bits))
         } else {
             Err(Error::InvalidInput {
-                reason: "blind index bits must be between 1 and 256",
+                reason: "blind index bits must be between 1 and 256".into(),
             })
         }
     }

@@ -64,7 +64,7 @@ impl Aead {
             .0
             .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut out[start..])
             .map_err(|_| Error::InvalidInput {
-                reason: "value too large to encrypt",
+                reason: "value too large to encrypt".into(),
             })?;
         out.extend_from_slice(&tag);
         Ok(())

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 
 pub(crate) fn push_lp(out: &mut Vec<u8>, bytes: &[u8]) -> Result<()> {
     let len = u32::try_from(bytes.len()).map_err(|_| Error::InvalidInput {
-        reason: "context value longer than 4 GiB",
+        reason: "context value longer than 4 GiB".into(),
     })?;
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(bytes);

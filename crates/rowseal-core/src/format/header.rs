@@ -97,7 +97,7 @@ impl std::str::FromStr for KeyMode {
             "derived" => Ok(KeyMode::Derived),
             "kms" => Ok(KeyMode::Kms),
             _ => Err(Error::InvalidInput {
-                reason: "key mode must be \"derived\" or \"kms\"",
+                reason: "key mode must be \"derived\" or \"kms\"".into(),
             }),
         }
     }
@@ -250,7 +250,7 @@ impl RowHeader {
     pub fn with_wrapped_data_key(&self, wrapped: WrappedKey) -> Result<Self> {
         if self.mode != KeyMode::Kms {
             return Err(Error::InvalidInput {
-                reason: "only a per-row data key header holds a wrapped key",
+                reason: "only a per-row data key header holds a wrapped key".into(),
             });
         }
         let mut h = self.clone();

@@ -52,7 +52,7 @@ impl FieldSet {
         names.dedup();
         // The v2 header stores the count in one byte.
         let count = u8::try_from(names.len()).map_err(|_| Error::InvalidInput {
-            reason: "more than 255 present encrypted fields in one row",
+            reason: "more than 255 present encrypted fields in one row".into(),
         })?;
         let mut canonical =
             Vec::with_capacity(1 + names.iter().map(|n| 4 + n.len()).sum::<usize>());

@@ -29,7 +29,7 @@ impl WrappedKey {
         let key_id = key_id.into();
         if key_id.len() > u16::MAX as usize || ciphertext.len() > u16::MAX as usize {
             return Err(Error::InvalidInput {
-                reason: "wrapped key or key id longer than 65535 bytes",
+                reason: "wrapped key or key id longer than 65535 bytes".into(),
             });
         }
         Ok(WrappedKey { key_id, ciphertext })

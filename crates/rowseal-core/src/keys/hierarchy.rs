@@ -1,12 +1,12 @@
 //! [`KeyHierarchy`]: the one object an application holds to get keys.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::cache::{CacheConfig, KeyCache};
+use crate::cache::{self, CacheConfig, CacheStats, KeyCache, Sweep};
 use crate::crypto::hmac_sha256::HmacKey;
 use crate::error::{Error, Result};
 use crate::format::header::{KeyMode, RowHeader, HEADER_V1, HEADER_V2};
@@ -17,6 +17,7 @@ use crate::keys::scoped::{BlindIndexKey, IndexKey, RecordKeys, TenantKey};
 use crate::provider::{EncryptionContext, KeyProvider};
 use crate::secret::SecretKey;
 use crate::store::{check_tenant_id, KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore};
+use crate::telemetry::{self, provider_call, CacheExporter, ProviderOp};
 
 /// The index-key versions of one scope that matter to writes and lookups,
 /// from [`KeyHierarchy::index_key_versions`].
@@ -112,10 +113,14 @@ pub struct KeyHierarchy {
     provider: Arc<dyn KeyProvider>,
     store: Arc<dyn KeyStore>,
     caches: Arc<Caches>,
+    cache_config: CacheConfig,
 }
 
 /// Every cache of unwrapped (or derived) keys. Shared with the sweeper thread
 /// through a `Weak`, so the thread ends with the hierarchy.
+///
+/// Not a key, but cached the same way: `current` (the version new rows of a
+/// tenant are written under) and `index_versions`.
 struct Caches {
     current: KeyCache<(KeyPurpose, KeyScope), u32>,
     tenant_keys: KeyCache<(String, u32), TenantKey>,
@@ -125,6 +130,8 @@ struct Caches {
     blind_keys: KeyCache<BlindKeySlot, BlindIndexKey>,
     /// Row data keys (`kms` mode), by tenant and [`data_key_slot`].
     data_keys: KeyCache<(String, [u8; 32]), SecretKey>,
+    /// The counters already published to the `metrics` recorder.
+    exported: CacheExporter,
 }
 
 /// (index-key scope, index-key version, table, column, index name).
@@ -140,6 +147,7 @@ impl Caches {
             index_versions: KeyCache::new(config),
             blind_keys: KeyCache::new(config),
             data_keys: KeyCache::new(config),
+            exported: CacheExporter::default(),
         }
     }
 
@@ -153,6 +161,23 @@ impl Caches {
         self.data_keys.clear();
     }
 
+    /// Each cache's counters, by name.
+    fn stats(&self) -> Vec<(&'static str, CacheStats)> {
+        vec![
+            ("current_versions", self.current.stats()),
+            ("tenant_keys", self.tenant_keys.stats()),
+            ("record_keys", self.record_keys.stats()),
+            ("index_keys", self.index_keys.stats()),
+            ("index_versions", self.index_versions.stats()),
+            ("blind_index_keys", self.blind_keys.stats()),
+            ("row_data_keys", self.data_keys.stats()),
+        ]
+    }
+}
+
+impl Sweep for Caches {
+    /// Runs every cache's maintenance: expired entries leave memory (their
+    /// keys zeroized once no operation holds them), evictions are applied.
     fn sweep(&self) {
         self.current.sweep();
         self.tenant_keys.sweep();
@@ -161,33 +186,22 @@ impl Caches {
         self.index_versions.sweep();
         self.blind_keys.sweep();
         self.data_keys.sweep();
-    }
-
-    /// Drops expired entries every `period` until the hierarchy is gone, so
-    /// that an idle process does not keep keys past their lifetime (after a
-    /// tenant is shredded, say). A plain thread: a hierarchy may be built
-    /// outside any async runtime.
-    fn start_sweeper(caches: &Arc<Caches>, period: Duration) {
-        let weak: Weak<Caches> = Arc::downgrade(caches);
-        let spawned = std::thread::Builder::new()
-            .name("rowseal-key-sweeper".into())
-            .spawn(move || loop {
-                std::thread::sleep(period);
-                match weak.upgrade() {
-                    Some(c) => c.sweep(),
-                    None => return,
-                }
-            });
-        if let Err(e) = spawned {
-            // Entries still expire on access; only idle eviction is lost.
-            tracing::warn!(error = %e, "could not start the key cache sweeper");
-        }
+        // The counters, as metrics (what grew since the last publication).
+        self.exported.publish(&self.stats());
     }
 }
 
-/// Which keys a [`KeyHierarchy`] holds in memory right now (expired entries
-/// the sweeper has not dropped yet included), for audits and for checking
-/// that a shredded tenant left nothing behind. Names and versions only.
+impl Drop for Caches {
+    fn drop(&mut self) {
+        self.exported.retire(&self.stats());
+    }
+}
+
+/// Which keys a [`KeyHierarchy`] holds in memory right now, for audits and
+/// for checking that a shredded tenant left nothing behind. Names and
+/// versions only. Expired entries are not listed: they are no longer
+/// served, and leave memory within the bound stated at
+/// [`KeyHierarchy::with_cache_config`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CachedKeys {
@@ -231,23 +245,37 @@ impl KeyHierarchy {
         Self::with_cache_config(provider, store, CacheConfig::default())
     }
 
-    /// A hierarchy with the given cache bounds and lifetime. Expired keys are
-    /// dropped (and zeroized, once no operation holds them) by a background
-    /// thread within a quarter of the lifetime (at most a second) of expiring,
-    /// even in an idle process.
+    /// A hierarchy with the given cache bounds and lifetime.
+    ///
+    /// Each cache holds at most `cache.max_entries` entries, evicted by
+    /// recency and frequency (moka's TinyLFU; see [`CacheConfig`] for the
+    /// memory an entry costs). An expired key is never served (lookups check
+    /// its lifetime exactly), and it leaves memory (zeroized, once no
+    /// operation holds it) even in an idle process: a background thread runs
+    /// the caches' maintenance every quarter lifetime (between 10 ms and
+    /// 1 s), and moka's expiry timer collects expired entries each time it
+    /// passes one of its ticks (2^30 ns, about 1.07 s). So an entry is gone
+    /// within about 1.1 s plus one sweep period of expiring (2.1 s at most,
+    /// for the default five-minute lifetime). The thread ends with the
+    /// hierarchy.
     pub fn with_cache_config(
         provider: Arc<dyn KeyProvider>,
         store: Arc<dyn KeyStore>,
         cache: CacheConfig,
     ) -> Self {
         let caches = Arc::new(Caches::new(cache));
-        let period = (cache.ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        Caches::start_sweeper(&caches, period);
+        cache::start_sweeper(&caches, cache::sweep_period(cache.ttl));
         KeyHierarchy {
             provider,
             store,
             caches,
+            cache_config: cache,
         }
+    }
+
+    /// The bounds and lifetime of this hierarchy's key caches.
+    pub fn cache_config(&self) -> CacheConfig {
+        self.cache_config
     }
 
     /// The root key provider.
@@ -265,6 +293,40 @@ impl KeyHierarchy {
     /// progress holds it).
     pub fn forget_cached_keys(&self) {
         self.caches.clear();
+    }
+
+    /// The counters of every cache of this hierarchy, summed: lookups
+    /// answered from memory (`hits`), lookups that were not (`misses`), the
+    /// fetches they ran (`loads`: key-store reads, provider calls and
+    /// derivations), evictions, expirations and entries held. A cold
+    /// `derived`-mode read misses three caches (current version, record keys,
+    /// tenant key) for one provider call; see
+    /// [`cache_stats_per_cache`](Self::cache_stats_per_cache) for each cache
+    /// apart. The counters are atomics, cheap to read as often as a metrics
+    /// exporter likes.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.caches.stats().into_iter().map(|(_, s)| s).sum()
+    }
+
+    /// The counters of each cache, by name: `current_versions` (the key
+    /// version new rows of a tenant or index scope are written under),
+    /// `tenant_keys`, `record_keys`, `index_keys`, `index_versions`,
+    /// `blind_index_keys` and `row_data_keys` (`kms` mode).
+    pub fn cache_stats_per_cache(&self) -> Vec<(&'static str, CacheStats)> {
+        self.caches.stats()
+    }
+
+    /// Publishes this hierarchy's cache counters to the installed `metrics`
+    /// recorder now (`rowseal_key_cache_*`, by cache: what grew since the
+    /// last publication), and describes every rowseal metric
+    /// ([`telemetry::describe_metrics`]). The caches' background sweep
+    /// publishes them too, about once a second; call this right before an
+    /// exporter renders (a scrape) for figures exact to the moment. Cheap:
+    /// a few atomic reads per cache. Key-provider calls need no call: they
+    /// are recorded as they happen.
+    pub fn export_metrics(&self) {
+        telemetry::describe_metrics();
+        self.caches.exported.publish(&self.caches.stats());
     }
 
     /// Which keys are cached right now (names and versions, never values).
@@ -497,19 +559,19 @@ impl KeyHierarchy {
             .count();
         if active == 0 {
             return Err(Error::InvalidInput {
-                reason: "no active index key to rotate (write a row first)",
+                reason: "no active index key to rotate (write a row first)".into(),
             });
         }
         if active > 1 {
             return Err(Error::InvalidInput {
-                reason: "an earlier index-key rotation is not finished (promote it first)",
+                reason: "an earlier index-key rotation is not finished (promote it first)".into(),
             });
         }
         let next = records
             .last()
             .map_or(Some(1), |r| r.version.checked_add(1))
             .ok_or(Error::InvalidInput {
-                reason: "key version overflow",
+                reason: "key version overflow".into(),
             })?;
         let v = self
             .create(KeyPurpose::Index, scope, next, KeyState::Pending)
@@ -627,7 +689,11 @@ impl KeyHierarchy {
             Some(keys) => keys.new_row(primary_key, present),
             None => {
                 let ctx = EncryptionContext::row_data_key(spec.record_type(), tenant);
-                let data_key = self.provider.generate_data_key(&ctx).await?;
+                let data_key = provider_call(
+                    ProviderOp::GenerateDataKey,
+                    self.provider.generate_data_key(&ctx),
+                )
+                .await?;
                 let mac = HmacKey::new(data_key.plaintext.expose_secret());
                 let row = RowKeyFactory::new(format, &mac, spec, tenant)?.new_row(
                     0,
@@ -701,7 +767,10 @@ impl KeyHierarchy {
                     .caches
                     .data_keys
                     .get_or_fetch(&(tenant.to_owned(), data_key_slot(&ctx, wrapped)), || {
-                        self.provider.decrypt_data_key(wrapped, &ctx)
+                        provider_call(
+                            ProviderOp::DecryptDataKey,
+                            self.provider.decrypt_data_key(wrapped, &ctx),
+                        )
                     })
                     .await?;
                 let mac = HmacKey::new(key.expose_secret());
@@ -737,7 +806,7 @@ impl KeyHierarchy {
         scope.check()?;
         let next = match self.store.latest(purpose, scope).await? {
             Some(rec) => rec.version.checked_add(1).ok_or(Error::InvalidInput {
-                reason: "key version overflow",
+                reason: "key version overflow".into(),
             })?,
             None => 1,
         };
@@ -756,7 +825,11 @@ impl KeyHierarchy {
         state: KeyState,
     ) -> Result<u32> {
         let ctx = EncryptionContext::stored_key(purpose, scope, version);
-        let data_key = self.provider.generate_data_key(&ctx).await?;
+        let data_key = provider_call(
+            ProviderOp::GenerateDataKey,
+            self.provider.generate_data_key(&ctx),
+        )
+        .await?;
         let record = KeyRecord {
             purpose,
             scope: scope.clone(),
@@ -832,12 +905,12 @@ impl KeyHierarchy {
             root_key = wrapped.key_id(),
             "unwrapping key"
         );
-        self.provider
-            .decrypt_data_key(
-                wrapped,
-                &EncryptionContext::stored_key(purpose, scope, version),
-            )
-            .await
+        let ctx = EncryptionContext::stored_key(purpose, scope, version);
+        provider_call(
+            ProviderOp::DecryptDataKey,
+            self.provider.decrypt_data_key(wrapped, &ctx),
+        )
+        .await
     }
 }
 

@@ -183,7 +183,7 @@ fn aad_tail(bind_primary_key: bool, primary_key: Option<&[u8]>) -> Result<Cow<'s
         return Ok(Cow::Borrowed(&[0]));
     }
     let pk = primary_key.ok_or(Error::InvalidInput {
-        reason: "this record type binds its primary key, and none was given",
+        reason: "this record type binds its primary key, and none was given".into(),
     })?;
     let mut tail = Vec::with_capacity(5 + pk.len());
     tail.push(1);
@@ -390,7 +390,7 @@ impl RowKey {
     fn with_aad<T>(&self, name: &str, f: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
         let len = self.aad_head.len() + 4 + name.len() + self.aad_tail.len();
         let name_len = u32::try_from(name.len()).map_err(|_| Error::InvalidInput {
-            reason: "field name longer than 4 GiB",
+            reason: "field name longer than 4 GiB".into(),
         })?;
         let mut stack = [0u8; 256];
         let mut heap;

@@ -49,7 +49,7 @@ impl TenantKey {
     pub fn record_keys(&self, spec: &RecordSpec) -> Result<RecordKeys> {
         if spec.key_mode() != KeyMode::Derived {
             return Err(Error::InvalidInput {
-                reason: "tenant keys derive row keys only in derived key mode",
+                reason: "tenant keys derive row keys only in derived key mode".into(),
             });
         }
         Ok(RecordKeys {
@@ -125,7 +125,7 @@ impl RecordKeys {
     ) -> Result<RowKey> {
         if header.tenant_key_version() != Some(self.version) {
             return Err(Error::InvalidInput {
-                reason: "row header names another tenant key version",
+                reason: "row header names another tenant key version".into(),
             });
         }
         if header.format_version() == HEADER_V1 {
@@ -223,7 +223,7 @@ impl BlindIndexKey {
                 u32::try_from(p.len())
                     .map(u32::to_be_bytes)
                     .map_err(|_| Error::InvalidInput {
-                        reason: "index part longer than 4 GiB",
+                        reason: "index part longer than 4 GiB".into(),
                     })
             })
             .collect::<Result<Vec<_>>>()?;

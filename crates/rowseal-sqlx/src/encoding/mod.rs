@@ -214,7 +214,7 @@ pub fn seal_encoded(
         (1, _) => key.seal(field, encoded),
         (_, [ENCODING_V1, rest @ ..]) if !rest.is_empty() => key.seal(field, rest),
         _ => Err(rowseal_core::Error::InvalidInput {
-            reason: "not a value encoding",
+            reason: "not a value encoding".into(),
         }),
     }
 }

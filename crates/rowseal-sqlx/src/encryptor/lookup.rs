@@ -15,6 +15,7 @@ use crate::blind::{
 use crate::error::{Error, Result};
 use crate::lookup_options::{push_after, push_filter, push_order_by, sort_keys, Lookup, SortKey};
 use crate::model::{Encrypted, Model, HEADER_COLUMN};
+use crate::telemetry::op;
 use crate::tenant_scope::TenantScope;
 use crate::value::Value;
 
@@ -40,124 +41,135 @@ impl Encryptor {
         A: sqlx::Acquire<'a>,
         A::Database: Backend,
     {
-        let model = T::model();
-        let plans = plans(model)?;
-        if plans.is_empty() {
-            return Ok(0);
-        }
-        // Per index: the target version's key.
-        let mut targets = Vec::with_capacity(plans.len());
-        for plan in &plans {
-            let scope = scope_of(plan.def, tenant);
-            let versions = self.keys().index_key_versions(&scope).await?;
-            let target = versions.pending.unwrap_or(versions.write);
-            targets.push(self.blind_key(model, plan.def, &scope, target).await?);
-        }
-        let mut sql = String::from("SELECT ");
-        sql.push_str(&Self::select_list::<T, A::Database>());
-        sql.push_str(" FROM ");
-        A::Database::push_ident(&mut sql, model.table());
-        sql.push_str(" WHERE ");
-        push_tenant_condition::<A::Database>(model, &mut sql, 1);
-        sql.push_str(" AND (");
-        let mut binds = vec![model.tenant_value(tenant)?];
-        for (i, (plan, key)) in plans.iter().zip(&targets).enumerate() {
-            let (_, kv) = plan.def.slot(key.version());
-            if i > 0 {
-                sql.push_str(" OR ");
-            }
-            A::Database::push_ident(&mut sql, kv);
-            sql.push_str(" IS NULL OR ");
-            A::Database::push_ident(&mut sql, kv);
-            sql.push_str(" <> ");
-            binds.push(Value::I64(i64::from(key.version())));
-            A::Database::push_placeholder(&mut sql, binds.len());
-        }
-        sql.push_str(&format!(") LIMIT {}", limit.max(1)));
-        let mut conn = conn.acquire().await?;
-        let rows = <A::Database as Backend>::__fetch_all_on(&mut conn, &sql, binds).await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let decrypted: Vec<T> = self.decrypt_all(tenant, &rows).await?;
-        // The write is conditional on the covered encrypted columns and the
-        // header being unchanged.
-        let mut guarded: Vec<&'static str> = Vec::new();
-        for plan in &plans {
-            for &f in plan.def.fields {
-                if let Some(fd) = model.fields.get(f) {
-                    if fd.is_encrypted() && !guarded.contains(&fd.column) {
-                        guarded.push(fd.column);
+        let op = op!(self, "reindex_batch", T::model().table(), Some(tenant));
+        op.run(
+            async move {
+                let model = T::model();
+                let plans = plans(model)?;
+                if plans.is_empty() {
+                    return Ok(0);
+                }
+                // Per index: the target version's key.
+                let mut targets = Vec::with_capacity(plans.len());
+                for plan in &plans {
+                    let scope = scope_of(plan.def, tenant);
+                    let versions = self.keys().index_key_versions(&scope).await?;
+                    let target = versions.pending.unwrap_or(versions.write);
+                    targets.push(self.blind_key(model, plan.def, &scope, target).await?);
+                }
+                let mut sql = String::from("SELECT ");
+                sql.push_str(&Self::select_list::<T, A::Database>());
+                sql.push_str(" FROM ");
+                A::Database::push_ident(&mut sql, model.table());
+                sql.push_str(" WHERE ");
+                push_tenant_condition::<A::Database>(model, &mut sql, 1);
+                sql.push_str(" AND (");
+                let mut binds = vec![model.tenant_value(tenant)?];
+                for (i, (plan, key)) in plans.iter().zip(&targets).enumerate() {
+                    let (_, kv) = plan.def.slot(key.version());
+                    if i > 0 {
+                        sql.push_str(" OR ");
+                    }
+                    A::Database::push_ident(&mut sql, kv);
+                    sql.push_str(" IS NULL OR ");
+                    A::Database::push_ident(&mut sql, kv);
+                    sql.push_str(" <> ");
+                    binds.push(Value::I64(i64::from(key.version())));
+                    A::Database::push_placeholder(&mut sql, binds.len());
+                }
+                sql.push_str(&format!(") LIMIT {}", limit.max(1)));
+                let mut conn = conn.acquire().await?;
+                let rows = <A::Database as Backend>::__fetch_all_on(&mut conn, &sql, binds).await?;
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                let decrypted = self
+                    .decrypt_scoped::<T, _>(TenantScope::One(tenant), &rows)
+                    .await?
+                    .into_iter()
+                    .collect::<Result<Vec<T>>>()?;
+                // The write is conditional on the covered encrypted columns and the
+                // header being unchanged.
+                let mut guarded: Vec<&'static str> = Vec::new();
+                for plan in &plans {
+                    for &f in plan.def.fields {
+                        if let Some(fd) = model.fields.get(f) {
+                            if fd.is_encrypted() && !guarded.contains(&fd.column) {
+                                guarded.push(fd.column);
+                            }
+                        }
                     }
                 }
-            }
-        }
-        guarded.push(HEADER_COLUMN);
-        let table = model.table();
-        let col_err = |c: &str, reason: String| Error::Schema {
-            table: table.to_owned(),
-            column: c.to_owned(),
-            reason,
-        };
-        let mut done = 0;
-        for (raw, row) in rows.iter().zip(&decrypted) {
-            let mut values = Vec::with_capacity(plans.len() * 2 + guarded.len() + 2);
-            let mut sql = String::from("UPDATE ");
-            A::Database::push_ident(&mut sql, table);
-            sql.push_str(" SET ");
-            let mut n = 0;
-            for (plan, key) in plans.iter().zip(&targets) {
-                let mut parts = row_parts(plan, row);
-                values.push(cell_value(plan, key, parts.as_deref())?);
-                if let Some(p) = parts.as_mut() {
-                    zeroize_parts(p);
-                }
-                values.push(Value::I64(i64::from(key.version())));
-                let (vc, kc) = plan.def.slot(key.version());
-                for c in [vc, kc] {
-                    if n > 0 {
-                        sql.push_str(", ");
+                guarded.push(HEADER_COLUMN);
+                let table = model.table();
+                let col_err = |c: &str, reason: String| Error::Schema {
+                    table: table.to_owned(),
+                    column: c.to_owned(),
+                    reason,
+                };
+                let mut done = 0;
+                for (raw, row) in rows.iter().zip(&decrypted) {
+                    let mut values = Vec::with_capacity(plans.len() * 2 + guarded.len() + 2);
+                    let mut sql = String::from("UPDATE ");
+                    A::Database::push_ident(&mut sql, table);
+                    sql.push_str(" SET ");
+                    let mut n = 0;
+                    for (plan, key) in plans.iter().zip(&targets) {
+                        let mut parts = row_parts(plan, row);
+                        values.push(cell_value(plan, key, parts.as_deref())?);
+                        if let Some(p) = parts.as_mut() {
+                            zeroize_parts(p);
+                        }
+                        values.push(Value::I64(i64::from(key.version())));
+                        let (vc, kc) = plan.def.slot(key.version());
+                        for c in [vc, kc] {
+                            if n > 0 {
+                                sql.push_str(", ");
+                            }
+                            n += 1;
+                            A::Database::push_ident(&mut sql, c);
+                            sql.push_str(" = ");
+                            A::Database::push_placeholder(&mut sql, n);
+                        }
                     }
-                    n += 1;
-                    A::Database::push_ident(&mut sql, c);
+                    sql.push_str(" WHERE ");
+                    A::Database::push_ident(&mut sql, model.primary_key_field().column);
                     sql.push_str(" = ");
+                    n += 1;
                     A::Database::push_placeholder(&mut sql, n);
-                }
-            }
-            sql.push_str(" WHERE ");
-            A::Database::push_ident(&mut sql, model.primary_key_field().column);
-            sql.push_str(" = ");
-            n += 1;
-            A::Database::push_placeholder(&mut sql, n);
-            values.push(row.primary_key_value());
-            sql.push_str(" AND ");
-            n += 1;
-            push_tenant_condition::<A::Database>(model, &mut sql, n);
-            values.push(model.tenant_value(&row.tenant())?);
-            for c in &guarded {
-                let idx = raw
-                    .column_index(c)
-                    .ok_or_else(|| col_err(c, "the query did not select this column".into()))?;
-                let cell = raw
-                    .read_opt_bytes(idx)
-                    .map_err(|e| col_err(c, e.to_string()))?;
-                sql.push_str(" AND ");
-                A::Database::push_ident(&mut sql, c);
-                match cell {
-                    Some(b) => {
-                        sql.push_str(" = ");
-                        n += 1;
-                        A::Database::push_placeholder(&mut sql, n);
-                        values.push(Value::Bytes(b.to_vec()));
+                    values.push(row.primary_key_value());
+                    sql.push_str(" AND ");
+                    n += 1;
+                    push_tenant_condition::<A::Database>(model, &mut sql, n);
+                    values.push(model.tenant_value(&row.tenant())?);
+                    for c in &guarded {
+                        let idx = raw.column_index(c).ok_or_else(|| {
+                            col_err(c, "the query did not select this column".into())
+                        })?;
+                        let cell = raw
+                            .read_opt_bytes(idx)
+                            .map_err(|e| col_err(c, e.to_string()))?;
+                        sql.push_str(" AND ");
+                        A::Database::push_ident(&mut sql, c);
+                        match cell {
+                            Some(b) => {
+                                sql.push_str(" = ");
+                                n += 1;
+                                A::Database::push_placeholder(&mut sql, n);
+                                values.push(Value::Bytes(b.to_vec()));
+                            }
+                            None => sql.push_str(" IS NULL"),
+                        }
                     }
-                    None => sql.push_str(" IS NULL"),
+                    done += <A::Database as Backend>::execute_on(&mut conn, &sql, values)
+                        .await
+                        .map_err(|e| map_unique(model, e))?;
                 }
-            }
-            done += <A::Database as Backend>::execute_on(&mut conn, &sql, values)
-                .await
-                .map_err(|e| map_unique(model, e))?;
-        }
-        Ok(done)
+                Ok(done)
+            },
+            |n| *n,
+        )
+        .await
     }
 
     /// The value a blind index of `T` stores for `parts` (one per covered
@@ -180,15 +192,22 @@ impl Encryptor {
         tenant: &str,
         parts: &[&str],
     ) -> Result<BlindIndexValue> {
-        let model = T::model();
-        let plan = index_plan(model, index)?;
-        let mut norm = normalize_query(&plan, parts)?;
-        let scope = scope_of(plan.def, tenant);
-        let ik = self.keys().current_index_key(&scope).await?;
-        let bk = ik.blind_index_key(model.spec.record_type(), plan.def.name)?;
-        let v = compute(&plan, &bk, &norm);
-        zeroize_parts(&mut norm);
-        v
+        let op = op!(self, "blind_index_value", T::model().table(), Some(tenant));
+        op.run(
+            async move {
+                let model = T::model();
+                let plan = index_plan(model, index)?;
+                let mut norm = normalize_query(&plan, parts)?;
+                let scope = scope_of(plan.def, tenant);
+                let ik = self.keys().current_index_key(&scope).await?;
+                let bk = ik.blind_index_key(model.spec.record_type(), plan.def.name)?;
+                let v = compute(&plan, &bk, &norm);
+                zeroize_parts(&mut norm);
+                v
+            },
+            |_| 0,
+        )
+        .await
     }
 
     /// Like [`blind_index_value`](Self::blind_index_value), one value per
@@ -202,19 +221,26 @@ impl Encryptor {
         tenant: &str,
         parts: &[&str],
     ) -> Result<Vec<(&'static str, BlindIndexValue)>> {
-        let model = T::model();
-        let plan = index_plan(model, index)?;
-        let mut norm = normalize_query(&plan, parts)?;
-        let scope = scope_of(plan.def, tenant);
-        let mut out = Vec::new();
-        for bk in self.lookup_index_keys(model, plan.def, &scope).await? {
-            let v = (plan.def.slot(bk.version()).0, compute(&plan, &bk, &norm)?);
-            if !out.contains(&v) {
-                out.push(v);
-            }
-        }
-        zeroize_parts(&mut norm);
-        Ok(out)
+        let op = op!(self, "blind_index_values", T::model().table(), Some(tenant));
+        op.run(
+            async move {
+                let model = T::model();
+                let plan = index_plan(model, index)?;
+                let mut norm = normalize_query(&plan, parts)?;
+                let scope = scope_of(plan.def, tenant);
+                let mut out = Vec::new();
+                for bk in self.lookup_index_keys(model, plan.def, &scope).await? {
+                    let v = (plan.def.slot(bk.version()).0, compute(&plan, &bk, &norm)?);
+                    if !out.contains(&v) {
+                        out.push(v);
+                    }
+                }
+                zeroize_parts(&mut norm);
+                Ok(out)
+            },
+            |_| 0,
+        )
+        .await
     }
 
     /// Finds the rows of `T` whose blind index `index` matches any of
@@ -239,19 +265,26 @@ impl Encryptor {
         E: sqlx::Executor<'c>,
         E::Database: Backend,
     {
-        let model = T::model();
-        let p = self.prepare_lookup(model, tenant, index, values).await?;
-        if p.slots.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut binds: Vec<Value> = Vec::new();
-        let mut n = 0;
-        let sql = Self::candidates_sql::<T, E::Database>(&p, &mut n, &mut binds)?;
-        check_params::<E::Database>(&p, binds.len())?;
-        let rows = <E::Database as Backend>::fetch_all(executor, &sql, binds).await?;
-        let decrypted = self.decrypt_owned::<T, _>(p.scope(), rows).await?;
-        let decrypted = decrypted.into_iter().collect::<Result<Vec<T>>>()?;
-        Ok(decrypted.into_iter().filter(|row| p.matches(row)).collect())
+        let op = op!(self, "find_by", T::model().table(), tenant);
+        op.run(
+            async move {
+                let model = T::model();
+                let p = self.prepare_lookup(model, tenant, index, values).await?;
+                if p.slots.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut binds: Vec<Value> = Vec::new();
+                let mut n = 0;
+                let sql = Self::candidates_sql::<T, E::Database>(&p, &mut n, &mut binds)?;
+                check_params::<E::Database>(&p, binds.len())?;
+                let rows = <E::Database as Backend>::fetch_all(executor, &sql, binds).await?;
+                let decrypted = self.decrypt_owned::<T, _>(p.scope(), rows).await?;
+                let decrypted = decrypted.into_iter().collect::<Result<Vec<T>>>()?;
+                Ok(decrypted.into_iter().filter(|row| p.matches(row)).collect())
+            },
+            |v| v.len() as u64,
+        )
+        .await
     }
 
     /// [`find_by`](Self::find_by) with options: at most
@@ -286,14 +319,21 @@ impl Encryptor {
         A: sqlx::Acquire<'a>,
         A::Database: Backend,
     {
-        let mut out = Vec::new();
-        let limit = options.limit;
-        self.scan::<T, A, _>(conn, tenant, index, values, options, |row| {
-            out.push(row);
-            limit.is_none_or(|l| out.len() < l)
-        })
-        .await?;
-        Ok(out)
+        let op = op!(self, "find_by_with", T::model().table(), tenant);
+        op.run(
+            async move {
+                let mut out = Vec::new();
+                let limit = options.limit;
+                self.scan::<T, A, _>(conn, tenant, index, values, options, |row| {
+                    out.push(row);
+                    limit.is_none_or(|l| out.len() < l)
+                })
+                .await?;
+                Ok(out)
+            },
+            |v| v.len() as u64,
+        )
+        .await
     }
 
     /// How many rows of `T` truly match `values` on the blind index `index`
@@ -314,14 +354,21 @@ impl Encryptor {
         A: sqlx::Acquire<'a>,
         A::Database: Backend,
     {
-        let mut count = 0u64;
-        let options = Lookup::new().page_size(COUNT_PAGE);
-        self.scan::<T, A, _>(conn, tenant, index, values, &options, |_row| {
-            count += 1;
-            true
-        })
-        .await?;
-        Ok(count)
+        let op = op!(self, "count_by", T::model().table(), tenant);
+        op.run(
+            async move {
+                let mut count = 0u64;
+                let options = Lookup::new().page_size(COUNT_PAGE);
+                self.scan::<T, A, _>(conn, tenant, index, values, &options, |_row| {
+                    count += 1;
+                    true
+                })
+                .await?;
+                Ok(count)
+            },
+            |n| *n,
+        )
+        .await
     }
 
     /// Whether a row of `T` truly matches `values` on the blind index
@@ -341,14 +388,21 @@ impl Encryptor {
         A: sqlx::Acquire<'a>,
         A::Database: Backend,
     {
-        let mut found = false;
-        let options = Lookup::new().limit(1);
-        self.scan::<T, A, _>(conn, tenant, index, values, &options, |_row| {
-            found = true;
-            false
-        })
-        .await?;
-        Ok(found)
+        let op = op!(self, "exists_by", T::model().table(), tenant);
+        op.run(
+            async move {
+                let mut found = false;
+                let options = Lookup::new().limit(1);
+                self.scan::<T, A, _>(conn, tenant, index, values, &options, |_row| {
+                    found = true;
+                    false
+                })
+                .await?;
+                Ok(found)
+            },
+            |found| u64::from(*found),
+        )
+        .await
     }
 
     /// The blind-index condition `find_by` uses, for your own query on
@@ -371,22 +425,29 @@ impl Encryptor {
         T: Encrypted,
         DB: Backend,
     {
-        if first_placeholder == 0 {
-            return Err(Error::InvalidInput {
-                reason: "placeholders are numbered from 1".into(),
-            });
-        }
-        let p = self
-            .prepare_lookup(T::model(), tenant, index, values)
-            .await?;
-        let mut n = first_placeholder - 1;
-        let mut binds = Vec::new();
-        let mut sql = String::new();
-        push_slots_condition::<DB>(&mut sql, &p.slots, &mut n, &mut binds);
-        if n > DB::MAX_PARAMS {
-            return Err(too_many::<DB>(&p, n));
-        }
-        IndexCondition::new(sql, binds, n + 1, p.plan, p.wanted)
+        let op = op!(self, "index_condition", T::model().table(), tenant);
+        op.run(
+            async move {
+                if first_placeholder == 0 {
+                    return Err(Error::InvalidInput {
+                        reason: "placeholders are numbered from 1".into(),
+                    });
+                }
+                let p = self
+                    .prepare_lookup(T::model(), tenant, index, values)
+                    .await?;
+                let mut n = first_placeholder - 1;
+                let mut binds = Vec::new();
+                let mut sql = String::new();
+                push_slots_condition::<DB>(&mut sql, &p.slots, &mut n, &mut binds);
+                if n > DB::MAX_PARAMS {
+                    return Err(too_many::<DB>(&p, n));
+                }
+                IndexCondition::new(sql, binds, n + 1, p.plan, p.wanted)
+            },
+            |_| 0,
+        )
+        .await
     }
 
     /// What every lookup does first: the index's plan, the tenant check
@@ -419,7 +480,8 @@ impl Encryptor {
                     reason: format!(
                         "blind index `{}` is tenant-scoped: a lookup needs a tenant",
                         plan.def.name
-                    ),
+                    )
+                    .into(),
                 })
             }
         };
@@ -649,7 +711,7 @@ fn too_many<DB: Backend>(p: &Prepared<'_>, binds: usize) -> Error {
             "a lookup on `{}` binds {binds} values, more than the {} one statement takes; split the values",
             p.plan.def.name,
             DB::MAX_PARAMS,
-        ),
+        ).into(),
     }
 }
 

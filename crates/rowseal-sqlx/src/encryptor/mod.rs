@@ -8,6 +8,7 @@
 //! and backfill) and `parallel` (the crypto pool large batches run on). The
 //! blind-index computation itself is pure, in `crate::blind`.
 
+mod builder;
 mod lookup;
 mod parallel;
 mod read;
@@ -26,6 +27,10 @@ use crate::model::{
 };
 use crate::value::SqlType;
 
+pub use builder::{
+    EncryptorBuilder, CACHE_MAX_ENTRIES_ENV, CACHE_TTL_SECS_ENV, CRYPTO_THREADS_ENV,
+    KMS_ALLOWED_KEYS_ENV, KMS_ENDPOINT_ENV, KMS_KEY_ID_ENV,
+};
 pub use parallel::CryptoPool;
 pub use write::MAX_STATEMENT_BYTES;
 
@@ -63,6 +68,8 @@ pub struct Encryptor {
     /// The row format new writes use: 2, or 1 in tests that need rows of an
     /// older writer.
     write_format: u8,
+    /// Whether operation spans record the tenant id (off by default).
+    tenant_in_traces: bool,
 }
 
 /// Whether this layer (and the `rowseal` tool, which calls this) reads a row
@@ -125,7 +132,18 @@ impl Encryptor {
             pool: CryptoPool::global(),
             stream_chunk: DEFAULT_STREAM_CHUNK,
             write_format: 2,
+            tenant_in_traces: false,
         }
+    }
+
+    /// Whether each operation's tracing span (`rowseal.insert`,
+    /// `rowseal.fetch`, ...) records the tenant id in its `tenant` field.
+    /// Off by default: tenant ids then stay out of traces (metrics never
+    /// carry them). Turn it on where traces may name tenants; they are ids,
+    /// never values, but a trace store is one more place that keeps them.
+    pub fn with_tenant_in_traces(mut self, on: bool) -> Self {
+        self.tenant_in_traces = on;
+        self
     }
 
     /// Writes format 1 rows, as builds before format 2 did: for tests of the

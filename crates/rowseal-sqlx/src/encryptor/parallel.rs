@@ -305,30 +305,26 @@ impl Encryptor {
         self.pool.submit(move || par_map_each_mut(items, f)).await
     }
 
-    /// [`map_each_mut`](Self::map_each_mut) to completion, the first
-    /// failing item failing the whole, started at once: a large batch runs
-    /// on the pool while the caller goes on (to receive the next chunk, say)
-    /// until it awaits the result; a small one is done before this returns.
-    pub(super) fn spawn_map_all_mut<I, O, F>(
+    /// [`map_each_mut`](Self::map_each_mut), started at once: a large batch
+    /// runs on the pool while the caller goes on (to receive the next chunk,
+    /// say) until it awaits the result; a small one is done before this
+    /// returns. One result per item, so that the caller can count what
+    /// opened and what failed before it fails the whole on the first error.
+    pub(super) fn spawn_map_each_mut<I, O, F>(
         &self,
         mut items: Vec<I>,
         f: F,
-    ) -> BoxFuture<'static, Result<Vec<O>>>
+    ) -> BoxFuture<'static, Result<Vec<Result<O>>>>
     where
         I: Send + 'static,
         O: Send + 'static,
         F: Fn(&mut I) -> Result<O> + Send + Sync + 'static,
     {
         if !self.pooled(items.len()) {
-            let out = items.iter_mut().map(f).collect::<Result<Vec<O>>>();
-            return futures_util::future::ready(out).boxed();
+            let out = items.iter_mut().map(f).collect::<Vec<Result<O>>>();
+            return futures_util::future::ready(Ok(out)).boxed();
         }
-        let task = self.pool.submit(move || {
-            par_map_each_mut(items, f)
-                .into_iter()
-                .collect::<Result<Vec<O>>>()
-        });
-        async move { task.await? }.boxed()
+        self.pool.submit(move || par_map_each_mut(items, f)).boxed()
     }
 }
 

@@ -17,6 +17,7 @@ use crate::backend::{AnyRow, Backend, DbRow};
 use crate::error::{Error, Result};
 use crate::model::{Cell, Encrypted, Model, ReadModel, RowReader, HEADER_COLUMN, PRESENT_PREFIX};
 use crate::sealed::{Sealed, SealedReader};
+use crate::telemetry::{op, rows_opened, scope_tenant};
 use crate::tenant_scope::TenantScope;
 use crate::value::{PrimaryKeyField, SqlType, Value};
 
@@ -80,16 +81,25 @@ impl Encryptor {
         E: sqlx::Executor<'c>,
         E::Database: Backend,
     {
-        let mut sql = String::from("SELECT ");
-        sql.push_str(&Self::select_list::<T, E::Database>());
-        sql.push_str(" FROM ");
-        E::Database::push_ident(&mut sql, T::model().table());
-        Self::where_pk::<T, E::Database>(&mut sql, 1);
-        let values = vec![primary_key.key_value(), T::model().tenant_value(tenant)?];
-        match <E::Database as Backend>::fetch_optional(executor, &sql, values).await? {
-            Some(row) => Ok(Some(self.decrypt(tenant, &row).await?)),
-            None => Ok(None),
-        }
+        let op = op!(self, "fetch", T::model().table(), Some(tenant));
+        op.run(
+            async move {
+                let mut sql = String::from("SELECT ");
+                sql.push_str(&Self::select_list::<T, E::Database>());
+                sql.push_str(" FROM ");
+                E::Database::push_ident(&mut sql, T::model().table());
+                Self::where_pk::<T, E::Database>(&mut sql, 1);
+                let values = vec![primary_key.key_value(), T::model().tenant_value(tenant)?];
+                match <E::Database as Backend>::fetch_optional(executor, &sql, values).await? {
+                    Some(row) => Ok(Some(
+                        self.decrypt_quiet(TenantScope::One(tenant), &row).await?,
+                    )),
+                    None => Ok(None),
+                }
+            },
+            |r| u64::from(r.is_some()),
+        )
+        .await
     }
 
     /// Fetches and decrypts the rows of `primary_keys` within a tenant, in
@@ -136,88 +146,99 @@ impl Encryptor {
         A: sqlx::Acquire<'a>,
         A::Database: Backend,
     {
-        let model = T::model();
-        let tenant_value = model.tenant_value(tenant)?;
-        // Distinct keys, in first-seen order; a key's position by its
-        // printable form (one per value of the key's type).
-        let mut position: HashMap<String, usize> = HashMap::new();
-        let mut keys: Vec<Value> = Vec::new();
-        for pk in primary_keys {
-            let v = pk.key_value();
-            if let std::collections::hash_map::Entry::Vacant(e) = position.entry(v.key_display()) {
-                e.insert(keys.len());
-                keys.push(v);
-            }
-        }
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One bind is the tenant.
-        let chunk = chunk.clamp(
-            1,
-            <A::Database as Backend>::MAX_PARAMS
-                .saturating_sub(1)
-                .max(1),
-        );
-        let size = |v: &Value| match v {
-            Value::Bytes(b) => b.len() + 8,
-            Value::Text(t) => t.len() + 8,
-            _ => 16,
-        };
-        let pk_field = model.primary_key_field();
-        let exact = pk_field.sql_type == SqlType::Text;
-        let mut found: Vec<Option<T>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
-        let mut conn = conn.acquire().await?;
-        let mut rest = keys.as_slice();
-        while !rest.is_empty() {
-            let mut take = 0;
-            let mut bytes = 0;
-            for v in rest.iter().take(chunk) {
-                let s = size(v);
-                if take > 0 && bytes + s > crate::MAX_STATEMENT_BYTES {
-                    break;
-                }
-                bytes += s;
-                take += 1;
-            }
-            let (group, tail) = rest.split_at(take);
-            rest = tail;
-            let mut sql = String::from("SELECT ");
-            sql.push_str(&Self::select_list::<T, A::Database>());
-            sql.push_str(" FROM ");
-            A::Database::push_ident(&mut sql, model.table());
-            sql.push_str(" WHERE ");
-            super::push_tenant_condition::<A::Database>(model, &mut sql, 1);
-            sql.push_str(" AND ");
-            A::Database::push_ident(&mut sql, pk_field.column);
-            sql.push_str(" IN (");
-            for i in 0..group.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                if exact {
-                    A::Database::push_exact_text_placeholder(&mut sql, i + 2);
-                } else {
-                    A::Database::push_placeholder(&mut sql, i + 2);
-                }
-            }
-            sql.push(')');
-            let mut binds = Vec::with_capacity(group.len() + 1);
-            binds.push(tenant_value.clone());
-            binds.extend(group.iter().cloned());
-            let rows = <A::Database as Backend>::__fetch_all_on(&mut conn, &sql, binds).await?;
-            let decrypted = self.decrypt_owned::<T, _>(tenant.into(), rows).await?;
-            let decrypted = decrypted.into_iter().collect::<Result<Vec<T>>>()?;
-            for row in decrypted {
-                // Only rows of the keys asked for (byte for byte).
-                if let Some(&i) = position.get(&row.primary_key_value().key_display()) {
-                    if let Some(slot) = found.get_mut(i) {
-                        *slot = Some(row);
+        let op = op!(self, "fetch_many", T::model().table(), Some(tenant));
+        op.run(
+            async move {
+                let model = T::model();
+                let tenant_value = model.tenant_value(tenant)?;
+                // Distinct keys, in first-seen order; a key's position by its
+                // printable form (one per value of the key's type).
+                let mut position: HashMap<String, usize> = HashMap::new();
+                let mut keys: Vec<Value> = Vec::new();
+                for pk in primary_keys {
+                    let v = pk.key_value();
+                    if let std::collections::hash_map::Entry::Vacant(e) =
+                        position.entry(v.key_display())
+                    {
+                        e.insert(keys.len());
+                        keys.push(v);
                     }
                 }
-            }
-        }
-        Ok(found.into_iter().flatten().collect())
+                if keys.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // One bind is the tenant.
+                let chunk = chunk.clamp(
+                    1,
+                    <A::Database as Backend>::MAX_PARAMS
+                        .saturating_sub(1)
+                        .max(1),
+                );
+                let size = |v: &Value| match v {
+                    Value::Bytes(b) => b.len() + 8,
+                    Value::Text(t) => t.len() + 8,
+                    _ => 16,
+                };
+                let pk_field = model.primary_key_field();
+                let exact = pk_field.sql_type == SqlType::Text;
+                let mut found: Vec<Option<T>> =
+                    std::iter::repeat_with(|| None).take(keys.len()).collect();
+                let mut conn = conn.acquire().await?;
+                let mut rest = keys.as_slice();
+                while !rest.is_empty() {
+                    let mut take = 0;
+                    let mut bytes = 0;
+                    for v in rest.iter().take(chunk) {
+                        let s = size(v);
+                        if take > 0 && bytes + s > crate::MAX_STATEMENT_BYTES {
+                            break;
+                        }
+                        bytes += s;
+                        take += 1;
+                    }
+                    let (group, tail) = rest.split_at(take);
+                    rest = tail;
+                    let mut sql = String::from("SELECT ");
+                    sql.push_str(&Self::select_list::<T, A::Database>());
+                    sql.push_str(" FROM ");
+                    A::Database::push_ident(&mut sql, model.table());
+                    sql.push_str(" WHERE ");
+                    super::push_tenant_condition::<A::Database>(model, &mut sql, 1);
+                    sql.push_str(" AND ");
+                    A::Database::push_ident(&mut sql, pk_field.column);
+                    sql.push_str(" IN (");
+                    for i in 0..group.len() {
+                        if i > 0 {
+                            sql.push_str(", ");
+                        }
+                        if exact {
+                            A::Database::push_exact_text_placeholder(&mut sql, i + 2);
+                        } else {
+                            A::Database::push_placeholder(&mut sql, i + 2);
+                        }
+                    }
+                    sql.push(')');
+                    let mut binds = Vec::with_capacity(group.len() + 1);
+                    binds.push(tenant_value.clone());
+                    binds.extend(group.iter().cloned());
+                    let rows =
+                        <A::Database as Backend>::__fetch_all_on(&mut conn, &sql, binds).await?;
+                    let decrypted = self.decrypt_owned::<T, _>(tenant.into(), rows).await?;
+                    let decrypted = decrypted.into_iter().collect::<Result<Vec<T>>>()?;
+                    for row in decrypted {
+                        // Only rows of the keys asked for (byte for byte).
+                        if let Some(&i) = position.get(&row.primary_key_value().key_display()) {
+                            if let Some(slot) = found.get_mut(i) {
+                                *slot = Some(row);
+                            }
+                        }
+                    }
+                }
+                Ok(found.into_iter().flatten().collect())
+            },
+            |v| v.len() as u64,
+        )
+        .await
     }
 
     /// Runs your query (which must select the model's columns, see
@@ -235,17 +256,24 @@ impl Encryptor {
         E: 'q + sqlx::Executor<'c, Database = DB>,
         'c: 'q,
     {
-        let scope = tenant.into();
-        let mut out = Vec::new();
-        let mut chunks = self.pipeline::<T, DB::Row>(
-            scope,
-            DB::query_stream(query, executor),
-            self.fetch_chunk(),
-        );
-        while let Some(mut v) = chunks.try_next().await? {
-            out.append(&mut v);
-        }
-        Ok(out)
+        let scope: TenantScope<'t> = tenant.into();
+        let op = op!(self, "fetch_all", T::model().table(), scope_tenant(&scope));
+        op.run(
+            async move {
+                let mut out = Vec::new();
+                let mut chunks = self.pipeline::<T, DB::Row>(
+                    scope,
+                    DB::query_stream(query, executor),
+                    self.fetch_chunk(),
+                );
+                while let Some(mut v) = chunks.try_next().await? {
+                    out.append(&mut v);
+                }
+                Ok(out)
+            },
+            |v| v.len() as u64,
+        )
+        .await
     }
 
     /// Runs your query and decrypts the row it returns, if any (which must
@@ -262,11 +290,23 @@ impl Encryptor {
         E: 'q + sqlx::Executor<'c, Database = DB>,
         'c: 'q,
     {
-        let scope = tenant.into();
-        match DB::query_optional(query, executor).await? {
-            Some(row) => Ok(Some(self.decrypt(scope, &row).await?)),
-            None => Ok(None),
-        }
+        let scope: TenantScope<'t> = tenant.into();
+        let op = op!(
+            self,
+            "fetch_optional",
+            T::model().table(),
+            scope_tenant(&scope)
+        );
+        op.run(
+            async move {
+                match DB::query_optional(query, executor).await? {
+                    Some(row) => Ok(Some(self.decrypt_quiet(scope, &row).await?)),
+                    None => Ok(None),
+                }
+            },
+            |r| u64::from(r.is_some()),
+        )
+        .await
     }
 
     /// Runs your query and yields decrypted rows as a stream, decrypting
@@ -287,14 +327,19 @@ impl Encryptor {
         'q: 'e,
         'c: 'e,
     {
-        self.pipeline::<T, DB::Row>(
-            tenant.into(),
-            DB::query_stream(query, executor),
-            self.stream_chunk,
-        )
-        .map_ok(|v| futures_util::stream::iter(v.into_iter().map(Ok)))
-        .try_flatten()
-        .boxed()
+        let scope = tenant.into();
+        let op = op!(
+            self,
+            "fetch_stream",
+            T::model().table(),
+            scope_tenant(&scope)
+        );
+        let rows = self
+            .pipeline::<T, DB::Row>(scope, DB::query_stream(query, executor), self.stream_chunk)
+            .map_ok(|v| futures_util::stream::iter(v.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed();
+        op.stream(rows).boxed()
     }
 
     /// Decrypts one row of your own query, which must belong to `tenant`.
@@ -303,10 +348,23 @@ impl Encryptor {
         tenant: impl Into<TenantScope<'t>>,
         row: &R,
     ) -> Result<T> {
-        self.decrypt_all(tenant, std::slice::from_ref(row))
+        let scope: TenantScope<'t> = tenant.into();
+        let op = op!(self, "decrypt", T::model().table(), scope_tenant(&scope));
+        op.run(async move { self.decrypt_quiet(scope, row).await }, |_| 1)
+            .await
+    }
+
+    /// [`decrypt`](Self::decrypt) without a span of its own (inside
+    /// another operation's).
+    pub(super) async fn decrypt_quiet<T: ReadModel, R: DbRow>(
+        &self,
+        scope: TenantScope<'_>,
+        row: &R,
+    ) -> Result<T> {
+        self.decrypt_scoped(scope, std::slice::from_ref(row))
             .await?
             .pop()
-            .ok_or(Error::Worker)
+            .ok_or(Error::Worker)?
     }
 
     /// Decrypts rows of your own query; the first failing row fails the call
@@ -322,7 +380,23 @@ impl Encryptor {
         tenant: impl Into<TenantScope<'t>>,
         rows: &[R],
     ) -> Result<Vec<T>> {
-        self.decrypt_each(tenant, rows).await?.into_iter().collect()
+        let scope: TenantScope<'t> = tenant.into();
+        let op = op!(
+            self,
+            "decrypt_all",
+            T::model().table(),
+            scope_tenant(&scope)
+        );
+        op.run(
+            async move {
+                self.decrypt_scoped(scope, rows)
+                    .await?
+                    .into_iter()
+                    .collect()
+            },
+            |v: &Vec<T>| v.len() as u64,
+        )
+        .await
     }
 
     /// Decrypts rows of your own query, one result per row: a tampered row
@@ -335,10 +409,32 @@ impl Encryptor {
         tenant: impl Into<TenantScope<'t>>,
         rows: &[R],
     ) -> Result<Vec<Result<T>>> {
-        self.decrypt_scoped(tenant.into(), rows).await
+        let scope: TenantScope<'t> = tenant.into();
+        let op = op!(
+            self,
+            "decrypt_each",
+            T::model().table(),
+            scope_tenant(&scope)
+        );
+        op.run(async move { self.decrypt_scoped(scope, rows).await }, |v| {
+            v.len() as u64
+        })
+        .await
     }
 
-    async fn decrypt_scoped<T: ReadModel, R: DbRow>(
+    /// Decrypts rows (one result per row), counting the rows opened and
+    /// those that failed.
+    pub(super) async fn decrypt_scoped<T: ReadModel, R: DbRow>(
+        &self,
+        scope: TenantScope<'_>,
+        rows: &[R],
+    ) -> Result<Vec<Result<T>>> {
+        let out = self.decrypt_uncounted(scope, rows).await?;
+        rows_opened(T::model(), &out);
+        Ok(out)
+    }
+
+    async fn decrypt_uncounted<T: ReadModel, R: DbRow>(
         &self,
         scope: TenantScope<'_>,
         rows: &[R],
@@ -462,7 +558,7 @@ impl Encryptor {
         }
         for (tenant, version) in wanted {
             let r = match self.keys.record_keys(&model.spec, &tenant, version).await {
-                Err(e @ rowseal_core::Error::Store { .. }) => return Err(e.into()),
+                Err(e @ rowseal_core::Error::Store { .. }) => return Err(e),
                 r => r,
             };
             if let Some(m) = table.get_mut(&tenant) {
@@ -490,10 +586,13 @@ impl Encryptor {
         let map = ColumnMap::resolve(model, first)?;
         let table = self.key_table(scope, model, &map, &rows).await?;
         let owned = OwnedScope::of(scope);
-        self.map_each_mut(rows, move |row: &mut R| {
-            decrypt_derived_row(owned.scope(), model, &map, &table, row)
-        })
-        .await
+        let out = self
+            .map_each_mut(rows, move |row: &mut R| {
+                decrypt_derived_row(owned.scope(), model, &map, &table, row)
+            })
+            .await?;
+        rows_opened(model, &out);
+        Ok(out)
     }
 
     /// Pipelined decryption of a row stream: while one chunk is decrypted
@@ -542,9 +641,17 @@ impl Encryptor {
                     let owned = OwnedScope::of(scope);
                     // Started now: a large chunk runs on the crypto pool
                     // while the next one is received.
-                    next_pending = Some(self.spawn_map_all_mut(buf, move |row: &mut R| {
+                    let task = self.spawn_map_each_mut(buf, move |row: &mut R| {
                         decrypt_derived_row(owned.scope(), model, &map, &table, row)
-                    }));
+                    });
+                    // Counted where the chunk is awaited (this task), then
+                    // the first failure fails the chunk.
+                    let chunk: Pending<T> = Box::pin(async move {
+                        let out = task.await?;
+                        rows_opened(model, &out);
+                        out.into_iter().collect::<Result<Vec<T>>>()
+                    });
+                    next_pending = Some(chunk);
                 }
                 if finished {
                     // Drain what is pending, then stop.
@@ -594,10 +701,23 @@ impl Encryptor {
         sealed: S,
         tenant: impl Into<TenantScope<'t>>,
     ) -> Result<S::Model> {
-        self.open_each(vec![sealed], tenant)
-            .await?
-            .pop()
-            .ok_or(Error::Worker)?
+        let scope: TenantScope<'t> = tenant.into();
+        let op = op!(
+            self,
+            "open",
+            S::Model::model().table(),
+            scope_tenant(&scope)
+        );
+        op.run(
+            async move {
+                self.open_quiet(vec![sealed], scope)
+                    .await?
+                    .pop()
+                    .ok_or(Error::Worker)?
+            },
+            |_| 1,
+        )
+        .await
     }
 
     /// Opens sealed rows; the first failing row fails the call (see
@@ -610,7 +730,18 @@ impl Encryptor {
         rows: Vec<S>,
         tenant: impl Into<TenantScope<'t>>,
     ) -> Result<Vec<S::Model>> {
-        self.open_each(rows, tenant).await?.into_iter().collect()
+        let scope: TenantScope<'t> = tenant.into();
+        let op = op!(
+            self,
+            "open_all",
+            S::Model::model().table(),
+            scope_tenant(&scope)
+        );
+        op.run(
+            async move { self.open_quiet(rows, scope).await?.into_iter().collect() },
+            |v: &Vec<S::Model>| v.len() as u64,
+        )
+        .await
     }
 
     /// Opens sealed rows, one result per row: a tampered row, or a row of
@@ -622,7 +753,36 @@ impl Encryptor {
         rows: Vec<S>,
         tenant: impl Into<TenantScope<'t>>,
     ) -> Result<Vec<Result<S::Model>>> {
-        let scope = tenant.into();
+        let scope: TenantScope<'t> = tenant.into();
+        let op = op!(
+            self,
+            "open_each",
+            S::Model::model().table(),
+            scope_tenant(&scope)
+        );
+        op.run(async move { self.open_quiet(rows, scope).await }, |v| {
+            v.len() as u64
+        })
+        .await
+    }
+
+    /// [`open_each`](Self::open_each) without a span of its own, counting
+    /// the rows opened and those that failed.
+    async fn open_quiet<S: Sealed>(
+        &self,
+        rows: Vec<S>,
+        scope: TenantScope<'_>,
+    ) -> Result<Vec<Result<S::Model>>> {
+        let out = self.open_uncounted(rows, scope).await?;
+        rows_opened(S::Model::model(), &out);
+        Ok(out)
+    }
+
+    async fn open_uncounted<S: Sealed>(
+        &self,
+        rows: Vec<S>,
+        scope: TenantScope<'_>,
+    ) -> Result<Vec<Result<S::Model>>> {
         let model = S::Model::model();
         if model.spec.key_mode() != KeyMode::Derived {
             let mut out = Vec::with_capacity(rows.len());
@@ -771,7 +931,7 @@ fn admit(scope: TenantScope<'_>, model: &Model, tenant: &str, pk: &Value) -> Res
 /// A row whose key could not be had from its header: the core's reason,
 /// named by table and primary key.
 fn header_failure(model: &Model, pk: &Value, e: rowseal_core::Error) -> Error {
-    Error::Decrypt {
+    Error::Field {
         table: model.table().to_owned(),
         column: HEADER_COLUMN.to_owned(),
         primary_key: pk.key_display(),

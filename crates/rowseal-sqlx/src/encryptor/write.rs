@@ -11,6 +11,8 @@ use crate::backend::{Backend, DbRow};
 use crate::blind::{map_unique, plans, push_index_cells, IndexPlan, WriteKeys};
 use crate::error::{Error, Result};
 use crate::model::{CollectedRow, Encrypted, Model, HEADER_COLUMN, KEY_VERSION_COLUMN};
+use crate::telemetry::{op, rows_sealed};
+use crate::tenant_scope::TenantScope;
 use crate::value::{PrimaryKeyField, SqlType, Value};
 
 impl Encryptor {
@@ -215,12 +217,20 @@ impl Encryptor {
         E: sqlx::Executor<'c>,
         E::Database: Backend,
     {
-        let values = self.seal_rows(std::slice::from_ref(row)).await?;
-        let sql = Self::insert_sql::<T, E::Database>(1);
-        <E::Database as Backend>::execute(executor, &sql, values)
-            .await
-            .map_err(|e| map_unique(T::model(), e))?;
-        Ok(())
+        let op = op!(self, "insert", T::model().table(), Some(&*row.tenant()));
+        op.run(
+            async move {
+                let values = self.seal_rows(std::slice::from_ref(row)).await?;
+                let sql = Self::insert_sql::<T, E::Database>(1);
+                <E::Database as Backend>::execute(executor, &sql, values)
+                    .await
+                    .map_err(|e| map_unique(T::model(), e))?;
+                rows_sealed(T::model(), 1);
+                Ok(())
+            },
+            |_| 1,
+        )
+        .await
     }
 
     /// Inserts one row and returns it with the values the database gave its
@@ -241,41 +251,55 @@ impl Encryptor {
         E: sqlx::Executor<'c>,
         E::Database: Backend,
     {
-        let model = T::model();
-        let generated: Vec<usize> = (0..model.fields.len())
-            .filter(|&i| model.fields[i].generated)
-            .collect();
-        let values = self.seal_rows(std::slice::from_ref(&row)).await?;
-        let mut sql = Self::insert_sql::<T, E::Database>(1);
-        if generated.is_empty() {
-            <E::Database as Backend>::execute(executor, &sql, values)
-                .await
-                .map_err(|e| map_unique(model, e))?;
-            return Ok(row);
-        }
-        sql.push_str(" RETURNING ");
-        for (k, &i) in generated.iter().enumerate() {
-            if k > 0 {
-                sql.push_str(", ");
-            }
-            E::Database::push_ident(&mut sql, model.fields[i].column);
-        }
-        let returned = <E::Database as Backend>::fetch_optional(executor, &sql, values)
-            .await
-            .map_err(|e| map_unique(model, e))?
-            .ok_or_else(|| Error::Schema {
-                table: model.table().to_owned(),
-                column: String::new(),
-                reason: "INSERT ... RETURNING returned no row".into(),
-            })?;
-        for (k, &i) in generated.iter().enumerate() {
-            let f = &model.fields[i];
-            let value = returned
-                .read_value(k, f.sql_type)
-                .map_err(|e| sqlx_col(model, f.column, e))?;
-            row.set_generated(i, value)?;
-        }
-        Ok(row)
+        let op = op!(
+            self,
+            "insert_returning",
+            T::model().table(),
+            Some(&*row.tenant())
+        );
+        op.run(
+            async move {
+                let model = T::model();
+                let generated: Vec<usize> = (0..model.fields.len())
+                    .filter(|&i| model.fields[i].generated)
+                    .collect();
+                let values = self.seal_rows(std::slice::from_ref(&row)).await?;
+                let mut sql = Self::insert_sql::<T, E::Database>(1);
+                if generated.is_empty() {
+                    <E::Database as Backend>::execute(executor, &sql, values)
+                        .await
+                        .map_err(|e| map_unique(model, e))?;
+                    rows_sealed(model, 1);
+                    return Ok(row);
+                }
+                sql.push_str(" RETURNING ");
+                for (k, &i) in generated.iter().enumerate() {
+                    if k > 0 {
+                        sql.push_str(", ");
+                    }
+                    E::Database::push_ident(&mut sql, model.fields[i].column);
+                }
+                let returned = <E::Database as Backend>::fetch_optional(executor, &sql, values)
+                    .await
+                    .map_err(|e| map_unique(model, e))?
+                    .ok_or_else(|| Error::Schema {
+                        table: model.table().to_owned(),
+                        column: String::new(),
+                        reason: "INSERT ... RETURNING returned no row".into(),
+                    })?;
+                rows_sealed(model, 1);
+                for (k, &i) in generated.iter().enumerate() {
+                    let f = &model.fields[i];
+                    let value = returned
+                        .read_value(k, f.sql_type)
+                        .map_err(|e| sqlx_col(model, f.column, e))?;
+                    row.set_generated(i, value)?;
+                }
+                Ok(row)
+            },
+            |_| 1,
+        )
+        .await
     }
 
     /// Inserts many rows, one statement (one round trip) per batch of as many
@@ -291,58 +315,71 @@ impl Encryptor {
         A: sqlx::Acquire<'a>,
         A::Database: Backend,
     {
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let cols = Self::write_columns::<T>().len();
-        let per_batch = (<A::Database as Backend>::MAX_PARAMS / cols).max(1);
-        let mut conn = conn.acquire().await?;
-        let mut done = 0;
-        let mut full_sql: Option<String> = None;
-        let mut batches = rows.chunks(per_batch);
-        let Some(first) = batches.next() else {
-            return Ok(0);
-        };
-        let mut sealed = self.seal_rows(first).await?;
-        // Pipelined: the next batch is sealed while the database inserts this
-        // one. A batch whose values exceed MAX_STATEMENT_BYTES is sent as
-        // several statements (MySQL's max_allowed_packet).
-        loop {
-            let groups = split_by_bytes(sealed, cols);
-            let next = batches.next();
-            let conn_ref = &mut conn;
-            let full_sql = &mut full_sql;
-            let insert = async move {
-                let mut n_done = 0;
-                for values in groups {
-                    let n = values.len() / cols;
-                    let sql = if n == per_batch {
-                        full_sql
-                            .get_or_insert_with(|| Self::insert_sql::<T, A::Database>(per_batch))
-                            .clone()
-                    } else {
-                        Self::insert_sql::<T, A::Database>(n)
+        let op = op!(self, "insert_many", T::model().table(), None);
+        op.run(
+            async move {
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                let cols = Self::write_columns::<T>().len();
+                let per_batch = (<A::Database as Backend>::MAX_PARAMS / cols).max(1);
+                let mut conn = conn.acquire().await?;
+                let mut done = 0;
+                let mut full_sql: Option<String> = None;
+                let mut batches = rows.chunks(per_batch);
+                let Some(first) = batches.next() else {
+                    return Ok(0);
+                };
+                let mut sealed = self.seal_rows(first).await?;
+                // Pipelined: the next batch is sealed while the database inserts this
+                // one. A batch whose values exceed MAX_STATEMENT_BYTES is sent as
+                // several statements (MySQL's max_allowed_packet).
+                loop {
+                    let groups = split_by_bytes(sealed, cols);
+                    let next = batches.next();
+                    let conn_ref = &mut conn;
+                    let full_sql = &mut full_sql;
+                    let insert = async move {
+                        let mut n_done = 0;
+                        for values in groups {
+                            let n = values.len() / cols;
+                            let sql = if n == per_batch {
+                                full_sql
+                                    .get_or_insert_with(|| {
+                                        Self::insert_sql::<T, A::Database>(per_batch)
+                                    })
+                                    .clone()
+                            } else {
+                                Self::insert_sql::<T, A::Database>(n)
+                            };
+                            let inserted =
+                                <A::Database as Backend>::execute_on(&mut *conn_ref, &sql, values)
+                                    .await
+                                    .map_err(|e| map_unique(T::model(), e))?;
+                            rows_sealed(T::model(), inserted);
+                            n_done += inserted;
+                        }
+                        Ok::<u64, Error>(n_done)
                     };
-                    n_done += <A::Database as Backend>::execute_on(&mut *conn_ref, &sql, values)
-                        .await
-                        .map_err(|e| map_unique(T::model(), e))?;
+                    let seal_next = async {
+                        match next {
+                            Some(batch) => Some(self.seal_rows(batch).await),
+                            None => None,
+                        }
+                    };
+                    let (inserted, next_sealed) =
+                        futures_util::future::join(insert, seal_next).await;
+                    done += inserted?;
+                    match next_sealed {
+                        Some(s) => sealed = s?,
+                        None => break,
+                    }
                 }
-                Ok::<u64, Error>(n_done)
-            };
-            let seal_next = async {
-                match next {
-                    Some(batch) => Some(self.seal_rows(batch).await),
-                    None => None,
-                }
-            };
-            let (inserted, next_sealed) = futures_util::future::join(insert, seal_next).await;
-            done += inserted?;
-            match next_sealed {
-                Some(s) => sealed = s?,
-                None => break,
-            }
-        }
-        Ok(done)
+                Ok(done)
+            },
+            |n| *n,
+        )
+        .await
     }
 
     /// Replaces every column of a stored row (found by primary key and tenant)
@@ -354,34 +391,42 @@ impl Encryptor {
         E: sqlx::Executor<'c>,
         E::Database: Backend,
     {
-        let model = T::model();
-        let mut values = self.seal_rows(std::slice::from_ref(row)).await?;
-        let mut sql = String::from("UPDATE ");
-        E::Database::push_ident(&mut sql, model.table());
-        sql.push_str(" SET ");
-        let mut n = 0;
-        for c in Self::write_columns::<T>() {
-            if n > 0 {
-                sql.push_str(", ");
-            }
-            n += 1;
-            E::Database::push_ident(&mut sql, c);
-            sql.push_str(" = ");
-            E::Database::push_placeholder(&mut sql, n);
-        }
-        Self::where_pk::<T, E::Database>(&mut sql, n + 1);
-        values.push(row.primary_key_value());
-        values.push(model.tenant_value(&row.tenant())?);
-        let affected = <E::Database as Backend>::execute(executor, &sql, values)
-            .await
-            .map_err(|e| map_unique(model, e))?;
-        if affected == 0 {
-            return Err(Error::NotFound {
-                table: model.table().to_owned(),
-                primary_key: row.primary_key_value().key_display(),
-            });
-        }
-        Ok(())
+        let op = op!(self, "update", T::model().table(), Some(&*row.tenant()));
+        op.run(
+            async move {
+                let model = T::model();
+                let mut values = self.seal_rows(std::slice::from_ref(row)).await?;
+                let mut sql = String::from("UPDATE ");
+                E::Database::push_ident(&mut sql, model.table());
+                sql.push_str(" SET ");
+                let mut n = 0;
+                for c in Self::write_columns::<T>() {
+                    if n > 0 {
+                        sql.push_str(", ");
+                    }
+                    n += 1;
+                    E::Database::push_ident(&mut sql, c);
+                    sql.push_str(" = ");
+                    E::Database::push_placeholder(&mut sql, n);
+                }
+                Self::where_pk::<T, E::Database>(&mut sql, n + 1);
+                values.push(row.primary_key_value());
+                values.push(model.tenant_value(&row.tenant())?);
+                let affected = <E::Database as Backend>::execute(executor, &sql, values)
+                    .await
+                    .map_err(|e| map_unique(model, e))?;
+                if affected == 0 {
+                    return Err(Error::NotFound {
+                        table: model.table().to_owned(),
+                        primary_key: row.primary_key_value().key_display(),
+                    });
+                }
+                rows_sealed(model, affected);
+                Ok(())
+            },
+            |_| 1,
+        )
+        .await
     }
 
     /// Writes only the chosen fields (by Rust field name) of a stored row.
@@ -404,209 +449,230 @@ impl Encryptor {
         A: sqlx::Acquire<'a>,
         A::Database: Backend,
     {
-        let model = T::model();
-        let mut columns = Vec::with_capacity(fields.len());
-        for name in fields {
-            let f = model.field(name).ok_or_else(|| Error::InvalidInput {
-                reason: format!("{} has no field `{name}`", model.table()),
-            })?;
-            if f.name == model.primary_key_field().name || f.name == model.tenant_field().name {
-                return Err(Error::InvalidInput {
-                    reason: "the primary key and the tenant cannot be updated in place".into(),
-                });
-            }
-            if f.generated {
-                return Err(Error::InvalidInput {
-                    reason: format!(
-                        "`{name}` is generated: the database fills it, rowseal never writes it"
-                    ),
-                });
-            }
-            columns.push(f.column);
-        }
-        // Field order, as the writer emits them.
-        let ordered: Vec<&str> = model
-            .fields
-            .iter()
-            .map(|f| f.column)
-            .filter(|c| columns.contains(c))
-            .collect();
-        if ordered.is_empty() {
-            return Ok(());
-        }
-        let any_encrypted = model
-            .fields
-            .iter()
-            .any(|f| f.is_encrypted() && ordered.contains(&f.column));
-        // Blind indexes covering an updated field are recomputed from `row`;
-        // all of them when a row of a model adopted from plaintext columns
-        // is re-sealed, since its other fields may move from a legacy
-        // column (never indexed) into their ciphertexts now.
-        let touched: Vec<usize> = model
-            .indexes
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| {
-                (any_encrypted && model.has_legacy_rows())
-                    || i.fields.iter().any(|&f| {
-                        model
-                            .fields
-                            .get(f)
-                            .is_some_and(|fd| ordered.contains(&fd.column))
+        let op = op!(
+            self,
+            "update_fields",
+            T::model().table(),
+            Some(&*row.tenant())
+        );
+        op.run(
+            async move {
+                let model = T::model();
+                let mut columns = Vec::with_capacity(fields.len());
+                for name in fields {
+                    let f = model.field(name).ok_or_else(|| Error::InvalidInput {
+                        reason: format!("{} has no field `{name}`", model.table()).into(),
+                    })?;
+                    if f.name == model.primary_key_field().name
+                        || f.name == model.tenant_field().name
+                    {
+                        return Err(Error::InvalidInput {
+                            reason: "the primary key and the tenant cannot be updated in place"
+                                .into(),
+                        });
+                    }
+                    if f.generated {
+                        return Err(Error::InvalidInput {
+                            reason: format!(
+                            "`{name}` is generated: the database fills it, rowseal never writes it"
+                        )
+                            .into(),
+                        });
+                    }
+                    columns.push(f.column);
+                }
+                // Field order, as the writer emits them.
+                let ordered: Vec<&str> = model
+                    .fields
+                    .iter()
+                    .map(|f| f.column)
+                    .filter(|c| columns.contains(c))
+                    .collect();
+                if ordered.is_empty() {
+                    return Ok(());
+                }
+                let any_encrypted = model
+                    .fields
+                    .iter()
+                    .any(|f| f.is_encrypted() && ordered.contains(&f.column));
+                // Blind indexes covering an updated field are recomputed from `row`;
+                // all of them when a row of a model adopted from plaintext columns
+                // is re-sealed, since its other fields may move from a legacy
+                // column (never indexed) into their ciphertexts now.
+                let touched: Vec<usize> = model
+                    .indexes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, i)| {
+                        (any_encrypted && model.has_legacy_rows())
+                            || i.fields.iter().any(|&f| {
+                                model
+                                    .fields
+                                    .get(f)
+                                    .is_some_and(|fd| ordered.contains(&fd.column))
+                            })
                     })
-            })
-            .map(|(n, _)| n)
-            .collect();
-        let plans = plans(model)?;
-        let ikeys = self
-            .write_index_keys(&plans, std::iter::once(row), Some(&touched))
-            .await?;
-        let mut conn = conn.acquire().await?;
-        let pk_value = row.primary_key_value();
-        let not_found = || Error::NotFound {
-            table: model.table().to_owned(),
-            primary_key: pk_value.key_display(),
-        };
-
-        let mut scratch = Vec::new();
-        let mut values = Vec::with_capacity(model.fields.len() + 8);
-        let mut set_columns: Vec<&str>;
-        // The header read, for the compare-and-swap (`Some(None)`: a legacy
-        // row without one).
-        let mut read_header: Option<Option<Vec<u8>>> = None;
-        if any_encrypted {
-            let mut sql = String::from("SELECT ");
-            sql.push_str(&Self::select_list::<T, A::Database>());
-            sql.push_str(" FROM ");
-            A::Database::push_ident(&mut sql, model.table());
-            Self::where_pk::<T, A::Database>(&mut sql, 1);
-            let found = <A::Database as Backend>::fetch_optional_on(
-                &mut conn,
-                &sql,
-                vec![pk_value.clone(), model.tenant_value(&row.tenant())?],
-            )
-            .await?
-            .ok_or_else(not_found)?;
-            let at = found
-                .column_index(HEADER_COLUMN)
-                .ok_or_else(|| Error::Schema {
-                    table: model.table().to_owned(),
-                    column: HEADER_COLUMN.to_owned(),
-                    reason: "the query did not select this column".into(),
-                })?;
-            read_header = Some(
-                found
-                    .read_opt_bytes(at)
-                    .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?
-                    .map(<[u8]>::to_vec),
-            );
-            let stored: T = self.decrypt(&*row.tenant(), &found).await?;
-            let merged = CollectedRow::of(&stored, &mut scratch)?.merged(
-                model,
-                CollectedRow::of(row, &mut scratch)?,
-                |f| ordered.contains(&f.column),
-            );
-            drop(stored);
-            let present = merged.present(model)?;
-            let pk = model.primary_key_bytes(&pk_value)?;
-            // A fresh row key under the tenant-key version the row already
-            // has (derived mode): moving rows between versions is the
-            // rotation's job, so a writer with an older cached version never
-            // moves a rotated row back.
-            let version = read_header
-                .as_ref()
-                .and_then(|h| h.as_deref())
-                .and_then(rowseal_core::RowHeader::peek_tenant_key_version);
-            let key = match version {
-                Some(v) if model.spec.key_mode() == rowseal_core::KeyMode::Derived => {
-                    let keys = self.keys.record_keys(&model.spec, &row.tenant(), v).await?;
-                    self.new_row(&keys, pk.as_deref(), &present)?
-                }
-                _ => {
-                    self.new_row_key(model, &row.tenant(), pk.as_deref(), &present)
-                        .await?
-                }
-            };
-            // Every encrypted column (re-sealed), and the plain ones updated.
-            set_columns = model
-                .fields
-                .iter()
-                .filter(|f| f.is_encrypted() || ordered.contains(&f.column))
-                .map(|f| f.column)
-                .collect();
-            merged.seal_into(model, Some(&key), Some(&set_columns), &mut values)?;
-            set_columns.push(HEADER_COLUMN);
-            set_columns.push(KEY_VERSION_COLUMN);
-            values.push(Value::Bytes(key.header_bytes()));
-            values.push(Value::I64(i64::from(
-                key.header().tenant_key_version().unwrap_or(0),
-            )));
-        } else {
-            set_columns = ordered.clone();
-            CollectedRow::of(row, &mut scratch)?.seal_into(
-                model,
-                None,
-                Some(&ordered),
-                &mut values,
-            )?;
-        }
-        for &n in &touched {
-            if let Some(i) = model.indexes.get(n) {
-                set_columns.extend(i.columns());
-            }
-        }
-        push_index_cells(&plans, &ikeys, row, Some(&touched), &mut values)?;
-        // A re-sealed row holds every value encrypted: no legacy plaintext
-        // column keeps one.
-        let nulled: Option<&[&str]> = if any_encrypted { None } else { Some(&ordered) };
-        set_columns.extend(plaintext_columns(model, nulled).map(|(c, _)| c));
-        push_plaintext_nulls(model, nulled, &mut values);
-
-        let mut sql = String::from("UPDATE ");
-        A::Database::push_ident(&mut sql, model.table());
-        sql.push_str(" SET ");
-        for (i, c) in set_columns.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            A::Database::push_ident(&mut sql, c);
-            sql.push_str(" = ");
-            A::Database::push_placeholder(&mut sql, i + 1);
-        }
-        Self::where_pk::<T, A::Database>(&mut sql, set_columns.len() + 1);
-        values.push(pk_value.clone());
-        values.push(model.tenant_value(&row.tenant())?);
-        let compared = read_header.is_some();
-        match read_header {
-            Some(Some(h)) => {
-                sql.push_str(" AND ");
-                A::Database::push_ident(&mut sql, HEADER_COLUMN);
-                sql.push_str(" = ");
-                A::Database::push_placeholder(&mut sql, set_columns.len() + 3);
-                values.push(Value::Bytes(h));
-            }
-            Some(None) => {
-                sql.push_str(" AND ");
-                A::Database::push_ident(&mut sql, HEADER_COLUMN);
-                sql.push_str(" IS NULL");
-            }
-            None => {}
-        }
-        let affected = <A::Database as Backend>::execute_on(&mut conn, &sql, values)
-            .await
-            .map_err(|e| map_unique(model, e))?;
-        if affected == 0 {
-            // Read a moment ago, gone or re-sealed now: a lost race (a
-            // rotation, another writer), which a retry resolves.
-            if compared {
-                return Err(Error::Conflict {
+                    .map(|(n, _)| n)
+                    .collect();
+                let plans = plans(model)?;
+                let ikeys = self
+                    .write_index_keys(&plans, std::iter::once(row), Some(&touched))
+                    .await?;
+                let mut conn = conn.acquire().await?;
+                let pk_value = row.primary_key_value();
+                let not_found = || Error::NotFound {
                     table: model.table().to_owned(),
                     primary_key: pk_value.key_display(),
-                });
-            }
-            return Err(not_found());
-        }
-        Ok(())
+                };
+
+                let mut scratch = Vec::new();
+                let mut values = Vec::with_capacity(model.fields.len() + 8);
+                let mut set_columns: Vec<&str>;
+                // The header read, for the compare-and-swap (`Some(None)`: a legacy
+                // row without one).
+                let mut read_header: Option<Option<Vec<u8>>> = None;
+                if any_encrypted {
+                    let mut sql = String::from("SELECT ");
+                    sql.push_str(&Self::select_list::<T, A::Database>());
+                    sql.push_str(" FROM ");
+                    A::Database::push_ident(&mut sql, model.table());
+                    Self::where_pk::<T, A::Database>(&mut sql, 1);
+                    let found = <A::Database as Backend>::fetch_optional_on(
+                        &mut conn,
+                        &sql,
+                        vec![pk_value.clone(), model.tenant_value(&row.tenant())?],
+                    )
+                    .await?
+                    .ok_or_else(not_found)?;
+                    let at = found
+                        .column_index(HEADER_COLUMN)
+                        .ok_or_else(|| Error::Schema {
+                            table: model.table().to_owned(),
+                            column: HEADER_COLUMN.to_owned(),
+                            reason: "the query did not select this column".into(),
+                        })?;
+                    read_header = Some(
+                        found
+                            .read_opt_bytes(at)
+                            .map_err(|e| sqlx_col(model, HEADER_COLUMN, e))?
+                            .map(<[u8]>::to_vec),
+                    );
+                    let stored: T = self
+                        .decrypt_quiet(TenantScope::One(&row.tenant()), &found)
+                        .await?;
+                    let merged = CollectedRow::of(&stored, &mut scratch)?.merged(
+                        model,
+                        CollectedRow::of(row, &mut scratch)?,
+                        |f| ordered.contains(&f.column),
+                    );
+                    drop(stored);
+                    let present = merged.present(model)?;
+                    let pk = model.primary_key_bytes(&pk_value)?;
+                    // A fresh row key under the tenant-key version the row already
+                    // has (derived mode): moving rows between versions is the
+                    // rotation's job, so a writer with an older cached version never
+                    // moves a rotated row back.
+                    let version = read_header
+                        .as_ref()
+                        .and_then(|h| h.as_deref())
+                        .and_then(rowseal_core::RowHeader::peek_tenant_key_version);
+                    let key = match version {
+                        Some(v) if model.spec.key_mode() == rowseal_core::KeyMode::Derived => {
+                            let keys = self.keys.record_keys(&model.spec, &row.tenant(), v).await?;
+                            self.new_row(&keys, pk.as_deref(), &present)?
+                        }
+                        _ => {
+                            self.new_row_key(model, &row.tenant(), pk.as_deref(), &present)
+                                .await?
+                        }
+                    };
+                    // Every encrypted column (re-sealed), and the plain ones updated.
+                    set_columns = model
+                        .fields
+                        .iter()
+                        .filter(|f| f.is_encrypted() || ordered.contains(&f.column))
+                        .map(|f| f.column)
+                        .collect();
+                    merged.seal_into(model, Some(&key), Some(&set_columns), &mut values)?;
+                    set_columns.push(HEADER_COLUMN);
+                    set_columns.push(KEY_VERSION_COLUMN);
+                    values.push(Value::Bytes(key.header_bytes()));
+                    values.push(Value::I64(i64::from(
+                        key.header().tenant_key_version().unwrap_or(0),
+                    )));
+                } else {
+                    set_columns = ordered.clone();
+                    CollectedRow::of(row, &mut scratch)?.seal_into(
+                        model,
+                        None,
+                        Some(&ordered),
+                        &mut values,
+                    )?;
+                }
+                for &n in &touched {
+                    if let Some(i) = model.indexes.get(n) {
+                        set_columns.extend(i.columns());
+                    }
+                }
+                push_index_cells(&plans, &ikeys, row, Some(&touched), &mut values)?;
+                // A re-sealed row holds every value encrypted: no legacy plaintext
+                // column keeps one.
+                let nulled: Option<&[&str]> = if any_encrypted { None } else { Some(&ordered) };
+                set_columns.extend(plaintext_columns(model, nulled).map(|(c, _)| c));
+                push_plaintext_nulls(model, nulled, &mut values);
+
+                let mut sql = String::from("UPDATE ");
+                A::Database::push_ident(&mut sql, model.table());
+                sql.push_str(" SET ");
+                for (i, c) in set_columns.iter().enumerate() {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    A::Database::push_ident(&mut sql, c);
+                    sql.push_str(" = ");
+                    A::Database::push_placeholder(&mut sql, i + 1);
+                }
+                Self::where_pk::<T, A::Database>(&mut sql, set_columns.len() + 1);
+                values.push(pk_value.clone());
+                values.push(model.tenant_value(&row.tenant())?);
+                let compared = read_header.is_some();
+                match read_header {
+                    Some(Some(h)) => {
+                        sql.push_str(" AND ");
+                        A::Database::push_ident(&mut sql, HEADER_COLUMN);
+                        sql.push_str(" = ");
+                        A::Database::push_placeholder(&mut sql, set_columns.len() + 3);
+                        values.push(Value::Bytes(h));
+                    }
+                    Some(None) => {
+                        sql.push_str(" AND ");
+                        A::Database::push_ident(&mut sql, HEADER_COLUMN);
+                        sql.push_str(" IS NULL");
+                    }
+                    None => {}
+                }
+                let affected = <A::Database as Backend>::execute_on(&mut conn, &sql, values)
+                    .await
+                    .map_err(|e| map_unique(model, e))?;
+                if affected == 0 {
+                    // Read a moment ago, gone or re-sealed now: a lost race (a
+                    // rotation, another writer), which a retry resolves.
+                    if compared {
+                        return Err(Error::Conflict {
+                            table: model.table().to_owned(),
+                            primary_key: pk_value.key_display(),
+                        });
+                    }
+                    return Err(not_found());
+                }
+                if any_encrypted {
+                    rows_sealed(model, affected);
+                }
+                Ok(())
+            },
+            |_| 1,
+        )
+        .await
     }
 
     /// Deletes a row by primary key within a tenant. Returns whether a row was
@@ -622,11 +688,18 @@ impl Encryptor {
         E: sqlx::Executor<'c>,
         E::Database: Backend,
     {
-        let mut sql = String::from("DELETE FROM ");
-        E::Database::push_ident(&mut sql, T::model().table());
-        Self::where_pk::<T, E::Database>(&mut sql, 1);
-        let values = vec![primary_key.key_value(), T::model().tenant_value(tenant)?];
-        Ok(<E::Database as Backend>::execute(executor, &sql, values).await? > 0)
+        let op = op!(self, "delete", T::model().table(), Some(tenant));
+        op.run(
+            async move {
+                let mut sql = String::from("DELETE FROM ");
+                E::Database::push_ident(&mut sql, T::model().table());
+                Self::where_pk::<T, E::Database>(&mut sql, 1);
+                let values = vec![primary_key.key_value(), T::model().tenant_value(tenant)?];
+                Ok(<E::Database as Backend>::execute(executor, &sql, values).await? > 0)
+            },
+            |deleted| u64::from(*deleted),
+        )
+        .await
     }
 }
 

@@ -54,8 +54,12 @@ where
         .insert(&cx.pool, &Invoice::new(orgs[0], 1, "again"))
         .await
     {
-        Err(Error::Sqlx(sqlx::Error::Database(db))) => {
-            assert!(db.is_unique_violation(), "{db}")
+        Err(e @ Error::Database(_)) => {
+            assert!(
+                matches!(e.as_sqlx(), Some(sqlx::Error::Database(db)) if db.is_unique_violation()),
+                "{e}"
+            );
+            assert_eq!(e.kind(), rowseal_sqlx::ErrorKind::UniqueViolation);
         }
         other => panic!("a second (org, 1): {other:?}"),
     }
@@ -201,7 +205,7 @@ where
     values.push(Invoice::model().tenant_value(&second).unwrap());
     assert_eq!(DB::execute(&cx.pool, &update, values).await.unwrap(), 1);
     match cx.enc.fetch::<Invoice, _>(&cx.pool, &second, &2).await {
-        Err(Error::Decrypt {
+        Err(Error::Field {
             table, primary_key, ..
         }) => {
             assert_eq!((table.as_str(), primary_key.as_str()), ("invoices", "2"));

@@ -12,7 +12,7 @@ use super::{raw_get, raw_set, Ctx};
 /// The core error under a `Decrypt` error of the header column.
 fn header_failure(e: &Error) -> &rowseal_core::Error {
     match e {
-        Error::Decrypt { column, source, .. } if column == "rowseal_header" => source,
+        Error::Field { column, source, .. } if column == "rowseal_header" => source,
         other => panic!("expected a key-header failure, got {other:?}"),
     }
 }

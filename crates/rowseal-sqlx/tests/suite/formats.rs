@@ -9,13 +9,9 @@ use super::{raw_get, raw_set, Ctx};
 
 /// The format version an error reports, if it is `UnsupportedFormat`.
 fn unsupported_version(e: &Error) -> Option<u8> {
-    let core = match e {
-        Error::Decrypt { source, .. } => source.as_ref(),
-        Error::Core(e) => e,
-        _ => return None,
-    };
-    match core {
-        rowseal_core::Error::UnsupportedFormat { version, .. } => Some(*version),
+    match e {
+        Error::Field { source, .. } => unsupported_version(source),
+        Error::UnsupportedFormat { version, .. } => Some(*version),
         _ => None,
     }
 }
@@ -125,7 +121,7 @@ where
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, Error::Decrypt { column, .. } if column == "rowseal_header"),
+        matches!(&e, Error::Field { column, .. } if column == "rowseal_header"),
         "fetch: {e}"
     );
     let e = cx
@@ -133,7 +129,7 @@ where
         .update_fields(&cx.pool, &p, &["name"])
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Decrypt { .. }), "update_fields: {e}");
+    assert!(matches!(e, Error::Field { .. }), "update_fields: {e}");
     // Still refused afterwards: update_fields did not give it a header.
     assert!(cx
         .enc

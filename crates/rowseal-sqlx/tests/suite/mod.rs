@@ -592,7 +592,7 @@ where
 
 fn assert_decrypt_error(r: Result<Option<Patient>, Error>, column: &str, pk: &uuid::Uuid) {
     match r {
-        Err(Error::Decrypt {
+        Err(Error::Field {
             table,
             column: c,
             primary_key,

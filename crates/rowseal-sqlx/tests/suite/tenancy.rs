@@ -234,10 +234,7 @@ where
                 .unwrap_err(),
         ];
         for e in errors {
-            assert!(
-                matches!(e, Error::Core(rowseal_core::Error::InvalidInput { .. })),
-                "{e:?}"
-            );
+            assert!(matches!(e, Error::InvalidInput { .. }), "{e:?}");
             let text = e.to_string();
             assert!(text.contains("255 bytes"), "{text}");
             assert!(!text.contains(&too_long), "the id is not quoted");

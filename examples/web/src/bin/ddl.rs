@@ -2,7 +2,8 @@
 //!
 //! `web-example-ddl <sqlite|postgres>` prints it (what `schema/<name>.sql`
 //! holds); `web-example-ddl <sqlite|postgres> <url>` creates it in the
-//! (existing) database at `url`, exactly as the app does at start-up
+//! (existing) database at `url` by running the app's migrations and
+//! rowseal's, exactly as the app does at start-up
 //! (`web_example::schema::create`). Used by `scripts/sqlx-prepare.sh`,
 //! built with `--no-default-features` so that it compiles without any
 //! checked query, before the queries are prepared.
@@ -17,6 +18,7 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    DB::Connection: sqlx::migrate::Migrate,
 {
     let pool = rowseal::sqlx::pool::PoolOptions::<DB>::new()
         .max_connections(1)

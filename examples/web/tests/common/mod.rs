@@ -11,6 +11,8 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::path::PathBuf;
 
 use http_body_util::{BodyExt, Full};
