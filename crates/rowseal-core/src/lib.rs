@@ -34,7 +34,7 @@ pub use error::{DatabaseError, Error, ErrorKind, ProviderError, ProviderErrorKin
 pub use format::header::{KeyMode, RowHeader};
 pub use format::presence::FieldSet;
 pub use format::wrapped::WrappedKey;
-pub use keys::hierarchy::{CachedKeys, IndexKeyVersions, KeyHierarchy};
+pub use keys::hierarchy::{CachedKeys, IndexKeyVersions, KeyHierarchy, KeysThrough};
 pub use keys::row::{FieldName, RecordSpec, RowKey};
 pub use keys::scoped::{BlindIndexKey, IndexKey, RecordKeys, TenantKey};
 pub use local::{LocalKeyProvider, LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV};

@@ -193,6 +193,18 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
         Ok(out)
     }
 
+    /// Whether this store reads and writes inside a transaction that its
+    /// caller may still roll back (a store over the connection of an open
+    /// transaction). Default `false`: what it stores is committed at once.
+    ///
+    /// A [`KeyHierarchy`](crate::KeyHierarchy) given such a store
+    /// ([`through`](crate::KeyHierarchy::through)) reads there first, but
+    /// creates keys through its own store: a key that a rollback erased
+    /// while a process kept it cached would leave rows no one could read.
+    fn in_caller_transaction(&self) -> bool {
+        false
+    }
+
     /// Moves one version from state `from` to state `to`, atomically:
     /// `Ok(false)` if the version does not exist or is not in state `from`
     /// (someone else moved it first). The wrapped key is kept.

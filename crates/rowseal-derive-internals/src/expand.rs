@@ -639,35 +639,35 @@ fn finder_pair(krate: &syn::Path, fields: &[Field<'_>], ix: &Index) -> TokenStre
     );
     quote! {
         #[doc = #doc_one]
-        pub async fn #one<'c, __E>(
+        pub async fn #one<'a, __A>(
             encryptor: &#krate::Encryptor,
-            executor: __E,
+            conn: __A,
             #tenant_param
             #(#params: &str),*
         ) -> ::core::result::Result<::std::vec::Vec<Self>, #krate::Error>
         where
-            __E: #krate::sqlx::Executor<'c>,
-            __E::Database: #krate::Backend,
+            __A: #krate::sqlx::Acquire<'a>,
+            __A::Database: #krate::Backend,
         {
             encryptor
-                .find_by::<Self, __E>(executor, #tenant_arg, #iname, &[&[#(#params),*]])
+                .find_by::<Self, __A>(conn, #tenant_arg, #iname, &[&[#(#params),*]])
                 .await
         }
 
         #[doc = #doc_many]
-        pub async fn #many<'c, __E>(
+        pub async fn #many<'a, __A>(
             encryptor: &#krate::Encryptor,
-            executor: __E,
+            conn: __A,
             #tenant_param
             values: &[[&str; #n]],
         ) -> ::core::result::Result<::std::vec::Vec<Self>, #krate::Error>
         where
-            __E: #krate::sqlx::Executor<'c>,
-            __E::Database: #krate::Backend,
+            __A: #krate::sqlx::Acquire<'a>,
+            __A::Database: #krate::Backend,
         {
             let __v: ::std::vec::Vec<&[&str]> = values.iter().map(|v| &v[..]).collect();
             encryptor
-                .find_by::<Self, __E>(executor, #tenant_arg, #iname, &__v)
+                .find_by::<Self, __A>(conn, #tenant_arg, #iname, &__v)
                 .await
         }
 

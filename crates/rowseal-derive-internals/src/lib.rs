@@ -68,8 +68,8 @@
 //!   length-prefixed; `normalize` applies to every part unless a field has
 //!   its own steps (`fields(ssn = "digits", city)`).
 //!
-//! Each index generates `T::find_by_<stem>(&encryptor, executor, tenant,
-//! value...)` and `T::find_by_<stem>_in(&encryptor, executor, tenant, &[...])`,
+//! Each index generates `T::find_by_<stem>(&encryptor, conn, tenant,
+//! value...)` and `T::find_by_<stem>_in(&encryptor, conn, tenant, &[...])`,
 //! and, over the bounded lookups, `T::find_by_<stem>_with(&encryptor, conn,
 //! tenant, value..., &options)`, `T::count_by_<stem>(&encryptor, conn, tenant,
 //! value...)` and `T::exists_by_<stem>(...)` (thin wrappers: the logic is in

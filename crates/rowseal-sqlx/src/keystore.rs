@@ -82,6 +82,17 @@ impl<DB: Backend> SqlxKeyStore<DB> {
         scope: &KeyScope,
         version: Option<u32>,
     ) -> rowseal_core::Result<Option<KeyRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(Self::store_err)?;
+        Self::select_on(&mut conn, purpose, scope, version).await
+    }
+
+    /// One stored key (`version`, or the latest), read on `conn`.
+    async fn select_on(
+        conn: &mut DB::Connection,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+        version: Option<u32>,
+    ) -> rowseal_core::Result<Option<KeyRecord>> {
         let mut sql = String::from("SELECT version, wrapped, state FROM rowseal_keys");
         Self::where_scope(&mut sql);
         let mut values = Self::scope_values(purpose, scope);
@@ -93,11 +104,27 @@ impl<DB: Backend> SqlxKeyStore<DB> {
             }
             None => sql.push_str(" ORDER BY version DESC LIMIT 1"),
         }
-        let mut conn = self.pool.acquire().await.map_err(Self::store_err)?;
-        let row = DB::fetch_optional_on(&mut conn, &sql, values)
+        let row = DB::fetch_optional_on(conn, &sql, values)
             .await
             .map_err(Self::store_err)?;
         row.map(|r| Self::record(purpose, scope, &r)).transpose()
+    }
+
+    /// Every stored version of a scope's key, oldest first, read on `conn`.
+    async fn versions_on(
+        conn: &mut DB::Connection,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+    ) -> rowseal_core::Result<Vec<KeyRecord>> {
+        let mut sql = String::from("SELECT version, wrapped, state FROM rowseal_keys");
+        Self::where_scope(&mut sql);
+        sql.push_str(" ORDER BY version");
+        let rows = DB::__fetch_all_on(conn, &sql, Self::scope_values(purpose, scope))
+            .await
+            .map_err(Self::store_err)?;
+        rows.iter()
+            .map(|r| Self::record(purpose, scope, r))
+            .collect()
     }
 
     /// Marks a key version destroyed and erases its wrapped key
@@ -146,16 +173,8 @@ impl<DB: Backend> KeyStore for SqlxKeyStore<DB> {
         purpose: KeyPurpose,
         scope: &KeyScope,
     ) -> rowseal_core::Result<Vec<KeyRecord>> {
-        let mut sql = String::from("SELECT version, wrapped, state FROM rowseal_keys");
-        Self::where_scope(&mut sql);
-        sql.push_str(" ORDER BY version");
         let mut conn = self.pool.acquire().await.map_err(Self::store_err)?;
-        let rows = DB::__fetch_all_on(&mut conn, &sql, Self::scope_values(purpose, scope))
-            .await
-            .map_err(Self::store_err)?;
-        rows.iter()
-            .map(|r| Self::record(purpose, scope, r))
-            .collect()
+        Self::versions_on(&mut conn, purpose, scope).await
     }
 
     async fn set_state(
@@ -190,6 +209,17 @@ impl<DB: Backend> KeyStore for SqlxKeyStore<DB> {
     }
 
     async fn insert(&self, record: &KeyRecord) -> rowseal_core::Result<bool> {
+        let mut conn = self.pool.acquire().await.map_err(Self::store_err)?;
+        Self::insert_on(&mut conn, record).await
+    }
+}
+
+impl<DB: Backend> SqlxKeyStore<DB> {
+    /// Inserts one key version on `conn`; `false` if it exists already.
+    async fn insert_on(
+        conn: &mut DB::Connection,
+        record: &KeyRecord,
+    ) -> rowseal_core::Result<bool> {
         let (prefix, suffix) = DB::INSERT_IGNORE;
         let mut sql = format!(
             "{prefix} INTO rowseal_keys (purpose, scope_kind, tenant, version, wrapped, root_key_id, state) VALUES ("
@@ -215,8 +245,7 @@ impl<DB: Backend> KeyStore for SqlxKeyStore<DB> {
             }
         }
         values.push(Value::Text(record.state.as_str().to_owned()));
-        let mut conn = self.pool.acquire().await.map_err(Self::store_err)?;
-        let n = DB::execute_on(&mut conn, &sql, values)
+        let n = DB::execute_on(conn, &sql, values)
             .await
             .map_err(Self::store_err)?;
         Ok(n == 1)
@@ -227,6 +256,111 @@ impl<DB: sqlx::Database> fmt::Debug for SqlxKeyStore<DB> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqlxKeyStore")
             .field("database", &DB::NAME)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `rowseal_keys` on the one connection an operation was given (`&mut
+/// transaction`, `&mut connection`, or the one it took from `&Pool`): what
+/// [`KeyHierarchy::through`](rowseal_core::KeyHierarchy::through) is given
+/// by the operations that take an [`sqlx::Acquire`], so that a key missing
+/// from the cache is read where the operation already is, never on a second
+/// connection (which a saturated pool, or a pool of one, cannot give:
+/// `PoolTimedOut`).
+///
+/// On a connection in a transaction it reads only: a new key is created by
+/// the hierarchy through its own store, committed at once, never in a
+/// transaction that could roll it back. Outside a transaction every
+/// statement commits at once, so new keys are created here too.
+pub(crate) struct ConnKeyStore<'c, DB: sqlx::Database> {
+    conn: tokio::sync::Mutex<&'c mut DB::Connection>,
+    /// Whether the connection was in a transaction (sqlx's own count, which
+    /// a `BEGIN` sent as plain SQL does not change).
+    in_transaction: bool,
+}
+
+impl<'c, DB: Backend> ConnKeyStore<'c, DB> {
+    pub(crate) fn new(conn: &'c mut DB::Connection) -> Self {
+        let in_transaction = sqlx::Connection::is_in_transaction(&*conn);
+        ConnKeyStore {
+            conn: tokio::sync::Mutex::new(conn),
+            in_transaction,
+        }
+    }
+
+    /// The connection, for the operation's own statements between its key
+    /// reads.
+    pub(crate) async fn lock(&self) -> tokio::sync::MutexGuard<'_, &'c mut DB::Connection> {
+        self.conn.lock().await
+    }
+
+    fn refused(what: &str) -> rowseal_core::Error {
+        rowseal_core::Error::Store {
+            message: format!("rowseal_keys: {what} is not done on the caller's connection"),
+            source: None,
+        }
+    }
+}
+
+#[async_trait]
+impl<DB: Backend> KeyStore for ConnKeyStore<'_, DB> {
+    async fn latest(
+        &self,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+    ) -> rowseal_core::Result<Option<KeyRecord>> {
+        let mut conn = self.conn.lock().await;
+        SqlxKeyStore::<DB>::select_on(&mut conn, purpose, scope, None).await
+    }
+
+    async fn get(
+        &self,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+        version: u32,
+    ) -> rowseal_core::Result<Option<KeyRecord>> {
+        let mut conn = self.conn.lock().await;
+        SqlxKeyStore::<DB>::select_on(&mut conn, purpose, scope, Some(version)).await
+    }
+
+    async fn versions(
+        &self,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+    ) -> rowseal_core::Result<Vec<KeyRecord>> {
+        let mut conn = self.conn.lock().await;
+        SqlxKeyStore::<DB>::versions_on(&mut conn, purpose, scope).await
+    }
+
+    async fn set_state(
+        &self,
+        _: KeyPurpose,
+        _: &KeyScope,
+        _: u32,
+        _: KeyState,
+        _: KeyState,
+    ) -> rowseal_core::Result<bool> {
+        Err(Self::refused("a change of key state"))
+    }
+
+    async fn insert(&self, record: &KeyRecord) -> rowseal_core::Result<bool> {
+        if self.in_transaction {
+            return Err(Self::refused("creating a key inside a transaction"));
+        }
+        let mut conn = self.conn.lock().await;
+        SqlxKeyStore::<DB>::insert_on(&mut conn, record).await
+    }
+
+    fn in_caller_transaction(&self) -> bool {
+        self.in_transaction
+    }
+}
+
+impl<DB: sqlx::Database> fmt::Debug for ConnKeyStore<'_, DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnKeyStore")
+            .field("database", &DB::NAME)
+            .field("in_transaction", &self.in_transaction)
             .finish_non_exhaustive()
     }
 }

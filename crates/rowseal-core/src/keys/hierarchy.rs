@@ -362,6 +362,18 @@ impl KeyHierarchy {
         record_type: &str,
         index: &str,
     ) -> Result<Arc<BlindIndexKey>> {
+        self.blind_index_key_via(None, scope, version, record_type, index)
+            .await
+    }
+
+    async fn blind_index_key_via(
+        &self,
+        reads: Reads<'_>,
+        scope: &KeyScope,
+        version: u32,
+        record_type: &str,
+        index: &str,
+    ) -> Result<Arc<BlindIndexKey>> {
         let slot = (
             scope.clone(),
             version,
@@ -372,7 +384,7 @@ impl KeyHierarchy {
             .caches
             .blind_keys
             .get_or_fetch_dated(&slot, || async {
-                let (index_key, at) = self.index_key_dated(scope, version).await?;
+                let (index_key, at) = self.index_key_dated(reads, scope, version).await?;
                 Ok((index_key.blind_index_key(record_type, index)?, at))
             })
             .await?;
@@ -382,19 +394,30 @@ impl KeyHierarchy {
     /// The tenant key new rows of `tenant` are written under; created (version 1)
     /// if the tenant has none.
     pub async fn current_tenant_key(&self, tenant: &str) -> Result<Arc<TenantKey>> {
+        self.current_tenant_key_via(None, tenant).await
+    }
+
+    async fn current_tenant_key_via(
+        &self,
+        reads: Reads<'_>,
+        tenant: &str,
+    ) -> Result<Arc<TenantKey>> {
         let scope = KeyScope::Tenant(tenant.to_owned());
-        let version = self.current_version(KeyPurpose::Tenant, &scope).await?;
-        self.tenant_key(tenant, version).await
+        let version = self
+            .current_version(reads, KeyPurpose::Tenant, &scope)
+            .await?;
+        Ok(self.tenant_key_dated(reads, tenant, version).await?.0)
     }
 
     /// One version of a tenant's key.
     pub async fn tenant_key(&self, tenant: &str, version: u32) -> Result<Arc<TenantKey>> {
-        Ok(self.tenant_key_dated(tenant, version).await?.0)
+        Ok(self.tenant_key_dated(None, tenant, version).await?.0)
     }
 
     /// A tenant key with the moment its cache lifetime started.
     async fn tenant_key_dated(
         &self,
+        reads: Reads<'_>,
         tenant: &str,
         version: u32,
     ) -> Result<(Arc<TenantKey>, Instant)> {
@@ -403,7 +426,7 @@ impl KeyHierarchy {
             .get_or_fetch_dated(&(tenant.to_owned(), version), || async {
                 let scope = KeyScope::Tenant(tenant.to_owned());
                 let key = self
-                    .unwrap_stored(KeyPurpose::Tenant, &scope, version)
+                    .unwrap_stored(reads, KeyPurpose::Tenant, &scope, version)
                     .await?;
                 Ok((TenantKey::new(tenant, version, &key), Instant::now()))
             })
@@ -426,11 +449,21 @@ impl KeyHierarchy {
         tenant: &str,
         version: u32,
     ) -> Result<Arc<RecordKeys>> {
+        self.record_keys_via(None, spec, tenant, version).await
+    }
+
+    async fn record_keys_via(
+        &self,
+        reads: Reads<'_>,
+        spec: &RecordSpec,
+        tenant: &str,
+        version: u32,
+    ) -> Result<Arc<RecordKeys>> {
         let (keys, _) = self
             .caches
             .record_keys
             .get_or_fetch_dated(&(tenant.to_owned(), version, spec.clone()), || async {
-                let (tenant_key, at) = self.tenant_key_dated(tenant, version).await?;
+                let (tenant_key, at) = self.tenant_key_dated(reads, tenant, version).await?;
                 Ok((tenant_key.record_keys(spec)?, at))
             })
             .await?;
@@ -445,9 +478,20 @@ impl KeyHierarchy {
         spec: &RecordSpec,
         tenant: &str,
     ) -> Result<Arc<RecordKeys>> {
+        self.current_record_keys_via(None, spec, tenant).await
+    }
+
+    async fn current_record_keys_via(
+        &self,
+        reads: Reads<'_>,
+        spec: &RecordSpec,
+        tenant: &str,
+    ) -> Result<Arc<RecordKeys>> {
         let scope = KeyScope::Tenant(tenant.to_owned());
-        let version = self.current_version(KeyPurpose::Tenant, &scope).await?;
-        self.record_keys(spec, tenant, version).await
+        let version = self
+            .current_version(reads, KeyPurpose::Tenant, &scope)
+            .await?;
+        self.record_keys_via(reads, spec, tenant, version).await
     }
 
     /// Creates the next version of a tenant's key and makes it current for new
@@ -469,12 +513,13 @@ impl KeyHierarchy {
 
     /// One version of an index key (active, pending or retired).
     pub async fn index_key(&self, scope: &KeyScope, version: u32) -> Result<Arc<IndexKey>> {
-        Ok(self.index_key_dated(scope, version).await?.0)
+        Ok(self.index_key_dated(None, scope, version).await?.0)
     }
 
     /// An index key with the moment its cache lifetime started.
     async fn index_key_dated(
         &self,
+        reads: Reads<'_>,
         scope: &KeyScope,
         version: u32,
     ) -> Result<(Arc<IndexKey>, Instant)> {
@@ -482,7 +527,7 @@ impl KeyHierarchy {
             .index_keys
             .get_or_fetch_dated(&(scope.clone(), version), || async {
                 let key = self
-                    .unwrap_stored(KeyPurpose::Index, scope, version)
+                    .unwrap_stored(reads, KeyPurpose::Index, scope, version)
                     .await?;
                 Ok((IndexKey::new(scope.clone(), version, &key), Instant::now()))
             })
@@ -494,15 +539,25 @@ impl KeyHierarchy {
     /// change of state reaches this process within one cache lifetime — which
     /// is why a rotation goes through a pending state first.
     pub async fn index_key_versions(&self, scope: &KeyScope) -> Result<Arc<IndexKeyVersions>> {
+        self.index_key_versions_via(None, scope).await
+    }
+
+    async fn index_key_versions_via(
+        &self,
+        reads: Reads<'_>,
+        scope: &KeyScope,
+    ) -> Result<Arc<IndexKeyVersions>> {
         self.caches
             .index_versions
             .get_or_fetch(scope, || async {
-                match self.load_index_versions(scope).await? {
+                match self.load_index_versions(reads, scope).await? {
                     Some(v) => Ok(v),
                     None => {
-                        self.create(KeyPurpose::Index, scope, 1, KeyState::Active)
+                        self.create(reads, KeyPurpose::Index, scope, 1, KeyState::Active)
                             .await?;
-                        self.load_index_versions(scope)
+                        // Read back where it was written (committed at once).
+                        let written = self.writes(reads);
+                        self.load_index_versions(Some(written), scope)
                             .await?
                             .ok_or_else(|| Error::KeyNotFound {
                                 key: describe(KeyPurpose::Index, scope, 1),
@@ -522,10 +577,18 @@ impl KeyHierarchy {
         &self,
         scope: &KeyScope,
     ) -> Result<Option<Arc<IndexKeyVersions>>> {
+        self.lookup_index_key_versions_via(None, scope).await
+    }
+
+    async fn lookup_index_key_versions_via(
+        &self,
+        reads: Reads<'_>,
+        scope: &KeyScope,
+    ) -> Result<Option<Arc<IndexKeyVersions>>> {
         if let Some(v) = self.caches.index_versions.get(scope) {
             return Ok(Some(v));
         }
-        match self.load_index_versions(scope).await? {
+        match self.load_index_versions(reads, scope).await? {
             Some(v) => Ok(Some(self.caches.index_versions.insert(scope.clone(), v))),
             None => Ok(None),
         }
@@ -574,7 +637,7 @@ impl KeyHierarchy {
                 reason: "key version overflow".into(),
             })?;
         let v = self
-            .create(KeyPurpose::Index, scope, next, KeyState::Pending)
+            .create(None, KeyPurpose::Index, scope, next, KeyState::Pending)
             .await?;
         self.caches.index_versions.remove(scope);
         Ok(v)
@@ -636,9 +699,13 @@ impl KeyHierarchy {
         Ok(())
     }
 
-    async fn load_index_versions(&self, scope: &KeyScope) -> Result<Option<IndexKeyVersions>> {
+    async fn load_index_versions(
+        &self,
+        reads: Reads<'_>,
+        scope: &KeyScope,
+    ) -> Result<Option<IndexKeyVersions>> {
         scope.check()?;
-        let records = self.store.versions(KeyPurpose::Index, scope).await?;
+        let records = self.read_versions(reads, KeyPurpose::Index, scope).await?;
         Ok(IndexKeyVersions::from_records(&records))
     }
 
@@ -725,10 +792,9 @@ impl KeyHierarchy {
         spec: &RecordSpec,
         tenant: &str,
     ) -> Result<Option<Arc<RecordKeys>>> {
-        match spec.key_mode() {
-            KeyMode::Derived => Ok(Some(self.current_record_keys(spec, tenant).await?)),
-            KeyMode::Kms => Ok(None),
-        }
+        self.through_own_store()
+            .new_rows_record_keys(spec, tenant)
+            .await
     }
 
     /// The row key of an existing row of `spec` in `tenant`, from its stored
@@ -784,18 +850,26 @@ impl KeyHierarchy {
     // Every path to the key store goes through one of the functions below,
     // which refuse an over-long tenant id first (a cache hit needs no check:
     // nothing over-long is ever cached).
-    async fn current_version(&self, purpose: KeyPurpose, scope: &KeyScope) -> Result<u32> {
+    async fn current_version(
+        &self,
+        reads: Reads<'_>,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+    ) -> Result<u32> {
         scope.check()?;
         let v = self
             .caches
             .current
             .get_or_fetch(&(purpose, scope.clone()), || async {
-                match self.store.latest(purpose, scope).await? {
+                match self.read_latest(reads, purpose, scope).await? {
                     Some(rec) if rec.state == KeyState::Active => Ok(rec.version),
                     Some(rec) => Err(Error::KeyDestroyed {
                         key: describe(purpose, scope, rec.version),
                     }),
-                    None => self.create(purpose, scope, 1, KeyState::Active).await,
+                    None => {
+                        self.create(reads, purpose, scope, 1, KeyState::Active)
+                            .await
+                    }
                 }
             })
             .await?;
@@ -810,7 +884,9 @@ impl KeyHierarchy {
             })?,
             None => 1,
         };
-        let v = self.create(purpose, scope, next, KeyState::Active).await?;
+        let v = self
+            .create(None, purpose, scope, next, KeyState::Active)
+            .await?;
         self.caches.current.remove(&(purpose, scope.clone()));
         Ok(v)
     }
@@ -819,6 +895,7 @@ impl KeyHierarchy {
     /// version first, uses theirs (one key per version, always).
     async fn create(
         &self,
+        reads: Reads<'_>,
         purpose: KeyPurpose,
         scope: &KeyScope,
         version: u32,
@@ -837,7 +914,8 @@ impl KeyHierarchy {
             wrapped: Some(data_key.wrapped),
             state,
         };
-        if self.store.insert(&record).await? {
+        let store = self.writes(reads);
+        if store.insert(&record).await? {
             tracing::info!(
                 purpose = purpose.as_str(),
                 scope = %scope,
@@ -864,7 +942,7 @@ impl KeyHierarchy {
             return Ok(version);
         }
         // Lost the race: someone else's key for this version stands.
-        match self.store.latest(purpose, scope).await? {
+        match store.latest(purpose, scope).await? {
             Some(rec) if rec.state == state => Ok(rec.version),
             Some(rec) => Err(Error::KeyDestroyed {
                 key: describe(purpose, scope, rec.version),
@@ -878,14 +956,14 @@ impl KeyHierarchy {
 
     async fn unwrap_stored(
         &self,
+        reads: Reads<'_>,
         purpose: KeyPurpose,
         scope: &KeyScope,
         version: u32,
     ) -> Result<SecretKey> {
         scope.check()?;
         let rec = self
-            .store
-            .get(purpose, scope, version)
+            .read_get(reads, purpose, scope, version)
             .await?
             .ok_or_else(|| Error::KeyNotFound {
                 key: describe(purpose, scope, version),
@@ -911,6 +989,242 @@ impl KeyHierarchy {
             self.provider.decrypt_data_key(wrapped, &ctx),
         )
         .await
+    }
+}
+
+/// Where an operation reads stored keys first: a store the caller gave
+/// ([`KeyHierarchy::through`]), or `None`: the hierarchy's own.
+type Reads<'a> = Option<&'a dyn KeyStore>;
+
+impl KeyHierarchy {
+    // The three reads of stored keys. A caller's store is asked first. If it
+    // is inside the caller's transaction, the hierarchy's own store is asked
+    // when it shows nothing: a key created (through the own store, committed
+    // at once) after the transaction took its snapshot. A caller's store
+    // outside a transaction sees every committed key: its answer stands.
+
+    async fn read_latest(
+        &self,
+        reads: Reads<'_>,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+    ) -> Result<Option<KeyRecord>> {
+        if let Some(store) = reads {
+            let found = store.latest(purpose, scope).await?;
+            if found.is_some() || !store.in_caller_transaction() {
+                return Ok(found);
+            }
+        }
+        self.store.latest(purpose, scope).await
+    }
+
+    async fn read_get(
+        &self,
+        reads: Reads<'_>,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+        version: u32,
+    ) -> Result<Option<KeyRecord>> {
+        if let Some(store) = reads {
+            let found = store.get(purpose, scope, version).await?;
+            if found.is_some() || !store.in_caller_transaction() {
+                return Ok(found);
+            }
+        }
+        self.store.get(purpose, scope, version).await
+    }
+
+    async fn read_versions(
+        &self,
+        reads: Reads<'_>,
+        purpose: KeyPurpose,
+        scope: &KeyScope,
+    ) -> Result<Vec<KeyRecord>> {
+        if let Some(store) = reads {
+            let records = store.versions(purpose, scope).await?;
+            if !records.is_empty() || !store.in_caller_transaction() {
+                return Ok(records);
+            }
+        }
+        self.store.versions(purpose, scope).await
+    }
+
+    /// Where a new key is written: a caller's store outside a transaction
+    /// (its writes commit at once), otherwise the hierarchy's own.
+    fn writes<'a>(&'a self, reads: Reads<'a>) -> &'a dyn KeyStore {
+        match reads {
+            Some(store) if !store.in_caller_transaction() => store,
+            _ => &*self.store,
+        }
+    }
+
+    /// The same keys, with every read of a stored key that the caches miss
+    /// made through `reads` first: for instance a key store on the
+    /// connection of the caller's transaction (rowseal-sqlx does this for
+    /// the operations that take a connection), so that a cache miss inside a
+    /// transaction needs no second connection.
+    ///
+    /// A key that does not exist yet is created through `reads` too, unless
+    /// `reads` is inside the caller's transaction
+    /// ([`KeyStore::in_caller_transaction`]): then it is created through the
+    /// hierarchy's own store, committed at once, since a key written in the
+    /// transaction would vanish if it rolled back while this process kept it
+    /// cached and other transactions wrote rows under it. Inside a
+    /// transaction, a key `reads` does not show is also looked for in the
+    /// own store (created since the transaction's snapshot). Keys read
+    /// through `reads` are cached like any other (they are the same stored
+    /// keys).
+    ///
+    /// ```
+    /// # async fn demo() -> rowseal_core::Result<()> {
+    /// use std::sync::Arc;
+    /// use rowseal_core::{KeyHierarchy, KeyStore, LocalKeyProvider, MemoryKeyStore, RecordSpec};
+    ///
+    /// let provider = Arc::new(LocalKeyProvider::from_keyring_str(&LocalKeyProvider::generate_keyring())?);
+    /// let own = Arc::new(MemoryKeyStore::new());
+    /// let keys = KeyHierarchy::new(provider.clone(), own.clone());
+    /// const NOTE: RecordSpec = RecordSpec::new("note", "notes");
+    /// let written = keys.current_record_keys(&NOTE, "tenant-1").await?;
+    ///
+    /// // Another process (a fresh cache) reading through a store of its own
+    /// // (here a copy of the stored keys) finds the same keys there.
+    /// let theirs = MemoryKeyStore::new();
+    /// for record in own.versions(rowseal_core::KeyPurpose::Tenant, &rowseal_core::KeyScope::Tenant("tenant-1".into())).await? {
+    ///     theirs.insert(&record).await?;
+    /// }
+    /// let other = KeyHierarchy::new(provider, Arc::new(MemoryKeyStore::new()));
+    /// let read = other.through(&theirs).current_record_keys(&NOTE, "tenant-1").await?;
+    /// assert_eq!(read.tenant_key_version(), written.tenant_key_version());
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub fn through<'a>(&'a self, reads: &'a dyn KeyStore) -> KeysThrough<'a> {
+        KeysThrough {
+            keys: self,
+            reads: Some(reads),
+        }
+    }
+
+    /// This hierarchy as a [`KeysThrough`] that reads its own store only
+    /// (the same as calling its methods): for code that takes a
+    /// `KeysThrough` whether or not the caller has a store to offer.
+    pub fn through_own_store(&self) -> KeysThrough<'_> {
+        KeysThrough {
+            keys: self,
+            reads: None,
+        }
+    }
+}
+
+/// A [`KeyHierarchy`] whose reads of stored keys go through another
+/// [`KeyStore`] first, from [`KeyHierarchy::through`]. Each method is the
+/// hierarchy's method of the same name.
+#[derive(Clone, Copy)]
+pub struct KeysThrough<'a> {
+    keys: &'a KeyHierarchy,
+    reads: Reads<'a>,
+}
+
+impl KeysThrough<'_> {
+    /// See [`KeyHierarchy::current_tenant_key`].
+    pub async fn current_tenant_key(&self, tenant: &str) -> Result<Arc<TenantKey>> {
+        self.keys.current_tenant_key_via(self.reads, tenant).await
+    }
+
+    /// See [`KeyHierarchy::tenant_key`].
+    pub async fn tenant_key(&self, tenant: &str, version: u32) -> Result<Arc<TenantKey>> {
+        Ok(self
+            .keys
+            .tenant_key_dated(self.reads, tenant, version)
+            .await?
+            .0)
+    }
+
+    /// See [`KeyHierarchy::record_keys`].
+    pub async fn record_keys(
+        &self,
+        spec: &RecordSpec,
+        tenant: &str,
+        version: u32,
+    ) -> Result<Arc<RecordKeys>> {
+        self.keys
+            .record_keys_via(self.reads, spec, tenant, version)
+            .await
+    }
+
+    /// See [`KeyHierarchy::current_record_keys`].
+    pub async fn current_record_keys(
+        &self,
+        spec: &RecordSpec,
+        tenant: &str,
+    ) -> Result<Arc<RecordKeys>> {
+        self.keys
+            .current_record_keys_via(self.reads, spec, tenant)
+            .await
+    }
+
+    /// See [`KeyHierarchy::new_rows_record_keys`].
+    pub async fn new_rows_record_keys(
+        &self,
+        spec: &RecordSpec,
+        tenant: &str,
+    ) -> Result<Option<Arc<RecordKeys>>> {
+        match spec.key_mode() {
+            KeyMode::Derived => Ok(Some(self.current_record_keys(spec, tenant).await?)),
+            KeyMode::Kms => Ok(None),
+        }
+    }
+
+    /// The hierarchy itself (for what needs no stored key: row keys of
+    /// `kms` mode, rotations, the caches).
+    pub fn hierarchy(&self) -> &KeyHierarchy {
+        self.keys
+    }
+
+    /// See [`KeyHierarchy::index_key`].
+    pub async fn index_key(&self, scope: &KeyScope, version: u32) -> Result<Arc<IndexKey>> {
+        Ok(self
+            .keys
+            .index_key_dated(self.reads, scope, version)
+            .await?
+            .0)
+    }
+
+    /// See [`KeyHierarchy::index_key_versions`].
+    pub async fn index_key_versions(&self, scope: &KeyScope) -> Result<Arc<IndexKeyVersions>> {
+        self.keys.index_key_versions_via(self.reads, scope).await
+    }
+
+    /// See [`KeyHierarchy::lookup_index_key_versions`].
+    pub async fn lookup_index_key_versions(
+        &self,
+        scope: &KeyScope,
+    ) -> Result<Option<Arc<IndexKeyVersions>>> {
+        self.keys
+            .lookup_index_key_versions_via(self.reads, scope)
+            .await
+    }
+
+    /// See [`KeyHierarchy::blind_index_key`].
+    pub async fn blind_index_key(
+        &self,
+        scope: &KeyScope,
+        version: u32,
+        record_type: &str,
+        index: &str,
+    ) -> Result<Arc<BlindIndexKey>> {
+        self.keys
+            .blind_index_key_via(self.reads, scope, version, record_type, index)
+            .await
+    }
+}
+
+impl fmt::Debug for KeysThrough<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeysThrough")
+            .field("keys", self.keys)
+            .field("reads", &self.reads)
+            .finish()
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use rowseal_core::BlindIndexValue;
+use rowseal_core::{BlindIndexValue, KeysThrough};
 
 use super::{push_tenant_condition, sqlx_col, Encryptor};
 use crate::backend::{Backend, DbRow};
@@ -13,6 +13,7 @@ use crate::blind::{
     plans, row_parts, scope_of, zeroize_parts, IndexCondition, IndexPlan,
 };
 use crate::error::{Error, Result};
+use crate::keystore::ConnKeyStore;
 use crate::lookup_options::{push_after, push_filter, push_order_by, sort_keys, Lookup, SortKey};
 use crate::model::{Encrypted, Model, HEADER_COLUMN};
 use crate::telemetry::op;
@@ -49,13 +50,16 @@ impl Encryptor {
                 if plans.is_empty() {
                     return Ok(0);
                 }
+                let mut conn = conn.acquire().await?;
+                let reads = ConnKeyStore::<A::Database>::new(&mut conn);
+                let keys = self.keys.through(&reads);
                 // Per index: the target version's key.
                 let mut targets = Vec::with_capacity(plans.len());
                 for plan in &plans {
                     let scope = scope_of(plan.def, tenant);
-                    let versions = self.keys().index_key_versions(&scope).await?;
+                    let versions = keys.index_key_versions(&scope).await?;
                     let target = versions.pending.unwrap_or(versions.write);
-                    targets.push(self.blind_key(model, plan.def, &scope, target).await?);
+                    targets.push(Self::blind_key(keys, model, plan.def, &scope, target).await?);
                 }
                 let mut sql = String::from("SELECT ");
                 sql.push_str(&Self::select_list::<T, A::Database>());
@@ -78,16 +82,21 @@ impl Encryptor {
                     A::Database::push_placeholder(&mut sql, binds.len());
                 }
                 sql.push_str(&format!(") LIMIT {}", limit.max(1)));
-                let mut conn = conn.acquire().await?;
-                let rows = <A::Database as Backend>::__fetch_all_on(&mut conn, &sql, binds).await?;
+                let rows = <A::Database as Backend>::__fetch_all_on(
+                    &mut **reads.lock().await,
+                    &sql,
+                    binds,
+                )
+                .await?;
                 if rows.is_empty() {
                     return Ok(0);
                 }
                 let decrypted = self
-                    .decrypt_scoped::<T, _>(TenantScope::One(tenant), &rows)
+                    .decrypt_scoped::<T, _>(keys, TenantScope::One(tenant), &rows)
                     .await?
                     .into_iter()
                     .collect::<Result<Vec<T>>>()?;
+                drop(reads);
                 // The write is conditional on the covered encrypted columns and the
                 // header being unchanged.
                 let mut guarded: Vec<&'static str> = Vec::new();
@@ -229,7 +238,8 @@ impl Encryptor {
                 let mut norm = normalize_query(&plan, parts)?;
                 let scope = scope_of(plan.def, tenant);
                 let mut out = Vec::new();
-                for bk in self.lookup_index_keys(model, plan.def, &scope).await? {
+                let own = self.keys.through_own_store();
+                for bk in Self::lookup_index_keys(own, model, plan.def, &scope).await? {
                     let v = (plan.def.slot(bk.version()).0, compute(&plan, &bk, &norm)?);
                     if !out.contains(&v) {
                         out.push(v);
@@ -253,32 +263,46 @@ impl Encryptor {
     /// `T::find_by_<index>` and `T::find_by_<index>_in` call this. For a
     /// limit, an order or conditions of your own, see
     /// [`find_by_with`](Self::find_by_with).
-    pub async fn find_by<'c, T, E>(
+    ///
+    /// Takes an [`sqlx::Acquire`] (`&Pool`, `&mut connection`, `&mut
+    /// transaction`): a key missing from the cache is read on that
+    /// connection (see [`Encryptor`] on keys inside transactions).
+    pub async fn find_by<'a, T, A>(
         &self,
-        executor: E,
+        conn: A,
         tenant: Option<&str>,
         index: &str,
         values: &[&[&str]],
     ) -> Result<Vec<T>>
     where
         T: Encrypted,
-        E: sqlx::Executor<'c>,
-        E::Database: Backend,
+        A: sqlx::Acquire<'a>,
+        A::Database: Backend,
     {
         let op = op!(self, "find_by", T::model().table(), tenant);
         op.run(
             async move {
                 let model = T::model();
-                let p = self.prepare_lookup(model, tenant, index, values).await?;
+                let mut conn = conn.acquire().await?;
+                let reads = ConnKeyStore::<A::Database>::new(&mut conn);
+                let through = self.keys.through(&reads);
+                let p = self
+                    .prepare_lookup(through, model, tenant, index, values)
+                    .await?;
                 if p.slots.is_empty() {
                     return Ok(Vec::new());
                 }
                 let mut binds: Vec<Value> = Vec::new();
                 let mut n = 0;
-                let sql = Self::candidates_sql::<T, E::Database>(&p, &mut n, &mut binds)?;
-                check_params::<E::Database>(&p, binds.len())?;
-                let rows = <E::Database as Backend>::fetch_all(executor, &sql, binds).await?;
-                let decrypted = self.decrypt_owned::<T, _>(p.scope(), rows).await?;
+                let sql = Self::candidates_sql::<T, A::Database>(&p, &mut n, &mut binds)?;
+                check_params::<A::Database>(&p, binds.len())?;
+                let rows = <A::Database as Backend>::__fetch_all_on(
+                    &mut **reads.lock().await,
+                    &sql,
+                    binds,
+                )
+                .await?;
+                let decrypted = self.decrypt_owned::<T, _>(through, p.scope(), rows).await?;
                 let decrypted = decrypted.into_iter().collect::<Result<Vec<T>>>()?;
                 Ok(decrypted.into_iter().filter(|row| p.matches(row)).collect())
             },
@@ -434,7 +458,13 @@ impl Encryptor {
                     });
                 }
                 let p = self
-                    .prepare_lookup(T::model(), tenant, index, values)
+                    .prepare_lookup(
+                        self.keys.through_own_store(),
+                        T::model(),
+                        tenant,
+                        index,
+                        values,
+                    )
                     .await?;
                 let mut n = first_placeholder - 1;
                 let mut binds = Vec::new();
@@ -457,6 +487,7 @@ impl Encryptor {
     /// match, and no key is created).
     async fn prepare_lookup<'t>(
         &self,
+        through: KeysThrough<'_>,
         model: &'static Model,
         tenant: Option<&'t str>,
         index: &str,
@@ -494,7 +525,7 @@ impl Encryptor {
                 .collect::<Result<_>>()?,
         );
         let scope = scope_of(plan.def, tenant.unwrap_or(""));
-        let keys = self.lookup_index_keys(model, plan.def, &scope).await?;
+        let keys = Self::lookup_index_keys(through, model, plan.def, &scope).await?;
         let slots = lookup_slots(&plan, &keys, &wanted)?;
         Ok(Prepared {
             plan,
@@ -557,7 +588,12 @@ impl Encryptor {
                 push_filter::<A::Database>(&mut sql, fragment, fb, &mut n, &mut binds)?;
             }
         }
-        let p = self.prepare_lookup(model, tenant, index, values).await?;
+        let mut conn = conn.acquire().await?;
+        let reads = ConnKeyStore::<A::Database>::new(&mut conn);
+        let through = self.keys.through(&reads);
+        let p = self
+            .prepare_lookup(through, model, tenant, index, values)
+            .await?;
         if p.slots.is_empty() || options.limit == Some(0) {
             return Ok(());
         }
@@ -580,7 +616,6 @@ impl Encryptor {
         // Rows already passed on, by (tenant, primary key): a row moved by a
         // concurrent writer between two pages is not returned twice.
         let mut seen: HashSet<(String, String)> = HashSet::new();
-        let mut conn = conn.acquire().await?;
         loop {
             let mut sql = base.clone();
             let mut page_binds = binds.clone();
@@ -593,8 +628,12 @@ impl Encryptor {
                 sql.push_str(&format!(" LIMIT {page}"));
             }
             check_params::<A::Database>(&p, page_binds.len())?;
-            let rows =
-                <A::Database as Backend>::__fetch_all_on(&mut conn, &sql, page_binds).await?;
+            let rows = <A::Database as Backend>::__fetch_all_on(
+                &mut **reads.lock().await,
+                &sql,
+                page_binds,
+            )
+            .await?;
             let more = paged && rows.len() >= page;
             if more {
                 cursor = match rows.last() {
@@ -602,7 +641,7 @@ impl Encryptor {
                     None => None,
                 };
             }
-            let decrypted = self.decrypt_owned::<T, _>(scope, rows).await?;
+            let decrypted = self.decrypt_owned::<T, _>(through, scope, rows).await?;
             let decrypted = decrypted.into_iter().collect::<Result<Vec<T>>>()?;
             for row in decrypted {
                 if !p.matches(&row) {

@@ -17,7 +17,7 @@ mod write;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use rowseal_core::{BlindIndexKey, KeyHierarchy, KeyScope};
+use rowseal_core::{BlindIndexKey, KeyHierarchy, KeyScope, KeysThrough};
 
 use crate::backend::Backend;
 use crate::blind::{IndexPlan, WriteKeys};
@@ -46,17 +46,28 @@ const MAX_FETCH_CHUNK: usize = 1 << 16;
 /// Reads and writes encrypted models through sqlx.
 ///
 /// Holds the [`KeyHierarchy`] and the [`CryptoPool`] large batches run on;
-/// cheap to clone and share (build it once, clone it per request). Every
-/// operation takes anything that is an sqlx executor for a supported
-/// database: `&Pool`, `&mut PgConnection` (and the MySQL and SQLite ones), or
-/// `&mut *transaction`.
-/// Operations of several statements ([`insert_many`](Self::insert_many),
-/// [`update_fields`](Self::update_fields)) take an [`sqlx::Acquire`] instead:
-/// `&Pool`, `&mut connection` or `&mut transaction`.
+/// cheap to clone and share (build it once, clone it per request).
 ///
-/// On SQLite, create a tenant's key before writing to it inside a long
-/// transaction (for example with `keys().current_tenant_key(tenant)`): the key
-/// store writes through its own connection, and SQLite has one writer.
+/// The operations by primary key and by blind index (`insert`, `update`,
+/// `fetch`, `find_by`, their many-row and `_with` forms, `update_fields`,
+/// `reindex_batch`) take an [`sqlx::Acquire`]: `&Pool`, `&mut connection`
+/// (`&mut *conn` of a pool connection) or `&mut transaction`. They run all
+/// their statements on that one connection, and so do their reads of
+/// stored keys: a key missing from the cache inside a transaction is read
+/// in the transaction, on a pool of one connection as on any other, never
+/// on a second connection that a saturated pool could not give
+/// (`PoolTimedOut`). The operations on a query of yours (`fetch_all`,
+/// `fetch_optional`, `fetch_stream`, `delete`) take any executor, and read
+/// missing keys through the key store's own pool.
+///
+/// A new key (a tenant's first write) is created on that connection too
+/// when it is not in a transaction (each statement commits at once), and
+/// otherwise through the key store's own pool, committed at once, never in
+/// the caller's transaction: a key that a rollback removed while this
+/// process kept it cached would leave rows no one could read. So on a pool
+/// of one connection, or on SQLite (one writer), create a new tenant's key
+/// before a transaction that writes its first rows:
+/// `keys().current_tenant_key(tenant)`.
 #[derive(Clone, Debug)]
 pub struct Encryptor {
     keys: Arc<KeyHierarchy>,
@@ -295,7 +306,7 @@ impl Encryptor {
     /// The blind-index keys of every written index-key version, for every
     /// index (or only those in `only`) and scope the rows need.
     async fn write_index_keys<'r, T: Encrypted>(
-        &self,
+        keys: KeysThrough<'_>,
         plans: &[IndexPlan],
         rows: impl Iterator<Item = &'r T>,
         only: Option<&[usize]>,
@@ -311,15 +322,13 @@ impl Encryptor {
                 continue;
             }
             if plan.def.global {
-                let keys = self
-                    .written_keys(model, plan.def, &KeyScope::Global)
-                    .await?;
-                out.insert_global(i, keys);
+                let bks = Self::written_keys(keys, model, plan.def, &KeyScope::Global).await?;
+                out.insert_global(i, bks);
             } else {
                 for t in &tenants {
                     let scope = KeyScope::Tenant(t.to_string());
-                    let keys = self.written_keys(model, plan.def, &scope).await?;
-                    out.insert_tenant(i, t, keys);
+                    let bks = Self::written_keys(keys, model, plan.def, &scope).await?;
+                    out.insert_tenant(i, t, bks);
                 }
             }
         }
@@ -327,30 +336,29 @@ impl Encryptor {
     }
 
     async fn written_keys(
-        &self,
+        keys: KeysThrough<'_>,
         model: &'static Model,
         def: &'static IndexDef,
         scope: &KeyScope,
     ) -> Result<Vec<BlindIndexKey>> {
-        let versions = self.keys().index_key_versions(scope).await?;
-        let mut keys = Vec::with_capacity(2);
+        let versions = keys.index_key_versions(scope).await?;
+        let mut out = Vec::with_capacity(2);
         for v in versions.written() {
-            keys.push(self.blind_key(model, def, scope, v).await?);
+            out.push(Self::blind_key(keys, model, def, scope, v).await?);
         }
-        Ok(keys)
+        Ok(out)
     }
 
     /// The blind-index key of one index and index-key version (derived once
     /// and cached by the key hierarchy, with its lifetime).
     async fn blind_key(
-        &self,
+        keys: KeysThrough<'_>,
         model: &'static Model,
         def: &'static IndexDef,
         scope: &KeyScope,
         version: u32,
     ) -> Result<BlindIndexKey> {
-        let k = self
-            .keys()
+        let k = keys
             .blind_index_key(scope, version, model.spec.record_type(), def.name)
             .await?;
         Ok(BlindIndexKey::clone(&k))
@@ -360,19 +368,19 @@ impl Encryptor {
     /// then older active ones); empty if the scope never had an index key (no
     /// key is created: a lookup with an unknown tenant stays read-only).
     async fn lookup_index_keys(
-        &self,
+        keys: KeysThrough<'_>,
         model: &'static Model,
         def: &'static IndexDef,
         scope: &KeyScope,
     ) -> Result<Vec<BlindIndexKey>> {
-        let Some(versions) = self.keys().lookup_index_key_versions(scope).await? else {
+        let Some(versions) = keys.lookup_index_key_versions(scope).await? else {
             return Ok(Vec::new());
         };
-        let mut keys = Vec::with_capacity(2);
+        let mut out = Vec::with_capacity(2);
         for v in versions.queried() {
-            keys.push(self.blind_key(model, def, scope, v).await?);
+            out.push(Self::blind_key(keys, model, def, scope, v).await?);
         }
-        Ok(keys)
+        Ok(out)
     }
 }
 

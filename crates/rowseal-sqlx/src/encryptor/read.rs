@@ -10,11 +10,12 @@ use std::sync::Arc;
 use futures_core::future::BoxFuture;
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use rowseal_core::{FieldSet, KeyMode, RecordKeys, RowHeader, RowKey};
+use rowseal_core::{FieldSet, KeyMode, KeysThrough, RecordKeys, RowHeader, RowKey};
 
 use super::{check_row_format, sqlx_col, Encryptor};
 use crate::backend::{AnyRow, Backend, DbRow};
 use crate::error::{Error, Result};
+use crate::keystore::ConnKeyStore;
 use crate::model::{Cell, Encrypted, Model, ReadModel, RowReader, HEADER_COLUMN, PRESENT_PREFIX};
 use crate::sealed::{Sealed, SealedReader};
 use crate::telemetry::{op, rows_opened, scope_tenant};
@@ -70,30 +71,40 @@ impl Encryptor {
     /// Fetches and decrypts one row by primary key within a tenant. The
     /// row's tenant column must be byte-for-byte `tenant`
     /// ([`Error::TenantMismatch`] otherwise).
-    pub async fn fetch<'c, T, E>(
+    ///
+    /// Takes an [`sqlx::Acquire`] (`&Pool`, `&mut connection`, `&mut
+    /// transaction`): a key missing from the cache is read on that
+    /// connection (see [`Encryptor`] on keys inside transactions).
+    pub async fn fetch<'a, T, A>(
         &self,
-        executor: E,
+        conn: A,
         tenant: &str,
         primary_key: &T::PrimaryKey,
     ) -> Result<Option<T>>
     where
         T: ReadModel,
-        E: sqlx::Executor<'c>,
-        E::Database: Backend,
+        A: sqlx::Acquire<'a>,
+        A::Database: Backend,
     {
         let op = op!(self, "fetch", T::model().table(), Some(tenant));
         op.run(
             async move {
                 let mut sql = String::from("SELECT ");
-                sql.push_str(&Self::select_list::<T, E::Database>());
+                sql.push_str(&Self::select_list::<T, A::Database>());
                 sql.push_str(" FROM ");
-                E::Database::push_ident(&mut sql, T::model().table());
-                Self::where_pk::<T, E::Database>(&mut sql, 1);
+                A::Database::push_ident(&mut sql, T::model().table());
+                Self::where_pk::<T, A::Database>(&mut sql, 1);
                 let values = vec![primary_key.key_value(), T::model().tenant_value(tenant)?];
-                match <E::Database as Backend>::fetch_optional(executor, &sql, values).await? {
-                    Some(row) => Ok(Some(
-                        self.decrypt_quiet(TenantScope::One(tenant), &row).await?,
-                    )),
+                let mut conn = conn.acquire().await?;
+                match <A::Database as Backend>::fetch_optional_on(&mut conn, &sql, values).await? {
+                    Some(row) => {
+                        let reads = ConnKeyStore::<A::Database>::new(&mut conn);
+                        let keys = self.keys.through(&reads);
+                        Ok(Some(
+                            self.decrypt_quiet(keys, TenantScope::One(tenant), &row)
+                                .await?,
+                        ))
+                    }
                     None => Ok(None),
                 }
             },
@@ -223,7 +234,10 @@ impl Encryptor {
                     binds.extend(group.iter().cloned());
                     let rows =
                         <A::Database as Backend>::__fetch_all_on(&mut conn, &sql, binds).await?;
-                    let decrypted = self.decrypt_owned::<T, _>(tenant.into(), rows).await?;
+                    let reads = ConnKeyStore::<A::Database>::new(&mut conn);
+                    let decrypted = self
+                        .decrypt_owned::<T, _>(self.keys.through(&reads), tenant.into(), rows)
+                        .await?;
                     let decrypted = decrypted.into_iter().collect::<Result<Vec<T>>>()?;
                     for row in decrypted {
                         // Only rows of the keys asked for (byte for byte).
@@ -300,7 +314,10 @@ impl Encryptor {
         op.run(
             async move {
                 match DB::query_optional(query, executor).await? {
-                    Some(row) => Ok(Some(self.decrypt_quiet(scope, &row).await?)),
+                    Some(row) => Ok(Some(
+                        self.decrypt_quiet(self.keys.through_own_store(), scope, &row)
+                            .await?,
+                    )),
                     None => Ok(None),
                 }
             },
@@ -350,18 +367,25 @@ impl Encryptor {
     ) -> Result<T> {
         let scope: TenantScope<'t> = tenant.into();
         let op = op!(self, "decrypt", T::model().table(), scope_tenant(&scope));
-        op.run(async move { self.decrypt_quiet(scope, row).await }, |_| 1)
-            .await
+        op.run(
+            async move {
+                self.decrypt_quiet(self.keys.through_own_store(), scope, row)
+                    .await
+            },
+            |_| 1,
+        )
+        .await
     }
 
     /// [`decrypt`](Self::decrypt) without a span of its own (inside
     /// another operation's).
     pub(super) async fn decrypt_quiet<T: ReadModel, R: DbRow>(
         &self,
+        keys: KeysThrough<'_>,
         scope: TenantScope<'_>,
         row: &R,
     ) -> Result<T> {
-        self.decrypt_scoped(scope, std::slice::from_ref(row))
+        self.decrypt_scoped(keys, scope, std::slice::from_ref(row))
             .await?
             .pop()
             .ok_or(Error::Worker)?
@@ -389,7 +413,7 @@ impl Encryptor {
         );
         op.run(
             async move {
-                self.decrypt_scoped(scope, rows)
+                self.decrypt_scoped(self.keys.through_own_store(), scope, rows)
                     .await?
                     .into_iter()
                     .collect()
@@ -416,9 +440,13 @@ impl Encryptor {
             T::model().table(),
             scope_tenant(&scope)
         );
-        op.run(async move { self.decrypt_scoped(scope, rows).await }, |v| {
-            v.len() as u64
-        })
+        op.run(
+            async move {
+                self.decrypt_scoped(self.keys.through_own_store(), scope, rows)
+                    .await
+            },
+            |v| v.len() as u64,
+        )
         .await
     }
 
@@ -426,16 +454,18 @@ impl Encryptor {
     /// those that failed.
     pub(super) async fn decrypt_scoped<T: ReadModel, R: DbRow>(
         &self,
+        keys: KeysThrough<'_>,
         scope: TenantScope<'_>,
         rows: &[R],
     ) -> Result<Vec<Result<T>>> {
-        let out = self.decrypt_uncounted(scope, rows).await?;
+        let out = self.decrypt_uncounted(keys, scope, rows).await?;
         rows_opened(T::model(), &out);
         Ok(out)
     }
 
     async fn decrypt_uncounted<T: ReadModel, R: DbRow>(
         &self,
+        keys: KeysThrough<'_>,
         scope: TenantScope<'_>,
         rows: &[R],
     ) -> Result<Vec<Result<T>>> {
@@ -446,7 +476,7 @@ impl Encryptor {
         let map = ColumnMap::resolve(model, first)?;
         match model.spec.key_mode() {
             KeyMode::Derived => {
-                let table = self.key_table(scope, model, &map, rows).await?;
+                let table = self.key_table(keys, scope, model, &map, rows).await?;
                 let decrypt = |row: &R| decrypt_derived_row(scope, model, &map, &table, row);
                 if !self.pooled(rows.len()) {
                     return Ok(rows.iter().map(decrypt).collect());
@@ -508,6 +538,7 @@ impl Encryptor {
     /// The record keys of every (tenant, key version) the rows name.
     async fn key_table<R: DbRow>(
         &self,
+        keys: KeysThrough<'_>,
         scope: TenantScope<'_>,
         model: &Model,
         map: &ColumnMap,
@@ -515,6 +546,7 @@ impl Encryptor {
     ) -> Result<KeyTable> {
         let (tenant_idx, tenant_type) = (map.fields[model.tenant], model.tenant_field().sql_type);
         self.key_table_of(
+            keys,
             scope,
             model,
             rows.iter().map(|row| {
@@ -532,6 +564,7 @@ impl Encryptor {
     /// row's tenant and key header (`None`: a row reported on its own).
     async fn key_table_of<'a>(
         &self,
+        keys: KeysThrough<'_>,
         scope: TenantScope<'_>,
         model: &Model,
         heads: impl Iterator<Item = Option<(Cow<'a, str>, &'a [u8])>>,
@@ -557,7 +590,7 @@ impl Encryptor {
             }
         }
         for (tenant, version) in wanted {
-            let r = match self.keys.record_keys(&model.spec, &tenant, version).await {
+            let r = match keys.record_keys(&model.spec, &tenant, version).await {
                 Err(e @ rowseal_core::Error::Store { .. }) => return Err(e),
                 r => r,
             };
@@ -573,6 +606,7 @@ impl Encryptor {
     /// fields included).
     pub(super) async fn decrypt_owned<T: ReadModel, R: DbRow>(
         &self,
+        keys: KeysThrough<'_>,
         scope: TenantScope<'_>,
         rows: Vec<R>,
     ) -> Result<Vec<Result<T>>> {
@@ -581,10 +615,10 @@ impl Encryptor {
             return Ok(Vec::new());
         };
         if model.spec.key_mode() != KeyMode::Derived || !self.pooled(rows.len()) {
-            return self.decrypt_scoped(scope, &rows).await;
+            return self.decrypt_scoped(keys, scope, &rows).await;
         }
         let map = ColumnMap::resolve(model, first)?;
-        let table = self.key_table(scope, model, &map, &rows).await?;
+        let table = self.key_table(keys, scope, model, &map, &rows).await?;
         let owned = OwnedScope::of(scope);
         let out = self
             .map_each_mut(rows, move |row: &mut R| {
@@ -614,7 +648,7 @@ impl Encryptor {
                 .try_chunks(chunk)
                 .map_err(|e| e.1)
                 .and_then(move |rows| async move {
-                    self.decrypt_scoped::<T, R>(scope, &rows)
+                    self.decrypt_scoped::<T, R>(self.keys.through_own_store(), scope, &rows)
                         .await?
                         .into_iter()
                         .collect()
@@ -637,7 +671,9 @@ impl Encryptor {
                 let finished = buf.len() < chunk;
                 if let Some(first) = buf.first() {
                     let map = ColumnMap::resolve(model, first)?;
-                    let table = self.key_table(scope, model, &map, &buf).await?;
+                    let table = self
+                        .key_table(self.keys.through_own_store(), scope, model, &map, &buf)
+                        .await?;
                     let owned = OwnedScope::of(scope);
                     // Started now: a large chunk runs on the crypto pool
                     // while the next one is received.
@@ -798,6 +834,7 @@ impl Encryptor {
         }
         let table = self
             .key_table_of(
+                self.keys.through_own_store(),
                 scope,
                 model,
                 rows.iter().map(|r| Some((r.tenant_id(), r.header()?))),

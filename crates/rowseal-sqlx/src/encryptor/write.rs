@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rowseal_core::{FieldSet, RecordKeys, RowKey};
+use rowseal_core::{FieldSet, KeyMode, KeysThrough, RecordKeys, RowKey};
 
 use super::{sqlx_col, Encryptor};
 use crate::backend::{Backend, DbRow};
 use crate::blind::{map_unique, plans, push_index_cells, IndexPlan, WriteKeys};
 use crate::error::{Error, Result};
+use crate::keystore::ConnKeyStore;
 use crate::model::{CollectedRow, Encrypted, Model, HEADER_COLUMN, KEY_VERSION_COLUMN};
 use crate::telemetry::{op, rows_sealed};
 use crate::tenant_scope::TenantScope;
@@ -74,15 +75,15 @@ impl Encryptor {
     /// from with no I/O (one cache lookup per tenant), or `None` if each row
     /// needs a key of its own (`kms` mode); the key hierarchy decides.
     async fn new_rows_record_keys<'a>(
-        &self,
+        keys: KeysThrough<'_>,
         model: &Model,
         tenants: impl Iterator<Item = &'a str>,
     ) -> Result<Option<HashMap<&'a str, Arc<RecordKeys>>>> {
         let mut out = HashMap::new();
         for t in tenants {
             if !out.contains_key(t) {
-                match self.keys.new_rows_record_keys(&model.spec, t).await? {
-                    Some(keys) => out.insert(t, keys),
+                match keys.new_rows_record_keys(&model.spec, t).await? {
+                    Some(rks) => out.insert(t, rks),
                     None => return Ok(None),
                 };
             }
@@ -110,16 +111,18 @@ impl Encryptor {
 
     /// Seals rows into their column values (fields, header, key version),
     /// row after row in one flat vector.
-    async fn seal_rows<T: Encrypted>(&self, rows: &[T]) -> Result<Vec<Value>> {
+    async fn seal_rows<T: Encrypted>(
+        &self,
+        keys: KeysThrough<'_>,
+        rows: &[T],
+    ) -> Result<Vec<Value>> {
         let model = T::model();
         let cols = Self::write_columns::<T>().len();
         let plans = plans(model)?;
-        let ikeys = self.write_index_keys(&plans, rows.iter(), None).await?;
+        let ikeys = Self::write_index_keys(keys, &plans, rows.iter(), None).await?;
         let index = (&plans[..], &ikeys);
         let tenants: Vec<_> = rows.iter().map(|r| r.tenant()).collect();
-        let rks = self
-            .new_rows_record_keys(model, tenants.iter().map(|t| &**t))
-            .await?;
+        let rks = Self::new_rows_record_keys(keys, model, tenants.iter().map(|t| &**t)).await?;
         match rks {
             Some(rks) => {
                 // Each row read on this thread (its plaintext encoded, its
@@ -211,18 +214,27 @@ impl Encryptor {
     }
 
     /// Inserts one row.
-    pub async fn insert<'c, T, E>(&self, executor: E, row: &T) -> Result<()>
+    ///
+    /// Takes an [`sqlx::Acquire`] (`&Pool`, `&mut connection`, `&mut
+    /// transaction`): a key missing from the cache is read on that
+    /// connection (see [`Encryptor`] on keys inside transactions).
+    pub async fn insert<'a, T, A>(&self, conn: A, row: &T) -> Result<()>
     where
         T: Encrypted,
-        E: sqlx::Executor<'c>,
-        E::Database: Backend,
+        A: sqlx::Acquire<'a>,
+        A::Database: Backend,
     {
         let op = op!(self, "insert", T::model().table(), Some(&*row.tenant()));
         op.run(
             async move {
-                let values = self.seal_rows(std::slice::from_ref(row)).await?;
-                let sql = Self::insert_sql::<T, E::Database>(1);
-                <E::Database as Backend>::execute(executor, &sql, values)
+                let mut conn = conn.acquire().await?;
+                let reads = ConnKeyStore::<A::Database>::new(&mut conn);
+                let values = self
+                    .seal_rows(self.keys.through(&reads), std::slice::from_ref(row))
+                    .await?;
+                drop(reads);
+                let sql = Self::insert_sql::<T, A::Database>(1);
+                <A::Database as Backend>::execute_on(&mut conn, &sql, values)
                     .await
                     .map_err(|e| map_unique(T::model(), e))?;
                 rows_sealed(T::model(), 1);
@@ -245,11 +257,11 @@ impl Encryptor {
     /// let note = enc.insert_returning(&pool, Note { id: 0, created_at: Utc::now(), .. }).await?;
     /// println!("{} at {}", note.id, note.created_at); // the database's id and time
     /// ```
-    pub async fn insert_returning<'c, T, E>(&self, executor: E, mut row: T) -> Result<T>
+    pub async fn insert_returning<'a, T, A>(&self, conn: A, mut row: T) -> Result<T>
     where
         T: Encrypted,
-        E: sqlx::Executor<'c>,
-        E::Database: Backend,
+        A: sqlx::Acquire<'a>,
+        A::Database: Backend,
     {
         let op = op!(
             self,
@@ -263,10 +275,15 @@ impl Encryptor {
                 let generated: Vec<usize> = (0..model.fields.len())
                     .filter(|&i| model.fields[i].generated)
                     .collect();
-                let values = self.seal_rows(std::slice::from_ref(&row)).await?;
-                let mut sql = Self::insert_sql::<T, E::Database>(1);
+                let mut conn = conn.acquire().await?;
+                let reads = ConnKeyStore::<A::Database>::new(&mut conn);
+                let values = self
+                    .seal_rows(self.keys.through(&reads), std::slice::from_ref(&row))
+                    .await?;
+                drop(reads);
+                let mut sql = Self::insert_sql::<T, A::Database>(1);
                 if generated.is_empty() {
-                    <E::Database as Backend>::execute(executor, &sql, values)
+                    <A::Database as Backend>::execute_on(&mut conn, &sql, values)
                         .await
                         .map_err(|e| map_unique(model, e))?;
                     rows_sealed(model, 1);
@@ -277,9 +294,9 @@ impl Encryptor {
                     if k > 0 {
                         sql.push_str(", ");
                     }
-                    E::Database::push_ident(&mut sql, model.fields[i].column);
+                    A::Database::push_ident(&mut sql, model.fields[i].column);
                 }
-                let returned = <E::Database as Backend>::fetch_optional(executor, &sql, values)
+                let returned = <A::Database as Backend>::fetch_optional_on(&mut conn, &sql, values)
                     .await
                     .map_err(|e| map_unique(model, e))?
                     .ok_or_else(|| Error::Schema {
@@ -324,20 +341,24 @@ impl Encryptor {
                 let cols = Self::write_columns::<T>().len();
                 let per_batch = (<A::Database as Backend>::MAX_PARAMS / cols).max(1);
                 let mut conn = conn.acquire().await?;
+                // Keys are read on the connection the rows are inserted on;
+                // a batch being sealed waits for the statement before it.
+                let reads = ConnKeyStore::<A::Database>::new(&mut conn);
+                let keys = self.keys.through(&reads);
                 let mut done = 0;
                 let mut full_sql: Option<String> = None;
                 let mut batches = rows.chunks(per_batch);
                 let Some(first) = batches.next() else {
                     return Ok(0);
                 };
-                let mut sealed = self.seal_rows(first).await?;
+                let mut sealed = self.seal_rows(keys, first).await?;
                 // Pipelined: the next batch is sealed while the database inserts this
                 // one. A batch whose values exceed MAX_STATEMENT_BYTES is sent as
                 // several statements (MySQL's max_allowed_packet).
                 loop {
                     let groups = split_by_bytes(sealed, cols);
                     let next = batches.next();
-                    let conn_ref = &mut conn;
+                    let reads = &reads;
                     let full_sql = &mut full_sql;
                     let insert = async move {
                         let mut n_done = 0;
@@ -352,8 +373,9 @@ impl Encryptor {
                             } else {
                                 Self::insert_sql::<T, A::Database>(n)
                             };
+                            let mut conn = reads.lock().await;
                             let inserted =
-                                <A::Database as Backend>::execute_on(&mut *conn_ref, &sql, values)
+                                <A::Database as Backend>::execute_on(&mut conn, &sql, values)
                                     .await
                                     .map_err(|e| map_unique(T::model(), e))?;
                             rows_sealed(T::model(), inserted);
@@ -363,7 +385,7 @@ impl Encryptor {
                     };
                     let seal_next = async {
                         match next {
-                            Some(batch) => Some(self.seal_rows(batch).await),
+                            Some(batch) => Some(self.seal_rows(keys, batch).await),
                             None => None,
                         }
                     };
@@ -385,19 +407,26 @@ impl Encryptor {
     /// Replaces every column of a stored row (found by primary key and tenant)
     /// with `row`, re-encrypted under a fresh row key on the tenant's current
     /// key version. [`Error::NotFound`] if there is no such row.
-    pub async fn update<'c, T, E>(&self, executor: E, row: &T) -> Result<()>
+    ///
+    /// Takes an [`sqlx::Acquire`], like [`insert`](Self::insert).
+    pub async fn update<'a, T, A>(&self, conn: A, row: &T) -> Result<()>
     where
         T: Encrypted,
-        E: sqlx::Executor<'c>,
-        E::Database: Backend,
+        A: sqlx::Acquire<'a>,
+        A::Database: Backend,
     {
         let op = op!(self, "update", T::model().table(), Some(&*row.tenant()));
         op.run(
             async move {
                 let model = T::model();
-                let mut values = self.seal_rows(std::slice::from_ref(row)).await?;
+                let mut conn = conn.acquire().await?;
+                let reads = ConnKeyStore::<A::Database>::new(&mut conn);
+                let mut values = self
+                    .seal_rows(self.keys.through(&reads), std::slice::from_ref(row))
+                    .await?;
+                drop(reads);
                 let mut sql = String::from("UPDATE ");
-                E::Database::push_ident(&mut sql, model.table());
+                A::Database::push_ident(&mut sql, model.table());
                 sql.push_str(" SET ");
                 let mut n = 0;
                 for c in Self::write_columns::<T>() {
@@ -405,14 +434,14 @@ impl Encryptor {
                         sql.push_str(", ");
                     }
                     n += 1;
-                    E::Database::push_ident(&mut sql, c);
+                    A::Database::push_ident(&mut sql, c);
                     sql.push_str(" = ");
-                    E::Database::push_placeholder(&mut sql, n);
+                    A::Database::push_placeholder(&mut sql, n);
                 }
-                Self::where_pk::<T, E::Database>(&mut sql, n + 1);
+                Self::where_pk::<T, A::Database>(&mut sql, n + 1);
                 values.push(row.primary_key_value());
                 values.push(model.tenant_value(&row.tenant())?);
-                let affected = <E::Database as Backend>::execute(executor, &sql, values)
+                let affected = <A::Database as Backend>::execute_on(&mut conn, &sql, values)
                     .await
                     .map_err(|e| map_unique(model, e))?;
                 if affected == 0 {
@@ -515,10 +544,12 @@ impl Encryptor {
                     .map(|(n, _)| n)
                     .collect();
                 let plans = plans(model)?;
-                let ikeys = self
-                    .write_index_keys(&plans, std::iter::once(row), Some(&touched))
-                    .await?;
                 let mut conn = conn.acquire().await?;
+                let reads = ConnKeyStore::<A::Database>::new(&mut conn);
+                let keys = self.keys.through(&reads);
+                let ikeys =
+                    Self::write_index_keys(keys, &plans, std::iter::once(row), Some(&touched))
+                        .await?;
                 let pk_value = row.primary_key_value();
                 let not_found = || Error::NotFound {
                     table: model.table().to_owned(),
@@ -538,7 +569,7 @@ impl Encryptor {
                     A::Database::push_ident(&mut sql, model.table());
                     Self::where_pk::<T, A::Database>(&mut sql, 1);
                     let found = <A::Database as Backend>::fetch_optional_on(
-                        &mut conn,
+                        &mut **reads.lock().await,
                         &sql,
                         vec![pk_value.clone(), model.tenant_value(&row.tenant())?],
                     )
@@ -558,7 +589,7 @@ impl Encryptor {
                             .map(<[u8]>::to_vec),
                     );
                     let stored: T = self
-                        .decrypt_quiet(TenantScope::One(&row.tenant()), &found)
+                        .decrypt_quiet(keys, TenantScope::One(&row.tenant()), &found)
                         .await?;
                     let merged = CollectedRow::of(&stored, &mut scratch)?.merged(
                         model,
@@ -576,13 +607,19 @@ impl Encryptor {
                         .as_ref()
                         .and_then(|h| h.as_deref())
                         .and_then(rowseal_core::RowHeader::peek_tenant_key_version);
-                    let key = match version {
-                        Some(v) if model.spec.key_mode() == rowseal_core::KeyMode::Derived => {
-                            let keys = self.keys.record_keys(&model.spec, &row.tenant(), v).await?;
-                            self.new_row(&keys, pk.as_deref(), &present)?
+                    let tenant = row.tenant();
+                    let key = match (model.spec.key_mode(), version) {
+                        (KeyMode::Derived, Some(v)) => {
+                            let rks = keys.record_keys(&model.spec, &tenant, v).await?;
+                            self.new_row(&rks, pk.as_deref(), &present)?
                         }
+                        (KeyMode::Derived, None) => {
+                            let rks = keys.current_record_keys(&model.spec, &tenant).await?;
+                            self.new_row(&rks, pk.as_deref(), &present)?
+                        }
+                        // A data key of its own from the provider: no stored key.
                         _ => {
-                            self.new_row_key(model, &row.tenant(), pk.as_deref(), &present)
+                            self.new_row_key(model, &tenant, pk.as_deref(), &present)
                                 .await?
                         }
                     };
@@ -651,6 +688,7 @@ impl Encryptor {
                     }
                     None => {}
                 }
+                drop(reads);
                 let affected = <A::Database as Backend>::execute_on(&mut conn, &sql, values)
                     .await
                     .map_err(|e| map_unique(model, e))?;

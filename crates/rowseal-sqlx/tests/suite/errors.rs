@@ -117,7 +117,7 @@ where
 
     let mut theirs = row.clone();
     theirs.notes = Some("re-sealed meanwhile".into());
-    cx.enc.update(&mut *tx, &theirs).await.unwrap();
+    cx.enc.update(&mut tx, &theirs).await.unwrap();
     tx.commit().await.unwrap();
 
     let e = writer.await.unwrap().unwrap_err();

@@ -8,6 +8,7 @@ mod errors;
 mod format_v2;
 mod formats;
 mod generated;
+mod keys_in_transaction;
 mod lookups;
 pub mod models;
 mod partial;
@@ -29,6 +30,8 @@ pub use format_v2::{
 pub use formats::{null_header_refused_without_legacy_columns, other_format_versions_are_typed};
 #[allow(unused_imports)]
 pub use generated::generated_columns;
+#[allow(unused_imports)]
+pub use keys_in_transaction::keys_read_in_the_callers_transaction;
 #[allow(unused_imports)]
 pub use lookups::{
     bounded_lookup_counts_true_matches, bounded_lookup_order_and_filter,
@@ -490,7 +493,7 @@ where
 
     let committed = Patient::new("tx", "committed");
     let mut tx = cx.pool.begin().await.unwrap();
-    cx.enc.insert(&mut *tx, &committed).await.unwrap();
+    cx.enc.insert(&mut tx, &committed).await.unwrap();
     cx.enc
         .insert_many(
             &mut tx,
@@ -500,7 +503,7 @@ where
         .unwrap();
     let inside = cx
         .enc
-        .fetch::<Patient, _>(&mut *tx, "tx", &committed.id)
+        .fetch::<Patient, _>(&mut tx, "tx", &committed.id)
         .await
         .unwrap();
     assert_eq!(inside, Some(committed.clone()));
@@ -509,7 +512,7 @@ where
 
     let mut tx = cx.pool.begin().await.unwrap();
     let doomed = Patient::new("tx", "rolled back");
-    cx.enc.insert(&mut *tx, &doomed).await.unwrap();
+    cx.enc.insert(&mut tx, &doomed).await.unwrap();
     cx.enc
         .insert_many(
             &mut tx,
@@ -519,14 +522,14 @@ where
         .unwrap();
     let mut changed = committed.clone();
     changed.name = "changed in rolled back tx".into();
-    cx.enc.update(&mut *tx, &changed).await.unwrap();
+    cx.enc.update(&mut tx, &changed).await.unwrap();
     cx.enc
         .update_fields(&mut tx, &changed, &["notes"])
         .await
         .unwrap();
     assert!(cx
         .enc
-        .fetch::<Patient, _>(&mut *tx, "tx", &doomed.id)
+        .fetch::<Patient, _>(&mut tx, "tx", &doomed.id)
         .await
         .unwrap()
         .is_some());
@@ -1626,6 +1629,7 @@ macro_rules! all_cases {
             composite_primary_keys,
             tenant_id_length_is_checked,
             error_kinds_from_real_faults,
+            keys_read_in_the_callers_transaction,
         );
     };
 }
