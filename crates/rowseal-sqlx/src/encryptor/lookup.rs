@@ -96,7 +96,6 @@ impl Encryptor {
                     .await?
                     .into_iter()
                     .collect::<Result<Vec<T>>>()?;
-                drop(reads);
                 // The write is conditional on the covered encrypted columns and the
                 // header being unchanged.
                 let mut guarded: Vec<&'static str> = Vec::new();

@@ -232,7 +232,6 @@ impl Encryptor {
                 let values = self
                     .seal_rows(self.keys.through(&reads), std::slice::from_ref(row))
                     .await?;
-                drop(reads);
                 let sql = Self::insert_sql::<T, A::Database>(1);
                 <A::Database as Backend>::execute_on(&mut conn, &sql, values)
                     .await
@@ -280,7 +279,6 @@ impl Encryptor {
                 let values = self
                     .seal_rows(self.keys.through(&reads), std::slice::from_ref(&row))
                     .await?;
-                drop(reads);
                 let mut sql = Self::insert_sql::<T, A::Database>(1);
                 if generated.is_empty() {
                     <A::Database as Backend>::execute_on(&mut conn, &sql, values)
@@ -424,7 +422,6 @@ impl Encryptor {
                 let mut values = self
                     .seal_rows(self.keys.through(&reads), std::slice::from_ref(row))
                     .await?;
-                drop(reads);
                 let mut sql = String::from("UPDATE ");
                 A::Database::push_ident(&mut sql, model.table());
                 sql.push_str(" SET ");
@@ -688,7 +685,6 @@ impl Encryptor {
                     }
                     None => {}
                 }
-                drop(reads);
                 let affected = <A::Database as Backend>::execute_on(&mut conn, &sql, values)
                     .await
                     .map_err(|e| map_unique(model, e))?;
