@@ -133,6 +133,30 @@ impl CryptoPool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    /// Runs `job` on the pool's threads and awaits it without blocking the
+    /// async runtime's thread: for an application's own CPU-heavy work next
+    /// to rowseal's, such as serializing a large decrypted list, so that it
+    /// neither stalls the runtime's threads (and every request waiting on
+    /// them) nor takes a thread of the runtime's blocking pool. A panic in
+    /// `job` is [`Error::Worker`].
+    ///
+    /// ```
+    /// # async fn demo() -> rowseal_sqlx::Result<()> {
+    /// let pool = rowseal_sqlx::CryptoPool::new(1);
+    /// let rows = vec![1u64; 10_000];
+    /// let sum = pool.run(move || rows.iter().sum::<u64>()).await?;
+    /// assert_eq!(sum, 10_000);
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub async fn run<R, F>(&self, job: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        self.submit(job).await
+    }
+
     /// The rayon pool, started on first use. A failed start (the system
     /// refused a thread) is [`Error::Worker`] for this call; the next one
     /// tries again.
