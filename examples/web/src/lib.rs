@@ -72,6 +72,22 @@ pub struct AppState {
     /// rowseal: the key hierarchy (with its key cache) and the encrypted
     /// operations.
     pub rowseal: Encryptor,
+    /// Admission to the lists' database reads: at most half the runtime's
+    /// threads (at least one) decode a list's rows at once, so that a burst
+    /// of large lists leaves a thread free for every other request
+    /// (`/health` included). sqlx decodes rows on the runtime's thread,
+    /// thousands per poll when they are already buffered; the lists' crypto
+    /// and JSON run on rowseal's crypto pool, outside this bound.
+    pub list_reads: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Permits of [`AppState::list_reads`]: half the current runtime's worker
+/// threads, at least one.
+pub fn list_read_permits() -> usize {
+    let workers = tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_workers())
+        .unwrap_or(1);
+    (workers / 2).max(1)
 }
 
 /// Start-up failed. Never quotes the database URL or key material.
@@ -166,7 +182,11 @@ pub async fn connect(config: &Config) -> Result<AppState, StartupError> {
         .shared_key_store(store)
         .tuning_from_env()?
         .build()?;
-    Ok(AppState { db, rowseal })
+    Ok(AppState {
+        db,
+        rowseal,
+        list_reads: std::sync::Arc::new(tokio::sync::Semaphore::new(list_read_permits())),
+    })
 }
 
 async fn key_provider(keys: &KeyConfig) -> Result<Arc<dyn KeyProvider>, rowseal::Error> {

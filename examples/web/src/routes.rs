@@ -146,6 +146,14 @@ fn limit(uri: &Uri) -> Result<i64, ApiError> {
 const PATIENT_BODY: &str =
     "body: JSON {\"name\", \"email\", \"ssn\" (optional), \"birth_date\" (optional, YYYY-MM-DD)} expected";
 
+/// Waits for a turn to read a list's rows ([`AppState::list_reads`]).
+async fn list_read(st: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    st.list_reads
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable)
+}
+
 /// A JSON answer serialized on rowseal's crypto pool (the bounded threads
 /// that opened the rows), not on a runtime thread: a list of thousands of
 /// rows takes tens of milliseconds to serialize (over 100 ms in a debug
@@ -205,7 +213,10 @@ async fn list_patients(
     let limit = limit(&uri)?;
     // The app's own query (compile-time checked) into sealed rows; opened
     // for this tenant only, in parallel when there are many.
-    let sealed = queries::patients(&st.db, tenant.uuid, limit).await?;
+    let sealed = {
+        let _admitted = list_read(&st).await?;
+        queries::patients(&st.db, tenant.uuid, limit).await?
+    };
     let patients = st.rowseal.open_all(sealed, &tenant.id).await?;
     let views: Vec<PatientView> = patients.iter().map(Patient::view).collect();
     json_off_runtime(&st, views).await
@@ -338,7 +349,10 @@ async fn list_records(
     if !patient_exists(&st, tenant.uuid, patient_id).await? {
         return Err(ApiError::NotFound);
     }
-    let sealed = queries::records_of_patient(&st.db, tenant.uuid, patient_id).await?;
+    let sealed = {
+        let _admitted = list_read(&st).await?;
+        queries::records_of_patient(&st.db, tenant.uuid, patient_id).await?
+    };
     let records = st.rowseal.open_all(sealed, &tenant.id).await?;
     let views: Vec<RecordView> = records.iter().map(MedicalRecord::view).collect();
     json_off_runtime(&st, views).await
@@ -353,7 +367,10 @@ async fn list_latest_records(
     // One join, each row split into the record's and the patient's sealed
     // rows; both opened for this tenant (a row of another tenant, had the
     // query let one through, would be refused before any key is fetched).
-    let rows = queries::records_with_patients(&st.db, tenant.uuid, limit).await?;
+    let rows = {
+        let _admitted = list_read(&st).await?;
+        queries::records_with_patients(&st.db, tenant.uuid, limit).await?
+    };
     let (records, patients): (Vec<_>, Vec<_>) = rows.into_iter().map(|r| r.split()).unzip();
     let (records, patients) = tokio::try_join!(
         st.rowseal.open_all(records, &tenant.id),
