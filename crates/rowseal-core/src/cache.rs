@@ -332,6 +332,39 @@ where
         }
     }
 
+    /// The cached value with its fetch time, if present and fresh, counted
+    /// as a hit; a miss is not counted (the fetch that follows counts it).
+    pub(crate) fn hit(&self, key: &K) -> Option<(Arc<V>, Instant)> {
+        let hit = self.lookup(key)?;
+        bump(&self.counters.hits);
+        Some(hit)
+    }
+
+    /// Like [`get_or_fetch_dated`](Self::get_or_fetch_dated), but a value
+    /// `fetch` returns is handed back without being cached, and no flight
+    /// is joined or started: for a value read from a transaction's snapshot,
+    /// which may predate other processes' changes (a key destroyed, a
+    /// version added since) and so must not outlive the operation that read
+    /// it, nor wait for another caller's fetch.
+    pub(crate) async fn get_or_fetch_once<F, Fut>(
+        &self,
+        key: &K,
+        fetch: F,
+    ) -> Result<(Arc<V>, Instant)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(V, Instant)>>,
+    {
+        if let Some(hit) = self.lookup(key) {
+            bump(&self.counters.hits);
+            return Ok(hit);
+        }
+        bump(&self.counters.misses);
+        bump(&self.counters.loads);
+        let (value, at) = fetch().await?;
+        Ok((Arc::new(value), at))
+    }
+
     /// Inserts a value fetched elsewhere (a data key just generated). A fetch
     /// of the same key in progress is not cached when it lands.
     pub(crate) fn insert(&self, key: K, value: V) -> Arc<V> {

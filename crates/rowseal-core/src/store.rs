@@ -205,6 +205,18 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Whether what this store reads now is the latest committed state.
+    /// Default `true`. A store inside a transaction whose reads come from a
+    /// snapshot taken at its start (PostgreSQL's `REPEATABLE READ` and
+    /// `SERIALIZABLE`, MySQL's and MariaDB's default `REPEATABLE READ`,
+    /// SQLite's read transactions) answers `false`: what the hierarchy reads
+    /// through it is used for the operation at hand and never cached, so
+    /// that a key destroyed (crypto-shredded) or a version added since the
+    /// snapshot cannot outlive that transaction in the caches.
+    async fn reads_are_current(&self) -> Result<bool> {
+        Ok(true)
+    }
+
     /// Moves one version from state `from` to state `to`, atomically:
     /// `Ok(false)` if the version does not exist or is not in state `from`
     /// (someone else moved it first). The wrapped key is kept.

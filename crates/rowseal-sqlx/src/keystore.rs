@@ -272,11 +272,20 @@ impl<DB: sqlx::Database> fmt::Debug for SqlxKeyStore<DB> {
 /// the hierarchy through its own store, committed at once, never in a
 /// transaction that could roll it back. Outside a transaction every
 /// statement commits at once, so new keys are created here too.
+///
+/// Inside a transaction whose reads come from a snapshot (anything but
+/// `READ COMMITTED` on PostgreSQL and MySQL/MariaDB; any SQLite
+/// transaction), what it reads is not current
+/// ([`KeyStore::reads_are_current`]): the hierarchy uses it for the
+/// operation and caches none of it, so that a key shredded or a version
+/// added since the snapshot does not outlive the transaction in the caches.
 pub(crate) struct ConnKeyStore<'c, DB: sqlx::Database> {
     conn: tokio::sync::Mutex<&'c mut DB::Connection>,
     /// Whether the connection was in a transaction (sqlx's own count, which
     /// a `BEGIN` sent as plain SQL does not change).
     in_transaction: bool,
+    /// Whether the transaction reads current data, asked on first need.
+    current: tokio::sync::OnceCell<bool>,
 }
 
 impl<'c, DB: Backend> ConnKeyStore<'c, DB> {
@@ -285,7 +294,35 @@ impl<'c, DB: Backend> ConnKeyStore<'c, DB> {
         ConnKeyStore {
             conn: tokio::sync::Mutex::new(conn),
             in_transaction,
+            current: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Whether each statement of the connection's transaction sees what
+    /// other transactions committed before it (`READ COMMITTED` or weaker),
+    /// rather than a snapshot of the transaction's start. SQLite's
+    /// transactions read a snapshot (in WAL mode), so never; a level that
+    /// cannot be read counts as a snapshot.
+    async fn transaction_reads_current(&self) -> bool {
+        let queries: &[&str] = match DB::DIALECT {
+            "postgres" => &["SELECT current_setting('transaction_isolation')"],
+            // MySQL 8 and MariaDB 11.1+ / MariaDB before 11.1.
+            "mysql" => &[
+                "SELECT @@SESSION.transaction_isolation",
+                "SELECT @@SESSION.tx_isolation",
+            ],
+            _ => &[],
+        };
+        let mut conn = self.conn.lock().await;
+        for sql in queries {
+            if let Ok(Some(row)) = DB::fetch_optional_on(&mut conn, sql, Vec::new()).await {
+                if let Ok(level) = row.read_str(0) {
+                    let level = level.to_ascii_lowercase().replace('-', " ");
+                    return level == "read committed" || level == "read uncommitted";
+                }
+            }
+        }
+        false
     }
 
     /// The connection, for the operation's own statements between its key
@@ -353,6 +390,16 @@ impl<DB: Backend> KeyStore for ConnKeyStore<'_, DB> {
 
     fn in_caller_transaction(&self) -> bool {
         self.in_transaction
+    }
+
+    async fn reads_are_current(&self) -> rowseal_core::Result<bool> {
+        if !self.in_transaction {
+            return Ok(true);
+        }
+        Ok(*self
+            .current
+            .get_or_init(|| self.transaction_reads_current())
+            .await)
     }
 }
 

@@ -381,9 +381,7 @@ impl KeyHierarchy {
             index.to_owned(),
         );
         let (key, _) = self
-            .caches
-            .blind_keys
-            .get_or_fetch_dated(&slot, || async {
+            .through_cache(&self.caches.blind_keys, &slot, reads, || async {
                 let (index_key, at) = self.index_key_dated(reads, scope, version).await?;
                 Ok((index_key.blind_index_key(record_type, index)?, at))
             })
@@ -421,16 +419,15 @@ impl KeyHierarchy {
         tenant: &str,
         version: u32,
     ) -> Result<(Arc<TenantKey>, Instant)> {
-        self.caches
-            .tenant_keys
-            .get_or_fetch_dated(&(tenant.to_owned(), version), || async {
-                let scope = KeyScope::Tenant(tenant.to_owned());
-                let key = self
-                    .unwrap_stored(reads, KeyPurpose::Tenant, &scope, version)
-                    .await?;
-                Ok((TenantKey::new(tenant, version, &key), Instant::now()))
-            })
-            .await
+        let slot = (tenant.to_owned(), version);
+        self.through_cache(&self.caches.tenant_keys, &slot, reads, || async {
+            let scope = KeyScope::Tenant(tenant.to_owned());
+            let key = self
+                .unwrap_stored(reads, KeyPurpose::Tenant, &scope, version)
+                .await?;
+            Ok((TenantKey::new(tenant, version, &key), Instant::now()))
+        })
+        .await
     }
 
     /// The record keys of `spec` under version `version` of `tenant`'s key
@@ -459,10 +456,9 @@ impl KeyHierarchy {
         tenant: &str,
         version: u32,
     ) -> Result<Arc<RecordKeys>> {
+        let slot = (tenant.to_owned(), version, spec.clone());
         let (keys, _) = self
-            .caches
-            .record_keys
-            .get_or_fetch_dated(&(tenant.to_owned(), version, spec.clone()), || async {
+            .through_cache(&self.caches.record_keys, &slot, reads, || async {
                 let (tenant_key, at) = self.tenant_key_dated(reads, tenant, version).await?;
                 Ok((tenant_key.record_keys(spec)?, at))
             })
@@ -523,15 +519,14 @@ impl KeyHierarchy {
         scope: &KeyScope,
         version: u32,
     ) -> Result<(Arc<IndexKey>, Instant)> {
-        self.caches
-            .index_keys
-            .get_or_fetch_dated(&(scope.clone(), version), || async {
-                let key = self
-                    .unwrap_stored(reads, KeyPurpose::Index, scope, version)
-                    .await?;
-                Ok((IndexKey::new(scope.clone(), version, &key), Instant::now()))
-            })
-            .await
+        let slot = (scope.clone(), version);
+        self.through_cache(&self.caches.index_keys, &slot, reads, || async {
+            let key = self
+                .unwrap_stored(reads, KeyPurpose::Index, scope, version)
+                .await?;
+            Ok((IndexKey::new(scope.clone(), version, &key), Instant::now()))
+        })
+        .await
     }
 
     /// The index-key versions of `scope` that writes fill and lookups query;
@@ -547,25 +542,23 @@ impl KeyHierarchy {
         reads: Reads<'_>,
         scope: &KeyScope,
     ) -> Result<Arc<IndexKeyVersions>> {
-        self.caches
-            .index_versions
-            .get_or_fetch(scope, || async {
-                match self.load_index_versions(reads, scope).await? {
-                    Some(v) => Ok(v),
-                    None => {
-                        self.create(reads, KeyPurpose::Index, scope, 1, KeyState::Active)
-                            .await?;
-                        // Read back where it was written (committed at once).
-                        let written = self.writes(reads);
-                        self.load_index_versions(Some(written), scope)
-                            .await?
-                            .ok_or_else(|| Error::KeyNotFound {
-                                key: describe(KeyPurpose::Index, scope, 1),
-                            })
-                    }
+        self.through_cache_undated(&self.caches.index_versions, scope, reads, || async {
+            match self.load_index_versions(reads, scope).await? {
+                Some(v) => Ok(v),
+                None => {
+                    self.create(reads, KeyPurpose::Index, scope, 1, KeyState::Active)
+                        .await?;
+                    // Read back where it was written (committed at once).
+                    let written = self.writes(reads);
+                    self.load_index_versions(Some(written), scope)
+                        .await?
+                        .ok_or_else(|| Error::KeyNotFound {
+                            key: describe(KeyPurpose::Index, scope, 1),
+                        })
                 }
-            })
-            .await
+            }
+        })
+        .await
     }
 
     /// Like [`index_key_versions`](Self::index_key_versions), but never
@@ -589,7 +582,10 @@ impl KeyHierarchy {
             return Ok(Some(v));
         }
         match self.load_index_versions(reads, scope).await? {
-            Some(v) => Ok(Some(self.caches.index_versions.insert(scope.clone(), v))),
+            Some(v) if self.reads_are_current(reads).await? => {
+                Ok(Some(self.caches.index_versions.insert(scope.clone(), v)))
+            }
+            Some(v) => Ok(Some(Arc::new(v))),
             None => Ok(None),
         }
     }
@@ -857,10 +853,9 @@ impl KeyHierarchy {
         scope: &KeyScope,
     ) -> Result<u32> {
         scope.check()?;
+        let slot = (purpose, scope.clone());
         let v = self
-            .caches
-            .current
-            .get_or_fetch(&(purpose, scope.clone()), || async {
+            .through_cache_undated(&self.caches.current, &slot, reads, || async {
                 match self.read_latest(reads, purpose, scope).await? {
                     Some(rec) if rec.state == KeyState::Active => Ok(rec.version),
                     Some(rec) => Err(Error::KeyDestroyed {
@@ -1049,6 +1044,65 @@ impl KeyHierarchy {
         self.store.versions(purpose, scope).await
     }
 
+    /// Whether what `reads` reads may be cached ([`KeyStore::reads_are_current`]).
+    async fn reads_are_current(&self, reads: Reads<'_>) -> Result<bool> {
+        match reads {
+            Some(store) => store.reads_are_current().await,
+            None => Ok(true),
+        }
+    }
+
+    /// `cache`'s entry for `key`, or what `fetch` reads through `reads`:
+    /// cached (single flight) when those reads are current, handed back
+    /// once and not cached when they come from a transaction's snapshot
+    /// ([`KeyCache::get_or_fetch_once`]). The store is asked only on a miss.
+    async fn through_cache<K, V, F, Fut>(
+        &self,
+        cache: &KeyCache<K, V>,
+        key: &K,
+        reads: Reads<'_>,
+        fetch: F,
+    ) -> Result<(Arc<V>, Instant)>
+    where
+        K: Eq + std::hash::Hash + Clone + Send + Sync + 'static,
+        V: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(V, Instant)>>,
+    {
+        if let Some(store) = reads {
+            if let Some(hit) = cache.hit(key) {
+                return Ok(hit);
+            }
+            if !store.reads_are_current().await? {
+                return cache.get_or_fetch_once(key, fetch).await;
+            }
+        }
+        cache.get_or_fetch_dated(key, fetch).await
+    }
+
+    /// [`through_cache`](Self::through_cache) of a value whose lifetime
+    /// starts when it is read.
+    async fn through_cache_undated<K, V, F, Fut>(
+        &self,
+        cache: &KeyCache<K, V>,
+        key: &K,
+        reads: Reads<'_>,
+        fetch: F,
+    ) -> Result<Arc<V>>
+    where
+        K: Eq + std::hash::Hash + Clone + Send + Sync + 'static,
+        V: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<V>>,
+    {
+        let (value, _) = self
+            .through_cache(cache, key, reads, || async {
+                fetch().await.map(|v| (v, Instant::now()))
+            })
+            .await?;
+        Ok(value)
+    }
+
     /// Where a new key is written: a caller's store outside a transaction
     /// (its writes commit at once), otherwise the hierarchy's own.
     fn writes<'a>(&'a self, reads: Reads<'a>) -> &'a dyn KeyStore {
@@ -1073,7 +1127,10 @@ impl KeyHierarchy {
     /// transaction, a key `reads` does not show is also looked for in the
     /// own store (created since the transaction's snapshot). Keys read
     /// through `reads` are cached like any other (they are the same stored
-    /// keys).
+    /// keys), unless `reads` reads a snapshot that may be older than other
+    /// processes' changes ([`KeyStore::reads_are_current`]): then they serve
+    /// the operation at hand and are not cached, so that a key shredded
+    /// since the snapshot cannot outlive the transaction in the caches.
     ///
     /// ```
     /// # async fn demo() -> rowseal_core::Result<()> {

@@ -56,7 +56,11 @@ const MAX_FETCH_CHUNK: usize = 1 << 16;
 /// stored keys: a key missing from the cache inside a transaction is read
 /// in the transaction, on a pool of one connection as on any other, never
 /// on a second connection that a saturated pool could not give
-/// (`PoolTimedOut`). The operations on a query of yours (`fetch_all`,
+/// (`PoolTimedOut`). Keys read in a transaction that reads a snapshot
+/// (`REPEATABLE READ`, MySQL's and MariaDB's default; SQLite's
+/// transactions) serve that operation and are not cached: a tenant shredded
+/// since the snapshot stays readable to that transaction, as its rows do,
+/// and to nothing else. The operations on a query of yours (`fetch_all`,
 /// `fetch_optional`, `fetch_stream`, `delete`) take any executor, and read
 /// missing keys through the key store's own pool.
 ///

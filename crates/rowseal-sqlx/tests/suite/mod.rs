@@ -31,7 +31,9 @@ pub use formats::{null_header_refused_without_legacy_columns, other_format_versi
 #[allow(unused_imports)]
 pub use generated::generated_columns;
 #[allow(unused_imports)]
-pub use keys_in_transaction::keys_read_in_the_callers_transaction;
+pub use keys_in_transaction::{
+    a_snapshot_never_caches_a_shredded_key, keys_read_in_the_callers_transaction,
+};
 #[allow(unused_imports)]
 pub use lookups::{
     bounded_lookup_counts_true_matches, bounded_lookup_order_and_filter,
@@ -1630,6 +1632,7 @@ macro_rules! all_cases {
             tenant_id_length_is_checked,
             error_kinds_from_real_faults,
             keys_read_in_the_callers_transaction,
+            a_snapshot_never_caches_a_shredded_key,
         );
     };
 }
