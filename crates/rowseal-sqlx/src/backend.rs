@@ -226,9 +226,10 @@ pub trait Backend: sqlx::Database<Row: DbRow> {
         Self::push_placeholder(sql, n);
     }
 
-    /// The SQL of rowseal's own tables as [`crate::schema::install`]
-    /// creates them: rowseal's first migration (`migrations/<database>/0001_tables.sql`;
-    /// all of them, applied and recorded: [`crate::migrate`]).
+    /// The SQL of rowseal's first migration
+    /// (`migrations/<database>/0001_tables.sql`). [`crate::migrate::run`]
+    /// (and [`crate::schema::install`], which calls it) applies every
+    /// migration and records them.
     fn migration_sql() -> &'static str;
 
     /// Runs a statement with bound values; returns the rows affected.

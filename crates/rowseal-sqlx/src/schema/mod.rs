@@ -23,34 +23,17 @@ use crate::error::{Error, Result};
 use crate::model::{Encrypted, FieldDef, Model, HEADER_COLUMN, KEY_VERSION_COLUMN};
 use crate::value::{SqlType, Value};
 
-/// Splits a migration file into statements (no `;` inside strings or
-/// comments in rowseal's own files).
-fn statements(sql: &str) -> Vec<String> {
-    let body: String = sql
-        .lines()
-        .map(|l| l.split("--").next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n");
-    body.split(';')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Creates rowseal's own tables (`rowseal_keys`, `rowseal_schema`,
-/// `rowseal_jobs`) if they do not exist: the same SQL as the migration files
-/// in `migrations/<database>/`.
+/// `rowseal_jobs`), or upgrades them to this version: the same as
+/// [`migrate::run`](crate::migrate::run), whose migrations it runs and
+/// records in `rowseal_migrations` (one path to rowseal's tables, so a
+/// database set up with `install` upgrades like any other).
 pub async fn install<'a, A>(conn: A) -> Result<()>
 where
     A: sqlx::Acquire<'a>,
     A::Database: Backend,
 {
-    let mut conn = conn.acquire().await?;
-    for stmt in statements(<A::Database as Backend>::migration_sql()) {
-        <A::Database as Backend>::execute_on(&mut conn, &stmt, Vec::new()).await?;
-    }
-    Ok(())
+    crate::migrate::run(conn).await.map(drop)
 }
 
 /// The statements that create `T`'s table and its key-version index, for
