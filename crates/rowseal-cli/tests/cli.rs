@@ -114,6 +114,45 @@ async fn exit_codes_and_config_file() {
     db.finish().await;
 }
 
+/// `init` twice is a no-op the second time; on a database migrated by a
+/// newer rowseal (a migration version this build does not know) it is
+/// refused, exit 6 with a closing `error` event, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_is_idempotent_and_refuses_a_newer_database() {
+    let db = common::sqlite().await.unwrap();
+    let keyring = LocalKeyProvider::generate_keyring().to_string();
+    let first = common::rowseal(&db.url, &keyring, &["init"]).await;
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    let again = common::rowseal(&db.url, &keyring, &["init"]).await;
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert_eq!(
+        again.event("init").unwrap()["migrations_applied"],
+        serde_json::json!([])
+    );
+
+    sqlx::query(
+        "INSERT INTO rowseal_migrations (version, description, installed_by) \
+         VALUES (9999, 'from the future', '99.0.0')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let newer = common::rowseal(&db.url, &keyring, &["init"]).await;
+    assert_eq!(newer.code, Some(6), "{}{}", newer.stdout, newer.stderr);
+    let error = newer.event("error").expect("a closing error event");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains("newer rowseal"), "{error}");
+    assert_eq!(
+        common::scalar(
+            &db,
+            "SELECT COUNT(*) FROM rowseal_migrations WHERE version = 9999"
+        )
+        .await,
+        1
+    );
+    db.finish().await;
+}
+
 /// In derived mode, rewrap costs one ReEncrypt per key version: the same
 /// with 50 rows as with 3,000 (`ROWSEAL_TEST_REWRAP_ROWS`, e.g. 1,000,000).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::cli::{Cli, Command};
 use crate::config::{FileConfig, Settings};
 use crate::db::{self, CliDb, Kind};
-use crate::error::{ExitCode, Result};
+use crate::error::{CliError, ExitCode, Result};
 use crate::output::Out;
 use crate::registry::TableDef;
 
@@ -217,7 +217,16 @@ async fn exec<D: CliDb>(ctx: Ctx<D>, command: Command) -> Result<ExitCode> {
 async fn init<D: CliDb>(ctx: &Ctx<D>) -> Result<ExitCode> {
     // rowseal's migrator, as the application runs it: creates the tables or
     // upgrades them, recorded in rowseal_migrations.
-    let applied = rowseal_sqlx::migrate::run(&ctx.pool).await?;
+    let applied = rowseal_sqlx::migrate::run(&ctx.pool)
+        .await
+        .map_err(|e| match e {
+            // A database migrated by a newer rowseal (or a version record
+            // this one cannot read): refused, not a failure of rows.
+            e @ rowseal_core::Error::Schema { .. } => {
+                CliError::new(ExitCode::Refused, e.to_string())
+            }
+            e => e.into(),
+        })?;
     let version = rowseal_sqlx::migrate::latest::<D>();
     ctx.out.emit(
         json!({
