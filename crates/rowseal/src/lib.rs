@@ -57,13 +57,18 @@ pub struct RunbookDoctests;
 pub use rowseal_core::{
     BlindIndexKey, CacheConfig, CacheStats, CachedKeys, CountingKeyProvider, DataKey,
     EncryptionContext, Error, ErrorKind, FieldName, FieldSet, IndexKey, KeyHierarchy, KeyMode,
-    KeyProvider, KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore, LocalKeyProvider,
-    MemoryKeyStore, ProviderCallCounts, ProviderError, ProviderErrorKind, RecordKeys, RecordSpec,
-    Result, RowHeader, RowKey, SecretKey, TenantKey, WrappedKey, KEY_LEN, LOCAL_KEYS_ENV,
-    LOCAL_KEY_FILE_ENV, MAX_TENANT_ID_BYTES,
+    KeyProvider, KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore, KeysThrough,
+    LocalKeyProvider, MemoryKeyStore, ProviderCallCounts, ProviderError, ProviderErrorKind,
+    RecordKeys, RecordSpec, Result, RowHeader, RowKey, SecretKey, TenantKey, WrappedKey, KEY_LEN,
+    LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV, MAX_TENANT_ID_BYTES,
 };
 
 pub mod testing;
+
+/// The names of rowseal's metrics (for dashboards and alerts), their
+/// descriptions (`telemetry::describe_metrics()`), and the labels error
+/// kinds are recorded under; `docs/observability.md` lists them all.
+pub use rowseal_core::telemetry;
 
 /// The AWS KMS key provider (feature `kms`).
 #[cfg(feature = "kms")]
