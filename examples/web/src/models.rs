@@ -184,34 +184,18 @@ impl Patient {
         created_at_ms: i64,
         input: PatientInput,
     ) -> Result<Patient, ApiError> {
-        let name = input.name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(ApiError::BadRequest("name: 1 to 200 characters expected"));
-        }
-        let email = input.email.trim();
-        if !valid_email(email) {
-            return Err(ApiError::BadRequest("email: an e-mail address expected"));
-        }
-        let ssn = match input.ssn {
-            Some(s) if !valid_ssn(&s) => {
-                return Err(ApiError::BadRequest(
-                    "ssn: 9 digits expected (123-45-6789 or 123456789)",
-                ))
-            }
-            s => s.map(|s| s.trim().to_owned()),
-        };
-        let birth_date = match input.birth_date {
-            None => None,
-            Some(d) => Some(parse_birth_date(&d)?),
-        };
         Ok(Patient {
             id,
             tenant_id: tenant,
             created_at_ms,
-            name: name.to_owned(),
-            email: email.to_owned(),
-            ssn,
-            birth_date,
+            name: checked_name(&input.name)?,
+            email: checked_email(&input.email)?,
+            ssn: input.ssn.as_deref().map(checked_ssn).transpose()?,
+            birth_date: input
+                .birth_date
+                .as_deref()
+                .map(parse_birth_date)
+                .transpose()?,
         })
     }
 
@@ -225,6 +209,104 @@ impl Patient {
             ssn: self.ssn.clone(),
             birth_date: self.birth_date.map(|d| d.format("%Y-%m-%d").to_string()),
         }
+    }
+}
+
+fn checked_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::BadRequest("name: 1 to 200 characters expected"));
+    }
+    Ok(name.to_owned())
+}
+
+fn checked_email(email: &str) -> Result<String, ApiError> {
+    let email = email.trim();
+    if !valid_email(email) {
+        return Err(ApiError::BadRequest("email: an e-mail address expected"));
+    }
+    Ok(email.to_owned())
+}
+
+fn checked_ssn(ssn: &str) -> Result<String, ApiError> {
+    if !valid_ssn(ssn) {
+        return Err(ApiError::BadRequest(
+            "ssn: 9 digits expected (123-45-6789 or 123456789)",
+        ));
+    }
+    Ok(ssn.trim().to_owned())
+}
+
+/// The body of `PATCH /patients/{id}`: the fields to change, each as in
+/// [`PatientInput`]; `null` clears `ssn` or `birth_date`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientPatch {
+    /// A new full name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A new e-mail address.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// A new SSN, or `null` to clear it.
+    #[serde(default, deserialize_with = "present")]
+    pub ssn: Option<Option<String>>,
+    /// A new birth date, or `null` to clear it.
+    #[serde(default, deserialize_with = "present")]
+    pub birth_date: Option<Option<String>>,
+}
+
+/// A field given (`Some`, its value possibly `null`) or left out (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl PatientPatch {
+    /// The row to give `Encryptor::update_fields` (only the changed
+    /// fields' values count; the others are placeholders it never writes)
+    /// and the names of the changed fields. 400 if nothing changes or a
+    /// value is invalid.
+    pub fn into_update(
+        self,
+        id: Uuid,
+        tenant: Uuid,
+    ) -> Result<(Patient, Vec<&'static str>), ApiError> {
+        let mut fields = Vec::new();
+        let mut row = Patient {
+            id,
+            tenant_id: tenant,
+            created_at_ms: 0,
+            name: String::new(),
+            email: String::new(),
+            ssn: None,
+            birth_date: None,
+        };
+        if let Some(name) = self.name {
+            row.name = checked_name(&name)?;
+            fields.push("name");
+        }
+        if let Some(email) = self.email {
+            row.email = checked_email(&email)?;
+            fields.push("email");
+        }
+        if let Some(ssn) = self.ssn {
+            row.ssn = ssn.as_deref().map(checked_ssn).transpose()?;
+            fields.push("ssn");
+        }
+        if let Some(date) = self.birth_date {
+            row.birth_date = date.as_deref().map(parse_birth_date).transpose()?;
+            fields.push("birth_date");
+        }
+        if fields.is_empty() {
+            return Err(ApiError::BadRequest(
+                "body: at least one of \"name\", \"email\", \"ssn\", \"birth_date\" expected",
+            ));
+        }
+        Ok((row, fields))
     }
 }
 

@@ -7,6 +7,7 @@
 //! | `GET /patients?limit=N` | list the tenant's patients, oldest first, at most N (default 50, at most 5,000) |
 //! | `GET /patients/{id}` | read one (404 if not in this tenant) |
 //! | `PUT /patients/{id}` | replace its fields, re-encrypted under a fresh row key |
+//! | `PATCH /patients/{id}` | change some fields (`Encryptor::update_fields`); 409 `changed` if the row changed meanwhile |
 //! | `DELETE /patients/{id}` | delete it and its records (204) |
 //! | `POST /patients/search` | find by `email` or `ssn` (blind indexes) |
 //! | `POST /patients/{id}/records` | add a medical record (201) |
@@ -36,8 +37,8 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::models::{
-    valid_email, valid_ssn, MedicalRecord, Patient, PatientInput, PatientView, RecordInput,
-    RecordView, RecordWithPatientView, SearchInput,
+    valid_email, valid_ssn, MedicalRecord, Patient, PatientInput, PatientPatch, PatientView,
+    RecordInput, RecordView, RecordWithPatientView, SearchInput,
 };
 use crate::{queries, with_db, AppState};
 
@@ -55,7 +56,10 @@ pub fn router(state: AppState) -> Router {
         .route("/patients/search", post(search_patients))
         .route(
             "/patients/{id}",
-            get(get_patient).put(update_patient).delete(delete_patient),
+            get(get_patient)
+                .put(update_patient)
+                .patch(patch_patient)
+                .delete(delete_patient),
         )
         .route("/patients/{id}/records", post(add_record).get(list_records))
         .route("/records", get(list_latest_records))
@@ -241,6 +245,32 @@ async fn update_patient(
     // tenant is matched (else 404).
     with_db!(&st.db, |pool, DB| st.rowseal.update(pool, &patient).await)?;
     Ok(Json(patient.view()))
+}
+
+/// Changes only the fields given: `Encryptor::update_fields` reads the
+/// stored row, re-seals it with the new values, and writes it only if its
+/// key header is still the one it read. A row changed in between (another
+/// writer, `rowseal rotate`) is `Conflict`: 409 `changed`, nothing written;
+/// the client reads it again and retries.
+async fn patch_patient(
+    State(st): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<PatientView>, ApiError> {
+    let id = parse_id(&id)?;
+    let patch: PatientPatch = parse(
+        &body,
+        "body: JSON with any of \"name\", \"email\", \"ssn\", \"birth_date\" expected",
+    )?;
+    let (row, fields) = patch.into_update(id, tenant.uuid)?;
+    with_db!(&st.db, |pool, DB| {
+        st.rowseal.update_fields(pool, &row, &fields).await
+    })?;
+    let patient = with_db!(&st.db, |pool, DB| {
+        st.rowseal.fetch::<Patient, _>(pool, &tenant.id, &id).await
+    })?;
+    patient.map(|p| Json(p.view())).ok_or(ApiError::NotFound)
 }
 
 async fn delete_patient(

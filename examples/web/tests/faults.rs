@@ -7,7 +7,8 @@
 //! | KMS throttling, `ServiceUnavailableException`, `KMSInternalException` on a cold key cache | `ProviderUnavailable` | 503 `unavailable`, then 200 once KMS answers |
 //! | KMS `AccessDeniedException` on a cold key cache | `AccessDenied` | 500 `internal`, no value |
 //! | a byte of a stored ciphertext flipped with raw SQL | `Tampered` | 500 `internal`, no value |
-//! | the `rowseal rotate` tool SIGKILLed while the API updates the same patients | (`Conflict` if a write lost a race) | 200 or 409 `changed`, never 500; every patient reads back |
+//! | another transaction re-seals a row between `PATCH`'s read and its write (the row locked meanwhile, so the interleaving is certain) | `Conflict` | 409 `changed`, nothing written; the retry is 200 |
+//! | the `rowseal rotate` tool SIGKILLed while the API updates the same patients (`PUT` and `PATCH`) | (`Conflict` if a write lost a race) | 200 or 409 `changed`, never 500; every patient reads back |
 //!
 //! The other two kinds are already shown by `tests/http.rs`, on SQLite and on
 //! PostgreSQL + KMS: a crypto-shredded tenant (`KeyDestroyed`) is 410 in
@@ -17,10 +18,11 @@
 //!
 //! The app's `PUT /patients/{id}` replaces the row with
 //! `Encryptor::update` (an unconditional write under the tenant's current
-//! key version), not a read-modify-write with `update_fields`: no route of
-//! the example can lose an `update_fields` race, so the rotation race below
-//! accepts 409 `changed` but in practice sees only 200s (it prints the
-//! counts).
+//! key version); `PATCH /patients/{id}` is a read-modify-write with
+//! `update_fields`, which loses a race to a write between its read and its
+//! write. The rotation race sends both and accepts 409 `changed` (it prints
+//! the counts); a lost race is made certain, with a row lock, in
+//! `a_patch_that_lost_a_race_is_409_changed`.
 //!
 //! ```text
 //! bash scripts/with-kms-server.sh cargo test -p web-example --test faults
@@ -282,6 +284,88 @@ async fn a_tampered_row_is_500_without_the_value() {
     assert_eq!(r.json["name"], "Ada Lovelace");
 }
 
+/// `PATCH` losing a real race, made certain: another transaction locks the
+/// row (`SELECT ... FOR UPDATE`); the app's `update_fields` reads the row
+/// (a plain read is not blocked) and its conditional write waits on the
+/// lock (seen in `pg_stat_activity`); the transaction then re-seals the row
+/// with other values, as another writer or `rowseal rotate` does, and
+/// commits. The app's write no longer matches the key header it read:
+/// `Conflict`, 409 `changed`, nothing written; the other writer's values
+/// stand, and the client's retry is 200.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_that_lost_a_race_is_409_changed() {
+    let Some(f) = faults::postgres_kms_app_behind_proxy().await else {
+        return;
+    };
+    let id = create(&f, A, &ada()).await;
+    let uuid = Uuid::parse_str(&id).unwrap();
+    let path = format!("/patients/{id}");
+    let st = f.app.state().await;
+    let web_example::Db::Postgres(pool) = &st.db else {
+        unreachable!("a PostgreSQL app")
+    };
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM patients WHERE id = $1 FOR UPDATE")
+        .bind(uuid)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+
+    let patch = json!({"email": "ada@new.example"});
+    let other_writer = async {
+        // Until the app's write waits on the lock (its read is done).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while f
+            .scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND query LIKE 'UPDATE \"patients\"%'",
+            )
+            .await
+            == 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the app's write never waited on the row lock"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut theirs = st
+            .rowseal
+            .fetch::<Patient, _>(&mut lock, A, &uuid)
+            .await
+            .unwrap()
+            .unwrap();
+        theirs.name = "Augusta Ada King".into();
+        st.rowseal.update(&mut lock, &theirs).await.unwrap();
+        lock.commit().await.unwrap();
+    };
+    let (r, ()) = tokio::join!(
+        f.app.call(Method::PATCH, &path, Some(A), Some(&patch)),
+        other_writer
+    );
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.json["error"], "changed", "{}", r.text);
+    let mut values = ADA_VALUES.to_vec();
+    values.push("ada@new");
+    assert_no_value(&r, &values, "a lost race");
+
+    // Nothing of the PATCH was written; the other writer's row stands.
+    let now = get(&f, A, &id).await;
+    assert_eq!(now.status, StatusCode::OK, "{}", now.text);
+    assert_eq!(now.json["name"], "Augusta Ada King");
+    assert_eq!(now.json["email"], "Ada.Lovelace@Example.com");
+
+    // The client's retry.
+    let r = f
+        .app
+        .call(Method::PATCH, &path, Some(A), Some(&patch))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["email"], "ada@new.example");
+    assert_eq!(r.json["name"], "Augusta Ada King");
+}
+
 /// Patients of the rotation race.
 const RACE_PATIENTS: usize = 600;
 /// Concurrent HTTP updaters, each on its own patients.
@@ -308,9 +392,12 @@ struct Updates {
 
 /// The real `rowseal rotate` (a child process, throttled so that it runs a
 /// few seconds) re-encrypts a clinic's 600 patients while four HTTP clients
-/// update 120 of them through `PUT /patients/{id}`, on the old key version
-/// (the app's cached current version): each rotated row they update goes
-/// back to the old version and the job takes it again. The tool is
+/// update 120 of them, two through `PUT /patients/{id}` (on the old key
+/// version, the app's cached current version: each rotated row they update
+/// goes back to the old version and the job takes it again) and two
+/// through `PATCH` (`update_fields`, on the version the row has, and
+/// conditional on its key header: a row the tool re-sealed in between is
+/// 409 `changed`). The tool is
 /// SIGKILLed by PID mid-way (re-encryptions committed, rows left). Every
 /// update answers 200 or 409 `changed`, never anything else; every patient
 /// then reads back 200 with its last acknowledged value (or its original
@@ -401,15 +488,14 @@ async fn a_sigkilled_rotation_racing_updates_never_gives_500() {
                 let mine = u * UPDATED_EACH..(u + 1) * UPDATED_EACH;
                 for (i, id) in mine.clone().zip(&ids[mine]) {
                     let name = race_name(i, version);
-                    let body = json!({"name": name, "email": race_email(i)});
+                    let (method, body) = if u % 2 == 0 {
+                        (Method::PUT, json!({"name": name, "email": race_email(i)}))
+                    } else {
+                        (Method::PATCH, json!({"name": name}))
+                    };
                     let r = f
                         .app
-                        .call(
-                            Method::PUT,
-                            &format!("/patients/{id}"),
-                            Some(A),
-                            Some(&body),
-                        )
+                        .call(method, &format!("/patients/{id}"), Some(A), Some(&body))
                         .await;
                     match r.status {
                         StatusCode::OK => {

@@ -54,6 +54,7 @@ on_both!(
     duplicate_email_is_a_conflict_without_the_value,
     stored_rows_hold_no_plaintext,
     update_then_delete,
+    patch_changes_only_the_fields_given,
     medical_records,
     bad_input_is_400,
     readme_curl_examples,
@@ -365,6 +366,57 @@ async fn stored_rows_hold_no_plaintext(app: &TestApp) {
     for row in app.stored_bytes("rowseal_keys").await {
         assert!(!contains(&row, b"Lovelace"));
     }
+}
+
+/// `PATCH` (`Encryptor::update_fields`): only the fields given change, the
+/// others read back as they were (the encrypted ones re-sealed with them),
+/// `null` clears an optional field, the blind indexes follow, and a body
+/// that changes nothing or names an unknown field is 400.
+async fn patch_changes_only_the_fields_given(app: &TestApp) {
+    let id = create(app, A, &ada_born_1990()).await;
+    let path = format!("/patients/{id}");
+    let before = app.call(Method::GET, &path, Some(A), None).await;
+
+    let r = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(A),
+            Some(&json!({"email": "countess@lovelace.example", "ssn": null})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["email"], "countess@lovelace.example");
+    assert_eq!(r.json["ssn"], Value::Null);
+    for kept in ["name", "birth_date", "created_at", "id"] {
+        assert_eq!(r.json[kept], before.json[kept], "{kept}");
+    }
+    let r = app.call(Method::GET, &path, Some(A), None).await;
+    assert_eq!(r.json["email"], "countess@lovelace.example");
+    assert_eq!(r.json["name"], before.json["name"]);
+    assert_eq!(r.json["birth_date"], "1990-02-28");
+    assert!(search(app, A, json!({"email": "ada.lovelace@example.com"}))
+        .await
+        .is_empty());
+    assert!(search(app, A, json!({"ssn": "123456789"})).await.is_empty());
+    assert_eq!(
+        search(app, A, json!({"email": "COUNTESS@lovelace.example"})).await,
+        vec![id.clone()]
+    );
+
+    for (body, what) in [
+        (json!({}), "nothing to change"),
+        (json!({"nickname": "Ada"}), "an unknown field"),
+        (json!({"email": "not an e-mail"}), "an invalid value"),
+    ] {
+        let r = app.call(Method::PATCH, &path, Some(A), Some(&body)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.text);
+    }
+    // Another clinic's row, or none: 404.
+    let r = app
+        .call(Method::PATCH, &path, Some(B), Some(&json!({"name": "X"})))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
 }
 
 async fn update_then_delete(app: &TestApp) {
