@@ -458,14 +458,3 @@ fn entry<R: DbRow>(row: &R) -> Result<TableSchema> {
     let table = text(0, "table_name")?;
     TableSchema::from_registry_json(table, text(1, "definition")?)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::statements;
-
-    #[test]
-    fn splits_statements() {
-        let s = statements("-- c; x\nCREATE a (x); -- y;\n\nCREATE b;\n");
-        assert_eq!(s, vec!["CREATE a (x)", "CREATE b"]);
-    }
-}
