@@ -291,8 +291,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(V, Instant)>>,
     {
-        if let Some(hit) = self.lookup(key) {
-            bump(&self.counters.hits);
+        if let Some(hit) = self.hit(key) {
             return Ok(hit);
         }
         let flight = {
@@ -301,8 +300,7 @@ where
             // (without counting a second read in moka's frequency sketch),
             // else join the flight in progress or start one.
             if self.entries.contains_key(key) {
-                if let Some(hit) = self.lookup(key) {
-                    bump(&self.counters.hits);
+                if let Some(hit) = self.hit(key) {
                     return Ok(hit);
                 }
             }
@@ -355,8 +353,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(V, Instant)>>,
     {
-        if let Some(hit) = self.lookup(key) {
-            bump(&self.counters.hits);
+        if let Some(hit) = self.hit(key) {
             return Ok(hit);
         }
         bump(&self.counters.misses);
