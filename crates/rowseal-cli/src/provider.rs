@@ -112,4 +112,17 @@ impl KeyProvider for RateLimited {
             .reencrypt_data_key(wrapped, context, destination_key_id)
             .await
     }
+
+    fn allows_key(&self, key_id: &str) -> bool {
+        self.inner.allows_key(key_id)
+    }
+
+    async fn wrap_data_key(
+        &self,
+        key: &SecretKey,
+        context: &EncryptionContext,
+    ) -> rowseal_core::Result<WrappedKey> {
+        self.wait().await;
+        self.inner.wrap_data_key(key, context).await
+    }
 }

@@ -536,6 +536,7 @@ impl From<ProviderErrorKind> for ErrorKind {
             ProviderErrorKind::Throttled
             | ProviderErrorKind::Unavailable
             | ProviderErrorKind::Timeout
+            | ProviderErrorKind::Sealed
             | ProviderErrorKind::Other => ErrorKind::ProviderUnavailable,
             ProviderErrorKind::AccessDenied
             | ProviderErrorKind::KeyDisabled
@@ -572,6 +573,9 @@ pub enum ProviderErrorKind {
     Unavailable,
     /// The provider did not answer within the configured timeout.
     Timeout,
+    /// The key service is sealed (Vault, OpenBao): no key can be used until an
+    /// operator unseals it. Retried, like an outage.
+    Sealed,
     /// The provider is misconfigured (region, endpoint, credentials missing).
     Config,
     /// The wrapped key names a root key that is not on the provider's
@@ -591,6 +595,7 @@ impl ProviderErrorKind {
             ProviderErrorKind::Throttled
                 | ProviderErrorKind::Unavailable
                 | ProviderErrorKind::Timeout
+                | ProviderErrorKind::Sealed
         )
     }
 
@@ -603,6 +608,7 @@ impl ProviderErrorKind {
             ProviderErrorKind::Throttled => "throttled",
             ProviderErrorKind::Unavailable => "unavailable",
             ProviderErrorKind::Timeout => "timed out",
+            ProviderErrorKind::Sealed => "sealed",
             ProviderErrorKind::Config => "misconfigured",
             ProviderErrorKind::KeyNotAllowed => "root key not allowed",
             ProviderErrorKind::Other => "failed",

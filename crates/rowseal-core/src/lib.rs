@@ -24,6 +24,8 @@ mod format;
 mod keys;
 mod local;
 mod provider;
+mod retry;
+mod routing;
 mod secret;
 mod store;
 pub mod telemetry;
@@ -39,8 +41,11 @@ pub use keys::row::{FieldName, RecordSpec, RowKey};
 pub use keys::scoped::{BlindIndexKey, IndexKey, RecordKeys, TenantKey};
 pub use local::{LocalKeyProvider, LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV};
 pub use provider::{
-    CountingKeyProvider, DataKey, EncryptionContext, KeyProvider, ProviderCallCounts,
+    CountingKeyProvider, DataKey, EncryptionContext, KeyProvider, OperationCounter,
+    OperationCounts, ProviderCallCounts,
 };
+pub use retry::RetryPolicy;
+pub use routing::{RootKeys, RootKeysBuilder};
 pub use secret::{SecretKey, KEY_LEN};
 pub use store::{
     KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore, MemoryKeyStore, MAX_TENANT_ID_BYTES,

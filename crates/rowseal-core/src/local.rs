@@ -306,4 +306,16 @@ impl KeyProvider for LocalKeyProvider {
         let key = self.unwrap(wrapped, context)?;
         self.wrap(destination_key_id, &key, context)
     }
+
+    fn allows_key(&self, key_id: &str) -> bool {
+        self.root(key_id).is_ok()
+    }
+
+    async fn wrap_data_key(
+        &self,
+        key: &SecretKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey> {
+        self.wrap(&self.current_id, key, context)
+    }
 }

@@ -98,6 +98,11 @@ impl EncryptionContext {
         self
     }
 
+    /// The tenant the context names, if any (global index keys name none).
+    pub fn tenant(&self) -> Option<&str> {
+        self.get(TENANT)
+    }
+
     /// The value of an entry.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.pairs.get(key).map(String::as_str)
@@ -167,6 +172,90 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
         context: &EncryptionContext,
         destination_key_id: &str,
     ) -> Result<WrappedKey>;
+
+    /// Whether this provider unwraps data keys recorded under the root key
+    /// `key_id` (its allow-list). Used to route a stored key to the provider
+    /// that serves it ([`RootKeys`](crate::RootKeys)); the default allows
+    /// the current key only.
+    fn allows_key(&self, key_id: &str) -> bool {
+        key_id == self.current_key_id()
+    }
+
+    /// Wraps an existing data key under the current root key, bound to
+    /// `context`: how a key moves from one provider to another (the source
+    /// unwraps it, this provider wraps it). The default refuses (`Config`):
+    /// a provider that cannot take a key in only serves as a source.
+    async fn wrap_data_key(
+        &self,
+        key: &SecretKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey> {
+        let _ = (key, context);
+        Err(crate::ProviderError::new(
+            crate::ProviderErrorKind::Config,
+            format!(
+                "the {} provider cannot wrap an existing data key",
+                self.name()
+            ),
+        )
+        .with_key_id(self.current_key_id())
+        .into())
+    }
+}
+
+/// Calls, HTTP requests and failures of one provider operation: what the
+/// AWS KMS and Vault Transit providers report per operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OperationCounts {
+    /// Calls, whatever the number of attempts (a multi-Region fallback counts
+    /// one call per region tried).
+    pub calls: u64,
+    /// HTTP requests sent (attempts, retries included): what a key service
+    /// bills and throttles.
+    pub requests: u64,
+    /// Calls that ended in an error (after retries).
+    pub failures: u64,
+}
+
+/// The live counters behind an [`OperationCounts`], for provider
+/// implementations: updated with relaxed atomics from any task.
+#[derive(Default)]
+pub struct OperationCounter {
+    calls: AtomicU64,
+    requests: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl OperationCounter {
+    /// One call begins.
+    pub fn call(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One HTTP request (attempt) is sent.
+    pub fn request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One call ended in an error.
+    pub fn failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn get(&self) -> OperationCounts {
+        OperationCounts {
+            calls: self.calls.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl fmt::Debug for OperationCounter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.get(), f)
+    }
 }
 
 /// Calls made through a [`CountingKeyProvider`], by operation.
@@ -267,5 +356,19 @@ impl KeyProvider for CountingKeyProvider {
         self.inner
             .reencrypt_data_key(wrapped, context, destination_key_id)
             .await
+    }
+
+    fn allows_key(&self, key_id: &str) -> bool {
+        self.inner.allows_key(key_id)
+    }
+
+    async fn wrap_data_key(
+        &self,
+        key: &SecretKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey> {
+        // Counted with the calls that make a wrapped key.
+        self.generate.fetch_add(1, Ordering::Relaxed);
+        self.inner.wrap_data_key(key, context).await
     }
 }

@@ -150,6 +150,7 @@ pub fn provider_error_kind_label(kind: ProviderErrorKind) -> &'static str {
         ProviderErrorKind::Throttled => "throttled",
         ProviderErrorKind::Unavailable => "unavailable",
         ProviderErrorKind::Timeout => "timeout",
+        ProviderErrorKind::Sealed => "sealed",
         ProviderErrorKind::Config => "config",
         ProviderErrorKind::KeyNotAllowed => "key_not_allowed",
         ProviderErrorKind::Other => "other",

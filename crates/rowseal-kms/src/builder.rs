@@ -14,7 +14,7 @@ use rowseal_core::{Error, Result};
 
 use crate::arn;
 use crate::provider::{AwsKmsProvider, RegionClient};
-use crate::retry::RetryPolicy;
+use rowseal_core::RetryPolicy;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);

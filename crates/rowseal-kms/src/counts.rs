@@ -1,7 +1,8 @@
 //! Per-operation counts of KMS calls and HTTP requests.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use rowseal_core::{OperationCounter, OperationCounts};
 
 /// The KMS API operations the provider calls.
 #[non_exhaustive]
@@ -15,6 +16,8 @@ pub enum KmsOperation {
     ReEncrypt,
     /// `DescribeKey`: resolving a key id or alias to its ARN.
     DescribeKey,
+    /// `Encrypt`: wrapping a data key moved here from another provider.
+    Encrypt,
 }
 
 impl KmsOperation {
@@ -25,6 +28,7 @@ impl KmsOperation {
             KmsOperation::Decrypt => "Decrypt",
             KmsOperation::ReEncrypt => "ReEncrypt",
             KmsOperation::DescribeKey => "DescribeKey",
+            KmsOperation::Encrypt => "Encrypt",
         }
     }
 
@@ -34,6 +38,7 @@ impl KmsOperation {
             KmsOperation::Decrypt => 1,
             KmsOperation::ReEncrypt => 2,
             KmsOperation::DescribeKey => 3,
+            KmsOperation::Encrypt => 4,
         }
     }
 }
@@ -42,18 +47,6 @@ impl fmt::Display for KmsOperation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Counts for one operation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct OperationCounts {
-    /// Calls: one per operation per region tried, whatever the number of
-    /// attempts (a multi-Region fallback counts one call per region).
-    pub calls: u64,
-    /// HTTP requests sent (attempts, retries included).
-    pub requests: u64,
-    /// Calls that ended in an error (after retries).
-    pub failures: u64,
 }
 
 /// KMS calls made by an [`AwsKmsProvider`](crate::AwsKmsProvider) since it was
@@ -68,6 +61,8 @@ pub struct KmsCallCounts {
     pub reencrypt: OperationCounts,
     /// `DescribeKey`.
     pub describe_key: OperationCounts,
+    /// `Encrypt`.
+    pub encrypt: OperationCounts,
 }
 
 impl KmsCallCounts {
@@ -78,15 +73,17 @@ impl KmsCallCounts {
             KmsOperation::Decrypt => self.decrypt,
             KmsOperation::ReEncrypt => self.reencrypt,
             KmsOperation::DescribeKey => self.describe_key,
+            KmsOperation::Encrypt => self.encrypt,
         }
     }
 
-    fn all(&self) -> [OperationCounts; 4] {
+    fn all(&self) -> [OperationCounts; 5] {
         [
             self.generate_data_key,
             self.decrypt,
             self.reencrypt,
             self.describe_key,
+            self.encrypt,
         ]
     }
 
@@ -101,43 +98,27 @@ impl KmsCallCounts {
     }
 }
 
-#[derive(Default)]
-struct Slot {
-    calls: AtomicU64,
-    requests: AtomicU64,
-    failures: AtomicU64,
-}
-
 /// The live counters.
 #[derive(Default)]
 pub(crate) struct Counters {
-    slots: [Slot; 4],
+    slots: [OperationCounter; 5],
 }
 
 impl Counters {
     pub(crate) fn call(&self, op: KmsOperation) {
-        self.slots[op.index()].calls.fetch_add(1, Ordering::Relaxed);
+        self.slots[op.index()].call();
     }
 
     pub(crate) fn request(&self, op: KmsOperation) {
-        self.slots[op.index()]
-            .requests
-            .fetch_add(1, Ordering::Relaxed);
+        self.slots[op.index()].request();
     }
 
     pub(crate) fn failure(&self, op: KmsOperation) {
-        self.slots[op.index()]
-            .failures
-            .fetch_add(1, Ordering::Relaxed);
+        self.slots[op.index()].failure();
     }
 
     fn get(&self, op: KmsOperation) -> OperationCounts {
-        let s = &self.slots[op.index()];
-        OperationCounts {
-            calls: s.calls.load(Ordering::Relaxed),
-            requests: s.requests.load(Ordering::Relaxed),
-            failures: s.failures.load(Ordering::Relaxed),
-        }
+        self.slots[op.index()].get()
     }
 
     pub(crate) fn snapshot(&self) -> KmsCallCounts {
@@ -146,6 +127,7 @@ impl Counters {
             decrypt: self.get(KmsOperation::Decrypt),
             reencrypt: self.get(KmsOperation::ReEncrypt),
             describe_key: self.get(KmsOperation::DescribeKey),
+            encrypt: self.get(KmsOperation::Encrypt),
         }
     }
 }

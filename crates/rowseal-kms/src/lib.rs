@@ -61,13 +61,15 @@ mod builder;
 mod counts;
 mod error;
 mod provider;
-mod retry;
 
 pub use builder::{check_allowed_key, AwsKmsProviderBuilder};
-pub use counts::{KmsCallCounts, KmsOperation, OperationCounts};
+pub use counts::{KmsCallCounts, KmsOperation};
 pub use error::AwsKmsError;
 pub use provider::AwsKmsProvider;
-pub use retry::RetryPolicy;
+/// Counts of one operation (shared with every provider; it lives in rowseal-core).
+pub use rowseal_core::OperationCounts;
+/// The retry policy (shared with every provider; it lives in rowseal-core).
+pub use rowseal_core::RetryPolicy;
 
 /// The `tracing` target of the audit events, one per KMS call (level `INFO` on
 /// success, `WARN` on failure). Filter on it to route or silence them, e.g.

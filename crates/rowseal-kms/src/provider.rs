@@ -21,8 +21,8 @@ use zeroize::Zeroizing;
 use crate::arn;
 use crate::counts::{Counters, KmsCallCounts, KmsOperation};
 use crate::error::{classify, AwsKmsError, Failure};
-use crate::retry::RetryPolicy;
 use crate::AUDIT_TARGET;
+use rowseal_core::RetryPolicy;
 
 /// A KMS client and the region it serves.
 pub(crate) struct RegionClient {
@@ -633,6 +633,45 @@ impl KeyProvider for AwsKmsProvider {
             .filter(|b| !b.is_empty())
             .ok_or_else(|| other("ReEncrypt returned no ciphertext"))?;
         WrappedKey::new(destination, blob)
+    }
+
+    fn allows_key(&self, key_id: &str) -> bool {
+        self.is_allowed(key_id)
+    }
+
+    async fn wrap_data_key(
+        &self,
+        key: &SecretKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey> {
+        let arn = self.key_arn.as_str();
+        let map = context_map(context);
+        let call = Call {
+            op: KmsOperation::Encrypt,
+            key: arn,
+            destination: None,
+            context: Some(context),
+        };
+        let mut out = self
+            .send(&call, &self.primary, |c| {
+                c.encrypt()
+                    .key_id(arn)
+                    .plaintext(Blob::new(key.expose_secret().to_vec()))
+                    .set_encryption_context(Some(map.clone()))
+                    .send()
+            })
+            .await?;
+        let other = |msg: &str| ProviderError::new(ProviderErrorKind::Other, msg).with_key_id(arn);
+        if out.key_id().is_some_and(|k| k != arn) {
+            return Err(other("Encrypt used another key than the one configured").into());
+        }
+        let blob = out
+            .ciphertext_blob
+            .take()
+            .map(Blob::into_inner)
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| other("Encrypt returned no ciphertext"))?;
+        WrappedKey::new(arn, blob)
     }
 }
 

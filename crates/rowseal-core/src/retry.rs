@@ -1,11 +1,13 @@
-//! Retry policy: exponential backoff with jitter, bounded in attempts and time.
+//! Retry policy for key providers: exponential backoff with jitter, bounded in
+//! attempts and time. One policy for every provider (AWS KMS, Vault Transit),
+//! so that an operator tunes retries the same way whichever holds the keys.
 
 use std::time::Duration;
 
 use rand::Rng;
 
-/// How transient KMS failures (throttling, 5xx, timeouts, connection errors)
-/// are retried. Final errors (access denied, disabled key, key not found,
+/// How transient key-provider failures (throttling, 5xx, a sealed server,
+/// timeouts, connection errors) are retried. Final errors (access denied, disabled key, key not found,
 /// invalid ciphertext, bad configuration) are never retried, whatever this
 /// says.
 ///
@@ -16,7 +18,7 @@ use rand::Rng;
 ///
 /// ```
 /// use std::time::Duration;
-/// use rowseal_kms::RetryPolicy;
+/// use rowseal_core::RetryPolicy;
 /// let policy = RetryPolicy::default()
 ///     .with_max_attempts(5)
 ///     .with_initial_backoff(Duration::from_millis(50));
@@ -73,15 +75,16 @@ impl RetryPolicy {
     }
 
     /// The upper bound of the sleep after failed attempt `attempt` (from 1).
-    pub(crate) fn backoff_bound(&self, attempt: u32) -> Duration {
+    pub fn backoff_bound(&self, attempt: u32) -> Duration {
         let factor = 1u32 << attempt.saturating_sub(1).min(20);
         self.initial_backoff
             .saturating_mul(factor)
             .min(self.max_backoff)
     }
 
-    /// The sleep after failed attempt `attempt` (from 1), jittered.
-    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+    /// The sleep after failed attempt `attempt` (from 1), jittered within
+    /// `[bound/2, bound]`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
         let bound = self.backoff_bound(attempt);
         let half = bound / 2;
         let spread = (bound - half).as_nanos().min(u64::MAX as u128) as u64;
