@@ -26,7 +26,7 @@ pub struct Cli {
 /// Options every command accepts.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// TOML config file (keys: database_url, key_file, kms_key_id,
+    /// TOML config file (keys: database_url, key_file, root_keys, kms_key_id,
     /// kms_allowed_keys, aws_region, kms_endpoint, kms_rate, batch_size,
     /// workers, max_rows_per_second).
     #[arg(long, global = true, env = "ROWSEAL_CONFIG")]
@@ -38,6 +38,12 @@ pub struct GlobalArgs {
     /// and without a KMS key, the keyring is read from ROWSEAL_LOCAL_KEYS.
     #[arg(long, global = true, env = "ROWSEAL_LOCAL_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+    /// Root-keys file (TOML): named root keys at several providers (local,
+    /// aws-kms, vault-transit) and which tenant uses which; the format
+    /// applications read with `rowseal::root_keys` (docs/keys.md). Excludes
+    /// --key-file and --kms-key-id.
+    #[arg(long, global = true, env = "ROWSEAL_ROOT_KEYS")]
+    pub root_keys: Option<PathBuf>,
     /// AWS KMS root key (ARN, key id or alias): use AWS KMS as key provider.
     #[arg(long, global = true, env = "ROWSEAL_KMS_KEY_ID")]
     pub kms_key_id: Option<String>,
@@ -130,9 +136,19 @@ pub enum Command {
     /// keys of kms-mode tables) under another root key, with the provider's
     /// ReEncrypt: no plaintext key leaves the provider.
     Rewrap {
-        /// The destination root key (KMS key ARN / id / alias, or `local:v<N>`).
+        /// The destination root key: a KMS key ARN / id / alias, a Transit key
+        /// name or id, `local:v<N>`, or (with --root-keys) a root key's name.
         #[arg(long)]
         to: String,
+        /// Only this tenant's keys (repeatable): move a tenant to another
+        /// root key; route it there in the root-keys file too, so that its
+        /// new keys follow.
+        #[arg(long = "tenant", value_name = "TENANT")]
+        tenants: Vec<String>,
+        /// Only keys now under this root key (a name in the root-keys file,
+        /// or a key id): move every tenant off a provider.
+        #[arg(long)]
+        from: Option<String>,
         /// Show what would be done; write nothing.
         #[arg(long)]
         dry_run: bool,

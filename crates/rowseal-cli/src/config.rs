@@ -15,6 +15,7 @@ use crate::error::{CliError, Result};
 pub struct FileConfig {
     database_url: Option<String>,
     key_file: Option<PathBuf>,
+    root_keys: Option<PathBuf>,
     kms_key_id: Option<String>,
     kms_allowed_keys: Option<Vec<String>>,
     aws_region: Option<String>,
@@ -99,6 +100,8 @@ pub enum KeySource {
     LocalFile(PathBuf),
     /// The local keyring from `ROWSEAL_LOCAL_KEYS` / `ROWSEAL_LOCAL_KEY_FILE`.
     LocalEnv,
+    /// A root-keys file: several root keys, routed per tenant.
+    RootKeys(PathBuf),
     /// AWS KMS.
     Kms {
         key_id: String,
@@ -171,7 +174,23 @@ impl Settings {
                 )));
             }
         }
+        let root_keys = g.root_keys.clone().or(file.root_keys);
+        let key_file = g.key_file.clone().or(file.key_file);
+        if root_keys.is_some() && (kms_key_id.is_some() || key_file.is_some()) {
+            return Err(CliError::config(
+                "root_keys (--root-keys) names every root key: do not set key_file or \
+                 kms_key_id with it",
+            ));
+        }
         let keys = match kms_key_id {
+            _ if root_keys.is_some() => {
+                if !allowed_keys.is_empty() {
+                    return Err(CliError::config(
+                        "with root_keys, allowed keys go in the root-keys file (allow_keys)",
+                    ));
+                }
+                KeySource::RootKeys(root_keys.clone().unwrap_or_default())
+            }
             Some(key_id) => KeySource::Kms {
                 key_id,
                 allowed_keys,
@@ -184,7 +203,7 @@ impl Settings {
                      (--kms-key-id) too",
                 ))
             }
-            None => match g.key_file.clone().or(file.key_file) {
+            None => match key_file {
                 Some(p) => KeySource::LocalFile(p),
                 None => KeySource::LocalEnv,
             },

@@ -1,4 +1,5 @@
-//! The key provider: local keyring or AWS KMS, rate-limited, counted.
+//! The key provider: local keyring, AWS KMS, or a root-keys file routing
+//! tenants to local, KMS and Vault Transit root keys; rate-limited, counted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +15,22 @@ use crate::config::{KeySource, Settings};
 use crate::error::Result;
 
 /// Builds the configured provider, wrapped in the rate limiter (if any) and
-/// in a call counter (reported by every command).
-pub async fn build(settings: &Settings) -> Result<Arc<CountingKeyProvider>> {
+/// in a call counter (reported by every command); with a root-keys file,
+/// also the routing itself (for names given on the command line).
+pub async fn build(
+    settings: &Settings,
+) -> Result<(Arc<CountingKeyProvider>, Option<Arc<rowseal::RootKeys>>)> {
+    let mut routing = None;
     let base: Arc<dyn KeyProvider> = match &settings.keys {
+        KeySource::RootKeys(path) => {
+            let keys = Arc::new(
+                rowseal::root_keys::RootKeysConfig::from_file(path)?
+                    .build()
+                    .await?,
+            );
+            routing = Some(keys.clone());
+            keys
+        }
         KeySource::LocalFile(p) => Arc::new(LocalKeyProvider::from_file(p)?),
         KeySource::LocalEnv => Arc::new(LocalKeyProvider::from_env()?),
         KeySource::Kms {
@@ -40,7 +54,7 @@ pub async fn build(settings: &Settings) -> Result<Arc<CountingKeyProvider>> {
         Some(rate) => Arc::new(RateLimited::new(base, rate)),
         None => base,
     };
-    Ok(Arc::new(CountingKeyProvider::new(limited)))
+    Ok((Arc::new(CountingKeyProvider::new(limited)), routing))
 }
 
 /// Spaces provider calls at least `1/rate` seconds apart (all calls of the

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 
 use crate::error::{Error, ProviderError, ProviderErrorKind, Result};
 use crate::format::wrapped::WrappedKey;
-use crate::provider::{DataKey, EncryptionContext, KeyProvider};
+use crate::provider::{
+    CountingKeyProvider, DataKey, EncryptionContext, KeyProvider, ProviderCallCounts,
+};
 use crate::secret::SecretKey;
 
 /// Several named root keys, possibly at different providers, and which
@@ -52,7 +54,10 @@ use crate::secret::SecretKey;
 /// # }
 /// ```
 pub struct RootKeys {
+    /// Each root key's provider behind a call counter (the same object
+    /// twice: once to count, once as the trait object handed out).
     keys: Vec<(String, Arc<dyn KeyProvider>)>,
+    counters: Vec<Arc<CountingKeyProvider>>,
     default: usize,
     tenants: HashMap<String, usize>,
 }
@@ -148,8 +153,20 @@ impl RootKeysBuilder {
                 return Err(config(format!("tenant {tenant:?} is routed twice")));
             }
         }
+        let counters: Vec<Arc<CountingKeyProvider>> = self
+            .keys
+            .iter()
+            .map(|(_, p)| Arc::new(CountingKeyProvider::new(p.clone())))
+            .collect();
+        let keys = self
+            .keys
+            .into_iter()
+            .zip(&counters)
+            .map(|((name, _), c)| (name, c.clone() as Arc<dyn KeyProvider>))
+            .collect();
         Ok(RootKeys {
-            keys: self.keys,
+            keys,
+            counters,
             default,
             tenants,
         })
@@ -189,6 +206,16 @@ impl RootKeys {
     /// The configured root keys, in order.
     pub fn root_keys(&self) -> impl Iterator<Item = (&str, &Arc<dyn KeyProvider>)> {
         self.keys.iter().map(|(n, p)| (n.as_str(), p))
+    }
+
+    /// Provider calls so far per root key, in configuration order: what
+    /// each key service (and each customer's) sees of this process.
+    pub fn call_counts(&self) -> Vec<(&str, ProviderCallCounts)> {
+        self.keys
+            .iter()
+            .zip(&self.counters)
+            .map(|((n, _), c)| (n.as_str(), c.counts()))
+            .collect()
     }
 
     /// The name of the default root key.
@@ -270,6 +297,8 @@ impl KeyProvider for RootKeys {
         let source = self.source(wrapped)?;
         let (dest, dest_id) = self.destination(destination_key_id, source);
         if Arc::ptr_eq(source, dest) {
+            // One provider: its own rewrap (the key stays inside the service
+            // where it can).
             return source.reencrypt_data_key(wrapped, context, dest_id).await;
         }
         if dest_id != dest.current_key_id() {

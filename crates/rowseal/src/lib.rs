@@ -38,6 +38,10 @@ pub struct BlindIndexesDoctests;
 #[cfg(all(doctest, feature = "kms"))]
 pub struct KmsDoctests;
 
+#[doc = include_str!("../../../docs/keys.md")]
+#[cfg(all(doctest, feature = "vault"))]
+pub struct KeysDoctests;
+
 #[doc = include_str!("../../../docs/format.md")]
 #[cfg(doctest)]
 pub struct FormatDoctests;
@@ -59,10 +63,12 @@ pub use rowseal_core::{
     EncryptionContext, Error, ErrorKind, FieldName, FieldSet, IndexKey, KeyHierarchy, KeyMode,
     KeyProvider, KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore, KeysThrough,
     LocalKeyProvider, MemoryKeyStore, OperationCounts, ProviderCallCounts, ProviderError,
-    ProviderErrorKind, RecordKeys, RecordSpec, Result, RetryPolicy, RowHeader, RowKey, SecretKey,
-    TenantKey, WrappedKey, KEY_LEN, LOCAL_KEYS_ENV, LOCAL_KEY_FILE_ENV, MAX_TENANT_ID_BYTES,
+    ProviderErrorKind, RecordKeys, RecordSpec, Result, RetryPolicy, RootKeys, RootKeysBuilder,
+    RowHeader, RowKey, SecretKey, TenantKey, WrappedKey, KEY_LEN, LOCAL_KEYS_ENV,
+    LOCAL_KEY_FILE_ENV, MAX_TENANT_ID_BYTES,
 };
 
+pub mod root_keys;
 pub mod testing;
 
 /// The names of rowseal's metrics (for dashboards and alerts), their

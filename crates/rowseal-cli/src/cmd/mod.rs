@@ -34,6 +34,8 @@ pub struct Ctx<D: CliDb> {
 pub struct Keys {
     pub hierarchy: Arc<KeyHierarchy>,
     pub counter: Arc<CountingKeyProvider>,
+    /// The routing, when keys come from a root-keys file.
+    pub routing: Option<Arc<rowseal::RootKeys>>,
 }
 
 impl Keys {
@@ -47,12 +49,16 @@ impl Keys {
 impl<D: CliDb> Ctx<D> {
     /// Builds the key provider and hierarchy over `rowseal_keys`.
     pub async fn keys(&self) -> Result<Keys> {
-        let counter = crate::provider::build(&self.settings).await?;
+        let (counter, routing) = crate::provider::build(&self.settings).await?;
         let hierarchy = Arc::new(KeyHierarchy::new(
             counter.clone(),
             Arc::new(SqlxKeyStore::new(self.pool.clone())),
         ));
-        Ok(Keys { hierarchy, counter })
+        Ok(Keys {
+            hierarchy,
+            counter,
+            routing,
+        })
     }
 
     /// A pooled connection.
@@ -159,9 +165,14 @@ async fn exec<D: CliDb>(ctx: Ctx<D>, command: Command) -> Result<ExitCode> {
         Command::Verify { job_args } => verify::run(&ctx, &job_args.tables).await,
         Command::Rewrap {
             to,
+            tenants,
+            from,
             dry_run,
             job_args,
-        } => rewrap::run(&ctx, &to, dry_run, &job_args.tables).await,
+        } => {
+            let selection = rewrap::Selection { tenants, from };
+            rewrap::run(&ctx, &to, &selection, dry_run, &job_args.tables).await
+        }
         Command::DecryptColumn {
             table,
             column,

@@ -23,19 +23,48 @@ use crate::output::Progress;
 use crate::registry;
 use crate::scan::{among, row_match, BatchScanner, RowId};
 
+/// Which keys a rewrap moves.
+pub struct Selection {
+    /// Only these tenants' keys (empty: every key, global ones included).
+    pub tenants: Vec<String>,
+    /// Only keys now under this root key (a root-keys name or a key id).
+    pub from: Option<String>,
+}
+
 pub async fn run<D: CliDb>(
     ctx: &Ctx<D>,
     to: &str,
+    selection: &Selection,
     dry_run: bool,
     only: &[String],
 ) -> Result<ExitCode> {
     let mut conn = ctx.conn().await?;
     let keys = ctx.keys().await?;
     let provider = keys.counter.clone();
-    let mut dest_resolved: Option<String> = None;
+    let routing = keys.routing.clone();
+    // A root key's name stands for its current key id.
+    let named = |name: &str| {
+        routing
+            .as_ref()
+            .and_then(|r| r.root_key_named(name))
+            .map(|p| p.current_key_id().to_owned())
+    };
+    let mut dest_resolved: Option<String> = named(to);
     let under_dest = |w: &WrappedKey, resolved: &Option<String>| {
         w.key_id() == to || resolved.as_deref() == Some(w.key_id())
     };
+    let from_matches = |w: &WrappedKey| match &selection.from {
+        None => true,
+        Some(from) => match routing
+            .as_ref()
+            .filter(|r| r.root_key_named(from).is_some())
+        {
+            Some(r) => r.root_key_of(w.key_id()).is_some_and(|(n, _)| n == from),
+            None => w.key_id() == from,
+        },
+    };
+    let tenant_selected =
+        |t: &str| selection.tenants.is_empty() || selection.tenants.iter().any(|s| s == t);
 
     let rows = D::fetch_all_on(
         &mut conn,
@@ -46,7 +75,14 @@ pub async fn run<D: CliDb>(
     let job = if dry_run {
         None
     } else {
-        Some(jobs::create::<D>(&mut conn, "rewrap", &json!({"to": to})).await?)
+        Some(
+            jobs::create::<D>(
+                &mut conn,
+                "rewrap",
+                &json!({"to": to, "tenants": selection.tenants, "from": selection.from}),
+            )
+            .await?,
+        )
     };
     let mut keys_done = 0u64;
     let mut keys_skipped = 0u64;
@@ -64,6 +100,13 @@ pub async fn run<D: CliDb>(
             _ => continue,
         };
         let wrapped = WrappedKey::from_bytes(&bytes)?;
+        // Global keys belong to no tenant: --tenant leaves them alone.
+        if (!selection.tenants.is_empty() && scope_kind == "global")
+            || !tenant_selected(&tenant)
+            || !from_matches(&wrapped)
+        {
+            continue;
+        }
         if under_dest(&wrapped, &dest_resolved) {
             keys_skipped += 1;
             continue;
@@ -188,6 +231,11 @@ pub async fn run<D: CliDb>(
                         settled = true;
                         break;
                     };
+                    if !tenant_selected(&tenant) || !from_matches(wrapped) {
+                        progress.add(1);
+                        settled = true;
+                        break;
+                    }
                     if under_dest(wrapped, &dest_resolved) {
                         progress.add(1);
                         settled = true;
