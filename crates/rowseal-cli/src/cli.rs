@@ -104,6 +104,11 @@ pub enum Command {
         /// Only these tables (repeatable).
         #[arg(long = "table")]
         tables: Vec<String>,
+        /// Per tenant and root key: the provider, the key versions under it,
+        /// and what applications last saw (last successful unwrap, last
+        /// error), as they record it in rowseal_key_health.
+        #[arg(long)]
+        keys: bool,
     },
     /// Create a new tenant-key version and re-encrypt the rows under it.
     /// Batched, resumable (re-run the same command, or `--job ID`), safe

@@ -452,6 +452,32 @@ async fn a_customer_revokes_its_transit_key_and_restores_it() {
             .unwrap();
     }
 
+    // The operator sees it: `status --keys` names acme's root key, its
+    // provider and the refusal; the other tenants (whose keys expired from
+    // the cache too, and were unwrapped again) show a success and no error.
+    let acme_status = || async {
+        let st = run(&db.url, &file, &["status", "--keys"]).await;
+        assert_eq!(st.code, Some(0), "{}", st.stderr);
+        let events: Vec<serde_json::Value> = st.all("tenant_keys").into_iter().cloned().collect();
+        let acme = events
+            .iter()
+            .find(|e| e["tenant"] == "acme")
+            .expect("acme's keys")
+            .clone();
+        (acme, events)
+    };
+    let (acme, events) = acme_status().await;
+    assert_eq!(acme["provider"], "vault-transit", "{acme}");
+    assert!(acme["root_key_id"].as_str().unwrap().ends_with(&acme_key));
+    assert_eq!(acme["last_error_kind"], "access_denied", "{acme}");
+    assert!(acme["last_error_at_unix_ms"].as_i64().is_some());
+    assert!(!acme["last_error"].as_str().unwrap().contains("hvs."));
+    for t in others {
+        let e = events.iter().find(|e| e["tenant"] == t).unwrap();
+        assert!(e["last_error_kind"].is_null(), "{e}");
+        assert!(e["last_unwrap_ok_at_unix_ms"].as_i64().is_some(), "{e}");
+    }
+
     // acme restores access: served at the next call.
     d.bao.bao_stdin(
         &["policy", "write", &acme_policy, "-"],
@@ -460,5 +486,11 @@ async fn a_customer_revokes_its_transit_key_and_restores_it() {
     let back: Person = enc.fetch(&db.pool, "acme", &1).await.unwrap().unwrap();
     assert_eq!(back.name, "name 1");
     enc.insert(&db.pool, &person(2, "acme")).await.unwrap();
+    let (acme, _) = acme_status().await;
+    assert!(
+        acme["last_unwrap_ok_at_unix_ms"].as_i64().unwrap()
+            >= acme["last_error_at_unix_ms"].as_i64().unwrap(),
+        "{acme}"
+    );
     db.finish().await;
 }

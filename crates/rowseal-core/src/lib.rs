@@ -48,5 +48,6 @@ pub use retry::RetryPolicy;
 pub use routing::{RootKeys, RootKeysBuilder};
 pub use secret::{SecretKey, KEY_LEN};
 pub use store::{
-    KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore, MemoryKeyStore, MAX_TENANT_ID_BYTES,
+    KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore, KeyUse, MemoryKeyStore,
+    MAX_TENANT_ID_BYTES,
 };

@@ -151,6 +151,24 @@ impl KeyRecord {
     }
 }
 
+/// The outcome of one unwrap of a stored key, as recorded by
+/// [`KeyStore::record_key_use`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse<'a> {
+    /// The provider unwrapped the key.
+    Unwrapped,
+    /// The provider refused or failed: its error kind
+    /// ([`ProviderErrorKind`](crate::ProviderErrorKind) as a metric label,
+    /// e.g. `access_denied`) and message (never key material).
+    Failed {
+        /// The error kind, as a metric label.
+        kind: &'a str,
+        /// The error's one-line message.
+        message: &'a str,
+    },
+}
+
 /// Storage for wrapped tenant and index keys.
 ///
 /// Implementations must make `insert` atomic: of two processes inserting the same
@@ -215,6 +233,23 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     /// snapshot cannot outlive that transaction in the caches.
     async fn reads_are_current(&self) -> Result<bool> {
         Ok(true)
+    }
+
+    /// Records what a process saw when it unwrapped a stored key of `tenant`
+    /// (`""` for global keys) under the root key `root_key_id`, at
+    /// `at_unix_ms`: for `rowseal status --keys`, which reports per tenant
+    /// the last successful unwrap and the last error. Best effort: the
+    /// hierarchy ignores (and logs) a failure here. Default: records
+    /// nothing.
+    async fn record_key_use(
+        &self,
+        tenant: &str,
+        root_key_id: &str,
+        at_unix_ms: i64,
+        outcome: KeyUse<'_>,
+    ) -> Result<()> {
+        let _ = (tenant, root_key_id, at_unix_ms, outcome);
+        Ok(())
     }
 
     /// Moves one version from state `from` to state `to`, atomically:

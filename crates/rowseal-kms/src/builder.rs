@@ -61,6 +61,7 @@ pub struct AwsKmsProviderBuilder {
     retry: RetryPolicy,
     replicas: Vec<Replica>,
     allowed_keys: Vec<String>,
+    grant_tokens: Vec<String>,
 }
 
 impl AwsKmsProvider {
@@ -86,6 +87,7 @@ impl AwsKmsProviderBuilder {
             retry: RetryPolicy::default(),
             replicas: Vec::new(),
             allowed_keys: Vec::new(),
+            grant_tokens: Vec::new(),
         }
     }
 
@@ -187,6 +189,25 @@ impl AwsKmsProviderBuilder {
     /// replicas in the other regions (same partition, account and key id).
     pub fn allow_key(mut self, key_arn: impl Into<String>) -> Self {
         self.allowed_keys.push(key_arn.into());
+        self
+    }
+
+    /// A grant token to send with every KMS request (repeatable), for a key
+    /// this service may use through a grant that has not yet propagated
+    /// (`CreateGrant` returns it). Grant tokens are not secret, but only
+    /// their number appears in `Debug` output.
+    pub fn grant_token(mut self, token: impl Into<String>) -> Self {
+        self.grant_tokens.push(token.into());
+        self
+    }
+
+    /// Several grant tokens (see [`grant_token`](Self::grant_token)).
+    pub fn grant_tokens<I>(mut self, tokens: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.grant_tokens.extend(tokens.into_iter().map(Into::into));
         self
     }
 
@@ -314,6 +335,7 @@ impl AwsKmsProviderBuilder {
         AwsKmsProvider::connect(
             self.key_id,
             self.allowed_keys,
+            self.grant_tokens,
             primary,
             replicas,
             self.retry,
@@ -366,6 +388,7 @@ impl fmt::Debug for AwsKmsProviderBuilder {
             .field("operation_timeout", &self.operation_timeout)
             .field("retry", &self.retry)
             .field("allowed_keys", &self.allowed_keys)
+            .field("grant_tokens", &self.grant_tokens.len())
             .field(
                 "replicas",
                 &self

@@ -60,6 +60,7 @@ pub struct AwsKmsProvider {
     configured_key: String,
     key_arn: String,
     allowed_keys: Vec<String>,
+    grant_tokens: Option<Vec<String>>,
     primary: RegionClient,
     replicas: Vec<RegionClient>,
     retry: RetryPolicy,
@@ -83,6 +84,7 @@ impl AwsKmsProvider {
     pub(crate) async fn connect(
         configured_key: String,
         allowed_keys: Vec<String>,
+        grant_tokens: Vec<String>,
         primary: RegionClient,
         replicas: Vec<RegionClient>,
         retry: RetryPolicy,
@@ -91,6 +93,7 @@ impl AwsKmsProvider {
         let mut provider = AwsKmsProvider {
             key_arn: String::new(),
             allowed_keys: Vec::new(),
+            grant_tokens: (!grant_tokens.is_empty()).then_some(grant_tokens),
             configured_key,
             primary,
             replicas,
@@ -220,7 +223,12 @@ impl AwsKmsProvider {
             context: None,
         };
         let out = self
-            .send(&call, rc, |c| c.describe_key().key_id(key_id).send())
+            .send(&call, rc, |c| {
+                c.describe_key()
+                    .key_id(key_id)
+                    .set_grant_tokens(self.grant_tokens.clone())
+                    .send()
+            })
             .await?;
         let bad = |kind, msg: String| Err(ProviderError::new(kind, msg).with_key_id(key_id));
         let Some(meta) = out.key_metadata() else {
@@ -410,6 +418,7 @@ impl AwsKmsProvider {
             .send(&call, rc, |c| {
                 c.decrypt()
                     .key_id(arn)
+                    .set_grant_tokens(self.grant_tokens.clone())
                     .ciphertext_blob(Blob::new(ciphertext))
                     .set_encryption_context(Some(map.clone()))
                     .send()
@@ -502,6 +511,7 @@ impl KeyProvider for AwsKmsProvider {
             .send(&call, &self.primary, |c| {
                 c.generate_data_key()
                     .key_id(arn)
+                    .set_grant_tokens(self.grant_tokens.clone())
                     .key_spec(DataKeySpec::Aes256)
                     .set_encryption_context(Some(map.clone()))
                     .send()
@@ -604,6 +614,7 @@ impl KeyProvider for AwsKmsProvider {
         let mut out = self
             .send(&call, rc, |c| {
                 c.re_encrypt()
+                    .set_grant_tokens(self.grant_tokens.clone())
                     .ciphertext_blob(Blob::new(wrapped.ciphertext()))
                     .source_key_id(source)
                     .set_source_encryption_context(Some(map.clone()))
@@ -656,6 +667,7 @@ impl KeyProvider for AwsKmsProvider {
             .send(&call, &self.primary, |c| {
                 c.encrypt()
                     .key_id(arn)
+                    .set_grant_tokens(self.grant_tokens.clone())
                     .plaintext(Blob::new(key.expose_secret().to_vec()))
                     .set_encryption_context(Some(map.clone()))
                     .send()
@@ -681,6 +693,10 @@ impl fmt::Debug for AwsKmsProvider {
             .field("key", &self.configured_key)
             .field("key_arn", &self.key_arn)
             .field("allowed_keys", &self.allowed_keys)
+            .field(
+                "grant_tokens",
+                &self.grant_tokens.as_ref().map_or(0, Vec::len),
+            )
             .field("region", &self.primary.region)
             .field(
                 "replica_regions",

@@ -482,3 +482,48 @@ async fn replica_region_shares_the_primary_configuration() {
     assert_eq!(proxy.faulted().len(), 1);
     assert_eq!(proxy.count(Some("Decrypt")), 2);
 }
+
+/// Grant tokens go with every request (the proxy refuses any request whose
+/// body carries the token, so each operation failing proves it was sent),
+/// and a key moved in from another provider is wrapped with Encrypt.
+#[tokio::test]
+async fn grant_tokens_go_with_every_request_and_encrypt_wraps_a_moved_key() {
+    let endpoint = endpoint_or_skip!();
+    let admin = admin_client(&endpoint, REGION);
+    let arn = create_key(&admin, false).await;
+    let other = create_key(&admin, false).await;
+    let proxy = FaultProxy::start(&endpoint).await;
+    let token = "rowseal-test-grant-token-7f3a";
+    let kms = builder(&arn, &proxy.url)
+        .grant_token(token)
+        .retry_policy(RetryPolicy::no_retries())
+        .build()
+        .await
+        .unwrap();
+    assert!(!format!("{kms:?}").contains(token));
+    let dk = kms.generate_data_key(&ctx()).await.unwrap();
+
+    proxy.fail_if_body_contains(token, Fault::code("AccessDeniedException"));
+    let denied =
+        |e: &rowseal_core::Error| provider_error(e).kind() == ProviderErrorKind::AccessDenied;
+    assert!(denied(&kms.generate_data_key(&ctx()).await.unwrap_err()));
+    assert!(denied(
+        &kms.decrypt_data_key(&dk.wrapped, &ctx()).await.unwrap_err()
+    ));
+    assert!(denied(
+        &kms.reencrypt_data_key(&dk.wrapped, &ctx(), &other)
+            .await
+            .unwrap_err()
+    ));
+    assert!(denied(
+        &kms.wrap_data_key(&dk.plaintext, &ctx()).await.unwrap_err()
+    ));
+    proxy.clear_faults();
+
+    let wrapped = kms.wrap_data_key(&dk.plaintext, &ctx()).await.unwrap();
+    assert_eq!(wrapped.key_id(), arn);
+    let back = kms.decrypt_data_key(&wrapped, &ctx()).await.unwrap();
+    assert_eq!(back.expose_secret(), dk.plaintext.expose_secret());
+    assert_eq!(kms.call_counts().encrypt.calls, 2);
+    assert!(kms.allows_key(&arn) && !kms.allows_key(&other));
+}

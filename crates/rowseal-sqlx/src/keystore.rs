@@ -3,7 +3,7 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use rowseal_core::{KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore, WrappedKey};
+use rowseal_core::{KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore, KeyUse, WrappedKey};
 
 use crate::backend::{Backend, DbRow};
 use crate::value::{SqlType, Value};
@@ -211,6 +211,62 @@ impl<DB: Backend> KeyStore for SqlxKeyStore<DB> {
     async fn insert(&self, record: &KeyRecord) -> rowseal_core::Result<bool> {
         let mut conn = self.pool.acquire().await.map_err(Self::store_err)?;
         Self::insert_on(&mut conn, record).await
+    }
+
+    async fn record_key_use(
+        &self,
+        tenant: &str,
+        root_key_id: &str,
+        at_unix_ms: i64,
+        outcome: KeyUse<'_>,
+    ) -> rowseal_core::Result<()> {
+        // An upsert of the columns of this outcome only: a success keeps the
+        // last error on record (with its time), and an error keeps the last
+        // success. The message is bounded to its column.
+        let (columns, mut values): (&[&str], Vec<Value>) = match outcome {
+            KeyUse::Failed { kind, message } => (
+                &["last_error_at", "last_error_kind", "last_error"],
+                vec![
+                    Value::I64(at_unix_ms),
+                    Value::Text(kind.chars().take(32).collect()),
+                    Value::Text(message.chars().take(500).collect()),
+                ],
+            ),
+            _ => (&["last_ok_at"], vec![Value::I64(at_unix_ms)]),
+        };
+        let mut sql = String::from("INSERT INTO rowseal_key_health (tenant, root_key_id");
+        for c in columns {
+            sql.push_str(", ");
+            sql.push_str(c);
+        }
+        sql.push_str(") VALUES (");
+        for i in 0..columns.len() + 2 {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            DB::push_placeholder(&mut sql, i + 1);
+        }
+        sql.push(')');
+        let set = |c: &&str| match DB::DIALECT {
+            "mysql" => format!("{c} = VALUES({c})"),
+            _ => format!("{c} = excluded.{c}"),
+        };
+        let set: Vec<String> = columns.iter().map(set).collect();
+        match DB::DIALECT {
+            "mysql" => sql.push_str(" ON DUPLICATE KEY UPDATE "),
+            _ => sql.push_str(" ON CONFLICT (tenant, root_key_id) DO UPDATE SET "),
+        }
+        sql.push_str(&set.join(", "));
+        let mut all = vec![
+            Value::Text(tenant.to_owned()),
+            Value::Text(root_key_id.chars().take(512).collect()),
+        ];
+        all.append(&mut values);
+        let mut conn = self.pool.acquire().await.map_err(Self::store_err)?;
+        DB::execute_on(&mut conn, &sql, all)
+            .await
+            .map_err(Self::store_err)?;
+        Ok(())
     }
 }
 

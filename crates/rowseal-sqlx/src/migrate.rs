@@ -94,11 +94,18 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    description: "tables",
-    sql: include_str!("../../../migrations/postgres/0001_tables.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "tables",
+        sql: include_str!("../../../migrations/postgres/0001_tables.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "key_health",
+        sql: include_str!("../../../migrations/postgres/0003_key_health.sql"),
+    },
+];
 
 pub(crate) const MYSQL: &[Migration] = &[
     Migration {
@@ -111,13 +118,25 @@ pub(crate) const MYSQL: &[Migration] = &[
         description: "keys_tenant_bytes",
         sql: include_str!("../../../migrations/mysql/0002_keys_tenant_bytes.sql"),
     },
+    Migration {
+        version: 3,
+        description: "key_health",
+        sql: include_str!("../../../migrations/mysql/0003_key_health.sql"),
+    },
 ];
 
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    description: "tables",
-    sql: include_str!("../../../migrations/sqlite/0001_tables.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "tables",
+        sql: include_str!("../../../migrations/sqlite/0001_tables.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "key_health",
+        sql: include_str!("../../../migrations/sqlite/0003_key_health.sql"),
+    },
+];
 
 /// rowseal's migrations for `DB`, oldest first.
 pub fn migrations<DB: Backend>() -> &'static [Migration] {

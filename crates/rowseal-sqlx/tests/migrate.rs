@@ -32,7 +32,12 @@ struct Note {
 }
 
 /// rowseal's tables.
-const ROWSEAL_TABLES: [&str; 3] = ["rowseal_keys", "rowseal_schema", "rowseal_jobs"];
+const ROWSEAL_TABLES: [&str; 4] = [
+    "rowseal_keys",
+    "rowseal_schema",
+    "rowseal_jobs",
+    "rowseal_key_health",
+];
 
 fn encryptor<DB: Backend>(pool: &Pool<DB>) -> Encryptor {
     let keyring = LocalKeyProvider::generate_keyring().to_string();
@@ -590,7 +595,7 @@ async fn mysql_upgrades_the_first_versions_keys_table() {
         "{err}"
     );
 
-    assert_eq!(migrate::run(pool).await.unwrap(), vec![1, 2]);
+    assert_eq!(migrate::run(pool).await.unwrap(), vec![1, 2, 3]);
     let collation: String = sqlx::query_scalar(
         "SELECT COLLATION_NAME FROM information_schema.COLUMNS \
          WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'rowseal_keys' AND COLUMN_NAME = 'tenant'",

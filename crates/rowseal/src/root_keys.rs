@@ -8,6 +8,8 @@
 //! provider = "aws-kms"
 //! key = "alias/rowseal-prod"
 //! region = "eu-west-1"
+//! replica_regions = ["eu-central-1"]   # multi-Region key replicas, in order
+//! grant_tokens = []                    # for keys used through fresh grants
 //!
 //! [root_keys.acme]              # the customer's own Vault
 //! provider = "vault-transit"
@@ -82,6 +84,8 @@ enum RootKeyConfig {
         allow_keys: Vec<String>,
         #[serde(default)]
         replica_regions: Vec<String>,
+        #[serde(default)]
+        grant_tokens: Vec<String>,
     },
     VaultTransit {
         address: String,
@@ -203,9 +207,11 @@ async fn build_one(name: &str, key: &RootKeyConfig) -> Result<Arc<dyn KeyProvide
             endpoint,
             allow_keys,
             replica_regions,
+            grant_tokens,
         } => {
             let mut b = rowseal_kms::AwsKmsProvider::builder(key.clone())
-                .allow_keys(allow_keys.iter().cloned());
+                .allow_keys(allow_keys.iter().cloned())
+                .grant_tokens(grant_tokens.iter().cloned());
             if let Some(r) = region {
                 b = b.region(r.clone());
             }

@@ -283,7 +283,10 @@ mod tests {
         let rowseal_first = memory().await;
         assert_eq!(
             rowseal::migrate::run(&rowseal_first).await.unwrap(),
-            vec![rowseal::migrate::latest::<Sqlite>()]
+            rowseal::migrate::migrations::<Sqlite>()
+                .iter()
+                .map(|m| m.version)
+                .collect::<Vec<_>>()
         );
         SQLITE_MIGRATIONS.run(&rowseal_first).await.unwrap();
         rowseal::schema::register::<Patient, _>(&rowseal_first)

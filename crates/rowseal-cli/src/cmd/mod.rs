@@ -142,7 +142,7 @@ async fn dispatch(command: Command, settings: Settings) -> Result<ExitCode> {
 async fn exec<D: CliDb>(ctx: Ctx<D>, command: Command) -> Result<ExitCode> {
     let code = match command {
         Command::Init => init(&ctx).await,
-        Command::Status { tables } => status::run(&ctx, &tables).await,
+        Command::Status { tables, keys } => status::run(&ctx, &tables, keys).await,
         Command::Rotate {
             tenant,
             all_tenants,

@@ -14,7 +14,11 @@ use crate::error::{ExitCode, Result};
 
 use crate::registry;
 
-pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
+pub async fn run<D: CliDb>(
+    ctx: &Ctx<D>,
+    only: &[String],
+    per_tenant_keys: bool,
+) -> Result<ExitCode> {
     let mut conn = ctx.conn().await?;
     let tables = registry::tables::<D>(&mut conn, only).await?;
     let (current, destroyed) = registry::tenant_versions::<D>(&mut conn).await?;
@@ -247,5 +251,98 @@ pub async fn run<D: CliDb>(ctx: &Ctx<D>, only: &[String]) -> Result<ExitCode> {
             },
         );
     }
+    if per_tenant_keys {
+        tenant_keys(ctx, &mut conn).await?;
+    }
     Ok(ExitCode::Ok)
+}
+
+/// The provider a root key id belongs to, by the form each provider records.
+fn provider_of(root_key_id: &str) -> &'static str {
+    if root_key_id.starts_with("arn:") {
+        "aws-kms"
+    } else if root_key_id.starts_with("vault-transit:") {
+        "vault-transit"
+    } else if root_key_id.starts_with("local:") {
+        "local"
+    } else {
+        "other"
+    }
+}
+
+/// An integer column that may be NULL.
+fn read_opt_i64<R: rowseal_sqlx::DbRow>(row: &R, idx: usize) -> Result<Option<i64>> {
+    match row.read_value(idx, rowseal_sqlx::SqlType::I64) {
+        Ok(rowseal_sqlx::Value::Null(_)) => Ok(None),
+        _ => read_i64(row, idx).map(Some),
+    }
+}
+
+/// `status --keys`: one event per (tenant, root key), from `rowseal_keys`
+/// and what applications recorded in `rowseal_key_health`. Reads the key
+/// tables only (one row per key version), never an application table.
+async fn tenant_keys<D: CliDb>(ctx: &Ctx<D>, conn: &mut D::Connection) -> Result<()> {
+    let sql = "SELECT k.tenant, k.purpose, k.version, k.root_key_id, h.last_ok_at, \
+               h.last_error_at, h.last_error_kind, h.last_error \
+               FROM rowseal_keys k LEFT JOIN rowseal_key_health h \
+               ON h.tenant = k.tenant AND h.root_key_id = k.root_key_id \
+               WHERE k.state <> 'destroyed' AND k.wrapped IS NOT NULL \
+               ORDER BY k.tenant, k.root_key_id, k.purpose, k.version";
+    let rows = D::fetch_all_on(conn, sql, vec![]).await?;
+    // (tenant, root key) -> (versions, health)
+    let mut groups: BTreeMap<(String, String), (Vec<serde_json::Value>, serde_json::Value)> =
+        BTreeMap::new();
+    for r in &rows {
+        let tenant = read_text(r, 0)?;
+        let root = read_text(r, 3)?;
+        let entry = groups
+            .entry((tenant, root))
+            .or_insert_with(|| (Vec::new(), serde_json::Value::Null));
+        entry
+            .0
+            .push(json!({"purpose": read_text(r, 1)?, "version": read_i64(r, 2)?}));
+        entry.1 = json!({
+            "last_unwrap_ok_at_unix_ms": read_opt_i64(r, 4)?,
+            "last_error_at_unix_ms": read_opt_i64(r, 5)?,
+            "last_error_kind": Some(read_text(r, 6)?).filter(|s| !s.is_empty()),
+            "last_error": Some(read_text(r, 7)?).filter(|s| !s.is_empty()),
+        });
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let ago = |v: &serde_json::Value| {
+        v.as_i64().map_or("never".to_owned(), |t| {
+            format!("{} s ago", (now_ms - t).max(0) / 1000)
+        })
+    };
+    for ((tenant, root), (versions, health)) in groups {
+        let provider = provider_of(&root);
+        let mut event = json!({"event": "tenant_keys", "tenant": tenant, "root_key_id": root,
+                               "provider": provider, "key_versions": versions});
+        if let (Some(e), Some(h)) = (event.as_object_mut(), health.as_object()) {
+            e.extend(h.clone());
+        }
+        ctx.out.emit(event.clone(), || {
+            let shown = if tenant.is_empty() {
+                "(global)"
+            } else {
+                tenant.as_str()
+            };
+            let mut line = format!(
+                "tenant {shown}: {} key versions under {root} ({provider}); last unwrap {}",
+                versions.len(),
+                ago(&event["last_unwrap_ok_at_unix_ms"])
+            );
+            if let Some(kind) = event["last_error_kind"].as_str() {
+                line.push_str(&format!(
+                    "; last error {} ({kind}: {})",
+                    ago(&event["last_error_at_unix_ms"]),
+                    event["last_error"].as_str().unwrap_or("")
+                ));
+            }
+            line
+        });
+    }
+    Ok(())
 }

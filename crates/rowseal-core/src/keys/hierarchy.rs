@@ -16,7 +16,7 @@ use crate::keys::row::{check_presence, RecordSpec, RowKey, RowKeyFactory};
 use crate::keys::scoped::{BlindIndexKey, IndexKey, RecordKeys, TenantKey};
 use crate::provider::{EncryptionContext, KeyProvider};
 use crate::secret::SecretKey;
-use crate::store::{check_tenant_id, KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore};
+use crate::store::{check_tenant_id, KeyPurpose, KeyRecord, KeyScope, KeyState, KeyStore, KeyUse};
 use crate::telemetry::{self, provider_call, CacheExporter, ProviderOp};
 
 /// The index-key versions of one scope that matter to writes and lookups,
@@ -114,7 +114,15 @@ pub struct KeyHierarchy {
     store: Arc<dyn KeyStore>,
     caches: Arc<Caches>,
     cache_config: CacheConfig,
+    /// When a failed unwrap was last recorded, per (tenant, root key): a
+    /// revoked key fails at every request, and each failure must not become
+    /// a write.
+    key_use_errors:
+        std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
 }
+
+/// How often a failing (tenant, root key) is recorded at most, per process.
+const KEY_USE_ERROR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Every cache of unwrapped (or derived) keys. Shared with the sweeper thread
 /// through a `Weak`, so the thread ends with the hierarchy.
@@ -270,6 +278,7 @@ impl KeyHierarchy {
             store,
             caches,
             cache_config: cache,
+            key_use_errors: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -979,11 +988,77 @@ impl KeyHierarchy {
             "unwrapping key"
         );
         let ctx = EncryptionContext::stored_key(purpose, scope, version);
-        provider_call(
+        let unwrapped = provider_call(
             ProviderOp::DecryptDataKey,
             self.provider.decrypt_data_key(wrapped, &ctx),
         )
-        .await
+        .await;
+        self.record_key_use(scope, wrapped.key_id(), &unwrapped)
+            .await;
+        unwrapped
+    }
+
+    /// Records the outcome of an unwrap in the own store (never the caller's
+    /// transaction, which may roll back), for `rowseal status --keys`;
+    /// failures at most once per [`KEY_USE_ERROR_INTERVAL`] per tenant and
+    /// root key. Best effort: a store error is logged, never returned.
+    async fn record_key_use(
+        &self,
+        scope: &KeyScope,
+        root_key_id: &str,
+        outcome: &Result<SecretKey>,
+    ) {
+        let tenant = scope.tenant().unwrap_or("");
+        let slot = (tenant.to_owned(), root_key_id.to_owned());
+        let message;
+        let kind;
+        let key_use = match outcome {
+            Ok(_) => {
+                self.lock_key_use_errors().remove(&slot);
+                KeyUse::Unwrapped
+            }
+            Err(e) => {
+                let now = std::time::Instant::now();
+                {
+                    let mut last = self.lock_key_use_errors();
+                    if last
+                        .get(&slot)
+                        .is_some_and(|at| now.duration_since(*at) < KEY_USE_ERROR_INTERVAL)
+                    {
+                        return;
+                    }
+                    last.insert(slot, now);
+                }
+                kind = match e {
+                    Error::Provider(p) => telemetry::provider_error_kind_label(p.kind()),
+                    other => telemetry::error_kind_label(other.kind()),
+                };
+                message = e.to_string();
+                KeyUse::Failed {
+                    kind,
+                    message: &message,
+                }
+            }
+        };
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        if let Err(e) = self
+            .store
+            .record_key_use(tenant, root_key_id, at, key_use)
+            .await
+        {
+            tracing::warn!(error = %e, root_key = root_key_id, "could not record a key use");
+        }
+    }
+
+    fn lock_key_use_errors(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), std::time::Instant>>
+    {
+        self.key_use_errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
