@@ -338,6 +338,13 @@ async fn thirty_tenants_over_three_root_keys_move_between_providers_online() {
     // Route the moved tenants in the file too; every row then reads, through
     // the tool and through a fresh application process.
     let file = d.root_keys_file(&d.routes(&[("t01", "vault"), ("t02", "kms")]));
+    // The tool's other jobs follow the routing too: t01's next tenant key is
+    // made under its new root key, and its rows re-encrypted under it.
+    let r = run(&db.url, &file, &["rotate", "--tenant", "t01"]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stderr, r.stdout);
+    let t01 = root_key_ids(&db.pool, "t01").await;
+    assert_eq!(t01.len(), half.len() + 1, "one more version: {t01:?}");
+    assert!(t01.iter().all(|id| *id == vault_id), "{t01:?}");
     let v = run(&db.url, &file, &["verify"]).await;
     assert_eq!(v.code, Some(0), "{}\n{}", v.stderr, v.stdout);
     let (fresh, fresh_roots, _) = encryptor(&file, &db.pool, CacheConfig::default()).await;
