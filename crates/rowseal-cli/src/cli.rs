@@ -154,6 +154,12 @@ pub enum Command {
         /// or a key id): move every tenant off a provider.
         #[arg(long)]
         from: Option<String>,
+        /// Also rewrap keys already under KEY: after a rotation inside the
+        /// key service that keeps the key id (Vault/OpenBao Transit key
+        /// versions), so that old versions can be retired. Each run rewraps
+        /// every selected key again (one provider call per key).
+        #[arg(long)]
+        in_place: bool,
         /// Show what would be done; write nothing.
         #[arg(long)]
         dry_run: bool,

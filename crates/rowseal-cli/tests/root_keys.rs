@@ -335,6 +335,32 @@ async fn thirty_tenants_over_three_root_keys_move_between_providers_online() {
         .iter()
         .all(|id| *id == vault_id));
 
+    // A Transit key rotation keeps the key id: `--in-place` rewraps t01's
+    // keys (inside Vault) under the new Transit key version, so that the
+    // old version can be retired.
+    d.bao.bao(&[
+        "write",
+        "-f",
+        &format!("transit/keys/{}/rotate", d.transit_key),
+    ]);
+    let r = run(
+        &db.url,
+        &file,
+        &["rewrap", "--tenant", "t01", "--to", "vault", "--in-place"],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stderr, r.stdout);
+    let wrapped: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT wrapped FROM rowseal_keys WHERE tenant = 't01'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(wrapped.len(), half.len());
+    for w in &wrapped {
+        let w = rowseal_core::WrappedKey::from_bytes(w).unwrap();
+        assert!(w.ciphertext().starts_with(b"vault:v2:"), "{:?}", w.key_id());
+    }
+
     // Route the moved tenants in the file too; every row then reads, through
     // the tool and through a fresh application process.
     let file = d.root_keys_file(&d.routes(&[("t01", "vault"), ("t02", "kms")]));

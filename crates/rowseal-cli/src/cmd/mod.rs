@@ -167,10 +167,15 @@ async fn exec<D: CliDb>(ctx: Ctx<D>, command: Command) -> Result<ExitCode> {
             to,
             tenants,
             from,
+            in_place,
             dry_run,
             job_args,
         } => {
-            let selection = rewrap::Selection { tenants, from };
+            let selection = rewrap::Selection {
+                tenants,
+                from,
+                in_place,
+            };
             rewrap::run(&ctx, &to, &selection, dry_run, &job_args.tables).await
         }
         Command::DecryptColumn {

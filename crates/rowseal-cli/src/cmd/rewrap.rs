@@ -29,6 +29,8 @@ pub struct Selection {
     pub tenants: Vec<String>,
     /// Only keys now under this root key (a root-keys name or a key id).
     pub from: Option<String>,
+    /// Rewrap keys already under the destination too (Transit key versions).
+    pub in_place: bool,
 }
 
 pub async fn run<D: CliDb>(
@@ -51,7 +53,7 @@ pub async fn run<D: CliDb>(
     };
     let mut dest_resolved: Option<String> = named(to);
     let under_dest = |w: &WrappedKey, resolved: &Option<String>| {
-        w.key_id() == to || resolved.as_deref() == Some(w.key_id())
+        !selection.in_place && (w.key_id() == to || resolved.as_deref() == Some(w.key_id()))
     };
     let from_matches = |w: &WrappedKey| match &selection.from {
         None => true,
@@ -79,7 +81,8 @@ pub async fn run<D: CliDb>(
             jobs::create::<D>(
                 &mut conn,
                 "rewrap",
-                &json!({"to": to, "tenants": selection.tenants, "from": selection.from}),
+                &json!({"to": to, "tenants": selection.tenants, "from": selection.from,
+                        "in_place": selection.in_place}),
             )
             .await?,
         )
