@@ -126,6 +126,21 @@ impl EncryptionContext {
     }
 }
 
+/// `{key=value, key=value}`, sorted: how providers log a context in their
+/// audit events (it is not secret by design).
+impl fmt::Display for EncryptionContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, (k, v)) in self.pairs.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{k}={v}")?;
+        }
+        f.write_str("}")
+    }
+}
+
 /// A fresh data key: its plaintext, for immediate use, and its wrapped form, for
 /// storage.
 #[derive(Debug)]

@@ -74,7 +74,7 @@ struct Call<'a> {
     op: KmsOperation,
     key: &'a str,
     destination: Option<&'a str>,
-    context: Option<&'a EncryptionContext>,
+    context: &'a EncryptionContext,
 }
 
 impl AwsKmsProvider {
@@ -192,7 +192,7 @@ impl AwsKmsProvider {
             target: AUDIT_TARGET,
             operation = op.as_str(),
             key_arn = %arn,
-            encryption_context = %ContextDisplay(Some(context)),
+            encryption_context = %context,
             allowed_keys = ?self.allowed_keys,
             outcome = "KeyNotAllowed",
             "KMS call refused: the wrapped key names a KMS key that is not on the allow-list"
@@ -216,11 +216,12 @@ impl AwsKmsProvider {
     /// `DescribeKey`: the ARN of `key_id`, which must be an enabled symmetric
     /// encryption key.
     async fn describe(&self, rc: &RegionClient, key_id: &str) -> Result<String, ProviderError> {
+        let no_context = EncryptionContext::default();
         let call = Call {
             op: KmsOperation::DescribeKey,
             key: key_id,
             destination: None,
-            context: None,
+            context: &no_context,
         };
         let out = self
             .send(&call, rc, |c| {
@@ -330,7 +331,7 @@ impl AwsKmsProvider {
                         key_arn = %call.key,
                         destination_key = call.destination.unwrap_or(""),
                         region = %rc.region,
-                        encryption_context = %ContextDisplay(call.context),
+                        encryption_context = %call.context,
                         request_id = out.request_id().unwrap_or(""),
                         attempts = attempt,
                         elapsed_ms = elapsed_ms(started),
@@ -376,7 +377,7 @@ impl AwsKmsProvider {
                 key_arn = %call.key,
                 destination_key = call.destination.unwrap_or(""),
                 region = %rc.region,
-                encryption_context = %ContextDisplay(call.context),
+                encryption_context = %call.context,
                 request_id = failure.request_id.as_deref().unwrap_or(""),
                 attempts = attempt,
                 elapsed_ms = elapsed_ms(started),
@@ -412,7 +413,7 @@ impl AwsKmsProvider {
             op: KmsOperation::Decrypt,
             key: arn,
             destination: None,
-            context: Some(context),
+            context,
         };
         let mut out = self
             .send(&call, rc, |c| {
@@ -462,24 +463,6 @@ fn elapsed_ms(since: Instant) -> u64 {
     since.elapsed().as_millis().min(u64::MAX as u128) as u64
 }
 
-/// `{k=v, k=v}`, for audit events (the context is not secret by design).
-struct ContextDisplay<'a>(Option<&'a EncryptionContext>);
-
-impl fmt::Display for ContextDisplay<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("{")?;
-        if let Some(ctx) = self.0 {
-            for (i, (k, v)) in ctx.iter().enumerate() {
-                if i > 0 {
-                    f.write_str(", ")?;
-                }
-                write!(f, "{k}={v}")?;
-            }
-        }
-        f.write_str("}")
-    }
-}
-
 fn not_kms(key_id: &str) -> ProviderError {
     ProviderError::new(
         ProviderErrorKind::KeyNotFound,
@@ -505,7 +488,7 @@ impl KeyProvider for AwsKmsProvider {
             op: KmsOperation::GenerateDataKey,
             key: arn,
             destination: None,
-            context: Some(context),
+            context,
         };
         let mut out = self
             .send(&call, &self.primary, |c| {
@@ -609,7 +592,7 @@ impl KeyProvider for AwsKmsProvider {
             op: KmsOperation::ReEncrypt,
             key: source,
             destination: Some(&destination),
-            context: Some(context),
+            context,
         };
         let mut out = self
             .send(&call, rc, |c| {
@@ -661,7 +644,7 @@ impl KeyProvider for AwsKmsProvider {
             op: KmsOperation::Encrypt,
             key: arn,
             destination: None,
-            context: Some(context),
+            context,
         };
         let mut out = self
             .send(&call, &self.primary, |c| {

@@ -95,7 +95,14 @@ pub(crate) struct Session {
     /// Bumped at every login, so that a task that saw the token refused
     /// logs in again only if nobody else has since.
     pub(crate) generation: u64,
+    /// When this token was obtained.
+    pub(crate) since: Instant,
 }
+
+/// A refused token is replaced by a new login only if it is at least this
+/// old: a policy that denies the key (a customer revoking access) refuses
+/// every new token too, and each refused call must not become a login.
+pub(crate) const MIN_RELOGIN_AGE: Duration = Duration::from_secs(30);
 
 impl Session {
     pub(crate) fn from_token(token: Zeroizing<String>) -> Self {
@@ -103,6 +110,7 @@ impl Session {
             token,
             renew_at: None,
             generation: 0,
+            since: Instant::now(),
         }
     }
 
@@ -112,7 +120,13 @@ impl Session {
             token,
             renew_at,
             generation,
+            since: Instant::now(),
         }
+    }
+
+    /// Whether a refusal of this token may be answered with a new login.
+    pub(crate) fn may_relogin_after_refusal(&self) -> bool {
+        self.since.elapsed() >= MIN_RELOGIN_AGE
     }
 
     pub(crate) fn needs_renewal(&self) -> bool {

@@ -173,7 +173,7 @@ struct KeyIn<'a> {
 struct Call<'a> {
     op: TransitOperation,
     key: &'a str,
-    context: Option<&'a EncryptionContext>,
+    context: &'a EncryptionContext,
 }
 
 /// A request body, serialized straight into a buffer that is zeroized on
@@ -200,24 +200,6 @@ pub(crate) fn key_id_of(cluster: &str, namespace: Option<&str>, mount: &str, nam
 
 fn elapsed_ms(since: Instant) -> u64 {
     since.elapsed().as_millis().min(u64::MAX as u128) as u64
-}
-
-/// `{k=v, k=v}`, for audit events (the context is not secret by design).
-struct ContextDisplay<'a>(Option<&'a EncryptionContext>);
-
-impl fmt::Display for ContextDisplay<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("{")?;
-        if let Some(ctx) = self.0 {
-            for (i, (k, v)) in ctx.iter().enumerate() {
-                if i > 0 {
-                    f.write_str(", ")?;
-                }
-                write!(f, "{k}={v}")?;
-            }
-        }
-        f.write_str("}")
-    }
 }
 
 fn parse<T: DeserializeOwned>(
@@ -313,7 +295,7 @@ impl TransitProvider {
             target: AUDIT_TARGET,
             operation = op.as_str(),
             key_id = %key_id,
-            encryption_context = %ContextDisplay(Some(context)),
+            encryption_context = %context,
             allowed_keys = ?self.allowed.iter().map(|(id, _)| id).collect::<Vec<_>>(),
             outcome = "KeyNotAllowed",
             "Transit call refused: the wrapped key names a key that is not on the allow-list"
@@ -325,6 +307,13 @@ impl TransitProvider {
              was sent to Vault",
         )
         .with_key_id(key_id))
+    }
+
+    fn session_may_relogin(&self) -> bool {
+        self.session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .may_relogin_after_refusal()
     }
 
     fn token(&self) -> (Zeroizing<String>, u64, bool) {
@@ -351,10 +340,11 @@ impl TransitProvider {
             secret_id: secret_id.as_str(),
         });
         let path = format!("auth/{mount}/login");
+        let no_context = EncryptionContext::default();
         let call = Call {
             op: TransitOperation::Login,
             key: "",
-            context: None,
+            context: &no_context,
         };
         let answer = self
             .attempts(&call, Method::POST, &path, None, Some(body))
@@ -367,8 +357,9 @@ impl TransitProvider {
     }
 
     /// One authenticated call: logs in again first if the AppRole token is
-    /// due, and once more if Vault refuses the token (it may have expired or
-    /// been revoked) before the refusal stands.
+    /// due, and once more if Vault refuses a token older than
+    /// [`MIN_RELOGIN_AGE`](crate::auth::MIN_RELOGIN_AGE) (it may have expired
+    /// or been revoked) before the refusal stands.
     async fn call(
         &self,
         call: &Call<'_>,
@@ -387,7 +378,8 @@ impl TransitProvider {
         match first {
             Err(e)
                 if e.kind() == ProviderErrorKind::AccessDenied
-                    && matches!(self.auth, TransitAuth::AppRole { .. }) =>
+                    && matches!(self.auth, TransitAuth::AppRole { .. })
+                    && self.session_may_relogin() =>
             {
                 self.relogin(generation).await?;
                 let (token, _, _) = self.token();
@@ -430,7 +422,7 @@ impl TransitProvider {
                         operation = op.as_str(),
                         key_id = %call.key,
                         namespace = self.namespace.as_deref().unwrap_or(""),
-                        encryption_context = %ContextDisplay(call.context),
+                        encryption_context = %call.context,
                         attempts = attempt,
                         elapsed_ms = elapsed_ms(started),
                         outcome = "ok",
@@ -474,7 +466,7 @@ impl TransitProvider {
                 operation = op.as_str(),
                 key_id = %call.key,
                 namespace = self.namespace.as_deref().unwrap_or(""),
-                encryption_context = %ContextDisplay(call.context),
+                encryption_context = %call.context,
                 attempts = attempt,
                 elapsed_ms = elapsed_ms(started),
                 outcome = ?failure.kind,
@@ -498,10 +490,11 @@ impl TransitProvider {
 
     /// `sys/health`: the seal state and cluster id (no token needed).
     pub(crate) async fn health(&self) -> Result<Health, ProviderError> {
+        let no_context = EncryptionContext::default();
         let call = Call {
             op: TransitOperation::Health,
             key: "",
-            context: None,
+            context: &no_context,
         };
         // standbyok: a standby answers 200 too; a sealed server answers 503,
         // which the retry loop sees as `Sealed`.
@@ -520,10 +513,11 @@ impl TransitProvider {
     /// `GET <mount>/keys/<name>`: the key must be a derived, symmetric key
     /// that can encrypt and decrypt.
     pub(crate) async fn check_key(&self, name: &str, key_id: &str) -> Result<(), ProviderError> {
+        let no_context = EncryptionContext::default();
         let call = Call {
             op: TransitOperation::ReadKey,
             key: key_id,
-            context: None,
+            context: &no_context,
         };
         let path = format!("{}/keys/{name}", self.mount);
         let body = self
@@ -641,7 +635,7 @@ impl TransitProvider {
         let call = Call {
             op: TransitOperation::Decrypt,
             key: key_id,
-            context: Some(context),
+            context,
         };
         let context_b64 = context_b64(context);
         let body = json_body(&KeyIn {
@@ -668,7 +662,7 @@ impl TransitProvider {
         let call = Call {
             op: TransitOperation::Encrypt,
             key: key_id,
-            context: Some(context),
+            context,
         };
         let plaintext = Zeroizing::new(B64.encode(key.expose_secret()));
         let context_b64 = context_b64(context);
@@ -715,7 +709,7 @@ impl KeyProvider for TransitProvider {
         let call = Call {
             op: TransitOperation::DataKey,
             key: &self.key_id,
-            context: Some(context),
+            context,
         };
         let context_b64 = context_b64(context);
         let body = json_body(&KeyIn {
@@ -763,7 +757,7 @@ impl KeyProvider for TransitProvider {
             let call = Call {
                 op: TransitOperation::Rewrap,
                 key: source_id,
-                context: Some(context),
+                context,
             };
             let context_b64 = context_b64(context);
             let body = json_body(&KeyIn {
