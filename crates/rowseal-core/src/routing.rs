@@ -119,24 +119,20 @@ impl RootKeysBuilder {
                 ))
             }
         };
-        for (a, (name_a, pa)) in self.keys.iter().enumerate() {
-            for (name_b, pb) in self.keys.iter().skip(a + 1) {
-                for (owner, other, id) in [
-                    (name_a, name_b, pa.current_key_id()),
-                    (name_b, name_a, pb.current_key_id()),
-                ] {
-                    let claimed_by_other = if owner == name_a {
-                        pb.allows_key(id)
-                    } else {
-                        pa.allows_key(id)
-                    };
-                    if claimed_by_other {
-                        return Err(config(format!(
-                            "root keys {owner:?} and {other:?} both serve the key id {id}: \
-                             a stored key must have one place to go"
-                        )));
-                    }
-                }
+        // Only current key ids can be compared (an allow-list is not
+        // enumerable): a root key whose provider also accepts another root
+        // key's current id would make stored keys ambiguous.
+        for (owner, p) in &self.keys {
+            let id = p.current_key_id();
+            if let Some((other, _)) = self
+                .keys
+                .iter()
+                .find(|(n, q)| n != owner && q.allows_key(id))
+            {
+                return Err(config(format!(
+                    "root keys {owner:?} and {other:?} both serve the key id {id}: \
+                     a stored key must have one place to go"
+                )));
             }
         }
         let mut tenants = HashMap::with_capacity(self.tenants.len());
