@@ -5,8 +5,8 @@
 //!   test on each server, dropped at the end;
 //! - [`kms`] (feature `kms`): the KMS test server (moto, started by
 //!   `scripts/with-kms-server.sh`), an admin client and keys;
-//! - [`proxy`] (feature `kms`): a fault-injecting HTTP proxy to put between
-//!   the KMS provider and that server;
+//! - [`proxy`] (feature `proxy`, part of `kms`): a fault-injecting HTTP
+//!   proxy to put between a provider and its test server;
 //! - [`vault`] (feature `vault`): OpenBao servers for the Transit
 //!   provider's tests (the `bao` binary from `scripts/with-vault-server.sh`);
 //! - [`tls_postgres`]: a PostgreSQL cluster of the test's own with
@@ -26,7 +26,7 @@
 pub mod db;
 #[cfg(feature = "kms")]
 pub mod kms;
-#[cfg(feature = "kms")]
+#[cfg(feature = "proxy")]
 pub mod proxy;
 pub mod tls_postgres;
 #[cfg(feature = "vault")]

@@ -1,4 +1,5 @@
-//! A tiny fault-injecting HTTP/1.1 proxy in front of the KMS test server.
+//! A tiny fault-injecting HTTP/1.1 proxy in front of the KMS test server (or
+//! any HTTP server on loopback: the OpenBao test server too).
 //!
 //! It listens on 127.0.0.1:0, reads one request per connection, and either
 //! answers it with a KMS JSON error body (`{"__type": ..., "message": ...}`,
@@ -7,8 +8,9 @@
 //! recorded with its `X-Amz-Target` operation, so that tests can count exactly
 //! how many HTTP requests the SDK sent.
 //!
-//! Used by the KMS provider's own tests (rowseal-kms) and the end-to-end
-//! crate (rowseal-e2e).
+//! Used by the KMS provider's own tests (rowseal-kms), the Transit
+//! provider's (rowseal-vault, which count requests by path) and the
+//! end-to-end crate (rowseal-e2e).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -224,8 +226,11 @@ async fn serve(state: Arc<State>, mut conn: TcpStream) -> std::io::Result<()> {
         return Ok(());
     };
     let head_text = String::from_utf8_lossy(&head).into_owned();
+    // A KMS request names its operation in X-Amz-Target; any other HTTP
+    // request (Vault's) is known by its path.
     let operation = header(&head_text, "x-amz-target")
         .map(|t| t.rsplit('.').next().unwrap_or(t).to_owned())
+        .or_else(|| head_text.split_whitespace().nth(1).map(str::to_owned))
         .unwrap_or_default();
     let body_text = String::from_utf8_lossy(&body).into_owned();
     // Region emulation: does this request target the shown region?

@@ -12,6 +12,7 @@ use rowseal_core::{
     EncryptionContext, Error, KeyHierarchy, KeyProvider, MemoryKeyStore, ProviderError,
     ProviderErrorKind, RetryPolicy, WrappedKey,
 };
+use rowseal_test_support::proxy::{Fault, FaultProxy};
 use rowseal_test_support::vault::{bao_bin, BaoServer};
 use rowseal_vault::{TransitAuth, TransitError, TransitOperation, TransitProvider};
 
@@ -586,4 +587,74 @@ async fn the_hierarchy_calls_transit_once_per_tenant_key() {
 fn secrets_stay_out_of_debug_output() {
     let auth = TransitAuth::token("hvs.very-secret");
     assert!(!format!("{auth:?}").contains("very-secret"));
+}
+
+#[tokio::test]
+async fn throttling_and_outages_through_the_fault_proxy() {
+    let Some(bao) = BaoServer::shared() else {
+        return;
+    };
+    let (key, token) = key_and_token(&bao);
+    let proxy = FaultProxy::start(&bao.addr).await;
+    let p = TransitProvider::builder(&proxy.url, &key)
+        .auth(TransitAuth::token(&token))
+        .retry_policy(
+            RetryPolicy::default()
+                .with_max_attempts(4)
+                .with_initial_backoff(Duration::from_millis(20))
+                .with_max_backoff(Duration::from_millis(50)),
+        )
+        .attempt_timeout(Duration::from_millis(400))
+        .operation_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let throttled = || Fault::Error {
+        status: 429,
+        code: "throttled",
+    };
+
+    // Two 429s, then served: three requests, one call, no failure.
+    proxy.reset_log();
+    proxy.fail_next(2, throttled());
+    let dk = p.generate_data_key(&ctx("t")).await.unwrap();
+    assert_eq!(proxy.count(None), 3);
+    let c = p.call_counts().get(TransitOperation::DataKey);
+    assert_eq!((c.calls, c.requests, c.failures), (1, 3, 0));
+
+    // Throttled at every attempt: the typed, retryable error after 4.
+    proxy.fail_always(None, throttled());
+    let err = p
+        .decrypt_data_key(&dk.wrapped, &ctx("t"))
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&err), ProviderErrorKind::Throttled, "{err}");
+    assert_eq!(detail(&err).attempts(), 4);
+    assert!(err.is_retryable());
+    proxy.clear_faults();
+
+    // A 502 from a load balancer in front of Vault: an outage, retried.
+    proxy.reset_log();
+    proxy.fail_next(
+        1,
+        Fault::Error {
+            status: 502,
+            code: "bad-gateway",
+        },
+    );
+    p.decrypt_data_key(&dk.wrapped, &ctx("t")).await.unwrap();
+    assert_eq!(proxy.count(None), 2);
+
+    // A server that accepts and never answers: a timeout within the
+    // operation budget.
+    proxy.fail_always(None, Fault::Hang);
+    let started = std::time::Instant::now();
+    let err = p
+        .decrypt_data_key(&dk.wrapped, &ctx("t"))
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&err), ProviderErrorKind::Timeout, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    proxy.clear_faults();
+    p.decrypt_data_key(&dk.wrapped, &ctx("t")).await.unwrap();
 }
