@@ -45,6 +45,10 @@ use rowseal_core::{
 };
 use serde::Deserialize;
 
+/// The environment variable that names the root-keys file, for applications
+/// ([`RootKeysConfig::from_env`]) and the `rowseal` tool alike.
+pub const ROOT_KEYS_ENV: &str = "ROWSEAL_ROOT_KEYS";
+
 /// A parsed root-keys file. See the [module docs](self) for the format.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +167,15 @@ impl RootKeysConfig {
             ))
         })?;
         Self::from_toml_str(&path.display().to_string(), &text)
+    }
+
+    /// The file named by `ROWSEAL_ROOT_KEYS`, the variable the `rowseal`
+    /// tool reads too; `Ok(None)` when it is not set.
+    pub fn from_env() -> Result<Option<Self>> {
+        match std::env::var_os(ROOT_KEYS_ENV) {
+            Some(path) if !path.is_empty() => Self::from_file(path).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// The names of the configured root keys, in order.
