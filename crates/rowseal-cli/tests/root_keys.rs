@@ -373,6 +373,42 @@ async fn thirty_tenants_over_three_root_keys_move_between_providers_online() {
     assert!(t01.iter().all(|id| *id == vault_id), "{t01:?}");
     let v = run(&db.url, &file, &["verify"]).await;
     assert_eq!(v.code, Some(0), "{}\n{}", v.stderr, v.stdout);
+
+    // Every tenant off a provider in one command: all keys under the
+    // Transit key (t01, and every third tenant from t02's original group)
+    // move to the local key; the others stay where they are.
+    let local_id = roots
+        .root_key_named("local")
+        .unwrap()
+        .current_key_id()
+        .to_owned();
+    let r = run(
+        &db.url,
+        &file,
+        &["rewrap", "--from", "vault", "--to", "local"],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stderr, r.stdout);
+    for t in ["t01", "t05", "t08"] {
+        let ids = root_key_ids(&db.pool, t).await;
+        assert!(ids.iter().all(|id| *id == local_id), "{t}: {ids:?}");
+    }
+    assert!(root_key_ids(&db.pool, "t02")
+        .await
+        .iter()
+        .all(|id| *id == kms_id));
+    assert!(root_key_ids(&db.pool, "t04")
+        .await
+        .iter()
+        .all(|id| *id == kms_id));
+    let file = d.root_keys_file(&d.routes(&[
+        ("t01", "local"),
+        ("t02", "kms"),
+        ("t05", "local"),
+        ("t08", "local"),
+    ]));
+    let v = run(&db.url, &file, &["verify"]).await;
+    assert_eq!(v.code, Some(0), "{}\n{}", v.stderr, v.stdout);
     let (fresh, fresh_roots, _) = encryptor(&file, &db.pool, CacheConfig::default()).await;
     for i in 0..TENANTS {
         let t = tenant(i);
