@@ -34,8 +34,10 @@ pub struct BaoServer {
     unseal_key: Option<String>,
     /// File storage and config (persistent servers), or TLS files.
     dir: Option<PathBuf>,
-    /// The CA of a TLS server (`-dev-tls`).
+    /// The CA of a TLS server (`-dev-tls`, mutual TLS).
     pub ca_file: Option<PathBuf>,
+    /// The client certificate and key (PEM) a mutual-TLS server accepts.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -59,6 +61,7 @@ impl BaoServer {
             unseal_key: None,
             dir: None,
             ca_file: None,
+            client_cert: None,
             child: None,
             log,
         };
@@ -97,6 +100,7 @@ impl BaoServer {
             unseal_key: None,
             dir: None,
             ca_file: None,
+            client_cert: None,
             child: None,
             log: PathBuf::new(),
         })
@@ -116,6 +120,7 @@ impl BaoServer {
             unseal_key: None,
             log: dir.join("bao.log"),
             ca_file: Some(dir.join("vault-ca.pem")),
+            client_cert: None,
             dir: Some(dir.clone()),
             child: None,
         };
@@ -137,24 +142,57 @@ impl BaoServer {
     /// [`kill`](Self::kill) and [`start_again`](Self::start_again), and
     /// starts again sealed.
     pub fn persistent(bin: &Path) -> BaoServer {
+        Self::raft(bin, false)
+    }
+
+    /// A [persistent](Self::persistent) server whose listener requires a
+    /// client certificate (`tls_require_and_verify_client_cert`): a
+    /// throw-away CA in [`ca_file`](Self::ca_file) signed the server's
+    /// certificate (for 127.0.0.1) and the client's in
+    /// [`client_cert`](Self::client_cert). `None` without `openssl`.
+    pub fn mutual_tls(bin: &Path) -> Option<BaoServer> {
+        if Command::new("openssl").arg("version").output().is_err() {
+            crate::unreachable(
+                "`openssl` (for the mutual-TLS OpenBao server)",
+                &"not on PATH",
+            );
+            return None;
+        }
+        Some(Self::raft(bin, true))
+    }
+
+    fn raft(bin: &Path, mutual_tls: bool) -> BaoServer {
         let port = free_port();
         let dir = std::env::temp_dir().join(crate::random_name());
         std::fs::create_dir_all(dir.join("data")).unwrap();
+        let (scheme, tls) = if mutual_tls {
+            make_certificates(&dir);
+            (
+                "https",
+                format!(
+                    "  tls_cert_file = \"{d}/server.pem\"\n  tls_key_file = \"{d}/server.key\"\n  tls_client_ca_file = \"{d}/ca.pem\"\n  tls_require_and_verify_client_cert = true\n",
+                    d = dir.display()
+                ),
+            )
+        } else {
+            ("http", "  tls_disable = true\n".to_owned())
+        };
         // Raft: OpenBao's own storage (it has no "file" backend).
         let cluster_port = free_port();
         let config = format!(
-            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"rowseal-test\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster_port}\"\n  tls_disable = true\n}}\napi_addr = \"http://127.0.0.1:{port}\"\ncluster_addr = \"http://127.0.0.1:{cluster_port}\"\n",
+            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"rowseal-test\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster_port}\"\n{tls}}}\napi_addr = \"{scheme}://127.0.0.1:{port}\"\ncluster_addr = \"https://127.0.0.1:{cluster_port}\"\n",
             dir.join("data").display()
         );
         std::fs::write(dir.join("bao.hcl"), config).unwrap();
         let mut s = BaoServer {
             bin: bin.to_owned(),
-            addr: format!("http://127.0.0.1:{port}"),
+            addr: format!("{scheme}://127.0.0.1:{port}"),
             root_token: String::new(),
             unseal_key: None,
             log: dir.join("bao.log"),
+            ca_file: mutual_tls.then(|| dir.join("ca.pem")),
+            client_cert: mutual_tls.then(|| (dir.join("client.pem"), dir.join("client.key"))),
             dir: Some(dir),
-            ca_file: None,
             child: None,
         };
         s.start_again();
@@ -242,6 +280,9 @@ impl BaoServer {
             .stdin(Stdio::null());
         if let Some(ca) = &self.ca_file {
             c.env("BAO_CACERT", ca);
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            c.env("BAO_CLIENT_CERT", cert).env("BAO_CLIENT_KEY", key);
         }
         c
     }
@@ -335,5 +376,63 @@ impl Drop for BaoServer {
         } else {
             let _ = std::fs::remove_file(&self.log);
         }
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all
+/// signed by it, in `dir` (`openssl` on PATH).
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "10",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=rowseal test Vault CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\nkeyUsage = digitalSignature, keyEncipherment\nextendedKeyUsage = serverAuth\n",
+        ),
+        (
+            "client",
+            "basicConstraints = CA:FALSE\nkeyUsage = digitalSignature, keyEncipherment\nextendedKeyUsage = clientAuth\n",
+        ),
+    ] {
+        openssl(&[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{name}.key"), "-out",
+            &format!("{name}.csr"), "-subj", &format!("/CN=rowseal test {name}"),
+        ]);
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        openssl(&[
+            "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "10", "-out", &format!("{name}.pem"), "-extfile",
+            &format!("{name}.ext"),
+        ]);
     }
 }

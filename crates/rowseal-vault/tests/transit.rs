@@ -553,6 +553,43 @@ async fn tls_with_the_servers_ca_and_refused_without_it() {
 }
 
 #[tokio::test]
+async fn mutual_tls_with_a_client_certificate_and_refused_without() {
+    let Some(bin) = bao_bin() else { return };
+    let Some(bao) = BaoServer::mutual_tls(&bin) else {
+        return;
+    };
+    let key = unique("k");
+    bao.create_key(&key);
+    let (cert, client_key) = bao.client_cert.clone().unwrap();
+    let p = TransitProvider::builder(&bao.addr, &key)
+        .auth(TransitAuth::token(&bao.root_token))
+        .ca_file(bao.ca_file.clone().unwrap())
+        .client_cert(cert, client_key)
+        .build()
+        .await
+        .unwrap();
+    let dk = p.generate_data_key(&ctx("t")).await.unwrap();
+    p.decrypt_data_key(&dk.wrapped, &ctx("t")).await.unwrap();
+
+    // Without the client certificate the server refuses the handshake:
+    // an error at start, never a plaintext fallback.
+    let err = TransitProvider::builder(&bao.addr, &key)
+        .auth(TransitAuth::token(&bao.root_token))
+        .ca_file(bao.ca_file.clone().unwrap())
+        .retry_policy(RetryPolicy::no_retries())
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            kind(&err),
+            ProviderErrorKind::Config | ProviderErrorKind::Unavailable
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn the_hierarchy_calls_transit_once_per_tenant_key() {
     let Some(bao) = BaoServer::shared() else {
         return;
