@@ -524,18 +524,36 @@ async fn a_customer_revokes_its_transit_key_and_restores_it() {
     // The operator sees it: `status --keys` names acme's root key, its
     // provider and the refusal; the other tenants (whose keys expired from
     // the cache too, and were unwrapped again) show a success and no error.
-    let acme_status = || async {
-        let st = run(&db.url, &file, &["status", "--keys"]).await;
-        assert_eq!(st.code, Some(0), "{}", st.stderr);
-        let events: Vec<serde_json::Value> = st.all("tenant_keys").into_iter().cloned().collect();
-        let acme = events
-            .iter()
-            .find(|e| e["tenant"] == "acme")
-            .expect("acme's keys")
-            .clone();
-        (acme, events)
+    // (Applications record key uses in the background: wait until `ready`.)
+    let acme_status = |ready: fn(&serde_json::Value, &[serde_json::Value]) -> bool| {
+        let (url, file) = (db.url.clone(), file.clone());
+        async move {
+            for _ in 0..50 {
+                let st = run(&url, &file, &["status", "--keys"]).await;
+                assert_eq!(st.code, Some(0), "{}", st.stderr);
+                let events: Vec<serde_json::Value> =
+                    st.all("tenant_keys").into_iter().cloned().collect();
+                let acme = events
+                    .iter()
+                    .find(|e| e["tenant"] == "acme")
+                    .expect("acme's keys")
+                    .clone();
+                if ready(&acme, &events) {
+                    return (acme, events);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("acme's key use was not recorded within 5 s");
+        }
     };
-    let (acme, events) = acme_status().await;
+    let (acme, events) = acme_status(|a, all| {
+        !a["last_error_kind"].is_null()
+            && all
+                .iter()
+                .filter(|e| e["tenant"] != "acme" && e["tenant"] != "")
+                .all(|e| !e["last_unwrap_ok_at_unix_ms"].is_null())
+    })
+    .await;
     assert_eq!(acme["provider"], "vault-transit", "{acme}");
     assert!(acme["root_key_id"].as_str().unwrap().ends_with(&acme_key));
     assert_eq!(acme["last_error_kind"], "access_denied", "{acme}");
@@ -555,7 +573,10 @@ async fn a_customer_revokes_its_transit_key_and_restores_it() {
     let back: Person = enc.fetch(&db.pool, "acme", &1).await.unwrap().unwrap();
     assert_eq!(back.name, "name 1");
     enc.insert(&db.pool, &person(2, "acme")).await.unwrap();
-    let (acme, _) = acme_status().await;
+    let (acme, _) = acme_status(|a, _| {
+        a["last_unwrap_ok_at_unix_ms"].as_i64() >= a["last_error_at_unix_ms"].as_i64()
+    })
+    .await;
     assert!(
         acme["last_unwrap_ok_at_unix_ms"].as_i64().unwrap()
             >= acme["last_error_at_unix_ms"].as_i64().unwrap(),

@@ -1001,21 +1001,23 @@ impl KeyHierarchy {
     /// Records the outcome of an unwrap in the own store (never the caller's
     /// transaction, which may roll back), for `rowseal status --keys`;
     /// failures at most once per [`KEY_USE_ERROR_INTERVAL`] per tenant and
-    /// root key. Best effort: a store error is logged, never returned.
+    /// root key. In the background, on the current Tokio runtime (without
+    /// one, nothing is recorded): the operation that needed the key must not
+    /// wait for, or deadlock on, a second connection, e.g. a job whose
+    /// workers hold every pooled connection in a transaction, or SQLite's
+    /// one writer. A store error is logged, never returned.
     async fn record_key_use(
         &self,
         scope: &KeyScope,
         root_key_id: &str,
         outcome: &Result<SecretKey>,
     ) {
-        let tenant = scope.tenant().unwrap_or("");
-        let slot = (tenant.to_owned(), root_key_id.to_owned());
-        let message;
-        let kind;
-        let key_use = match outcome {
+        let tenant = scope.tenant().unwrap_or("").to_owned();
+        let slot = (tenant.clone(), root_key_id.to_owned());
+        let failure: Option<(&'static str, String)> = match outcome {
             Ok(_) => {
                 self.lock_key_use_errors().remove(&slot);
-                KeyUse::Unwrapped
+                None
             }
             Err(e) => {
                 let now = std::time::Instant::now();
@@ -1029,27 +1031,33 @@ impl KeyHierarchy {
                     }
                     last.insert(slot, now);
                 }
-                kind = match e {
+                let kind = match e {
                     Error::Provider(p) => telemetry::provider_error_kind_label(p.kind()),
                     other => telemetry::error_kind_label(other.kind()),
                 };
-                message = e.to_string();
-                KeyUse::Failed {
-                    kind,
-                    message: &message,
-                }
+                Some((kind, e.to_string()))
             }
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
         };
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        if let Err(e) = self
-            .store
-            .record_key_use(tenant, root_key_id, at, key_use)
-            .await
-        {
-            tracing::warn!(error = %e, root_key = root_key_id, "could not record a key use");
-        }
+        let store = self.store.clone();
+        let root_key_id = root_key_id.to_owned();
+        runtime.spawn(async move {
+            let key_use = match &failure {
+                None => KeyUse::Unwrapped,
+                Some((kind, message)) => KeyUse::Failed { kind, message },
+            };
+            if let Err(e) = store
+                .record_key_use(&tenant, &root_key_id, at, key_use)
+                .await
+            {
+                tracing::warn!(error = %e, root_key = %root_key_id, "could not record a key use");
+            }
+        });
     }
 
     fn lock_key_use_errors(
