@@ -365,6 +365,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn addresses_never_carry_credentials_or_another_scheme() {
+        for bad in [
+            "ftp://vault:8200",
+            "vault:8200",
+            "https://u:pw-SECRET@vault:8200",
+        ] {
+            let err = Http::new(bad, None, &TlsFiles::default(), DEFAULT_CONNECT_TIMEOUT)
+                .err()
+                .expect(bad);
+            assert_eq!(err.kind, ProviderErrorKind::Config);
+            assert!(!err.message.contains("SECRET"), "{}", err.message);
+        }
+        assert!(Http::new(
+            "https://vault.example:8200/",
+            None,
+            &TlsFiles::default(),
+            DEFAULT_CONNECT_TIMEOUT
+        )
+        .is_ok());
+    }
+
+    #[test]
     fn key_names_follow_vaults_rule() {
         assert!(valid_key_name("tenant-a.v2_x"));
         assert!(valid_key_name("k"));

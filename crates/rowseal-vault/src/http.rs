@@ -109,9 +109,23 @@ impl Http {
         let base = address.trim_end_matches('/').to_owned();
         let https = base.starts_with("https://");
         if !https && !base.starts_with("http://") {
-            return Err(config_error(format!(
-                "the Vault address must start with https:// (or http:// to ask for plaintext): {base}"
-            )));
+            // Not echoed: an address may carry credentials (user:pass@host).
+            return Err(config_error(
+                "the Vault address must start with https:// (or http:// to ask for plaintext)"
+                    .into(),
+            ));
+        }
+        let authority = base
+            .split_once("://")
+            .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+        if authority.contains('@') {
+            // The address is logged and shown in Debug output: credentials
+            // belong in the authentication settings.
+            return Err(config_error(
+                "the Vault address holds credentials (user@host): authenticate with a token \
+                 or AppRole instead"
+                    .into(),
+            ));
         }
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
