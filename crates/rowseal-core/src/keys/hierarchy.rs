@@ -121,6 +121,10 @@ pub struct KeyHierarchy {
         std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
 }
 
+/// How many failing (tenant, root key) pairs the rate limit remembers before
+/// it drops those whose interval has passed.
+const KEY_USE_ERRORS_KEPT: usize = 10_000;
+
 /// How often a failing (tenant, root key) is recorded at most, per process.
 const KEY_USE_ERROR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -1028,6 +1032,11 @@ impl KeyHierarchy {
                         .is_some_and(|at| now.duration_since(*at) < KEY_USE_ERROR_INTERVAL)
                     {
                         return;
+                    }
+                    if last.len() >= KEY_USE_ERRORS_KEPT {
+                        // An outage across many tenants: keep only the
+                        // entries that still hold a write back.
+                        last.retain(|_, at| now.duration_since(*at) < KEY_USE_ERROR_INTERVAL);
                     }
                     last.insert(slot, now);
                 }
