@@ -624,6 +624,33 @@ impl TransitProvider {
             .filter(|name| !name.is_empty() && !name.contains(':'))
     }
 
+    /// One Transit key operation: a POST to `<mount>/<endpoint>/<name>` with
+    /// `fields` and rowseal's context, answered with `data` of type `T`.
+    async fn key_call<T: DeserializeOwned>(
+        &self,
+        op: TransitOperation,
+        endpoint: &str,
+        name: &str,
+        key_id: &str,
+        context: &EncryptionContext,
+        fields: KeyIn<'_>,
+    ) -> Result<T, ProviderError> {
+        let call = Call {
+            op,
+            key: key_id,
+            context,
+        };
+        let context_b64 = context_b64(context);
+        let body = json_body(&KeyIn {
+            context: &context_b64,
+            ..fields
+        });
+        let path = format!("{}/{endpoint}/{name}", self.mount);
+        let answer = self.call(&call, Method::POST, &path, Some(body)).await?;
+        let out: Data<T> = parse(&answer, op, key_id)?;
+        Ok(out.data)
+    }
+
     async fn decrypt_with(
         &self,
         name: &str,
@@ -631,22 +658,21 @@ impl TransitProvider {
         wrapped: &WrappedKey,
         context: &EncryptionContext,
     ) -> Result<SecretKey, ProviderError> {
-        let ciphertext = transit_ciphertext(wrapped)?;
-        let call = Call {
-            op: TransitOperation::Decrypt,
-            key: key_id,
-            context,
-        };
-        let context_b64 = context_b64(context);
-        let body = json_body(&KeyIn {
-            ciphertext: Some(ciphertext),
-            context: &context_b64,
+        let fields = KeyIn {
+            ciphertext: Some(transit_ciphertext(wrapped)?),
             ..KeyIn::default()
-        });
-        let path = format!("{}/decrypt/{name}", self.mount);
-        let answer = self.call(&call, Method::POST, &path, Some(body)).await?;
-        let out: Data<DecryptOut> = parse(&answer, TransitOperation::Decrypt, key_id)?;
-        decode_key(&out.data.plaintext, TransitOperation::Decrypt, key_id)
+        };
+        let out: DecryptOut = self
+            .key_call(
+                TransitOperation::Decrypt,
+                "decrypt",
+                name,
+                key_id,
+                context,
+                fields,
+            )
+            .await?;
+        decode_key(&out.plaintext, TransitOperation::Decrypt, key_id)
     }
 }
 
@@ -659,22 +685,22 @@ impl TransitProvider {
         key: &SecretKey,
         context: &EncryptionContext,
     ) -> Result<WrappedKey, ProviderError> {
-        let call = Call {
-            op: TransitOperation::Encrypt,
-            key: key_id,
-            context,
-        };
         let plaintext = Zeroizing::new(B64.encode(key.expose_secret()));
-        let context_b64 = context_b64(context);
-        let body = json_body(&KeyIn {
+        let fields = KeyIn {
             plaintext: Some(&plaintext),
-            context: &context_b64,
             ..KeyIn::default()
-        });
-        let path = format!("{}/encrypt/{name}", self.mount);
-        let answer = self.call(&call, Method::POST, &path, Some(body)).await?;
-        let out: Data<CiphertextOut> = parse(&answer, TransitOperation::Encrypt, key_id)?;
-        WrappedKey::new(key_id, out.data.ciphertext.into_bytes()).map_err(|e| {
+        };
+        let out: CiphertextOut = self
+            .key_call(
+                TransitOperation::Encrypt,
+                "encrypt",
+                name,
+                key_id,
+                context,
+                fields,
+            )
+            .await?;
+        WrappedKey::new(key_id, out.ciphertext.into_bytes()).map_err(|e| {
             ProviderError::new(ProviderErrorKind::Other, e.to_string()).with_key_id(key_id)
         })
     }
@@ -706,24 +732,24 @@ impl KeyProvider for TransitProvider {
     }
 
     async fn generate_data_key(&self, context: &EncryptionContext) -> Result<DataKey> {
-        let call = Call {
-            op: TransitOperation::DataKey,
-            key: &self.key_id,
-            context,
-        };
-        let context_b64 = context_b64(context);
-        let body = json_body(&KeyIn {
-            context: &context_b64,
+        let fields = KeyIn {
             bits: Some(256),
             ..KeyIn::default()
-        });
-        let path = format!("{}/datakey/plaintext/{}", self.mount, self.key_name);
-        let answer = self.call(&call, Method::POST, &path, Some(body)).await?;
-        let out: Data<DataKeyOut> = parse(&answer, TransitOperation::DataKey, &self.key_id)?;
-        let plaintext = decode_key(&out.data.plaintext, TransitOperation::DataKey, &self.key_id)?;
+        };
+        let out: DataKeyOut = self
+            .key_call(
+                TransitOperation::DataKey,
+                "datakey/plaintext",
+                &self.key_name,
+                &self.key_id,
+                context,
+                fields,
+            )
+            .await?;
+        let plaintext = decode_key(&out.plaintext, TransitOperation::DataKey, &self.key_id)?;
         Ok(DataKey {
             plaintext,
-            wrapped: WrappedKey::new(self.key_id.clone(), out.data.ciphertext.into_bytes())?,
+            wrapped: WrappedKey::new(self.key_id.clone(), out.ciphertext.into_bytes())?,
         })
     }
 
@@ -750,33 +776,30 @@ impl KeyProvider for TransitProvider {
             .allowed_name(TransitOperation::Rewrap, source_id, context)?
             .to_owned();
         let (dest_id, dest_name) = self.destination(destination_key_id).await?;
-        let ciphertext = transit_ciphertext(wrapped)?;
-        let out: Data<CiphertextOut> = if dest_name == source {
-            // The same Transit key: rewrap under its latest version, inside
-            // Vault.
-            let call = Call {
-                op: TransitOperation::Rewrap,
-                key: source_id,
-                context,
-            };
-            let context_b64 = context_b64(context);
-            let body = json_body(&KeyIn {
-                ciphertext: Some(ciphertext),
-                context: &context_b64,
-                ..KeyIn::default()
-            });
-            let path = format!("{}/rewrap/{source}", self.mount);
-            let answer = self.call(&call, Method::POST, &path, Some(body)).await?;
-            parse(&answer, TransitOperation::Rewrap, source_id)?
-        } else {
+        if dest_name != source {
             let key = self
                 .decrypt_with(&source, source_id, wrapped, context)
                 .await?;
             return Ok(self
                 .encrypt_with(&dest_name, &dest_id, &key, context)
                 .await?);
+        }
+        // The same Transit key: rewrap under its latest version, inside Vault.
+        let fields = KeyIn {
+            ciphertext: Some(transit_ciphertext(wrapped)?),
+            ..KeyIn::default()
         };
-        WrappedKey::new(dest_id, out.data.ciphertext.into_bytes())
+        let out: CiphertextOut = self
+            .key_call(
+                TransitOperation::Rewrap,
+                "rewrap",
+                &source,
+                source_id,
+                context,
+                fields,
+            )
+            .await?;
+        WrappedKey::new(dest_id, out.ciphertext.into_bytes())
     }
 
     fn allows_key(&self, key_id: &str) -> bool {
