@@ -244,6 +244,22 @@ pub trait Backend: sqlx::Database<Row: DbRow> {
         values: Vec<Value>,
     ) -> BoxFuture<'e, Result<u64>>;
 
+    /// Runs a multi-row statement whose rows (`values`, `cols` per row, row
+    /// after row) are bound column by column, each column as one array
+    /// (PostgreSQL: `INSERT … SELECT * FROM UNNEST($1, …, $cols)`): one
+    /// statement text, prepared once, for any number of rows, and `cols`
+    /// parameters instead of `rows × cols`. The values are given back
+    /// (`Err`) where a column cannot be bound as an array (another database,
+    /// a `sql_type` or JSON column): the caller sends its `VALUES` form.
+    #[doc(hidden)]
+    #[allow(clippy::type_complexity)]
+    fn execute_column_arrays_on<'e>(
+        conn: &'e mut Self::Connection,
+        sql: &'e str,
+        values: Vec<Value>,
+        cols: usize,
+    ) -> std::result::Result<BoxFuture<'e, Result<u64>>, Vec<Value>>;
+
     /// Runs a query with bound values; returns at most one row.
     fn fetch_optional<'e, 'c: 'e, E>(
         e: E,
@@ -394,7 +410,8 @@ macro_rules! backend {
         migration = $migration:expr,
         placeholder = $ph:expr,
         ident = $ident:expr,
-        types = $types:expr $(,)?
+        types = $types:expr,
+        column_arrays = $arrays:path $(,)?
     ) => {
         $(#[$m])*
         impl DbRow for $row {
@@ -529,6 +546,15 @@ macro_rules! backend {
                 values: Vec<Value>,
             ) -> BoxFuture<'e, Result<u64>> {
                 Self::execute(conn, sql, values)
+            }
+
+            fn execute_column_arrays_on<'e>(
+                conn: &'e mut $conn,
+                sql: &'e str,
+                values: Vec<Value>,
+                cols: usize,
+            ) -> std::result::Result<BoxFuture<'e, Result<u64>>, Vec<Value>> {
+                $arrays(conn, sql, values, cols)
             }
 
             fn fetch_optional<'e, 'c: 'e, E>(
@@ -711,6 +737,7 @@ backend! {
     placeholder = dollar,
     ident = double_quoted,
     types = pg_types,
+    column_arrays = pg_column_arrays,
 }
 
 backend! {
@@ -723,6 +750,7 @@ backend! {
     placeholder = question,
     ident = backquoted,
     types = mysql_types,
+    column_arrays = no_column_arrays,
 }
 
 backend! {
@@ -742,6 +770,133 @@ backend! {
     // and prepare again against the new one.
     ident = backquoted,
     types = sqlite_types,
+    column_arrays = no_column_arrays,
+}
+
+/// MySQL/MariaDB and SQLite have no array parameters: their multi-row
+/// statements are `VALUES (…), (…)`, prepared once per batch size.
+#[allow(dead_code, clippy::type_complexity)]
+fn no_column_arrays<'e, C>(
+    _: &'e mut C,
+    _: &'e str,
+    values: Vec<Value>,
+    _: usize,
+) -> std::result::Result<BoxFuture<'e, Result<u64>>, Vec<Value>> {
+    Err(values)
+}
+
+/// The type every value of a column has (NULLs aside; a column of NULLs
+/// only: the NULLs' type), for each of the `cols` columns; `None` if a
+/// column has no PostgreSQL array binding here or mixes types.
+#[cfg(feature = "postgres")]
+fn column_types(values: &[Value], cols: usize) -> Option<Vec<SqlType>> {
+    let mut types: Vec<Option<SqlType>> = vec![None; cols];
+    let mut null_types: Vec<Option<SqlType>> = vec![None; cols];
+    for (i, v) in values.iter().enumerate() {
+        let c = i % cols;
+        match v {
+            Value::Null(t) => {
+                null_types[c].get_or_insert(*t);
+            }
+            #[cfg(feature = "json")]
+            Value::Json(_) => return None,
+            Value::Custom(_) => return None,
+            v => match types[c] {
+                None => types[c] = Some(v.sql_type()),
+                Some(t) if t == v.sql_type() => {}
+                Some(_) => return None,
+            },
+        }
+    }
+    types
+        .into_iter()
+        .zip(null_types)
+        .map(|(t, n)| match t.or(n)? {
+            SqlType::Json | SqlType::Other => None,
+            t => Some(t),
+        })
+        .collect()
+}
+
+/// Binds one column (the values at `c`, `c + cols`, …) as an array of
+/// `Option<$ty>`: NULLs as `None`.
+#[cfg(feature = "postgres")]
+macro_rules! bind_array {
+    ($args:expr, $column:expr, $ty:ty, $variant:ident) => {{
+        use sqlx::Arguments as _;
+        let mut array: Vec<Option<$ty>> = Vec::with_capacity($column.len());
+        for v in $column {
+            array.push(match v {
+                Value::$variant(v) => Some(v),
+                _ => None,
+            });
+        }
+        $args.add(array)
+    }};
+}
+
+/// PostgreSQL: see [`Backend::execute_column_arrays_on`].
+#[cfg(feature = "postgres")]
+#[allow(clippy::type_complexity)]
+fn pg_column_arrays<'e>(
+    conn: &'e mut sqlx::PgConnection,
+    sql: &'e str,
+    values: Vec<Value>,
+    cols: usize,
+) -> std::result::Result<BoxFuture<'e, Result<u64>>, Vec<Value>> {
+    if cols == 0 || values.len() % cols != 0 {
+        return Err(values);
+    }
+    let Some(types) = column_types(&values, cols) else {
+        return Err(values);
+    };
+    Ok(Box::pin(async move {
+        let rows = values.len() / cols;
+        let mut columns: Vec<Vec<Value>> = (0..cols).map(|_| Vec::with_capacity(rows)).collect();
+        for (i, v) in values.into_iter().enumerate() {
+            columns[i % cols].push(v);
+        }
+        let mut args = sqlx::postgres::PgArguments::default();
+        for (t, column) in types.into_iter().zip(columns) {
+            let bound = match t {
+                SqlType::Bool => bind_array!(args, column, bool, Bool),
+                SqlType::I16 => bind_array!(args, column, i16, I16),
+                SqlType::I32 => bind_array!(args, column, i32, I32),
+                SqlType::I64 => bind_array!(args, column, i64, I64),
+                SqlType::F32 => bind_array!(args, column, f32, F32),
+                SqlType::F64 => bind_array!(args, column, f64, F64),
+                SqlType::Text => bind_array!(args, column, String, Text),
+                #[cfg(feature = "uuid")]
+                SqlType::Uuid => bind_array!(args, column, uuid::Uuid, Uuid),
+                #[cfg(feature = "chrono")]
+                SqlType::Date => bind_array!(args, column, chrono::NaiveDate, ChronoDate),
+                #[cfg(feature = "chrono")]
+                SqlType::DateTime => {
+                    bind_array!(args, column, chrono::NaiveDateTime, ChronoDateTime)
+                }
+                #[cfg(feature = "chrono")]
+                SqlType::Timestamptz => {
+                    bind_array!(args, column, chrono::DateTime<chrono::Utc>, ChronoUtc)
+                }
+                #[cfg(feature = "time")]
+                SqlType::TimeDate => bind_array!(args, column, time::Date, TimeDate),
+                #[cfg(feature = "time")]
+                SqlType::TimeDateTime => {
+                    bind_array!(args, column, time::PrimitiveDateTime, TimeDateTime)
+                }
+                #[cfg(feature = "time")]
+                SqlType::TimeTimestamptz => {
+                    bind_array!(args, column, time::OffsetDateTime, TimeOffset)
+                }
+                // Bytes, and a type whose feature is off (bound as bytes by
+                // the VALUES form too).
+                _ => bind_array!(args, column, Vec<u8>, Bytes),
+            };
+            bound.map_err(|e| crate::error::Error::from(sqlx::Error::Encode(e)))?;
+        }
+        let r = sqlx::query_with(sql, args).execute(conn).await?;
+        Ok(r.rows_affected())
+    }))
 }
 
 #[allow(dead_code)]

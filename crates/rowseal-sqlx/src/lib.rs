@@ -214,8 +214,9 @@ pub use blind::IndexCondition;
 pub use encoding::{DecodedValue, EncryptedField, EncryptedValue, ValueType};
 pub use encryptor::{
     check_row_format, CryptoPool, Encryptor, EncryptorBuilder, CACHE_MAX_ENTRIES_ENV,
-    CACHE_TTL_SECS_ENV, CRYPTO_THREADS_ENV, DEFAULT_PARALLEL_THRESHOLD, DEFAULT_STREAM_CHUNK,
-    KMS_ALLOWED_KEYS_ENV, KMS_ENDPOINT_ENV, KMS_KEY_ID_ENV, MAX_STATEMENT_BYTES,
+    CACHE_TTL_SECS_ENV, CRYPTO_THREADS_ENV, DEFAULT_PARALLEL_THRESHOLD,
+    DEFAULT_PROVIDER_CONCURRENCY, DEFAULT_STREAM_CHUNK, KMS_ALLOWED_KEYS_ENV, KMS_ENDPOINT_ENV,
+    KMS_KEY_ID_ENV, MAX_STATEMENT_BYTES,
 };
 pub use error::{Error, Result};
 pub use index_source::IndexSource;

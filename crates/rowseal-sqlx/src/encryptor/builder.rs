@@ -62,6 +62,7 @@ pub struct EncryptorBuilder {
     pool: Option<CryptoPool>,
     parallel_threshold: Option<usize>,
     stream_chunk: Option<usize>,
+    provider_concurrency: Option<usize>,
 }
 
 impl std::fmt::Debug for EncryptorBuilder {
@@ -92,6 +93,7 @@ impl Encryptor {
             pool: None,
             parallel_threshold: None,
             stream_chunk: None,
+            provider_concurrency: None,
         }
     }
 
@@ -216,6 +218,13 @@ impl EncryptorBuilder {
         self
     }
 
+    /// Key-provider calls a `kms`-mode batch keeps in flight
+    /// ([`Encryptor::with_provider_concurrency`]).
+    pub fn provider_concurrency(mut self, calls: usize) -> Self {
+        self.provider_concurrency = Some(calls);
+        self
+    }
+
     /// Reads the cache and thread settings from the environment
     /// (`ROWSEAL_KEY_CACHE_MAX_ENTRIES`, `ROWSEAL_KEY_CACHE_TTL_SECS`,
     /// `ROWSEAL_CRYPTO_THREADS`); unset variables keep what is set.
@@ -319,6 +328,9 @@ impl EncryptorBuilder {
         }
         if let Some(rows) = self.stream_chunk {
             encryptor = encryptor.with_stream_chunk(rows);
+        }
+        if let Some(calls) = self.provider_concurrency {
+            encryptor = encryptor.with_provider_concurrency(calls);
         }
         Ok(encryptor)
     }

@@ -511,26 +511,32 @@ impl Encryptor {
                 .await
             }
             _ => {
-                let mut out = Vec::with_capacity(rows.len());
-                for row in rows {
-                    // No KMS call for a row the scope refuses.
-                    let admitted = row
-                        .read_tenant(map.fields[model.tenant], model.tenant_field().sql_type)
-                        .is_ok_and(|t| scope.admits(&t));
-                    let key = if admitted {
-                        self.kms_row_key(model, &map, row).await
-                    } else {
-                        Err(rowseal_core::Error::Decrypt)
-                    };
-                    out.push(decrypt_row::<T, R>(
-                        scope,
-                        model,
-                        &map,
-                        row,
-                        move |_, _, _, _| key,
-                    ));
+                // A data key per row, unwrapped by the provider: up to
+                // `provider_concurrency` calls in flight, results in row order
+                // (one row after another, a 20 ms round trip is 50 rows a
+                // second whatever the provider could answer).
+                use futures_util::StreamExt as _;
+                let map = &map;
+                let mut keys = Vec::with_capacity(rows.len());
+                let mut pending = futures_util::stream::FuturesOrdered::new();
+                let mut next = rows.iter();
+                loop {
+                    while pending.len() < self.provider_concurrency {
+                        let Some(row) = next.next() else { break };
+                        pending.push_back(self.admitted_kms_row_key(scope, model, map, row));
+                    }
+                    match pending.next().await {
+                        Some(key) => keys.push(key),
+                        None => break,
+                    }
                 }
-                Ok(out)
+                Ok(rows
+                    .iter()
+                    .zip(keys)
+                    .map(|(row, key)| {
+                        decrypt_row::<T, R>(scope, model, map, row, move |_, _, _, _| key)
+                    })
+                    .collect())
             }
         }
     }
@@ -878,6 +884,24 @@ impl Encryptor {
                 &present,
             )
             .await
+    }
+
+    /// [`kms_row_key`](Self::kms_row_key) of a row the scope admits; no
+    /// provider call for one it refuses.
+    async fn admitted_kms_row_key<R: DbRow>(
+        &self,
+        scope: TenantScope<'_>,
+        model: &Model,
+        map: &ColumnMap,
+        row: &R,
+    ) -> std::result::Result<RowKey, rowseal_core::Error> {
+        let admitted = row
+            .read_tenant(map.fields[model.tenant], model.tenant_field().sql_type)
+            .is_ok_and(|t| scope.admits(&t));
+        if !admitted {
+            return Err(rowseal_core::Error::Decrypt);
+        }
+        self.kms_row_key(model, map, row).await
     }
 
     async fn kms_row_key<R: DbRow>(

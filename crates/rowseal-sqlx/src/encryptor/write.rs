@@ -163,15 +163,44 @@ impl Encryptor {
                 Ok(out)
             }
             None => {
-                let mut out = Vec::with_capacity(rows.len() * cols);
+                // A data key per row from the provider: up to
+                // `provider_concurrency` calls in flight, the rows sealed in
+                // their order once their keys are here.
+                use futures_util::StreamExt as _;
                 let mut scratch = Vec::new();
+                let mut prepared = Vec::with_capacity(rows.len());
+                let mut collected_rows = Vec::with_capacity(rows.len());
                 for row in rows {
                     let pk = model.primary_key_bytes(&row.primary_key_value())?;
                     let collected = CollectedRow::of(row, &mut scratch)?;
                     let present = collected.present(model)?;
-                    let key = self
-                        .new_row_key(model, &row.tenant(), pk.as_deref(), &present)
-                        .await?;
+                    prepared.push((row.tenant().into_owned(), pk, present));
+                    collected_rows.push(collected);
+                }
+                let mut keys = Vec::with_capacity(rows.len());
+                {
+                    let mut pending = futures_util::stream::FuturesOrdered::new();
+                    let mut next = prepared.iter();
+                    loop {
+                        while pending.len() < self.provider_concurrency {
+                            let Some((tenant, pk, present)) = next.next() else {
+                                break;
+                            };
+                            pending.push_back(self.new_row_key(
+                                model,
+                                tenant,
+                                pk.as_deref(),
+                                present,
+                            ));
+                        }
+                        match pending.next().await {
+                            Some(key) => keys.push(key?),
+                            None => break,
+                        }
+                    }
+                }
+                let mut out = Vec::with_capacity(rows.len() * cols);
+                for ((row, key), collected) in rows.iter().zip(keys).zip(collected_rows) {
                     Self::seal_with(&key, row, collected, index, &mut out)?;
                 }
                 Ok(out)
@@ -210,6 +239,32 @@ impl Encryptor {
             }
             sql.push(')');
         }
+        sql
+    }
+
+    /// `INSERT INTO <table> (<write columns>) SELECT * FROM UNNEST($1, …)`:
+    /// PostgreSQL's bulk insert, each column bound as one array (see
+    /// [`Backend::execute_column_arrays_on`]).
+    fn insert_arrays_sql<T: Encrypted, DB: Backend>() -> String {
+        let model = T::model();
+        let columns = Self::write_columns::<T>();
+        let mut sql = String::from("INSERT INTO ");
+        DB::push_ident(&mut sql, model.table());
+        sql.push_str(" (");
+        for (i, c) in columns.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            DB::push_ident(&mut sql, c);
+        }
+        sql.push_str(") SELECT * FROM UNNEST(");
+        for i in 0..columns.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            DB::push_placeholder(&mut sql, i + 1);
+        }
+        sql.push(')');
         sql
     }
 
@@ -318,7 +373,12 @@ impl Encryptor {
     }
 
     /// Inserts many rows, one statement (one round trip) per batch of as many
-    /// rows as the database takes bind parameters for. The rows of a large
+    /// rows as the database takes bind parameters for. On PostgreSQL the
+    /// statement is `INSERT … SELECT * FROM UNNEST($1, …)` with each column
+    /// bound as one array (one prepared statement for every batch size, a
+    /// parameter per column rather than per cell); elsewhere a multi-row
+    /// `VALUES` list, the same text (so prepared once) for every full batch.
+    /// The rows of a large
     /// batch are read here (`rows` is borrowed) and sealed on the
     /// [`CryptoPool`](crate::CryptoPool), awaited without blocking the
     /// calling thread, while the database inserts the batch before. Pass a
@@ -345,6 +405,8 @@ impl Encryptor {
                 let keys = self.keys.through(&reads);
                 let mut done = 0;
                 let mut full_sql: Option<String> = None;
+                let arrays_sql = (<A::Database as Backend>::DIALECT == "postgres")
+                    .then(Self::insert_arrays_sql::<T, A::Database>);
                 let mut batches = rows.chunks(per_batch);
                 let Some(first) = batches.next() else {
                     return Ok(0);
@@ -358,9 +420,30 @@ impl Encryptor {
                     let next = batches.next();
                     let reads = &reads;
                     let full_sql = &mut full_sql;
+                    let arrays_sql = arrays_sql.as_deref();
                     let insert = async move {
                         let mut n_done = 0;
                         for values in groups {
+                            let values = match arrays_sql {
+                                Some(sql) => {
+                                    let mut conn = reads.lock().await;
+                                    let tried = <A::Database as Backend>::execute_column_arrays_on(
+                                        &mut conn, sql, values, cols,
+                                    );
+                                    match tried {
+                                        Ok(insert) => {
+                                            let inserted = insert
+                                                .await
+                                                .map_err(|e| map_unique(T::model(), e))?;
+                                            rows_sealed(T::model(), inserted);
+                                            n_done += inserted;
+                                            continue;
+                                        }
+                                        Err(values) => values,
+                                    }
+                                }
+                                None => values,
+                            };
                             let n = values.len() / cols;
                             let sql = if n == per_batch {
                                 full_sql
