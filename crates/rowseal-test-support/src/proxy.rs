@@ -80,6 +80,12 @@ struct State {
     renames: Mutex<Vec<(String, String)>>,
     /// (shown region, server region) for the SigV4 credential scope.
     region: Mutex<Option<(String, String)>>,
+    /// Waited before each request is answered or forwarded: a network
+    /// round trip to a remote service, on loopback.
+    delay: Mutex<std::time::Duration>,
+    /// Requests being handled now, and the most seen at once.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
 }
 
 /// A running proxy; stops when dropped (its task is aborted).
@@ -121,6 +127,9 @@ impl FaultProxy {
             request_ids: AtomicU64::new(0),
             renames: Mutex::new(Vec::new()),
             region: Mutex::new(None),
+            delay: Mutex::new(std::time::Duration::ZERO),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
         });
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -188,14 +197,29 @@ impl FaultProxy {
         *self.state.region.lock().unwrap() = Some((shown.to_owned(), real.to_owned()));
     }
 
+    /// Waits `delay` before answering or forwarding each request from now
+    /// on (a remote service's round trip; concurrent requests wait side by
+    /// side, as on a network). `Duration::ZERO` turns it off.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        *self.state.delay.lock().unwrap() = delay;
+    }
+
     /// Forwards everything again.
     pub fn clear_faults(&self) {
         *self.state.plan.lock().unwrap() = Plan::default();
     }
 
-    /// Forgets the request log.
+    /// Forgets the request log (and the most requests seen at once).
     pub fn reset_log(&self) {
         self.state.log.lock().unwrap().clear();
+        self.state.max_in_flight.store(0, Ordering::SeqCst);
+    }
+
+    /// The most requests the proxy was handling at once since it started
+    /// or [`reset_log`](Self::reset_log): how many calls a client kept in
+    /// flight.
+    pub fn max_in_flight(&self) -> u64 {
+        self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// Requests received for `operation` (`None`: all).
@@ -221,10 +245,26 @@ impl FaultProxy {
     }
 }
 
+/// Counts a request out of flight when its handling ends, however it ends.
+struct InFlight<'a>(&'a State);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn serve(state: Arc<State>, mut conn: TcpStream) -> std::io::Result<()> {
     let Some((head, body)) = read_request(&mut conn).await? else {
         return Ok(());
     };
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let _done = InFlight(&state);
+    let delay = *state.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let head_text = String::from_utf8_lossy(&head).into_owned();
     // A KMS request names its operation in X-Amz-Target; any other HTTP
     // request (Vault's) is known by its path.
