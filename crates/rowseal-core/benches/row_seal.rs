@@ -1,28 +1,48 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 //! Seal and open one row — three 31-byte fields plus one blind-index
 //! HMAC-SHA256 — in format v2 (what new rows are) and format v1 (old rows,
-//! made here through the test-only v1 entry point), against the
-//! raw-primitive floor measured in the same run: the same AES-256-GCM-SIV and
-//! HMAC-SHA256 calls with no rowseal framing (no header, no row-key
-//! derivation, no key commitment, no associated data).
+//! made here through the test-only v1 entry point), against the bare
+//! primitive calls the construction needs, measured in the same run.
 //!
-//! The floor uses the same AES-GCM-SIV type as rowseal (over the encrypt-only
-//! AES-256 key schedule, see `crypto::aead`).
+//! The bare baseline, per row, is exactly:
+//! - seal: `AesGcmSiv::<Aes256Enc>::new(key)` once (a fresh key per row, as
+//!   rowseal re-keys every write; the key comes from a precomputed table, so
+//!   obtaining it costs nothing), then for each field a `Vec` of
+//!   `plaintext + 16` bytes, `encrypt_in_place_detached` under the all-zero
+//!   nonce with empty associated data, and the tag appended; then one
+//!   HMAC-SHA256 of the indexed value from a keyed `hmac::Hmac` state built
+//!   once and cloned per row;
+//! - open: the cipher constructed once per row, for each field the ciphertext
+//!   copied into a `Vec` and `decrypt_in_place_detached`, then the HMAC
+//!   re-check of the indexed value.
 //!
-//! Run: `cargo bench -p rowseal-core --bench row_seal`. One thread, one core.
-//! Targets (for v2, the written format): rowseal at most 1.5x the floor, at
-//! least 400,000 rows/s.
+//! What rowseal does beyond it is its framing and the work that protects the
+//! user: a random row salt, the row-key derivation (HMAC-SHA256), the key
+//! commitment (SHA-256), the header encoding and parsing, per-field associated
+//! data (record type, tenant, logical name, primary-key flag).
+//!
+//! Both use the same AES-GCM-SIV type (over the encrypt-only AES-256 key
+//! schedule, see `crypto::aead`), so ratios measure framing, not a cipher
+//! choice. The `aes-gcm-siv` API derives the per-nonce message keys (six AES
+//! blocks, an AES-256 key schedule and a POLYVAL key) inside every encrypt or
+//! decrypt call; the bare baseline pays that per field too.
+//!
+//! Run: `cargo bench -p rowseal-core --bench row_seal` (wall clock: median of
+//! passes, best of alternating rounds, one thread). Instruction counts per
+//! row: `scripts/callgrind-seal.sh`, which runs this binary as
+//! `--callgrind-one <case> <rows>` under callgrind (cases: seal-v2, open-v2,
+//! seal-v1, open-v1, seal-bare, open-bare).
+//! Targets (for v2, the written format): rowseal at most 1.2x the
+//! instructions of the bare calls, at least 800,000 rows/s on one core.
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aes_gcm_siv::aead::{Aead, KeyInit};
-use aes_gcm_siv::{AesGcmSiv, Nonce};
+use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
+use aes_gcm_siv::{AesGcmSiv, Nonce, Tag};
 
-/// The floor uses the same cipher type as rowseal (AES-256-GCM-SIV over the
-/// encrypt-only key schedule), so the ratio measures framing, not a cipher
-/// choice.
+/// The same cipher type as rowseal's (see the module documentation).
 type Aes256GcmSiv = AesGcmSiv<aes::Aes256Enc>;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -45,9 +65,9 @@ struct Row {
     ssn: [u8; FIELD_LEN],
 }
 
-fn rows() -> Vec<Row> {
+fn rows(n: usize) -> Vec<Row> {
     let mut rng = rand::thread_rng();
-    (0..ROWS)
+    (0..n)
         .map(|_| {
             let mut r = Row {
                 name: [0; FIELD_LEN],
@@ -129,39 +149,58 @@ fn open_rowseal(
     out
 }
 
-struct FloorSealed {
-    nonces: [[u8; 12]; 3],
+struct BareSealed {
     fields: [Vec<u8>; 3],
     index: [u8; 32],
 }
 
-fn seal_floor(cipher: &Aes256GcmSiv, mac: &Hmac<sha2::Sha256>, r: &Row) -> FloorSealed {
-    let mut rng = rand::thread_rng();
-    let mut nonces = [[0u8; 12]; 3];
-    for n in &mut nonces {
-        rng.fill_bytes(n);
-    }
-    let enc = |n: &[u8; 12], p: &[u8]| cipher.encrypt(Nonce::from_slice(n), p).unwrap();
+const ZERO_NONCE: [u8; 12] = [0; 12];
+
+fn bare_encrypt(cipher: &Aes256GcmSiv, plaintext: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(plaintext.len() + 16);
+    out.extend_from_slice(plaintext);
+    let tag = cipher
+        .encrypt_in_place_detached(Nonce::from_slice(&ZERO_NONCE), b"", &mut out)
+        .unwrap();
+    out.extend_from_slice(&tag);
+    out
+}
+
+fn bare_decrypt(cipher: &Aes256GcmSiv, sealed: &[u8]) -> Vec<u8> {
+    let (ct, tag) = sealed.split_at(sealed.len() - 16);
+    let mut out = ct.to_vec();
+    cipher
+        .decrypt_in_place_detached(
+            Nonce::from_slice(&ZERO_NONCE),
+            b"",
+            &mut out,
+            Tag::from_slice(tag),
+        )
+        .unwrap();
+    out
+}
+
+fn seal_bare(key: &[u8; 32], mac: &Hmac<sha2::Sha256>, r: &Row) -> BareSealed {
+    let cipher = Aes256GcmSiv::new(key.into());
     let mut m = mac.clone();
     m.update(&r.email);
-    FloorSealed {
+    BareSealed {
         fields: [
-            enc(&nonces[0], &r.name),
-            enc(&nonces[1], &r.email),
-            enc(&nonces[2], &r.ssn),
+            bare_encrypt(&cipher, &r.name),
+            bare_encrypt(&cipher, &r.email),
+            bare_encrypt(&cipher, &r.ssn),
         ],
-        nonces,
         index: m.finalize().into_bytes().into(),
     }
 }
 
-fn open_floor(cipher: &Aes256GcmSiv, mac: &Hmac<sha2::Sha256>, s: &FloorSealed) -> [Vec<u8>; 3] {
-    let dec = |i: usize| {
-        cipher
-            .decrypt(Nonce::from_slice(&s.nonces[i]), s.fields[i].as_slice())
-            .unwrap()
-    };
-    let out = [dec(0), dec(1), dec(2)];
+fn open_bare(key: &[u8; 32], mac: &Hmac<sha2::Sha256>, s: &BareSealed) -> [Vec<u8>; 3] {
+    let cipher = Aes256GcmSiv::new(key.into());
+    let out = [
+        bare_decrypt(&cipher, &s.fields[0]),
+        bare_decrypt(&cipher, &s.fields[1]),
+        bare_decrypt(&cipher, &s.fields[2]),
+    ];
     let mut m = mac.clone();
     m.update(&out[1]);
     let index: [u8; 32] = m.finalize().into_bytes().into();
@@ -169,7 +208,20 @@ fn open_floor(cipher: &Aes256GcmSiv, mac: &Hmac<sha2::Sha256>, s: &FloorSealed) 
     out
 }
 
-fn main() {
+/// Everything a case needs, built before any measured work.
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    hierarchy: KeyHierarchy,
+    keys: RecordKeys,
+    bi: BlindIndexKey,
+    mac: Hmac<sha2::Sha256>,
+    present: FieldSet,
+    data: Vec<Row>,
+    /// One bare key per row of `data`.
+    bare_keys: Vec<[u8; 32]>,
+}
+
+fn setup(rows_n: usize) -> Setup {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -187,21 +239,103 @@ fn main() {
     });
     let keys = tenant_key.record_keys(&SPEC).unwrap();
     let bi = index_key.blind_index_key("patient", "email").unwrap();
-
     let mut key = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut key);
-    let cipher = Aes256GcmSiv::new((&key).into());
     let mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).unwrap();
-
-    let data = rows();
-    let present = FieldSet::new(["name", "email", "ssn"]).unwrap();
-    let sealed_v2: Vec<Sealed> = data
-        .iter()
-        .map(|r| seal_v2(&keys, &present, &bi, r))
+    let bare_keys = (0..rows_n)
+        .map(|_| {
+            let mut k = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut k);
+            k
+        })
         .collect();
-    let sealed_v1: Vec<Sealed> = data.iter().map(|r| seal_v1(&keys, &bi, r)).collect();
-    let floor_sealed: Vec<FloorSealed> =
-        data.iter().map(|r| seal_floor(&cipher, &mac, r)).collect();
+    Setup {
+        rt,
+        hierarchy,
+        keys,
+        bi,
+        mac,
+        present: FieldSet::new(["name", "email", "ssn"]).unwrap(),
+        data: rows(rows_n),
+        bare_keys,
+    }
+}
+
+/// Runs one case over `iters` rows (cycling over a fixed set of prepared
+/// rows), and nothing else: under callgrind, the difference between two
+/// iteration counts is then the cost of exactly `difference` rows, every
+/// fixed cost (start-up, key set-up, preparing rows) cancelling out.
+fn callgrind_one(case: &str, iters: usize) {
+    const PREPARED: usize = 256;
+    let s = setup(PREPARED);
+    let (keys, bi, mac, present) = (&s.keys, &s.bi, &s.mac, &s.present);
+    let sealed_v2: Vec<Sealed> = s
+        .data
+        .iter()
+        .map(|r| seal_v2(keys, present, bi, r))
+        .collect();
+    let sealed_v1: Vec<Sealed> = s.data.iter().map(|r| seal_v1(keys, bi, r)).collect();
+    let sealed_bare: Vec<BareSealed> = s
+        .data
+        .iter()
+        .zip(&s.bare_keys)
+        .map(|(r, k)| seal_bare(k, mac, r))
+        .collect();
+    for i in 0..iters {
+        let j = i % PREPARED;
+        match case {
+            "seal-v2" => drop(black_box(seal_v2(keys, present, bi, black_box(&s.data[j])))),
+            "open-v2" => drop(black_box(open_rowseal(
+                keys,
+                present,
+                bi,
+                black_box(&sealed_v2[j]),
+            ))),
+            "seal-v1" => drop(black_box(seal_v1(keys, bi, black_box(&s.data[j])))),
+            "open-v1" => drop(black_box(open_rowseal(
+                keys,
+                present,
+                bi,
+                black_box(&sealed_v1[j]),
+            ))),
+            "seal-bare" => drop(black_box(seal_bare(
+                &s.bare_keys[j],
+                mac,
+                black_box(&s.data[j]),
+            ))),
+            "open-bare" => drop(black_box(open_bare(
+                &s.bare_keys[j],
+                mac,
+                black_box(&sealed_bare[j]),
+            ))),
+            _ => panic!(
+                "unknown case {case:?}: seal-v2, open-v2, seal-v1, open-v1, seal-bare, open-bare"
+            ),
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--callgrind-one") {
+        let case = args.get(i + 1).expect("--callgrind-one <case> <rows>");
+        let iters = args
+            .get(i + 2)
+            .and_then(|n| n.parse().ok())
+            .expect("--callgrind-one <case> <rows>");
+        callgrind_one(case, iters);
+        return;
+    }
+
+    let s = setup(ROWS);
+    let (keys, bi, mac, present, data) = (&s.keys, &s.bi, &s.mac, &s.present, &s.data);
+    let sealed_v2: Vec<Sealed> = data.iter().map(|r| seal_v2(keys, present, bi, r)).collect();
+    let sealed_v1: Vec<Sealed> = data.iter().map(|r| seal_v1(keys, bi, r)).collect();
+    let sealed_bare: Vec<BareSealed> = data
+        .iter()
+        .zip(&s.bare_keys)
+        .map(|(r, k)| seal_bare(k, mac, r))
+        .collect();
     assert_eq!(sealed_v2[0].header.len(), 56);
     assert_eq!(sealed_v1[0].header.len(), 71);
     assert_eq!(sealed_v2[0].fields[0].len(), FIELD_LEN + 16);
@@ -217,40 +351,40 @@ fn main() {
     let mut open2 = Vec::new();
     for _ in 0..3 {
         seal_base.push(measure(|| {
-            for r in &data {
-                black_box(seal_floor(&cipher, &mac, black_box(r)));
+            for (r, k) in data.iter().zip(&s.bare_keys) {
+                black_box(seal_bare(k, mac, black_box(r)));
             }
         }));
         seal1.push(measure(|| {
-            for r in &data {
-                black_box(seal_v1(&keys, &bi, black_box(r)));
+            for r in data {
+                black_box(seal_v1(keys, bi, black_box(r)));
             }
         }));
         seal2.push(measure(|| {
-            for r in &data {
-                black_box(seal_v2(&keys, &present, &bi, black_box(r)));
+            for r in data {
+                black_box(seal_v2(keys, present, bi, black_box(r)));
             }
         }));
         // The same, building the row's FieldSet for every row.
         seal2_set.push(measure(|| {
-            for r in &data {
+            for r in data {
                 let present = FieldSet::new(black_box(["name", "email", "ssn"])).unwrap();
-                black_box(seal_v2(&keys, &present, &bi, black_box(r)));
+                black_box(seal_v2(keys, &present, bi, black_box(r)));
             }
         }));
         open_base.push(measure(|| {
-            for s in &floor_sealed {
-                black_box(open_floor(&cipher, &mac, black_box(s)));
+            for (sb, k) in sealed_bare.iter().zip(&s.bare_keys) {
+                black_box(open_bare(k, mac, black_box(sb)));
             }
         }));
         open1.push(measure(|| {
-            for s in &sealed_v1 {
-                black_box(open_rowseal(&keys, &present, &bi, black_box(s)));
+            for sv in &sealed_v1 {
+                black_box(open_rowseal(keys, present, bi, black_box(sv)));
             }
         }));
         open2.push(measure(|| {
-            for s in &sealed_v2 {
-                black_box(open_rowseal(&keys, &present, &bi, black_box(s)));
+            for sv in &sealed_v2 {
+                black_box(open_rowseal(keys, present, bi, black_box(sv)));
             }
         }));
     }
@@ -266,10 +400,11 @@ fn main() {
     // The cold path: through the hierarchy, with per-row record setup and
     // cache look-ups (what a single-row insert pays).
     let hierarchy_seal = measure(|| {
-        rt.block_on(async {
-            for r in &data {
-                let row = hierarchy
-                    .new_row_key(&SPEC, "tenant-1", None, &present)
+        s.rt.block_on(async {
+            for r in data {
+                let row = s
+                    .hierarchy
+                    .new_row_key(&SPEC, "tenant-1", None, present)
                     .await
                     .unwrap();
                 black_box((
@@ -295,12 +430,12 @@ fn main() {
             ns / base
         );
     };
-    line("seal: raw-primitive floor", seal_base, seal_base);
+    line("seal: bare primitive calls", seal_base, seal_base);
     line("seal: rowseal v1 (RecordKeys)", seal1, seal_base);
     line("seal: rowseal v2 (RecordKeys)", seal2, seal_base);
     line("seal: rowseal v2, FieldSet per row", seal2_set, seal_base);
     line("seal: rowseal v2 (KeyHierarchy)", hierarchy_seal, seal_base);
-    line("open: raw-primitive floor", open_base, open_base);
+    line("open: bare primitive calls", open_base, open_base);
     line("open: rowseal v1 (RecordKeys)", open1, open_base);
     line("open: rowseal v2 (RecordKeys)", open2, open_base);
     println!(
@@ -310,17 +445,15 @@ fn main() {
     );
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!(
-        "target (v2) seal <= 1.5x floor: {} ({:.2}x); open <= 1.5x floor: {} ({:.2}x)",
-        verdict(seal2 / seal_base <= 1.5),
+        "wall-clock ratio (v2) seal {:.2}x, open {:.2}x the bare calls (the 1.2x target is on instructions: scripts/callgrind-seal.sh)",
         seal2 / seal_base,
-        verdict(open2 / open_base <= 1.5),
         open2 / open_base
     );
     println!(
-        "target (v2) >= 400,000 rows/s: seal {} ({:.0}/s), open {} ({:.0}/s)",
-        verdict(1e9 / seal2 >= 400_000.0),
+        "target (v2) >= 800,000 rows/s: seal {} ({:.0}/s), open {} ({:.0}/s)",
+        verdict(1e9 / seal2 >= 800_000.0),
         1e9 / seal2,
-        verdict(1e9 / open2 >= 400_000.0),
+        verdict(1e9 / open2 >= 800_000.0),
         1e9 / open2
     );
 }

@@ -3,3 +3,6 @@
 pub(crate) mod hierarchy;
 pub(crate) mod row;
 pub(crate) mod scoped;
+
+#[cfg(test)]
+mod known_answers;

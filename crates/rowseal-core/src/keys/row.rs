@@ -248,6 +248,20 @@ impl RowKeyFactory {
         self.finish(header, enc, primary_key)
     }
 
+    /// The row key under a given header (its commitment set here): the
+    /// known-answer tests' way round the random salt.
+    #[cfg(test)]
+    pub(crate) fn new_row_with_header_for_tests(
+        &self,
+        header: &mut RowHeader,
+        primary_key: Option<&[u8]>,
+        present: &FieldSet,
+    ) -> Result<RowKey> {
+        let (enc, commitment) = self.derive(header, present);
+        header.commitment = commitment;
+        self.finish(header.clone(), enc, primary_key)
+    }
+
     /// The row key of an existing row, after checking the header's key
     /// commitment. A header from another tenant, record type or key, or with
     /// any bound byte changed, or (format 2) opened with another set of
