@@ -308,21 +308,27 @@ fn callgrind_one(case: &str, iters: usize) {
                 mac,
                 black_box(&sealed_bare[j]),
             ))),
-            _ => panic!(
-                "unknown case {case:?}: seal-v2, open-v2, seal-v1, open-v1, seal-bare, open-bare"
-            ),
+            _ => usage(),
         }
     }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: row_seal [--callgrind-one <case> <rows>]; cases: seal-v2, open-v2, seal-v1, open-v1, seal-bare, open-bare"
+    );
+    std::process::exit(2)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--callgrind-one") {
-        let case = args.get(i + 1).expect("--callgrind-one <case> <rows>");
-        let iters = args
-            .get(i + 2)
-            .and_then(|n| n.parse().ok())
-            .expect("--callgrind-one <case> <rows>");
+        let (Some(case), Some(iters)) = (
+            args.get(i + 1),
+            args.get(i + 2).and_then(|n| n.parse().ok()),
+        ) else {
+            usage()
+        };
         callgrind_one(case, iters);
         return;
     }

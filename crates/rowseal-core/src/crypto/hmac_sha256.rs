@@ -87,11 +87,29 @@ impl HmacKey {
         out
     }
 
-    /// HMAC of the concatenation of `parts` (after any prefix).
+    /// HMAC of the concatenation of `parts` (after any prefix), which may
+    /// be secret (a blind-indexed value): every buffer that held them is
+    /// wiped.
     pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        self.mac_inner(parts, true)
+    }
+
+    /// HMAC of public `parts` (a row header's bound part and the names of
+    /// its present fields, all stored in the clear): the message block is
+    /// not wiped, the key-dependent state and the output's intermediates
+    /// are. Wiping is a byte-at-a-time volatile loop, a noticeable share of
+    /// a row's cost, so it is kept for what is secret.
+    pub(crate) fn mac_public_message(&self, parts: &[&[u8]]) -> [u8; 32] {
+        self.mac_inner(parts, false)
+    }
+
+    fn mac_inner(&self, parts: &[&[u8]], secret_message: bool) -> [u8; 32] {
         let mut state = self.inner;
         let mut block = [0u8; BLOCK];
         let mut fill = 0usize;
+        // How much of `block` ever held message bytes: all of it once a
+        // block was compressed, else `fill`; only that needs wiping.
+        let mut dirty = 0usize;
         let mut total = self.absorbed;
         for part in parts {
             let mut part: &[u8] = part;
@@ -104,21 +122,27 @@ impl HmacKey {
                 if fill == BLOCK {
                     compress(&mut state, &block);
                     fill = 0;
+                    dirty = BLOCK;
                 }
             }
         }
-        let mut inner_digest = finish(&mut state, &mut block, fill, total);
-        let mut outer = self.outer;
+        dirty = dirty.max(fill);
+        // The inner digest goes straight into the outer block, so it exists
+        // in one buffer only.
         let mut oblock = [0u8; BLOCK];
-        oblock[..32].copy_from_slice(&inner_digest);
-        let out = finish(&mut outer, &mut oblock, 32, BLOCK as u64 + 32);
-        // Every intermediate: the inner state and digest, and the outer
-        // state, which now equals the MAC (often a key).
+        finish_into(&mut state, &mut block, fill, total, &mut oblock[..32]);
+        let mut outer = self.outer;
+        let mut out = [0u8; 32];
+        finish_into(&mut outer, &mut oblock, 32, BLOCK as u64 + 32, &mut out);
+        // The inner state (key-dependent) and digest, and the outer state,
+        // which now equals the MAC (often a key). The rest of `oblock` is
+        // padding.
         state.zeroize();
-        block.zeroize();
-        inner_digest.zeroize();
+        oblock[..32].zeroize();
         outer.zeroize();
-        oblock.zeroize();
+        if secret_message {
+            block[..dirty].zeroize();
+        }
         out
     }
 }
@@ -135,14 +159,23 @@ pub(crate) fn key_commitment(label: &[u8; 17], key: &[u8; 32]) -> [u8; 32] {
     block[..17].copy_from_slice(label);
     block[17..49].copy_from_slice(key);
     let mut state = H0;
-    let out = finish(&mut state, &mut block, 49, 49);
-    block.zeroize();
-    state.zeroize();
+    let mut out = [0u8; 32];
+    finish_into(&mut state, &mut block, 49, 49, &mut out);
+    // Only the key is secret: the label and padding are constants, and
+    // after the one compression `state` is the commitment, which is stored.
+    block[17..49].zeroize();
     out
 }
 
-/// SHA-256 padding and final compression(s); `fill` bytes of `block` are pending.
-fn finish(state: &mut [u32; 8], block: &mut [u8; BLOCK], fill: usize, total: u64) -> [u8; 32] {
+/// SHA-256 padding and final compression(s); `fill` bytes of `block` are
+/// pending. The digest is written to `out` (32 bytes).
+fn finish_into(
+    state: &mut [u32; 8],
+    block: &mut [u8; BLOCK],
+    fill: usize,
+    total: u64,
+    out: &mut [u8],
+) {
     block[fill] = 0x80;
     block[fill + 1..].fill(0);
     if fill + 1 > BLOCK - 8 {
@@ -151,11 +184,9 @@ fn finish(state: &mut [u32; 8], block: &mut [u8; BLOCK], fill: usize, total: u64
     }
     block[BLOCK - 8..].copy_from_slice(&(total * 8).to_be_bytes());
     compress(state, block);
-    let mut out = [0u8; 32];
-    for (i, w) in state.iter().enumerate() {
-        out[i * 4..i * 4 + 4].copy_from_slice(&w.to_be_bytes());
+    for (o, w) in out.chunks_exact_mut(4).zip(state.iter()) {
+        o.copy_from_slice(&w.to_be_bytes());
     }
-    out
 }
 
 #[cfg(test)]
@@ -220,6 +251,10 @@ mod tests {
             let split = split.min(msg.len());
             let k = HmacKey::new(&key);
             prop_assert_eq!(k.mac(&[&msg[..split], &msg[split..]]), reference(&key, &msg));
+            prop_assert_eq!(
+                k.mac_public_message(&[&msg[..split], &msg[split..]]),
+                reference(&key, &msg)
+            );
             // With a prefix: the reference sees the zero-padded prefix blocks.
             let mut padded = prefix.clone();
             padded.resize(prefix.len().div_ceil(BLOCK) * BLOCK, 0);

@@ -231,6 +231,7 @@ impl RowKeyFactory {
     /// A row key under a fresh random salt. `present` (the non-NULL
     /// encrypted fields the write will seal) is bound in format 2, ignored
     /// in format 1.
+    #[inline]
     pub(crate) fn new_row(
         &self,
         key_version: u32,
@@ -266,6 +267,7 @@ impl RowKeyFactory {
     /// commitment. A header from another tenant, record type or key, or with
     /// any bound byte changed, or (format 2) opened with another set of
     /// present fields, fails here, before any field is touched.
+    #[inline]
     pub(crate) fn open_row(
         &self,
         header: RowHeader,
@@ -295,6 +297,7 @@ impl RowKeyFactory {
     /// - format 1: HMAC(K', 0x01 || bound part), SHA-256("rowseal/v1/commit" || key);
     /// - format 2: HMAC(K'', 0x01 || bound part || present.canonical_bytes()),
     ///   SHA-256("rowseal/v2/commit" || key).
+    #[inline]
     fn derive(
         &self,
         header: &RowHeader,
@@ -304,13 +307,13 @@ impl RowKeyFactory {
         let (enc, label) = if self.format == HEADER_V1 {
             let parts: [&[u8]; 2] = [&[ENC_KEY_TAG], bound.as_slice()];
             (
-                zeroize::Zeroizing::new(self.mac.mac(&parts)),
+                zeroize::Zeroizing::new(self.mac.mac_public_message(&parts)),
                 COMMIT_LABEL_V1,
             )
         } else {
             let parts: [&[u8]; 3] = [&[ENC_KEY_TAG], bound.as_slice(), present.canonical_bytes()];
             (
-                zeroize::Zeroizing::new(self.mac.mac(&parts)),
+                zeroize::Zeroizing::new(self.mac.mac_public_message(&parts)),
                 COMMIT_LABEL_V2,
             )
         };
@@ -318,6 +321,7 @@ impl RowKeyFactory {
         (enc, commitment)
     }
 
+    #[inline]
     fn finish(
         &self,
         header: RowHeader,

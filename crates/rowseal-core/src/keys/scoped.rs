@@ -85,6 +85,7 @@ impl RecordKeys {
     /// A fresh row key (random salt) for a new write of a row, format 2:
     /// `present` names the encrypted fields the write seals (its non-NULL
     /// ones); the row key binds them, and the header counts them.
+    #[inline]
     pub fn new_row(&self, primary_key: Option<&[u8]>, present: &FieldSet) -> Result<RowKey> {
         self.v2.new_row(self.version, None, primary_key, present)
     }
@@ -117,6 +118,7 @@ impl RecordKeys {
         self.open_parsed(primary_key, header, present)
     }
 
+    #[inline]
     pub(crate) fn open_parsed(
         &self,
         primary_key: Option<&[u8]>,
