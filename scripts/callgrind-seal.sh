@@ -73,11 +73,14 @@ def read(path):
     for line in open(path):
         if line.startswith("totals:") or line.startswith("summary:"):
             total = int(line.split()[1])
-        m = re.match(r"cfn=\((\d+)\)(?: (.*))?", line)
+        # Function names are compressed: "(id) name" the first time, in an
+        # fn= or a cfn= line, "(id)" after.
+        m = re.match(r"(c?fn)=\((\d+)\)(?: (.*))?", line)
         if m:
-            if m.group(2):
-                names[m.group(1)] = m.group(2)
-            cfn = names.get(m.group(1), "")
+            if m.group(3):
+                names[m.group(2)] = m.group(3)
+            if m.group(1) == "cfn":
+                cfn = names.get(m.group(2), "")
             continue
         m = re.match(r"calls=(\d+)", line)
         if m:
