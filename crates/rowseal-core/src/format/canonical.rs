@@ -25,7 +25,7 @@ pub(crate) fn take<'a>(
     let end = pos
         .checked_add(n)
         .filter(|&e| e <= bytes.len())
-        .ok_or(Error::malformed(what, "truncated"))?;
+        .ok_or_else(|| Error::malformed(what, "truncated"))?;
     let out = &bytes[*pos..end];
     *pos = end;
     Ok(out)

@@ -182,7 +182,7 @@ fn aad_tail(bind_primary_key: bool, primary_key: Option<&[u8]>) -> Result<Cow<'s
     if !bind_primary_key {
         return Ok(Cow::Borrowed(&[0]));
     }
-    let pk = primary_key.ok_or(Error::InvalidInput {
+    let pk = primary_key.ok_or_else(|| Error::InvalidInput {
         reason: "this record type binds its primary key, and none was given".into(),
     })?;
     let mut tail = Vec::with_capacity(5 + pk.len());
