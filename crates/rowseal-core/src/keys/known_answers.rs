@@ -147,3 +147,39 @@ const V1_HEADER: &str = "0101010000000322222222222222222222222222222222222222222
 const BLIND_EMAIL: &str = "011fb3f5faba54eba6f00368ebab3f88f7f23cba722d65cbf58da1ad80618024";
 const BLIND_COMPOUND: &str = "35a045ca62a502dc130e4487e7ad30896440f7b3f026818569206c7ebd3784c6";
 const BLIND_LONG: &str = "4c3d1bd2d7980e47cc9decfc4281bef722485c7bb78e831f15fd6e7807d517da";
+
+#[test]
+fn bound_primary_keys_of_every_length_give_the_documented_aad() {
+    let spec = RecordSpec::new("patient", "patients").with_primary_key_bound(true);
+    let present = FieldSet::new(["email"]).unwrap();
+    let lp = |b: &[u8]| {
+        let mut v = (b.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(b);
+        v
+    };
+    // 59 bytes is the longest kept inline (5 + 59 = 64), 60 the shortest
+    // on the heap.
+    for n in [0usize, 1, 36, 59, 60, 100, 1000] {
+        let pk = vec![0xa5u8; n];
+        let row = fixed_row(
+            HEADER_V2,
+            &spec,
+            Some(&pk),
+            &present,
+            Layout::V2 {
+                salt: [0x33; 16],
+                present_count: 1,
+            },
+        );
+        let mut expected = vec![2u8];
+        expected.extend(lp(b"patient"));
+        expected.extend(lp(b"tenant-7"));
+        expected.extend(lp(b"email"));
+        expected.push(1);
+        expected.extend(lp(&pk));
+        let aad = row.with_aad("email", |aad| Ok(aad.to_vec())).unwrap();
+        assert_eq!(aad, expected, "pk of {n} bytes");
+        let sealed = row.seal(EMAIL, b"x").unwrap();
+        assert_eq!(row.open(EMAIL, &sealed).unwrap(), b"x");
+    }
+}

@@ -178,17 +178,49 @@ impl RecordSpec {
 
 /// The end of every field's associated data: `0x00`, or `0x01 ||
 /// lp(primary key)` when the record type binds its primary key.
-fn aad_tail(bind_primary_key: bool, primary_key: Option<&[u8]>) -> Result<Cow<'static, [u8]>> {
+///
+/// Kept inline up to `TAIL_INLINE` bytes (integer, UUID and short text
+/// keys), so a record type that binds its primary key allocates nothing per
+/// row for it.
+enum AadTail {
+    Inline { bytes: [u8; TAIL_INLINE], len: u8 },
+    Heap(Box<[u8]>),
+}
+
+const TAIL_INLINE: usize = 64;
+
+impl AadTail {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            AadTail::Inline { bytes, len } => &bytes[..usize::from(*len)],
+            AadTail::Heap(b) => b,
+        }
+    }
+}
+
+fn aad_tail(bind_primary_key: bool, primary_key: Option<&[u8]>) -> Result<AadTail> {
+    let mut bytes = [0u8; TAIL_INLINE];
     if !bind_primary_key {
-        return Ok(Cow::Borrowed(&[0]));
+        return Ok(AadTail::Inline { bytes, len: 1 });
     }
     let pk = primary_key.ok_or_else(|| Error::InvalidInput {
         reason: "this record type binds its primary key, and none was given".into(),
     })?;
-    let mut tail = Vec::with_capacity(5 + pk.len());
-    tail.push(1);
-    push_lp(&mut tail, pk)?;
-    Ok(Cow::Owned(tail))
+    match u8::try_from(5 + pk.len()) {
+        Ok(len) if usize::from(len) <= TAIL_INLINE => {
+            let pk_len = u32::from(len) - 5;
+            bytes[0] = 1;
+            bytes[1..5].copy_from_slice(&pk_len.to_be_bytes());
+            bytes[5..usize::from(len)].copy_from_slice(pk);
+            Ok(AadTail::Inline { bytes, len })
+        }
+        _ => {
+            let mut tail = Vec::with_capacity(5 + pk.len());
+            tail.push(1);
+            push_lp(&mut tail, pk)?;
+            Ok(AadTail::Heap(tail.into()))
+        }
+    }
 }
 
 /// A v2 header must count exactly the fields present now: a field NULLed or
@@ -359,7 +391,7 @@ pub struct RowKey {
     aead: Aead,
     header: RowHeader,
     aad_head: Arc<[u8]>,
-    aad_tail: Cow<'static, [u8]>,
+    aad_tail: AadTail,
 }
 
 impl RowKey {
@@ -405,8 +437,9 @@ impl RowKey {
 
     /// Builds `head || lp(name) || tail` on the stack when it fits, so the
     /// hot path allocates nothing but its output.
-    fn with_aad<T>(&self, name: &str, f: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
-        let len = self.aad_head.len() + 4 + name.len() + self.aad_tail.len();
+    pub(crate) fn with_aad<T>(&self, name: &str, f: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
+        let aad_tail = self.aad_tail.as_slice();
+        let len = self.aad_head.len() + 4 + name.len() + aad_tail.len();
         let name_len = u32::try_from(name.len()).map_err(|_| Error::InvalidInput {
             reason: "field name longer than 4 GiB".into(),
         })?;
@@ -424,7 +457,7 @@ impl RowKey {
         lenb.copy_from_slice(&name_len.to_be_bytes());
         let (n, tail) = rest.split_at_mut(name.len());
         n.copy_from_slice(name.as_bytes());
-        tail.copy_from_slice(&self.aad_tail);
+        tail.copy_from_slice(aad_tail);
         f(buf)
     }
 }
