@@ -36,8 +36,12 @@ where
     crate::migrate::run(conn).await.map(drop)
 }
 
-/// The statements that create `T`'s table and its key-version index, for
-/// `DB` (idempotent: `IF NOT EXISTS`).
+/// The statements that create `T`'s table, its key-version index and one
+/// index per blind-index slot, for `DB` (idempotent: `IF NOT EXISTS`). On
+/// PostgreSQL and SQLite a slot's index is partial (`WHERE <value column>
+/// IS NOT NULL`): a slot is NULL in most rows outside an index-key rotation.
+/// An existing index is left as it is, full or partial (see
+/// `docs/blind-indexes.md` to swap one).
 pub fn create_table_sql<T: Encrypted, DB: Backend>() -> Vec<String> {
     model_ddl::<DB>(T::model())
 }
@@ -94,8 +98,9 @@ fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
     sql.push_str(DB::column_type(SqlType::I64, false));
     sql.push_str(" NOT NULL");
     // Blind indexes: per slot, value (BIGINT up to 64 bits, bytes above) and
-    // version; a database index on each value column.
-    let mut index_ddl: Vec<(String, bool, String)> = Vec::new();
+    // version; a database index on each value column (partial where the
+    // database has partial indexes, see `push_slot_predicate`).
+    let mut index_ddl: Vec<(String, bool, String, &str)> = Vec::new();
     for def in model.indexes {
         for (value, version, name) in [
             (
@@ -127,7 +132,7 @@ fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
                 cols.push_str(", ");
             }
             DB::push_ident(&mut cols, value);
-            index_ddl.push((name, def.unique, cols));
+            index_ddl.push((name, def.unique, cols, value));
         }
     }
     // A table constraint comes after every column (SQLite requires it).
@@ -148,7 +153,7 @@ fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
         sql.push_str(",\n    INDEX ");
         DB::push_ident(&mut sql, &index);
         sql.push_str(&format!(" ({cols})"));
-        for (name, unique, cols) in &index_ddl {
+        for (name, unique, cols, _) in &index_ddl {
             sql.push_str(if *unique {
                 ",\n    UNIQUE INDEX "
             } else {
@@ -167,7 +172,7 @@ fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
     DB::push_ident(&mut idx, model.table());
     idx.push_str(&format!(" ({cols})"));
     let mut out = vec![sql, idx];
-    for (name, unique, cols) in index_ddl {
+    for (name, unique, cols, value) in index_ddl {
         let mut idx = String::from(if unique {
             "CREATE UNIQUE INDEX IF NOT EXISTS "
         } else {
@@ -177,9 +182,34 @@ fn model_ddl<DB: Backend>(model: &Model) -> Vec<String> {
         idx.push_str(" ON ");
         DB::push_ident(&mut idx, model.table());
         idx.push_str(&format!(" ({cols})"));
+        push_slot_predicate::<DB>(&mut idx, value);
         out.push(idx);
     }
     out
+}
+
+/// Appends ` WHERE <value> IS NOT NULL` to a blind-index slot's database
+/// index, on the databases that have partial indexes (PostgreSQL, SQLite).
+///
+/// Either slot is NULL in most rows most of the time: the slot of the
+/// version not in use is NULL outside a rotation, and which slot that is
+/// alternates with every rotation (odd versions in the main slot, even ones
+/// in the alternate, [`IndexSlot`]; `rowseal reindex` clears the retired
+/// slot); a NULL field, or a row written before the index existed, has NULL
+/// in both. A lookup only ever matches `<value> = ?` or `<value> IN (...)`,
+/// which the planners of both databases know implies `IS NOT NULL`, so the
+/// partial index serves every lookup while a write of a NULL slot costs no
+/// index entry. Uniqueness is unchanged: NULLs never conflicted.
+///
+/// MySQL/MariaDB have no partial index (nor an index that leaves out NULL
+/// keys: InnoDB stores them like any other), so there the index stays full.
+fn push_slot_predicate<DB: Backend>(sql: &mut String, value: &str) {
+    if DB::DIALECT == "mysql" {
+        return;
+    }
+    sql.push_str(" WHERE ");
+    DB::push_ident(sql, value);
+    sql.push_str(" IS NOT NULL");
 }
 
 /// How the database fills a generated column: its `default_sql`; else an
@@ -226,7 +256,8 @@ where
 /// for `DB`: `ALTER TABLE … ADD COLUMN` for each encrypted field's column,
 /// `rowseal_header`, `rowseal_key_version` and each blind index's value and
 /// version columns (both slots) — all nullable, so that the existing rows stay valid —
-/// then the key-version and blind indexes.
+/// then the key-version and blind indexes (the latter partial on PostgreSQL
+/// and SQLite, as in [`create_table_sql`]).
 ///
 /// Each field marked `#[rowseal(encrypt, plaintext_column = "...")]` keeps
 /// its legacy plaintext column: reads fall back to it while the ciphertext
@@ -306,7 +337,7 @@ pub fn adopt_table_sql<T: Encrypted, DB: Backend>() -> Vec<String> {
         }
         out.push(sql);
     }
-    let mut index = |name: String, unique: bool, global: bool, column: &str| {
+    let mut index = |name: String, unique: bool, global: bool, column: &str, slot: bool| {
         let mut sql = String::from(if unique {
             "CREATE UNIQUE INDEX "
         } else {
@@ -323,13 +354,20 @@ pub fn adopt_table_sql<T: Encrypted, DB: Backend>() -> Vec<String> {
         }
         DB::push_ident(&mut sql, column);
         sql.push(')');
+        if slot {
+            push_slot_predicate::<DB>(&mut sql, column);
+        }
         out.push(sql);
     };
+    // Not partial: the key version is NULL only in rows not encrypted yet,
+    // until `rowseal encrypt-column` fills them; once adopted, every row
+    // has one.
     index(
         format!("{}_rowseal_kv", model.table()),
         false,
         false,
         KEY_VERSION_COLUMN,
+        false,
     );
     for def in model.indexes {
         index(
@@ -337,12 +375,14 @@ pub fn adopt_table_sql<T: Encrypted, DB: Backend>() -> Vec<String> {
             def.unique,
             def.global,
             def.column,
+            true,
         );
         index(
             def.db_alt_index_name(model.table()),
             def.unique,
             def.global,
             def.alt_column,
+            true,
         );
     }
     out
