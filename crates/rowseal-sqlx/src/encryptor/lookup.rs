@@ -15,7 +15,7 @@ use crate::blind::{
 use crate::error::{Error, Result};
 use crate::keystore::ConnKeyStore;
 use crate::lookup_options::{push_after, push_filter, push_order_by, sort_keys, Lookup, SortKey};
-use crate::model::{Encrypted, Model, HEADER_COLUMN};
+use crate::model::{Encrypted, Model, ReadModel, HEADER_COLUMN};
 use crate::telemetry::op;
 use crate::tenant_scope::TenantScope;
 use crate::value::Value;
@@ -61,27 +61,9 @@ impl Encryptor {
                     let target = versions.pending.unwrap_or(versions.write);
                     targets.push(Self::blind_key(keys, model, plan.def, &scope, target).await?);
                 }
-                let mut sql = String::from("SELECT ");
-                sql.push_str(&Self::select_list::<T, A::Database>());
-                sql.push_str(" FROM ");
-                A::Database::push_ident(&mut sql, model.table());
-                sql.push_str(" WHERE ");
-                push_tenant_condition::<A::Database>(model, &mut sql, 1);
-                sql.push_str(" AND (");
-                let mut binds = vec![model.tenant_value(tenant)?];
-                for (i, (plan, key)) in plans.iter().zip(&targets).enumerate() {
-                    let (_, kv) = plan.def.slot(key.version());
-                    if i > 0 {
-                        sql.push_str(" OR ");
-                    }
-                    A::Database::push_ident(&mut sql, kv);
-                    sql.push_str(" IS NULL OR ");
-                    A::Database::push_ident(&mut sql, kv);
-                    sql.push_str(" <> ");
-                    binds.push(Value::I64(i64::from(key.version())));
-                    A::Database::push_placeholder(&mut sql, binds.len());
-                }
-                sql.push_str(&format!(") LIMIT {}", limit.max(1)));
+                let versions: Vec<u32> = targets.iter().map(|k| k.version()).collect();
+                let (sql, binds) =
+                    Self::reindex_select_sql::<T, A::Database>(&plans, &versions, tenant, limit)?;
                 let rows = <A::Database as Backend>::__fetch_all_on(
                     &mut **reads.lock().await,
                     &sql,
@@ -178,6 +160,105 @@ impl Encryptor {
             |n| *n,
         )
         .await
+    }
+
+    /// The batch `reindex_batch` reads: `SELECT <T's columns> FROM <table>
+    /// WHERE <tenant> = ? AND (<target slot's version column> IS NULL OR
+    /// <> ? OR ...) LIMIT <limit>`, one target version per plan.
+    fn reindex_select_sql<T: Encrypted, DB: Backend>(
+        plans: &[IndexPlan],
+        versions: &[u32],
+        tenant: &str,
+        limit: usize,
+    ) -> Result<(String, Vec<Value>)> {
+        let model = T::model();
+        let mut sql = String::from("SELECT ");
+        sql.push_str(&Self::select_list::<T, DB>());
+        sql.push_str(" FROM ");
+        DB::push_ident(&mut sql, model.table());
+        sql.push_str(" WHERE ");
+        push_tenant_condition::<DB>(model, &mut sql, 1);
+        sql.push_str(" AND (");
+        let mut binds = vec![model.tenant_value(tenant)?];
+        for (i, (plan, &version)) in plans.iter().zip(versions).enumerate() {
+            let (_, kv) = plan.def.slot(version);
+            if i > 0 {
+                sql.push_str(" OR ");
+            }
+            DB::push_ident(&mut sql, kv);
+            sql.push_str(" IS NULL OR ");
+            DB::push_ident(&mut sql, kv);
+            sql.push_str(" <> ");
+            binds.push(Value::I64(i64::from(version)));
+            DB::push_placeholder(&mut sql, binds.len());
+        }
+        sql.push_str(&format!(") LIMIT {}", limit.max(1)));
+        Ok((sql, binds))
+    }
+
+    /// The statement and binds [`reindex_batch`](Self::reindex_batch) would
+    /// read its next batch with, on `DB`, through this encryptor's key store
+    /// (like `reindex_batch`, it creates index-key version 1 in a scope that
+    /// has none). For tests that `EXPLAIN` it.
+    #[doc(hidden)]
+    pub async fn __reindex_batch_sql<T: Encrypted, DB: Backend>(
+        &self,
+        tenant: &str,
+        limit: usize,
+    ) -> Result<(String, Vec<Value>)> {
+        let model = T::model();
+        let plans = plans(model)?;
+        let keys = self.keys.through_own_store();
+        let mut versions = Vec::with_capacity(plans.len());
+        for plan in &plans {
+            let v = keys.index_key_versions(&scope_of(plan.def, tenant)).await?;
+            versions.push(v.pending.unwrap_or(v.write));
+        }
+        Self::reindex_select_sql::<T, DB>(&plans, &versions, tenant, limit)
+    }
+
+    /// The statement and binds [`find_by`](Self::find_by) runs for this
+    /// lookup on `DB` (both slots during an index-key rotation; `None` if
+    /// nothing can match, and `find_by` then runs nothing). For tests that
+    /// `EXPLAIN` it.
+    #[doc(hidden)]
+    pub async fn __find_by_sql<T: Encrypted, DB: Backend>(
+        &self,
+        tenant: Option<&str>,
+        index: &str,
+        values: &[&[&str]],
+    ) -> Result<Option<(String, Vec<Value>)>> {
+        let p = self
+            .prepare_lookup(
+                self.keys.through_own_store(),
+                T::model(),
+                tenant,
+                index,
+                values,
+            )
+            .await?;
+        if p.slots.is_empty() {
+            return Ok(None);
+        }
+        let mut binds = Vec::new();
+        let mut n = 0;
+        let sql = Self::candidates_sql::<T, DB>(&p, &mut n, &mut binds)?;
+        Ok(Some((sql, binds)))
+    }
+
+    /// The statement of [`fetch`](Self::fetch) on `DB`, bound to the
+    /// primary key, then the tenant. For tests that `EXPLAIN` it. Built from
+    /// the same parts as `fetch` builds its own (`select_list`, `where_pk`);
+    /// `fetch` (in `read.rs`) should call this, so that the checked statement
+    /// is the one that runs.
+    #[doc(hidden)]
+    pub fn __fetch_sql<T: ReadModel, DB: Backend>() -> String {
+        let mut sql = String::from("SELECT ");
+        sql.push_str(&Self::select_list::<T, DB>());
+        sql.push_str(" FROM ");
+        DB::push_ident(&mut sql, T::model().table());
+        Self::where_pk::<T, DB>(&mut sql, 1);
+        sql
     }
 
     /// The value a blind index of `T` stores for `parts` (one per covered
