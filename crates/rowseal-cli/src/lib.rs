@@ -19,6 +19,8 @@ mod scan;
 
 pub use cli::{Cli, Command};
 pub use error::{CliError, ExitCode as Exit};
+#[doc(hidden)]
+pub use scan::__rotation_claim_query;
 
 use clap::Parser;
 

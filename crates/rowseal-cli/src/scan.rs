@@ -405,6 +405,68 @@ impl<'a, D: CliDb> BatchScanner<'a, D> {
     }
 }
 
+/// The rows `rowseal rotate` re-seals on a `derived`-mode table: those of
+/// `tenant` not on tenant-key version `target` yet but `failed`,
+/// `<tenant> = ? AND rowseal_key_version < ? [AND <not failed>]`, drained
+/// (no order, no cursor: a row leaves the set when it is re-sealed), `batch`
+/// at a time; the caller adds the claim. The predicate must stay a range of
+/// the `(tenant, rowseal_key_version)` index: `tests/explain.rs` checks its
+/// plan. `None` when `def`'s tenant column cannot hold `tenant` (no row to
+/// do).
+///
+/// The same predicate as `rows_to_do` in `cmd/rotate/derived.rs`, which
+/// should call this one so that the checked query is the one that runs (it
+/// was written there first; that module was being changed elsewhere).
+pub(crate) fn rotation_scan<'a, D: CliDb>(
+    def: &'a TableDef,
+    tenant: &str,
+    target: u32,
+    failed: Vec<RowId>,
+    batch: usize,
+) -> Option<BatchScanner<'a, D>> {
+    let (is_tenant, tenant_value) = registry::tenant_filter::<D>(def, tenant, 1)?;
+    let filter = format!(
+        "{is_tenant} AND {} < {}",
+        ident::<D>(&def.key_version_column),
+        ph::<D>(2)
+    );
+    let binds = vec![tenant_value, Value::I64(i64::from(target))];
+    let mut scan = BatchScanner::new(def, registry::select_list::<D>(def), batch)
+        .filter(filter, binds)
+        .draining();
+    scan.skip(failed);
+    Some(scan)
+}
+
+/// The claim query of one [`rotation_scan`] batch (no failed rows) with
+/// [`CliDb::CLAIM`], and its binds, on `dialect` (`"postgres"`, `"mysql"`,
+/// `"sqlite"`; `None` for another, or when `def`'s tenant column cannot hold
+/// `tenant`). For tests that `EXPLAIN` it.
+#[doc(hidden)]
+pub fn __rotation_claim_query(
+    dialect: &str,
+    def: &TableDef,
+    tenant: &str,
+    target: u32,
+    batch: usize,
+) -> Option<(String, Vec<Value>)> {
+    fn query<D: CliDb>(
+        def: &TableDef,
+        tenant: &str,
+        target: u32,
+        batch: usize,
+    ) -> Option<(String, Vec<Value>)> {
+        let scan = rotation_scan::<D>(def, tenant, target, Vec::new(), batch)?;
+        Some(scan.claim(D::CLAIM).query())
+    }
+    match dialect {
+        "postgres" => query::<sqlx::Postgres>(def, tenant, target, batch),
+        "mysql" => query::<sqlx::MySql>(def, tenant, target, batch),
+        "sqlite" => query::<sqlx::Sqlite>(def, tenant, target, batch),
+        _ => None,
+    }
+}
+
 /// A primary key as JSON, as checkpoints store it.
 pub fn pk_to_json(v: &Value) -> serde_json::Value {
     match v {
