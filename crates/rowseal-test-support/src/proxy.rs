@@ -215,9 +215,11 @@ impl FaultProxy {
         self.state.max_in_flight.store(0, Ordering::SeqCst);
     }
 
-    /// The most requests the proxy was handling at once since it started
-    /// or [`reset_log`](Self::reset_log): how many calls a client kept in
-    /// flight.
+    /// The most requests that were waiting out their
+    /// [`delay`](Self::set_delay) at once since the proxy started or
+    /// [`reset_log`](Self::reset_log): how many calls a client kept in
+    /// flight (with no delay, only requests arriving at the same instant
+    /// overlap).
     pub fn max_in_flight(&self) -> u64 {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
@@ -258,13 +260,17 @@ async fn serve(state: Arc<State>, mut conn: TcpStream) -> std::io::Result<()> {
     let Some((head, body)) = read_request(&mut conn).await? else {
         return Ok(());
     };
+    // In flight: from the request's arrival to the end of its delay (the
+    // round trip), not to the end of this task, which outlives the answer
+    // the client already has (it waits for the upstream to close).
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
-    let _done = InFlight(&state);
+    let in_flight = InFlight(&state);
     let delay = *state.delay.lock().unwrap();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    drop(in_flight);
     let head_text = String::from_utf8_lossy(&head).into_owned();
     // A KMS request names its operation in X-Amz-Target; any other HTTP
     // request (Vault's) is known by its path.

@@ -247,10 +247,8 @@ impl Encryptor {
     }
 
     /// The statement of [`fetch`](Self::fetch) on `DB`, bound to the
-    /// primary key, then the tenant. For tests that `EXPLAIN` it. Built from
-    /// the same parts as `fetch` builds its own (`select_list`, `where_pk`);
-    /// `fetch` (in `read.rs`) should call this, so that the checked statement
-    /// is the one that runs.
+    /// primary key, then the tenant: the one `fetch` runs, exposed for the
+    /// tests that `EXPLAIN` it.
     #[doc(hidden)]
     pub fn __fetch_sql<T: ReadModel, DB: Backend>() -> String {
         let mut sql = String::from("SELECT ");

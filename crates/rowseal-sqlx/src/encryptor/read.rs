@@ -89,11 +89,7 @@ impl Encryptor {
         let op = op!(self, "fetch", T::model().table(), Some(tenant));
         op.run(
             async move {
-                let mut sql = String::from("SELECT ");
-                sql.push_str(&Self::select_list::<T, A::Database>());
-                sql.push_str(" FROM ");
-                A::Database::push_ident(&mut sql, T::model().table());
-                Self::where_pk::<T, A::Database>(&mut sql, 1);
+                let sql = Self::__fetch_sql::<T, A::Database>();
                 let values = vec![primary_key.key_value(), T::model().tenant_value(tenant)?];
                 let mut conn = conn.acquire().await?;
                 match <A::Database as Backend>::fetch_optional_on(&mut conn, &sql, values).await? {
