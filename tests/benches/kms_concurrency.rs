@@ -27,7 +27,7 @@ use aws_sdk_kms::types::DataKeySpec;
 use futures_util::StreamExt;
 use rowseal::sqlx;
 use rowseal::{schema, CacheConfig, Encrypted, Encryptor, KeyHierarchy, SqlxKeyStore, TenantScope};
-use rowseal_e2e::kms::{admin_client, create_key, provider_builder, sdk_config, REGION};
+use rowseal_e2e::kms::{admin_client, create_key, provider_builder, REGION};
 use rowseal_e2e::proxy::FaultProxy;
 
 #[derive(Encrypted, Clone)]
@@ -95,10 +95,11 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-fn rows(round: usize, n: usize) -> Vec<Secret> {
+/// `n` rows with ids from `first`.
+fn rows(first: usize, n: usize) -> Vec<Secret> {
     (0..n)
         .map(|i| Secret {
-            id: (round * n + i) as i64,
+            id: (first + i) as i64,
             tenant_id: format!("tenant-{}", i % 20),
             name: format!("Person Number {i} Lastname"),
             email: format!("person.{i}@example.com"),
@@ -186,11 +187,8 @@ async fn main() {
     let key = create_key(&admin, false).await;
     let proxy = FaultProxy::start(&endpoint).await;
     proxy.set_delay(args.delay);
-    let client = aws_sdk_kms::Client::from_conf(
-        aws_sdk_kms::config::Builder::from(&sdk_config(REGION))
-            .endpoint_url(&proxy.url)
-            .build(),
-    );
+    // The SDK's own client, through the same proxy (the same delay).
+    let client = admin_client(&proxy.url, REGION);
     let db = rowseal_e2e::db::sqlite(4).await;
     schema::install(&db.pool).await.unwrap();
     schema::create_table::<Secret, _>(&db.pool).await.unwrap();
@@ -206,7 +204,7 @@ async fn main() {
     for round in 0..args.rounds {
         let gen_base = sdk_baseline(&client, &key, args.rows, false).await;
         let enc = encryptor(&db.pool, &key, &proxy.url, default).await;
-        let batch = rows(round, args.rows);
+        let batch = rows(round * args.rows, args.rows);
         let t = Instant::now();
         enc.insert_many(&db.pool, &batch).await.unwrap();
         let write = rate(args.rows, t.elapsed());
@@ -240,7 +238,7 @@ async fn main() {
     // 20 ms a call it is slow by construction).
     let few = (args.rows / 10).max(10);
     let serial = encryptor(&db.pool, &key, &proxy.url, 1).await;
-    let batch = rows(args.rounds + 1, few);
+    let batch = rows(args.rounds * args.rows, few);
     let t = Instant::now();
     serial.insert_many(&db.pool, &batch).await.unwrap();
     let serial_write = rate(few, t.elapsed());
