@@ -53,6 +53,9 @@ pub struct Progress {
     done: AtomicU64,
     total: AtomicU64,
     stop: AtomicBool,
+    /// Wakes the reporter at once when the job ends: a job must not wait
+    /// out the rest of a reporting period (up to a second) to finish.
+    wake: tokio::sync::Notify,
     started: Instant,
 }
 
@@ -67,6 +70,7 @@ impl Progress {
             done: AtomicU64::new(0),
             total: AtomicU64::new(total),
             stop: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
             started: Instant::now(),
         });
         let tty = !out.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -78,7 +82,10 @@ impl Progress {
                 Duration::from_secs(1)
             };
             loop {
-                tokio::time::sleep(period).await;
+                tokio::select! {
+                    () = tokio::time::sleep(period) => {}
+                    () = p2.wake.notified() => {}
+                }
                 let stop = p2.stop.load(Ordering::Relaxed);
                 p2.report(out, &label, tty, stop);
                 if stop {
@@ -118,6 +125,8 @@ impl Progress {
     /// Stops reporting (one last report is printed).
     pub async fn finish(&self, handle: tokio::task::JoinHandle<()>) {
         self.stop.store(true, Ordering::Relaxed);
+        // A permit is stored if the reporter is not waiting yet.
+        self.wake.notify_one();
         let _ = handle.await;
     }
 
