@@ -17,6 +17,20 @@ pub trait CliDb: Backend {
     /// The statement that opens a write transaction (`BEGIN IMMEDIATE` on
     /// SQLite, so that the batch holds the write lock from its first read).
     const BEGIN: &'static str;
+    /// The statement that opens the write transaction of a batch whose
+    /// rows the job redoes if it is lost ([`Self::BEGIN`] elsewhere). On
+    /// PostgreSQL its commit does not wait for the WAL flush
+    /// (`synchronous_commit = off`, this transaction only): a server crash
+    /// may lose the last batches, each whole (its rows and its count in
+    /// `rowseal_jobs` together), and the job redoes them; the job's final
+    /// commit is synchronous, and flushing it flushes every batch before
+    /// it, so a job recorded `done` never lost a batch. Its statements are
+    /// also planned once for any parameters (`plan_cache_mode =
+    /// force_generic_plan`): the custom plan of a batch `UPDATE … FROM
+    /// UNNEST` hashes every row of the tenant (several times slower than
+    /// the generic plan's primary-key lookups), and PostgreSQL tries five
+    /// custom plans per connection before it settles.
+    const BEGIN_BATCH: &'static str;
     /// The type to `CAST` a timestamp to, to read it as text.
     const TEXT: &'static str;
     /// Whether several writers may run at once.
@@ -53,10 +67,11 @@ pub trait CliDb: Backend {
 }
 
 macro_rules! cli_db {
-    ($db:ty, $claim:expr, $begin:expr, $text:expr, $conc:expr, $first_byte:expr $(, $extra:item)* $(,)?) => {
+    ($db:ty, $claim:expr, $begin:expr, $begin_batch:expr, $text:expr, $conc:expr, $first_byte:expr $(, $extra:item)* $(,)?) => {
         impl CliDb for $db {
             const CLAIM: &'static str = $claim;
             const BEGIN: &'static str = $begin;
+            const BEGIN_BATCH: &'static str = $begin_batch;
             const TEXT: &'static str = $text;
             const CONCURRENT_WRITERS: bool = $conc;
 
@@ -81,6 +96,7 @@ cli_db!(
     sqlx::Postgres,
     " FOR UPDATE SKIP LOCKED",
     "BEGIN",
+    "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL plan_cache_mode = force_generic_plan",
     "TEXT",
     true,
     |c: &str| format!("UPPER(encode(substring({c} from 1 for 1), 'hex'))"),
@@ -109,6 +125,7 @@ cli_db!(
     sqlx::MySql,
     " FOR UPDATE SKIP LOCKED",
     "BEGIN",
+    "BEGIN",
     "CHAR",
     true,
     |c: &str| format!("HEX(SUBSTRING({c}, 1, 1))")
@@ -116,6 +133,7 @@ cli_db!(
 cli_db!(
     sqlx::Sqlite,
     "",
+    "BEGIN IMMEDIATE",
     "BEGIN IMMEDIATE",
     "TEXT",
     false,

@@ -95,7 +95,7 @@ pub(super) async fn batch_once<D: CliDb>(
         tenant,
         keys: opener.record_keys(def, tenant, target).await?,
     };
-    let mut tx = pool.begin_with(D::BEGIN).await?;
+    let mut tx = pool.begin_with(D::BEGIN_BATCH).await?;
     let rows = scan.next(&mut *tx).await?;
     if rows.is_empty() {
         tx.commit().await?;
