@@ -412,11 +412,7 @@ impl<'a, D: CliDb> BatchScanner<'a, D> {
 /// at a time; the caller adds the claim. The predicate must stay a range of
 /// the `(tenant, rowseal_key_version)` index: `tests/explain.rs` checks its
 /// plan. `None` when `def`'s tenant column cannot hold `tenant` (no row to
-/// do).
-///
-/// The same predicate as `rows_to_do` in `cmd/rotate/derived.rs`, which
-/// should call this one so that the checked query is the one that runs (it
-/// was written there first; that module was being changed elsewhere).
+/// do). `rowseal rotate` (derived mode) scans with it.
 pub(crate) fn rotation_scan<'a, D: CliDb>(
     def: &'a TableDef,
     tenant: &str,

@@ -23,32 +23,7 @@ use crate::error::Result;
 use crate::jobs;
 use crate::output::Progress;
 use crate::registry::{self, TableDef};
-use crate::scan::{BatchScanner, RowId};
-
-/// The rows of `tenant` not on key version `target` yet but those in
-/// `failed`: `tenant = $1 AND version < $2 [AND <not failed>]` (the rows
-/// skipped by their identity, [`crate::scan::among`]). `None` when the
-/// table's tenant column cannot hold `tenant` (no row to do).
-fn rows_to_do<'a, D: CliDb>(
-    def: &'a TableDef,
-    tenant: &str,
-    target: u32,
-    failed: Vec<RowId>,
-    batch: usize,
-) -> Option<BatchScanner<'a, D>> {
-    let (is_tenant, tenant_value) = registry::tenant_filter::<D>(def, tenant, 1)?;
-    let filter = format!(
-        "{is_tenant} AND {} < {}",
-        ident::<D>(&def.key_version_column),
-        ph::<D>(2)
-    );
-    let binds = vec![tenant_value, Value::I64(i64::from(target))];
-    let mut scan = BatchScanner::new(def, registry::select_list::<D>(def), batch)
-        .filter(filter, binds)
-        .draining();
-    scan.skip(failed);
-    Some(scan)
-}
+use crate::scan::RowId;
 
 /// The rows of `tenant` still to re-encrypt under `target`, but `failed`.
 pub(super) async fn count<D: CliDb>(
@@ -58,7 +33,7 @@ pub(super) async fn count<D: CliDb>(
     target: u32,
     failed: &[RowId],
 ) -> Result<u64> {
-    match rows_to_do::<D>(def, tenant, target, failed.to_vec(), 0) {
+    match crate::scan::rotation_scan::<D>(def, tenant, target, failed.to_vec(), 0) {
         Some(scan) => scan.remaining(conn).await,
         None => Ok(0),
     }
@@ -84,7 +59,7 @@ pub(super) async fn batch_once<D: CliDb>(
     // it has no row of it.
     let (Some(tenant_value), Some(scan)) = (
         def.tenant_value(tenant),
-        rows_to_do::<D>(def, tenant, target, failed, batch),
+        crate::scan::rotation_scan::<D>(def, tenant, target, failed, batch),
     ) else {
         return Ok(0);
     };
