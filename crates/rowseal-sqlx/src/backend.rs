@@ -844,7 +844,7 @@ fn pg_column_arrays<'e>(
     values: Vec<Value>,
     cols: usize,
 ) -> std::result::Result<BoxFuture<'e, Result<u64>>, Vec<Value>> {
-    if cols == 0 || values.len() % cols != 0 {
+    if cols == 0 || !values.len().is_multiple_of(cols) {
         return Err(values);
     }
     let Some(types) = column_types(&values, cols) else {
