@@ -16,55 +16,11 @@ mod common;
 
 use common::{encryptor, Person};
 use rowseal_core::LocalKeyProvider;
-use rowseal_sqlx::{schema, Backend, DbRow, SqlType, Value};
+use rowseal_sqlx::{schema, Backend};
+use rowseal_test_support::explain::{execute, names, plan};
 
 const TENANTS: [&str; 4] = ["t0", "t1", "t2", "t3"];
 const ROWS: i64 = 4000;
-
-async fn execute<DB: Backend>(conn: &mut DB::Connection, sql: &str) {
-    DB::execute_on(conn, sql, Vec::new())
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-/// The plan, one line per node: PostgreSQL's text, SQLite's `detail`,
-/// MariaDB's rows as `table=… type=… key=…`.
-async fn plan<DB: Backend>(conn: &mut DB::Connection, sql: &str, binds: Vec<Value>) -> Vec<String> {
-    let prefix = if DB::DIALECT == "sqlite" {
-        "EXPLAIN QUERY PLAN "
-    } else {
-        "EXPLAIN "
-    };
-    let rows = DB::__fetch_all_on(conn, &format!("{prefix}{sql}"), binds)
-        .await
-        .unwrap_or_else(|e| panic!("EXPLAIN {sql}: {e}"));
-    let text = |row: &DB::Row, name: &str| {
-        let i = row.column_index(name).unwrap();
-        match row.read_value(i, SqlType::Text).unwrap() {
-            Value::Text(s) => s,
-            _ => "NULL".to_owned(),
-        }
-    };
-    rows.iter()
-        .map(|row| match DB::DIALECT {
-            "postgres" => text(row, "QUERY PLAN"),
-            "sqlite" => text(row, "detail"),
-            _ => format!(
-                "table={} type={} key={}",
-                text(row, "table"),
-                text(row, "type"),
-                text(row, "key")
-            ),
-        })
-        .collect()
-}
-
-fn names(plan: &[String], index: &str) -> bool {
-    plan.iter().any(|line| {
-        line.split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | '='))
-            .any(|word| word == index)
-    })
-}
 
 async fn claim_uses_key_version_index<DB: Backend>(pool: &sqlx::Pool<DB>)
 where

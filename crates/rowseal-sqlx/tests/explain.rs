@@ -21,8 +21,9 @@
 use std::sync::Arc;
 
 use rowseal_core::{KeyHierarchy, KeyScope, LocalKeyProvider};
-use rowseal_sqlx::{schema, Backend, DbRow, Encrypted, Encryptor, SqlType, SqlxKeyStore, Value};
+use rowseal_sqlx::{schema, Backend, DbRow, Encrypted, Encryptor, SqlxKeyStore, Value};
 use rowseal_test_support::db;
+use rowseal_test_support::explain::{assert_uses, execute, names, plan};
 
 /// A tenant, a primary key, encrypted fields, a tenant-scoped blind index
 /// and a global one.
@@ -61,49 +62,6 @@ fn email(i: i64) -> String {
     format!("user{i}@example.com")
 }
 
-/// The plan of `sql` with `binds`, one line per plan node: PostgreSQL's
-/// text lines, SQLite's `detail`s, MariaDB's rows as `table=… type=…
-/// key=…`.
-async fn plan<DB: Backend>(conn: &mut DB::Connection, sql: &str, binds: Vec<Value>) -> Vec<String> {
-    let prefix = match DB::DIALECT {
-        "sqlite" => "EXPLAIN QUERY PLAN ",
-        _ => "EXPLAIN ",
-    };
-    let rows = DB::__fetch_all_on(conn, &format!("{prefix}{sql}"), binds)
-        .await
-        .unwrap_or_else(|e| panic!("EXPLAIN {sql}: {e}"));
-    let text = |row: &DB::Row, name: &str| {
-        let i = row
-            .column_index(name)
-            .unwrap_or_else(|| panic!("no column {name} in the plan"));
-        match row.read_value(i, SqlType::Text).unwrap() {
-            Value::Text(s) => s,
-            _ => "NULL".to_owned(),
-        }
-    };
-    rows.iter()
-        .map(|row| match DB::DIALECT {
-            "postgres" => text(row, "QUERY PLAN"),
-            "sqlite" => text(row, "detail"),
-            _ => format!(
-                "table={} type={} key={}",
-                text(row, "table"),
-                text(row, "type"),
-                text(row, "key")
-            ),
-        })
-        .collect()
-}
-
-/// Whether the plan names `index`: as a whole word, so that `people_email_idx`
-/// is not found in `people_email_idx_alt`.
-fn names(plan: &[String], index: &str) -> bool {
-    plan.iter().any(|line| {
-        line.split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | '='))
-            .any(|word| word == index)
-    })
-}
-
 /// How the database names the primary key's index in a plan.
 fn primary_key_index<DB: Backend>() -> &'static str {
     match DB::DIALECT {
@@ -112,20 +70,6 @@ fn primary_key_index<DB: Backend>() -> &'static str {
         // `id INTEGER PRIMARY KEY` is the rowid: `USING INTEGER PRIMARY KEY (rowid=?)`.
         _ => "rowid",
     }
-}
-
-fn assert_uses(what: &str, plan: &[String], index: &str) {
-    assert!(
-        names(plan, index),
-        "{what}: the plan does not use {index}:\n{}",
-        plan.join("\n")
-    );
-}
-
-async fn execute<DB: Backend>(conn: &mut DB::Connection, sql: &str) {
-    DB::execute_on(conn, sql, Vec::new())
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// The definition of `index` as the database stores it (`None` on MariaDB,

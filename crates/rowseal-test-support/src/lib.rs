@@ -3,6 +3,8 @@
 //!
 //! - [`db`] (features `postgres`, `mysql`, `sqlite`): a fresh database per
 //!   test on each server, dropped at the end;
+//! - [`explain`] (feature `explain`): query plans, to assert that a
+//!   statement uses an index;
 //! - [`kms`] (feature `kms`): the KMS test server (moto, started by
 //!   `scripts/with-kms-server.sh`), an admin client and keys;
 //! - [`proxy`] (feature `proxy`, part of `kms`): a fault-injecting HTTP
@@ -24,6 +26,8 @@
 
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 pub mod db;
+#[cfg(feature = "explain")]
+pub mod explain;
 #[cfg(feature = "kms")]
 pub mod kms;
 #[cfg(feature = "proxy")]
