@@ -4,9 +4,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use futures_core::future::BoxFuture;
-use rowseal_sqlx::{Backend, SqlType, Value};
+use rowseal_sqlx::{Backend, Value};
 
-use crate::error::{CliError, ExitCode, Result};
+use crate::error::{CliError, Result};
 
 /// What the jobs need from a database, on top of [`Backend`].
 pub trait CliDb: Backend {
@@ -46,28 +46,10 @@ pub trait CliDb: Backend {
         sql: &'e str,
         values: Vec<Value>,
     ) -> BoxFuture<'e, rowseal_sqlx::Result<Vec<Self::Row>>>;
-
-    /// Runs a statement whose binds are `scalars` (placeholders `1..`) and
-    /// then one array per column of `columns` (the placeholders after):
-    /// PostgreSQL only (`UNNEST`), an internal error elsewhere. Returns the
-    /// rows affected.
-    fn execute_columns<'e>(
-        _conn: &'e mut Self::Connection,
-        _sql: &'e str,
-        _scalars: Vec<Value>,
-        _columns: Vec<Column>,
-    ) -> BoxFuture<'e, Result<u64>> {
-        Box::pin(async {
-            Err(CliError::new(
-                ExitCode::Internal,
-                "array binds are PostgreSQL's only",
-            ))
-        })
-    }
 }
 
 macro_rules! cli_db {
-    ($db:ty, $claim:expr, $begin:expr, $begin_batch:expr, $text:expr, $conc:expr, $first_byte:expr $(, $extra:item)* $(,)?) => {
+    ($db:ty, $claim:expr, $begin:expr, $begin_batch:expr, $text:expr, $conc:expr, $first_byte:expr $(,)?) => {
         impl CliDb for $db {
             const CLAIM: &'static str = $claim;
             const BEGIN: &'static str = $begin;
@@ -86,8 +68,6 @@ macro_rules! cli_db {
             ) -> BoxFuture<'e, rowseal_sqlx::Result<Vec<Self::Row>>> {
                 <$db as Backend>::fetch_all(conn, sql, values)
             }
-
-            $($extra)*
         }
     };
 }
@@ -100,26 +80,6 @@ cli_db!(
     "TEXT",
     true,
     |c: &str| format!("UPPER(encode(substring({c} from 1 for 1), 'hex'))"),
-    fn execute_columns<'e>(
-        conn: &'e mut sqlx::PgConnection,
-        sql: &'e str,
-        scalars: Vec<Value>,
-        columns: Vec<Column>,
-    ) -> BoxFuture<'e, Result<u64>> {
-        Box::pin(async move {
-            let mut args = sqlx::postgres::PgArguments::default();
-            for v in scalars {
-                pg_bind_scalar(&mut args, v)?;
-            }
-            for c in columns {
-                pg_bind_column(&mut args, c)?;
-            }
-            // A persistent (prepared and cached) statement: the text is the
-            // same for every batch of a table, whatever its size.
-            let r = sqlx::query_with(sql, args).execute(conn).await?;
-            Ok(r.rows_affected())
-        })
-    }
 );
 cli_db!(
     sqlx::MySql,
@@ -139,111 +99,6 @@ cli_db!(
     false,
     |c: &str| format!("hex(substr({c}, 1, 1))")
 );
-
-/// One column of a batch of rows, bound whole as one typed array (PostgreSQL
-/// `UNNEST($n::type[])`): a statement with a fixed number of binds, so one
-/// prepared statement serves every batch, and no bind-parameter limit. (No
-/// `Debug`: it holds keys and ciphertexts.)
-pub enum Column {
-    /// `int2[]`.
-    I16(Vec<i16>),
-    /// `int4[]`.
-    I32(Vec<i32>),
-    /// `int8[]`.
-    I64(Vec<i64>),
-    /// `text[]`.
-    Text(Vec<String>),
-    /// `uuid[]`.
-    Uuid(Vec<uuid::Uuid>),
-    /// `bytea[]`, with NULLs (an encrypted field of a row that has none).
-    Bytes(Vec<Option<Vec<u8>>>),
-}
-
-impl Column {
-    /// An empty column for values of type `t`, room for `n`; `None` for a
-    /// type that has no array form here (the caller binds row by row).
-    pub fn of(t: SqlType, n: usize) -> Option<Column> {
-        Some(match t {
-            SqlType::I16 => Column::I16(Vec::with_capacity(n)),
-            SqlType::I32 => Column::I32(Vec::with_capacity(n)),
-            SqlType::I64 => Column::I64(Vec::with_capacity(n)),
-            SqlType::Text => Column::Text(Vec::with_capacity(n)),
-            SqlType::Uuid => Column::Uuid(Vec::with_capacity(n)),
-            SqlType::Bytes => Column::Bytes(Vec::with_capacity(n)),
-            _ => return None,
-        })
-    }
-
-    /// Appends a value; one of another type (or a NULL but in a bytes
-    /// column) is an internal error, never a silent conversion.
-    pub fn push(&mut self, v: Value) -> Result<()> {
-        match (self, v) {
-            (Column::I16(c), Value::I16(v)) => c.push(v),
-            (Column::I32(c), Value::I32(v)) => c.push(v),
-            (Column::I64(c), Value::I64(v)) => c.push(v),
-            (Column::Text(c), Value::Text(v)) => c.push(v),
-            (Column::Uuid(c), Value::Uuid(v)) => c.push(v),
-            (Column::Bytes(c), Value::Bytes(v)) => c.push(Some(v)),
-            (Column::Bytes(c), Value::Null(_)) => c.push(None),
-            (c, v) => {
-                return Err(CliError::new(
-                    ExitCode::Internal,
-                    format!("a {v:?} value in a column of {}", c.pg_type()),
-                ))
-            }
-        }
-        Ok(())
-    }
-
-    /// The PostgreSQL array type, for the cast in `UNNEST($n::type)`.
-    pub fn pg_type(&self) -> &'static str {
-        match self {
-            Column::I16(_) => "int2[]",
-            Column::I32(_) => "int4[]",
-            Column::I64(_) => "int8[]",
-            Column::Text(_) => "text[]",
-            Column::Uuid(_) => "uuid[]",
-            Column::Bytes(_) => "bytea[]",
-        }
-    }
-}
-
-fn encode_err(e: sqlx::error::BoxDynError) -> CliError {
-    CliError::from(sqlx::Error::Encode(e))
-}
-
-/// Binds one scalar of the types a tenant, key or key version has.
-fn pg_bind_scalar(args: &mut sqlx::postgres::PgArguments, v: Value) -> Result<()> {
-    use sqlx::Arguments as _;
-    match v {
-        Value::I16(v) => args.add(v),
-        Value::I32(v) => args.add(v),
-        Value::I64(v) => args.add(v),
-        Value::Text(v) => args.add(v),
-        Value::Uuid(v) => args.add(v),
-        Value::Bytes(v) => args.add(v),
-        v => {
-            return Err(CliError::new(
-                ExitCode::Internal,
-                format!("no scalar bind for a {v:?} value beside arrays"),
-            ))
-        }
-    }
-    .map_err(encode_err)
-}
-
-fn pg_bind_column(args: &mut sqlx::postgres::PgArguments, c: Column) -> Result<()> {
-    use sqlx::Arguments as _;
-    match c {
-        Column::I16(v) => args.add(v),
-        Column::I32(v) => args.add(v),
-        Column::I64(v) => args.add(v),
-        Column::Text(v) => args.add(v),
-        Column::Uuid(v) => args.add(v),
-        Column::Bytes(v) => args.add(v),
-    }
-    .map_err(encode_err)
-}
 
 /// The kind of database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

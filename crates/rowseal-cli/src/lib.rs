@@ -16,6 +16,7 @@ mod output;
 mod provider;
 mod registry;
 mod scan;
+mod write;
 
 pub use cli::{Cli, Command};
 pub use error::{CliError, ExitCode as Exit};

@@ -94,7 +94,7 @@ impl RowId {
         }
     }
 
-    /// The binds of [`row_match`]: the key, then the tenant. An identity
+    /// The identity a [`crate::write::RowWrite`] is given: the key, then the tenant. An identity
     /// without its tenant matches no row (an internal error, never a write
     /// to the rows of every tenant holding the key).
     pub fn match_binds(&self) -> Result<[Value; 2]> {
@@ -115,34 +115,6 @@ impl RowId {
             None => self.key.key_display(),
         }
     }
-}
-
-/// `<key> = $n AND <tenant> = $n+1`: the condition matching one row by its
-/// identity, bound to [`RowId::match_binds`]. The tenant is compared as
-/// every tenant filter is ([`registry::tenant_ph`]: a text tenant byte for
-/// byte), on every table (on an ordinary one the key alone would do; the
-/// tenant makes sure a write never reaches another tenant's row).
-pub fn row_match<D: CliDb>(def: &TableDef, n: usize) -> String {
-    format!(
-        "{} = {} AND {} = {}",
-        ident::<D>(&def.primary_key),
-        ph::<D>(n),
-        ident::<D>(&def.tenant),
-        registry::tenant_ph::<D>(def, n + 1)
-    )
-}
-
-/// [`row_match`] for `id`, its binds appended to `values` (the placeholders
-/// numbered after those already there).
-pub fn push_row_match<D: CliDb>(
-    def: &TableDef,
-    id: &RowId,
-    values: &mut Vec<Value>,
-) -> Result<String> {
-    let binds = id.match_binds()?;
-    let sql = row_match::<D>(def, values.len() + 1);
-    values.extend(binds);
-    Ok(sql)
 }
 
 /// The rows among `ids` (`negate`: the others), binds appended to
@@ -717,22 +689,11 @@ mod tests {
 
     #[test]
     fn rows_are_matched_by_key_and_tenant() {
-        for composite in [false, true] {
-            let def = def_of(composite, "text");
-            let mut values = vec![Value::I64(0)];
-            let sql = push_row_match::<sqlx::Postgres>(&def, &id("t1", 4), &mut values).unwrap();
-            assert_eq!(sql, "\"id\" = $2 AND \"tenant_id\" = $3");
-            assert_eq!(
-                values,
-                vec![Value::I64(0), Value::I64(4), Value::Text("t1".into())]
-            );
-            assert_eq!(
-                row_match::<sqlx::MySql>(&def, 1),
-                "`id` = ? AND `tenant_id` = BINARY ?"
-            );
-            // Never a write to the key under every tenant.
-            assert!(push_row_match::<sqlx::Postgres>(&def, &key(4), &mut values).is_err());
-        }
+        // A row is written by key and tenant (crate::write), never by its
+        // key under every tenant.
+        let binds = id("t1", 4).match_binds().unwrap();
+        assert_eq!(binds, [Value::I64(4), Value::Text("t1".into())]);
+        assert!(key(4).match_binds().is_err());
         let ids = [id("t1", 1), id("t2", 1)];
         let mut values = Vec::new();
         assert_eq!(

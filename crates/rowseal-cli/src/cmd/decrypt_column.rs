@@ -18,12 +18,13 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::{Ctx, RowOpener};
-use crate::db::{ident, ph, CliDb};
+use crate::db::{ident, CliDb};
 use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
 use crate::registry;
-use crate::scan::{row_match, BatchScanner, RowId};
+use crate::scan::{BatchScanner, RowId};
+use crate::write::RowWrite;
 
 /// Decodes rowseal's value encoding into a SQL value, for the types that
 /// map onto one without loss (rowseal-sqlx's value codec).
@@ -62,12 +63,7 @@ pub async fn run<D: CliDb>(
     }
     let keys = ctx.keys().await?;
     let mut opener = RowOpener::new(keys.hierarchy.clone());
-    let (t, c, p, h) = (
-        ident::<D>(&def.table),
-        ident::<D>(column),
-        ident::<D>(into),
-        ident::<D>(&def.header_column),
-    );
+    let (c, p) = (ident::<D>(column), ident::<D>(into));
     // The values still to copy, in primary-key order.
     let mut scan = BatchScanner::<D>::new(
         &def,
@@ -91,23 +87,13 @@ pub async fn run<D: CliDb>(
     )
     .await?;
     let (progress, handle) = Progress::start(ctx.out, job.clone(), total);
-    // The row by its identity (key and tenant), with a compare-and-swap on
-    // its header and ciphertext.
-    let update = format!(
-        "UPDATE {t} SET {p} = {} WHERE {} AND {h} = {} AND {c} = {}",
-        ph::<D>(1),
-        row_match::<D>(&def, 2),
-        ph::<D>(4),
-        ph::<D>(5)
-    );
     let (mut done, mut failed, mut conflicts) = (0u64, 0u64, 0u64);
     loop {
         let rows = scan.next(&mut conn).await?;
         if rows.is_empty() {
             break;
         }
-        let mut tx = ctx.pool.begin_with(D::BEGIN).await?;
-        let mut batch_done = 0u64;
+        let mut writes = Vec::with_capacity(rows.len());
         for row in &rows {
             let id = RowId::read(&def, row)?;
             let pk = id.key.clone();
@@ -150,18 +136,26 @@ pub async fn run<D: CliDb>(
                     continue;
                 }
             };
-            let mut values = vec![value];
-            values.extend(id.match_binds()?);
-            values.extend([Value::Bytes(header), Value::Bytes(envelope)]);
-            let n = D::execute_on(&mut *tx, &update, values).await?;
-            if n == 1 {
-                batch_done += 1;
-            } else {
-                // Changed by the application since it was read: it still
-                // matches `P IS NULL`, and the next run picks it up.
-                conflicts += 1;
-            }
+            // The row by its identity (key and tenant), with a
+            // compare-and-swap on its header and ciphertext.
+            let [key, tenant_value] = id.match_binds()?;
+            writes.push(
+                RowWrite::new(key, tenant_value)
+                    .set(into, value)
+                    .expect(&def.header_column, Some(Value::Bytes(header)))
+                    .expect(column, Some(Value::Bytes(envelope))),
+            );
         }
+        let attempted = writes.len() as u64;
+        let mut tx = ctx.pool.begin_with(D::BEGIN).await?;
+        let batch_done = crate::write::write_rows::<D>(&mut *tx, &def, writes)
+            .await?
+            .into_iter()
+            .filter(|w| *w)
+            .count() as u64;
+        // A row changed by the application since it was read still matches
+        // `P IS NULL`: the next run picks it up.
+        conflicts += attempted - batch_done;
         if batch_done > 0 {
             jobs::add_progress::<D>(&mut *tx, &job, batch_done).await?;
         }

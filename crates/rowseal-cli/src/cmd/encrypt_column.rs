@@ -42,12 +42,13 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::{Ctx, RowOpener};
-use crate::db::{ident, ph, read_i64, CliDb};
+use crate::db::{ident, read_i64, CliDb};
 use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
 use crate::registry::{self, read_pk, TableDef};
-use crate::scan::{push_row_match, BatchScanner, RowId};
+use crate::scan::{BatchScanner, RowId};
+use crate::write::RowWrite;
 
 /// Failed rows beyond which the job stops.
 const MAX_FAILURES: usize = 1000;
@@ -560,11 +561,11 @@ impl<D: CliDb> Worker<D> {
             tx.commit().await?;
             return Ok(false);
         }
-        let mut written = 0u64;
-        let mut values_done = 0u64;
-        let mut conflicted = 0u64;
         let mut failures = Vec::new();
         let mut index_keys: HashMap<(usize, String), (u32, BlindIndexKey)> = HashMap::new();
+        let mut writes = Vec::with_capacity(rows.len());
+        // The values each write encrypts, counted once it is written.
+        let mut sealed = Vec::with_capacity(rows.len());
         for row in &rows {
             let pk = read_pk(row, pk_type)?;
             let tenant = registry::read_tenant(def, row, 1)?;
@@ -573,16 +574,22 @@ impl<D: CliDb> Worker<D> {
                 .row_update(layout, opener, &mut index_keys, row, &id, &tenant)
                 .await
             {
-                Ok((sql, values, n)) => {
-                    if D::execute_on(&mut *tx, &sql, values).await? == 1 {
-                        written += 1;
-                        values_done += n;
-                    } else {
-                        conflicted += 1;
-                    }
+                Ok((write, n)) => {
+                    writes.push(write);
+                    sealed.push(n);
                 }
                 Err(RowError::Fail(column, error)) => failures.push((id, tenant, column, error)),
                 Err(RowError::Fatal(e)) => return Err(e),
+            }
+        }
+        let (mut written, mut values_done, mut conflicted) = (0u64, 0u64, 0u64);
+        let outcomes = crate::write::write_rows::<D>(&mut *tx, def, writes).await?;
+        for (ok, n) in outcomes.into_iter().zip(sealed) {
+            if ok {
+                written += 1;
+                values_done += n;
+            } else {
+                conflicted += 1;
             }
         }
         if written > 0 {
@@ -614,8 +621,8 @@ impl<D: CliDb> Worker<D> {
         Ok(true)
     }
 
-    /// The conditional UPDATE of one row, its values, and the number of
-    /// values it encrypts.
+    /// The conditional write of one row, and the number of values it
+    /// encrypts.
     async fn row_update(
         &self,
         layout: &Layout,
@@ -624,7 +631,7 @@ impl<D: CliDb> Worker<D> {
         row: &D::Row,
         id: &RowId,
         tenant: &str,
-    ) -> std::result::Result<(String, Vec<Value>, u64), RowError> {
+    ) -> std::result::Result<(RowWrite, u64), RowError> {
         let def = &*self.def;
         let header_col = def.header_column.clone();
         let fail = |column: &str, e: String| RowError::Fail(column.to_owned(), e);
@@ -694,7 +701,7 @@ impl<D: CliDb> Worker<D> {
                 n_values += 1;
                 sealed_now.push(t.ct.as_str());
             }
-            sets.push(ident::<D>(&t.legacy));
+            sets.push(t.legacy.to_string());
             values.push(Value::Null(t.ty));
             guards.push((t.legacy.clone(), legacy));
         }
@@ -718,13 +725,13 @@ impl<D: CliDb> Worker<D> {
             if let Some(plain) = plain {
                 let sealed = rowseal_sqlx::encoding::seal_encoded(&key, *name, plain)
                     .map_err(|e| fail(name.column, super::describe(&e)))?;
-                sets.push(ident::<D>(name.column));
+                sets.push(name.column.to_string());
                 values.push(Value::Bytes(sealed));
             }
         }
-        sets.push(ident::<D>(&header_col));
+        sets.push(header_col.to_string());
         values.push(Value::Bytes(key.header_bytes()));
-        sets.push(ident::<D>(&def.key_version_column));
+        sets.push(def.key_version_column.to_string());
         values.push(Value::I64(i64::from(
             key.header().tenant_key_version().unwrap_or(0),
         )));
@@ -810,45 +817,25 @@ impl<D: CliDb> Worker<D> {
                 .iter()
                 .find(|s| s.0.holds(version))
                 .ok_or_else(|| fail(&plan.name, "the registry lists no index column".into()))?;
-            sets.push(ident::<D>(&slot.1));
+            sets.push(slot.1.to_string());
             values.push(value);
-            sets.push(ident::<D>(&slot.2));
+            sets.push(slot.2.to_string());
             values.push(Value::I64(i64::from(version)));
         }
 
-        let mut sql = format!("UPDATE {} SET ", ident::<D>(&def.table));
-        let assigns: Vec<String> = sets
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c} = {}", ph::<D>(i + 1)))
-            .collect();
-        sql.push_str(&assigns.join(", "));
-        // The row by its identity: the key and the tenant as its column
-        // holds it (text byte for byte).
-        let is_row = push_row_match::<D>(def, id, &mut values).map_err(RowError::Fatal)?;
-        sql.push_str(&format!(" WHERE {is_row}"));
-        match header {
-            Some(h) => {
-                values.push(Value::Bytes(h));
-                sql.push_str(&format!(
-                    " AND {} = {}",
-                    ident::<D>(&header_col),
-                    ph::<D>(values.len())
-                ));
-            }
-            None => sql.push_str(&format!(" AND {} IS NULL", ident::<D>(&header_col))),
+        // The row by its identity (the key and the tenant as its column
+        // holds it), unchanged since it was read: its header and the
+        // plaintexts it had.
+        let [key, tenant] = id.match_binds().map_err(RowError::Fatal)?;
+        let mut write = RowWrite::new(key, tenant);
+        for (c, v) in sets.into_iter().zip(values) {
+            write = write.set(&c, v);
         }
+        write = write.expect(&header_col, header.map(Value::Bytes));
         for (c, v) in guards {
-            let binary = D::DIALECT == "mysql" && matches!(v, Value::Text(_));
-            values.push(v);
-            sql.push_str(&format!(
-                " AND {}{} = {}",
-                if binary { "BINARY " } else { "" },
-                ident::<D>(&c),
-                ph::<D>(values.len())
-            ));
+            write = write.expect(&c, Some(v));
         }
-        Ok((sql, values, n_values))
+        Ok((write, n_values))
     }
 }
 

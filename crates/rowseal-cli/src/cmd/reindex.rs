@@ -51,7 +51,8 @@ use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
 use crate::output::Progress;
 use crate::registry::{self, TableDef, FIRST_ENCRYPTED};
-use crate::scan::{among, push_row_match, BatchScanner, RowId};
+use crate::scan::{among, BatchScanner, RowId};
+use crate::write::RowWrite;
 
 /// What to reindex.
 pub struct Request {
@@ -549,7 +550,6 @@ async fn backfill_sweep<D: CliDb>(
         .map(|c| (*c).to_owned())
         .collect();
     let names = def.encrypted_field_names();
-    let t = ident::<D>(&def.table);
     loop {
         let rows = scan.next(&mut conn).await?;
         if rows.is_empty() {
@@ -557,7 +557,7 @@ async fn backfill_sweep<D: CliDb>(
         }
         // Compute every write first (the key store needs a pooled
         // connection), then apply them in one transaction.
-        let mut planned: Vec<(String, Vec<Value>)> = Vec::new();
+        let mut planned: Vec<RowWrite> = Vec::new();
         for row in &rows {
             let id = RowId::read(def, row)?;
             let pk = id.key.clone();
@@ -632,61 +632,33 @@ async fn backfill_sweep<D: CliDb>(
             if writes.is_empty() {
                 continue;
             }
-            let mut values: Vec<Value> = Vec::new();
-            let mut set = Vec::new();
-            for w in &writes {
-                values.push(w.value.clone());
-                set.push(format!(
-                    "{} = {}",
-                    ident::<D>(&w.column),
-                    ph::<D>(values.len())
-                ));
-                values.push(Value::I64(i64::from(w.version)));
-                set.push(format!(
-                    "{} = {}",
-                    ident::<D>(&w.version_column),
-                    ph::<D>(values.len())
-                ));
+            // The row by its identity (key and tenant), unchanged since read:
+            // its header and every covered ciphertext.
+            let [key, tenant_value] = id.match_binds()?;
+            let mut write = RowWrite::new(key, tenant_value);
+            for w in writes {
+                write = write
+                    .set(&w.column, w.value)
+                    .set(&w.version_column, Value::I64(i64::from(w.version)));
             }
-            // The row by its identity (key and tenant), unchanged since read.
-            let mut cond = push_row_match::<D>(def, &id, &mut values)?;
-            values.push(Value::Bytes(header));
-            cond.push_str(&format!(
-                " AND {} = {}",
-                ident::<D>(&def.header_column),
-                ph::<D>(values.len())
-            ));
+            write = write.expect(&def.header_column, Some(Value::Bytes(header)));
             for (i, col) in enc.iter().enumerate() {
-                if !indexes.covered_encrypted[i] {
-                    continue;
-                }
-                match sealed[i].take() {
-                    Some(b) => {
-                        values.push(Value::Bytes(b));
-                        cond.push_str(&format!(
-                            " AND {} = {}",
-                            ident::<D>(col),
-                            ph::<D>(values.len())
-                        ));
-                    }
-                    None => cond.push_str(&format!(" AND {} IS NULL", ident::<D>(col))),
+                if indexes.covered_encrypted[i] {
+                    write = write.expect(col, sealed[i].take().map(Value::Bytes));
                 }
             }
-            planned.push((
-                format!("UPDATE {t} SET {} WHERE {cond}", set.join(", ")),
-                values,
-            ));
+            planned.push(write);
         }
         let mut tx = ctx.pool.begin_with(D::BEGIN).await?;
-        let mut batch_written = 0u64;
-        for (sql, values) in planned {
-            match D::execute_on(&mut *tx, &sql, values).await? {
-                1 => batch_written += 1,
-                // Changed since it was read: its writer filled the slot, or
-                // the next sweep does.
-                _ => sweep.changed += 1,
-            }
-        }
+        let attempted = planned.len() as u64;
+        let batch_written = crate::write::write_rows::<D>(&mut *tx, def, planned)
+            .await?
+            .into_iter()
+            .filter(|w| *w)
+            .count() as u64;
+        // A row changed since it was read: its writer filled the slot, or
+        // the next sweep does.
+        sweep.changed += attempted - batch_written;
         if batch_written > 0 {
             jobs::add_progress::<D>(&mut *tx, job, batch_written).await?;
         }

@@ -15,13 +15,76 @@ use rowseal_core::{EncryptionContext, KeyProvider, KeyPurpose, KeyScope, RowHead
 use rowseal_sqlx::{DbRow, SqlType, Value};
 use serde_json::json;
 
+use futures_util::stream::{FuturesOrdered, StreamExt as _};
+
 use super::Ctx;
 use crate::db::{ident, ph, read_i64, read_text, CliDb};
-use crate::error::{ExitCode, Result};
+use crate::error::{CliError, ExitCode, Result};
 use crate::jobs;
-use crate::output::Progress;
-use crate::registry;
-use crate::scan::{among, row_match, BatchScanner, RowId};
+use crate::output::{Out, Progress};
+use crate::registry::{self, TableDef};
+use crate::scan::{among, BatchScanner, RowId};
+use crate::write::RowWrite;
+
+/// Most ReEncrypt calls in flight at once: the library's default for
+/// provider calls, sized for KMS request quotas (docs/kms.md).
+const PROVIDER_CONCURRENCY: usize = rowseal_sqlx::DEFAULT_PROVIDER_CONCURRENCY;
+
+/// What a kms-mode row read needs.
+enum Step {
+    /// No wrapped key (not a kms-mode header): nothing.
+    Nothing,
+    /// Not selected, or already under the destination: counted as seen.
+    Passed,
+    /// Its tenant was shredded: no key left to move.
+    Shredded,
+    /// Counted as done by a dry run.
+    DryRun,
+    /// Its header cannot be read.
+    Failed(String),
+    /// Its data key is to be rewrapped.
+    Rewrap(Box<RowHeader>),
+}
+
+/// The outcome counts of one table's rows, and their reports.
+struct Tally<'a> {
+    out: &'a Out,
+    def: &'a TableDef,
+    progress: &'a Progress,
+    rows_done: u64,
+    failed: u64,
+    shredded_skipped: u64,
+}
+
+impl Tally<'_> {
+    /// Counts a row that needs no rewrap.
+    fn settle(&mut self, step: Step, pk: &Value, tenant: &str) {
+        match step {
+            Step::Nothing | Step::Rewrap(_) => {}
+            Step::Passed => self.progress.add(1),
+            Step::Shredded => self.shredded_skipped += 1,
+            Step::DryRun => self.rows_done += 1,
+            Step::Failed(e) => self.fail(pk, tenant, &e),
+        }
+    }
+
+    fn fail(&mut self, pk: &Value, tenant: &str, error: &str) {
+        self.failed += 1;
+        let def = self.def;
+        self.out.emit(
+            json!({"event": "failure", "table": def.table, "tenant": tenant,
+                   "primary_key": pk.key_display(), "column": def.header_column,
+                   "error": error}),
+            || {
+                format!(
+                    "FAILED {} primary key {}: {error}",
+                    def.table,
+                    pk.key_display()
+                )
+            },
+        );
+    }
+}
 
 /// Which keys a rewrap moves.
 pub struct Selection {
@@ -178,91 +241,119 @@ pub async fn run<D: CliDb>(
         );
         let mut scan = BatchScanner::<D>::new(&def, select.clone(), batch);
         let total = scan.remaining(&mut conn).await?;
-        let mut fail = |pk: &Value, tenant: &str, error: &str| {
-            failed += 1;
-            ctx.out.emit(
-                json!({"event": "failure", "table": def.table, "tenant": tenant,
-                       "primary_key": pk.key_display(), "column": def.header_column,
-                       "error": error}),
-                || {
-                    format!(
-                        "FAILED {} primary key {}: {error}",
-                        def.table,
-                        pk.key_display()
-                    )
-                },
-            );
-        };
-        // The row by its identity (key and tenant) and its old header.
-        let update = format!(
-            "UPDATE {} SET {} = {} WHERE {} AND {} = {}",
-            ident::<D>(&def.table),
-            ident::<D>(&def.header_column),
-            ph::<D>(1),
-            row_match::<D>(&def, 2),
-            ident::<D>(&def.header_column),
-            ph::<D>(4)
-        );
         let (progress, handle) = Progress::start(ctx.out, format!("rewrap {}", def.table), total);
+        let mut tally = Tally {
+            out: &ctx.out,
+            def: &def,
+            progress: &progress,
+            rows_done: 0,
+            failed: 0,
+            shredded_skipped: 0,
+        };
+        // What a row read needs: nothing, a report, or a rewrap.
+        let step = |header: &[u8], tenant: &str, resolved: &Option<String>| {
+            let parsed = match RowHeader::from_bytes(header) {
+                Ok(h) => h,
+                Err(_) if shredded.iter().any(|s| s == tenant) => return Step::Shredded,
+                Err(e) => return Step::Failed(format!("key header unreadable: {e}")),
+            };
+            let Some(wrapped) = parsed.wrapped_data_key() else {
+                return Step::Nothing;
+            };
+            if !tenant_selected(tenant) || !from_matches(wrapped) || under_dest(wrapped, resolved) {
+                Step::Passed
+            } else if dry_run {
+                Step::DryRun
+            } else {
+                Step::Rewrap(Box::new(parsed))
+            }
+        };
+        let rewrap = |parsed: &RowHeader, tenant: &str| {
+            let context = EncryptionContext::row_data_key(&def.record_type, tenant);
+            let wrapped = parsed.wrapped_data_key().cloned();
+            let provider = provider.clone();
+            async move {
+                let wrapped = wrapped.ok_or_else(|| {
+                    CliError::new(ExitCode::Internal, "a header without a wrapped key")
+                })?;
+                Ok::<_, CliError>(provider.reencrypt_data_key(&wrapped, &context, to).await?)
+            }
+        };
         loop {
             let page = scan.next(&mut conn).await?;
             if page.is_empty() {
                 break;
             }
+            // First attempt, for the whole page: the rows that need it are
+            // rewrapped (up to PROVIDER_CONCURRENCY calls at once) and
+            // written back in one batch.
+            let mut todo: Vec<(RowId, String, Vec<u8>, Box<RowHeader>)> = Vec::new();
             for row in &page {
-                let mut id = RowId::read(&def, row)?;
-                let pk = id.key.clone();
-                // The canonical id (the data key's context names it).
-                let mut tenant = registry::read_tenant(&def, row, 1)?;
-                let mut header = row.read_bytes(2)?.to_vec();
-                // Retry on a concurrent application write: re-read, rewrap again.
-                let mut settled = false;
-                for _attempt in 0..5 {
-                    let parsed = match RowHeader::from_bytes(&header) {
-                        Ok(h) => h,
-                        Err(e) => {
-                            if shredded.contains(&tenant) {
-                                shredded_skipped += 1;
-                            } else {
-                                fail(&pk, &tenant, &format!("key header unreadable: {e}"));
-                            }
-                            settled = true;
-                            break;
-                        }
-                    };
-                    let Some(wrapped) = parsed.wrapped_data_key() else {
-                        settled = true;
-                        break;
-                    };
-                    if !tenant_selected(&tenant) || !from_matches(wrapped) {
-                        progress.add(1);
-                        settled = true;
-                        break;
-                    }
-                    if under_dest(wrapped, &dest_resolved) {
-                        progress.add(1);
-                        settled = true;
-                        break;
-                    }
-                    if dry_run {
-                        rows_done += 1;
-                        settled = true;
-                        break;
-                    }
-                    let context = EncryptionContext::row_data_key(&def.record_type, &tenant);
-                    let new = provider.reencrypt_data_key(wrapped, &context, to).await?;
+                let id = RowId::read(&def, row)?;
+                let tenant = registry::read_tenant(&def, row, 1)?;
+                let header = row.read_bytes(2)?.to_vec();
+                match step(&header, &tenant, &dest_resolved) {
+                    Step::Rewrap(parsed) => todo.push((id, tenant, header, parsed)),
+                    other => tally.settle(other, &id.key, &tenant),
+                }
+            }
+            // A destination named by alias or root-key name is known by its
+            // key id only once the provider has answered: the first call
+            // goes alone, so that rows already under it are not moved again.
+            let mut rewrapped = Vec::with_capacity(todo.len());
+            if dest_resolved.is_none() {
+                if let Some((_, tenant, _, parsed)) = todo.first() {
+                    let new = rewrap(parsed, tenant).await?;
                     dest_resolved = Some(new.key_id().to_owned());
-                    let new_header = parsed.with_wrapped_data_key(new)?.to_bytes();
-                    let mut values = vec![Value::Bytes(new_header)];
-                    values.extend(id.match_binds()?);
-                    values.push(Value::Bytes(header.clone()));
-                    let n = D::execute_on(&mut conn, &update, values).await?;
-                    if n == 1 {
-                        rows_done += 1;
-                        progress.add(1);
-                        settled = true;
-                        break;
+                    rewrapped.push(new);
+                    let mut kept = vec![todo.remove(0)];
+                    for (id, tenant, header, _) in todo {
+                        match step(&header, &tenant, &dest_resolved) {
+                            Step::Rewrap(parsed) => kept.push((id, tenant, header, parsed)),
+                            other => tally.settle(other, &id.key, &tenant),
+                        }
                     }
+                    todo = kept;
+                }
+            }
+            let mut calls = FuturesOrdered::new();
+            let mut next = rewrapped.len();
+            while next < todo.len() || !calls.is_empty() {
+                while next < todo.len() && calls.len() < PROVIDER_CONCURRENCY {
+                    let (_, tenant, _, parsed) = &todo[next];
+                    calls.push_back(rewrap(parsed, tenant));
+                    next += 1;
+                }
+                if let Some(new) = calls.next().await {
+                    rewrapped.push(new?);
+                }
+            }
+            let mut writes = Vec::with_capacity(todo.len());
+            for ((id, _, header, parsed), new) in todo.iter().zip(rewrapped) {
+                let new_header = parsed.clone().with_wrapped_data_key(new)?.to_bytes();
+                let [key, tenant_value] = id.match_binds()?;
+                writes.push(
+                    RowWrite::new(key, tenant_value)
+                        .set(&def.header_column, Value::Bytes(new_header))
+                        .expect(&def.header_column, Some(Value::Bytes(header.clone()))),
+                );
+            }
+            let written = crate::write::write_rows::<D>(&mut conn, &def, writes).await?;
+            let mut retry = Vec::new();
+            for ((id, tenant, _, _), ok) in todo.into_iter().zip(written) {
+                if ok {
+                    tally.rows_done += 1;
+                    progress.add(1);
+                } else {
+                    retry.push((id, tenant));
+                }
+            }
+            // Changed by the application since it was read: read again and
+            // rewrap again, row by row, a few times.
+            for (mut id, mut tenant) in retry {
+                let pk = id.key.clone();
+                let mut settled = false;
+                for _attempt in 1..5 {
                     conflicts += 1;
                     // Read again by the table's own key: the key column, or
                     // (tenant, key) in a table whose primary key has both.
@@ -280,10 +371,31 @@ pub async fn run<D: CliDb>(
                     };
                     id = RowId::read(&def, r)?;
                     tenant = registry::read_tenant(&def, r, 1)?;
-                    header = r.read_bytes(2)?.to_vec();
+                    let header = r.read_bytes(2)?.to_vec();
+                    let parsed = match step(&header, &tenant, &dest_resolved) {
+                        Step::Rewrap(parsed) => parsed,
+                        other => {
+                            tally.settle(other, &id.key, &tenant);
+                            settled = true;
+                            break;
+                        }
+                    };
+                    let new = rewrap(&parsed, &tenant).await?;
+                    dest_resolved = Some(new.key_id().to_owned());
+                    let new_header = parsed.with_wrapped_data_key(new)?.to_bytes();
+                    let [key, tenant_value] = id.match_binds()?;
+                    let write = RowWrite::new(key, tenant_value)
+                        .set(&def.header_column, Value::Bytes(new_header))
+                        .expect(&def.header_column, Some(Value::Bytes(header)));
+                    if crate::write::write_rows::<D>(&mut conn, &def, vec![write]).await?[0] {
+                        tally.rows_done += 1;
+                        progress.add(1);
+                        settled = true;
+                        break;
+                    }
                 }
                 if !settled {
-                    fail(
+                    tally.fail(
                         &pk,
                         &tenant,
                         "changed by the application at every attempt; run rewrap again",
@@ -291,6 +403,9 @@ pub async fn run<D: CliDb>(
                 }
             }
         }
+        rows_done += tally.rows_done;
+        failed += tally.failed;
+        shredded_skipped += tally.shredded_skipped;
         progress.finish(handle).await;
     }
     if let Some(id) = &job {

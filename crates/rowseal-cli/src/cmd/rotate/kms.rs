@@ -22,7 +22,7 @@ use rowseal_core::KeyHierarchy;
 use rowseal_sqlx::Value;
 use serde_json::json;
 
-use super::reseal::{per_row_update, reseal, NewKeys};
+use super::reseal::{reseal, row_write, NewKeys};
 use super::Shared;
 use crate::cmd::RowOpener;
 use crate::db::{ident, ph, CliDb};
@@ -157,7 +157,6 @@ pub(super) async fn batch_once<D: CliDb>(
         spec: def.spec(),
     };
     let enc_cols = def.encrypted_columns();
-    let update = per_row_update::<D>(def, &enc_cols);
     let lock = if D::CONCURRENT_WRITERS {
         " FOR UPDATE"
     } else {
@@ -229,14 +228,18 @@ pub(super) async fn batch_once<D: CliDb>(
         return Ok(0);
     }
     let (resealed, failures) = reseal::<D>(&rows, def, pk_type, opener, &new_keys).await?;
-    let mut done = 0u64;
-    let mut conflicts = 0u64;
-    for r in resealed {
-        match D::execute_on(&mut *tx, &update, r.update_values(0)).await? {
-            0 => conflicts += 1,
-            _ => done += 1,
-        }
-    }
+    // kms-mode rows have no tenant-key version: 0.
+    let attempted = resealed.len() as u64;
+    let writes = resealed
+        .into_iter()
+        .map(|r| row_write(def, &enc_cols, r, 0))
+        .collect();
+    let done = crate::write::write_rows::<D>(&mut *tx, def, writes)
+        .await?
+        .into_iter()
+        .filter(|w| *w)
+        .count() as u64;
+    let conflicts = attempted - done;
     save(&mut cursors, &scan, false);
     D::execute_on(
         &mut *tx,

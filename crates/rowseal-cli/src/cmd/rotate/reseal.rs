@@ -2,7 +2,7 @@
 //! row key and seal every encrypted field under a new one. The modes differ
 //! only in where the new row key comes from ([`NewKeys`]) and in how the rows
 //! are written back (see `derived` and `kms`); both write with a
-//! compare-and-swap on the old header ([`per_row_update`]).
+//! compare-and-swap on the old header ([`row_write`]).
 
 use std::sync::Arc;
 
@@ -13,10 +13,11 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::cmd::{describe, read_envelopes, RowOpener};
-use crate::db::{ident, ph, CliDb};
+use crate::db::CliDb;
 use crate::error::Result;
 use crate::registry::{self, read_pk, TableDef};
-use crate::scan::{row_match, RowId};
+use crate::scan::RowId;
+use crate::write::RowWrite;
 
 /// Where the new row keys of a batch come from.
 pub(super) enum NewKeys<'a> {
@@ -69,19 +70,6 @@ pub(super) struct Resealed {
     pub header: Vec<u8>,
     /// The header read, for the compare-and-swap.
     pub old_header: Vec<u8>,
-}
-
-impl Resealed {
-    /// The binds of [`per_row_update`], writing key version `version`.
-    pub fn update_values(self, version: i64) -> Vec<Value> {
-        let mut values = self.sealed;
-        values.push(Value::Bytes(self.header));
-        values.push(Value::I64(version));
-        values.push(self.pk);
-        values.push(self.tenant);
-        values.push(Value::Bytes(self.old_header));
-        values
-    }
 }
 
 /// A row that could not be opened: reported once, skipped by this process.
@@ -172,28 +160,14 @@ pub(super) async fn reseal<D: CliDb>(
     Ok((resealed, failures))
 }
 
-/// `UPDATE t SET enc..., header = ?, version = ? WHERE pk = ? AND tenant = ?
-/// AND header = ?` (the row by its identity, [`row_match`], and a
-/// compare-and-swap on the old header).
-pub(super) fn per_row_update<D: CliDb>(def: &TableDef, enc_cols: &[&str]) -> String {
-    let mut update = format!("UPDATE {} SET ", ident::<D>(&def.table));
-    let mut n = 0;
-    for c in enc_cols
-        .iter()
-        .copied()
-        .chain([def.header_column.as_str(), def.key_version_column.as_str()])
-    {
-        if n > 0 {
-            update.push_str(", ");
-        }
-        n += 1;
-        update.push_str(&format!("{} = {}", ident::<D>(c), ph::<D>(n)));
+/// The write of a re-sealed row: its envelopes, header and key version
+/// `version`, with a compare-and-swap on the header read.
+pub(super) fn row_write(def: &TableDef, enc_cols: &[&str], r: Resealed, version: u32) -> RowWrite {
+    let mut w = RowWrite::new(r.pk, r.tenant);
+    for (c, v) in enc_cols.iter().zip(r.sealed) {
+        w = w.set(c, v);
     }
-    update.push_str(&format!(
-        " WHERE {} AND {} = {}",
-        row_match::<D>(def, n + 1),
-        ident::<D>(&def.header_column),
-        ph::<D>(n + 3)
-    ));
-    update
+    w.set(&def.header_column, Value::Bytes(r.header))
+        .set(&def.key_version_column, Value::I64(i64::from(version)))
+        .expect(&def.header_column, Some(Value::Bytes(r.old_header)))
 }
