@@ -210,7 +210,25 @@ impl<DB: Backend> KeyStore for SqlxKeyStore<DB> {
 
     async fn insert(&self, record: &KeyRecord) -> rowseal_core::Result<bool> {
         let mut conn = self.pool.acquire().await.map_err(Self::store_err)?;
-        Self::insert_on(&mut conn, record).await
+        Self::insert_on(&mut conn, record)
+            .await
+            .map_err(|e| match sqlite_busy(&e) {
+                // SQLite has one writer: a key created while the application's
+                // own write transaction (on another connection) holds the
+                // lock waits for it until the busy timeout. Say why, and what
+                // to do: a transaction-scoped key would vanish on rollback
+                // while this process kept it, so it is never created there.
+                true => rowseal_core::Error::Store {
+                    message: "rowseal_keys: a new key cannot be written while another connection \
+                              holds SQLite's write lock (most often the application's own write \
+                              transaction): create a tenant's keys before its first write \
+                              transaction (KeyHierarchy::current_tenant_key and \
+                              current_index_key), or write its first row outside one"
+                        .into(),
+                    source: Some(std::sync::Arc::new(e)),
+                },
+                false => e,
+            })
     }
 
     async fn record_key_use(
@@ -313,6 +331,31 @@ impl<DB: Backend> SqlxKeyStore<DB> {
             .map_err(Self::store_err)?;
         Ok(n == 1)
     }
+}
+
+/// Whether `e` is SQLite's "database is locked" (`SQLITE_BUSY`, or
+/// `SQLITE_LOCKED`, with any extended code).
+#[cfg(feature = "sqlite")]
+fn sqlite_busy(e: &rowseal_core::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(sqlx::Error::Database(db)) = c.downcast_ref::<sqlx::Error>() {
+            return db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| {
+                    db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                        && matches!(c & 0xff, 5 | 6)
+                });
+        }
+        cause = c.source();
+    }
+    false
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn sqlite_busy(_: &rowseal_core::Error) -> bool {
+    false
 }
 
 impl<DB: sqlx::Database> fmt::Debug for SqlxKeyStore<DB> {
