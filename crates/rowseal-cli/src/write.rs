@@ -313,6 +313,18 @@ pub async fn write_rows<D: CliDb>(
     Ok(written)
 }
 
+/// [`write_rows`], counted: (rows written, rows changed since they were
+/// read and left alone).
+pub async fn write_counted<D: CliDb>(
+    conn: &mut D::Connection,
+    def: &TableDef,
+    rows: Vec<RowWrite>,
+) -> Result<(u64, u64)> {
+    let outcomes = write_rows::<D>(conn, def, rows).await?;
+    let written = outcomes.iter().filter(|w| **w).count();
+    Ok((written as u64, (outcomes.len() - written) as u64))
+}
+
 /// `rows` in one statement (`sql`), under a savepoint: if it wrote fewer
 /// rows than it was given, it is undone and the rows are written one by one
 /// (which tells which of them changed). A row whose values have no array

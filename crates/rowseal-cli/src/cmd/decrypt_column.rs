@@ -146,16 +146,12 @@ pub async fn run<D: CliDb>(
                     .expect(column, Some(Value::Bytes(envelope))),
             );
         }
-        let attempted = writes.len() as u64;
         let mut tx = ctx.pool.begin_with(D::BEGIN).await?;
-        let batch_done = crate::write::write_rows::<D>(&mut *tx, &def, writes)
-            .await?
-            .into_iter()
-            .filter(|w| *w)
-            .count() as u64;
+        let (batch_done, changed) =
+            crate::write::write_counted::<D>(&mut *tx, &def, writes).await?;
         // A row changed by the application since it was read still matches
         // `P IS NULL`: the next run picks it up.
-        conflicts += attempted - batch_done;
+        conflicts += changed;
         if batch_done > 0 {
             jobs::add_progress::<D>(&mut *tx, &job, batch_done).await?;
         }

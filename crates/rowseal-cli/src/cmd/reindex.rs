@@ -650,15 +650,11 @@ async fn backfill_sweep<D: CliDb>(
             planned.push(write);
         }
         let mut tx = ctx.pool.begin_with(D::BEGIN).await?;
-        let attempted = planned.len() as u64;
-        let batch_written = crate::write::write_rows::<D>(&mut *tx, def, planned)
-            .await?
-            .into_iter()
-            .filter(|w| *w)
-            .count() as u64;
+        let (batch_written, changed) =
+            crate::write::write_counted::<D>(&mut *tx, def, planned).await?;
         // A row changed since it was read: its writer filled the slot, or
         // the next sweep does.
-        sweep.changed += attempted - batch_written;
+        sweep.changed += changed;
         if batch_written > 0 {
             jobs::add_progress::<D>(&mut *tx, job, batch_written).await?;
         }

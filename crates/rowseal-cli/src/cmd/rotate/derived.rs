@@ -77,17 +77,11 @@ pub(super) async fn batch_once<D: CliDb>(
     // The application may have changed a row since it was read: the
     // compare-and-swap on the old header leaves it alone; a later batch
     // reads it again if it is still on an old version.
-    let attempted = pending.len() as u64;
     let writes = pending
         .into_iter()
         .map(|r| row_write(def, &enc_cols, r, target))
         .collect();
-    let done = crate::write::write_rows::<D>(&mut *tx, def, writes)
-        .await?
-        .into_iter()
-        .filter(|w| *w)
-        .count() as u64;
-    let conflicts = attempted - done;
+    let (done, conflicts) = crate::write::write_counted::<D>(&mut *tx, def, writes).await?;
     if done > 0 {
         jobs::add_progress::<D>(&mut *tx, job_id, done).await?;
     }

@@ -229,17 +229,11 @@ pub(super) async fn batch_once<D: CliDb>(
     }
     let (resealed, failures) = reseal::<D>(&rows, def, pk_type, opener, &new_keys).await?;
     // kms-mode rows have no tenant-key version: 0.
-    let attempted = resealed.len() as u64;
     let writes = resealed
         .into_iter()
         .map(|r| row_write(def, &enc_cols, r, 0))
         .collect();
-    let done = crate::write::write_rows::<D>(&mut *tx, def, writes)
-        .await?
-        .into_iter()
-        .filter(|w| *w)
-        .count() as u64;
-    let conflicts = attempted - done;
+    let (done, conflicts) = crate::write::write_counted::<D>(&mut *tx, def, writes).await?;
     save(&mut cursors, &scan, false);
     D::execute_on(
         &mut *tx,
